@@ -1,0 +1,96 @@
+// File: cli/generate_command.cc
+// Implementation of `dapq generate`.
+#include "cli/generate_command.h"
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "worker/engine.h"
+#include "worker/model_loader.h"
+#include "worker/tokenizer.h"
+
+namespace dapq::cli {
+
+absl::Status GenerateCommandOptions::Validate() const {
+  if (model.empty()) return absl::InvalidArgumentError("--model is required");
+  if (tokenizer.empty() && prompt_tokens <= 0) {
+    return absl::InvalidArgumentError("--tokenizer is required unless --prompt_tokens is set");
+  }
+  if (prompt_tokens < 0) return absl::InvalidArgumentError("--prompt_tokens must be >= 0");
+  if (steps < 0) return absl::InvalidArgumentError(absl::StrCat("--steps=", steps, " must be >= 0"));
+  if (tp < 1) return absl::InvalidArgumentError(absl::StrCat("--tp=", tp, " must be >= 1"));
+  return absl::OkStatus();
+}
+
+absl::Status RunGenerate(const GenerateCommandOptions& o) {
+  DAPQ_RETURN_IF_ERROR(o.Validate());
+  const auto load_start = std::chrono::steady_clock::now();
+  DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights, worker::LoadModel(o.model));
+  auto model = std::make_shared<const worker::ModelWeights>(std::move(weights));
+  const worker::ModelConfig& config = model->config;
+  std::fprintf(stderr, "model: %s (loaded in %.2f s)\n", config.DebugString().c_str(),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+
+  std::unique_ptr<worker::Tokenizer> tokenizer;
+  if (!o.tokenizer.empty()) {
+    DAPQ_ASSIGN_OR_RETURN(worker::Tokenizer t, worker::Tokenizer::Load(o.tokenizer, config.vocab_size));
+    tokenizer = std::make_unique<worker::Tokenizer>(std::move(t));
+  }
+  std::vector<int> prompt;
+  if (o.prompt_tokens > 0) {
+    std::mt19937_64 rng(o.seed);
+    prompt.push_back(config.bos_token_id);
+    while (static_cast<int>(prompt.size()) < o.prompt_tokens) {
+      prompt.push_back(static_cast<int>(rng() % static_cast<uint64_t>(config.vocab_size)));
+    }
+  } else {
+    prompt = tokenizer->Encode(o.prompt, /*add_bos=*/true, /*add_eos=*/false);
+  }
+
+  worker::EngineOptions engine_options;
+  engine_options.tp = o.tp;
+  engine_options.prefill_chunk = o.prefill_chunk;
+  DAPQ_ASSIGN_OR_RETURN(auto engine, worker::Engine::Create(model, engine_options));
+
+  worker::GenerateOptions gen;
+  gen.max_new_tokens = o.steps;
+  gen.sampling.temperature = o.temperature;
+  gen.sampling.top_p = o.top_p;
+  gen.sampling.seed = o.seed;
+
+  // Echo the prompt, then stream generated text.
+  if (tokenizer && !o.print_ids) {
+    std::printf("%s", tokenizer->DecodeAll({prompt.begin() + 1, prompt.end()}, prompt[0]).c_str());
+  }
+  int prev = prompt.back();
+  auto on_token = [&](int token) {
+    if (tokenizer && !o.print_ids) {
+      std::printf("%s", tokenizer->Decode(prev, token).c_str());
+    } else {
+      std::printf("%d ", token);
+    }
+    std::fflush(stdout);
+    prev = token;
+    return true;
+  };
+  DAPQ_ASSIGN_OR_RETURN(worker::GenerateResult r, engine->Generate(prompt, gen, on_token));
+  std::printf("\n");
+  const int decoded = static_cast<int>(r.tokens.size()) - 1;
+  std::fprintf(stderr,
+               "tp=%d prompt=%d tokens, generated=%zu tokens%s\n"
+               "prefill: %.1f ms (%.1f tokens/s), time to first token %.1f ms\n"
+               "decode:  %d tokens in %.1f ms (%.1f tokens/s)\n",
+               o.tp, r.prompt_tokens, r.tokens.size(),
+               r.stopped_at_stop_token ? " (stopped at a stop token)" : "",
+               r.prefill_seconds * 1e3, r.prompt_tokens / std::max(r.prefill_seconds, 1e-9),
+               r.prefill_seconds * 1e3, decoded, r.decode_seconds * 1e3,
+               decoded > 0 ? decoded / std::max(r.decode_seconds, 1e-9) : 0.0);
+  return absl::OkStatus();
+}
+
+}  // namespace dapq::cli

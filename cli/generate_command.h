@@ -1,0 +1,33 @@
+// File: cli/generate_command.h
+// `dapq generate`: load a model, tokenize a prompt, generate with the in-process TP engine and
+// stream the text to stdout; timing (prefill and decode tokens/s) goes to stderr.
+#ifndef DAPQ_CLI_GENERATE_COMMAND_H_
+#define DAPQ_CLI_GENERATE_COMMAND_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace dapq::cli {
+
+struct GenerateCommandOptions {
+  std::string model;          // llama2.c .bin, HF directory, or synthetic:<shape>
+  std::string tokenizer;      // llama2.c tokenizer .bin; required unless prompt_tokens > 0
+  std::string prompt;         // text (empty: start from BOS alone)
+  int prompt_tokens = 0;      // > 0: use this many seeded random token ids instead of text
+  int steps = 256;            // new tokens to generate
+  float temperature = 0.0f;   // 0 = greedy
+  float top_p = 0.9f;
+  uint64_t seed = 42;
+  int tp = 1;
+  int prefill_chunk = 1024;
+  bool print_ids = false;     // print token ids instead of text
+  absl::Status Validate() const;
+};
+
+absl::Status RunGenerate(const GenerateCommandOptions& options);
+
+}  // namespace dapq::cli
+
+#endif  // DAPQ_CLI_GENERATE_COMMAND_H_

@@ -1,0 +1,39 @@
+// File: kernels/attention.h
+// Causal multi-head attention with grouped KV heads (GQA), for prefill and for decode.
+// Keys are stored post-RoPE. Scores are q.k / sqrt(head_dim), softmax in fp32.
+#ifndef DAPQ_KERNELS_ATTENTION_H_
+#define DAPQ_KERNELS_ATTENTION_H_
+
+#include "absl/status/status.h"
+#include "kernels/types.h"
+
+namespace dapq::kernels {
+
+// q:   [q_tokens, q_heads, head_dim], token stride q_stride (elements).
+// k,v: per KV head a contiguous [kv_capacity, head_dim] slab; head h's slab starts at
+//      k + h * kv_head_stride (elements). kv_len slots are valid.
+// out: [q_tokens, q_heads, head_dim], token stride out_stride.
+// Query head h reads KV head h / (q_heads / kv_heads).
+// Causality: query token t sees slots [0, kv_len - q_tokens + t] (the q tokens are the last
+// q_tokens slots of the cache). kv_len >= q_tokens.
+struct AttentionParams {
+  int q_tokens = 0, q_heads = 0, kv_heads = 0, head_dim = 0;
+  const float* q = nullptr;
+  int q_stride = 0;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  long kv_head_stride = 0;
+  int kv_len = 0;
+  float* out = nullptr;
+  int out_stride = 0;
+};
+
+// Prefill: tiled (flash-attention style online softmax), O(tile^2) scratch, never q x kv.
+absl::Status AttentionPrefill(const AttentionParams& p, Stream stream = {});
+// Decode: q_tokens == 1 (or a few) over the whole cache; O(kv_len) scratch per head.
+absl::Status AttentionDecode(const AttentionParams& p, Stream stream = {});
+absl::Status ValidateAttention(const AttentionParams& p);
+
+}  // namespace dapq::kernels
+
+#endif  // DAPQ_KERNELS_ATTENTION_H_

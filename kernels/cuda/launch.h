@@ -1,0 +1,23 @@
+// File: kernels/cuda/launch.h
+// Host entry points of the CUDA kernels (ops marked CPU_CUDA in kernels/ops.inc). The stream is
+// passed as void* (a cudaStream_t) so that this header carries no CUDA types; only dispatch.cc
+// includes it, and only when DAPQ_HAVE_CUDA.
+#ifndef DAPQ_KERNELS_CUDA_LAUNCH_H_
+#define DAPQ_KERNELS_CUDA_LAUNCH_H_
+
+#include "absl/status/status.h"
+#include "kernels/activation.h"
+#include "kernels/rms_norm.h"
+#include "kernels/rope.h"
+#include "kernels/softmax.h"
+
+namespace dapq::kernels::cuda {
+
+absl::Status LaunchRmsNorm(const RmsNormParams& p, void* stream);
+absl::Status LaunchRope(const RopeParams& p, void* stream);
+absl::Status LaunchSoftmax(const SoftmaxParams& p, void* stream);
+absl::Status LaunchSwiGlu(const SwiGluParams& p, void* stream);
+
+}  // namespace dapq::kernels::cuda
+
+#endif  // DAPQ_KERNELS_CUDA_LAUNCH_H_

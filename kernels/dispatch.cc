@@ -1,0 +1,50 @@
+// File: kernels/dispatch.cc
+// The public kernel entry points, generated from kernels/ops.inc: validate the params, then run the
+// CPU reference or the CUDA launcher. The only file in kernels/ with #if DAPQ_HAVE_CUDA.
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/ref/ref_ops.h"
+
+#if DAPQ_HAVE_CUDA
+#include "kernels/cuda/launch.h"
+#endif
+
+namespace dapq::kernels {
+namespace {
+
+template <typename P>
+absl::Status RunCuda(const char* name, const P& p, void* stream,
+                     absl::Status (*launch)(const P&, void*)) {
+  if (launch == nullptr) {
+    return absl::UnimplementedError(
+        absl::StrCat(name, ": no CUDA kernel", DAPQ_HAVE_CUDA ? "" : " (built without CUDA)"));
+  }
+  return launch(p, stream);
+}
+
+}  // namespace
+
+#if DAPQ_HAVE_CUDA
+#define DAPQ_CUDA_FN_CPU_CUDA(Name) &cuda::Launch##Name
+#else
+#define DAPQ_CUDA_FN_CPU_CUDA(Name) nullptr
+#endif
+#define DAPQ_CUDA_FN_CPU(Name) nullptr
+
+#define DAPQ_KERNEL_OP(Name, Params, Validator, Backends)                                        \
+  absl::Status Name(const Params& p, Stream stream) {                                   \
+    DAPQ_RETURN_IF_ERROR(Validator(p));                                                  \
+    switch (stream.backend) {                                                           \
+      case Backend::kCpu:                                                               \
+        return ref::Name##Ref(p);                                                       \
+      case Backend::kCuda: {                                                            \
+        absl::Status (*launch)(const Params&, void*) = DAPQ_CUDA_FN_##Backends(Name);   \
+        return RunCuda<Params>(#Name, p, stream.handle, launch);                        \
+      }                                                                                 \
+    }                                                                                   \
+    return absl::InvalidArgumentError(absl::StrCat(#Name, ": unknown backend"));        \
+  }
+#include "kernels/ops.inc"
+#undef DAPQ_KERNEL_OP
+
+}  // namespace dapq::kernels

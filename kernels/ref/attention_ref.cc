@@ -1,0 +1,127 @@
+// File: kernels/ref/attention_ref.cc
+// CPU attention. Prefill is tiled with an online softmax (flash-attention form): for each
+// (head, query tile) it walks key tiles, S = Q.K^T and O += P.V through OpenBLAS, keeping only
+// kQueryTile x kKeyTile scores. Decode processes one KV head's whole query group at once.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/ref/ref_ops.h"
+
+namespace dapq::kernels::ref {
+namespace {
+
+constexpr int kQueryTile = 64;
+constexpr int kKeyTile = 256;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+struct PrefillScratch {
+  std::vector<float> scores;  // [kQueryTile, kKeyTile]
+  std::vector<float> acc;     // [kQueryTile, head_dim]
+  std::vector<float> row_max, row_sum;
+};
+
+void PrefillTile(const AttentionParams& p, int head, int t0, int t1, PrefillScratch& s) {
+  const int d = p.head_dim;
+  const int group = p.q_heads / p.kv_heads;
+  const int kv_head = head / group;
+  const int past = p.kv_len - p.q_tokens;
+  const int rows = t1 - t0;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float* q = p.q + static_cast<long>(t0) * p.q_stride + static_cast<long>(head) * d;
+  const float* k = p.k + kv_head * p.kv_head_stride;
+  const float* v = p.v + kv_head * p.kv_head_stride;
+
+  std::fill(s.acc.begin(), s.acc.begin() + static_cast<long>(rows) * d, 0.0f);
+  std::fill(s.row_max.begin(), s.row_max.begin() + rows, kNegInf);
+  std::fill(s.row_sum.begin(), s.row_sum.begin() + rows, 0.0f);
+
+  const int key_end = past + t1;  // exclusive: the last query row sees slot past + t1 - 1
+  for (int j0 = 0; j0 < key_end; j0 += kKeyTile) {
+    const int j1 = std::min(j0 + kKeyTile, key_end);
+    const int cols = j1 - j0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, d, scale, q, p.q_stride,
+                k + static_cast<long>(j0) * d, d, 0.0f, s.scores.data(), kKeyTile);
+    for (int r = 0; r < rows; ++r) {
+      float* srow = s.scores.data() + static_cast<long>(r) * kKeyTile;
+      const int visible = std::min(cols, past + t0 + r + 1 - j0);  // keys j0..j0+visible-1
+      if (visible <= 0) {
+        std::fill(srow, srow + cols, 0.0f);
+        continue;
+      }
+      float tile_max = kNegInf;
+      for (int c = 0; c < visible; ++c) tile_max = std::max(tile_max, srow[c]);
+      const float new_max = std::max(s.row_max[r], tile_max);
+      const float correction = std::exp(s.row_max[r] - new_max);  // exp(-inf) = 0 on first tile
+      float sum = 0.0f;
+      for (int c = 0; c < visible; ++c) {
+        srow[c] = std::exp(srow[c] - new_max);
+        sum += srow[c];
+      }
+      std::fill(srow + visible, srow + cols, 0.0f);
+      s.row_sum[r] = s.row_sum[r] * correction + sum;
+      s.row_max[r] = new_max;
+      if (correction != 1.0f) {
+        float* arow = s.acc.data() + static_cast<long>(r) * d;
+        for (int i = 0; i < d; ++i) arow[i] *= correction;
+      }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, cols, 1.0f, s.scores.data(),
+                kKeyTile, v + static_cast<long>(j0) * d, d, 1.0f, s.acc.data(), d);
+  }
+  for (int r = 0; r < rows; ++r) {
+    float* out = p.out + static_cast<long>(t0 + r) * p.out_stride + static_cast<long>(head) * d;
+    const float inv = 1.0f / s.row_sum[r];
+    const float* arow = s.acc.data() + static_cast<long>(r) * d;
+    for (int i = 0; i < d; ++i) out[i] = arow[i] * inv;
+  }
+}
+
+}  // namespace
+
+absl::Status AttentionPrefillRef(const AttentionParams& p) {
+  thread_local PrefillScratch s;
+  s.scores.resize(static_cast<size_t>(kQueryTile) * kKeyTile);
+  s.acc.resize(static_cast<size_t>(kQueryTile) * p.head_dim);
+  s.row_max.resize(kQueryTile);
+  s.row_sum.resize(kQueryTile);
+  for (int h = 0; h < p.q_heads; ++h) {
+    for (int t0 = 0; t0 < p.q_tokens; t0 += kQueryTile) {
+      PrefillTile(p, h, t0, std::min(t0 + kQueryTile, p.q_tokens), s);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AttentionDecodeRef(const AttentionParams& p) {
+  const int d = p.head_dim;
+  const int group = p.q_heads / p.kv_heads;
+  const int past = p.kv_len - p.q_tokens;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  thread_local std::vector<float> scores;
+  scores.resize(static_cast<size_t>(group) * p.kv_len);
+  for (int t = 0; t < p.q_tokens; ++t) {
+    const int len = past + t + 1;
+    for (int kvh = 0; kvh < p.kv_heads; ++kvh) {
+      const float* q =
+          p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kvh) * group * d;
+      const float* k = p.k + kvh * p.kv_head_stride;
+      const float* v = p.v + kvh * p.kv_head_stride;
+      // scores[g, len] = scale * Q_group[g, d] . K[len, d]^T
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, len, d, scale, q, d, k, d, 0.0f,
+                  scores.data(), len);
+      SoftmaxParams sm{group, len, scores.data(), len};
+      SoftmaxRef(sm).IgnoreError();  // validated shapes; the reference cannot fail
+      float* out =
+          p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(kvh) * group * d;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, d, len, 1.0f, scores.data(),
+                  len, v, d, 0.0f, out, d);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace dapq::kernels::ref

@@ -1,0 +1,108 @@
+// File: worker/engine.h
+// The in-process inference engine: a model sharded over `tp` rank threads (RankModel + an
+// in-process Communicator each), sequences with explicit position tracking, chunked prefill,
+// decode and generation with streaming callbacks.
+// Positions: a Sequence's next_position() is where its next token goes. It starts at 0 and
+// advances by the tokens fed, independently of the number of cached slots (compression will
+// shrink the cache without moving positions).
+// Thread-safety: an Engine may serve one call at a time (its rank threads are busy during a
+// call); Sequences are owned by the caller and used with the engine that created them.
+#ifndef DAPQ_WORKER_ENGINE_H_
+#define DAPQ_WORKER_ENGINE_H_
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/comm/communicator.h"
+#include "worker/kv_cache.h"
+#include "worker/model_runner.h"
+#include "worker/model_weights.h"
+#include "worker/sampler.h"
+
+namespace dapq::worker {
+
+struct EngineOptions {
+  int tp = 1;                 // tensor-parallel degree (rank threads)
+  int prefill_chunk = 1024;   // prompt tokens per forward pass (bounds activation memory)
+  absl::Status Validate(const ModelConfig& config) const;
+};
+
+class Sequence {
+ public:
+  int next_position() const { return next_position_; }
+  int cached_tokens() const { return caches_.empty() ? 0 : caches_[0].length(); }
+  // Rank r's cache (r in [0, tp)).
+  KvCache& cache(int rank) { return caches_[rank]; }
+  const KvCache& cache(int rank) const { return caches_[rank]; }
+  size_t kv_bytes() const;
+
+ private:
+  friend class Engine;
+  std::vector<KvCache> caches_;
+  int next_position_ = 0;
+};
+
+struct GenerateOptions {
+  int max_new_tokens = 256;
+  SamplingOptions sampling;
+  bool stop_at_stop_tokens = true;  // stop after a token in config.stop_token_ids
+  absl::Status Validate() const;
+};
+
+struct GenerateResult {
+  std::vector<int> tokens;   // generated tokens only
+  int prompt_tokens = 0;
+  double prefill_seconds = 0;   // prompt forward, up to the first sampled token
+  double decode_seconds = 0;    // the remaining tokens
+  bool stopped_at_stop_token = false;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<const ModelWeights> model,
+                                                        const EngineOptions& options);
+  ~Engine();
+
+  const ModelConfig& config() const { return model_->config; }
+  const EngineOptions& options() const { return options_; }
+
+  std::unique_ptr<Sequence> NewSequence() const;
+
+  // Feeds tokens at explicit positions; `logits` (optional) receives the last token's logits.
+  absl::Status Forward(Sequence& seq, std::span<const int> tokens,
+                       std::span<const int32_t> positions, std::vector<float>* logits);
+  // Feeds tokens at next_position(), next_position()+1, ... in chunks of prefill_chunk.
+  // OutOfRange when they would pass the context limit.
+  absl::Status Prefill(Sequence& seq, std::span<const int> tokens, std::vector<float>* logits);
+  // Logits for every one of `tokens` (teacher forcing), [tokens.size() * vocab_size].
+  absl::Status PrefillAllLogits(Sequence& seq, std::span<const int> tokens,
+                                std::vector<float>* logits);
+
+  // Prefills `prompt` (non-empty) and samples up to max_new_tokens; on_token (optional) sees each
+  // token as it is produced and may return false to stop early.
+  absl::StatusOr<GenerateResult> Generate(std::span<const int> prompt,
+                                          const GenerateOptions& options,
+                                          const std::function<bool(int)>& on_token = nullptr);
+
+ private:
+  Engine(std::shared_ptr<const ModelWeights> model, const EngineOptions& options);
+  // Runs fn(rank) on every rank (rank 0 on the calling thread); the first error wins and the
+  // communicator group is aborted so no rank waits forever.
+  absl::Status RunOnRanks(const std::function<absl::Status(int)>& fn);
+  absl::Status ForwardChunk(Sequence& seq, std::span<const int> tokens,
+                            std::span<const int32_t> positions, std::span<float> logits,
+                            bool all_logits);
+
+  std::shared_ptr<const ModelWeights> model_;
+  EngineOptions options_;
+  std::vector<std::unique_ptr<Communicator>> comms_;
+  std::vector<std::unique_ptr<RankModel>> ranks_;
+};
+
+}  // namespace dapq::worker
+
+#endif  // DAPQ_WORKER_ENGINE_H_

@@ -1,0 +1,62 @@
+// File: worker/model_runner.h
+// One tensor-parallel rank of the transformer (Megatron-style sharding): rank r of T holds query
+// heads [r*H/T, (r+1)*H/T), KV heads [r*Hkv/T, (r+1)*Hkv/T), FFN rows [r*F/T, (r+1)*F/T) of
+// w1/w3 (column split) and the matching columns of w2 and wo (row split). The partial outputs of
+// wo and w2 are summed with the group's Communicator (two all-reduces per layer). Every rank
+// keeps the full residual stream; rank 0 computes the logits.
+// The weights are read in place from the shared ModelWeights through strides.
+// Thread-safety: one RankModel per rank thread; Forward is not reentrant (scratch buffers).
+#ifndef DAPQ_WORKER_MODEL_RUNNER_H_
+#define DAPQ_WORKER_MODEL_RUNNER_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/comm/communicator.h"
+#include "worker/kv_cache.h"
+#include "worker/model_weights.h"
+
+namespace dapq::worker {
+
+// The slice of the model one rank owns.
+struct RankShard {
+  int rank = 0, tp = 1;
+  int head_begin = 0, heads = 0;        // query heads
+  int kv_head_begin = 0, kv_heads = 0;  // KV heads
+  int ffn_begin = 0, ffn_size = 0;      // FFN intermediate rows
+};
+
+// InvalidArgument when tp does not divide the head counts or exceeds the FFN size.
+absl::StatusOr<RankShard> MakeRankShard(const ModelConfig& config, int rank, int tp);
+
+class RankModel {
+ public:
+  // `weights` and `comm` must outlive the RankModel.
+  RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm);
+
+  const RankShard& shard() const { return shard_; }
+  KvCache NewCache() const;
+
+  // Runs `tokens` at `positions` (absolute, explicit) through every layer, appending their K/V
+  // to `cache`. When `logits` is non-empty (rank 0), it receives the last token's logits
+  // [vocab_size]; with `all_logits` it must hold tokens.size() * vocab_size values instead.
+  absl::Status Forward(std::span<const int> tokens, std::span<const int32_t> positions,
+                       KvCache& cache, std::span<float> logits, bool all_logits = false);
+
+ private:
+  absl::Status Layer(int layer, int m, const int32_t* positions, KvCache& cache);
+
+  const ModelWeights& w_;
+  const ModelConfig& c_;
+  RankShard shard_;
+  Communicator* comm_;
+  std::vector<float> inv_freq_;
+  // Scratch, sized for the largest chunk seen.
+  std::vector<float> x_, xb_, q_, k_, v_, att_, out_, gate_, up_;
+};
+
+}  // namespace dapq::worker
+
+#endif  // DAPQ_WORKER_MODEL_RUNNER_H_
