@@ -22,7 +22,8 @@ absl::Status GenerateCommandOptions::Validate() const {
     return absl::InvalidArgumentError("--tokenizer is required unless --prompt_tokens is set");
   }
   if (prompt_tokens < 0) return absl::InvalidArgumentError("--prompt_tokens must be >= 0");
-  if (steps < 0) return absl::InvalidArgumentError(absl::StrCat("--steps=", steps, " must be >= 0"));
+  if (steps < 0)
+    return absl::InvalidArgumentError(absl::StrCat("--steps=", steps, " must be >= 0"));
   if (tp < 1) return absl::InvalidArgumentError(absl::StrCat("--tp=", tp, " must be >= 1"));
   return absl::OkStatus();
 }
@@ -33,12 +34,14 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights, worker::LoadModel(o.model));
   auto model = std::make_shared<const worker::ModelWeights>(std::move(weights));
   const worker::ModelConfig& config = model->config;
-  std::fprintf(stderr, "model: %s (loaded in %.2f s)\n", config.DebugString().c_str(),
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+  std::fprintf(
+      stderr, "model: %s (loaded in %.2f s)\n", config.DebugString().c_str(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
 
   std::unique_ptr<worker::Tokenizer> tokenizer;
   if (!o.tokenizer.empty()) {
-    DAPQ_ASSIGN_OR_RETURN(worker::Tokenizer t, worker::Tokenizer::Load(o.tokenizer, config.vocab_size));
+    DAPQ_ASSIGN_OR_RETURN(worker::Tokenizer t,
+                          worker::Tokenizer::Load(o.tokenizer, config.vocab_size));
     tokenizer = std::make_unique<worker::Tokenizer>(std::move(t));
   }
   std::vector<int> prompt;
@@ -86,9 +89,9 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
                "prefill: %.1f ms (%.1f tokens/s), time to first token %.1f ms\n"
                "decode:  %d tokens in %.1f ms (%.1f tokens/s)\n",
                o.tp, r.prompt_tokens, r.tokens.size(),
-               r.stopped_at_stop_token ? " (stopped at a stop token)" : "",
-               r.prefill_seconds * 1e3, r.prompt_tokens / std::max(r.prefill_seconds, 1e-9),
-               r.prefill_seconds * 1e3, decoded, r.decode_seconds * 1e3,
+               r.stopped_at_stop_token ? " (stopped at a stop token)" : "", r.prefill_seconds * 1e3,
+               r.prompt_tokens / std::max(r.prefill_seconds, 1e-9), r.prefill_seconds * 1e3,
+               decoded, r.decode_seconds * 1e3,
                decoded > 0 ? decoded / std::max(r.decode_seconds, 1e-9) : 0.0);
   return absl::OkStatus();
 }

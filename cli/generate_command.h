@@ -12,17 +12,17 @@
 namespace dapq::cli {
 
 struct GenerateCommandOptions {
-  std::string model;          // llama2.c .bin, HF directory, or synthetic:<shape>
-  std::string tokenizer;      // llama2.c tokenizer .bin; required unless prompt_tokens > 0
-  std::string prompt;         // text (empty: start from BOS alone)
-  int prompt_tokens = 0;      // > 0: use this many seeded random token ids instead of text
-  int steps = 256;            // new tokens to generate
-  float temperature = 0.0f;   // 0 = greedy
+  std::string model;         // llama2.c .bin, HF directory, or synthetic:<shape>
+  std::string tokenizer;     // llama2.c tokenizer .bin; required unless prompt_tokens > 0
+  std::string prompt;        // text (empty: start from BOS alone)
+  int prompt_tokens = 0;     // > 0: use this many seeded random token ids instead of text
+  int steps = 256;           // new tokens to generate
+  float temperature = 0.0f;  // 0 = greedy
   float top_p = 0.9f;
   uint64_t seed = 42;
   int tp = 1;
   int prefill_chunk = 1024;
-  bool print_ids = false;     // print token ids instead of text
+  bool print_ids = false;  // print token ids instead of text
   absl::Status Validate() const;
 };
 

@@ -13,8 +13,9 @@ int main(int argc, char** argv) {
 
   dapq::cli::GenerateCommandOptions gen;
   CLI::App* generate = app.add_subcommand("generate", "generate text with the in-process engine");
-  generate->add_option("--model", gen.model,
-                       "llama2.c .bin, Hugging Face directory, or synthetic:<shape>[-<N>l][@seed]")
+  generate
+      ->add_option("--model", gen.model,
+                   "llama2.c .bin, Hugging Face directory, or synthetic:<shape>[-<N>l][@seed]")
       ->required();
   generate->add_option("--tokenizer", gen.tokenizer, "llama2.c tokenizer .bin");
   generate->add_option("--prompt", gen.prompt, "prompt text (default: BOS only)");
@@ -23,7 +24,8 @@ int main(int argc, char** argv) {
   generate->add_option("--steps", gen.steps, "new tokens to generate")->capture_default_str();
   generate->add_option("--temperature", gen.temperature, "0 = greedy")->capture_default_str();
   generate->add_option("--top_p", gen.top_p, "nucleus sampling mass")->capture_default_str();
-  generate->add_option("--seed", gen.seed, "sampling and random-prompt seed")->capture_default_str();
+  generate->add_option("--seed", gen.seed, "sampling and random-prompt seed")
+      ->capture_default_str();
   generate->add_option("--tp", gen.tp, "tensor-parallel ranks (threads)")->capture_default_str();
   generate->add_option("--prefill_chunk", gen.prefill_chunk, "prompt tokens per forward pass")
       ->capture_default_str();

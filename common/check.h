@@ -21,12 +21,12 @@ class CheckFailure {
 
 }  // namespace dapq::internal
 
-#define DAPQ_CHECK(cond)   \
-  switch (0)               \
-  case 0:                  \
-  default:                 \
-    if (cond) {            \
-    } else                 \
+#define DAPQ_CHECK(cond) \
+  switch (0)             \
+  case 0:                \
+  default:               \
+    if (cond) {          \
+    } else               \
       ::dapq::internal::CheckFailure(__FILE__, __LINE__, #cond).stream()
 
 #ifdef NDEBUG

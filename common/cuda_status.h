@@ -12,13 +12,11 @@
 #include "absl/status/status.h"
 
 namespace dapq::internal {
-inline absl::Status CudaErrorStatus(cudaError_t err, const char* expr, const char* file,
-                                    int line) {
+inline absl::Status CudaErrorStatus(cudaError_t err, const char* expr, const char* file, int line) {
   int device = -1;
   cudaGetDevice(&device);
-  return absl::InternalError(std::string(expr) + " at " + file + ":" + std::to_string(line) +
-                             ": " + cudaGetErrorString(err) + " (device " +
-                             std::to_string(device) + ")");
+  return absl::InternalError(std::string(expr) + " at " + file + ":" + std::to_string(line) + ": " +
+                             cudaGetErrorString(err) + " (device " + std::to_string(device) + ")");
 }
 }  // namespace dapq::internal
 

@@ -34,12 +34,12 @@ class LogMessage {
 #define DAPQ_LOG_LEVEL_WARNING ::dapq::LogLevel::kWarning
 #define DAPQ_LOG_LEVEL_ERROR ::dapq::LogLevel::kError
 
-#define DAPQ_LOG(level)                                        \
-  switch (0)                                                   \
-  case 0:                                                      \
-  default:                                                     \
-    if (DAPQ_LOG_LEVEL_##level < ::dapq::MinLogLevel()) {      \
-    } else                                                     \
+#define DAPQ_LOG(level)                                   \
+  switch (0)                                              \
+  case 0:                                                 \
+  default:                                                \
+    if (DAPQ_LOG_LEVEL_##level < ::dapq::MinLogLevel()) { \
+    } else                                                \
       ::dapq::internal::LogMessage(DAPQ_LOG_LEVEL_##level, __FILE__, __LINE__).stream()
 
 #endif  // DAPQ_COMMON_LOGGING_H_

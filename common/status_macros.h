@@ -11,10 +11,10 @@
 #define DAPQ_STATUS_CONCAT_(a, b) DAPQ_STATUS_CONCAT_INNER_(a, b)
 
 // Evaluates `expr` (an absl::Status); returns it from the enclosing function when not OK.
-#define DAPQ_RETURN_IF_ERROR(expr)                                  \
-  do {                                                              \
-    ::absl::Status dapq_status_ = (expr);                           \
-    if (!dapq_status_.ok()) return dapq_status_;                    \
+#define DAPQ_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status dapq_status_ = (expr);        \
+    if (!dapq_status_.ok()) return dapq_status_; \
   } while (0)
 
 // `lhs` = value of `rexpr` (an absl::StatusOr<T>), or returns its status when not OK.

@@ -1,12 +1,13 @@
 // File: kernels/attention_test.cc
 // Tiled prefill and decode attention against a naive double-precision softmax(qk)v, over GQA
 // groups, awkward sizes (1, primes, tiles +- 1), and a cache holding earlier tokens (past > 0).
+#include "kernels/attention.h"
+
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/attention.h"
 #include "tests/util/status_matchers.h"
 
 namespace dapq::kernels {
@@ -55,9 +56,9 @@ std::vector<double> Naive(const AttentionParams& p) {
 }
 
 void Check(const Case& c, bool decode, uint64_t seed) {
-  SCOPED_TRACE(::testing::Message() << "q_tokens=" << c.q_tokens << " kv_len=" << c.kv_len << " heads="
-                                    << c.q_heads << "/" << c.kv_heads << " d=" << c.head_dim
-                                    << " decode=" << decode << " seed=" << seed);
+  SCOPED_TRACE(::testing::Message() << "q_tokens=" << c.q_tokens << " kv_len=" << c.kv_len
+                                    << " heads=" << c.q_heads << "/" << c.kv_heads << " d="
+                                    << c.head_dim << " decode=" << decode << " seed=" << seed);
   const int capacity = c.kv_len + 3;  // slabs longer than the valid part
   auto q = Random(static_cast<size_t>(c.q_tokens) * c.q_heads * c.head_dim, seed);
   auto k = Random(static_cast<size_t>(c.kv_heads) * capacity * c.head_dim, seed + 1);
@@ -85,15 +86,16 @@ void Check(const Case& c, bool decode, uint64_t seed) {
 }
 
 TEST(AttentionTest, PrefillMatchesNaive) {
-  const Case cases[] = {{1, 1, 1, 1, 8},      {5, 5, 8, 4, 8},       {13, 13, 6, 2, 2},
-                        {64, 64, 4, 4, 16},   {65, 65, 4, 1, 16},    {257, 257, 2, 2, 8},
-                        {300, 321, 4, 2, 128}, {70, 600, 2, 1, 64},  {1, 513, 4, 2, 8}};
+  const Case cases[] = {{1, 1, 1, 1, 8},       {5, 5, 8, 4, 8},     {13, 13, 6, 2, 2},
+                        {64, 64, 4, 4, 16},    {65, 65, 4, 1, 16},  {257, 257, 2, 2, 8},
+                        {300, 321, 4, 2, 128}, {70, 600, 2, 1, 64}, {1, 513, 4, 2, 8}};
   uint64_t seed = 100;
   for (const Case& c : cases) Check(c, false, seed++);
 }
 
 TEST(AttentionTest, DecodeMatchesNaive) {
-  const Case cases[] = {{1, 1, 1, 1, 8}, {1, 17, 8, 4, 8}, {1, 1000, 32, 8, 128}, {3, 40, 4, 2, 16}};
+  const Case cases[] = {
+      {1, 1, 1, 1, 8}, {1, 17, 8, 4, 8}, {1, 1000, 32, 8, 128}, {3, 40, 4, 2, 16}};
   uint64_t seed = 200;
   for (const Case& c : cases) Check(c, true, seed++);
 }
@@ -110,11 +112,13 @@ TEST(AttentionTest, RejectsBadShapes) {
   p.q_stride = p.out_stride = 12;
   p.kv_len = 2;
   p.kv_head_stride = 8;
-  EXPECT_THAT(AttentionPrefill(p), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("kv_heads")));
+  EXPECT_THAT(AttentionPrefill(p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("kv_heads")));
   p.q_heads = 4;
   p.q_stride = p.out_stride = 16;
   p.kv_len = 1;
-  EXPECT_THAT(AttentionDecode(p), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("kv_len")));
+  EXPECT_THAT(AttentionDecode(p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("kv_len")));
 }
 
 }  // namespace

@@ -31,18 +31,18 @@ absl::Status RunCuda(const char* name, const P& p, void* stream,
 #endif
 #define DAPQ_CUDA_FN_CPU(Name) nullptr
 
-#define DAPQ_KERNEL_OP(Name, Params, Validator, Backends)                                        \
-  absl::Status Name(const Params& p, Stream stream) {                                   \
-    DAPQ_RETURN_IF_ERROR(Validator(p));                                                  \
-    switch (stream.backend) {                                                           \
-      case Backend::kCpu:                                                               \
-        return ref::Name##Ref(p);                                                       \
-      case Backend::kCuda: {                                                            \
-        absl::Status (*launch)(const Params&, void*) = DAPQ_CUDA_FN_##Backends(Name);   \
-        return RunCuda<Params>(#Name, p, stream.handle, launch);                        \
-      }                                                                                 \
-    }                                                                                   \
-    return absl::InvalidArgumentError(absl::StrCat(#Name, ": unknown backend"));        \
+#define DAPQ_KERNEL_OP(Name, Params, Validator, Backends)                             \
+  absl::Status Name(const Params& p, Stream stream) {                                 \
+    DAPQ_RETURN_IF_ERROR(Validator(p));                                               \
+    switch (stream.backend) {                                                         \
+      case Backend::kCpu:                                                             \
+        return ref::Name##Ref(p);                                                     \
+      case Backend::kCuda: {                                                          \
+        absl::Status (*launch)(const Params&, void*) = DAPQ_CUDA_FN_##Backends(Name); \
+        return RunCuda<Params>(#Name, p, stream.handle, launch);                      \
+      }                                                                               \
+    }                                                                                 \
+    return absl::InvalidArgumentError(absl::StrCat(#Name, ": unknown backend"));      \
   }
 #include "kernels/ops.inc"
 #undef DAPQ_KERNEL_OP

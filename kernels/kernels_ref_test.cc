@@ -30,7 +30,8 @@ std::vector<float> RandomVector(size_t n, uint64_t seed, float scale = 1.0f) {
 TEST(GemmTest, MatchesNaiveForAwkwardShapesAndStrides) {
   for (auto [m, n, k] : {std::tuple{1, 1, 1}, {1, 17, 13}, {3, 7, 5}, {31, 29, 67}, {64, 65, 33}}) {
     for (bool trans_b : {true, false}) {
-      SCOPED_TRACE(::testing::Message() << "m=" << m << " n=" << n << " k=" << k << " trans_b=" << trans_b << " seed=7");
+      SCOPED_TRACE(::testing::Message()
+                   << "m=" << m << " n=" << n << " k=" << k << " trans_b=" << trans_b << " seed=7");
       const int lda = k + 3, ldb = (trans_b ? k : n) + 2, ldc = n + 1;
       auto a = RandomVector(static_cast<size_t>(m) * lda, 7);
       auto b = RandomVector(static_cast<size_t>(trans_b ? n : k) * ldb, 8);
@@ -42,11 +43,13 @@ TEST(GemmTest, MatchesNaiveForAwkwardShapesAndStrides) {
         for (int j = 0; j < n; ++j) {
           double acc = 0;
           for (int t = 0; t < k; ++t) {
-            const float bv = trans_b ? b[static_cast<size_t>(j) * ldb + t] : b[static_cast<size_t>(t) * ldb + j];
+            const float bv =
+                trans_b ? b[static_cast<size_t>(j) * ldb + t] : b[static_cast<size_t>(t) * ldb + j];
             acc += static_cast<double>(a[static_cast<size_t>(i) * lda + t]) * bv;
           }
           const double expected = 0.5 * acc + 2.0 * c0[static_cast<size_t>(i) * ldc + j];
-          EXPECT_NEAR(c[static_cast<size_t>(i) * ldc + j], expected, 1e-5 + 1e-5 * std::abs(expected));
+          EXPECT_NEAR(c[static_cast<size_t>(i) * ldc + j], expected,
+                      1e-5 + 1e-5 * std::abs(expected));
         }
       }
     }
@@ -65,7 +68,8 @@ TEST(RmsNormTest, MatchesDefinition) {
     auto x = RandomVector(static_cast<size_t>(rows) * stride, dim);
     auto w = RandomVector(dim, dim + 1);
     std::vector<float> out(static_cast<size_t>(rows) * stride);
-    ASSERT_THAT(RmsNorm({rows, dim, x.data(), stride, w.data(), out.data(), stride, 1e-5f}), IsOk());
+    ASSERT_THAT(RmsNorm({rows, dim, x.data(), stride, w.data(), out.data(), stride, 1e-5f}),
+                IsOk());
     for (int r = 0; r < rows; ++r) {
       double ss = 0;
       for (int i = 0; i < dim; ++i) ss += double(x[r * stride + i]) * x[r * stride + i];

@@ -18,9 +18,9 @@ absl::StatusOr<std::vector<float>> ComputeRopeInvFreq(const RopeConfig& c) {
   }
   const RopeScaling& s = c.scaling;
   const bool scaled = s.factor > 0.0f;
-  if (scaled && (s.factor < 1.0f || s.low_freq_factor <= 0.0f ||
-                 s.high_freq_factor <= s.low_freq_factor ||
-                 s.original_max_position_embeddings <= 0)) {
+  if (scaled &&
+      (s.factor < 1.0f || s.low_freq_factor <= 0.0f || s.high_freq_factor <= s.low_freq_factor ||
+       s.original_max_position_embeddings <= 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "rope_scaling: need factor >= 1, 0 < low_freq_factor < high_freq_factor and "
         "original_max_position_embeddings > 0; got factor=",

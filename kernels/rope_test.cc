@@ -2,13 +2,14 @@
 // RoPE: llama2.c's interleaved formula, half-split = interleaved under the dimension
 // permutation, position 0 is the identity, dot products depend on relative position only,
 // Llama-3 scaling against hand-computed frequencies, bad configs.
+#include "kernels/rope.h"
+
 #include <cmath>
 #include <numbers>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/rope.h"
 #include "tests/util/status_matchers.h"
 
 namespace dapq::kernels {
@@ -30,7 +31,8 @@ TEST(RopeTest, InterleavedMatchesLlama2cFormula) {
   auto x = Random(heads * hd, 1);
   const auto orig = x;
   const int32_t pos = 37;
-  ASSERT_TRUE(Rope({1, heads, hd, x.data(), heads * hd, &pos, inv->data(), RopeLayout::kInterleaved}).ok());
+  ASSERT_TRUE(
+      Rope({1, heads, hd, x.data(), heads * hd, &pos, inv->data(), RopeLayout::kInterleaved}).ok());
   for (int i = 0; i < heads * hd; i += 2) {
     const int head_dim = i % hd;
     const float freq = 1.0f / std::pow(10000.0f, head_dim / static_cast<float>(hd));
@@ -53,8 +55,10 @@ TEST(RopeTest, HalfSplitEqualsPermutedInterleaved) {
       }
     }
     const int32_t pos = 1234;
-    ASSERT_TRUE(Rope({1, 3, hd, inter.data(), 3 * hd, &pos, inv->data(), RopeLayout::kInterleaved}).ok());
-    ASSERT_TRUE(Rope({1, 3, hd, half.data(), 3 * hd, &pos, inv->data(), RopeLayout::kHalfSplit}).ok());
+    ASSERT_TRUE(
+        Rope({1, 3, hd, inter.data(), 3 * hd, &pos, inv->data(), RopeLayout::kInterleaved}).ok());
+    ASSERT_TRUE(
+        Rope({1, 3, hd, half.data(), 3 * hd, &pos, inv->data(), RopeLayout::kHalfSplit}).ok());
     for (int h = 0; h < 3; ++h) {
       for (int i = 0; i < hd / 2; ++i) {
         EXPECT_EQ(half[h * hd + i], inter[h * hd + 2 * i]);

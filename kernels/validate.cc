@@ -16,16 +16,19 @@ absl::Status Bad(const char* op, const std::string& what) {
 }  // namespace
 
 absl::Status ValidateGemm(const GemmParams& p) {
-  if (p.m < 0 || p.n < 0 || p.k < 0) return Bad("Gemm", absl::StrCat("negative shape m=", p.m, " n=", p.n, " k=", p.k));
+  if (p.m < 0 || p.n < 0 || p.k < 0)
+    return Bad("Gemm", absl::StrCat("negative shape m=", p.m, " n=", p.n, " k=", p.k));
   if (!p.a || !p.b || !p.c) return Bad("Gemm", "null pointer");
   if (p.lda < p.k) return Bad("Gemm", absl::StrCat("lda=", p.lda, " < k=", p.k));
-  if (p.ldb < (p.trans_b ? p.k : p.n)) return Bad("Gemm", absl::StrCat("ldb=", p.ldb, " too small"));
+  if (p.ldb < (p.trans_b ? p.k : p.n))
+    return Bad("Gemm", absl::StrCat("ldb=", p.ldb, " too small"));
   if (p.ldc < p.n) return Bad("Gemm", absl::StrCat("ldc=", p.ldc, " < n=", p.n));
   return absl::OkStatus();
 }
 
 absl::Status ValidateRmsNorm(const RmsNormParams& p) {
-  if (p.rows < 0 || p.dim <= 0) return Bad("RmsNorm", absl::StrCat("rows=", p.rows, " dim=", p.dim));
+  if (p.rows < 0 || p.dim <= 0)
+    return Bad("RmsNorm", absl::StrCat("rows=", p.rows, " dim=", p.dim));
   if (!p.x || !p.weight || !p.out) return Bad("RmsNorm", "null pointer");
   if (p.x_stride < p.dim || p.out_stride < p.dim) return Bad("RmsNorm", "row stride < dim");
   if (!(p.eps >= 0.0f)) return Bad("RmsNorm", absl::StrCat("eps=", p.eps));
@@ -33,36 +36,47 @@ absl::Status ValidateRmsNorm(const RmsNormParams& p) {
 }
 
 absl::Status ValidateRope(const RopeParams& p) {
-  if (p.tokens < 0 || p.heads <= 0) return Bad("Rope", absl::StrCat("tokens=", p.tokens, " heads=", p.heads));
-  if (p.head_dim <= 0 || p.head_dim % 2 != 0) return Bad("Rope", absl::StrCat("head_dim=", p.head_dim, " must be even and positive"));
+  if (p.tokens < 0 || p.heads <= 0)
+    return Bad("Rope", absl::StrCat("tokens=", p.tokens, " heads=", p.heads));
+  if (p.head_dim <= 0 || p.head_dim % 2 != 0)
+    return Bad("Rope", absl::StrCat("head_dim=", p.head_dim, " must be even and positive"));
   if (!p.x || !p.positions || !p.inv_freq) return Bad("Rope", "null pointer");
   if (p.x_stride < p.heads * p.head_dim) return Bad("Rope", "x_stride < heads * head_dim");
   return absl::OkStatus();
 }
 
 absl::Status ValidateSoftmax(const SoftmaxParams& p) {
-  if (p.rows < 0 || p.cols <= 0) return Bad("Softmax", absl::StrCat("rows=", p.rows, " cols=", p.cols));
+  if (p.rows < 0 || p.cols <= 0)
+    return Bad("Softmax", absl::StrCat("rows=", p.rows, " cols=", p.cols));
   if (!p.x) return Bad("Softmax", "null pointer");
   if (p.stride < p.cols) return Bad("Softmax", "stride < cols");
   return absl::OkStatus();
 }
 
 absl::Status ValidateSwiGlu(const SwiGluParams& p) {
-  if (p.rows < 0 || p.cols <= 0) return Bad("SwiGlu", absl::StrCat("rows=", p.rows, " cols=", p.cols));
+  if (p.rows < 0 || p.cols <= 0)
+    return Bad("SwiGlu", absl::StrCat("rows=", p.rows, " cols=", p.cols));
   if (!p.gate || !p.up || !p.out) return Bad("SwiGlu", "null pointer");
-  if (p.gate_stride < p.cols || p.up_stride < p.cols || p.out_stride < p.cols) return Bad("SwiGlu", "row stride < cols");
+  if (p.gate_stride < p.cols || p.up_stride < p.cols || p.out_stride < p.cols)
+    return Bad("SwiGlu", "row stride < cols");
   return absl::OkStatus();
 }
 
 absl::Status ValidateAttention(const AttentionParams& p) {
   if (p.q_tokens <= 0 || p.q_heads <= 0 || p.kv_heads <= 0 || p.head_dim <= 0) {
-    return Bad("Attention", absl::StrCat("q_tokens=", p.q_tokens, " q_heads=", p.q_heads, " kv_heads=", p.kv_heads, " head_dim=", p.head_dim));
+    return Bad("Attention", absl::StrCat("q_tokens=", p.q_tokens, " q_heads=", p.q_heads,
+                                         " kv_heads=", p.kv_heads, " head_dim=", p.head_dim));
   }
-  if (p.q_heads % p.kv_heads != 0) return Bad("Attention", absl::StrCat("q_heads=", p.q_heads, " not a multiple of kv_heads=", p.kv_heads));
+  if (p.q_heads % p.kv_heads != 0)
+    return Bad("Attention",
+               absl::StrCat("q_heads=", p.q_heads, " not a multiple of kv_heads=", p.kv_heads));
   if (!p.q || !p.k || !p.v || !p.out) return Bad("Attention", "null pointer");
-  if (p.kv_len < p.q_tokens) return Bad("Attention", absl::StrCat("kv_len=", p.kv_len, " < q_tokens=", p.q_tokens));
-  if (p.q_stride < p.q_heads * p.head_dim || p.out_stride < p.q_heads * p.head_dim) return Bad("Attention", "token stride < q_heads * head_dim");
-  if (p.kv_heads > 1 && p.kv_head_stride < static_cast<long>(p.kv_len) * p.head_dim) return Bad("Attention", "kv_head_stride < kv_len * head_dim");
+  if (p.kv_len < p.q_tokens)
+    return Bad("Attention", absl::StrCat("kv_len=", p.kv_len, " < q_tokens=", p.q_tokens));
+  if (p.q_stride < p.q_heads * p.head_dim || p.out_stride < p.q_heads * p.head_dim)
+    return Bad("Attention", "token stride < q_heads * head_dim");
+  if (p.kv_heads > 1 && p.kv_head_stride < static_cast<long>(p.kv_len) * p.head_dim)
+    return Bad("Attention", "kv_head_stride < kv_len * head_dim");
   return absl::OkStatus();
 }
 

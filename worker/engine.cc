@@ -18,14 +18,16 @@ double SecondsSince(std::chrono::steady_clock::time_point t0) {
 
 absl::Status EngineOptions::Validate(const ModelConfig& config) const {
   if (prefill_chunk < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("prefill_chunk=", prefill_chunk, " must be >= 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prefill_chunk=", prefill_chunk, " must be >= 1"));
   }
   return MakeRankShard(config, 0, tp).status();
 }
 
 absl::Status GenerateOptions::Validate() const {
   if (max_new_tokens < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens=", max_new_tokens, " must be >= 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens=", max_new_tokens, " must be >= 0"));
   }
   return sampling.Validate();
 }
@@ -91,8 +93,8 @@ absl::Status Engine::ForwardChunk(Sequence& seq, std::span<const int> tokens,
 absl::Status Engine::Forward(Sequence& seq, std::span<const int> tokens,
                              std::span<const int32_t> positions, std::vector<float>* logits) {
   if (logits != nullptr) logits->assign(config().vocab_size, 0.0f);
-  DAPQ_RETURN_IF_ERROR(ForwardChunk(seq, tokens, positions,
-                                    logits ? std::span<float>(*logits) : std::span<float>(), false));
+  DAPQ_RETURN_IF_ERROR(ForwardChunk(
+      seq, tokens, positions, logits ? std::span<float>(*logits) : std::span<float>(), false));
   for (int32_t p : positions) seq.next_position_ = std::max(seq.next_position_, p + 1);
   return absl::OkStatus();
 }
@@ -128,7 +130,8 @@ absl::Status Engine::PrefillAllLogits(Sequence& seq, std::span<const int> tokens
                                               config().max_seq_len));
   }
   std::vector<int32_t> positions(tokens.size());
-  for (size_t i = 0; i < tokens.size(); ++i) positions[i] = seq.next_position_ + static_cast<int32_t>(i);
+  for (size_t i = 0; i < tokens.size(); ++i)
+    positions[i] = seq.next_position_ + static_cast<int32_t>(i);
   logits->assign(tokens.size() * config().vocab_size, 0.0f);
   DAPQ_RETURN_IF_ERROR(ForwardChunk(seq, tokens, positions, *logits, true));
   seq.next_position_ = positions.back() + 1;
@@ -142,9 +145,9 @@ absl::StatusOr<GenerateResult> Engine::Generate(std::span<const int> prompt,
   if (prompt.empty()) return absl::InvalidArgumentError("generate: empty prompt");
   const long total = static_cast<long>(prompt.size()) + options.max_new_tokens;
   if (total > config().max_seq_len) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "generate: prompt of ", prompt.size(), " tokens + max_new_tokens=", options.max_new_tokens,
-        " exceeds the context limit ", config().max_seq_len));
+    return absl::OutOfRangeError(absl::StrCat("generate: prompt of ", prompt.size(),
+                                              " tokens + max_new_tokens=", options.max_new_tokens,
+                                              " exceeds the context limit ", config().max_seq_len));
   }
   GenerateResult result;
   result.prompt_tokens = static_cast<int>(prompt.size());
@@ -161,14 +164,15 @@ absl::StatusOr<GenerateResult> Engine::Generate(std::span<const int> prompt,
   while (true) {
     result.tokens.push_back(token);
     const bool keep_going = on_token ? on_token(token) : true;
-    if (options.stop_at_stop_tokens && std::find(stops.begin(), stops.end(), token) != stops.end()) {
+    if (options.stop_at_stop_tokens &&
+        std::find(stops.begin(), stops.end(), token) != stops.end()) {
       result.stopped_at_stop_token = true;
       break;
     }
     if (!keep_going || static_cast<int>(result.tokens.size()) >= options.max_new_tokens) break;
     const int32_t pos = seq->next_position();
-    DAPQ_RETURN_IF_ERROR(Forward(*seq, std::span<const int>(&token, 1),
-                                 std::span<const int32_t>(&pos, 1), &logits));
+    DAPQ_RETURN_IF_ERROR(
+        Forward(*seq, std::span<const int>(&token, 1), std::span<const int32_t>(&pos, 1), &logits));
     token = sampler.Sample(logits);
   }
   result.decode_seconds = SecondsSince(t1);

@@ -26,8 +26,8 @@
 namespace dapq::worker {
 
 struct EngineOptions {
-  int tp = 1;                 // tensor-parallel degree (rank threads)
-  int prefill_chunk = 1024;   // prompt tokens per forward pass (bounds activation memory)
+  int tp = 1;                // tensor-parallel degree (rank threads)
+  int prefill_chunk = 1024;  // prompt tokens per forward pass (bounds activation memory)
   absl::Status Validate(const ModelConfig& config) const;
 };
 
@@ -54,10 +54,10 @@ struct GenerateOptions {
 };
 
 struct GenerateResult {
-  std::vector<int> tokens;   // generated tokens only
+  std::vector<int> tokens;  // generated tokens only
   int prompt_tokens = 0;
-  double prefill_seconds = 0;   // prompt forward, up to the first sampled token
-  double decode_seconds = 0;    // the remaining tokens
+  double prefill_seconds = 0;  // prompt forward, up to the first sampled token
+  double decode_seconds = 0;   // the remaining tokens
   bool stopped_at_stop_token = false;
 };
 

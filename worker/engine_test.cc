@@ -63,10 +63,12 @@ TEST(EngineReferenceTest, GreedyFromBosMatchesReferenceTokensAndText) {
               ElementsAreArray(kReferenceGreedyFromBos));
   ASSERT_OK_AND_ASSIGN(Tokenizer tok, Tokenizer::Load(dapq::testing::Tok512Path(), 512));
   const std::string text = tok.DecodeAll(r.tokens, 1);
-  EXPECT_THAT(text, ::testing::StartsWith(
-            "Once upon a time, there was a little girl named Lily. She loved to play outside in "
-            "the park. One day, she saw a big, red ball. She wanted to play with it, but it was "
-            "too high."));
+  EXPECT_THAT(
+      text,
+      ::testing::StartsWith(
+          "Once upon a time, there was a little girl named Lily. She loved to play outside in "
+          "the park. One day, she saw a big, red ball. She wanted to play with it, but it was "
+          "too high."));
 }
 
 TEST(EngineReferenceTest, ZooPromptMatchesReferenceText) {
@@ -88,8 +90,8 @@ TEST(EngineReferenceTest, ZooPromptMatchesReferenceText) {
 TEST(EngineTest, ChunkedPrefillEqualsOneShot) {
   auto model = Stories();
   ASSERT_OK_AND_ASSIGN(Tokenizer tok, Tokenizer::Load(dapq::testing::Tok512Path(), 512));
-  const std::vector<int> prompt =
-      tok.Encode("Once upon a time, there was a little dog named Max. Max liked to run.", true, false);
+  const std::vector<int> prompt = tok.Encode(
+      "Once upon a time, there was a little dog named Max. Max liked to run.", true, false);
   std::vector<float> one, chunked;
   auto e1 = MakeEngine(model, 1, 1024);
   auto s1 = e1->NewSequence();
@@ -142,15 +144,18 @@ TEST(EngineTest, ContextLimitIsOutOfRange) {
 TEST(EngineTest, BadInputsAreRejected) {
   auto engine = MakeEngine(Stories());
   GenerateOptions g;
-  EXPECT_THAT(engine->Generate(std::vector<int>{}, g), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty prompt")));
+  EXPECT_THAT(engine->Generate(std::vector<int>{}, g),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty prompt")));
   const std::vector<int> bad_token = {1, 9999};
   EXPECT_THAT(engine->Generate(bad_token, g),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("token id 9999")));
   g.max_new_tokens = -1;
-  EXPECT_THAT(engine->Generate(std::vector<int>{1}, g), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_new_tokens")));
+  EXPECT_THAT(engine->Generate(std::vector<int>{1}, g),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_new_tokens")));
   g.max_new_tokens = 4;
   g.sampling.temperature = -2;
-  EXPECT_THAT(engine->Generate(std::vector<int>{1}, g), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("temperature")));
+  EXPECT_THAT(engine->Generate(std::vector<int>{1}, g),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("temperature")));
 }
 
 TEST(EngineTest, TensorParallelDegreeMustDivideHeads) {

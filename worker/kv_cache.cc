@@ -22,9 +22,9 @@ absl::Status KvCache::Reserve(int slots) {
     k.resize(total);
     v.resize(total);
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("kv cache: cannot allocate ", 2 * total * sizeof(float), " bytes for ",
-                     new_capacity, " slots"));
+    return absl::ResourceExhaustedError(absl::StrCat("kv cache: cannot allocate ",
+                                                     2 * total * sizeof(float), " bytes for ",
+                                                     new_capacity, " slots"));
   }
   const long old_stride = head_stride();
   const long new_stride = static_cast<long>(new_capacity) * head_dim_;

@@ -16,7 +16,8 @@ constexpr int kHeaderInts = 7;
 constexpr long kMaxDim = 1 << 20;
 
 absl::Status HeaderError(const std::string& path, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat("llama2.c checkpoint ", path, ": bad header: ", what));
+  return absl::InvalidArgumentError(
+      absl::StrCat("llama2.c checkpoint ", path, ": bad header: ", what));
 }
 
 }  // namespace
@@ -25,13 +26,13 @@ absl::StatusOr<ModelWeights> LoadLlama2cModel(const std::string& path) {
   DAPQ_ASSIGN_OR_RETURN(MappedFile file, MappedFile::Open(path));
   const size_t header_bytes = kHeaderInts * sizeof(int32_t);
   if (file.size() < header_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("llama2.c checkpoint ", path, ": truncated: ",
-                                                   file.size(), " bytes, the header alone needs ",
-                                                   header_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("llama2.c checkpoint ", path, ": truncated: ", file.size(),
+                     " bytes, the header alone needs ", header_bytes));
   }
   int32_t h[kHeaderInts];
   std::memcpy(h, file.data(), header_bytes);
-  const char* names[kHeaderInts] = {"dim", "hidden_dim", "n_layers", "n_heads",
+  const char* names[kHeaderInts] = {"dim",        "hidden_dim", "n_layers", "n_heads",
                                     "n_kv_heads", "vocab_size", "seq_len"};
   for (int i = 0; i < kHeaderInts; ++i) {
     const long v = i == 5 ? std::labs(static_cast<long>(h[i])) : h[i];
@@ -52,8 +53,8 @@ absl::StatusOr<ModelWeights> LoadLlama2cModel(const std::string& path) {
     return HeaderError(path, absl::StrCat("dim=", c.dim, " not a multiple of n_heads=", c.n_heads));
   }
   if (c.n_kv_heads > c.n_heads || c.n_heads % c.n_kv_heads != 0) {
-    return HeaderError(path, absl::StrCat("n_heads=", c.n_heads, " not a multiple of n_kv_heads=",
-                                          c.n_kv_heads));
+    return HeaderError(
+        path, absl::StrCat("n_heads=", c.n_heads, " not a multiple of n_kv_heads=", c.n_kv_heads));
   }
   c.head_dim = c.dim / c.n_heads;
   c.norm_eps = 1e-5f;
@@ -66,7 +67,8 @@ absl::StatusOr<ModelWeights> LoadLlama2cModel(const std::string& path) {
   const long vocab = c.vocab_size;
   const long weight_floats = vocab * dim + layers * dim + layers * dim * dim +
                              2 * layers * kv_dim * dim + layers * dim * dim + layers * dim +
-                             3 * layers * hidden * dim + dim + (c.tied_embeddings ? 0 : vocab * dim);
+                             3 * layers * hidden * dim + dim +
+                             (c.tied_embeddings ? 0 : vocab * dim);
   const long freq_floats = static_cast<long>(c.max_seq_len) * c.head_dim;  // real + imag halves
   const size_t expected = header_bytes + sizeof(float) * (weight_floats + freq_floats);
   const size_t expected_min = header_bytes + sizeof(float) * weight_floats;
@@ -96,8 +98,8 @@ absl::StatusOr<ModelWeights> LoadLlama2cModel(const std::string& path) {
   for (auto& l : w.layers) l.w3 = take(hidden * dim);
   w.final_norm = take(dim);
   take(freq_floats);  // legacy freq_cis_real / freq_cis_imag: RoPE is recomputed
-  w.classifier = c.tied_embeddings ? w.token_embedding
-                                   : (file.size() == expected ? p : p - freq_floats);
+  w.classifier =
+      c.tied_embeddings ? w.token_embedding : (file.size() == expected ? p : p - freq_floats);
   w.KeepMapping(std::move(file));
   DAPQ_RETURN_IF_ERROR(w.CheckComplete());
   return w;

@@ -14,17 +14,17 @@
 namespace dapq::worker {
 
 struct ModelConfig {
-  std::string name;          // e.g. "stories260K", "synthetic:llama3-8b-2l"
-  int dim = 0;               // hidden size
-  int hidden_dim = 0;        // FFN intermediate size
+  std::string name;    // e.g. "stories260K", "synthetic:llama3-8b-2l"
+  int dim = 0;         // hidden size
+  int hidden_dim = 0;  // FFN intermediate size
   int n_layers = 0;
-  int n_heads = 0;           // query heads
-  int n_kv_heads = 0;        // KV heads (GQA: n_heads % n_kv_heads == 0)
-  int head_dim = 0;          // usually dim / n_heads
+  int n_heads = 0;     // query heads
+  int n_kv_heads = 0;  // KV heads (GQA: n_heads % n_kv_heads == 0)
+  int head_dim = 0;    // usually dim / n_heads
   int vocab_size = 0;
-  int max_seq_len = 0;       // context limit
+  int max_seq_len = 0;  // context limit
   float norm_eps = 1e-5f;
-  kernels::RopeConfig rope;  // head_dim, theta, layout, Llama-3 scaling
+  kernels::RopeConfig rope;      // head_dim, theta, layout, Llama-3 scaling
   bool tied_embeddings = false;  // classifier = token embedding
   bool attention_bias = false;   // q/k/v projections carry biases (Qwen2)
   int bos_token_id = 1;

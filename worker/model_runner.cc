@@ -17,8 +17,8 @@ namespace dapq::worker {
 namespace {
 
 // y[m, n] = x[m, k] . W^T where W's rows are a slice with row stride ldw; plus bias when given.
-absl::Status Linear(int m, int n, int k, const float* x, int ldx, const float* w, int ldw,
-                    float* y, const float* bias = nullptr) {
+absl::Status Linear(int m, int n, int k, const float* x, int ldx, const float* w, int ldw, float* y,
+                    const float* bias = nullptr) {
   kernels::GemmParams g;
   g.m = m;
   g.n = n;
@@ -51,7 +51,8 @@ absl::StatusOr<RankShard> MakeRankShard(const ModelConfig& c, int rank, int tp) 
                                                    " and n_kv_heads=", c.n_kv_heads));
   }
   if (tp > c.hidden_dim) {
-    return absl::InvalidArgumentError(absl::StrCat("tp=", tp, " exceeds hidden_dim=", c.hidden_dim));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tp=", tp, " exceeds hidden_dim=", c.hidden_dim));
   }
   RankShard s;
   s.rank = rank;
@@ -79,8 +80,8 @@ absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int
   const int m = static_cast<int>(tokens.size());
   if (m == 0) return absl::InvalidArgumentError("forward: no tokens");
   if (positions.size() != tokens.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("forward: ", tokens.size(), " tokens but ",
-                                                   positions.size(), " positions"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward: ", tokens.size(), " tokens but ", positions.size(), " positions"));
   }
   for (int i = 0; i < m; ++i) {
     if (tokens[i] < 0 || tokens[i] >= c_.vocab_size) {
@@ -112,8 +113,9 @@ absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int
   const int first = all_logits ? 0 : m - 1;
   const int rows = m - first;
   xb_.resize(static_cast<size_t>(rows) * dim);
-  kernels::RmsNormParams norm{rows, dim, &x_[static_cast<size_t>(first) * dim], dim,
-                              w_.final_norm, xb_.data(), dim, c_.norm_eps};
+  kernels::RmsNormParams norm{rows, dim,           &x_[static_cast<size_t>(first) * dim],
+                              dim,  w_.final_norm, xb_.data(),
+                              dim,  c_.norm_eps};
   DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm));
   return Linear(rows, c_.vocab_size, dim, xb_.data(), dim, w_.classifier, dim, logits.data());
 }
@@ -141,11 +143,11 @@ absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCach
                               k_.data(), lw.bk ? lw.bk + kv_row0 : nullptr));
   DAPQ_RETURN_IF_ERROR(Linear(m, kv_dim, dim, xb_.data(), dim, lw.wv + kv_row0 * dim, dim,
                               v_.data(), lw.bv ? lw.bv + kv_row0 : nullptr));
-  kernels::RopeParams rq{m, shard_.heads, hd, q_.data(), q_dim, positions, inv_freq_.data(),
-                         c_.rope.layout};
+  kernels::RopeParams rq{
+      m, shard_.heads, hd, q_.data(), q_dim, positions, inv_freq_.data(), c_.rope.layout};
   DAPQ_RETURN_IF_ERROR(kernels::Rope(rq));
-  kernels::RopeParams rk{m, shard_.kv_heads, hd, k_.data(), kv_dim, positions, inv_freq_.data(),
-                         c_.rope.layout};
+  kernels::RopeParams rk{
+      m, shard_.kv_heads, hd, k_.data(), kv_dim, positions, inv_freq_.data(), c_.rope.layout};
   DAPQ_RETURN_IF_ERROR(kernels::Rope(rk));
 
   const int start = cache.length();
@@ -191,8 +193,7 @@ absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCach
   DAPQ_RETURN_IF_ERROR(Linear(m, f, dim, xb_.data(), dim, lw.w3 + f0 * dim, dim, up_.data()));
   kernels::SwiGluParams act{m, f, gate_.data(), f, up_.data(), f, gate_.data(), f};
   DAPQ_RETURN_IF_ERROR(kernels::SwiGlu(act));
-  DAPQ_RETURN_IF_ERROR(
-      Linear(m, dim, f, gate_.data(), f, lw.w2 + f0, c_.hidden_dim, out_.data()));
+  DAPQ_RETURN_IF_ERROR(Linear(m, dim, f, gate_.data(), f, lw.w2 + f0, c_.hidden_dim, out_.data()));
   DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(out_.data(), out_.size()));
   for (size_t i = 0; i < out_.size(); ++i) x_[i] += out_[i];
   return absl::OkStatus();

@@ -46,8 +46,8 @@ class ModelWeights {
   std::vector<LayerWeights> layers;
 
   // Storage helpers for loaders.
-  float* AllocateOwned(size_t count);           // zero-initialised heap buffer owned by this
-  void KeepMapping(MappedFile file);            // keeps a mapping alive with the weights
+  float* AllocateOwned(size_t count);  // zero-initialised heap buffer owned by this
+  void KeepMapping(MappedFile file);   // keeps a mapping alive with the weights
   size_t OwnedBytes() const { return owned_bytes_; }
 
   // Checks that every required pointer is set (null bias pointers allowed unless attention_bias).

@@ -54,7 +54,8 @@ void Fill(float* dst, size_t n, uint64_t seed, uint64_t tensor_id, float center,
     }
   };
   const size_t kParallelThreshold = size_t{1} << 22;
-  const unsigned threads = n < kParallelThreshold ? 1 : std::max(1u, std::thread::hardware_concurrency());
+  const unsigned threads =
+      n < kParallelThreshold ? 1 : std::max(1u, std::thread::hardware_concurrency());
   if (threads == 1) {
     work(0, n);
     return;
@@ -103,9 +104,9 @@ absl::StatusOr<ParsedSpec> Parse(const std::string& spec) {
       return p;
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown synthetic model '", spec, "'; shapes: ",
-                                                 absl::StrJoin(SyntheticShapeNames(), ", "),
-                                                 " (append -<N>l for N layers, @<seed>)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown synthetic model '", spec, "'; shapes: ", absl::StrJoin(SyntheticShapeNames(), ", "),
+      " (append -<N>l for N layers, @<seed>)"));
 }
 
 }  // namespace

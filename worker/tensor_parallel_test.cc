@@ -61,9 +61,10 @@ void ExpectTpInvariant(const std::string& spec_or_path, const std::vector<int>& 
 }
 
 TEST(TensorParallelTest, Stories260KTp124Identical) {
-  ExpectTpInvariant(dapq::testing::Stories260KPath(), {1, 403, 407, 261, 378, 11, 298, 315, 421,
-                                                       395, 317, 426, 338, 401, 396, 267, 337},
-                    40, {2, 4});
+  ExpectTpInvariant(
+      dapq::testing::Stories260KPath(),
+      {1, 403, 407, 261, 378, 11, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337}, 40,
+      {2, 4});
 }
 
 TEST(TensorParallelTest, SyntheticGqaTp124Identical) {

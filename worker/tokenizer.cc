@@ -74,9 +74,12 @@ std::vector<int> Tokenizer::Encode(std::string_view text, bool add_bos, bool add
   for (size_t i = 0; i < text.size();) {
     size_t len = 1;
     const auto lead = static_cast<unsigned char>(text[i]);
-    if ((lead & 0xE0) == 0xC0) len = 2;
-    else if ((lead & 0xF0) == 0xE0) len = 3;
-    else if ((lead & 0xF8) == 0xF0) len = 4;
+    if ((lead & 0xE0) == 0xC0)
+      len = 2;
+    else if ((lead & 0xF0) == 0xE0)
+      len = 3;
+    else if ((lead & 0xF8) == 0xF0)
+      len = 4;
     if (i + len > text.size()) len = 1;
     for (size_t j = 1; j < len; ++j) {
       if ((static_cast<unsigned char>(text[i + j]) & 0xC0) != 0x80) {
@@ -88,7 +91,8 @@ std::vector<int> Tokenizer::Encode(std::string_view text, bool add_bos, bool add
     if (id >= 0) {
       tokens.push_back(id);
     } else {
-      for (size_t j = 0; j < len; ++j) tokens.push_back(static_cast<unsigned char>(text[i + j]) + 3);
+      for (size_t j = 0; j < len; ++j)
+        tokens.push_back(static_cast<unsigned char>(text[i + j]) + 3);
     }
     i += len;
   }

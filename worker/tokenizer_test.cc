@@ -44,8 +44,7 @@ TEST(TokenizerTest, ByteFallbackRoundTrips) {
 }
 
 TEST(TokenizerTest, MissingFileIsNotFound) {
-  EXPECT_THAT(Tokenizer::Load("/nonexistent/tok.bin", 512),
-              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(Tokenizer::Load("/nonexistent/tok.bin", 512), StatusIs(absl::StatusCode::kNotFound));
 }
 
 TEST(TokenizerTest, TruncatedFileIsRejected) {

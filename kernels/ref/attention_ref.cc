@@ -106,8 +106,7 @@ absl::Status AttentionDecodeRef(const AttentionParams& p) {
   for (int t = 0; t < p.q_tokens; ++t) {
     const int len = past + t + 1;
     for (int kvh = 0; kvh < p.kv_heads; ++kvh) {
-      const float* q =
-          p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kvh) * group * d;
+      const float* q = p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kvh) * group * d;
       const float* k = p.k + kvh * p.kv_head_stride;
       const float* v = p.v + kvh * p.kv_head_stride;
       // scores[g, len] = scale * Q_group[g, d] . K[len, d]^T
@@ -115,8 +114,7 @@ absl::Status AttentionDecodeRef(const AttentionParams& p) {
                   scores.data(), len);
       SoftmaxParams sm{group, len, scores.data(), len};
       SoftmaxRef(sm).IgnoreError();  // validated shapes; the reference cannot fail
-      float* out =
-          p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(kvh) * group * d;
+      float* out = p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(kvh) * group * d;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, d, len, 1.0f, scores.data(),
                   len, v, d, 0.0f, out, d);
     }

@@ -10,8 +10,7 @@ absl::Status GemmRef(const GemmParams& p) {
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
   if (p.m == 1 && p.trans_b) {
     // c[0, :] = alpha * B[n, k] . a + beta * c
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, p.n, p.k, p.alpha, p.b, p.ldb, p.a, 1, p.beta, p.c,
-                1);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, p.n, p.k, p.alpha, p.b, p.ldb, p.a, 1, p.beta, p.c, 1);
     return absl::OkStatus();
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, p.trans_b ? CblasTrans : CblasNoTrans, p.m, p.n, p.k,

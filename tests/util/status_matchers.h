@@ -36,8 +36,7 @@ MATCHER_P2(StatusIs, code, message_matcher,
            "has status code " + ::testing::PrintToString(code) + " and a matching message") {
   const absl::Status& s = GetStatus(arg);
   *result_listener << "status: " << s;
-  return s.code() == code &&
-         ::testing::Matches(message_matcher)(std::string(s.message()));
+  return s.code() == code && ::testing::Matches(message_matcher)(std::string(s.message()));
 }
 
 }  // namespace dapq::testing
@@ -46,9 +45,9 @@ MATCHER_P2(StatusIs, code, message_matcher,
 #define DAPQ_TEST_CONCAT_(a, b) DAPQ_TEST_CONCAT_INNER_(a, b)
 #define ASSERT_OK_AND_ASSIGN(lhs, rexpr) \
   ASSERT_OK_AND_ASSIGN_IMPL_(DAPQ_TEST_CONCAT_(dapq_test_so_, __LINE__), lhs, rexpr)
-#define ASSERT_OK_AND_ASSIGN_IMPL_(so, lhs, rexpr)          \
-  auto so = (rexpr);                                        \
-  ASSERT_TRUE(so.ok()) << "status: " << so.status();        \
+#define ASSERT_OK_AND_ASSIGN_IMPL_(so, lhs, rexpr)   \
+  auto so = (rexpr);                                 \
+  ASSERT_TRUE(so.ok()) << "status: " << so.status(); \
   lhs = std::move(so).value()
 
 #endif  // DAPQ_TESTS_UTIL_STATUS_MATCHERS_H_

@@ -62,7 +62,8 @@ class Rendezvous {
 
 class InProcessCommunicator final : public Communicator {
  public:
-  InProcessCommunicator(std::shared_ptr<Rendezvous> rv, int rank) : rv_(std::move(rv)), rank_(rank) {}
+  InProcessCommunicator(std::shared_ptr<Rendezvous> rv, int rank)
+      : rv_(std::move(rv)), rank_(rank) {}
 
   int rank() const override { return rank_; }
   int size() const override { return rv_->size(); }
@@ -72,7 +73,8 @@ class InProcessCommunicator final : public Communicator {
 
   absl::Status Broadcast(void* data, size_t bytes, int root) override {
     if (root < 0 || root >= size()) {
-      return absl::InvalidArgumentError(absl::StrCat("broadcast: root=", root, " outside [0, ", size(), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("broadcast: root=", root, " outside [0, ", size(), ")"));
     }
     if (size() == 1) return absl::OkStatus();
     rv_->Publish(rank_, data);
@@ -111,7 +113,8 @@ class InProcessCommunicator final : public Communicator {
 }  // namespace
 
 absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateInProcessGroup(int size) {
-  if (size < 1) return absl::InvalidArgumentError(absl::StrCat("communicator: size=", size, " must be >= 1"));
+  if (size < 1)
+    return absl::InvalidArgumentError(absl::StrCat("communicator: size=", size, " must be >= 1"));
   auto rv = std::make_shared<Rendezvous>(size);
   std::vector<std::unique_ptr<Communicator>> comms;
   for (int r = 0; r < size; ++r) comms.push_back(std::make_unique<InProcessCommunicator>(rv, r));

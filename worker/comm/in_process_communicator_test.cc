@@ -21,7 +21,9 @@ void RunRanks(int size, const std::function<void(Communicator&)>& fn) {
   for (auto& t : threads) t.join();
 }
 
-float Value(int rank, int i) { return 0.1f * static_cast<float>((rank * 7919 + i * 104729) % 1000); }
+float Value(int rank, int i) {
+  return 0.1f * static_cast<float>((rank * 7919 + i * 104729) % 1000);
+}
 
 TEST(InProcessCommunicatorTest, AllReduceSumsIdenticallyOnEveryRank) {
   for (int size : {1, 2, 3, 4}) {

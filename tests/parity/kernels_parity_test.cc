@@ -1,0 +1,152 @@
+// File: tests/parity/kernels_parity_test.cc
+// Parity harness (test-backend-ops style): every op marked CPU_CUDA in kernels/ops.inc runs on
+// the GPU and on the CPU reference with the same seeded inputs; NaN/Inf are checked first, then
+// every element must satisfy |g - r| <= atol + rtol * |r| (fp32: 1e-5 / 1e-5; expf/sincosf ulp
+// differences stay inside). Shapes include 1, primes, non-multiples of the vector width and
+// strided rows. Skips without a CUDA device.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/activation.h"
+#include "kernels/rms_norm.h"
+#include "kernels/rope.h"
+#include "kernels/softmax.h"
+#include "tests/util/cuda_test_util.h"
+
+namespace dapq::kernels {
+namespace {
+
+constexpr float kAtol = 1e-5f, kRtol = 1e-5f;
+
+std::vector<float> Random(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// A device copy of a host vector, copied back by Download().
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(const std::vector<float>& host) : n_(host.size()) {
+    EXPECT_EQ(cudaMalloc(&ptr_, n_ * sizeof(float)), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(ptr_, host.data(), n_ * sizeof(float), cudaMemcpyHostToDevice),
+              cudaSuccess);
+  }
+  template <typename T>
+  explicit DeviceBuffer(const std::vector<T>& host, int) : n_(host.size()) {
+    EXPECT_EQ(cudaMalloc(&ptr_, n_ * sizeof(T)), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  float* get() { return static_cast<float*>(ptr_); }
+  template <typename T>
+  T* as() {
+    return static_cast<T*>(ptr_);
+  }
+  std::vector<float> Download() {
+    std::vector<float> h(n_);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(h.data(), ptr_, n_ * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t n_;
+};
+
+void ExpectClose(const std::vector<float>& gpu, const std::vector<float>& ref) {
+  ASSERT_EQ(gpu.size(), ref.size());
+  for (size_t i = 0; i < gpu.size(); ++i) ASSERT_TRUE(std::isfinite(gpu[i])) << "index " << i;
+  for (size_t i = 0; i < gpu.size(); ++i) {
+    ASSERT_LE(std::abs(gpu[i] - ref[i]), kAtol + kRtol * std::abs(ref[i])) << "index " << i;
+  }
+}
+
+const Stream kGpu{Backend::kCuda, nullptr};
+
+TEST(KernelsParityTest, RmsNorm) {
+  DAPQ_SKIP_IF_NO_CUDA();
+  for (int dim : {1, 7, 64, 4096, 4099}) {
+    const int rows = 5, stride = dim + 3;
+    SCOPED_TRACE(::testing::Message() << "dim=" << dim << " seed=" << dim);
+    auto x = Random(static_cast<size_t>(rows) * stride, dim), w = Random(dim, dim + 1);
+    std::vector<float> out(x.size(), 0.0f);
+    DeviceBuffer dx(x), dw(w), dout(out);
+    ASSERT_TRUE(RmsNorm({rows, dim, x.data(), stride, w.data(), out.data(), stride, 1e-5f}).ok());
+    ASSERT_TRUE(
+        RmsNorm({rows, dim, dx.get(), stride, dw.get(), dout.get(), stride, 1e-5f}, kGpu).ok());
+    ExpectClose(dout.Download(), out);
+  }
+}
+
+TEST(KernelsParityTest, Rope) {
+  DAPQ_SKIP_IF_NO_CUDA();
+  for (RopeLayout layout : {RopeLayout::kInterleaved, RopeLayout::kHalfSplit}) {
+    for (int hd : {2, 8, 128}) {
+      const int tokens = 13, heads = 3, stride = heads * hd + 2;
+      SCOPED_TRACE(::testing::Message() << "hd=" << hd << " layout=" << static_cast<int>(layout));
+      auto inv = ComputeRopeInvFreq({hd, 500000.0f, layout, {8.0f, 1.0f, 4.0f, 8192}});
+      ASSERT_TRUE(inv.ok());
+      std::vector<int32_t> pos(tokens);
+      for (int t = 0; t < tokens; ++t) pos[t] = t * 997;
+      auto x = Random(static_cast<size_t>(tokens) * stride, hd);
+      DeviceBuffer dx(x), dinv(*inv), dpos(pos, 0);
+      ASSERT_TRUE(
+          Rope({tokens, heads, hd, x.data(), stride, pos.data(), inv->data(), layout}).ok());
+      ASSERT_TRUE(
+          Rope({tokens, heads, hd, dx.get(), stride, dpos.as<int32_t>(), dinv.get(), layout}, kGpu)
+              .ok());
+      // Angles up to ~12000 rad: sincosf vs sinf/cosf argument reduction differ by a few ulps of
+      // the angle, so this op's tolerance is 1e-4 absolute.
+      auto g = dx.Download();
+      for (size_t i = 0; i < g.size(); ++i) ASSERT_NEAR(g[i], x[i], 1e-4) << i;
+    }
+  }
+}
+
+TEST(KernelsParityTest, Softmax) {
+  DAPQ_SKIP_IF_NO_CUDA();
+  for (int cols : {1, 5, 256, 1000, 32771}) {
+    const int rows = 4, stride = cols + 1;
+    SCOPED_TRACE(::testing::Message() << "cols=" << cols);
+    auto x = Random(static_cast<size_t>(rows) * stride, cols, 20.0f);
+    DeviceBuffer dx(x);
+    ASSERT_TRUE(Softmax({rows, cols, x.data(), stride}).ok());
+    ASSERT_TRUE(Softmax({rows, cols, dx.get(), stride}, kGpu).ok());
+    ExpectClose(dx.Download(), x);
+  }
+}
+
+TEST(KernelsParityTest, SwiGlu) {
+  DAPQ_SKIP_IF_NO_CUDA();
+  for (int cols : {1, 33, 14336}) {
+    const int rows = 3;
+    auto g = Random(static_cast<size_t>(rows) * cols, cols, 8.0f), u = Random(g.size(), cols + 1);
+    std::vector<float> out(g.size());
+    DeviceBuffer dg(g), du(u), dout(out);
+    ASSERT_TRUE(SwiGlu({rows, cols, g.data(), cols, u.data(), cols, out.data(), cols}).ok());
+    ASSERT_TRUE(SwiGlu({rows, cols, dg.get(), cols, du.get(), cols, dout.get(), cols}, kGpu).ok());
+    ExpectClose(dout.Download(), out);
+  }
+}
+
+// Every CPU_CUDA op in ops.inc must have a case above: this list is checked against it.
+TEST(KernelsParityTest, EveryCudaOpHasACase) {
+  const std::vector<std::string> covered = {"RmsNorm", "Rope", "Softmax", "SwiGlu"};
+  std::vector<std::string> cuda_ops;
+#define DAPQ_KERNEL_OP(Name, Params, Validator, Backends) \
+  if (std::string(#Backends) == "CPU_CUDA") cuda_ops.push_back(#Name);
+#include "kernels/ops.inc"
+#undef DAPQ_KERNEL_OP
+  EXPECT_EQ(cuda_ops, covered);
+}
+
+}  // namespace
+}  // namespace dapq::kernels
