@@ -15,7 +15,13 @@ function(dapq_cc_test)
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
     DISCOVERY_MODE PRE_TEST
     PROPERTIES LABELS "${T_LABELS}" ENVIRONMENT "DAPQ_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
-  foreach(src ${T_SRCS})
+  dapq_note_test_sources(${T_SRCS})
+endfunction()
+
+# Records test sources for check_tests_registered. Called by dapq_cc_test, and directly for GPU
+# test sources in builds without CUDA (they are registered whenever nvcc is present).
+function(dapq_note_test_sources)
+  foreach(src ${ARGN})
     get_filename_component(abs ${src} ABSOLUTE)
     set_property(GLOBAL APPEND PROPERTY DAPQ_TEST_SOURCES ${abs})
   endforeach()
