@@ -87,12 +87,15 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   std::fprintf(stderr,
                "tp=%d prompt=%d tokens, generated=%zu tokens%s\n"
                "prefill: %.1f ms (%.1f tokens/s), time to first token %.1f ms\n"
-               "decode:  %d tokens in %.1f ms (%.1f tokens/s)\n",
+               "decode:  %d tokens in %.1f ms (%.1f tokens/s)\n"
+               "kv cache: %d tokens x %ld bytes/token = %.1f KiB used (%.1f KiB allocated)\n",
                o.tp, r.prompt_tokens, r.tokens.size(),
                r.stopped_at_stop_token ? " (stopped at a stop token)" : "", r.prefill_seconds * 1e3,
                r.prompt_tokens / std::max(r.prefill_seconds, 1e-9), r.prefill_seconds * 1e3,
                decoded, r.decode_seconds * 1e3,
-               decoded > 0 ? decoded / std::max(r.decode_seconds, 1e-9) : 0.0);
+               decoded > 0 ? decoded / std::max(r.decode_seconds, 1e-9) : 0.0, r.cached_tokens,
+               config.kv_bytes_per_token(), r.cached_tokens * config.kv_bytes_per_token() / 1024.0,
+               r.kv_bytes / 1024.0);
   return absl::OkStatus();
 }
 

@@ -1,10 +1,11 @@
 // File: cli/main.cc
-// The `dapq` command-line tool. Subcommands: generate (more come with the service: serve,
-// batch, status, eval, compress). Parses flags into options structs and runs the command;
+// The `dapq` command-line tool. Subcommands: generate, convert (more come with the service:
+// serve, batch, status, eval, compress). Parses flags into options structs and runs the command;
 // errors print as "error: <status>" with exit code 1 (2 for usage errors).
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
+#include "cli/convert_command.h"
 #include "cli/generate_command.h"
 
 int main(int argc, char** argv) {
@@ -31,10 +32,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   generate->add_flag("--print_ids", gen.print_ids, "print token ids instead of text");
 
+  dapq::cli::ConvertCommandOptions conv;
+  CLI::App* convert =
+      app.add_subcommand("convert", "write a model as a Hugging Face directory (safetensors)");
+  convert->add_option("--model", conv.model, "source model (llama2.c .bin, HF dir, synthetic:...)")
+      ->required();
+  convert->add_option("--out", conv.out_dir, "output directory")->required();
+
   CLI11_PARSE(app, argc, argv);
 
   absl::Status status = absl::OkStatus();
   if (app.got_subcommand(generate)) status = dapq::cli::RunGenerate(gen);
+  if (app.got_subcommand(convert)) status = dapq::cli::RunConvert(conv);
   if (!status.ok()) {
     std::fprintf(stderr, "error: %s\n", status.ToString().c_str());
     return 1;

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh cpu dapq
 MODELS="${DAPQ_MODELS_DIR:-../shared/models}"
-exec ./build/dapq generate \
+exec ./build/cli/dapq generate \
   --model "$MODELS/stories260K.bin" --tokenizer "$MODELS/tok512.bin" \
   --prompt "Once upon a time, there was a little girl named Lily." \
   --steps 200 --tp 2 "$@"

@@ -176,6 +176,8 @@ absl::StatusOr<GenerateResult> Engine::Generate(std::span<const int> prompt,
     token = sampler.Sample(logits);
   }
   result.decode_seconds = SecondsSince(t1);
+  result.cached_tokens = seq->cached_tokens();
+  result.kv_bytes = seq->kv_bytes();
   return result;
 }
 

@@ -59,6 +59,8 @@ struct GenerateResult {
   double prefill_seconds = 0;  // prompt forward, up to the first sampled token
   double decode_seconds = 0;   // the remaining tokens
   bool stopped_at_stop_token = false;
+  int cached_tokens = 0;  // KV slots held at the end (per layer and KV head)
+  size_t kv_bytes = 0;    // KV cache bytes allocated over all ranks
 };
 
 class Engine {

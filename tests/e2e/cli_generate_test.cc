@@ -79,5 +79,19 @@ TEST(CliGenerateTest, SyntheticModelWithRandomPrompt) {
   EXPECT_EQ(count, 5) << r.out;
 }
 
+TEST(CliGenerateTest, ConvertThenGenerateFromHfDirectory) {
+  const std::string dir = testing::MakeTempDir("cli_convert_stories");
+  RunResult r = RunDapq("convert --model " + testing::Stories260KPath() + " --out " + dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = RunDapq("generate --model " + dir + " --tokenizer " + testing::Tok512Path() +
+                  " --prompt Zoo --steps 57",
+              false);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(r.out,
+            "Zoo was a little girl named Lily. She loved to play outside in the park. One day, "
+            "she saw a big, red ball. She wanted to play with it, but she didn't want to play "
+            "with\n");
+}
+
 }  // namespace
 }  // namespace dapq
