@@ -65,6 +65,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   gen.sampling.temperature = o.temperature;
   gen.sampling.top_p = o.top_p;
   gen.sampling.seed = o.seed;
+  gen.compression = o.compression;
 
   // Echo the prompt, then stream generated text.
   if (tokenizer && !o.print_ids) {
@@ -83,19 +84,30 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   };
   DAPQ_ASSIGN_OR_RETURN(worker::GenerateResult r, engine->Generate(prompt, gen, on_token));
   std::printf("\n");
+  std::fflush(stdout);
   const int decoded = static_cast<int>(r.tokens.size()) - 1;
+  const double full_kib = static_cast<double>(r.prompt_tokens + r.tokens.size() - 1) *
+                          config.kv_bytes_per_token() / 1024.0;
   std::fprintf(stderr,
                "tp=%d prompt=%d tokens, generated=%zu tokens%s\n"
                "prefill: %.1f ms (%.1f tokens/s), time to first token %.1f ms\n"
-               "decode:  %d tokens in %.1f ms (%.1f tokens/s)\n"
-               "kv cache: %d tokens x %ld bytes/token = %.1f KiB used (%.1f KiB allocated)\n",
+               "decode:  %d tokens in %.1f ms (%.1f tokens/s)\n",
                o.tp, r.prompt_tokens, r.tokens.size(),
                r.stopped_at_stop_token ? " (stopped at a stop token)" : "", r.prefill_seconds * 1e3,
                r.prompt_tokens / std::max(r.prefill_seconds, 1e-9), r.prefill_seconds * 1e3,
                decoded, r.decode_seconds * 1e3,
-               decoded > 0 ? decoded / std::max(r.decode_seconds, 1e-9) : 0.0, r.cached_tokens,
-               config.kv_bytes_per_token(), r.cached_tokens * config.kv_bytes_per_token() / 1024.0,
-               r.kv_bytes / 1024.0);
+               decoded > 0 ? decoded / std::max(r.decode_seconds, 1e-9) : 0.0);
+  if (r.compression.compressed) {
+    std::fprintf(stderr, "compression: %s\n  kept %ld of %ld prompt KV slots (%.1f%%) in %.1f ms\n",
+                 r.compression.config.c_str(), r.compression.slots_after,
+                 r.compression.slots_before, 100.0 * r.compression.kept_fraction(),
+                 r.compression.seconds * 1e3);
+  } else if (gen.compression.method != worker::compress::Method::kFull) {
+    std::fprintf(stderr, "compression: prompt within the budget, nothing evicted\n");
+  }
+  std::fprintf(stderr,
+               "kv cache: %.1f KiB used vs %.1f KiB for the full cache (%.1f KiB reserved)\n",
+               r.kv_used_bytes / 1024.0, full_kib, r.kv_allocated_bytes / 1024.0);
   return absl::OkStatus();
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "worker/compress/compression_config.h"
 
 namespace dapq::cli {
 
@@ -23,6 +24,7 @@ struct GenerateCommandOptions {
   int tp = 1;
   int prefill_chunk = 1024;
   bool print_ids = false;  // print token ids instead of text
+  worker::compress::CompressionConfig compression;  // applied at the end of prefill
   absl::Status Validate() const;
 };
 

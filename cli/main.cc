@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
+#include "cli/compression_flags.h"
 #include "cli/convert_command.h"
 #include "cli/generate_command.h"
 
@@ -31,6 +32,8 @@ int main(int argc, char** argv) {
   generate->add_option("--prefill_chunk", gen.prefill_chunk, "prompt tokens per forward pass")
       ->capture_default_str();
   generate->add_flag("--print_ids", gen.print_ids, "print token ids instead of text");
+  dapq::cli::CompressionFlags gen_compression;
+  gen_compression.Register(generate);
 
   dapq::cli::ConvertCommandOptions conv;
   CLI::App* convert =
@@ -42,7 +45,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   absl::Status status = absl::OkStatus();
-  if (app.got_subcommand(generate)) status = dapq::cli::RunGenerate(gen);
+  if (app.got_subcommand(generate)) {
+    auto compression = gen_compression.ToConfig();
+    status = compression.status();
+    if (status.ok()) {
+      gen.compression = *compression;
+      status = dapq::cli::RunGenerate(gen);
+    }
+  }
   if (app.got_subcommand(convert)) status = dapq::cli::RunConvert(conv);
   if (!status.ok()) {
     std::fprintf(stderr, "error: %s\n", status.ToString().c_str());

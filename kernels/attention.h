@@ -4,6 +4,8 @@
 #ifndef DAPQ_KERNELS_ATTENTION_H_
 #define DAPQ_KERNELS_ATTENTION_H_
 
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "kernels/types.h"
 
@@ -16,6 +18,8 @@ namespace dapq::kernels {
 // Query head h reads KV head h / (q_heads / kv_heads).
 // Causality: query token t sees slots [0, kv_len - q_tokens + t] (the q tokens are the last
 // q_tokens slots of the cache). kv_len >= q_tokens.
+// kv_lens (optional, [kv_heads]): a valid length per KV head, overriding kv_len — compressed
+// caches in per-head storage hold a different number of slots per head.
 struct AttentionParams {
   int q_tokens = 0, q_heads = 0, kv_heads = 0, head_dim = 0;
   const float* q = nullptr;
@@ -24,6 +28,7 @@ struct AttentionParams {
   const float* v = nullptr;
   long kv_head_stride = 0;
   int kv_len = 0;
+  const int32_t* kv_lens = nullptr;
   float* out = nullptr;
   int out_stride = 0;
 };
@@ -33,6 +38,11 @@ absl::Status AttentionPrefill(const AttentionParams& p, Stream stream = {});
 // Decode: q_tokens == 1 (or a few) over the whole cache; O(kv_len) scratch per head.
 absl::Status AttentionDecode(const AttentionParams& p, Stream stream = {});
 absl::Status ValidateAttention(const AttentionParams& p);
+
+// The valid length of KV head h's slab.
+inline int KvLength(const AttentionParams& p, int kv_head) {
+  return p.kv_lens != nullptr ? p.kv_lens[kv_head] : p.kv_len;
+}
 
 }  // namespace dapq::kernels
 

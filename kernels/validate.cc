@@ -3,7 +3,9 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
+#include "kernels/attention_scores.h"
 #include "kernels/gemm.h"
+#include "kernels/pooling.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/softmax.h"
@@ -71,12 +73,47 @@ absl::Status ValidateAttention(const AttentionParams& p) {
     return Bad("Attention",
                absl::StrCat("q_heads=", p.q_heads, " not a multiple of kv_heads=", p.kv_heads));
   if (!p.q || !p.k || !p.v || !p.out) return Bad("Attention", "null pointer");
-  if (p.kv_len < p.q_tokens)
-    return Bad("Attention", absl::StrCat("kv_len=", p.kv_len, " < q_tokens=", p.q_tokens));
-  if (p.q_stride < p.q_heads * p.head_dim || p.out_stride < p.q_heads * p.head_dim)
+  for (int h = 0; h < p.kv_heads; ++h) {
+    const int len = KvLength(p, h);
+    if (len < p.q_tokens) {
+      return Bad("Attention", absl::StrCat("kv_len=", len, " (KV head ", h, ") < q_tokens=", p.q_tokens));
+    }
+    if (p.kv_heads > 1 && p.kv_head_stride < static_cast<long>(len) * p.head_dim) {
+      return Bad("Attention", "kv_head_stride < kv_len * head_dim");
+    }
+  }
+  if (p.q_stride < p.q_heads * p.head_dim || p.out_stride < p.q_heads * p.head_dim) {
     return Bad("Attention", "token stride < q_heads * head_dim");
-  if (p.kv_heads > 1 && p.kv_head_stride < static_cast<long>(p.kv_len) * p.head_dim)
-    return Bad("Attention", "kv_head_stride < kv_len * head_dim");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAttentionScores(const AttentionScoresParams& p) {
+  if (p.queries < 0 || p.keys <= 0 || p.head_dim <= 0) {
+    return Bad("AttentionScores",
+               absl::StrCat("queries=", p.queries, " keys=", p.keys, " head_dim=", p.head_dim));
+  }
+  if (!p.q || !p.k || !p.scores) return Bad("AttentionScores", "null pointer");
+  if (p.q_stride < p.head_dim) return Bad("AttentionScores", "q_stride < head_dim");
+  if (p.key_limits != nullptr) {
+    for (int i = 0; i < p.queries; ++i) {
+      if (p.key_limits[i] < 1 || p.key_limits[i] > p.keys) {
+        return Bad("AttentionScores", absl::StrCat("key_limits[", i, "]=", p.key_limits[i],
+                                                   " outside [1, ", p.keys, "]"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePool1d(const Pool1dParams& p) {
+  if (p.rows < 0 || p.cols < 0)
+    return Bad("Pool1d", absl::StrCat("rows=", p.rows, " cols=", p.cols));
+  if (p.kernel < 1 || p.kernel % 2 == 0) {
+    return Bad("Pool1d", absl::StrCat("kernel=", p.kernel, " must be odd and >= 1"));
+  }
+  if (!p.x || !p.out) return Bad("Pool1d", "null pointer");
+  if (p.x == p.out) return Bad("Pool1d", "out must not alias x");
   return absl::OkStatus();
 }
 

@@ -8,6 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/comm/in_process_communicator.h"
+#include "worker/compress/allocator.h"
+#include "worker/compress/query_collector.h"
+#include "worker/compress/scorer.h"
 
 namespace dapq::worker {
 namespace {
@@ -32,9 +35,15 @@ absl::Status GenerateOptions::Validate() const {
   return sampling.Validate();
 }
 
-size_t Sequence::kv_bytes() const {
+size_t Sequence::kv_allocated_bytes() const {
   size_t total = 0;
   for (const KvCache& c : caches_) total += c.bytes();
+  return total;
+}
+
+size_t Sequence::kv_used_bytes() const {
+  size_t total = 0;
+  for (const KvCache& c : caches_) total += c.total_slots() * c.head_dim() * 2 * sizeof(float);
   return total;
 }
 
@@ -49,6 +58,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Mod
     DAPQ_ASSIGN_OR_RETURN(RankShard shard, MakeRankShard(model->config, r, options.tp));
     engine->ranks_.push_back(std::make_unique<RankModel>(*model, shard, engine->comms_[r].get()));
   }
+  DAPQ_ASSIGN_OR_RETURN(engine->inv_freq_, kernels::ComputeRopeInvFreq(model->config.rope));
   return engine;
 }
 
@@ -83,24 +93,42 @@ absl::Status Engine::RunOnRanks(const std::function<absl::Status(int)>& fn) {
 
 absl::Status Engine::ForwardChunk(Sequence& seq, std::span<const int> tokens,
                                   std::span<const int32_t> positions, std::span<float> logits,
-                                  bool all_logits) {
+                                  bool all_logits, std::span<QueryObserver* const> observers) {
   return RunOnRanks([&](int r) {
     return ranks_[r]->Forward(tokens, positions, seq.caches_[r],
-                              r == 0 ? logits : std::span<float>(), all_logits);
+                              r == 0 ? logits : std::span<float>(), all_logits,
+                              observers.empty() ? nullptr : observers[r]);
   });
 }
 
 absl::Status Engine::Forward(Sequence& seq, std::span<const int> tokens,
                              std::span<const int32_t> positions, std::vector<float>* logits) {
+  return ForwardObserved(seq, tokens, positions, logits, {});
+}
+
+absl::Status Engine::ForwardObserved(Sequence& seq, std::span<const int> tokens,
+                                     std::span<const int32_t> positions, std::vector<float>* logits,
+                                     std::span<QueryObserver* const> observers) {
+  if (!observers.empty() && observers.size() != ranks_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward: ", observers.size(), " observers for ", ranks_.size(), " ranks"));
+  }
   if (logits != nullptr) logits->assign(config().vocab_size, 0.0f);
-  DAPQ_RETURN_IF_ERROR(ForwardChunk(
-      seq, tokens, positions, logits ? std::span<float>(*logits) : std::span<float>(), false));
+  DAPQ_RETURN_IF_ERROR(ForwardChunk(seq, tokens, positions,
+                                    logits ? std::span<float>(*logits) : std::span<float>(), false,
+                                    observers));
   for (int32_t p : positions) seq.next_position_ = std::max(seq.next_position_, p + 1);
   return absl::OkStatus();
 }
 
 absl::Status Engine::Prefill(Sequence& seq, std::span<const int> tokens,
                              std::vector<float>* logits) {
+  return PrefillObserved(seq, tokens, logits, {});
+}
+
+absl::Status Engine::PrefillObserved(Sequence& seq, std::span<const int> tokens,
+                                     std::vector<float>* logits,
+                                     std::span<QueryObserver* const> observers) {
   if (tokens.empty()) return absl::InvalidArgumentError("prefill: no tokens");
   const long end = static_cast<long>(seq.next_position_) + static_cast<long>(tokens.size());
   if (end > config().max_seq_len) {
@@ -114,10 +142,84 @@ absl::Status Engine::Prefill(Sequence& seq, std::span<const int> tokens,
     positions.resize(n);
     for (size_t i = 0; i < n; ++i) positions[i] = seq.next_position_ + static_cast<int32_t>(i);
     const bool last = begin + n == tokens.size();
-    DAPQ_RETURN_IF_ERROR(
-        Forward(seq, tokens.subspan(begin, n), positions, last ? logits : nullptr));
+    if (last && logits != nullptr) logits->assign(config().vocab_size, 0.0f);
+    DAPQ_RETURN_IF_ERROR(ForwardChunk(
+        seq, tokens.subspan(begin, n), positions,
+        last && logits ? std::span<float>(*logits) : std::span<float>(), false, observers));
+    seq.next_position_ = positions.back() + 1;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
+    Sequence& seq, std::span<const int> tokens, const compress::CompressionConfig& config,
+    std::vector<float>* logits) {
+  if (tokens.empty()) return absl::InvalidArgumentError("prefill: no tokens");
+  const int n = seq.caches_[0].max_length() + static_cast<int>(tokens.size());
+  DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig c, config.Resolve(n));
+  compress::CompressionStats stats;
+  stats.config = c.DebugString();
+  const ModelConfig& m = this->config();
+  stats.prompt_slots = n;
+  const std::vector<int> budgets = compress::LayerBudgets(c, n, m.n_layers);
+  const bool fits = *std::min_element(budgets.begin(), budgets.end()) >= n;
+  if (c.method == compress::Method::kFull || (fits && c.skip_within_budget)) {
+    DAPQ_RETURN_IF_ERROR(Prefill(seq, tokens, logits));
+    stats.slots_before = stats.slots_after = static_cast<long>(n) * m.n_layers * m.n_kv_heads;
+    return stats;
+  }
+  for (const KvCache& cache : seq.caches_) {
+    if (cache.total_slots() !=
+        static_cast<long>(cache.max_length()) * cache.n_layers() * cache.kv_heads()) {
+      return absl::FailedPreconditionError(
+          "compression: the sequence's cache is already compressed; compress a fresh sequence");
+    }
+  }
+  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<compress::Scorer> scorer, compress::MakeScorer(c));
+  const compress::ScorerNeeds needs = scorer->Needs();
+  if (needs.pseudo_tokens > 0 && static_cast<long>(seq.next_position_) +
+                                         static_cast<long>(tokens.size()) + needs.pseudo_tokens >
+                                     m.max_seq_len) {
+    return absl::OutOfRangeError(
+        absl::StrCat("compression: dapq forward mode needs ", needs.pseudo_tokens,
+                     " positions after the prompt, beyond the context limit ", m.max_seq_len));
+  }
+  std::vector<std::unique_ptr<compress::QueryCollector>> collectors;
+  std::vector<QueryObserver*> observers;
+  for (const auto& rank : ranks_) {
+    const RankShard& s = rank->shard();
+    collectors.push_back(std::make_unique<compress::QueryCollector>(needs, m.n_layers, s.heads,
+                                                                    s.kv_heads, m.head_dim));
+    observers.push_back(collectors.back().get());
+  }
+  DAPQ_RETURN_IF_ERROR(PrefillObserved(seq, tokens, logits, observers));
+  const auto t0 = std::chrono::steady_clock::now();
+  if (needs.pseudo_tokens > 0) {
+    // DapQ forward mode: placeholder tokens (the last prompt token repeated) at n, n+1, ...
+    std::vector<int> placeholder(needs.pseudo_tokens, tokens.back());
+    std::vector<int32_t> positions(needs.pseudo_tokens);
+    for (int i = 0; i < needs.pseudo_tokens; ++i) positions[i] = seq.next_position_ + i;
+    for (auto& col : collectors) col->set_capturing_pseudo(true);
+    DAPQ_RETURN_IF_ERROR(ForwardChunk(seq, placeholder, positions, {}, false, observers));
+    for (auto& cache : seq.caches_) DAPQ_RETURN_IF_ERROR(cache.DropLast(needs.pseudo_tokens));
+  }
+  stats.slots_before = 0;
+  for (const KvCache& cache : seq.caches_) stats.slots_before += cache.total_slots();
+  DAPQ_RETURN_IF_ERROR(RunOnRanks([&](int r) {
+    compress::RankContext ctx;
+    ctx.model = &m;
+    ctx.shard = ranks_[r]->shard();
+    ctx.inv_freq = inv_freq_.data();
+    ctx.comm = comms_[r].get();
+    ctx.next_position = seq.next_position_;
+    return compress::CompressRank(c, *scorer, *collectors[r], ctx, budgets, seq.caches_[r]);
+  }));
+  stats.slots_after = 0;
+  for (const KvCache& cache : seq.caches_) stats.slots_after += cache.total_slots();
+  stats.seconds = SecondsSince(t0);
+  stats.compressed = true;
+  stats.layer_budgets = budgets;
+  return stats;
 }
 
 absl::Status Engine::PrefillAllLogits(Sequence& seq, std::span<const int> tokens,
@@ -156,7 +258,8 @@ absl::StatusOr<GenerateResult> Engine::Generate(std::span<const int> prompt,
   Sampler sampler(options.sampling);
   std::vector<float> logits;
   const auto t0 = std::chrono::steady_clock::now();
-  DAPQ_RETURN_IF_ERROR(Prefill(*seq, prompt, &logits));
+  DAPQ_ASSIGN_OR_RETURN(result.compression,
+                        PrefillCompressed(*seq, prompt, options.compression, &logits));
   int token = sampler.Sample(logits);
   result.prefill_seconds = SecondsSince(t0);
   const auto t1 = std::chrono::steady_clock::now();
@@ -177,7 +280,8 @@ absl::StatusOr<GenerateResult> Engine::Generate(std::span<const int> prompt,
   }
   result.decode_seconds = SecondsSince(t1);
   result.cached_tokens = seq->cached_tokens();
-  result.kv_bytes = seq->kv_bytes();
+  result.kv_used_bytes = seq->kv_used_bytes();
+  result.kv_allocated_bytes = seq->kv_allocated_bytes();
   return result;
 }
 

@@ -18,6 +18,8 @@
 
 #include "absl/status/statusor.h"
 #include "worker/comm/communicator.h"
+#include "worker/compress/compression_config.h"
+#include "worker/compress/compressor.h"
 #include "worker/kv_cache.h"
 #include "worker/model_runner.h"
 #include "worker/model_weights.h"
@@ -34,11 +36,13 @@ struct EngineOptions {
 class Sequence {
  public:
   int next_position() const { return next_position_; }
-  int cached_tokens() const { return caches_.empty() ? 0 : caches_[0].length(); }
+  // The most slots any (layer, KV head) holds (the prompt length until compression).
+  int cached_tokens() const { return caches_.empty() ? 0 : caches_[0].max_length(); }
   // Rank r's cache (r in [0, tp)).
   KvCache& cache(int rank) { return caches_[rank]; }
   const KvCache& cache(int rank) const { return caches_[rank]; }
-  size_t kv_bytes() const;
+  size_t kv_allocated_bytes() const;  // storage reserved over every rank
+  size_t kv_used_bytes() const;       // valid slots x K and V over every rank
 
  private:
   friend class Engine;
@@ -49,7 +53,8 @@ class Sequence {
 struct GenerateOptions {
   int max_new_tokens = 256;
   SamplingOptions sampling;
-  bool stop_at_stop_tokens = true;  // stop after a token in config.stop_token_ids
+  compress::CompressionConfig compression;  // applied at the end of prefill (default: none)
+  bool stop_at_stop_tokens = true;          // stop after a token in config.stop_token_ids
   absl::Status Validate() const;
 };
 
@@ -59,8 +64,10 @@ struct GenerateResult {
   double prefill_seconds = 0;  // prompt forward, up to the first sampled token
   double decode_seconds = 0;   // the remaining tokens
   bool stopped_at_stop_token = false;
-  int cached_tokens = 0;  // KV slots held at the end (per layer and KV head)
-  size_t kv_bytes = 0;    // KV cache bytes allocated over all ranks
+  int cached_tokens = 0;          // most KV slots of any (layer, KV head) at the end
+  size_t kv_used_bytes = 0;       // valid KV bytes over all ranks at the end
+  size_t kv_allocated_bytes = 0;  // KV storage reserved over all ranks
+  compress::CompressionStats compression;
 };
 
 class Engine {
@@ -77,9 +84,21 @@ class Engine {
   // Feeds tokens at explicit positions; `logits` (optional) receives the last token's logits.
   absl::Status Forward(Sequence& seq, std::span<const int> tokens,
                        std::span<const int32_t> positions, std::vector<float>* logits);
+  // Forward with an observer per rank (observers.size() == tp) that sees every layer's queries.
+  absl::Status ForwardObserved(Sequence& seq, std::span<const int> tokens,
+                               std::span<const int32_t> positions, std::vector<float>* logits,
+                               std::span<QueryObserver* const> observers);
   // Feeds tokens at next_position(), next_position()+1, ... in chunks of prefill_chunk.
   // OutOfRange when they would pass the context limit.
   absl::Status Prefill(Sequence& seq, std::span<const int> tokens, std::vector<float>* logits);
+  // Prefill followed by KV-cache compression (COMPRESSION.md): the prompt's queries are
+  // collected while it runs, then every rank scores its KV heads, the ranks agree on the keep-set
+  // through exact integer all-reduces, and the caches are compacted. The sequence must be fresh
+  // (FailedPrecondition otherwise). Method full, or a prompt within the budget, is a plain
+  // prefill (bit-identical). `logits` are the last prompt token's, from the full cache.
+  absl::StatusOr<compress::CompressionStats> PrefillCompressed(
+      Sequence& seq, std::span<const int> tokens, const compress::CompressionConfig& config,
+      std::vector<float>* logits);
   // Logits for every one of `tokens` (teacher forcing), [tokens.size() * vocab_size].
   absl::Status PrefillAllLogits(Sequence& seq, std::span<const int> tokens,
                                 std::vector<float>* logits);
@@ -97,12 +116,16 @@ class Engine {
   absl::Status RunOnRanks(const std::function<absl::Status(int)>& fn);
   absl::Status ForwardChunk(Sequence& seq, std::span<const int> tokens,
                             std::span<const int32_t> positions, std::span<float> logits,
-                            bool all_logits);
+                            bool all_logits, std::span<QueryObserver* const> observers = {});
+  absl::Status PrefillObserved(Sequence& seq, std::span<const int> tokens,
+                               std::vector<float>* logits,
+                               std::span<QueryObserver* const> observers);
 
   std::shared_ptr<const ModelWeights> model_;
   EngineOptions options_;
   std::vector<std::unique_ptr<Communicator>> comms_;
   std::vector<std::unique_ptr<RankModel>> ranks_;
+  std::vector<float> inv_freq_;
 };
 
 }  // namespace dapq::worker

@@ -119,7 +119,7 @@ TEST(EngineTest, ExplicitPositionsAreHonoured) {
   for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i], lb[i], 2e-3) << i;
   EXPECT_EQ(b->next_position(), 105);
   EXPECT_EQ(b->cached_tokens(), 5);
-  EXPECT_THAT(b->cache(0).positions(), ElementsAreArray(at100));
+  EXPECT_THAT(b->cache(0).positions(2, 1), ElementsAreArray(at100));
   // A shifted continuation: decode at position 105 differs from decoding at 5 only by rounding.
   const int next = 432;
   const int32_t p105 = 105, p5 = 5;

@@ -76,7 +76,8 @@ RankModel::RankModel(const ModelWeights& weights, const RankShard& shard, Commun
 KvCache RankModel::NewCache() const { return KvCache(c_.n_layers, shard_.kv_heads, c_.head_dim); }
 
 absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int32_t> positions,
-                                KvCache& cache, std::span<float> logits, bool all_logits) {
+                                KvCache& cache, std::span<float> logits, bool all_logits,
+                                QueryObserver* observer) {
   const int m = static_cast<int>(tokens.size());
   if (m == 0) return absl::InvalidArgumentError("forward: no tokens");
   if (positions.size() != tokens.size()) {
@@ -98,7 +99,7 @@ absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int
     return absl::InvalidArgumentError(
         absl::StrCat("forward: logits buffer holds ", logits.size(), " values, need ", want));
   }
-  DAPQ_RETURN_IF_ERROR(cache.Reserve(cache.length() + m));
+  DAPQ_RETURN_IF_ERROR(cache.Reserve(cache.max_length() + m));
 
   const int dim = c_.dim;
   x_.resize(static_cast<size_t>(m) * dim);
@@ -106,7 +107,9 @@ absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int
     std::memcpy(&x_[static_cast<size_t>(i) * dim],
                 w_.token_embedding + static_cast<long>(tokens[i]) * dim, dim * sizeof(float));
   }
-  for (int l = 0; l < c_.n_layers; ++l) DAPQ_RETURN_IF_ERROR(Layer(l, m, positions.data(), cache));
+  for (int l = 0; l < c_.n_layers; ++l) {
+    DAPQ_RETURN_IF_ERROR(Layer(l, m, positions.data(), cache, observer));
+  }
   cache.Commit(positions.data(), m);
 
   if (logits.empty()) return absl::OkStatus();
@@ -120,7 +123,8 @@ absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int
   return Linear(rows, c_.vocab_size, dim, xb_.data(), dim, w_.classifier, dim, logits.data());
 }
 
-absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCache& cache) {
+absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCache& cache,
+                              QueryObserver* observer) {
   const LayerWeights& lw = w_.layers[layer];
   const int dim = c_.dim, hd = c_.head_dim;
   const int q_dim = shard_.heads * hd, kv_dim = shard_.kv_heads * hd;
@@ -143,6 +147,7 @@ absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCach
                               k_.data(), lw.bk ? lw.bk + kv_row0 : nullptr));
   DAPQ_RETURN_IF_ERROR(Linear(m, kv_dim, dim, xb_.data(), dim, lw.wv + kv_row0 * dim, dim,
                               v_.data(), lw.bv ? lw.bv + kv_row0 : nullptr));
+  if (observer != nullptr) q_pre_.assign(q_.begin(), q_.end());
   kernels::RopeParams rq{
       m, shard_.heads, hd, q_.data(), q_dim, positions, inv_freq_.data(), c_.rope.layout};
   DAPQ_RETURN_IF_ERROR(kernels::Rope(rq));
@@ -150,8 +155,10 @@ absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCach
       m, shard_.kv_heads, hd, k_.data(), kv_dim, positions, inv_freq_.data(), c_.rope.layout};
   DAPQ_RETURN_IF_ERROR(kernels::Rope(rk));
 
-  const int start = cache.length();
+  kv_lens_.resize(shard_.kv_heads);
   for (int h = 0; h < shard_.kv_heads; ++h) {
+    const int start = cache.length(layer, h);
+    kv_lens_[h] = start + m;
     float* kd = cache.keys(layer, h) + static_cast<long>(start) * hd;
     float* vd = cache.values(layer, h) + static_cast<long>(start) * hd;
     for (int t = 0; t < m; ++t) {
@@ -171,10 +178,15 @@ absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCach
   ap.k = cache.keys(layer, 0);
   ap.v = cache.values(layer, 0);
   ap.kv_head_stride = cache.head_stride();
-  ap.kv_len = start + m;
+  ap.kv_len = kv_lens_[0];
+  ap.kv_lens = kv_lens_.data();
   ap.out = att_.data();
   ap.out_stride = q_dim;
   DAPQ_RETURN_IF_ERROR(m == 1 ? kernels::AttentionDecode(ap) : kernels::AttentionPrefill(ap));
+  if (observer != nullptr) {
+    DAPQ_RETURN_IF_ERROR(
+        observer->OnQueries(layer, m, positions, q_pre_.data(), q_.data(), kv_lens_, cache));
+  }
 
   // wo is [dim, n_heads * hd]: this rank multiplies by its column block (row split).
   DAPQ_RETURN_IF_ERROR(

@@ -20,6 +20,19 @@
 
 namespace dapq::worker {
 
+// Sees each layer's queries during a forward pass; compression collects what it scores with.
+// Called on the rank's thread after the layer's attention.
+class QueryObserver {
+ public:
+  virtual ~QueryObserver() = default;
+  // q_pre, q_post: [m, local query heads, head_dim], before and after RoPE. The layer's slabs in
+  // `cache` already hold the m new tokens: kv_lens[h] slots for local KV head h (the cache's
+  // committed lengths are updated only after the last layer).
+  virtual absl::Status OnQueries(int layer, int m, const int32_t* positions, const float* q_pre,
+                                 const float* q_post, std::span<const int32_t> kv_lens,
+                                 const KvCache& cache) = 0;
+};
+
 // The slice of the model one rank owns.
 struct RankShard {
   int rank = 0, tp = 1;
@@ -42,11 +55,14 @@ class RankModel {
   // Runs `tokens` at `positions` (absolute, explicit) through every layer, appending their K/V
   // to `cache`. When `logits` is non-empty (rank 0), it receives the last token's logits
   // [vocab_size]; with `all_logits` it must hold tokens.size() * vocab_size values instead.
+  // `observer` (optional) sees every layer's queries.
   absl::Status Forward(std::span<const int> tokens, std::span<const int32_t> positions,
-                       KvCache& cache, std::span<float> logits, bool all_logits = false);
+                       KvCache& cache, std::span<float> logits, bool all_logits = false,
+                       QueryObserver* observer = nullptr);
 
  private:
-  absl::Status Layer(int layer, int m, const int32_t* positions, KvCache& cache);
+  absl::Status Layer(int layer, int m, const int32_t* positions, KvCache& cache,
+                     QueryObserver* observer);
 
   const ModelWeights& w_;
   const ModelConfig& c_;
@@ -54,7 +70,8 @@ class RankModel {
   Communicator* comm_;
   std::vector<float> inv_freq_;
   // Scratch, sized for the largest chunk seen.
-  std::vector<float> x_, xb_, q_, k_, v_, att_, out_, gate_, up_;
+  std::vector<float> x_, xb_, q_, q_pre_, k_, v_, att_, out_, gate_, up_;
+  std::vector<int32_t> kv_lens_;
 };
 
 }  // namespace dapq::worker

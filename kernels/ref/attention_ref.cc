@@ -28,7 +28,7 @@ void PrefillTile(const AttentionParams& p, int head, int t0, int t1, PrefillScra
   const int d = p.head_dim;
   const int group = p.q_heads / p.kv_heads;
   const int kv_head = head / group;
-  const int past = p.kv_len - p.q_tokens;
+  const int past = KvLength(p, kv_head) - p.q_tokens;
   const int rows = t1 - t0;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const float* q = p.q + static_cast<long>(t0) * p.q_stride + static_cast<long>(head) * d;
@@ -99,13 +99,12 @@ absl::Status AttentionPrefillRef(const AttentionParams& p) {
 absl::Status AttentionDecodeRef(const AttentionParams& p) {
   const int d = p.head_dim;
   const int group = p.q_heads / p.kv_heads;
-  const int past = p.kv_len - p.q_tokens;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   thread_local std::vector<float> scores;
-  scores.resize(static_cast<size_t>(group) * p.kv_len);
   for (int t = 0; t < p.q_tokens; ++t) {
-    const int len = past + t + 1;
     for (int kvh = 0; kvh < p.kv_heads; ++kvh) {
+      const int len = KvLength(p, kvh) - p.q_tokens + t + 1;
+      scores.resize(static_cast<size_t>(group) * len);
       const float* q = p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kvh) * group * d;
       const float* k = p.k + kvh * p.kv_head_stride;
       const float* v = p.v + kvh * p.kv_head_stride;
