@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/command.h"
+#include "cli/compression_flags.h"
 #include "common/status_macros.h"
 #include "worker/engine.h"
 #include "worker/model_loader.h"
@@ -109,6 +111,32 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
                "kv cache: %.1f KiB used vs %.1f KiB for the full cache (%.1f KiB reserved)\n",
                r.kv_used_bytes / 1024.0, full_kib, r.kv_allocated_bytes / 1024.0);
   return absl::OkStatus();
+}
+
+void AddGenerateCommand(CLI::App& app, CommandRunner& runner) {
+  auto opts = std::make_shared<GenerateCommandOptions>();
+  auto compression = std::make_shared<CompressionFlags>();
+  CLI::App* cmd = app.add_subcommand("generate", "generate text with the in-process engine");
+  cmd->add_option("--model", opts->model,
+                  "llama2.c .bin, Hugging Face directory, or synthetic:<shape>[-<N>l][@seed]")
+      ->required();
+  cmd->add_option("--tokenizer", opts->tokenizer, "llama2.c tokenizer .bin");
+  cmd->add_option("--prompt", opts->prompt, "prompt text (default: BOS only)");
+  cmd->add_option("--prompt_tokens", opts->prompt_tokens,
+                  "use N seeded random token ids as the prompt (synthetic models)");
+  cmd->add_option("--steps", opts->steps, "new tokens to generate")->capture_default_str();
+  cmd->add_option("--temperature", opts->temperature, "0 = greedy")->capture_default_str();
+  cmd->add_option("--top_p", opts->top_p, "nucleus sampling mass")->capture_default_str();
+  cmd->add_option("--seed", opts->seed, "sampling and random-prompt seed")->capture_default_str();
+  cmd->add_option("--tp", opts->tp, "tensor-parallel ranks (threads)")->capture_default_str();
+  cmd->add_option("--prefill_chunk", opts->prefill_chunk, "prompt tokens per forward pass")
+      ->capture_default_str();
+  cmd->add_flag("--print_ids", opts->print_ids, "print token ids instead of text");
+  compression->Register(cmd);
+  runner.Add(cmd, [opts, compression]() -> absl::Status {
+    DAPQ_ASSIGN_OR_RETURN(opts->compression, compression->ToConfig());
+    return RunGenerate(*opts);
+  });
 }
 
 }  // namespace dapq::cli

@@ -23,7 +23,7 @@ struct GenerateCommandOptions {
   uint64_t seed = 42;
   int tp = 1;
   int prefill_chunk = 1024;
-  bool print_ids = false;  // print token ids instead of text
+  bool print_ids = false;                           // print token ids instead of text
   worker::compress::CompressionConfig compression;  // applied at the end of prefill
   absl::Status Validate() const;
 };
