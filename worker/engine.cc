@@ -168,12 +168,9 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
     stats.slots_before = stats.slots_after = static_cast<long>(n) * m.n_layers * m.n_kv_heads;
     return stats;
   }
-  for (const KvCache& cache : seq.caches_) {
-    if (cache.total_slots() !=
-        static_cast<long>(cache.max_length()) * cache.n_layers() * cache.kv_heads()) {
-      return absl::FailedPreconditionError(
-          "compression: the sequence's cache is already compressed; compress a fresh sequence");
-    }
+  if (seq.compressed_) {
+    return absl::FailedPreconditionError(
+        "compression: the sequence's cache is already compressed; compress a fresh sequence");
   }
   DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<compress::Scorer> scorer, compress::MakeScorer(c));
   const compress::ScorerNeeds needs = scorer->Needs();
@@ -219,6 +216,7 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
   stats.seconds = SecondsSince(t0);
   stats.compressed = true;
   stats.layer_budgets = budgets;
+  seq.compressed_ = true;
   return stats;
 }
 

@@ -43,11 +43,13 @@ class Sequence {
   const KvCache& cache(int rank) const { return caches_[rank]; }
   size_t kv_allocated_bytes() const;  // storage reserved over every rank
   size_t kv_used_bytes() const;       // valid slots x K and V over every rank
+  bool compressed() const { return compressed_; }
 
  private:
   friend class Engine;
   std::vector<KvCache> caches_;
   int next_position_ = 0;
+  bool compressed_ = false;  // the cache went through compression (slots != positions)
 };
 
 struct GenerateOptions {
