@@ -1,0 +1,101 @@
+// File: kvstore/block_codec.cc
+// Block serialisation with an xxh64 trailer.
+#include "kvstore/block_codec.h"
+
+#include <xxhash.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace dapq::kvstore {
+namespace {
+
+constexpr uint32_t kMagic = 0x564B5144;  // "DQKV" little-endian
+constexpr uint16_t kVersion = 1;
+constexpr uint64_t kSeed = 0xDA90;
+
+#pragma pack(push, 1)
+struct Header {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t reserved;
+  uint64_t model_fingerprint;
+  uint64_t config_fingerprint;
+  int32_t layer;
+  int32_t kv_head_begin;
+  int32_t kv_heads;
+  int32_t head_dim;
+  int32_t num_tokens;
+};
+#pragma pack(pop)
+
+absl::Status Corrupt(const std::string& what) {
+  return absl::DataLossError(absl::StrCat("kv block: ", what));
+}
+
+}  // namespace
+
+uint64_t Fingerprint(absl::string_view text) { return XXH64(text.data(), text.size(), kSeed); }
+
+absl::StatusOr<std::string> EncodeBlock(const BlockMeta& meta, std::span<const int32_t> positions,
+                                        std::span<const float> payload) {
+  const size_t expected =
+      2ull * meta.kv_heads * positions.size() * static_cast<size_t>(meta.head_dim);
+  if (meta.kv_heads <= 0 || meta.head_dim <= 0 || payload.size() != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv block: payload of ", payload.size(), " floats, expected 2 x ",
+                     meta.kv_heads, " heads x ", positions.size(), " tokens x ", meta.head_dim));
+  }
+  Header h{kMagic,
+           kVersion,
+           0,
+           meta.model_fingerprint,
+           meta.config_fingerprint,
+           meta.layer,
+           meta.kv_head_begin,
+           meta.kv_heads,
+           meta.head_dim,
+           static_cast<int32_t>(positions.size())};
+  std::string out;
+  out.reserve(sizeof(h) + positions.size_bytes() + payload.size_bytes() + 8);
+  out.append(reinterpret_cast<const char*>(&h), sizeof(h));
+  out.append(reinterpret_cast<const char*>(positions.data()), positions.size_bytes());
+  out.append(reinterpret_cast<const char*>(payload.data()), payload.size_bytes());
+  const uint64_t sum = XXH64(out.data(), out.size(), kSeed);
+  out.append(reinterpret_cast<const char*>(&sum), sizeof(sum));
+  return out;
+}
+
+absl::StatusOr<DecodedBlock> DecodeBlock(absl::string_view bytes) {
+  Header h;
+  if (bytes.size() < sizeof(h) + 8) {
+    return Corrupt(absl::StrCat("truncated: ", bytes.size(), " bytes"));
+  }
+  std::memcpy(&h, bytes.data(), sizeof(h));
+  if (h.magic != kMagic) return Corrupt("bad magic");
+  if (h.version != kVersion) return Corrupt(absl::StrCat("unknown version ", h.version));
+  if (h.kv_heads <= 0 || h.head_dim <= 0 || h.num_tokens < 0 || h.kv_heads > (1 << 16) ||
+      h.head_dim > (1 << 16)) {
+    return Corrupt("bad header sizes");
+  }
+  const size_t floats = 2ull * h.kv_heads * h.num_tokens * static_cast<size_t>(h.head_dim);
+  const size_t total = sizeof(h) + 4ull * h.num_tokens + 4 * floats + 8;
+  if (bytes.size() != total) {
+    return Corrupt(absl::StrCat(bytes.size() < total ? "truncated: " : "oversized: ", bytes.size(),
+                                " bytes, header implies ", total));
+  }
+  uint64_t stored;
+  std::memcpy(&stored, bytes.data() + total - 8, 8);
+  if (XXH64(bytes.data(), total - 8, kSeed) != stored) return Corrupt("checksum mismatch");
+  DecodedBlock b;
+  b.meta = {h.model_fingerprint, h.config_fingerprint, h.layer,
+            h.kv_head_begin,     h.kv_heads,           h.head_dim};
+  b.positions.resize(h.num_tokens);
+  std::memcpy(b.positions.data(), bytes.data() + sizeof(h), 4ull * h.num_tokens);
+  b.payload.resize(floats);
+  std::memcpy(b.payload.data(), bytes.data() + sizeof(h) + 4ull * h.num_tokens, 4 * floats);
+  return b;
+}
+
+}  // namespace dapq::kvstore

@@ -1,0 +1,39 @@
+// File: kvstore/memory_tier.h
+// A tier in process memory: the `device` tier of CPU builds and the `host` tier (pinned host
+// memory comes with the CUDA build). Blocks are held as encoded bytes.
+// Thread-safety: thread-safe.
+#ifndef DAPQ_KVSTORE_MEMORY_TIER_H_
+#define DAPQ_KVSTORE_MEMORY_TIER_H_
+
+#include <map>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "kvstore/tier.h"
+
+namespace dapq::kvstore {
+
+class MemoryTier final : public Tier {
+ public:
+  static absl::StatusOr<std::unique_ptr<MemoryTier>> Create(const TierOptions& options);
+
+  const TierOptions& options() const override { return options_; }
+  absl::Status Put(const std::string& key, std::string block) override;
+  absl::StatusOr<std::string> Get(const std::string& key) override;
+  absl::Status Erase(const std::string& key) override;
+  bool Contains(const std::string& key) const override;
+  std::vector<std::string> Keys() const override;
+  size_t used_bytes() const override;
+
+ private:
+  explicit MemoryTier(const TierOptions& options) : options_(options) {}
+  const TierOptions options_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::string> blocks_ ABSL_GUARDED_BY(mu_);
+  size_t used_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace dapq::kvstore
+
+#endif  // DAPQ_KVSTORE_MEMORY_TIER_H_
