@@ -9,8 +9,10 @@ PACKAGES=(
   clang-format-14
   libabsl-dev
   libopenblas-dev
+  libxxhash-dev
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  gnuplot-nox
 )
 
 missing=()
