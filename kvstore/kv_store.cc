@@ -1,0 +1,278 @@
+// File: kvstore/kv_store.cc
+// Tier index, LRU-with-priority spilling, promotion and the background worker.
+#include "kvstore/kv_store.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kvstore/disk_tier.h"
+#include "kvstore/memory_tier.h"
+
+namespace dapq::kvstore {
+
+absl::Status KvStoreOptions::Validate() const {
+  DAPQ_RETURN_IF_ERROR(device.Validate());
+  DAPQ_RETURN_IF_ERROR(host.Validate());
+  if (!disk_dir.empty()) DAPQ_RETURN_IF_ERROR(disk.Validate());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<KvStore>> KvStore::Open(const KvStoreOptions& options) {
+  DAPQ_RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<KvStore> store(new KvStore(options));
+  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MemoryTier> device, MemoryTier::Create(options.device));
+  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MemoryTier> host, MemoryTier::Create(options.host));
+  store->owned_.push_back(std::move(device));
+  store->owned_.push_back(std::move(host));
+  if (!options.disk_dir.empty()) {
+    DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<DiskTier> disk,
+                          DiskTier::Open(options.disk, options.disk_dir, options.env));
+    store->owned_.push_back(std::move(disk));
+  }
+  for (auto& t : store->owned_) store->tiers_.push_back(t.get());
+  if (options.remote != nullptr) store->tiers_.push_back(options.remote);
+  {
+    // Blocks that survived a restart on the persistent tiers. Their session is the key's prefix
+    // up to the first '.', the naming convention of session blocks.
+    absl::MutexLock lock(&store->mu_);
+    for (int t = 2; t < static_cast<int>(store->tiers_.size()); ++t) {
+      for (const std::string& key : store->tiers_[t]->Keys()) {
+        store->index_[key] = Entry{key.substr(0, key.find('.')), t, 0};
+      }
+    }
+  }
+  if (options.background) store->worker_ = std::thread([s = store.get()] { s->BackgroundLoop(); });
+  return store;
+}
+
+KvStore::~KvStore() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+absl::Status KvStore::MoveLocked(const std::string& key, Entry& e, int to) {
+  Tier& from = *tiers_[e.tier];
+  DAPQ_ASSIGN_OR_RETURN(std::string bytes, from.Get(key));
+  DAPQ_RETURN_IF_ERROR(tiers_[to]->Put(key, std::move(bytes)));  // on failure: stays put
+  DAPQ_RETURN_IF_ERROR(from.Erase(key));
+  e.tier = to;
+  return absl::OkStatus();
+}
+
+absl::Status KvStore::SpillTierLocked(int t) {
+  if (t + 1 >= static_cast<int>(tiers_.size())) return absl::OkStatus();
+  Tier& tier = *tiers_[t];
+  if (!tier.AboveHighWatermark()) return absl::OkStatus();
+  // Victims: idle sessions first, then least recently used.
+  std::vector<std::pair<std::tuple<bool, uint64_t, std::string>, std::string>> victims;
+  for (const auto& [key, e] : index_) {
+    if (e.tier != t) continue;
+    auto it = active_.find(e.session);
+    const bool active = it != active_.end() && it->second;
+    victims.push_back({{active, e.last_use, key}, key});
+  }
+  std::sort(victims.begin(), victims.end());
+  for (const auto& [order, key] : victims) {
+    if (tier.BelowLowWatermark()) break;
+    Entry& e = index_[key];
+    absl::Status s = MoveLocked(key, e, t + 1);
+    if (absl::IsResourceExhausted(s)) {
+      // The next tier is full too: make room there first, then retry once.
+      DAPQ_RETURN_IF_ERROR(SpillTierLocked(t + 1));
+      s = MoveLocked(key, e, t + 1);
+    }
+    if (!s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat("spilling ", key, " from ", tier.options().name, " to ",
+                                       tiers_[t + 1]->options().name, ": ", s.message()));
+    }
+  }
+  return SpillTierLocked(t + 1);
+}
+
+absl::Status KvStore::MakeRoomLocked(int t, size_t bytes, const std::string& keep) {
+  Tier& tier = *tiers_[t];
+  if (tier.used_bytes() + bytes <= tier.capacity_bytes()) return absl::OkStatus();
+  if (t + 1 >= static_cast<int>(tiers_.size())) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "kv store: no room for ", bytes, " bytes on the last tier ", tier.options().name));
+  }
+  std::vector<std::tuple<bool, uint64_t, std::string>> victims;
+  for (const auto& [key, e] : index_) {
+    if (e.tier != t || key == keep) continue;
+    auto it = active_.find(e.session);
+    victims.emplace_back(it != active_.end() && it->second, e.last_use, key);
+  }
+  std::sort(victims.begin(), victims.end());
+  for (const auto& [active, use, key] : victims) {
+    if (tier.used_bytes() + bytes <= tier.capacity_bytes()) break;
+    Entry& e = index_[key];
+    DAPQ_ASSIGN_OR_RETURN(std::string moving, tier.Get(key));
+    DAPQ_RETURN_IF_ERROR(MakeRoomLocked(t + 1, moving.size(), ""));
+    DAPQ_RETURN_IF_ERROR(MoveLocked(key, e, t + 1));
+  }
+  if (tier.used_bytes() + bytes > tier.capacity_bytes()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kv store: block of ", bytes, " bytes exceeds tier ", tier.options().name));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStore::Put(const std::string& session, const std::string& key, std::string block) {
+  absl::MutexLock lock(&mu_);
+  auto it = index_.find(key);
+  if (it != index_.end()) {
+    DAPQ_RETURN_IF_ERROR(tiers_[it->second.tier]->Erase(key));
+    index_.erase(it);
+  }
+  // Top tier first; a block too big for it goes to the first tier that can take it.
+  for (int t = 0; t < static_cast<int>(tiers_.size()); ++t) {
+    if (block.size() > tiers_[t]->capacity_bytes()) continue;
+    DAPQ_RETURN_IF_ERROR(MakeRoomLocked(t, block.size(), key));
+    DAPQ_RETURN_IF_ERROR(tiers_[t]->Put(key, std::move(block)));
+    index_[key] = Entry{session, t, ++clock_};
+    return absl::OkStatus();
+  }
+  return absl::ResourceExhaustedError(
+      absl::StrCat("kv store: block ", key, " is larger than every tier"));
+}
+
+absl::StatusOr<std::string> KvStore::Get(const std::string& key) {
+  absl::MutexLock lock(&mu_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return absl::NotFoundError(absl::StrCat("kv store: no block ", key));
+  Entry& e = it->second;
+  e.last_use = ++clock_;
+  DAPQ_ASSIGN_OR_RETURN(std::string bytes, tiers_[e.tier]->Get(key));
+  if (e.tier > 0 && MakeRoomLocked(0, bytes.size(), key).ok()) {
+    if (tiers_[0]->Put(key, bytes).ok()) {
+      tiers_[e.tier]->Erase(key).IgnoreError();
+      e.tier = 0;
+    }
+  }
+  return bytes;
+}
+
+absl::Status KvStore::EraseSession(const std::string& session) {
+  absl::MutexLock lock(&mu_);
+  absl::Status first;
+  for (auto it = index_.begin(); it != index_.end();) {
+    if (it->second.session == session) {
+      absl::Status s = tiers_[it->second.tier]->Erase(it->first);
+      if (!s.ok() && first.ok()) first = s;
+      it = index_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  active_.erase(session);
+  return first;
+}
+
+std::vector<std::string> KvStore::KeysOf(const std::string& session) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> keys;
+  for (const auto& [key, e] : index_) {
+    if (e.session == session) keys.push_back(key);
+  }
+  return keys;
+}
+
+bool KvStore::HasSession(const std::string& session) const { return !KeysOf(session).empty(); }
+
+void KvStore::SetActive(const std::string& session, bool active) {
+  absl::MutexLock lock(&mu_);
+  active_[session] = active;
+}
+
+absl::Status KvStore::Spill() {
+  absl::MutexLock lock(&mu_);
+  return SpillTierLocked(0);
+}
+
+void KvStore::PrefetchLocked(const std::string& session) {
+  for (auto& [key, e] : index_) {
+    if (e.session != session || e.tier == 0) continue;
+    absl::StatusOr<std::string> bytes = tiers_[e.tier]->Get(key);
+    if (!bytes.ok() || !MakeRoomLocked(0, bytes->size(), key).ok()) continue;  // Get reports later
+    if (tiers_[0]->Put(key, *std::move(bytes)).ok()) {
+      tiers_[e.tier]->Erase(key).IgnoreError();
+      e.tier = 0;
+    }
+  }
+}
+
+void KvStore::ScheduleSpill() {
+  absl::MutexLock lock(&mu_);
+  pending_.push_back("");
+}
+
+void KvStore::Prefetch(const std::string& session) {
+  absl::MutexLock lock(&mu_);
+  if (!session.empty()) pending_.push_back(session);
+}
+
+absl::Status KvStore::Flush() {
+  absl::MutexLock lock(&mu_);
+  if (!worker_.joinable()) {
+    // No background thread: run queued work inline.
+    std::vector<std::string> work;
+    work.swap(pending_);
+    for (const std::string& w : work) {
+      if (w.empty()) {
+        absl::Status s = SpillTierLocked(0);
+        if (!s.ok() && background_error_.ok()) background_error_ = s;
+      } else {
+        PrefetchLocked(w);
+      }
+    }
+  } else {
+    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_.empty() && !busy_; };
+    mu_.Await(absl::Condition(&idle));
+  }
+  absl::Status s = background_error_;
+  background_error_ = absl::OkStatus();
+  return s;
+}
+
+void KvStore::BackgroundLoop() {
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !pending_.empty(); };
+    mu_.Await(absl::Condition(&ready));
+    if (stop_) return;
+    busy_ = true;
+    const std::string work = pending_.front();
+    pending_.erase(pending_.begin());
+    if (work.empty()) {
+      absl::Status s = SpillTierLocked(0);
+      if (!s.ok() && background_error_.ok()) background_error_ = s;
+    } else {
+      PrefetchLocked(work);
+    }
+    busy_ = false;
+  }
+}
+
+int KvStore::TierOf(const std::string& key) const {
+  absl::MutexLock lock(&mu_);
+  auto it = index_.find(key);
+  return it == index_.end() ? -1 : it->second.tier;
+}
+
+std::vector<TierStats> KvStore::Stats() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<TierStats> out;
+  for (int t = 0; t < static_cast<int>(tiers_.size()); ++t) {
+    TierStats s{tiers_[t]->options().name, tiers_[t]->used_bytes(), tiers_[t]->capacity_bytes(), 0};
+    for (const auto& [key, e] : index_) s.blocks += e.tier == t;
+    out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace dapq::kvstore

@@ -1,0 +1,112 @@
+// File: kvstore/kv_store.h
+// The tiered KV store: encoded blocks (block_codec.h) under string keys, grouped by session,
+// living on the fastest tier that has room — device, then host, then disk, then an optional
+// remote tier. Blocks enter at the top. When a tier passes its high watermark the spill engine
+// moves least-recently-used blocks down, idle sessions' blocks before active ones (priority),
+// until the tier is under its low watermark. Get finds a block wherever it is, verifies it
+// (lower tiers checksum it) and promotes it back to the top. A failed spill (ENOSPC, I/O
+// error, peer gone) leaves the block where it was and reports the error.
+// Spills and prefetches run on a background thread (ScheduleSpill / Prefetch); Flush waits for
+// them, so tests never sleep.
+// Thread-safety: thread-safe. Ownership: owns its memory and disk tiers; the remote tier, the
+// FileEnv and the clock are borrowed.
+#ifndef DAPQ_KVSTORE_KV_STORE_H_
+#define DAPQ_KVSTORE_KV_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "kvstore/file_env.h"
+#include "kvstore/tier.h"
+
+namespace dapq::kvstore {
+
+struct KvStoreOptions {
+  TierOptions device{"device", 64ull << 20, 0.9, 0.7};
+  TierOptions host{"host", 256ull << 20, 0.9, 0.7};
+  TierOptions disk{"disk", 4ull << 30, 0.95, 0.8};
+  std::string disk_dir;    // empty: no disk tier
+  Tier* remote = nullptr;  // optional last tier (gRPC peer or Redis); not owned
+  FileEnv* env = nullptr;  // nullptr: POSIX
+  bool background = true;  // run spills/prefetches on a background thread
+  absl::Status Validate() const;
+};
+
+struct TierStats {
+  std::string name;
+  size_t used_bytes = 0;
+  size_t capacity_bytes = 0;
+  int blocks = 0;
+};
+
+class KvStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<KvStore>> Open(const KvStoreOptions& options);
+  ~KvStore();
+
+  // Stores (or replaces) a block of `session` on the top tier, spilling others down to make
+  // room. ResourceExhausted when no tier has room.
+  absl::Status Put(const std::string& session, const std::string& key, std::string block);
+  // The block's bytes from whichever tier holds it (verified there); promoted to the top tier
+  // when it fits. NotFound / DataLoss / Unavailable (remote gone).
+  absl::StatusOr<std::string> Get(const std::string& key);
+  absl::Status EraseSession(const std::string& session);
+  std::vector<std::string> KeysOf(const std::string& session) const;
+  bool HasSession(const std::string& session) const;
+  // Blocks of active sessions are spilled after idle ones.
+  void SetActive(const std::string& session, bool active);
+
+  // One synchronous spill pass over every tier above its high watermark.
+  absl::Status Spill();
+  // Asks the background thread for a spill pass / to promote a session's blocks to the top.
+  void ScheduleSpill();
+  void Prefetch(const std::string& session);
+  // Waits until background work queued so far is done; returns its first error, if any.
+  absl::Status Flush();
+
+  // Index of the tier holding `key` (0 = top), -1 if absent.
+  int TierOf(const std::string& key) const;
+  std::vector<TierStats> Stats() const;
+  int num_tiers() const { return static_cast<int>(tiers_.size()); }
+  Tier& tier(int i) { return *tiers_[i]; }
+
+ private:
+  struct Entry {
+    std::string session;
+    int tier = 0;
+    uint64_t last_use = 0;
+  };
+  explicit KvStore(const KvStoreOptions& options) : options_(options) {}
+  absl::Status MoveLocked(const std::string& key, Entry& e, int to)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SpillTierLocked(int tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status MakeRoomLocked(int tier, size_t bytes, const std::string& keep)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PrefetchLocked(const std::string& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void BackgroundLoop();
+
+  const KvStoreOptions options_;
+  std::vector<std::unique_ptr<Tier>> owned_;
+  std::vector<Tier*> tiers_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, Entry> index_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, bool> active_ ABSL_GUARDED_BY(mu_);
+  uint64_t clock_ ABSL_GUARDED_BY(mu_) = 0;
+  // Background work.
+  std::vector<std::string> pending_ ABSL_GUARDED_BY(mu_);  // "" = spill, else prefetch session
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status background_error_ ABSL_GUARDED_BY(mu_);
+  std::thread worker_;
+};
+
+}  // namespace dapq::kvstore
+
+#endif  // DAPQ_KVSTORE_KV_STORE_H_

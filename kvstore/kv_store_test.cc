@@ -1,0 +1,171 @@
+// File: kvstore/kv_store_test.cc
+// The tiered store: blocks spill device -> host -> disk under watermarks (idle sessions first,
+// then LRU), come back byte-identical and promoted, survive a restart on disk, a failed spill
+// (ENOSPC) leaves the block on its upper tier with a clear error, and many sessions spill and
+// restore concurrently (run under ThreadSanitizer in CI).
+#include "kvstore/kv_store.h"
+
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kvstore/block_codec.h"
+#include "tests/util/fault_injection_env.h"
+#include "tests/util/status_matchers.h"
+#include "tests/util/test_paths.h"
+
+namespace dapq::kvstore {
+namespace {
+using ::dapq::testing::IsOk;
+using ::dapq::testing::StatusIs;
+
+// Opaque bytes cannot pass the disk tier's verification, so the tests store real blocks.
+std::string Block(uint64_t seed) {
+  std::vector<int32_t> pos(10);
+  std::vector<float> payload(2 * 10 * 8);
+  std::mt19937_64 rng(seed);
+  for (float& x : payload) x = static_cast<float>(rng() % 100);
+  return *EncodeBlock({1, 2, 0, 0, 1, 8}, pos, payload);
+}
+
+KvStoreOptions SmallOptions(const std::string& dir, FileEnv* env = nullptr) {
+  KvStoreOptions o;
+  const size_t b = Block(0).size();
+  o.device = {"device", 4 * b, 0.76, 0.5};  // spill above 3 blocks, down to 2
+  o.host = {"host", 4 * b, 0.76, 0.5};
+  o.disk = {"disk", 100 * b, 0.95, 0.9};
+  o.disk_dir = dir;
+  o.env = env;
+  o.background = false;
+  return o;
+}
+
+TEST(KvStoreTest, SpillsDownTheTiersAndRestoresByteIdentical) {
+  const std::string dir = dapq::testing::MakeTempDir("kv_store_spill");
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions(dir)));
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_THAT(store->Put(absl::StrCat("s", i % 2), absl::StrCat("s", i % 2, ".b", i), Block(i)),
+                IsOk());
+  }
+  ASSERT_THAT(store->Spill(), IsOk());
+  const auto stats = store->Stats();
+  ASSERT_EQ(stats.size(), 3u);
+  EXPECT_LE(stats[0].blocks, 2);
+  EXPECT_GT(stats[2].blocks, 0);  // some reached the disk
+  EXPECT_EQ(stats[0].blocks + stats[1].blocks + stats[2].blocks, 10);
+  for (int i = 0; i < 10; ++i) {
+    const std::string key = absl::StrCat("s", i % 2, ".b", i);
+    ASSERT_OK_AND_ASSIGN(std::string got, store->Get(key));
+    EXPECT_EQ(got, Block(i)) << key;
+    EXPECT_EQ(store->TierOf(key), 0);  // promoted on access
+  }
+}
+
+TEST(KvStoreTest, IdleSessionsSpillBeforeActiveOnes) {
+  KvStoreOptions o = SmallOptions("");
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
+  store->SetActive("live", true);
+  ASSERT_THAT(store->Put("live", "live.b0", Block(1)), IsOk());
+  ASSERT_THAT(store->Put("idle", "idle.b0", Block(2)), IsOk());
+  ASSERT_THAT(store->Put("idle", "idle.b1", Block(3)), IsOk());
+  ASSERT_THAT(store->Put("live", "live.b1", Block(4)), IsOk());
+  ASSERT_THAT(store->Spill(), IsOk());
+  EXPECT_EQ(store->TierOf("live.b0"), 0);  // older, but active
+  EXPECT_EQ(store->TierOf("live.b1"), 0);
+  EXPECT_EQ(store->TierOf("idle.b0"), 1);
+  EXPECT_EQ(store->TierOf("idle.b1"), 1);
+}
+
+TEST(KvStoreTest, FullStoreIsResourceExhausted) {
+  KvStoreOptions o = SmallOptions("");
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
+  for (int i = 0; i < 8; ++i) ASSERT_THAT(store->Put("s", absl::StrCat("s.", i), Block(i)), IsOk());
+  EXPECT_THAT(store->Put("s", "s.8", Block(8)), StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+TEST(KvStoreTest, EnospcDuringSpillKeepsTheBlockAbove) {
+  const std::string dir = dapq::testing::MakeTempDir("kv_store_enospc");
+  dapq::testing::FaultInjectionEnv env;
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions(dir, &env)));
+  for (int i = 0; i < 8; ++i) ASSERT_THAT(store->Put("s", absl::StrCat("s.", i), Block(i)), IsOk());
+  env.fail_writes_enospc = 100;
+  EXPECT_THAT(store->Spill(), StatusIs(absl::StatusCode::kResourceExhausted,
+                                       ::testing::HasSubstr("No space left on device")));
+  int found = 0;
+  for (int i = 0; i < 8; ++i) {
+    const int t = store->TierOf(absl::StrCat("s.", i));
+    EXPECT_TRUE(t == 0 || t == 1);
+    ASSERT_OK_AND_ASSIGN(std::string got, store->Get(absl::StrCat("s.", i)));
+    found += got == Block(i);
+  }
+  EXPECT_EQ(found, 8);  // nothing lost
+}
+
+TEST(KvStoreTest, DiskBlocksSurviveARestart) {
+  const std::string dir = dapq::testing::MakeTempDir("kv_store_restart");
+  {
+    ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions(dir)));
+    for (int i = 0; i < 10; ++i)
+      ASSERT_THAT(store->Put("sess", absl::StrCat("sess.", i), Block(i)), IsOk());
+    ASSERT_THAT(store->Spill(), IsOk());
+  }
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions(dir)));
+  const std::vector<std::string> keys = store->KeysOf("sess");
+  EXPECT_FALSE(keys.empty());
+  for (const std::string& k : keys) {
+    ASSERT_OK_AND_ASSIGN(std::string got, store->Get(k));
+    EXPECT_EQ(got, Block(std::stoi(k.substr(5))));
+  }
+}
+
+TEST(KvStoreTest, BackgroundSpillAndPrefetchWithFlush) {
+  const std::string dir = dapq::testing::MakeTempDir("kv_store_background");
+  KvStoreOptions o = SmallOptions(dir);
+  o.background = true;
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
+  for (int i = 0; i < 6; ++i) ASSERT_THAT(store->Put("a", absl::StrCat("a.", i), Block(i)), IsOk());
+  store->ScheduleSpill();
+  ASSERT_THAT(store->Flush(), IsOk());
+  EXPECT_LE(store->Stats()[0].blocks, 2);
+  store->Prefetch("a");
+  ASSERT_THAT(store->Flush(), IsOk());
+  EXPECT_GE(store->Stats()[0].blocks, 3);
+}
+
+TEST(KvStoreTest, ManySessionsConcurrently) {
+  const std::string dir = dapq::testing::MakeTempDir("kv_store_concurrent");
+  KvStoreOptions o = SmallOptions(dir);
+  o.background = true;
+  o.disk.capacity_bytes = 1000 * Block(0).size();
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0}, errors{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        const std::string session = absl::StrCat("t", t);
+        const std::string key = absl::StrCat(session, ".", i);
+        if (!store->Put(session, key, Block(t * 100 + i)).ok()) ++errors;
+        if (i % 5 == 0) store->ScheduleSpill();
+        if (i % 7 == 0) store->Prefetch(session);
+        auto got = store->Get(absl::StrCat(session, ".", i / 2));
+        if (!got.ok()) {
+          ++errors;
+        } else if (*got != Block(t * 100 + i / 2)) {
+          ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_THAT(store->Flush(), IsOk());
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
+  int total = 0;
+  for (const TierStats& s : store->Stats()) total += s.blocks;
+  EXPECT_EQ(total, 100);
+}
+
+}  // namespace
+}  // namespace dapq::kvstore
