@@ -34,17 +34,17 @@ BlockManager::BlockManager(const BlockManagerOptions& options)
 }
 
 int BlockManager::NumFree() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return static_cast<int>(free_.size());
 }
 
 int BlockManager::RefCount(BlockId block) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return block >= 0 && block < options_.num_blocks ? refcount_[block] : 0;
 }
 
 int BlockManager::NumSequences() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return static_cast<int>(sequences_.size());
 }
 
@@ -53,7 +53,7 @@ absl::Status BlockManager::AddSequence(SeqId seq, int n_layers, int kv_heads, Ta
     return absl::InvalidArgumentError(
         absl::StrCat("kvstore: n_layers=", n_layers, " kv_heads=", kv_heads, " must be > 0"));
   }
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (sequences_.count(seq)) {
     return absl::AlreadyExistsError(absl::StrCat("kvstore: sequence ", seq, " already exists"));
   }
@@ -69,7 +69,7 @@ absl::Status BlockManager::AddSequence(SeqId seq, int n_layers, int kv_heads, Ta
 absl::StatusOr<std::vector<std::pair<BlockId, BlockId>>> BlockManager::Append(SeqId seq,
                                                                               int count) {
   if (count < 0) return absl::InvalidArgumentError(absl::StrCat("kvstore: append count=", count));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = sequences_.find(seq);
   if (it == sequences_.end()) {
     return absl::NotFoundError(absl::StrCat("kvstore: unknown sequence ", seq));
@@ -122,7 +122,7 @@ absl::StatusOr<BlockTable*> BlockManager::FindTable(SeqId seq, int layer, int he
 }
 
 absl::Status BlockManager::Truncate(SeqId seq, int layer, int head, int num_tokens) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::StatusOr<BlockTable*> t = FindTable(seq, layer, head);
   if (!t.ok()) return t.status();
   BlockTable& table = **t;
@@ -140,7 +140,7 @@ absl::Status BlockManager::Truncate(SeqId seq, int layer, int head, int num_toke
 }
 
 absl::Status BlockManager::Fork(SeqId src, SeqId dst) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = sequences_.find(src);
   if (it == sequences_.end()) {
     return absl::NotFoundError(absl::StrCat("kvstore: unknown sequence ", src));
@@ -157,7 +157,7 @@ absl::Status BlockManager::Fork(SeqId src, SeqId dst) {
 }
 
 absl::Status BlockManager::Free(SeqId seq) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = sequences_.find(seq);
   if (it == sequences_.end()) {
     return absl::NotFoundError(absl::StrCat("kvstore: unknown sequence ", seq));
@@ -174,7 +174,7 @@ void BlockManager::Release(BlockId block) {
 }
 
 absl::StatusOr<BlockTable> BlockManager::Table(SeqId seq, int layer, int head) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::StatusOr<BlockTable*> t = const_cast<BlockManager*>(this)->FindTable(seq, layer, head);
   if (!t.ok()) return t.status();
   return **t;

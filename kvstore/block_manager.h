@@ -15,7 +15,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 
 namespace dapq::kvstore {
 
@@ -77,7 +77,7 @@ class BlockManager {
   void Release(BlockId block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const BlockManagerOptions options_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::vector<BlockId> free_ ABSL_GUARDED_BY(mu_);
   std::vector<int> refcount_ ABSL_GUARDED_BY(mu_);
   std::map<SeqId, Sequence> sequences_ ABSL_GUARDED_BY(mu_);

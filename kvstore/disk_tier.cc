@@ -37,7 +37,7 @@ absl::StatusOr<std::unique_ptr<DiskTier>> DiskTier::Open(const TierOptions& opti
 
 absl::Status DiskTier::Recover() {
   DAPQ_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const std::string& name : names) {
     const std::string path = dir_ + "/" + name;
     if (absl::EndsWith(name, kTempSuffix)) {
@@ -63,7 +63,7 @@ absl::Status DiskTier::Recover() {
 absl::Status DiskTier::Put(const std::string& key, std::string block) {
   DAPQ_RETURN_IF_ERROR(CheckKey(key));
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = index_.find(key);
     const size_t old = it == index_.end() ? 0 : it->second;
     if (used_ - old + block.size() > options_.capacity_bytes) {
@@ -81,7 +81,7 @@ absl::Status DiskTier::Put(const std::string& key, std::string block) {
     return absl::Status(s.code(),
                         absl::StrCat("disk tier: spilling block ", key, ": ", s.message()));
   }
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = index_.find(key);
   used_ = used_ - (it == index_.end() ? 0 : it->second) + block.size();
   index_[key] = block.size();
@@ -90,7 +90,7 @@ absl::Status DiskTier::Put(const std::string& key, std::string block) {
 
 absl::StatusOr<std::string> DiskTier::Get(const std::string& key) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!index_.count(key)) return absl::NotFoundError(absl::StrCat("disk tier: no block ", key));
   }
   absl::StatusOr<std::string> bytes = env_->ReadFile(PathOf(key));
@@ -110,7 +110,7 @@ absl::StatusOr<std::string> DiskTier::Get(const std::string& key) {
 
 absl::Status DiskTier::Erase(const std::string& key) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = index_.find(key);
     if (it == index_.end()) return absl::NotFoundError(absl::StrCat("disk tier: no block ", key));
     used_ -= it->second;
@@ -121,19 +121,19 @@ absl::Status DiskTier::Erase(const std::string& key) {
 }
 
 bool DiskTier::Contains(const std::string& key) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return index_.count(key) > 0;
 }
 
 std::vector<std::string> DiskTier::Keys() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<std::string> keys;
   for (const auto& [k, v] : index_) keys.push_back(k);
   return keys;
 }
 
 size_t DiskTier::used_bytes() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return used_;
 }
 

@@ -14,7 +14,7 @@
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "kvstore/file_env.h"
 #include "kvstore/tier.h"
 
@@ -53,7 +53,7 @@ class DiskTier final : public Tier {
   const std::string dir_;
   FileEnv* const env_;
   DiskRecovery recovery_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, size_t> index_ ABSL_GUARDED_BY(mu_);  // key -> bytes
   size_t used_ ABSL_GUARDED_BY(mu_) = 0;
 };

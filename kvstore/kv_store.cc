@@ -35,7 +35,7 @@ absl::StatusOr<std::unique_ptr<KvStore>> KvStore::Open(const KvStoreOptions& opt
   {
     // Blocks that survived a restart on the persistent tiers. Their session is the key's prefix
     // up to the first '.', the naming convention of session blocks.
-    absl::MutexLock lock(&store->mu_);
+    MutexLock lock(&store->mu_);
     for (int t = 2; t < static_cast<int>(store->tiers_.size()); ++t) {
       for (const std::string& key : store->tiers_[t]->Keys()) {
         store->index_[key] = Entry{key.substr(0, key.find('.')), t, 0};
@@ -48,8 +48,9 @@ absl::StatusOr<std::unique_ptr<KvStore>> KvStore::Open(const KvStoreOptions& opt
 
 KvStore::~KvStore() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
+    changed_.SignalAll();
   }
   if (worker_.joinable()) worker_.join();
 }
@@ -123,7 +124,7 @@ absl::Status KvStore::MakeRoomLocked(int t, size_t bytes, const std::string& kee
 }
 
 absl::Status KvStore::Put(const std::string& session, const std::string& key, std::string block) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = index_.find(key);
   if (it != index_.end()) {
     DAPQ_RETURN_IF_ERROR(tiers_[it->second.tier]->Erase(key));
@@ -142,7 +143,7 @@ absl::Status KvStore::Put(const std::string& session, const std::string& key, st
 }
 
 absl::StatusOr<std::string> KvStore::Get(const std::string& key) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = index_.find(key);
   if (it == index_.end()) return absl::NotFoundError(absl::StrCat("kv store: no block ", key));
   Entry& e = it->second;
@@ -158,7 +159,7 @@ absl::StatusOr<std::string> KvStore::Get(const std::string& key) {
 }
 
 absl::Status KvStore::EraseSession(const std::string& session) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   absl::Status first;
   for (auto it = index_.begin(); it != index_.end();) {
     if (it->second.session == session) {
@@ -174,7 +175,7 @@ absl::Status KvStore::EraseSession(const std::string& session) {
 }
 
 std::vector<std::string> KvStore::KeysOf(const std::string& session) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<std::string> keys;
   for (const auto& [key, e] : index_) {
     if (e.session == session) keys.push_back(key);
@@ -185,12 +186,12 @@ std::vector<std::string> KvStore::KeysOf(const std::string& session) const {
 bool KvStore::HasSession(const std::string& session) const { return !KeysOf(session).empty(); }
 
 void KvStore::SetActive(const std::string& session, bool active) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   active_[session] = active;
 }
 
 absl::Status KvStore::Spill() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return SpillTierLocked(0);
 }
 
@@ -207,17 +208,19 @@ void KvStore::PrefetchLocked(const std::string& session) {
 }
 
 void KvStore::ScheduleSpill() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   pending_.push_back("");
+  changed_.SignalAll();
 }
 
 void KvStore::Prefetch(const std::string& session) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!session.empty()) pending_.push_back(session);
+  changed_.SignalAll();
 }
 
 absl::Status KvStore::Flush() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!worker_.joinable()) {
     // No background thread: run queued work inline.
     std::vector<std::string> work;
@@ -231,8 +234,8 @@ absl::Status KvStore::Flush() {
       }
     }
   } else {
-    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_.empty() && !busy_; };
-    mu_.Await(absl::Condition(&idle));
+    changed_.Wait(&mu_,
+                  [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return pending_.empty() && !busy_; });
   }
   absl::Status s = background_error_;
   background_error_ = absl::OkStatus();
@@ -240,10 +243,10 @@ absl::Status KvStore::Flush() {
 }
 
 void KvStore::BackgroundLoop() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   while (true) {
-    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !pending_.empty(); };
-    mu_.Await(absl::Condition(&ready));
+    changed_.Wait(&mu_,
+                  [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return stop_ || !pending_.empty(); });
     if (stop_) return;
     busy_ = true;
     const std::string work = pending_.front();
@@ -255,17 +258,18 @@ void KvStore::BackgroundLoop() {
       PrefetchLocked(work);
     }
     busy_ = false;
+    changed_.SignalAll();
   }
 }
 
 int KvStore::TierOf(const std::string& key) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = index_.find(key);
   return it == index_.end() ? -1 : it->second.tier;
 }
 
 std::vector<TierStats> KvStore::Stats() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<TierStats> out;
   for (int t = 0; t < static_cast<int>(tiers_.size()); ++t) {
     TierStats s{tiers_[t]->options().name, tiers_[t]->used_bytes(), tiers_[t]->capacity_bytes(), 0};

@@ -22,7 +22,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "kvstore/file_env.h"
 #include "kvstore/tier.h"
 
@@ -95,7 +95,7 @@ class KvStore {
   const KvStoreOptions options_;
   std::vector<std::unique_ptr<Tier>> owned_;
   std::vector<Tier*> tiers_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, Entry> index_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, bool> active_ ABSL_GUARDED_BY(mu_);
   uint64_t clock_ ABSL_GUARDED_BY(mu_) = 0;
@@ -104,6 +104,7 @@ class KvStore {
   bool busy_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status background_error_ ABSL_GUARDED_BY(mu_);
+  CondVar changed_;  // pending_, busy_ or stop_ changed
   std::thread worker_;
 };
 

@@ -27,7 +27,7 @@ absl::StatusOr<std::unique_ptr<MemoryTier>> MemoryTier::Create(const TierOptions
 }
 
 absl::Status MemoryTier::Put(const std::string& key, std::string block) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = blocks_.find(key);
   const size_t old = it == blocks_.end() ? 0 : it->second.size();
   if (used_ - old + block.size() > options_.capacity_bytes) {
@@ -41,7 +41,7 @@ absl::Status MemoryTier::Put(const std::string& key, std::string block) {
 }
 
 absl::StatusOr<std::string> MemoryTier::Get(const std::string& key) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = blocks_.find(key);
   if (it == blocks_.end()) {
     return absl::NotFoundError(absl::StrCat("tier ", options_.name, ": no block ", key));
@@ -50,7 +50,7 @@ absl::StatusOr<std::string> MemoryTier::Get(const std::string& key) {
 }
 
 absl::Status MemoryTier::Erase(const std::string& key) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = blocks_.find(key);
   if (it == blocks_.end()) {
     return absl::NotFoundError(absl::StrCat("tier ", options_.name, ": no block ", key));
@@ -61,19 +61,19 @@ absl::Status MemoryTier::Erase(const std::string& key) {
 }
 
 bool MemoryTier::Contains(const std::string& key) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return blocks_.count(key) > 0;
 }
 
 std::vector<std::string> MemoryTier::Keys() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<std::string> keys;
   for (const auto& [k, v] : blocks_) keys.push_back(k);
   return keys;
 }
 
 size_t MemoryTier::used_bytes() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return used_;
 }
 

@@ -9,7 +9,7 @@
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "kvstore/tier.h"
 
 namespace dapq::kvstore {
@@ -29,7 +29,7 @@ class MemoryTier final : public Tier {
  private:
   explicit MemoryTier(const TierOptions& options) : options_(options) {}
   const TierOptions options_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, std::string> blocks_ ABSL_GUARDED_BY(mu_);
   size_t used_ ABSL_GUARDED_BY(mu_) = 0;
 };
