@@ -195,6 +195,21 @@ absl::Status KvStore::Spill() {
   return SpillTierLocked(0);
 }
 
+absl::Status KvStore::PersistAll() {
+  MutexLock lock(&mu_);
+  if (options_.disk_dir.empty()) {
+    return absl::FailedPreconditionError("kv store: no disk tier to persist to");
+  }
+  constexpr int kDisk = 2;
+  for (auto& [key, e] : index_) {
+    if (e.tier >= kDisk) continue;
+    DAPQ_ASSIGN_OR_RETURN(std::string bytes, tiers_[e.tier]->Get(key));
+    DAPQ_RETURN_IF_ERROR(MakeRoomLocked(kDisk, bytes.size(), key));
+    DAPQ_RETURN_IF_ERROR(MoveLocked(key, e, kDisk));
+  }
+  return absl::OkStatus();
+}
+
 void KvStore::PrefetchLocked(const std::string& session) {
   for (auto& [key, e] : index_) {
     if (e.session != session || e.tier == 0) continue;

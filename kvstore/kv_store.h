@@ -65,6 +65,9 @@ class KvStore {
 
   // One synchronous spill pass over every tier above its high watermark.
   absl::Status Spill();
+  // Moves every block off the memory tiers onto the disk tier (graceful shutdown: the disk tier
+  // survives a restart). FailedPrecondition without a disk tier.
+  absl::Status PersistAll();
   // Asks the background thread for a spill pass / to promote a session's blocks to the top.
   void ScheduleSpill();
   void Prefetch(const std::string& session);

@@ -35,6 +35,24 @@ absl::Status GenerateOptions::Validate() const {
   return sampling.Validate();
 }
 
+void Sequence::Record(FeedSegment::Kind kind, std::span<const int> tokens) {
+  tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+  if (kind == FeedSegment::Kind::kDecode && !segments_.empty() &&
+      segments_.back().kind == FeedSegment::Kind::kDecode) {
+    segments_.back().length += static_cast<int>(tokens.size());
+    return;
+  }
+  segments_.push_back({kind, static_cast<int>(tokens.size())});
+}
+
+void Sequence::RestoreState(int next_position, bool compressed, std::vector<int> tokens,
+                            std::vector<FeedSegment> segments) {
+  next_position_ = next_position;
+  compressed_ = compressed;
+  tokens_ = std::move(tokens);
+  segments_ = std::move(segments);
+}
+
 size_t Sequence::kv_allocated_bytes() const {
   size_t total = 0;
   for (const KvCache& c : caches_) total += c.bytes();
@@ -117,13 +135,21 @@ absl::Status Engine::ForwardObserved(Sequence& seq, std::span<const int> tokens,
   DAPQ_RETURN_IF_ERROR(ForwardChunk(seq, tokens, positions,
                                     logits ? std::span<float>(*logits) : std::span<float>(), false,
                                     observers));
+  bool consecutive = tokens.size() == 1;
+  for (size_t i = 0; i < positions.size(); ++i) {
+    consecutive = consecutive && positions[i] == seq.next_position_ + static_cast<int32_t>(i);
+  }
+  if (!consecutive) seq.replayable_ = false;
+  seq.Record(FeedSegment::Kind::kDecode, tokens);
   for (int32_t p : positions) seq.next_position_ = std::max(seq.next_position_, p + 1);
   return absl::OkStatus();
 }
 
 absl::Status Engine::Prefill(Sequence& seq, std::span<const int> tokens,
                              std::vector<float>* logits) {
-  return PrefillObserved(seq, tokens, logits, {});
+  DAPQ_RETURN_IF_ERROR(PrefillObserved(seq, tokens, logits, {}));
+  seq.Record(FeedSegment::Kind::kPrefill, tokens);
+  return absl::OkStatus();
 }
 
 absl::Status Engine::PrefillObserved(Sequence& seq, std::span<const int> tokens,
@@ -164,7 +190,8 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
   const std::vector<int> budgets = compress::LayerBudgets(c, n, m.n_layers);
   const bool fits = *std::min_element(budgets.begin(), budgets.end()) >= n;
   if (c.method == compress::Method::kFull || (fits && c.skip_within_budget)) {
-    DAPQ_RETURN_IF_ERROR(Prefill(seq, tokens, logits));
+    DAPQ_RETURN_IF_ERROR(PrefillObserved(seq, tokens, logits, {}));
+    seq.Record(FeedSegment::Kind::kCompressedPrefill, tokens);
     stats.slots_before = stats.slots_after = static_cast<long>(n) * m.n_layers * m.n_kv_heads;
     return stats;
   }
@@ -217,6 +244,7 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
   stats.compressed = true;
   stats.layer_budgets = budgets;
   seq.compressed_ = true;
+  seq.Record(FeedSegment::Kind::kCompressedPrefill, tokens);
   return stats;
 }
 
@@ -235,29 +263,43 @@ absl::Status Engine::PrefillAllLogits(Sequence& seq, std::span<const int> tokens
   logits->assign(tokens.size() * config().vocab_size, 0.0f);
   DAPQ_RETURN_IF_ERROR(ForwardChunk(seq, tokens, positions, *logits, true));
   seq.next_position_ = positions.back() + 1;
+  seq.Record(FeedSegment::Kind::kPrefillAllLogits, tokens);
   return absl::OkStatus();
 }
 
 absl::StatusOr<GenerateResult> Engine::Generate(std::span<const int> prompt,
                                                 const GenerateOptions& options,
                                                 const std::function<bool(int)>& on_token) {
+  auto seq = NewSequence();
+  return Continue(*seq, prompt, options, on_token);
+}
+
+absl::StatusOr<GenerateResult> Engine::Continue(Sequence& seq, std::span<const int> prompt,
+                                                const GenerateOptions& options,
+                                                const std::function<bool(int)>& on_token) {
   DAPQ_RETURN_IF_ERROR(options.Validate());
   if (prompt.empty()) return absl::InvalidArgumentError("generate: empty prompt");
-  const long total = static_cast<long>(prompt.size()) + options.max_new_tokens;
+  const long total = static_cast<long>(seq.next_position_) + static_cast<long>(prompt.size()) +
+                     options.max_new_tokens;
   if (total > config().max_seq_len) {
-    return absl::OutOfRangeError(absl::StrCat("generate: prompt of ", prompt.size(),
-                                              " tokens + max_new_tokens=", options.max_new_tokens,
-                                              " exceeds the context limit ", config().max_seq_len));
+    return absl::OutOfRangeError(absl::StrCat(
+        "generate: prompt of ", prompt.size(), " tokens + max_new_tokens=", options.max_new_tokens,
+        seq.next_position_ > 0 ? absl::StrCat(" after ", seq.next_position_, " earlier positions")
+                               : "",
+        " exceeds the context limit ", config().max_seq_len));
   }
   GenerateResult result;
   result.prompt_tokens = static_cast<int>(prompt.size());
   if (options.max_new_tokens == 0) return result;
-  auto seq = NewSequence();
   Sampler sampler(options.sampling);
   std::vector<float> logits;
   const auto t0 = std::chrono::steady_clock::now();
-  DAPQ_ASSIGN_OR_RETURN(result.compression,
-                        PrefillCompressed(*seq, prompt, options.compression, &logits));
+  if (seq.tokens_.empty()) {
+    DAPQ_ASSIGN_OR_RETURN(result.compression,
+                          PrefillCompressed(seq, prompt, options.compression, &logits));
+  } else {
+    DAPQ_RETURN_IF_ERROR(Prefill(seq, prompt, &logits));
+  }
   int token = sampler.Sample(logits);
   result.prefill_seconds = SecondsSince(t0);
   const auto t1 = std::chrono::steady_clock::now();
@@ -271,16 +313,52 @@ absl::StatusOr<GenerateResult> Engine::Generate(std::span<const int> prompt,
       break;
     }
     if (!keep_going || static_cast<int>(result.tokens.size()) >= options.max_new_tokens) break;
-    const int32_t pos = seq->next_position();
+    const int32_t pos = seq.next_position();
     DAPQ_RETURN_IF_ERROR(
-        Forward(*seq, std::span<const int>(&token, 1), std::span<const int32_t>(&pos, 1), &logits));
+        Forward(seq, std::span<const int>(&token, 1), std::span<const int32_t>(&pos, 1), &logits));
     token = sampler.Sample(logits);
   }
   result.decode_seconds = SecondsSince(t1);
-  result.cached_tokens = seq->cached_tokens();
-  result.kv_used_bytes = seq->kv_used_bytes();
-  result.kv_allocated_bytes = seq->kv_allocated_bytes();
+  result.cached_tokens = seq.cached_tokens();
+  result.kv_used_bytes = seq.kv_used_bytes();
+  result.kv_allocated_bytes = seq.kv_allocated_bytes();
   return result;
+}
+
+absl::Status Engine::Replay(Sequence& seq, std::span<const int> tokens,
+                            std::span<const FeedSegment> segments,
+                            const compress::CompressionConfig& compression) {
+  if (!seq.tokens_.empty())
+    return absl::FailedPreconditionError("replay: the sequence is not fresh");
+  size_t at = 0;
+  std::vector<float> logits;
+  for (const FeedSegment& s : segments) {
+    if (s.length < 0 || at + s.length > tokens.size()) {
+      return absl::InvalidArgumentError("replay: segments do not match the tokens");
+    }
+    const std::span<const int> part = tokens.subspan(at, s.length);
+    switch (s.kind) {
+      case FeedSegment::Kind::kPrefill:
+        DAPQ_RETURN_IF_ERROR(Prefill(seq, part, nullptr));
+        break;
+      case FeedSegment::Kind::kPrefillAllLogits:
+        DAPQ_RETURN_IF_ERROR(PrefillAllLogits(seq, part, &logits));
+        break;
+      case FeedSegment::Kind::kCompressedPrefill:
+        DAPQ_RETURN_IF_ERROR(PrefillCompressed(seq, part, compression, nullptr).status());
+        break;
+      case FeedSegment::Kind::kDecode:
+        for (int t : part) {
+          const int32_t pos = seq.next_position();
+          DAPQ_RETURN_IF_ERROR(
+              Forward(seq, std::span<const int>(&t, 1), std::span(&pos, 1), nullptr));
+        }
+        break;
+    }
+    at += s.length;
+  }
+  if (at != tokens.size()) return absl::InvalidArgumentError("replay: tokens left over");
+  return absl::OkStatus();
 }
 
 }  // namespace dapq::worker

@@ -33,6 +33,14 @@ struct EngineOptions {
   absl::Status Validate(const ModelConfig& config) const;
 };
 
+// How tokens entered a sequence, so that a session can be recomputed exactly (replayed) when its
+// stored KV fails to load.
+struct FeedSegment {
+  enum class Kind { kPrefill, kPrefillAllLogits, kCompressedPrefill, kDecode };
+  Kind kind = Kind::kPrefill;
+  int length = 0;  // tokens; kDecode: that many single-token forwards at consecutive positions
+};
+
 class Sequence {
  public:
   int next_position() const { return next_position_; }
@@ -44,12 +52,24 @@ class Sequence {
   size_t kv_allocated_bytes() const;  // storage reserved over every rank
   size_t kv_used_bytes() const;       // valid slots x K and V over every rank
   bool compressed() const { return compressed_; }
+  // Every token fed so far, and how (replayable() is false after a Forward at explicit,
+  // non-consecutive positions).
+  const std::vector<int>& tokens() const { return tokens_; }
+  const std::vector<FeedSegment>& segments() const { return segments_; }
+  bool replayable() const { return replayable_; }
+  // Restores the bookkeeping of a sequence whose caches were refilled from the KV store.
+  void RestoreState(int next_position, bool compressed, std::vector<int> tokens,
+                    std::vector<FeedSegment> segments);
 
  private:
   friend class Engine;
+  void Record(FeedSegment::Kind kind, std::span<const int> tokens);
   std::vector<KvCache> caches_;
   int next_position_ = 0;
   bool compressed_ = false;  // the cache went through compression (slots != positions)
+  std::vector<int> tokens_;
+  std::vector<FeedSegment> segments_;
+  bool replayable_ = true;
 };
 
 struct GenerateOptions {
@@ -105,6 +125,19 @@ class Engine {
   absl::Status PrefillAllLogits(Sequence& seq, std::span<const int> tokens,
                                 std::vector<float>* logits);
 
+  // Feeds `tokens` (non-empty) to `seq` — compressed with options.compression when the sequence
+  // is fresh, a plain prefill otherwise (a session's next turn) — and samples up to
+  // max_new_tokens, feeding each sampled token but the last. on_token (optional) sees each token
+  // as it is produced and may return false to stop early.
+  absl::StatusOr<GenerateResult> Continue(Sequence& seq, std::span<const int> tokens,
+                                          const GenerateOptions& options,
+                                          const std::function<bool(int)>& on_token = nullptr);
+  // Replays a sequence's recorded feeds (FeedSegment) into `seq` (fresh) from `source`'s history,
+  // compressing compressed prefills with `compression`: bit-identical caches when the engine
+  // options are the same. FailedPrecondition if the history is not replayable.
+  absl::Status Replay(Sequence& seq, std::span<const int> tokens,
+                      std::span<const FeedSegment> segments,
+                      const compress::CompressionConfig& compression);
   // Prefills `prompt` (non-empty) and samples up to max_new_tokens; on_token (optional) sees each
   // token as it is produced and may return false to stop early.
   absl::StatusOr<GenerateResult> Generate(std::span<const int> prompt,

@@ -65,6 +65,24 @@ void KvCache::Commit(const int32_t* positions, int count) {
   }
 }
 
+absl::Status KvCache::AppendSlots(int layer, int head, std::span<const int32_t> positions,
+                                  const float* k, const float* v) {
+  if (layer < 0 || layer >= n_layers_ || head < 0 || head >= kv_heads_) {
+    return absl::OutOfRangeError(absl::StrCat("kv cache: slab (", layer, ", ", head, ") outside ",
+                                              n_layers_, " x ", kv_heads_));
+  }
+  const long slab = Slab(layer, head);
+  const int count = static_cast<int>(positions.size());
+  absl::Status s = Reserve(lengths_[slab] + count);
+  if (!s.ok()) return s;
+  const size_t bytes = static_cast<size_t>(count) * head_dim_ * sizeof(float);
+  std::memcpy(keys(layer, head) + static_cast<long>(lengths_[slab]) * head_dim_, k, bytes);
+  std::memcpy(values(layer, head) + static_cast<long>(lengths_[slab]) * head_dim_, v, bytes);
+  positions_[slab].insert(positions_[slab].end(), positions.begin(), positions.end());
+  lengths_[slab] += count;
+  return absl::OkStatus();
+}
+
 absl::Status KvCache::Keep(int layer, int head, std::span<const int32_t> slots) {
   const long slab = Slab(layer, head);
   const int len = lengths_[slab];

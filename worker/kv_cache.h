@@ -52,6 +52,10 @@ class KvCache {
 
   // Marks `count` more slots (already written after each slab's length) valid, at `positions`.
   void Commit(const int32_t* positions, int count);
+  // Appends slots to one slab: positions [count], k and v [count, head_dim] (restoring a
+  // session from the KV store). Grows storage as needed.
+  absl::Status AppendSlots(int layer, int head, std::span<const int32_t> positions, const float* k,
+                           const float* v);
   // Keeps only the given slots (ascending, unique, < length) of one slab, moving them to the
   // front in order. InvalidArgument for bad indices.
   absl::Status Keep(int layer, int head, std::span<const int32_t> slots);

@@ -2,13 +2,10 @@
 // Collection of prompt queries and statistics during prefill.
 #include "worker/compress/query_collector.h"
 
-#include <cblas.h>
-
 #include <algorithm>
-#include <cmath>
 
 #include "common/status_macros.h"
-#include "kernels/attention_scores.h"
+#include "worker/compress/internal/query_stats.h"
 
 namespace dapq::worker::compress {
 
@@ -60,37 +57,13 @@ absl::Status QueryCollector::OnQueries(int layer, int m, const int32_t* position
     }
     l.attention.swap(grown);
     l.attention_n = n;
-    std::vector<int32_t> limits(m);
-    for (int t = 0; t < m; ++t) limits[t] = n - m + t + 1;
-    const int group = q_heads_ / kv_heads_;
-    for (int h = 0; h < q_heads_; ++h) {
-      kernels::AttentionScoresParams p;
-      p.queries = m;
-      p.keys = n;
-      p.head_dim = head_dim_;
-      p.q = q_post + static_cast<long>(h) * head_dim_;
-      p.q_stride = static_cast<int>(row);
-      p.k = cache.keys(layer, h / group);
-      p.key_limits = limits.data();
-      p.scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
-      p.scores = l.attention.data() + static_cast<long>(h / group) * n;
-      DAPQ_RETURN_IF_ERROR(kernels::AttentionScores(p));
-    }
+    DAPQ_RETURN_IF_ERROR(internal::AccumulateCausalAttention(
+        q_post, m, q_heads_, kv_heads_, head_dim_, cache.keys(layer, 0), cache.head_stride(), n,
+        l.attention.data()));
   }
   if (needs_.query_statistics) {
-    const int d = head_dim_;
-    std::vector<float> outer(static_cast<size_t>(d) * d);
-    for (int h = 0; h < q_heads_; ++h) {
-      const float* q = q_pre + static_cast<long>(h) * d;
-      for (int t = 0; t < m; ++t) {
-        for (int e = 0; e < d; ++e) l.q_sum[static_cast<long>(h) * d + e] += q[t * row + e];
-      }
-      // outer = Q_h' Q_h over the chunk (Q_h: [m, d] with row stride `row`).
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, m, 1.0f, q, static_cast<int>(row),
-                  q, static_cast<int>(row), 0.0f, outer.data(), d);
-      double* dst = l.q_outer.data() + static_cast<long>(h) * d * d;
-      for (size_t e = 0; e < outer.size(); ++e) dst[e] += outer[e];
-    }
+    internal::AccumulateQueryMoments(q_pre, m, q_heads_, head_dim_, l.q_sum.data(),
+                                     l.q_outer.data());
     l.q_count += m;
   }
   return absl::OkStatus();

@@ -13,8 +13,8 @@
 namespace dapq::worker::compress::internal {
 
 absl::Status AccumulateCausalAttention(const float* q_post, int m, int q_heads, int kv_heads,
-                                       int head_dim, const float* keys, long kv_head_stride,
-                                       int n, float* attention) {
+                                       int head_dim, const float* keys, long kv_head_stride, int n,
+                                       float* attention) {
   const long row = static_cast<long>(q_heads) * head_dim;
   std::vector<int32_t> limits(m);
   for (int t = 0; t < m; ++t) limits[t] = n - m + t + 1;
@@ -46,8 +46,8 @@ void AccumulateQueryMoments(const float* q_pre, int m, int q_heads, int head_dim
       for (int e = 0; e < d; ++e) q_sum[static_cast<long>(h) * d + e] += q[t * row + e];
     }
     // outer = Q_h' Q_h over the block (Q_h: [m, d] with row stride `row`).
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, m, 1.0f, q, static_cast<int>(row),
-                q, static_cast<int>(row), 0.0f, outer.data(), d);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, m, 1.0f, q, static_cast<int>(row), q,
+                static_cast<int>(row), 0.0f, outer.data(), d);
     double* dst = q_outer + static_cast<long>(h) * d * d;
     for (size_t e = 0; e < outer.size(); ++e) dst[e] += outer[e];
   }

@@ -17,8 +17,8 @@ namespace dapq::worker::compress::internal {
 // Query t (position n - m + t) sees keys [0, n - m + t + 1) (causal). Adds every query head's
 // softmax(q . k / sqrt(head_dim)) into attention[kv_head * n + j] (summed over the group).
 absl::Status AccumulateCausalAttention(const float* q_post, int m, int q_heads, int kv_heads,
-                                       int head_dim, const float* keys, long kv_head_stride,
-                                       int n, float* attention);
+                                       int head_dim, const float* keys, long kv_head_stride, int n,
+                                       float* attention);
 
 // q_pre: [m, q_heads, head_dim] pre-RoPE queries. Adds, per query head h, the sum of its m
 // queries into q_sum[h * d + e] and the sum of their outer products into

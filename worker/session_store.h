@@ -1,0 +1,49 @@
+// File: worker/session_store.h
+// Sessions in the tiered KV store: after a request of a session finishes, its (compressed) KV
+// is saved as blocks — per rank, layer and KV head, tokens_per_block slots each, with their
+// positions, checksummed (kvstore/block_codec.h) — plus a manifest (next position, every token
+// fed and how, per-slab lengths). The store spills idle sessions down the tiers. The session's
+// next request restores the blocks into a fresh Sequence that continues from the right position
+// and generates exactly what a sequence that never left the device would.
+// A block that fails verification (or is missing) is never used; the failed-load policy decides:
+// kRecompute replays the session's recorded feeds (Engine::Replay: the same caches, bit for
+// bit), kFail returns DataLoss naming the block.
+// Keys: "<session>.m" (manifest), "<session>.r<rank>.l<layer>.h<head>.b<index>".
+// Session ids: 1-128 characters of [A-Za-z0-9_-].
+// Thread-safety: as the Engine (one call at a time per engine); the store is thread-safe.
+#ifndef DAPQ_WORKER_SESSION_STORE_H_
+#define DAPQ_WORKER_SESSION_STORE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kvstore/kv_store.h"
+#include "worker/compress/compression_config.h"
+#include "worker/engine.h"
+
+namespace dapq::worker {
+
+enum class FailedLoadPolicy { kRecompute, kFail };
+
+struct LoadResult {
+  std::unique_ptr<Sequence> sequence;
+  bool recomputed = false;  // the stored KV failed to load and the session was replayed
+  std::string failure;      // why, when recomputed
+};
+
+absl::Status ValidateSessionId(const std::string& session);
+
+// Saves `seq` under `session` (replacing an earlier save) and marks the session idle.
+absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::string& session,
+                         kvstore::KvStore& store, int tokens_per_block = 16);
+
+// Restores `session` into a new Sequence of `engine` (same model and TP degree). `compression`
+// is the session's config, used only when recomputing. NotFound for an unknown session.
+absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& session,
+                                       kvstore::KvStore& store, FailedLoadPolicy policy,
+                                       const compress::CompressionConfig& compression);
+
+}  // namespace dapq::worker
+
+#endif  // DAPQ_WORKER_SESSION_STORE_H_

@@ -1,0 +1,186 @@
+// File: worker/session_store_test.cc
+// Sessions through the tiered store on the real model (TP=2, DapQ-compressed): saved KV spilled
+// to the host or the disk tier comes back byte-identical and the session continues with exactly
+// the tokens of a session that never left the device; a restart recovers disk-resident sessions;
+// corrupted and missing blocks are detected and handled by the failed-load policy.
+#include "worker/session_store.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "gtest/gtest.h"
+#include "tests/util/status_matchers.h"
+#include "tests/util/test_paths.h"
+#include "worker/llama2c_loader.h"
+#include "worker/tokenizer.h"
+
+namespace dapq::worker {
+namespace {
+using ::dapq::testing::IsOk;
+using ::dapq::testing::StatusIs;
+
+class SessionStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto w = LoadLlama2cModel(dapq::testing::Stories260KPath());
+    ASSERT_TRUE(w.ok());
+    EngineOptions o;
+    o.tp = 2;
+    auto e = Engine::Create(std::make_shared<const ModelWeights>(*std::move(w)), o);
+    ASSERT_TRUE(e.ok());
+    engine_ = *std::move(e);
+    auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), 512);
+    ASSERT_TRUE(tok.ok());
+    turn1_ = tok->Encode(
+        "Once upon a time, there was a little boy named Tim. Tim had a big red ball. He liked to "
+        "play with his ball in the park every day. One day, his friend Sue came to the park.",
+        true, false);
+    turn2_ = tok->Encode("Then Tim said", false, false);
+    options_.max_new_tokens = 12;
+    options_.compression.method = compress::Method::kDapq;
+    options_.compression.budget_tokens = 24;
+    // The reference: one sequence that never leaves the device.
+    auto ref = engine_->NewSequence();
+    ASSERT_TRUE(engine_->Continue(*ref, turn1_, options_).ok());
+    GenerateOptions second = options_;
+    second.max_new_tokens = 20;
+    auto r = engine_->Continue(*ref, turn2_, second);
+    ASSERT_TRUE(r.ok());
+    reference_tokens_ = r->tokens;
+  }
+
+  kvstore::KvStoreOptions StoreOptions(size_t device, size_t host) {
+    kvstore::KvStoreOptions o;
+    o.device.capacity_bytes = device;
+    o.host.capacity_bytes = host;
+    o.disk_dir = dir_;
+    o.background = false;
+    return o;
+  }
+
+  // Turn 1 in a fresh sequence, saved under "tim".
+  std::unique_ptr<Sequence> SaveTurn1(kvstore::KvStore& store) {
+    auto seq = engine_->NewSequence();
+    EXPECT_TRUE(engine_->Continue(*seq, turn1_, options_).ok());
+    EXPECT_THAT(SaveSession(*engine_, *seq, "tim", store), IsOk());
+    EXPECT_THAT(store.Flush(), IsOk());
+    EXPECT_THAT(store.Spill(), IsOk());
+    return seq;
+  }
+
+  std::vector<int> ContinueTurn2(Sequence& seq) {
+    GenerateOptions second = options_;
+    second.max_new_tokens = 20;
+    auto r = engine_->Continue(seq, turn2_, second);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->tokens : std::vector<int>{};
+  }
+
+  static void ExpectSameCaches(const Sequence& a, const Sequence& b) {
+    ASSERT_EQ(a.next_position(), b.next_position());
+    for (int r = 0; r < 2; ++r) {
+      const KvCache& x = a.cache(r);
+      const KvCache& y = b.cache(r);
+      for (int l = 0; l < x.n_layers(); ++l) {
+        for (int h = 0; h < x.kv_heads(); ++h) {
+          ASSERT_TRUE(std::ranges::equal(x.positions(l, h), y.positions(l, h)));
+          const size_t n = x.positions(l, h).size() * x.head_dim();
+          ASSERT_EQ(std::memcmp(x.keys(l, h), y.keys(l, h), n * sizeof(float)), 0);
+          ASSERT_EQ(std::memcmp(x.values(l, h), y.values(l, h), n * sizeof(float)), 0);
+        }
+      }
+    }
+  }
+
+  std::string dir_ = dapq::testing::MakeTempDir(
+      std::string("sessions_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::unique_ptr<Engine> engine_;
+  std::vector<int> turn1_, turn2_, reference_tokens_;
+  GenerateOptions options_;
+};
+
+TEST_F(SessionStoreTest, RestoredFromEveryTierContinuesIdentically) {
+  struct Case {
+    size_t device, host;
+    int expect_tier;  // where the session's blocks end up
+  };
+  for (const Case& c :
+       {Case{64 << 20, 64 << 20, 0}, Case{8 << 10, 64 << 20, 1}, Case{8 << 10, 8 << 10, 2}}) {
+    SCOPED_TRACE(::testing::Message() << "tier " << c.expect_tier);
+    ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(c.device, c.host)));
+    auto saved = SaveTurn1(*store);
+    int on_tier = 0;
+    for (const std::string& key : store->KeysOf("tim"))
+      on_tier += store->TierOf(key) == c.expect_tier;
+    EXPECT_GT(on_tier, 0);
+    ASSERT_OK_AND_ASSIGN(
+        LoadResult loaded,
+        LoadSession(*engine_, "tim", *store, FailedLoadPolicy::kFail, options_.compression));
+    EXPECT_FALSE(loaded.recomputed);
+    ExpectSameCaches(*saved, *loaded.sequence);
+    EXPECT_EQ(ContinueTurn2(*loaded.sequence), reference_tokens_);
+    ASSERT_THAT(store->EraseSession("tim"), IsOk());
+  }
+}
+
+TEST_F(SessionStoreTest, DiskResidentSessionSurvivesRestart) {
+  {
+    ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1024, 1024)));
+    SaveTurn1(*store);
+    ASSERT_THAT(store->PersistAll(), IsOk());  // graceful shutdown
+    for (const std::string& key : store->KeysOf("tim")) ASSERT_EQ(store->TierOf(key), 2) << key;
+  }
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1024, 1024)));
+  ASSERT_OK_AND_ASSIGN(
+      LoadResult loaded,
+      LoadSession(*engine_, "tim", *store, FailedLoadPolicy::kFail, options_.compression));
+  EXPECT_EQ(ContinueTurn2(*loaded.sequence), reference_tokens_);
+}
+
+TEST_F(SessionStoreTest, CorruptedAndMissingBlocksFollowThePolicy) {
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1024, 1024)));
+  auto saved = SaveTurn1(*store);
+  ASSERT_THAT(store->PersistAll(), IsOk());
+  // Bit rot in one block file, a deleted one for the second round.
+  {
+    std::fstream f(dir_ + "/tim.r1.l3.h0.b0.blk", std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good());
+    f.seekp(80);
+    f.put('\x55');
+  }
+  EXPECT_THAT(LoadSession(*engine_, "tim", *store, FailedLoadPolicy::kFail, options_.compression),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("tim.r1.l3.h0.b0")));
+  ASSERT_OK_AND_ASSIGN(
+      LoadResult loaded,
+      LoadSession(*engine_, "tim", *store, FailedLoadPolicy::kRecompute, options_.compression));
+  EXPECT_TRUE(loaded.recomputed);
+  EXPECT_THAT(loaded.failure, ::testing::HasSubstr("checksum"));
+  ExpectSameCaches(*saved, *loaded.sequence);  // the replay rebuilds the same cache
+  EXPECT_EQ(ContinueTurn2(*loaded.sequence), reference_tokens_);
+
+  SaveTurn1(*store);
+  ASSERT_THAT(store->PersistAll(), IsOk());
+  std::filesystem::remove(dir_ + "/tim.r0.l0.h1.b1.blk");
+  EXPECT_THAT(LoadSession(*engine_, "tim", *store, FailedLoadPolicy::kFail, options_.compression),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("missing")));
+  ASSERT_OK_AND_ASSIGN(loaded, LoadSession(*engine_, "tim", *store, FailedLoadPolicy::kRecompute,
+                                           options_.compression));
+  EXPECT_TRUE(loaded.recomputed);
+  EXPECT_EQ(ContinueTurn2(*loaded.sequence), reference_tokens_);
+}
+
+TEST_F(SessionStoreTest, BadAndUnknownSessions) {
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 20, 1 << 20)));
+  EXPECT_THAT(LoadSession(*engine_, "nobody", *store, FailedLoadPolicy::kFail, {}),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("session_id")));
+  auto seq = engine_->NewSequence();
+  EXPECT_THAT(SaveSession(*engine_, *seq, "a/b", *store),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("session_id")));
+  EXPECT_THAT(SaveSession(*engine_, *seq, "", *store),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(SaveSession(*engine_, *seq, "x", *store, 12),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("power of two")));
+}
+
+}  // namespace
+}  // namespace dapq::worker
