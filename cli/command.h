@@ -35,6 +35,8 @@ class CommandRunner {
 
 void AddGenerateCommand(CLI::App& app, CommandRunner& runner);
 void AddConvertCommand(CLI::App& app, CommandRunner& runner);
+void AddCompressCommand(CLI::App& app, CommandRunner& runner);
+void AddEvalCommand(CLI::App& app, CommandRunner& runner);
 
 }  // namespace dapq::cli
 

@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   dapq::cli::CommandRunner runner;
   dapq::cli::AddGenerateCommand(app, runner);
   dapq::cli::AddConvertCommand(app, runner);
+  dapq::cli::AddCompressCommand(app, runner);
+  dapq::cli::AddEvalCommand(app, runner);
 
   CLI11_PARSE(app, argc, argv);
   const absl::Status status = runner.Run();

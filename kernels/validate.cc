@@ -76,7 +76,8 @@ absl::Status ValidateAttention(const AttentionParams& p) {
   for (int h = 0; h < p.kv_heads; ++h) {
     const int len = KvLength(p, h);
     if (len < p.q_tokens) {
-      return Bad("Attention", absl::StrCat("kv_len=", len, " (KV head ", h, ") < q_tokens=", p.q_tokens));
+      return Bad("Attention",
+                 absl::StrCat("kv_len=", len, " (KV head ", h, ") < q_tokens=", p.q_tokens));
     }
     if (p.kv_heads > 1 && p.kv_head_stride < static_cast<long>(len) * p.head_dim) {
       return Bad("Attention", "kv_head_stride < kv_len * head_dim");

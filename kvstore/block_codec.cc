@@ -34,6 +34,31 @@ absl::Status Corrupt(const std::string& what) {
   return absl::DataLossError(absl::StrCat("kv block: ", what));
 }
 
+absl::StatusOr<Header> ParseHeader(absl::string_view bytes) {
+  Header h;
+
+  if (bytes.size() < sizeof(h) + 8) {
+    return Corrupt(absl::StrCat("truncated: ", bytes.size(), " bytes"));
+  }
+  std::memcpy(&h, bytes.data(), sizeof(h));
+  if (h.magic != kMagic) return Corrupt("bad magic");
+  if (h.version != kVersion) return Corrupt(absl::StrCat("unknown version ", h.version));
+  if (h.kv_heads <= 0 || h.head_dim <= 0 || h.num_tokens < 0 || h.kv_heads > (1 << 16) ||
+      h.head_dim > (1 << 16)) {
+    return Corrupt("bad header sizes");
+  }
+  const size_t floats = 2ull * h.kv_heads * h.num_tokens * static_cast<size_t>(h.head_dim);
+  const size_t total = sizeof(h) + 4ull * h.num_tokens + 4 * floats + 8;
+  if (bytes.size() != total) {
+    return Corrupt(absl::StrCat(bytes.size() < total ? "truncated: " : "oversized: ", bytes.size(),
+                                " bytes, header implies ", total));
+  }
+  uint64_t stored;
+  std::memcpy(&stored, bytes.data() + total - 8, 8);
+  if (XXH64(bytes.data(), total - 8, kSeed) != stored) return Corrupt("checksum mismatch");
+  return h;
+}
+
 }  // namespace
 
 uint64_t Fingerprint(absl::string_view text) { return XXH64(text.data(), text.size(), kSeed); }
@@ -67,27 +92,13 @@ absl::StatusOr<std::string> EncodeBlock(const BlockMeta& meta, std::span<const i
   return out;
 }
 
+absl::Status VerifyBlock(absl::string_view bytes) { return ParseHeader(bytes).status(); }
+
 absl::StatusOr<DecodedBlock> DecodeBlock(absl::string_view bytes) {
-  Header h;
-  if (bytes.size() < sizeof(h) + 8) {
-    return Corrupt(absl::StrCat("truncated: ", bytes.size(), " bytes"));
-  }
-  std::memcpy(&h, bytes.data(), sizeof(h));
-  if (h.magic != kMagic) return Corrupt("bad magic");
-  if (h.version != kVersion) return Corrupt(absl::StrCat("unknown version ", h.version));
-  if (h.kv_heads <= 0 || h.head_dim <= 0 || h.num_tokens < 0 || h.kv_heads > (1 << 16) ||
-      h.head_dim > (1 << 16)) {
-    return Corrupt("bad header sizes");
-  }
+  absl::StatusOr<Header> parsed = ParseHeader(bytes);
+  if (!parsed.ok()) return parsed.status();
+  const Header& h = *parsed;
   const size_t floats = 2ull * h.kv_heads * h.num_tokens * static_cast<size_t>(h.head_dim);
-  const size_t total = sizeof(h) + 4ull * h.num_tokens + 4 * floats + 8;
-  if (bytes.size() != total) {
-    return Corrupt(absl::StrCat(bytes.size() < total ? "truncated: " : "oversized: ", bytes.size(),
-                                " bytes, header implies ", total));
-  }
-  uint64_t stored;
-  std::memcpy(&stored, bytes.data() + total - 8, 8);
-  if (XXH64(bytes.data(), total - 8, kSeed) != stored) return Corrupt("checksum mismatch");
   DecodedBlock b;
   b.meta = {h.model_fingerprint, h.config_fingerprint, h.layer,
             h.kv_head_begin,     h.kv_heads,           h.head_dim};

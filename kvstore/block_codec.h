@@ -40,6 +40,9 @@ absl::StatusOr<std::string> EncodeBlock(const BlockMeta& meta, std::span<const i
 // or a checksum mismatch.
 absl::StatusOr<DecodedBlock> DecodeBlock(absl::string_view bytes);
 
+// Checks the header, sizes and checksum without copying the payload (DecodeBlock's errors).
+absl::Status VerifyBlock(absl::string_view bytes);
+
 // 64-bit fingerprint of arbitrary text (model names, config strings).
 uint64_t Fingerprint(absl::string_view text);
 

@@ -47,7 +47,7 @@ absl::Status DiskTier::Recover() {
     }
     if (!absl::EndsWith(name, kBlockSuffix)) continue;
     absl::StatusOr<std::string> bytes = env_->ReadFile(path);
-    if (!bytes.ok() || !DecodeBlock(*bytes).ok()) {
+    if (!bytes.ok() || !VerifyBlock(*bytes).ok()) {
       DAPQ_RETURN_IF_ERROR(env_->Remove(path));
       ++recovery_.discarded_corrupt;
       continue;
@@ -100,10 +100,9 @@ absl::StatusOr<std::string> DiskTier::Get(const std::string& key) {
     }
     return bytes.status();
   }
-  absl::StatusOr<DecodedBlock> decoded = DecodeBlock(*bytes);
-  if (!decoded.ok()) {
-    return absl::DataLossError(absl::StrCat("disk tier: block ", key,
-                                            " failed verification: ", decoded.status().message()));
+  if (absl::Status v = VerifyBlock(*bytes); !v.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("disk tier: block ", key, " failed verification: ", v.message()));
   }
   return bytes;
 }

@@ -126,16 +126,18 @@ absl::Status KvStore::MakeRoomLocked(int t, size_t bytes, const std::string& kee
 absl::Status KvStore::Put(const std::string& session, const std::string& key, std::string block) {
   MutexLock lock(&mu_);
   auto it = index_.find(key);
-  if (it != index_.end()) {
-    DAPQ_RETURN_IF_ERROR(tiers_[it->second.tier]->Erase(key));
-    index_.erase(it);
-  }
-  // Top tier first; a block too big for it goes to the first tier that can take it.
+  const int old_tier = it == index_.end() ? -1 : it->second.tier;
+  const size_t old_bytes = it == index_.end() ? 0 : it->second.bytes;
+  const size_t size = block.size();
+  // Top tier first; a block too big for it goes to the first tier that can take it. A block
+  // being replaced stays until its successor is stored.
   for (int t = 0; t < static_cast<int>(tiers_.size()); ++t) {
-    if (block.size() > tiers_[t]->capacity_bytes()) continue;
-    DAPQ_RETURN_IF_ERROR(MakeRoomLocked(t, block.size(), key));
+    if (size > tiers_[t]->capacity_bytes()) continue;
+    const size_t credit = t == old_tier ? old_bytes : 0;
+    DAPQ_RETURN_IF_ERROR(MakeRoomLocked(t, size > credit ? size - credit : 0, key));
     DAPQ_RETURN_IF_ERROR(tiers_[t]->Put(key, std::move(block)));
-    index_[key] = Entry{session, t, ++clock_};
+    if (old_tier >= 0 && old_tier != t) tiers_[old_tier]->Erase(key).IgnoreError();
+    index_[key] = Entry{session, t, ++clock_, size};
     return absl::OkStatus();
   }
   return absl::ResourceExhaustedError(
@@ -153,6 +155,7 @@ absl::StatusOr<std::string> KvStore::Get(const std::string& key) {
     if (tiers_[0]->Put(key, bytes).ok()) {
       tiers_[e.tier]->Erase(key).IgnoreError();
       e.tier = 0;
+      e.bytes = bytes.size();
     }
   }
   return bytes;
@@ -215,6 +218,7 @@ void KvStore::PrefetchLocked(const std::string& session) {
     if (e.session != session || e.tier == 0) continue;
     absl::StatusOr<std::string> bytes = tiers_[e.tier]->Get(key);
     if (!bytes.ok() || !MakeRoomLocked(0, bytes->size(), key).ok()) continue;  // Get reports later
+    e.bytes = bytes->size();
     if (tiers_[0]->Put(key, *std::move(bytes)).ok()) {
       tiers_[e.tier]->Erase(key).IgnoreError();
       e.tier = 0;

@@ -52,7 +52,7 @@ class KvStore {
   ~KvStore();
 
   // Stores (or replaces) a block of `session` on the top tier, spilling others down to make
-  // room. ResourceExhausted when no tier has room.
+  // room. ResourceExhausted when no tier has room; a replaced block is then left as it was.
   absl::Status Put(const std::string& session, const std::string& key, std::string block);
   // The block's bytes from whichever tier holds it (verified there); promoted to the top tier
   // when it fits. NotFound / DataLoss / Unavailable (remote gone).
@@ -85,6 +85,7 @@ class KvStore {
     std::string session;
     int tier = 0;
     uint64_t last_use = 0;
+    size_t bytes = 0;  // 0 when unknown (recovered after a restart)
   };
   explicit KvStore(const KvStoreOptions& options) : options_(options) {}
   absl::Status MoveLocked(const std::string& key, Entry& e, int to)

@@ -5,6 +5,7 @@
 // restore concurrently (run under ThreadSanitizer in CI).
 #include "kvstore/kv_store.h"
 
+#include <map>
 #include <random>
 #include <thread>
 
@@ -165,6 +166,78 @@ TEST(KvStoreTest, ManySessionsConcurrently) {
   int total = 0;
   for (const TierStats& s : store->Stats()) total += s.blocks;
   EXPECT_EQ(total, 100);
+}
+
+}  // namespace
+}  // namespace dapq::kvstore
+
+namespace dapq::kvstore {
+namespace {
+
+// Random puts, gets, erases, spills, activity changes and restarts against a model (key ->
+// bytes): every stored block is found byte-identical; no tier exceeds its capacity; after a
+// spill pass no tier is above its high watermark unless the tiers below are full; a full store
+// answers ResourceExhausted and keeps everything it had.
+TEST(KvStorePropertyTest, RandomOperationsMatchModel) {
+  for (uint64_t seed : {11u, 12u, 13u}) {
+    SCOPED_TRACE(::testing::Message() << "seed=" << seed);
+    const std::string dir = dapq::testing::MakeTempDir(absl::StrCat("kv_store_property_", seed));
+    std::mt19937_64 rng(seed);
+    KvStoreOptions o = SmallOptions(dir);
+    o.disk.capacity_bytes = 12 * Block(0).size();
+    auto store_or = KvStore::Open(o);
+    ASSERT_TRUE(store_or.ok());
+    std::unique_ptr<KvStore> store = *std::move(store_or);
+    std::map<std::string, int> model;  // key -> block seed
+    int exhausted = 0;
+    for (int step = 0; step < 400; ++step) {
+      const int op = static_cast<int>(rng() % 10);
+      const std::string session = absl::StrCat("s", rng() % 4);
+      if (op < 4) {
+        const std::string key = absl::StrCat(session, ".", rng() % 8);
+        const int value = static_cast<int>(rng() % 1000);
+        const absl::Status s = store->Put(session, key, Block(value));
+        if (absl::IsResourceExhausted(s)) {
+          ++exhausted;  // the model keeps the old value, if any: the store must too
+        } else {
+          ASSERT_THAT(s, IsOk());
+          model[key] = value;
+        }
+      } else if (op < 7 && !model.empty()) {
+        auto it = model.begin();
+        std::advance(it, rng() % model.size());
+        ASSERT_OK_AND_ASSIGN(std::string got, store->Get(it->first));
+        ASSERT_EQ(got, Block(it->second)) << it->first;
+      } else if (op == 7) {
+        ASSERT_THAT(store->EraseSession(session), IsOk());
+        for (auto it = model.begin(); it != model.end();) {
+          it = it->first.rfind(session + ".", 0) == 0 ? model.erase(it) : std::next(it);
+        }
+      } else if (op == 8) {
+        store->SetActive(session, rng() % 2);
+        const absl::Status s = store->Spill();
+        ASSERT_TRUE(s.ok() || absl::IsResourceExhausted(s)) << s;
+      } else {
+        // Graceful restart: memory tiers persist to disk when it has room.
+        if (store->PersistAll().ok()) {
+          store.reset();
+          ASSERT_OK_AND_ASSIGN(store, KvStore::Open(o));
+        }
+      }
+      const std::vector<TierStats> stats = store->Stats();
+      int blocks = 0;
+      for (const TierStats& t : stats) {
+        ASSERT_LE(t.used_bytes, t.capacity_bytes) << t.name;
+        blocks += t.blocks;
+      }
+      ASSERT_EQ(blocks, static_cast<int>(model.size()));
+    }
+    for (const auto& [key, value] : model) {
+      ASSERT_OK_AND_ASSIGN(std::string got, store->Get(key));
+      ASSERT_EQ(got, Block(value));
+    }
+    EXPECT_GT(exhausted, 0);
+  }
 }
 
 }  // namespace

@@ -8,8 +8,9 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   clang-format-14
   libabsl-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libopenblas-dev
-  libxxhash-dev
+  libxxhash-dev libhiredis-dev redis-server
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox

@@ -183,6 +183,9 @@ absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& sessio
                                        const compress::CompressionConfig& compression) {
   DAPQ_RETURN_IF_ERROR(ValidateSessionId(session));
   store.SetActive(session, true);
+  store.Prefetch(session);  // promote the session's blocks towards the device tier
+  // Errors of earlier background spills are not this load's; reads below report their own.
+  store.Flush().IgnoreError();
   absl::StatusOr<std::string> bytes = store.Get(ManifestKey(session));
   if (absl::IsNotFound(bytes.status())) {
     return absl::NotFoundError(absl::StrCat("session_id: unknown session '", session, "'"));

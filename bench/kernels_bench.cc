@@ -1,0 +1,296 @@
+// File: bench/kernels_bench.cc
+// Google Benchmark microbenchmarks of every kernel op (kernels/*.h, CPU backend) at Llama-3-8B
+// shapes (dim 4096, 32 query / 8 KV heads, head_dim 128, FFN 14336), plus the two limits the
+// ops are judged against, measured in the same run:
+//  - BM_BlasSgemmRaw: cblas_sgemm called directly (the compute limit for GEMM and prefill
+//    attention);
+//  - BM_Memcpy: a 256 MiB memcpy on 1 and 2 threads (the memory-bandwidth limit for GEMV,
+//    RmsNorm, Rope, Softmax, SwiGlu and decode attention); BM_MemRead, a read-only sum over
+//    256 MiB, for comparison only (OpenBLAS sgemv can read faster than it).
+// Counters (rates over real time; OpenBLAS runs its own threads, so CPU time would mislead):
+//  FLOP/s for compute-bound ops, B/s for memory-bound ones (minimum DRAM traffic: every input
+//  read once, every output written once). bench/kernels_table.py turns the JSON output into
+//  the Markdown table with ratios to the limits. Inputs are seeded (bench/bench_util.h).
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "bench/bench_util.h"
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/gemm.h"
+#include "kernels/rms_norm.h"
+#include "kernels/rope.h"
+#include "kernels/softmax.h"
+
+namespace dapq::bench {
+namespace {
+
+namespace k = ::dapq::kernels;
+
+constexpr int kDim = 4096;
+constexpr int kQHeads = 32;
+constexpr int kKvHeads = 8;
+constexpr int kHeadDim = 128;
+constexpr int kFfn = 14336;
+constexpr size_t kMemcpyBytes = size_t{256} << 20;
+
+// Stops the benchmark with the status message; returns false when `s` is not OK.
+bool Ok(benchmark::State& state, const absl::Status& s) {
+  if (s.ok()) return true;
+  state.SkipWithError(s.ToString().c_str());
+  return false;
+}
+
+void SetRate(benchmark::State& state, const char* name, double per_iteration) {
+  state.counters[name] = benchmark::Counter(per_iteration * static_cast<double>(state.iterations()),
+                                            benchmark::Counter::kIsRate);
+}
+
+// Gemm through the kernel API: y[m, n] = x[m, k] . W[n, k]^T, W a weight in (out, in) layout.
+// m == 1 is the decode GEMV (memory bound: compare weight B/s with memcpy); m >= 128 is prefill.
+void BM_Gemm(benchmark::State& state) {
+  const int m = static_cast<int>(state.range(0));
+  const int n = static_cast<int>(state.range(1));
+  const int kk = static_cast<int>(state.range(2));
+  const std::vector<float> a = RandomVector(static_cast<size_t>(m) * kk, 1);
+  const std::vector<float> w = RandomVector(static_cast<size_t>(n) * kk, 2, -0.02f, 0.02f);
+  std::vector<float> c(static_cast<size_t>(m) * n);
+  k::GemmParams p;
+  p.m = m;
+  p.n = n;
+  p.k = kk;
+  p.a = a.data();
+  p.lda = kk;
+  p.b = w.data();
+  p.ldb = kk;
+  p.trans_b = true;
+  p.c = c.data();
+  p.ldc = n;
+  for (auto _ : state) {
+    if (!Ok(state, k::Gemm(p))) break;
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "FLOP/s", 2.0 * m * n * kk);
+  SetRate(state, "weight_B/s", 4.0 * n * kk);
+}
+// The linear layers of one Llama-3-8B block: wq/wo (4096x4096), wk/wv (1024x4096),
+// w1/w3 (14336x4096), w2 (4096x14336).
+BENCHMARK(BM_Gemm)
+    ->ArgNames({"m", "n", "k"})
+    ->ArgsProduct({{1, 128, 512}, {kDim}, {kDim}})
+    ->ArgsProduct({{1, 128, 512}, {kKvHeads * kHeadDim}, {kDim}})
+    ->ArgsProduct({{1, 128, 512}, {kFfn}, {kDim}})
+    ->ArgsProduct({{1, 128, 512}, {kDim}, {kFfn}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// The BLAS limit: cblas_sgemm directly (row-major, B transposed as the engine calls it).
+void BM_BlasSgemmRaw(benchmark::State& state) {
+  const int m = static_cast<int>(state.range(0));
+  const int n = static_cast<int>(state.range(1));
+  const int kk = static_cast<int>(state.range(2));
+  const std::vector<float> a = RandomVector(static_cast<size_t>(m) * kk, 3);
+  const std::vector<float> b = RandomVector(static_cast<size_t>(n) * kk, 4);
+  std::vector<float> c(static_cast<size_t>(m) * n);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, kk, 1.0f, a.data(), kk, b.data(), kk,
+                0.0f, c.data(), n);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "FLOP/s", 2.0 * m * n * kk);
+}
+BENCHMARK(BM_BlasSgemmRaw)
+    ->ArgNames({"m", "n", "k"})
+    ->Args({2048, 2048, 2048})
+    ->Args({4096, 4096, 4096})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// The bandwidth limit: memcpy of 256 MiB split over `threads` threads; B/s counts read + write.
+void BM_Memcpy(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  std::vector<char> src(kMemcpyBytes, 1), dst(kMemcpyBytes, 0);
+  for (auto _ : state) {
+    ParallelMemcpy(dst.data(), src.data(), kMemcpyBytes, threads);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "B/s", 2.0 * static_cast<double>(kMemcpyBytes));
+}
+// Read-only bandwidth: a vectorised sum over 256 MiB on `threads` threads (the access pattern
+// of GEMV and decode attention, which only read their big operands). B/s counts bytes read.
+void BM_MemRead(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  const std::vector<float> data(kMemcpyBytes / sizeof(float), 1.0f);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(ParallelSum(data.data(), data.size(), threads));
+  }
+  SetRate(state, "B/s", static_cast<double>(kMemcpyBytes));
+}
+BENCHMARK(BM_MemRead)
+    ->ArgName("threads")
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+BENCHMARK(BM_Memcpy)
+    ->ArgName("threads")
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// RmsNorm over [rows, 4096]; B/s = x read + out written (+ weight).
+void BM_RmsNorm(benchmark::State& state) {
+  const int rows = static_cast<int>(state.range(0));
+  const std::vector<float> x = RandomVector(static_cast<size_t>(rows) * kDim, 5);
+  const std::vector<float> weight = RandomVector(kDim, 6, 0.9f, 1.1f);
+  std::vector<float> out(x.size());
+  const k::RmsNormParams p{rows, kDim, x.data(), kDim, weight.data(), out.data(), kDim, 1e-5f};
+  for (auto _ : state) {
+    if (!Ok(state, k::RmsNorm(p))) break;
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "B/s", 4.0 * (2.0 * rows * kDim + kDim));
+}
+BENCHMARK(BM_RmsNorm)->ArgName("rows")->Arg(1)->Arg(512)->UseRealTime();
+
+// Rope in place on q [tokens, 32, 128] with Llama-3 frequencies; layout 0 = interleaved,
+// 1 = half-split. B/s = x read + written.
+void BM_Rope(benchmark::State& state) {
+  const int tokens = static_cast<int>(state.range(0));
+  const auto layout = static_cast<k::RopeLayout>(state.range(1));
+  k::RopeConfig config;
+  config.head_dim = kHeadDim;
+  config.theta = 500000.0f;
+  config.layout = layout;
+  config.scaling.factor = 8.0f;
+  config.scaling.original_max_position_embeddings = 8192;
+  auto inv_freq = k::ComputeRopeInvFreq(config);
+  if (!Ok(state, inv_freq.status())) return;
+  std::vector<float> x = RandomVector(static_cast<size_t>(tokens) * kQHeads * kHeadDim, 7);
+  std::vector<int32_t> positions(tokens);
+  for (int t = 0; t < tokens; ++t) positions[t] = 4096 + t;
+  const k::RopeParams p{tokens,           kQHeads,          kHeadDim, x.data(), kQHeads * kHeadDim,
+                        positions.data(), inv_freq->data(), layout};
+  for (auto _ : state) {
+    if (!Ok(state, k::Rope(p))) break;
+    benchmark::DoNotOptimize(x.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "B/s", 4.0 * 2.0 * tokens * kQHeads * kHeadDim);
+}
+BENCHMARK(BM_Rope)->ArgNames({"tokens", "layout"})->ArgsProduct({{1, 512}, {0, 1}})->UseRealTime();
+
+// Softmax in place over [32, cols] (a decode step's scores for 32 heads over `cols` keys).
+// B/s = x read + written once (the kernel makes three passes; later ones hit cache when small).
+void BM_Softmax(benchmark::State& state) {
+  const int cols = static_cast<int>(state.range(0));
+  const int rows = kQHeads;
+  std::vector<float> x = RandomVector(static_cast<size_t>(rows) * cols, 8, -4.0f, 4.0f);
+  const k::SoftmaxParams p{rows, cols, x.data(), cols};
+  for (auto _ : state) {
+    if (!Ok(state, k::Softmax(p))) break;
+    benchmark::DoNotOptimize(x.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "B/s", 4.0 * 2.0 * rows * cols);
+}
+BENCHMARK(BM_Softmax)->ArgName("cols")->Arg(2048)->Arg(8192)->Arg(32768)->UseRealTime();
+
+// SwiGlu over [rows, 14336]; B/s = gate and up read + out written.
+void BM_SwiGlu(benchmark::State& state) {
+  const int rows = static_cast<int>(state.range(0));
+  const size_t count = static_cast<size_t>(rows) * kFfn;
+  const std::vector<float> gate = RandomVector(count, 9, -4.0f, 4.0f);
+  const std::vector<float> up = RandomVector(count, 10);
+  std::vector<float> out(count);
+  const k::SwiGluParams p{rows, kFfn, gate.data(), kFfn, up.data(), kFfn, out.data(), kFfn};
+  for (auto _ : state) {
+    if (!Ok(state, k::SwiGlu(p))) break;
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "B/s", 4.0 * 3.0 * static_cast<double>(count));
+}
+BENCHMARK(BM_SwiGlu)->ArgName("rows")->Arg(1)->Arg(512)->UseRealTime();
+
+// Attention inputs for `q_tokens` queries over a cache of `kv_len` slots (Llama-3-8B heads):
+// q [q_tokens, 32, 128]; K/V slabs [8, kv_len, 128].
+struct AttentionInputs {
+  std::vector<float> q, k, v, out;
+  k::AttentionParams params;
+
+  AttentionInputs(int q_tokens, int kv_len) {
+    const size_t q_count = static_cast<size_t>(q_tokens) * kQHeads * kHeadDim;
+    const size_t kv_count = static_cast<size_t>(kKvHeads) * kv_len * kHeadDim;
+    q = RandomVector(q_count, 11);
+    k = RandomVector(kv_count, 12);
+    v = RandomVector(kv_count, 13);
+    out.resize(q_count);
+    params.q_tokens = q_tokens;
+    params.q_heads = kQHeads;
+    params.kv_heads = kKvHeads;
+    params.head_dim = kHeadDim;
+    params.q = q.data();
+    params.q_stride = kQHeads * kHeadDim;
+    params.k = k.data();
+    params.v = v.data();
+    params.kv_head_stride = static_cast<long>(kv_len) * kHeadDim;
+    params.kv_len = kv_len;
+    params.out = out.data();
+    params.out_stride = kQHeads * kHeadDim;
+  }
+};
+
+// Causal prefill of n tokens from an empty cache. FLOP/s counts the visible (causal) work:
+// per head 2 (QK^T and PV) * 2 * head_dim * n(n+1)/2.
+void BM_AttentionPrefill(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  AttentionInputs in(n, n);
+  for (auto _ : state) {
+    if (!Ok(state, k::AttentionPrefill(in.params))) break;
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  const double pairs = 0.5 * static_cast<double>(n) * (n + 1);
+  SetRate(state, "FLOP/s", 4.0 * kHeadDim * pairs * kQHeads);
+}
+BENCHMARK(BM_AttentionPrefill)
+    ->ArgName("tokens")
+    ->Arg(512)
+    ->Arg(2048)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// One decode token over kv_len cached slots. KV_B/s counts the K and V bytes read.
+void BM_AttentionDecode(benchmark::State& state) {
+  const int kv_len = static_cast<int>(state.range(0));
+  AttentionInputs in(1, kv_len);
+  for (auto _ : state) {
+    if (!Ok(state, k::AttentionDecode(in.params))) break;
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "KV_B/s", 4.0 * 2.0 * kKvHeads * static_cast<double>(kv_len) * kHeadDim);
+}
+BENCHMARK(BM_AttentionDecode)
+    ->ArgName("kv_len")
+    ->Arg(2048)
+    ->Arg(8192)
+    ->Arg(32768)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+}  // namespace
+}  // namespace dapq::bench
+
+BENCHMARK_MAIN();

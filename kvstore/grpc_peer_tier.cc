@@ -1,0 +1,133 @@
+// File: kvstore/grpc_peer_tier.cc
+// KvPeer client tier.
+#include "kvstore/grpc_peer_tier.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+#include "kvstore/block_codec.h"
+#include "kvstore/peer_service.h"
+
+namespace dapq::kvstore {
+
+absl::Status GrpcPeerTierOptions::Validate() const {
+  DAPQ_RETURN_IF_ERROR(tier.Validate());
+  if (address.empty()) return absl::InvalidArgumentError("peer tier: empty address");
+  if (timeout_ms <= 0) return absl::InvalidArgumentError("peer tier: timeout_ms must be > 0");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<GrpcPeerTier>> GrpcPeerTier::Create(
+    const GrpcPeerTierOptions& options) {
+  DAPQ_RETURN_IF_ERROR(options.Validate());
+  return std::unique_ptr<GrpcPeerTier>(new GrpcPeerTier(options));
+}
+
+GrpcPeerTier::GrpcPeerTier(const GrpcPeerTierOptions& options) : options_(options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(kMaxPeerBlockBytes + (1 << 20)));
+  args.SetMaxSendMessageSize(static_cast<int>(kMaxPeerBlockBytes + (1 << 20)));
+  stub_ = dapq::v1::KvPeer::NewStub(
+      grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args));
+}
+
+void GrpcPeerTier::SetDeadline(grpc::ClientContext& ctx) const {
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(options_.timeout_ms));
+}
+
+absl::Status GrpcPeerTier::Annotate(const grpc::Status& s, const std::string& what) const {
+  absl::Status a = FromGrpcStatus(s);
+  if (a.ok()) return a;
+  return absl::Status(a.code(),
+                      absl::StrCat("peer ", options_.address, ": ", what, ": ", a.message()));
+}
+
+absl::Status GrpcPeerTier::Put(const std::string& key, std::string block) {
+  {
+    MutexLock lock(&mu_);
+    auto it = index_.find(key);
+    const size_t old = it == index_.end() ? 0 : it->second;
+    if (used_ - old + block.size() > options_.tier.capacity_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("peer tier: block ", key, " of ", block.size(), " bytes does not fit"));
+    }
+  }
+  const size_t size = block.size();
+  dapq::v1::PutBlockRequest req;
+  req.set_key(key);
+  req.set_block(std::move(block));
+  dapq::v1::PutBlockResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx);
+  DAPQ_RETURN_IF_ERROR(Annotate(stub_->PutBlock(&ctx, req, &resp), "PutBlock " + key));
+  MutexLock lock(&mu_);
+  auto it = index_.find(key);
+  used_ = used_ - (it == index_.end() ? 0 : it->second) + size;
+  index_[key] = size;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> GrpcPeerTier::Get(const std::string& key) {
+  {
+    MutexLock lock(&mu_);
+    if (!index_.count(key)) return absl::NotFoundError(absl::StrCat("peer tier: no block ", key));
+  }
+  dapq::v1::GetBlockRequest req;
+  req.set_key(key);
+  dapq::v1::GetBlockResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx);
+  const grpc::Status s = stub_->GetBlock(&ctx, req, &resp);
+  if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+    return absl::DataLossError(absl::StrCat("peer ", options_.address, ": block ", key,
+                                            " is gone (peer restarted or lost it)"));
+  }
+  DAPQ_RETURN_IF_ERROR(Annotate(s, "GetBlock " + key));
+  if (!VerifyBlock(resp.block()).ok()) {
+    return absl::DataLossError(absl::StrCat("peer ", options_.address, ": block ", key,
+                                            " failed verification in transit"));
+  }
+  return std::move(*resp.mutable_block());
+}
+
+absl::Status GrpcPeerTier::Erase(const std::string& key) {
+  {
+    MutexLock lock(&mu_);
+    auto it = index_.find(key);
+    if (it == index_.end()) return absl::NotFoundError(absl::StrCat("peer tier: no block ", key));
+    used_ -= it->second;
+    index_.erase(it);
+  }
+  dapq::v1::EraseBlockRequest req;
+  req.set_key(key);
+  dapq::v1::EraseBlockResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx);
+  const grpc::Status s = stub_->EraseBlock(&ctx, req, &resp);
+  if (s.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();
+  return Annotate(s, "EraseBlock " + key);
+}
+
+bool GrpcPeerTier::Contains(const std::string& key) const {
+  MutexLock lock(&mu_);
+  return index_.count(key) > 0;
+}
+
+std::vector<std::string> GrpcPeerTier::Keys() const {
+  MutexLock lock(&mu_);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : index_) keys.push_back(k);
+  return keys;
+}
+
+size_t GrpcPeerTier::used_bytes() const {
+  MutexLock lock(&mu_);
+  return used_;
+}
+
+}  // namespace dapq::kvstore

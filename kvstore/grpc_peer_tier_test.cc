@@ -1,0 +1,120 @@
+// File: kvstore/grpc_peer_tier_test.cc
+// The gRPC peer tier against a real KvPeer server on 127.0.0.1 (port chosen by the kernel):
+// round trips, a store spilling to the peer, the peer going away mid-transfer (Unavailable, the
+// blocks stay on the upper tiers), corruption on the peer (DataLoss), bad keys.
+#include "kvstore/grpc_peer_tier.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kvstore/block_codec.h"
+#include "kvstore/kv_store.h"
+#include "kvstore/memory_tier.h"
+#include "kvstore/peer_service.h"
+#include "tests/util/status_matchers.h"
+
+namespace dapq::kvstore {
+namespace {
+using ::dapq::testing::IsOk;
+using ::dapq::testing::StatusIs;
+
+std::string Block(uint64_t seed) {
+  std::vector<int32_t> pos(10);
+  std::vector<float> payload(2 * 10 * 8);
+  std::mt19937_64 rng(seed);
+  for (float& x : payload) x = static_cast<float>(rng() % 100);
+  return *EncodeBlock({1, 2, 0, 0, 1, 8}, pos, payload);
+}
+
+// A peer: a memory tier served over gRPC on loopback.
+class Peer {
+ public:
+  Peer() {
+    backing_ = *MemoryTier::Create({"peer-host", 1 << 20, 0.9, 0.7});
+    service_ = std::make_unique<KvPeerService>(backing_.get());
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+  }
+  ~Peer() { Stop(); }
+  void Stop() {
+    if (server_) server_->Shutdown();
+    server_.reset();
+  }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  MemoryTier& backing() { return *backing_; }
+
+ private:
+  std::unique_ptr<MemoryTier> backing_;
+  std::unique_ptr<KvPeerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+std::unique_ptr<GrpcPeerTier> Client(const std::string& address) {
+  GrpcPeerTierOptions o;
+  o.address = address;
+  o.timeout_ms = 2000;
+  auto t = GrpcPeerTier::Create(o);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return *std::move(t);
+}
+
+TEST(GrpcPeerTierTest, RoundTripThroughARealServer) {
+  Peer peer;
+  auto tier = Client(peer.address());
+  ASSERT_THAT(tier->Put("s.b0", Block(1)), IsOk());
+  EXPECT_TRUE(peer.backing().Contains("s.b0"));
+  ASSERT_OK_AND_ASSIGN(std::string got, tier->Get("s.b0"));
+  EXPECT_EQ(got, Block(1));
+  ASSERT_THAT(tier->Erase("s.b0"), IsOk());
+  EXPECT_FALSE(peer.backing().Contains("s.b0"));
+  EXPECT_THAT(tier->Put("bad/key", Block(2)),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("key")));
+}
+
+TEST(GrpcPeerTierTest, CorruptionOnThePeerIsDataLoss) {
+  Peer peer;
+  auto tier = Client(peer.address());
+  ASSERT_THAT(tier->Put("k", Block(3)), IsOk());
+  std::string bad = Block(3);
+  bad[50] ^= 1;
+  ASSERT_THAT(peer.backing().Put("k", bad), IsOk());  // bit rot on the peer
+  EXPECT_THAT(tier->Get("k"),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("verification")));
+}
+
+TEST(GrpcPeerTierTest, StoreSpillsToThePeerAndSurvivesItGoingAway) {
+  Peer peer;
+  auto remote = Client(peer.address());
+  KvStoreOptions o;
+  const size_t b = Block(0).size();
+  o.device = {"device", 4 * b, 0.76, 0.5};
+  o.host = {"host", 4 * b, 0.76, 0.5};
+  o.remote = remote.get();
+  o.background = false;
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
+  for (int i = 0; i < 8; ++i) ASSERT_THAT(store->Put("s", absl::StrCat("s.", i), Block(i)), IsOk());
+  ASSERT_THAT(store->Spill(), IsOk());
+  EXPECT_GT(store->Stats()[2].blocks, 0);
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string got, store->Get(absl::StrCat("s.", i)));
+    EXPECT_EQ(got, Block(i));
+  }
+  for (int i = 8; i < 12; ++i)
+    ASSERT_THAT(store->Put("t", absl::StrCat("t.", i), Block(i)), IsOk());
+  peer.Stop();
+  EXPECT_THAT(store->Spill(),
+              StatusIs(absl::StatusCode::kUnavailable, ::testing::HasSubstr("peer")));
+  for (int i = 8; i < 12; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string got, store->Get(absl::StrCat("t.", i)));
+    EXPECT_EQ(got, Block(i));
+  }
+}
+
+}  // namespace
+}  // namespace dapq::kvstore
