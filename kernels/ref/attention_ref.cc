@@ -1,7 +1,8 @@
 // File: kernels/ref/attention_ref.cc
 // CPU attention. Prefill is tiled with an online softmax (flash-attention form): for each
-// (head, query tile) it walks key tiles, S = Q.K^T and O += P.V through OpenBLAS, keeping only
-// kQueryTile x kKeyTile scores. Decode processes one KV head's whole query group at once.
+// (KV head, query tile) it stacks the GQA group's queries and walks key tiles, S = Q.K^T and
+// O += P.V through OpenBLAS, keeping only (kQueryTile x group) x kKeyTile scores. Decode
+// processes one KV head's whole query group at once.
 #include <cblas.h>
 
 #include <algorithm>
@@ -19,35 +20,43 @@ constexpr int kKeyTile = 256;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 struct PrefillScratch {
-  std::vector<float> scores;  // [kQueryTile, kKeyTile]
-  std::vector<float> acc;     // [kQueryTile, head_dim]
+  std::vector<float> q;       // [rows, head_dim]: the tile's queries of one KV head's group
+  std::vector<float> scores;  // [rows, kKeyTile]
+  std::vector<float> acc;     // [rows, head_dim]
   std::vector<float> row_max, row_sum;
 };
 
-void PrefillTile(const AttentionParams& p, int head, int t0, int t1, PrefillScratch& s) {
+// One KV head and query tokens [t0, t1): the group's g query heads are stacked into
+// rows = (t1 - t0) * g rows (row r = token t0 + r / g, head kv_head * g + r % g), so every key
+// tile is multiplied once for the whole group in one larger GEMM.
+void PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, PrefillScratch& s) {
   const int d = p.head_dim;
   const int group = p.q_heads / p.kv_heads;
-  const int kv_head = head / group;
   const int past = KvLength(p, kv_head) - p.q_tokens;
-  const int rows = t1 - t0;
+  const int rows = (t1 - t0) * group;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const float* q = p.q + static_cast<long>(t0) * p.q_stride + static_cast<long>(head) * d;
   const float* k = p.k + kv_head * p.kv_head_stride;
   const float* v = p.v + kv_head * p.kv_head_stride;
-
+  for (int t = t0; t < t1; ++t) {
+    const float* src =
+        p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kv_head) * group * d;
+    std::copy(src, src + static_cast<long>(group) * d,
+              s.q.begin() + static_cast<long>(t - t0) * group * d);
+  }
   std::fill(s.acc.begin(), s.acc.begin() + static_cast<long>(rows) * d, 0.0f);
   std::fill(s.row_max.begin(), s.row_max.begin() + rows, kNegInf);
   std::fill(s.row_sum.begin(), s.row_sum.begin() + rows, 0.0f);
 
-  const int key_end = past + t1;  // exclusive: the last query row sees slot past + t1 - 1
+  const int key_end = past + t1;  // exclusive: the last query token sees slot past + t1 - 1
   for (int j0 = 0; j0 < key_end; j0 += kKeyTile) {
     const int j1 = std::min(j0 + kKeyTile, key_end);
     const int cols = j1 - j0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, d, scale, q, p.q_stride,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, d, scale, s.q.data(), d,
                 k + static_cast<long>(j0) * d, d, 0.0f, s.scores.data(), kKeyTile);
     for (int r = 0; r < rows; ++r) {
       float* srow = s.scores.data() + static_cast<long>(r) * kKeyTile;
-      const int visible = std::min(cols, past + t0 + r + 1 - j0);  // keys j0..j0+visible-1
+      const int t = t0 + r / group;
+      const int visible = std::min(cols, past + t + 1 - j0);  // keys j0..j0+visible-1
       if (visible <= 0) {
         std::fill(srow, srow + cols, 0.0f);
         continue;
@@ -73,7 +82,8 @@ void PrefillTile(const AttentionParams& p, int head, int t0, int t1, PrefillScra
                 kKeyTile, v + static_cast<long>(j0) * d, d, 1.0f, s.acc.data(), d);
   }
   for (int r = 0; r < rows; ++r) {
-    float* out = p.out + static_cast<long>(t0 + r) * p.out_stride + static_cast<long>(head) * d;
+    const int t = t0 + r / group, head = kv_head * group + r % group;
+    float* out = p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(head) * d;
     const float inv = 1.0f / s.row_sum[r];
     const float* arow = s.acc.data() + static_cast<long>(r) * d;
     for (int i = 0; i < d; ++i) out[i] = arow[i] * inv;
@@ -84,11 +94,14 @@ void PrefillTile(const AttentionParams& p, int head, int t0, int t1, PrefillScra
 
 absl::Status AttentionPrefillRef(const AttentionParams& p) {
   thread_local PrefillScratch s;
-  s.scores.resize(static_cast<size_t>(kQueryTile) * kKeyTile);
-  s.acc.resize(static_cast<size_t>(kQueryTile) * p.head_dim);
-  s.row_max.resize(kQueryTile);
-  s.row_sum.resize(kQueryTile);
-  for (int h = 0; h < p.q_heads; ++h) {
+  const int group = p.q_heads / p.kv_heads;
+  const size_t max_rows = static_cast<size_t>(kQueryTile) * group;
+  s.q.resize(max_rows * p.head_dim);
+  s.scores.resize(max_rows * kKeyTile);
+  s.acc.resize(max_rows * p.head_dim);
+  s.row_max.resize(max_rows);
+  s.row_sum.resize(max_rows);
+  for (int h = 0; h < p.kv_heads; ++h) {
     for (int t0 = 0; t0 < p.q_tokens; t0 += kQueryTile) {
       PrefillTile(p, h, t0, std::min(t0 + kQueryTile, p.q_tokens), s);
     }
