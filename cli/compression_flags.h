@@ -14,7 +14,7 @@ namespace dapq::cli {
 
 struct CompressionFlags {
   std::string method = "full";
-  std::string content = "last";
+  std::string content = "last_token";
   std::string positions = "future";
   std::string pool = "max";
   std::string allocator = "uniform";

@@ -41,13 +41,13 @@ struct CompressionConfig {
   Method method = Method::kFull;
   int budget_tokens = 0;      // > 0: tokens kept per (layer, KV head), local window included
   double budget_ratio = 0.0;  // in (0, 1]: budget = ceil(ratio * prompt length); one of the two
-  int window = -1;            // local window w_l kept as is (dapq 8, snapkv 32, h2o 8, others 0)
+  int window = -1;            // local window w_l kept as is (dapq 0, snapkv 32, h2o 8, others 0)
   int sinks = -1;        // first tokens always kept (streaming 4, expected_attention 4, else 0)
   int pool_kernel = -1;  // odd; 1 = none (dapq/snapkv 7, others 1)
   kernels::PoolType pool = kernels::PoolType::kMax;
   int query_window = -1;  // queries scored with: dapq w_p 16, snapkv = window (32)
   // DapQ.
-  Content content = Content::kLast;
+  Content content = Content::kLastToken;  // chosen by evaluation (bench/results/eval)
   Positions positions = Positions::kFuture;
   int offset = 0;        // first pseudo position = n + offset
   int stride = 1;        // pseudo positions step

@@ -31,11 +31,14 @@ TEST(CompressionConfigTest, ParsesNamesAndRejectsUnknownOnes) {
 }
 
 TEST(CompressionConfigTest, DefaultsPerMethod) {
+  // DapQ's defaults come from the evaluation (bench/results/eval/README.md).
   ASSERT_OK_AND_ASSIGN(CompressionConfig d, Dapq(64).Resolve());
-  EXPECT_EQ(d.window, 8);
-  EXPECT_EQ(d.query_window, 16);
-  EXPECT_EQ(d.pool_kernel, 7);
+  EXPECT_EQ(d.window, 0);
+  EXPECT_EQ(d.query_window, 32);
+  EXPECT_EQ(d.pool_kernel, 1);
   EXPECT_EQ(d.sinks, 0);
+  EXPECT_EQ(d.content, Content::kLastToken);
+  EXPECT_EQ(d.positions, Positions::kFuture);
   CompressionConfig s = Dapq(64);
   s.method = Method::kSnapKv;
   ASSERT_OK_AND_ASSIGN(s, s.Resolve());

@@ -156,6 +156,7 @@ TEST(CompressionEngineTest, DapqActualLastKeepsSnapKvSet) {
     CompressionConfig snap = Config(Method::kSnapKv, 30);
     snap.window = 8;
     snap.query_window = 16;
+    snap.pool_kernel = 7;
     snap.storage = storage;
     CompressionConfig dapq = snap;
     dapq.method = Method::kDapq;
@@ -253,6 +254,7 @@ TEST(CompressionEngineTest, DapqForwardModeScoresPlaceholdersAndDropsThem) {
   const int n = static_cast<int>(prompt.size());
   CompressionConfig c = Config(Method::kDapq, 24);
   c.mode = DapqMode::kForward;
+  c.window = 8;
   auto seq = engine->NewSequence();
   ASSERT_OK_AND_ASSIGN(CompressionStats stats, engine->PrefillCompressed(*seq, prompt, c, nullptr));
   EXPECT_TRUE(stats.compressed);

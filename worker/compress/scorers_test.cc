@@ -112,6 +112,7 @@ TEST(ScorersTest, DapqActualPositionsWithLastContentIsSnapKv) {
   CompressionConfig d = Config(Method::kDapq);
   d.query_window = 2;
   d.positions = Positions::kActual;
+  d.content = Content::kLast;
   CompressionConfig s = Config(Method::kSnapKv);
   s.query_window = 2;
   const std::vector<float> a = Score(d, in), b = Score(s, in);
