@@ -14,6 +14,7 @@
 #include "kvstore/kv_store.h"
 #include "kvstore/memory_tier.h"
 #include "kvstore/peer_service.h"
+#include "tests/util/kv_blocks.h"
 #include "tests/util/status_matchers.h"
 
 namespace dapq::kvstore {
@@ -21,13 +22,7 @@ namespace {
 using ::dapq::testing::IsOk;
 using ::dapq::testing::StatusIs;
 
-std::string Block(uint64_t seed) {
-  std::vector<int32_t> pos(10);
-  std::vector<float> payload(2 * 10 * 8);
-  std::mt19937_64 rng(seed);
-  for (float& x : payload) x = static_cast<float>(rng() % 100);
-  return *EncodeBlock({1, 2, 0, 0, 1, 8}, pos, payload);
-}
+std::string Block(uint64_t seed) { return dapq::testing::TestBlock(seed); }
 
 // A peer: a memory tier served over gRPC on loopback.
 class Peer {

@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "kvstore/block_codec.h"
 #include "tests/util/fault_injection_env.h"
+#include "tests/util/kv_blocks.h"
 #include "tests/util/status_matchers.h"
 #include "tests/util/test_paths.h"
 
@@ -21,14 +22,7 @@ namespace {
 using ::dapq::testing::IsOk;
 using ::dapq::testing::StatusIs;
 
-// Opaque bytes cannot pass the disk tier's verification, so the tests store real blocks.
-std::string Block(uint64_t seed) {
-  std::vector<int32_t> pos(10);
-  std::vector<float> payload(2 * 10 * 8);
-  std::mt19937_64 rng(seed);
-  for (float& x : payload) x = static_cast<float>(rng() % 100);
-  return *EncodeBlock({1, 2, 0, 0, 1, 8}, pos, payload);
-}
+std::string Block(uint64_t seed) { return dapq::testing::TestBlock(seed); }
 
 KvStoreOptions SmallOptions(const std::string& dir, FileEnv* env = nullptr) {
   KvStoreOptions o;

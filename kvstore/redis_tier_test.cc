@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "kvstore/block_codec.h"
 #include "kvstore/kv_store.h"
+#include "tests/util/kv_blocks.h"
 #include "tests/util/redis_server.h"
 #include "tests/util/status_matchers.h"
 
@@ -18,13 +19,7 @@ namespace {
 using ::dapq::testing::IsOk;
 using ::dapq::testing::StatusIs;
 
-std::string Block(uint64_t seed, int tokens = 10) {
-  std::vector<int32_t> pos(tokens);
-  std::vector<float> payload(2 * tokens * 8);
-  std::mt19937_64 rng(seed);
-  for (float& x : payload) x = static_cast<float>(rng() % 100);
-  return *EncodeBlock({1, 2, 0, 0, 1, 8}, pos, payload);
-}
+std::string Block(uint64_t seed, int tokens = 10) { return dapq::testing::TestBlock(seed, tokens); }
 
 RedisTierOptions Options(int port) {
   RedisTierOptions o;

@@ -15,27 +15,16 @@
 
 #include "common/npy.h"
 #include "gtest/gtest.h"
+#include "tests/util/run_command.h"
 #include "tests/util/test_paths.h"
 
 namespace dapq {
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr, merged
-};
+using RunResult = testing::CommandResult;
 
 RunResult RunDapq(const std::string& args) {
-  const std::string cmd = std::string(DAPQ_BINARY) + " " + args + " 2>&1";
-  RunResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return testing::RunCommand(std::string(DAPQ_BINARY) + " " + args);
 }
 
 // A [heads, n, d] float tensor.
