@@ -12,8 +12,10 @@
 #include "cli/command.h"
 #include "cli/compression_flags.h"
 #include "common/status_macros.h"
+#include "kvstore/kv_store.h"
 #include "worker/engine.h"
 #include "worker/model_loader.h"
+#include "worker/session_store.h"
 #include "worker/tokenizer.h"
 
 namespace dapq::cli {
@@ -46,8 +48,44 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
                           worker::Tokenizer::Load(o.tokenizer, config.vocab_size));
     tokenizer = std::make_unique<worker::Tokenizer>(std::move(t));
   }
+  worker::EngineOptions engine_options;
+  engine_options.tp = o.tp;
+  engine_options.prefill_chunk = o.prefill_chunk;
+  DAPQ_ASSIGN_OR_RETURN(auto engine, worker::Engine::Create(model, engine_options));
+
+  // A session's earlier turns, from the KV store.
+  std::unique_ptr<kvstore::KvStore> store;
+  std::unique_ptr<worker::Sequence> seq;
+  if (!o.session.empty()) {
+    DAPQ_RETURN_IF_ERROR(worker::ValidateSessionId(o.session));
+    kvstore::KvStoreOptions so;
+    so.disk_dir = o.store_dir;
+    so.background = false;
+    DAPQ_ASSIGN_OR_RETURN(store, kvstore::KvStore::Open(so));
+    if (store->HasSession(o.session)) {
+      DAPQ_ASSIGN_OR_RETURN(
+          worker::LoadResult loaded,
+          worker::LoadSession(*engine, o.session, *store,
+                              o.fail_on_bad_block ? worker::FailedLoadPolicy::kFail
+                                                  : worker::FailedLoadPolicy::kRecompute,
+                              o.compression));
+      seq = std::move(loaded.sequence);
+      std::fprintf(stderr, "session %s: resumed at position %d (%d KV slots per head)%s\n",
+                   o.session.c_str(), seq->next_position(), seq->cached_tokens(),
+                   loaded.recomputed ? absl::StrCat(", recomputed: ", loaded.failure).c_str() : "");
+    }
+  }
+  const bool resumed = seq != nullptr;
+  if (!resumed) seq = engine->NewSequence();
+
   std::vector<int> prompt;
-  if (o.prompt_tokens > 0) {
+  if (resumed) {
+    if (o.prompt.empty() || !tokenizer) {
+      return absl::InvalidArgumentError(
+          "--prompt (with --tokenizer) is required to continue a session");
+    }
+    prompt = tokenizer->Encode(o.prompt, /*add_bos=*/false, /*add_eos=*/false);
+  } else if (o.prompt_tokens > 0) {
     std::mt19937_64 rng(o.seed);
     prompt.push_back(config.bos_token_id);
     while (static_cast<int>(prompt.size()) < o.prompt_tokens) {
@@ -56,11 +94,6 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   } else {
     prompt = tokenizer->Encode(o.prompt, /*add_bos=*/true, /*add_eos=*/false);
   }
-
-  worker::EngineOptions engine_options;
-  engine_options.tp = o.tp;
-  engine_options.prefill_chunk = o.prefill_chunk;
-  DAPQ_ASSIGN_OR_RETURN(auto engine, worker::Engine::Create(model, engine_options));
 
   worker::GenerateOptions gen;
   gen.max_new_tokens = o.steps;
@@ -71,7 +104,9 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
 
   // Echo the prompt, then stream generated text.
   if (tokenizer && !o.print_ids) {
-    std::printf("%s", tokenizer->DecodeAll({prompt.begin() + 1, prompt.end()}, prompt[0]).c_str());
+    const int before = resumed ? seq->tokens().back() : prompt[0];
+    const std::vector<int> shown(prompt.begin() + (resumed ? 0 : 1), prompt.end());
+    std::printf("%s", tokenizer->DecodeAll(shown, before).c_str());
   }
   int prev = prompt.back();
   auto on_token = [&](int token) {
@@ -84,12 +119,24 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
     prev = token;
     return true;
   };
-  DAPQ_ASSIGN_OR_RETURN(worker::GenerateResult r, engine->Generate(prompt, gen, on_token));
+  DAPQ_ASSIGN_OR_RETURN(worker::GenerateResult r, engine->Continue(*seq, prompt, gen, on_token));
   std::printf("\n");
   std::fflush(stdout);
+  if (store != nullptr && !r.tokens.empty()) {
+    // Feed the last sampled token too, so the saved session holds the whole transcript.
+    const int last = r.tokens.back();
+    const int32_t pos = seq->next_position();
+    DAPQ_RETURN_IF_ERROR(
+        engine->Forward(*seq, std::span<const int>(&last, 1), std::span(&pos, 1), nullptr));
+    DAPQ_RETURN_IF_ERROR(worker::SaveSession(*engine, *seq, o.session, *store));
+    DAPQ_RETURN_IF_ERROR(store->PersistAll());
+    std::fprintf(stderr, "session %s: saved at position %d under %s\n", o.session.c_str(),
+                 seq->next_position(), o.store_dir.c_str());
+  }
   const int decoded = static_cast<int>(r.tokens.size()) - 1;
-  const double full_kib = static_cast<double>(r.prompt_tokens + r.tokens.size() - 1) *
-                          config.kv_bytes_per_token() / 1024.0;
+  // Every position consumed so far (earlier turns of a session included) at full size.
+  const double full_kib =
+      static_cast<double>(seq->next_position()) * config.kv_bytes_per_token() / 1024.0;
   std::fprintf(stderr,
                "tp=%d prompt=%d tokens, generated=%zu tokens%s\n"
                "prefill: %.1f ms (%.1f tokens/s), time to first token %.1f ms\n"
@@ -109,7 +156,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   }
   std::fprintf(stderr,
                "kv cache: %.1f KiB used vs %.1f KiB for the full cache (%.1f KiB reserved)\n",
-               r.kv_used_bytes / 1024.0, full_kib, r.kv_allocated_bytes / 1024.0);
+               seq->kv_used_bytes() / 1024.0, full_kib, r.kv_allocated_bytes / 1024.0);
   return absl::OkStatus();
 }
 
@@ -132,6 +179,12 @@ void AddGenerateCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--prefill_chunk", opts->prefill_chunk, "prompt tokens per forward pass")
       ->capture_default_str();
   cmd->add_flag("--print_ids", opts->print_ids, "print token ids instead of text");
+  cmd->add_option("--session", opts->session,
+                  "session id: continue this session's KV from the store and save it back");
+  cmd->add_option("--store_dir", opts->store_dir, "directory of the KV store's disk tier")
+      ->capture_default_str();
+  cmd->add_flag("--fail_on_bad_block", opts->fail_on_bad_block,
+                "a stored block that fails verification is an error (default: recompute)");
   compression->Register(cmd);
   runner.Add(cmd, [opts, compression]() -> absl::Status {
     DAPQ_ASSIGN_OR_RETURN(opts->compression, compression->ToConfig());

@@ -25,6 +25,12 @@ struct GenerateCommandOptions {
   int prefill_chunk = 1024;
   bool print_ids = false;                           // print token ids instead of text
   worker::compress::CompressionConfig compression;  // applied at the end of prefill
+  // Sessions: with a session id the sequence's KV is restored from (and saved back to) the
+  // tiered KV store persisted under store_dir, so the next `generate` of the session continues
+  // where this one stopped — in another process.
+  std::string session;
+  std::string store_dir = ".dapq_store";
+  bool fail_on_bad_block = false;  // failed-load policy: fail instead of recomputing
   absl::Status Validate() const;
 };
 

@@ -1,10 +1,10 @@
 // File: tests/e2e/cli_generate_test.cc
 // The `dapq generate` binary as a user runs it (a real process): reference text on stdout,
 // timing on stderr, clear errors and exit codes for bad input.
-#include <sys/wait.h>
-
-#include <array>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -79,6 +79,68 @@ TEST(CliGenerateTest, ConvertThenGenerateFromHfDirectory) {
             "Zoo was a little girl named Lily. She loved to play outside in the park. One day, "
             "she saw a big, red ball. She wanted to play with it, but she didn't want to play "
             "with\n");
+}
+
+}  // namespace
+}  // namespace dapq
+
+namespace dapq {
+namespace {
+
+// The line of token ids `--print_ids` writes (stdout and stderr are merged).
+std::string IdsLine(const std::string& out) {
+  size_t start = 0;
+  while (start < out.size()) {
+    const size_t end = out.find('\n', start);
+    const std::string line = out.substr(start, end - start);
+    if (!line.empty() && line.find_first_not_of("0123456789 ") == std::string::npos) return line;
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return "";
+}
+
+// Sessions across processes: turn 1 saves the compressed KV to the store's disk tier, turn 2 (a
+// new process) restores it and continues; a corrupted block is recomputed (same tokens) or, with
+// --fail_on_bad_block, fails with DATA_LOSS.
+TEST(CliSessionTest, SessionContinuesInANewProcessAndSurvivesABadBlock) {
+  const std::string args = "generate " + kModelArgs + " --method dapq --budget 16 --print_ids ";
+  auto turns = [&](const std::string& dir, const std::function<void()>& between) {
+    const std::string session = " --session tim --store_dir " + dir;
+    RunResult one = RunDapq(args +
+                            "--steps 20 --prompt \"Once upon a time, there was a little boy "
+                            "named Tim. Tim had a red ball and a dog.\"" +
+                            session);
+    EXPECT_EQ(one.exit_code, 0) << one.out;
+    EXPECT_NE(one.out.find("session tim: saved at position"), std::string::npos) << one.out;
+    between();
+    return RunDapq(args + "--steps 20 --prompt \"Then Tim said\"" + session);
+  };
+  const std::string a = testing::MakeTempDir("cli_session_a");
+  const RunResult two = turns(a, [] {});
+  ASSERT_EQ(two.exit_code, 0) << two.out;
+  EXPECT_NE(two.out.find("session tim: resumed at position 48"), std::string::npos) << two.out;
+  const std::string ids = IdsLine(two.out);
+  EXPECT_FALSE(ids.empty()) << two.out;
+
+  const std::string b = testing::MakeTempDir("cli_session_b");
+  const RunResult recomputed = turns(b, [&] {
+    std::ofstream f(b + "/tim.r0.l2.h1.b0.blk", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(60);
+    f.put('\x42');
+  });
+  ASSERT_EQ(recomputed.exit_code, 0) << recomputed.out;
+  EXPECT_NE(recomputed.out.find("recomputed"), std::string::npos) << recomputed.out;
+  EXPECT_EQ(IdsLine(recomputed.out), ids);
+
+  const std::string c = testing::MakeTempDir("cli_session_c");
+  const std::string session = " --session tim --store_dir " + c;
+  ASSERT_EQ(RunDapq(args + "--steps 5 --prompt Hi" + session).exit_code, 0);
+  std::filesystem::remove(c + "/tim.r0.l0.h0.b0.blk");
+  const RunResult failed = RunDapq(args + "--steps 5 --prompt Then --fail_on_bad_block" + session);
+  EXPECT_EQ(failed.exit_code, 1);
+  EXPECT_NE(failed.out.find("DATA_LOSS"), std::string::npos) << failed.out;
+  EXPECT_NE(RunDapq(args + "--prompt x --session a/b").out.find("session_id"), std::string::npos);
 }
 
 }  // namespace
