@@ -13,16 +13,6 @@ namespace {
 constexpr char kBlockSuffix[] = ".blk";
 constexpr char kTempSuffix[] = ".blk.tmp";
 
-absl::Status CheckKey(const std::string& key) {
-  if (key.empty()) return absl::InvalidArgumentError("disk tier: empty key");
-  for (char c : key) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-' || c == '.';
-    if (!ok) return absl::InvalidArgumentError(absl::StrCat("disk tier: bad key '", key, "'"));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DiskTier>> DiskTier::Open(const TierOptions& options,
@@ -37,7 +27,6 @@ absl::StatusOr<std::unique_ptr<DiskTier>> DiskTier::Open(const TierOptions& opti
 
 absl::Status DiskTier::Recover() {
   DAPQ_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_));
-  MutexLock lock(&mu_);
   for (const std::string& name : names) {
     const std::string path = dir_ + "/" + name;
     if (absl::EndsWith(name, kTempSuffix)) {
@@ -53,46 +42,30 @@ absl::Status DiskTier::Recover() {
       continue;
     }
     const std::string key = name.substr(0, name.size() - (sizeof(kBlockSuffix) - 1));
-    index_[key] = bytes->size();
-    used_ += bytes->size();
+    Adopt(key, bytes->size());
     ++recovery_.recovered;
   }
   return absl::OkStatus();
 }
 
 absl::Status DiskTier::Put(const std::string& key, std::string block) {
-  DAPQ_RETURN_IF_ERROR(CheckKey(key));
-  {
-    MutexLock lock(&mu_);
-    auto it = index_.find(key);
-    const size_t old = it == index_.end() ? 0 : it->second;
-    if (used_ - old + block.size() > options_.capacity_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat("disk tier: block ", key, " of ",
-                                                       block.size(), " bytes does not fit (", used_,
-                                                       " of ", options_.capacity_bytes, ")"));
-    }
-  }
+  DAPQ_RETURN_IF_ERROR(ValidateBlockKey(key));
+  DAPQ_ASSIGN_OR_RETURN(const std::optional<size_t> previous, Reserve(key, block.size()));
   const std::string temp = dir_ + "/" + key + kTempSuffix;
   absl::Status s = env_->WriteFile(temp, block, /*sync=*/true);
   if (s.ok()) s = env_->Rename(temp, PathOf(key));
   if (s.ok()) s = env_->SyncDir(dir_);
   if (!s.ok()) {
+    Unreserve(key, previous);
     env_->Remove(temp).IgnoreError();  // best effort: recovery deletes it otherwise
     return absl::Status(s.code(),
                         absl::StrCat("disk tier: spilling block ", key, ": ", s.message()));
   }
-  MutexLock lock(&mu_);
-  auto it = index_.find(key);
-  used_ = used_ - (it == index_.end() ? 0 : it->second) + block.size();
-  index_[key] = block.size();
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> DiskTier::Get(const std::string& key) {
-  {
-    MutexLock lock(&mu_);
-    if (!index_.count(key)) return absl::NotFoundError(absl::StrCat("disk tier: no block ", key));
-  }
+  DAPQ_RETURN_IF_ERROR(CheckHeld(key));
   absl::StatusOr<std::string> bytes = env_->ReadFile(PathOf(key));
   if (!bytes.ok()) {
     if (absl::IsNotFound(bytes.status())) {
@@ -108,32 +81,9 @@ absl::StatusOr<std::string> DiskTier::Get(const std::string& key) {
 }
 
 absl::Status DiskTier::Erase(const std::string& key) {
-  {
-    MutexLock lock(&mu_);
-    auto it = index_.find(key);
-    if (it == index_.end()) return absl::NotFoundError(absl::StrCat("disk tier: no block ", key));
-    used_ -= it->second;
-    index_.erase(it);
-  }
+  DAPQ_RETURN_IF_ERROR(Forget(key));
   absl::Status s = env_->Remove(PathOf(key));
   return absl::IsNotFound(s) ? absl::OkStatus() : s;
-}
-
-bool DiskTier::Contains(const std::string& key) const {
-  MutexLock lock(&mu_);
-  return index_.count(key) > 0;
-}
-
-std::vector<std::string> DiskTier::Keys() const {
-  MutexLock lock(&mu_);
-  std::vector<std::string> keys;
-  for (const auto& [k, v] : index_) keys.push_back(k);
-  return keys;
-}
-
-size_t DiskTier::used_bytes() const {
-  MutexLock lock(&mu_);
-  return used_;
 }
 
 }  // namespace dapq::kvstore

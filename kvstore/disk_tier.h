@@ -5,18 +5,15 @@
 // (partial writes) are deleted, and every block file is verified (block_codec checksum);
 // files that fail are deleted and counted. Get verifies again: a block corrupted on disk after
 // it was written returns DataLoss and is never used. All I/O goes through a FileEnv.
-// Keys must be [A-Za-z0-9_.-]+.
+// Keys: ValidateBlockKey.
 // Thread-safety: thread-safe.
 #ifndef DAPQ_KVSTORE_DISK_TIER_H_
 #define DAPQ_KVSTORE_DISK_TIER_H_
 
-#include <map>
 #include <memory>
 
-#include "absl/base/thread_annotations.h"
-#include "common/mutex.h"
 #include "kvstore/file_env.h"
-#include "kvstore/tier.h"
+#include "kvstore/indexed_tier.h"
 
 namespace dapq::kvstore {
 
@@ -26,36 +23,28 @@ struct DiskRecovery {
   int discarded_corrupt = 0;
 };
 
-class DiskTier final : public Tier {
+class DiskTier final : public IndexedTier {
  public:
   // `env` must outlive the tier (nullptr = FileEnv::Posix()).
   static absl::StatusOr<std::unique_ptr<DiskTier>> Open(const TierOptions& options,
                                                         const std::string& dir,
                                                         FileEnv* env = nullptr);
 
-  const TierOptions& options() const override { return options_; }
   // ResourceExhausted when over capacity or the disk is full (ENOSPC); nothing is left behind.
   absl::Status Put(const std::string& key, std::string block) override;
   absl::StatusOr<std::string> Get(const std::string& key) override;
   absl::Status Erase(const std::string& key) override;
-  bool Contains(const std::string& key) const override;
-  std::vector<std::string> Keys() const override;
-  size_t used_bytes() const override;
   const DiskRecovery& recovery() const { return recovery_; }
 
  private:
   DiskTier(const TierOptions& options, std::string dir, FileEnv* env)
-      : options_(options), dir_(std::move(dir)), env_(env) {}
+      : IndexedTier(options), dir_(std::move(dir)), env_(env) {}
   absl::Status Recover();
   std::string PathOf(const std::string& key) const { return dir_ + "/" + key + ".blk"; }
 
-  const TierOptions options_;
   const std::string dir_;
   FileEnv* const env_;
   DiskRecovery recovery_;
-  mutable Mutex mu_;
-  std::map<std::string, size_t> index_ ABSL_GUARDED_BY(mu_);  // key -> bytes
-  size_t used_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace dapq::kvstore

@@ -27,7 +27,8 @@ absl::StatusOr<std::unique_ptr<GrpcPeerTier>> GrpcPeerTier::Create(
   return std::unique_ptr<GrpcPeerTier>(new GrpcPeerTier(options));
 }
 
-GrpcPeerTier::GrpcPeerTier(const GrpcPeerTierOptions& options) : options_(options) {
+GrpcPeerTier::GrpcPeerTier(const GrpcPeerTierOptions& options)
+    : IndexedTier(options.tier), options_(options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(kMaxPeerBlockBytes + (1 << 20)));
   args.SetMaxSendMessageSize(static_cast<int>(kMaxPeerBlockBytes + (1 << 20)));
@@ -48,35 +49,20 @@ absl::Status GrpcPeerTier::Annotate(const grpc::Status& s, const std::string& wh
 }
 
 absl::Status GrpcPeerTier::Put(const std::string& key, std::string block) {
-  {
-    MutexLock lock(&mu_);
-    auto it = index_.find(key);
-    const size_t old = it == index_.end() ? 0 : it->second;
-    if (used_ - old + block.size() > options_.tier.capacity_bytes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("peer tier: block ", key, " of ", block.size(), " bytes does not fit"));
-    }
-  }
-  const size_t size = block.size();
+  DAPQ_ASSIGN_OR_RETURN(const std::optional<size_t> previous, Reserve(key, block.size()));
   dapq::v1::PutBlockRequest req;
   req.set_key(key);
   req.set_block(std::move(block));
   dapq::v1::PutBlockResponse resp;
   grpc::ClientContext ctx;
   SetDeadline(ctx);
-  DAPQ_RETURN_IF_ERROR(Annotate(stub_->PutBlock(&ctx, req, &resp), "PutBlock " + key));
-  MutexLock lock(&mu_);
-  auto it = index_.find(key);
-  used_ = used_ - (it == index_.end() ? 0 : it->second) + size;
-  index_[key] = size;
-  return absl::OkStatus();
+  absl::Status stored = Annotate(stub_->PutBlock(&ctx, req, &resp), "PutBlock " + key);
+  if (!stored.ok()) Unreserve(key, previous);
+  return stored;
 }
 
 absl::StatusOr<std::string> GrpcPeerTier::Get(const std::string& key) {
-  {
-    MutexLock lock(&mu_);
-    if (!index_.count(key)) return absl::NotFoundError(absl::StrCat("peer tier: no block ", key));
-  }
+  DAPQ_RETURN_IF_ERROR(CheckHeld(key));
   dapq::v1::GetBlockRequest req;
   req.set_key(key);
   dapq::v1::GetBlockResponse resp;
@@ -96,13 +82,7 @@ absl::StatusOr<std::string> GrpcPeerTier::Get(const std::string& key) {
 }
 
 absl::Status GrpcPeerTier::Erase(const std::string& key) {
-  {
-    MutexLock lock(&mu_);
-    auto it = index_.find(key);
-    if (it == index_.end()) return absl::NotFoundError(absl::StrCat("peer tier: no block ", key));
-    used_ -= it->second;
-    index_.erase(it);
-  }
+  DAPQ_RETURN_IF_ERROR(Forget(key));
   dapq::v1::EraseBlockRequest req;
   req.set_key(key);
   dapq::v1::EraseBlockResponse resp;
@@ -111,23 +91,6 @@ absl::Status GrpcPeerTier::Erase(const std::string& key) {
   const grpc::Status s = stub_->EraseBlock(&ctx, req, &resp);
   if (s.error_code() == grpc::StatusCode::NOT_FOUND) return absl::OkStatus();
   return Annotate(s, "EraseBlock " + key);
-}
-
-bool GrpcPeerTier::Contains(const std::string& key) const {
-  MutexLock lock(&mu_);
-  return index_.count(key) > 0;
-}
-
-std::vector<std::string> GrpcPeerTier::Keys() const {
-  MutexLock lock(&mu_);
-  std::vector<std::string> keys;
-  for (const auto& [k, v] : index_) keys.push_back(k);
-  return keys;
-}
-
-size_t GrpcPeerTier::used_bytes() const {
-  MutexLock lock(&mu_);
-  return used_;
 }
 
 }  // namespace dapq::kvstore

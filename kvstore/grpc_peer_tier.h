@@ -7,14 +7,11 @@
 #ifndef DAPQ_KVSTORE_GRPC_PEER_TIER_H_
 #define DAPQ_KVSTORE_GRPC_PEER_TIER_H_
 
-#include <map>
 #include <memory>
 #include <string>
 
-#include "absl/base/thread_annotations.h"
-#include "common/mutex.h"
 #include "dapq/v1/kv.grpc.pb.h"
-#include "kvstore/tier.h"
+#include "kvstore/indexed_tier.h"
 
 namespace dapq::kvstore {
 
@@ -25,18 +22,14 @@ struct GrpcPeerTierOptions {
   absl::Status Validate() const;
 };
 
-class GrpcPeerTier final : public Tier {
+class GrpcPeerTier final : public IndexedTier {
  public:
   // Does not contact the peer (calls fail with Unavailable while it is away).
   static absl::StatusOr<std::unique_ptr<GrpcPeerTier>> Create(const GrpcPeerTierOptions& options);
 
-  const TierOptions& options() const override { return options_.tier; }
   absl::Status Put(const std::string& key, std::string block) override;
   absl::StatusOr<std::string> Get(const std::string& key) override;
   absl::Status Erase(const std::string& key) override;
-  bool Contains(const std::string& key) const override;
-  std::vector<std::string> Keys() const override;
-  size_t used_bytes() const override;
 
  private:
   explicit GrpcPeerTier(const GrpcPeerTierOptions& options);
@@ -45,9 +38,6 @@ class GrpcPeerTier final : public Tier {
 
   const GrpcPeerTierOptions options_;
   std::unique_ptr<dapq::v1::KvPeer::Stub> stub_;
-  mutable Mutex mu_;
-  std::map<std::string, size_t> index_ ABSL_GUARDED_BY(mu_);
-  size_t used_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace dapq::kvstore

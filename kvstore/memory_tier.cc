@@ -27,15 +27,9 @@ absl::StatusOr<std::unique_ptr<MemoryTier>> MemoryTier::Create(const TierOptions
 }
 
 absl::Status MemoryTier::Put(const std::string& key, std::string block) {
-  MutexLock lock(&mu_);
-  auto it = blocks_.find(key);
-  const size_t old = it == blocks_.end() ? 0 : it->second.size();
-  if (used_ - old + block.size() > options_.capacity_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "tier ", options_.name, ": block ", key, " of ", block.size(), " bytes does not fit (",
-        used_, " of ", options_.capacity_bytes, " bytes used)"));
-  }
-  used_ = used_ - old + block.size();
+  MutexLock lock(&mu_);  // held across Reserve so the map and the index agree
+  absl::Status reserved = Reserve(key, block.size()).status();
+  if (!reserved.ok()) return reserved;
   blocks_[key] = std::move(block);
   return absl::OkStatus();
 }
@@ -43,38 +37,15 @@ absl::Status MemoryTier::Put(const std::string& key, std::string block) {
 absl::StatusOr<std::string> MemoryTier::Get(const std::string& key) {
   MutexLock lock(&mu_);
   auto it = blocks_.find(key);
-  if (it == blocks_.end()) {
-    return absl::NotFoundError(absl::StrCat("tier ", options_.name, ": no block ", key));
-  }
+  if (it == blocks_.end()) return CheckHeld(key);  // NotFound naming the tier
   return it->second;
 }
 
 absl::Status MemoryTier::Erase(const std::string& key) {
   MutexLock lock(&mu_);
-  auto it = blocks_.find(key);
-  if (it == blocks_.end()) {
-    return absl::NotFoundError(absl::StrCat("tier ", options_.name, ": no block ", key));
-  }
-  used_ -= it->second.size();
-  blocks_.erase(it);
-  return absl::OkStatus();
-}
-
-bool MemoryTier::Contains(const std::string& key) const {
-  MutexLock lock(&mu_);
-  return blocks_.count(key) > 0;
-}
-
-std::vector<std::string> MemoryTier::Keys() const {
-  MutexLock lock(&mu_);
-  std::vector<std::string> keys;
-  for (const auto& [k, v] : blocks_) keys.push_back(k);
-  return keys;
-}
-
-size_t MemoryTier::used_bytes() const {
-  MutexLock lock(&mu_);
-  return used_;
+  absl::Status forgotten = Forget(key);
+  if (forgotten.ok()) blocks_.erase(key);
+  return forgotten;
 }
 
 }  // namespace dapq::kvstore

@@ -10,28 +10,22 @@
 
 #include "absl/base/thread_annotations.h"
 #include "common/mutex.h"
-#include "kvstore/tier.h"
+#include "kvstore/indexed_tier.h"
 
 namespace dapq::kvstore {
 
-class MemoryTier final : public Tier {
+class MemoryTier final : public IndexedTier {
  public:
   static absl::StatusOr<std::unique_ptr<MemoryTier>> Create(const TierOptions& options);
 
-  const TierOptions& options() const override { return options_; }
   absl::Status Put(const std::string& key, std::string block) override;
   absl::StatusOr<std::string> Get(const std::string& key) override;
   absl::Status Erase(const std::string& key) override;
-  bool Contains(const std::string& key) const override;
-  std::vector<std::string> Keys() const override;
-  size_t used_bytes() const override;
 
  private:
-  explicit MemoryTier(const TierOptions& options) : options_(options) {}
-  const TierOptions options_;
+  explicit MemoryTier(const TierOptions& options) : IndexedTier(options) {}
   mutable Mutex mu_;
   std::map<std::string, std::string> blocks_ ABSL_GUARDED_BY(mu_);
-  size_t used_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace dapq::kvstore

@@ -5,27 +5,13 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "kvstore/block_codec.h"
+#include "kvstore/indexed_tier.h"
 
 namespace dapq::kvstore {
-namespace {
-absl::Status CheckKey(const std::string& key) {
-  if (key.empty() || key.size() > 256) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("key: must be 1-256 characters, got ", key.size()));
-  }
-  for (char c : key) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-' || c == '.';
-    if (!ok)
-      return absl::InvalidArgumentError(absl::StrCat("key: '", key, "' has a bad character"));
-  }
-  return absl::OkStatus();
-}
-}  // namespace
 
 grpc::Status KvPeerService::PutBlock(grpc::ServerContext*, const dapq::v1::PutBlockRequest* req,
                                      dapq::v1::PutBlockResponse*) {
-  absl::Status s = CheckKey(req->key());
+  absl::Status s = ValidateBlockKey(req->key());
   if (s.ok() && req->block().size() > kMaxPeerBlockBytes) {
     s = absl::InvalidArgumentError(
         absl::StrCat("block: ", req->block().size(), " bytes exceed ", kMaxPeerBlockBytes));
@@ -36,7 +22,7 @@ grpc::Status KvPeerService::PutBlock(grpc::ServerContext*, const dapq::v1::PutBl
 
 grpc::Status KvPeerService::GetBlock(grpc::ServerContext*, const dapq::v1::GetBlockRequest* req,
                                      dapq::v1::GetBlockResponse* resp) {
-  absl::Status s = CheckKey(req->key());
+  absl::Status s = ValidateBlockKey(req->key());
   if (!s.ok()) return ToGrpcStatus(s);
   absl::StatusOr<std::string> bytes = tier_->Get(req->key());
   if (!bytes.ok()) return ToGrpcStatus(bytes.status());
@@ -50,7 +36,7 @@ grpc::Status KvPeerService::GetBlock(grpc::ServerContext*, const dapq::v1::GetBl
 
 grpc::Status KvPeerService::EraseBlock(grpc::ServerContext*, const dapq::v1::EraseBlockRequest* req,
                                        dapq::v1::EraseBlockResponse*) {
-  absl::Status s = CheckKey(req->key());
+  absl::Status s = ValidateBlockKey(req->key());
   if (s.ok()) s = tier_->Erase(req->key());
   return ToGrpcStatus(s);
 }

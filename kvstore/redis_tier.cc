@@ -59,13 +59,14 @@ absl::Status RedisTier::ConnectionErrorLocked(const std::string& what) {
 }
 
 absl::Status RedisTier::Put(const std::string& key, std::string block) {
+  DAPQ_ASSIGN_OR_RETURN(const std::optional<size_t> previous, Reserve(key, block.size()));
+  absl::Status stored = Set(key, block);
+  if (!stored.ok()) Unreserve(key, previous);
+  return stored;
+}
+
+absl::Status RedisTier::Set(const std::string& key, const std::string& block) {
   MutexLock lock(&mu_);
-  auto it = index_.find(key);
-  const size_t old = it == index_.end() ? 0 : it->second;
-  if (used_ - old + block.size() > options_.tier.capacity_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("redis tier: block ", key, " of ", block.size(), " bytes does not fit"));
-  }
   DAPQ_RETURN_IF_ERROR(EnsureConnectedLocked());
   const std::string full = options_.key_prefix + key;
   Reply r(static_cast<redisReply*>(
@@ -76,14 +77,12 @@ absl::Status RedisTier::Put(const std::string& key, std::string block) {
     return absl::ResourceExhaustedError(
         absl::StrCat("redis ", Address(), ": SET ", key, ": ", std::string(r->str, r->len)));
   }
-  used_ = used_ - old + block.size();
-  index_[key] = block.size();
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> RedisTier::Get(const std::string& key) {
+  DAPQ_RETURN_IF_ERROR(CheckHeld(key));
   MutexLock lock(&mu_);
-  if (!index_.count(key)) return absl::NotFoundError(absl::StrCat("redis tier: no block ", key));
   DAPQ_RETURN_IF_ERROR(EnsureConnectedLocked());
   const std::string full = options_.key_prefix + key;
   Reply r(static_cast<redisReply*>(redisCommand(ctx_, "GET %b", full.data(), full.size())));
@@ -105,33 +104,13 @@ absl::StatusOr<std::string> RedisTier::Get(const std::string& key) {
 }
 
 absl::Status RedisTier::Erase(const std::string& key) {
+  DAPQ_RETURN_IF_ERROR(Forget(key));
   MutexLock lock(&mu_);
-  auto it = index_.find(key);
-  if (it == index_.end()) return absl::NotFoundError(absl::StrCat("redis tier: no block ", key));
-  used_ -= it->second;
-  index_.erase(it);
   DAPQ_RETURN_IF_ERROR(EnsureConnectedLocked());
   const std::string full = options_.key_prefix + key;
   Reply r(static_cast<redisReply*>(redisCommand(ctx_, "DEL %b", full.data(), full.size())));
   if (!r) return ConnectionErrorLocked(absl::StrCat("DEL ", key));
   return absl::OkStatus();
-}
-
-bool RedisTier::Contains(const std::string& key) const {
-  MutexLock lock(&mu_);
-  return index_.count(key) > 0;
-}
-
-std::vector<std::string> RedisTier::Keys() const {
-  MutexLock lock(&mu_);
-  std::vector<std::string> keys;
-  for (const auto& [k, v] : index_) keys.push_back(k);
-  return keys;
-}
-
-size_t RedisTier::used_bytes() const {
-  MutexLock lock(&mu_);
-  return used_;
 }
 
 }  // namespace dapq::kvstore

@@ -9,13 +9,12 @@
 #ifndef DAPQ_KVSTORE_REDIS_TIER_H_
 #define DAPQ_KVSTORE_REDIS_TIER_H_
 
-#include <map>
 #include <memory>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "common/mutex.h"
-#include "kvstore/tier.h"
+#include "kvstore/indexed_tier.h"
 
 struct redisContext;
 
@@ -30,31 +29,28 @@ struct RedisTierOptions {
   absl::Status Validate() const;
 };
 
-class RedisTier final : public Tier {
+class RedisTier final : public IndexedTier {
  public:
   // Connects (Unavailable if the server does not answer PING).
   static absl::StatusOr<std::unique_ptr<RedisTier>> Connect(const RedisTierOptions& options);
   ~RedisTier() override;
 
-  const TierOptions& options() const override { return options_.tier; }
   absl::Status Put(const std::string& key, std::string block) override;
   absl::StatusOr<std::string> Get(const std::string& key) override;
   absl::Status Erase(const std::string& key) override;
-  bool Contains(const std::string& key) const override;
-  std::vector<std::string> Keys() const override;
-  size_t used_bytes() const override;
 
  private:
-  explicit RedisTier(const RedisTierOptions& options) : options_(options) {}
+  explicit RedisTier(const RedisTierOptions& options)
+      : IndexedTier(options.tier), options_(options) {}
+  // SET of one block on the connection (takes mu_).
+  absl::Status Set(const std::string& key, const std::string& block) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status EnsureConnectedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ConnectionErrorLocked(const std::string& what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string Address() const;
 
   const RedisTierOptions options_;
   mutable Mutex mu_;
-  redisContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::map<std::string, size_t> index_ ABSL_GUARDED_BY(mu_);
-  size_t used_ ABSL_GUARDED_BY(mu_) = 0;
+  redisContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // mu_ serialises the connection
 };
 
 }  // namespace dapq::kvstore
