@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/status_matchers.h"
+#include "tests/util/test_paths.h"
 #include "worker/hf_loader.h"
 #include "worker/llama2c_loader.h"
 #include "worker/safetensors.h"
@@ -74,11 +75,9 @@ nlohmann::json ReadJson(const std::string& path) {
 class HfConverterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/hf_converter_test_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
-           std::to_string(::getpid());
-    std::filesystem::remove_all(dir_);
-    ASSERT_TRUE(std::filesystem::create_directories(dir_));
+    dir_ =
+        dapq::testing::MakeTempDir(std::string("hf_converter_test_") +
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 

@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/status_matchers.h"
+#include "tests/util/test_paths.h"
 #include "worker/safetensors.h"
 
 namespace dapq::worker {
@@ -121,11 +122,9 @@ bool SameFloats(const float* p, const std::vector<float>& v) {
 class HfLoaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/hf_loader_test_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
-           std::to_string(::getpid());
-    std::filesystem::remove_all(dir_);
-    ASSERT_TRUE(std::filesystem::create_directories(dir_));
+    dir_ =
+        dapq::testing::MakeTempDir(std::string("hf_loader_test_") +
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
