@@ -145,6 +145,17 @@ absl::Status Engine::ForwardObserved(Sequence& seq, std::span<const int> tokens,
   return absl::OkStatus();
 }
 
+absl::Status Engine::CheckPrefill(const Sequence& seq, size_t tokens) const {
+  if (tokens == 0) return absl::InvalidArgumentError("prefill: no tokens");
+  const long end = static_cast<long>(seq.next_position_) + static_cast<long>(tokens);
+  if (end > config().max_seq_len) {
+    return absl::OutOfRangeError(absl::StrCat("prefill: ", tokens, " tokens from position ",
+                                              seq.next_position_, " exceed the context limit ",
+                                              config().max_seq_len));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Engine::Prefill(Sequence& seq, std::span<const int> tokens,
                              std::vector<float>* logits) {
   DAPQ_RETURN_IF_ERROR(PrefillObserved(seq, tokens, logits, {}));
@@ -155,13 +166,7 @@ absl::Status Engine::Prefill(Sequence& seq, std::span<const int> tokens,
 absl::Status Engine::PrefillObserved(Sequence& seq, std::span<const int> tokens,
                                      std::vector<float>* logits,
                                      std::span<QueryObserver* const> observers) {
-  if (tokens.empty()) return absl::InvalidArgumentError("prefill: no tokens");
-  const long end = static_cast<long>(seq.next_position_) + static_cast<long>(tokens.size());
-  if (end > config().max_seq_len) {
-    return absl::OutOfRangeError(absl::StrCat("prefill: ", tokens.size(), " tokens from position ",
-                                              seq.next_position_, " exceed the context limit ",
-                                              config().max_seq_len));
-  }
+  DAPQ_RETURN_IF_ERROR(CheckPrefill(seq, tokens.size()));
   std::vector<int32_t> positions;
   for (size_t begin = 0; begin < tokens.size(); begin += options_.prefill_chunk) {
     const size_t n = std::min(tokens.size() - begin, static_cast<size_t>(options_.prefill_chunk));
@@ -250,13 +255,7 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
 
 absl::Status Engine::PrefillAllLogits(Sequence& seq, std::span<const int> tokens,
                                       std::vector<float>* logits) {
-  if (tokens.empty()) return absl::InvalidArgumentError("prefill: no tokens");
-  const long end = static_cast<long>(seq.next_position_) + static_cast<long>(tokens.size());
-  if (end > config().max_seq_len) {
-    return absl::OutOfRangeError(absl::StrCat("prefill: ", tokens.size(), " tokens from position ",
-                                              seq.next_position_, " exceed the context limit ",
-                                              config().max_seq_len));
-  }
+  DAPQ_RETURN_IF_ERROR(CheckPrefill(seq, tokens.size()));
   std::vector<int32_t> positions(tokens.size());
   for (size_t i = 0; i < tokens.size(); ++i)
     positions[i] = seq.next_position_ + static_cast<int32_t>(i);

@@ -152,6 +152,8 @@ class Engine {
   absl::Status ForwardChunk(Sequence& seq, std::span<const int> tokens,
                             std::span<const int32_t> positions, std::span<float> logits,
                             bool all_logits, std::span<QueryObserver* const> observers = {});
+  // InvalidArgument for no tokens, OutOfRange past the context limit.
+  absl::Status CheckPrefill(const Sequence& seq, size_t tokens) const;
   absl::Status PrefillObserved(Sequence& seq, std::span<const int> tokens,
                                std::vector<float>* logits,
                                std::span<QueryObserver* const> observers);
