@@ -4,7 +4,6 @@
 // half-split models are copied as is; untied heads, q/k/v biases and Llama-3 scaling survive.
 #include "worker/hf_converter.h"
 
-
 #include <algorithm>
 #include <cstring>
 #include <filesystem>

@@ -4,7 +4,6 @@
 // of BF16 / F16 / unaligned F32 tensors.
 #include "worker/hf_loader.h"
 
-
 #include <cstdint>
 #include <cstring>
 #include <filesystem>

@@ -3,7 +3,6 @@
 // infinities, NaN), bf16 rounding, and rejection of malformed files with named causes.
 #include "worker/safetensors.h"
 
-
 #include <cmath>
 #include <cstdint>
 #include <cstring>
