@@ -1,0 +1,64 @@
+// File: worker/comm/gloo_communicator.h
+// Communicator over Gloo's TCP transport, for tensor-parallel ranks that are separate processes
+// (on one machine over loopback, or across machines). The ranks meet through a
+// gloo::rendezvous::FileStore: a directory every rank can see, where each publishes its listening
+// addresses under `group_id`, then every pair of ranks connects directly over TCP.
+//
+// Semantics (see communicator.h for the contract shared with the in-process communicator):
+//  - Float AllReduceSum is an allgather followed by a local sum in rank order 0..size-1, so its
+//    results are bit-identical to the in-process communicator's (and on every rank). Gloo's own
+//    allreduce (ring / halving-doubling) adds in an order that depends on the algorithm and the
+//    rank, which would make multi-process results differ from in-process ones in the last bits.
+//    The cost is size x count floats received per rank instead of ~2 x count; the activations
+//    reduced here are one hidden vector per token, so this is not the bottleneck on CPU.
+//  - int64 AllReduceSum uses Gloo's allreduce: integer sums are exact in any order.
+//  - Every collective has the per-collective timeout of the options (DeadlineExceeded). A peer
+//    whose process dies closes its sockets, so the pending or next collective fails with
+//    Unavailable at once instead of waiting for the timeout.
+//  - After any failure the group is broken: this rank closes its connections (so that the other
+//    ranks fail fast too) and every later collective returns the first error. Build a new group
+//    (a new group_id) to continue.
+//  - Abort() makes every later collective return Aborted at once. A collective already blocked
+//    inside Gloo cannot be interrupted: it returns when its peers arrive or fail, or at the
+//    timeout.
+//  - Gloo reports errors with C++ exceptions; none escapes: they become absl::Status here.
+//  - Writing to a socket whose peer has died raises SIGPIPE, whose default action kills the
+//    process. ConnectGlooGroup therefore sets SIGPIPE to SIG_IGN for the whole process when it is
+//    still at SIG_DFL (as gRPC and Python do); writes then fail with EPIPE, which Gloo reports.
+//
+// Thread-safety: one thread at a time per communicator (Abort() from any thread). The returned
+// object owns its Gloo context, TCP device and background I/O thread.
+#ifndef DAPQ_WORKER_COMM_GLOO_COMMUNICATOR_H_
+#define DAPQ_WORKER_COMM_GLOO_COMMUNICATOR_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "worker/comm/communicator.h"
+
+namespace dapq::worker {
+
+struct GlooGroupOptions {
+  int rank = 0, size = 1;
+  // gloo::rendezvous::FileStore directory shared by the ranks (created if missing).
+  std::string rendezvous_dir;
+  // Key prefix, so that several groups (and retries) can share a directory. A group_id must be
+  // used by one group attempt only: its keys stay in the directory ("File already exists").
+  std::string group_id;
+  std::string hostname = "127.0.0.1";           // interface address this rank listens on
+  absl::Duration timeout = absl::Seconds(120);  // per collective, and for the rendezvous
+  // InvalidArgument naming the field: rank outside [0, size), size < 1, empty rendezvous_dir or
+  // hostname, timeout <= 0.
+  absl::Status Validate() const;
+};
+
+// Joins the group as options.rank: blocks until every rank has published its address and every
+// pair is connected. Unavailable when a peer cannot be reached, DeadlineExceeded when the others
+// do not arrive within the timeout, InvalidArgument for bad options.
+absl::StatusOr<std::unique_ptr<Communicator>> ConnectGlooGroup(const GlooGroupOptions& options);
+
+}  // namespace dapq::worker
+
+#endif  // DAPQ_WORKER_COMM_GLOO_COMMUNICATOR_H_
