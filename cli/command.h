@@ -37,6 +37,9 @@ void AddGenerateCommand(CLI::App& app, CommandRunner& runner);
 void AddConvertCommand(CLI::App& app, CommandRunner& runner);
 void AddCompressCommand(CLI::App& app, CommandRunner& runner);
 void AddEvalCommand(CLI::App& app, CommandRunner& runner);
+void AddServeCommand(CLI::App& app, CommandRunner& runner);
+void AddStatusCommand(CLI::App& app, CommandRunner& runner);
+void AddBatchCommand(CLI::App& app, CommandRunner& runner);
 
 }  // namespace dapq::cli
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
 #include "cli/compression_flags.h"
+#include "cli/remote_generate.h"
 #include "common/status_macros.h"
 #include "kvstore/kv_store.h"
 #include "worker/engine.h"
@@ -165,8 +166,12 @@ void AddGenerateCommand(CLI::App& app, CommandRunner& runner) {
   auto compression = std::make_shared<CompressionFlags>();
   CLI::App* cmd = app.add_subcommand("generate", "generate text with the in-process engine");
   cmd->add_option("--model", opts->model,
-                  "llama2.c .bin, Hugging Face directory, or synthetic:<shape>[-<N>l][@seed]")
-      ->required();
+                  "llama2.c .bin, Hugging Face directory, or synthetic:<shape>[-<N>l][@seed] "
+                  "(required unless --coordinator)");
+  cmd->add_option("--coordinator", opts->coordinator,
+                  "host:port of a cluster (dapq serve): generate there instead of in-process");
+  cmd->add_option("--timeout_s", opts->timeout_s,
+                  "with --coordinator: request deadline (0 = none)");
   cmd->add_option("--tokenizer", opts->tokenizer, "llama2.c tokenizer .bin");
   cmd->add_option("--prompt", opts->prompt, "prompt text (default: BOS only)");
   cmd->add_option("--prompt_tokens", opts->prompt_tokens,
@@ -188,6 +193,10 @@ void AddGenerateCommand(CLI::App& app, CommandRunner& runner) {
   compression->Register(cmd);
   runner.Add(cmd, [opts, compression]() -> absl::Status {
     DAPQ_ASSIGN_OR_RETURN(opts->compression, compression->ToConfig());
+    if (!opts->coordinator.empty()) {
+      opts->session_remote = opts->session;
+      return RunRemoteGenerate(opts->coordinator, *opts, *compression);
+    }
     return RunGenerate(*opts);
   });
 }

@@ -31,6 +31,10 @@ struct GenerateCommandOptions {
   std::string session;
   std::string store_dir = ".dapq_store";
   bool fail_on_bad_block = false;  // failed-load policy: fail instead of recomputing
+  // Remote mode (--coordinator): the request goes to a cluster; the session lives there.
+  std::string coordinator;
+  std::string session_remote;  // the session id sent with a remote request
+  int timeout_s = 0;           // remote: deadline of the request (0 = none)
   absl::Status Validate() const;
 };
 

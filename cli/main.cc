@@ -15,6 +15,9 @@ int main(int argc, char** argv) {
   dapq::cli::AddConvertCommand(app, runner);
   dapq::cli::AddCompressCommand(app, runner);
   dapq::cli::AddEvalCommand(app, runner);
+  dapq::cli::AddServeCommand(app, runner);
+  dapq::cli::AddStatusCommand(app, runner);
+  dapq::cli::AddBatchCommand(app, runner);
 
   CLI11_PARSE(app, argc, argv);
   const absl::Status status = runner.Run();

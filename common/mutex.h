@@ -8,6 +8,7 @@
 #ifndef DAPQ_COMMON_MUTEX_H_
 #define DAPQ_COMMON_MUTEX_H_
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -44,6 +45,11 @@ class CondVar {
   template <typename Pred>
   void Wait(Mutex* mu, Pred pred) {
     cv_.wait(*mu, pred);
+  }
+  // REQUIRES: *mu held. Waits until pred() or `timeout` passed; returns pred().
+  template <typename Pred>
+  bool WaitFor(Mutex* mu, std::chrono::milliseconds timeout, Pred pred) {
+    return cv_.wait_for(*mu, timeout, pred);
   }
   void SignalAll() { cv_.notify_all(); }
 

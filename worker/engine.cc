@@ -1,5 +1,6 @@
 // File: worker/engine.cc
-// Engine: rank threads, chunked prefill, decode loop, sampling and timing.
+// Engine: rank threads (or this process's rank of a group), chunked prefill, decode loop,
+// sampling and timing.
 #include "worker/engine.h"
 
 #include <chrono>
@@ -17,6 +18,12 @@ namespace {
 double SecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
+
+// What rank 0 sends every other rank after each sampled token (Engine::ShareStep).
+struct StepMessage {
+  int32_t token = 0;
+  int32_t keep_going = 0;  // on_token's decision on rank 0
+};
 }  // namespace
 
 absl::Status EngineOptions::Validate(const ModelConfig& config) const {
@@ -80,6 +87,31 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Mod
   return engine;
 }
 
+absl::StatusOr<std::unique_ptr<Engine>> Engine::CreateRank(
+    std::shared_ptr<const ModelWeights> model, const EngineOptions& options,
+    std::unique_ptr<Communicator> comm) {
+  if (model == nullptr) return absl::InvalidArgumentError("engine: no model");
+  if (comm == nullptr) return absl::InvalidArgumentError("engine: no communicator");
+  DAPQ_RETURN_IF_ERROR(model->config.Validate());
+  DAPQ_RETURN_IF_ERROR(options.Validate(model->config));
+  if (comm->size() != options.tp) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine: communicator group of ", comm->size(), " ranks for tp=", options.tp));
+  }
+  const int rank = comm->rank();
+  if (rank < 0 || rank >= options.tp) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine: communicator rank ", rank, " outside [0, tp=", options.tp, ")"));
+  }
+  DAPQ_ASSIGN_OR_RETURN(RankShard shard, MakeRankShard(model->config, rank, options.tp));
+  std::unique_ptr<Engine> engine(new Engine(model, options));
+  engine->first_rank_ = rank;
+  engine->comms_.push_back(std::move(comm));
+  engine->ranks_.push_back(std::make_unique<RankModel>(*model, shard, engine->comms_[0].get()));
+  DAPQ_ASSIGN_OR_RETURN(engine->inv_freq_, kernels::ComputeRopeInvFreq(model->config.rope));
+  return engine;
+}
+
 Engine::Engine(std::shared_ptr<const ModelWeights> model, const EngineOptions& options)
     : model_(std::move(model)), options_(options) {}
 
@@ -92,7 +124,13 @@ std::unique_ptr<Sequence> Engine::NewSequence() const {
 }
 
 absl::Status Engine::RunOnRanks(const std::function<absl::Status(int)>& fn) {
-  if (ranks_.size() == 1) return fn(0);
+  if (ranks_.size() == 1) {
+    absl::Status s = fn(0);
+    // This process's rank may have failed between two collectives of its group: a later call
+    // must not pair its collectives with the peers' current ones.
+    if (!s.ok() && multi_process()) comms_[0]->Abort();
+    return s;
+  }
   std::vector<absl::Status> results(ranks_.size());
   std::vector<std::thread> threads;
   auto run = [&](int r) {
@@ -113,8 +151,9 @@ absl::Status Engine::ForwardChunk(Sequence& seq, std::span<const int> tokens,
                                   std::span<const int32_t> positions, std::span<float> logits,
                                   bool all_logits, std::span<QueryObserver* const> observers) {
   return RunOnRanks([&](int r) {
+    const bool global_rank0 = first_rank_ + r == 0;
     return ranks_[r]->Forward(tokens, positions, seq.caches_[r],
-                              r == 0 ? logits : std::span<float>(), all_logits,
+                              global_rank0 ? logits : std::span<float>(), all_logits,
                               observers.empty() ? nullptr : observers[r]);
   });
 }
@@ -245,6 +284,17 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
   }));
   stats.slots_after = 0;
   for (const KvCache& cache : seq.caches_) stats.slots_after += cache.total_slots();
+  if (multi_process()) {
+    // Over the whole group, so that every rank reports the same stats.
+    int64_t slots[2] = {stats.slots_before, stats.slots_after};
+    absl::Status s = comms_[0]->AllReduceSum(slots, 2);
+    if (!s.ok()) {
+      comms_[0]->Abort();
+      return s;
+    }
+    stats.slots_before = slots[0];
+    stats.slots_after = slots[1];
+  }
   stats.seconds = SecondsSince(t0);
   stats.compressed = true;
   stats.layer_budgets = budgets;
@@ -299,13 +349,15 @@ absl::StatusOr<GenerateResult> Engine::Continue(Sequence& seq, std::span<const i
   } else {
     DAPQ_RETURN_IF_ERROR(Prefill(seq, prompt, &logits));
   }
-  int token = sampler.Sample(logits);
+  // Only the driver has logits; the other ranks of a group take its token in ShareStep.
+  int token = is_driver() ? sampler.Sample(logits) : 0;
   result.prefill_seconds = SecondsSince(t0);
   const auto t1 = std::chrono::steady_clock::now();
   const auto& stops = config().stop_token_ids;
   while (true) {
+    bool keep_going = is_driver() && on_token ? on_token(token) : true;
+    if (multi_process()) DAPQ_RETURN_IF_ERROR(ShareStep(token, keep_going));
     result.tokens.push_back(token);
-    const bool keep_going = on_token ? on_token(token) : true;
     if (options.stop_at_stop_tokens &&
         std::find(stops.begin(), stops.end(), token) != stops.end()) {
       result.stopped_at_stop_token = true;
@@ -315,13 +367,29 @@ absl::StatusOr<GenerateResult> Engine::Continue(Sequence& seq, std::span<const i
     const int32_t pos = seq.next_position();
     DAPQ_RETURN_IF_ERROR(
         Forward(seq, std::span<const int>(&token, 1), std::span<const int32_t>(&pos, 1), &logits));
-    token = sampler.Sample(logits);
+    if (is_driver()) token = sampler.Sample(logits);
   }
   result.decode_seconds = SecondsSince(t1);
   result.cached_tokens = seq.cached_tokens();
   result.kv_used_bytes = seq.kv_used_bytes();
   result.kv_allocated_bytes = seq.kv_allocated_bytes();
   return result;
+}
+
+absl::Status Engine::ShareStep(int& token, bool& keep_going) {
+  StepMessage message;
+  if (is_driver()) {
+    message.token = token;
+    message.keep_going = keep_going ? 1 : 0;
+  }
+  absl::Status s = comms_[0]->Broadcast(&message, sizeof(message), /*root=*/0);
+  if (!s.ok()) {
+    comms_[0]->Abort();
+    return s;
+  }
+  token = message.token;
+  keep_going = message.keep_going != 0;
+  return absl::OkStatus();
 }
 
 absl::Status Engine::Replay(Sequence& seq, std::span<const int> tokens,

@@ -1,7 +1,17 @@
 // File: worker/engine.h
-// The in-process inference engine: a model sharded over `tp` rank threads (RankModel + an
-// in-process Communicator each), sequences with explicit position tracking, chunked prefill,
-// decode and generation with streaming callbacks.
+// The inference engine: a model sharded over `tp` tensor-parallel ranks, sequences with explicit
+// position tracking, chunked prefill, decode and generation with streaming callbacks.
+// Two modes:
+//  - in-process (Create): every rank is a thread of this process (RankModel + an in-process
+//    Communicator each);
+//  - multi-process (CreateRank): this process holds one rank of a group whose other ranks are
+//    other processes, joined by a Communicator such as Gloo or NCCL. Every rank calls the same
+//    Engine methods with the same arguments in the same order (SPMD); rank 0, the driver,
+//    samples, calls on_token and receives logits, and sends each sampled token and its
+//    keep-going decision to the other ranks, so that all of them feed identical tokens and stop
+//    at the same step.
+// An engine holds only its local ranks: "local rank i" below is the engine's i-th rank, global
+// rank first_rank() + i.
 // Positions: a Sequence's next_position() is where its next token goes. It starts at 0 and
 // advances by the tokens fed, independently of the number of cached slots (compression will
 // shrink the cache without moving positions).
@@ -44,13 +54,16 @@ struct FeedSegment {
 class Sequence {
  public:
   int next_position() const { return next_position_; }
-  // The most slots any (layer, KV head) holds (the prompt length until compression).
+  // The most slots any (layer, KV head) of the first local rank holds (the prompt length until
+  // compression).
   int cached_tokens() const { return caches_.empty() ? 0 : caches_[0].max_length(); }
-  // Rank r's cache (r in [0, tp)).
+  // The cache of the engine's local rank `rank` (in [0, local_ranks()): the global rank for an
+  // in-process engine, 0 for this process's rank of a multi-process engine).
   KvCache& cache(int rank) { return caches_[rank]; }
   const KvCache& cache(int rank) const { return caches_[rank]; }
-  size_t kv_allocated_bytes() const;  // storage reserved over every rank
-  size_t kv_used_bytes() const;       // valid slots x K and V over every rank
+  int local_ranks() const { return static_cast<int>(caches_.size()); }
+  size_t kv_allocated_bytes() const;  // storage reserved over the local ranks
+  size_t kv_used_bytes() const;       // valid slots x K and V over the local ranks
   bool compressed() const { return compressed_; }
   // Every token fed so far, and how (replayable() is false after a Forward at explicit,
   // non-consecutive positions).
@@ -87,26 +100,41 @@ struct GenerateResult {
   double decode_seconds = 0;   // the remaining tokens
   bool stopped_at_stop_token = false;
   int cached_tokens = 0;          // most KV slots of any (layer, KV head) at the end
-  size_t kv_used_bytes = 0;       // valid KV bytes over all ranks at the end
-  size_t kv_allocated_bytes = 0;  // KV storage reserved over all ranks
+  size_t kv_used_bytes = 0;       // valid KV bytes over the engine's local ranks at the end
+  size_t kv_allocated_bytes = 0;  // KV storage reserved over the engine's local ranks
   compress::CompressionStats compression;
 };
 
 class Engine {
  public:
+  // In-process: options.tp rank threads.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<const ModelWeights> model,
                                                         const EngineOptions& options);
+  // One rank of a multi-process group: this process holds rank comm->rank() of comm->size()
+  // (must equal options.tp; InvalidArgument otherwise). Every rank calls the same Engine methods
+  // with the same arguments in the same order (SPMD); logits are produced on rank 0 only (the
+  // other ranks' logits vectors are zeros). After a failed call the group may be out of step:
+  // the engine aborts its communicator and every later collective call fails; build a new group.
+  // Sequences, their caches and KV byte counts cover this process's rank only; SessionStore,
+  // which walks options().tp caches, needs an in-process engine.
+  static absl::StatusOr<std::unique_ptr<Engine>> CreateRank(
+      std::shared_ptr<const ModelWeights> model, const EngineOptions& options,
+      std::unique_ptr<Communicator> comm);
   ~Engine();
 
   const ModelConfig& config() const { return model_->config; }
   const EngineOptions& options() const { return options_; }
+  bool is_driver() const { return first_rank_ == 0; }  // holds rank 0 (true in-process)
+  int first_rank() const { return first_rank_; }  // global rank of this engine's first local rank
+  int local_ranks() const { return static_cast<int>(ranks_.size()); }
 
   std::unique_ptr<Sequence> NewSequence() const;
 
   // Feeds tokens at explicit positions; `logits` (optional) receives the last token's logits.
   absl::Status Forward(Sequence& seq, std::span<const int> tokens,
                        std::span<const int32_t> positions, std::vector<float>* logits);
-  // Forward with an observer per rank (observers.size() == tp) that sees every layer's queries.
+  // Forward with an observer per local rank (observers.size() == local_ranks()) that sees every
+  // layer's queries.
   absl::Status ForwardObserved(Sequence& seq, std::span<const int> tokens,
                                std::span<const int32_t> positions, std::vector<float>* logits,
                                std::span<QueryObserver* const> observers);
@@ -117,7 +145,8 @@ class Engine {
   // collected while it runs, then every rank scores its KV heads, the ranks agree on the keep-set
   // through exact integer all-reduces, and the caches are compacted. The sequence must be fresh
   // (FailedPrecondition otherwise). Method full, or a prompt within the budget, is a plain
-  // prefill (bit-identical). `logits` are the last prompt token's, from the full cache.
+  // prefill (bit-identical). `logits` are the last prompt token's, from the full cache. The
+  // stats' slot counts are over the whole group (identical on every rank).
   absl::StatusOr<compress::CompressionStats> PrefillCompressed(
       Sequence& seq, std::span<const int> tokens, const compress::CompressionConfig& config,
       std::vector<float>* logits);
@@ -128,7 +157,8 @@ class Engine {
   // Feeds `tokens` (non-empty) to `seq` — compressed with options.compression when the sequence
   // is fresh, a plain prefill otherwise (a session's next turn) — and samples up to
   // max_new_tokens, feeding each sampled token but the last. on_token (optional) sees each token
-  // as it is produced and may return false to stop early.
+  // as it is produced and may return false to stop early. Multi-process: on_token is called on
+  // rank 0 only; every rank returns the same tokens and stops at the same step.
   absl::StatusOr<GenerateResult> Continue(Sequence& seq, std::span<const int> tokens,
                                           const GenerateOptions& options,
                                           const std::function<bool(int)>& on_token = nullptr);
@@ -146,9 +176,12 @@ class Engine {
 
  private:
   Engine(std::shared_ptr<const ModelWeights> model, const EngineOptions& options);
-  // Runs fn(rank) on every rank (rank 0 on the calling thread); the first error wins and the
-  // communicator group is aborted so no rank waits forever.
+  bool multi_process() const { return static_cast<int>(ranks_.size()) != options_.tp; }
+  // Runs fn(local rank) on every local rank (the first on the calling thread); the first error
+  // wins and the communicator group is aborted so no rank waits forever.
   absl::Status RunOnRanks(const std::function<absl::Status(int)>& fn);
+  // Multi-process: sends the driver's sampled token and keep-going decision to every rank.
+  absl::Status ShareStep(int& token, bool& keep_going);
   absl::Status ForwardChunk(Sequence& seq, std::span<const int> tokens,
                             std::span<const int32_t> positions, std::span<float> logits,
                             bool all_logits, std::span<QueryObserver* const> observers = {});
@@ -162,6 +195,7 @@ class Engine {
   EngineOptions options_;
   std::vector<std::unique_ptr<Communicator>> comms_;
   std::vector<std::unique_ptr<RankModel>> ranks_;
+  int first_rank_ = 0;
   std::vector<float> inv_freq_;
 };
 

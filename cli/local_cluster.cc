@@ -1,0 +1,224 @@
+// File: cli/local_cluster.cc
+// LocalCluster: process layout, readiness, restart and shutdown.
+#include "cli/local_cluster.h"
+
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+#include "dapq/v1/admin.grpc.pb.h"
+
+namespace dapq::cli {
+namespace {
+
+absl::StatusOr<int> FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::UnavailableError("socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return absl::UnavailableError("could not find a free port");
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+}  // namespace
+
+std::string ProgramDir() {
+  char buf[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  return std::filesystem::path(std::string(buf, n)).parent_path().string();
+}
+
+absl::Status LocalClusterOptions::Validate() const {
+  if (model.empty()) return absl::InvalidArgumentError("--model is required");
+  if (groups < 1 || groups > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("--groups=", groups, " must be in [1, 64]"));
+  }
+  if (tp < 1 || tp > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("--tp=", tp, " must be in [1, 64]"));
+  }
+  if (port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--port=", port, " must be in [0, 65535]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
+    const LocalClusterOptions& options) {
+  DAPQ_RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<LocalCluster> c(new LocalCluster(options));
+  LocalClusterOptions& o = c->options_;
+  if (o.bin_dir.empty()) o.bin_dir = ProgramDir();
+  if (o.work_dir.empty()) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "dapq-serve-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) return absl::UnavailableError("mkdtemp failed");
+    o.work_dir = tmpl;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(o.work_dir) / "logs", ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create the work directory ", o.work_dir, ": ", ec.message()));
+  }
+  if (o.db.empty()) o.db = (std::filesystem::path(o.work_dir) / "batch.db").string();
+  if (o.port == 0) {
+    DAPQ_ASSIGN_OR_RETURN(o.port, FreePort());
+  }
+  c->address_ = absl::StrCat("127.0.0.1:", o.port);
+  DAPQ_RETURN_IF_ERROR(c->StartCoordinator());
+  c->workers_.resize(static_cast<size_t>(o.groups) * o.tp);
+  for (int g = 0; g < o.groups; ++g) {
+    for (int r = 0; r < o.tp; ++r) DAPQ_RETURN_IF_ERROR(c->StartWorker(g, r));
+  }
+  return c;
+}
+
+absl::Status LocalCluster::StartCoordinator() {
+  const LocalClusterOptions& o = options_;
+  std::vector<std::string> argv = {(std::filesystem::path(o.bin_dir) / "dapq-coordinator").string(),
+                                   "--listen",
+                                   address_,
+                                   "--db",
+                                   o.db,
+                                   "--max_in_flight",
+                                   std::to_string(o.max_in_flight),
+                                   "--heartbeat_ms",
+                                   std::to_string(o.heartbeat_ms)};
+  DAPQ_ASSIGN_OR_RETURN(ChildProcess p,
+                        ChildProcess::Start(argv, o.work_dir + "/logs/coordinator.log"));
+  coordinator_ = std::make_unique<ChildProcess>(std::move(p));
+  return absl::OkStatus();
+}
+
+absl::Status LocalCluster::StartWorker(int group, int rank) {
+  const LocalClusterOptions& o = options_;
+  const std::string group_id = absl::StrCat("g", group);
+  std::vector<std::string> argv = {(std::filesystem::path(o.bin_dir) / "dapq-worker").string(),
+                                   "--model",
+                                   o.model,
+                                   "--tp",
+                                   std::to_string(o.tp),
+                                   "--rank",
+                                   std::to_string(rank),
+                                   "--group_id",
+                                   group_id,
+                                   "--rendezvous_dir",
+                                   o.work_dir + "/rendezvous",
+                                   "--coordinator",
+                                   address_,
+                                   "--heartbeat_ms",
+                                   std::to_string(o.heartbeat_ms),
+                                   "--prefill_chunk",
+                                   std::to_string(o.prefill_chunk),
+                                   "--max_queue",
+                                   std::to_string(o.worker_max_queue)};
+  if (!o.tokenizer.empty()) {
+    argv.push_back("--tokenizer");
+    argv.push_back(o.tokenizer);
+  }
+  DAPQ_ASSIGN_OR_RETURN(
+      ChildProcess p,
+      ChildProcess::Start(argv, absl::StrCat(o.work_dir, "/logs/", group_id, "-r", rank, ".log")));
+  workers_[group * o.tp + rank] = std::make_unique<ChildProcess>(std::move(p));
+  return absl::OkStatus();
+}
+
+LocalCluster::~LocalCluster() { Stop(); }
+
+absl::Status LocalCluster::RestartCoordinator() {
+  if (coordinator_ != nullptr && coordinator_->running()) {
+    return absl::FailedPreconditionError("the coordinator is still running");
+  }
+  return StartCoordinator();
+}
+
+std::string LocalCluster::FirstDead() {
+  if (coordinator_ && !coordinator_->running()) {
+    return absl::StrCat("the coordinator (exit ", coordinator_->Wait({}).value_or(-1), ", log ",
+                        coordinator_->log_path(), ")");
+  }
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    if (workers_[i] && !workers_[i]->running()) {
+      return absl::StrCat("g", i / options_.tp, " rank ", i % options_.tp, " (exit ",
+                          workers_[i]->Wait({}).value_or(-1), ", log ", workers_[i]->log_path(),
+                          ")");
+    }
+  }
+  return "";
+}
+
+void LocalCluster::Stop() {
+  for (auto& w : workers_) {
+    if (w) w->Signal(SIGTERM);
+  }
+  for (auto& w : workers_) {
+    if (w) w->Stop(std::chrono::seconds(10));
+  }
+  if (coordinator_) coordinator_->Stop(std::chrono::seconds(10));
+}
+
+absl::StatusOr<dapq::v1::ClusterStatusResponse> WaitForCluster(const std::string& address,
+                                                               int groups,
+                                                               std::chrono::milliseconds timeout) {
+  auto stub =
+      dapq::v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  std::string last = "no answer";
+  while (true) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    dapq::v1::ClusterStatusResponse status;
+    const grpc::Status s = stub->ClusterStatus(&context, {}, &status);
+    if (s.ok()) {
+      int healthy = 0;
+      for (const auto& g : status.groups()) healthy += g.healthy() ? 1 : 0;
+      if (status.ready() && healthy >= groups) return status;
+      last = absl::StrCat(healthy, " of ", groups, " groups healthy");
+    } else {
+      last = s.error_message();
+    }
+    if (std::chrono::steady_clock::now() >= end) {
+      return absl::DeadlineExceededError(absl::StrCat("cluster at ", address, " not ready after ",
+                                                      timeout.count(), " ms: ", last));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polling a remote state
+  }
+}
+
+absl::StatusOr<dapq::v1::ClusterStatusResponse> LocalCluster::WaitReady(
+    std::chrono::milliseconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (std::string dead = FirstDead(); !dead.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("cluster: ", dead, " exited"));
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    absl::StatusOr<dapq::v1::ClusterStatusResponse> s =
+        WaitForCluster(address_, options_.groups, std::min(left, std::chrono::milliseconds(500)));
+    if (s.ok()) return s;
+    if (left.count() <= 500) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(s.status().message(), "; logs in ", options_.work_dir, "/logs"));
+    }
+  }
+}
+
+}  // namespace dapq::cli

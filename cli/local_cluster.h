@@ -1,0 +1,77 @@
+// File: cli/local_cluster.h
+// A DapQ Serve cluster on this machine: one dapq-coordinator and G worker groups of T
+// dapq-worker processes each (Gloo over loopback), all children of this process, with their
+// logs and the batch database under one work directory. Used by `dapq serve`, the demo and the
+// multi-process tests (which kill and restart its processes).
+// Thread-compatible.
+#ifndef DAPQ_CLI_LOCAL_CLUSTER_H_
+#define DAPQ_CLI_LOCAL_CLUSTER_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cli/child_process.h"
+#include "dapq/v1/admin.pb.h"
+
+namespace dapq::cli {
+
+struct LocalClusterOptions {
+  std::string bin_dir;  // holds dapq-coordinator and dapq-worker ("" = next to this program)
+  std::string model, tokenizer;
+  int groups = 1, tp = 2;
+  int port = 0;          // the coordinator's port on 127.0.0.1 (0 = a free one)
+  std::string work_dir;  // logs, rendezvous, batch.db ("" = a new directory under /tmp)
+  std::string db;        // batch store ("" = work_dir/batch.db)
+  int prefill_chunk = 1024;
+  int max_in_flight = 64;
+  int heartbeat_ms = 200;
+  int worker_max_queue = 16;
+  absl::Status Validate() const;
+};
+
+class LocalCluster {
+ public:
+  // Starts the coordinator and every worker (does not wait for readiness).
+  static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
+  ~LocalCluster();  // Stop()
+
+  const std::string& address() const { return address_; }
+  const std::string& work_dir() const { return options_.work_dir; }
+  const LocalClusterOptions& options() const { return options_; }
+  // Waits until every group is registered and healthy (DeadlineExceeded naming the missing
+  // groups and the logs to read otherwise; FailedPrecondition when a process exited).
+  absl::StatusOr<dapq::v1::ClusterStatusResponse> WaitReady(std::chrono::milliseconds timeout);
+  ChildProcess& coordinator() { return *coordinator_; }
+  ChildProcess& worker(int group, int rank) { return *workers_[group * options_.tp + rank]; }
+  // Starts the coordinator again (after it died or was killed), with the same port and db.
+  absl::Status RestartCoordinator();
+  // The first process found dead ("" when all run), e.g. "g1 rank 0 (exit 1)".
+  std::string FirstDead();
+  // SIGTERM every process (workers first), SIGKILL what is left after the grace period.
+  void Stop();
+
+ private:
+  explicit LocalCluster(LocalClusterOptions options) : options_(std::move(options)) {}
+  absl::Status StartCoordinator();
+  absl::Status StartWorker(int group, int rank);
+
+  LocalClusterOptions options_;
+  std::string address_;
+  std::unique_ptr<ChildProcess> coordinator_;
+  std::vector<std::unique_ptr<ChildProcess>> workers_;
+};
+
+// The directory of the running program (/proc/self/exe).
+std::string ProgramDir();
+// Polls Admin.ClusterStatus at `address` until it is ready with `groups` healthy groups (0 =
+// any) or `timeout` passes.
+absl::StatusOr<dapq::v1::ClusterStatusResponse> WaitForCluster(const std::string& address,
+                                                               int groups,
+                                                               std::chrono::milliseconds timeout);
+
+}  // namespace dapq::cli
+
+#endif  // DAPQ_CLI_LOCAL_CLUSTER_H_

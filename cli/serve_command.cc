@@ -1,0 +1,124 @@
+// File: cli/serve_command.cc
+// `dapq serve`: starts a local cluster (coordinator + G groups x T worker processes on
+// loopback), waits until it is ready, prints where it serves, and runs until SIGINT/SIGTERM or
+// until its coordinator dies; then stops every process it started.
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "cli/command.h"
+#include "cli/local_cluster.h"
+#include "common/status_macros.h"
+
+namespace dapq::cli {
+namespace {
+
+struct ServeOptions {
+  LocalClusterOptions cluster;
+  int ready_timeout_s = 120;
+  std::string cluster_file;  // JSON with the address and every pid, for scripts and tests
+};
+
+void WriteClusterFile(LocalCluster& c, const std::string& path) {
+  std::ofstream out(path + ".tmp");
+  out << "{\"address\": \"" << c.address() << "\", \"work_dir\": \"" << c.work_dir()
+      << "\", \"coordinator_pid\": " << c.coordinator().pid() << ", \"workers\": [";
+  for (int g = 0; g < c.options().groups; ++g) {
+    for (int r = 0; r < c.options().tp; ++r) {
+      out << (g + r > 0 ? ", " : "") << "{\"group\": \"g" << g << "\", \"rank\": " << r
+          << ", \"pid\": " << c.worker(g, r).pid() << "}";
+    }
+  }
+  out << "]}\n";
+  out.close();
+  std::rename((path + ".tmp").c_str(), path.c_str());
+}
+
+absl::Status RunServe(const ServeOptions& o) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+  const int sigfd = signalfd(-1, &set, SFD_CLOEXEC);
+
+  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<LocalCluster> cluster, LocalCluster::Start(o.cluster));
+  std::fprintf(stderr, "dapq serve: starting %d group(s) x %d rank(s) of %s; logs in %s/logs\n",
+               o.cluster.groups, o.cluster.tp, o.cluster.model.c_str(),
+               cluster->work_dir().c_str());
+  absl::StatusOr<dapq::v1::ClusterStatusResponse> ready =
+      cluster->WaitReady(std::chrono::seconds(o.ready_timeout_s));
+  if (!ready.ok()) return ready.status();
+  if (!o.cluster_file.empty()) WriteClusterFile(*cluster, o.cluster_file);
+  std::printf("dapq serve: ready at %s (%d groups x tp=%d)\n", cluster->address().c_str(),
+              o.cluster.groups, o.cluster.tp);
+  std::fflush(stdout);
+
+  // Wait for a signal or for the coordinator to exit; a worker exiting is reported (the
+  // coordinator routes around its group).
+  std::vector<bool> reported(o.cluster.groups * o.cluster.tp, false);
+  while (true) {
+    pollfd fds[2] = {{sigfd, POLLIN, 0}, {cluster->coordinator().exit_fd(), POLLIN, 0}};
+    const int n = poll(fds, 2, 500);
+    if (n > 0 && (fds[0].revents & POLLIN)) {
+      signalfd_siginfo info;
+      (void)!read(sigfd, &info, sizeof(info));
+      std::fprintf(stderr, "dapq serve: signal %u, stopping the cluster\n", info.ssi_signo);
+      break;
+    }
+    if (n > 0 && (fds[1].revents & POLLIN)) {
+      const std::string dead = cluster->FirstDead();
+      cluster->Stop();
+      return absl::UnavailableError(absl::StrCat("dapq serve: ", dead, " exited"));
+    }
+    for (int g = 0; g < o.cluster.groups; ++g) {
+      for (int r = 0; r < o.cluster.tp; ++r) {
+        const int i = g * o.cluster.tp + r;
+        if (!reported[i] && !cluster->worker(g, r).running()) {
+          reported[i] = true;
+          std::fprintf(stderr, "dapq serve: group g%d rank %d exited (log %s)\n", g, r,
+                       cluster->worker(g, r).log_path().c_str());
+        }
+      }
+    }
+  }
+  cluster->Stop();
+  std::fprintf(stderr, "dapq serve: stopped\n");
+  close(sigfd);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void AddServeCommand(CLI::App& app, CommandRunner& runner) {
+  auto o = std::make_shared<ServeOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "serve", "start a local cluster: a coordinator and worker groups as processes on loopback");
+  LocalClusterOptions& c = o->cluster;
+  c.port = 50051;
+  cmd->add_option("--model", c.model, "model for every group (llama2.c .bin, HF dir, synthetic:)")
+      ->required();
+  cmd->add_option("--tokenizer", c.tokenizer, "tokenizer.bin (text prompts)");
+  cmd->add_option("--groups", c.groups, "worker groups")->capture_default_str();
+  cmd->add_option("--tp", c.tp, "ranks (processes) per group")->capture_default_str();
+  cmd->add_option("--port", c.port, "coordinator port on 127.0.0.1 (0 = a free one)")
+      ->capture_default_str();
+  cmd->add_option("--work_dir", c.work_dir,
+                  "logs, rendezvous and batch.db (default: a new /tmp dir)");
+  cmd->add_option("--db", c.db, "batch job database (default: <work_dir>/batch.db)");
+  cmd->add_option("--prefill_chunk", c.prefill_chunk, "prompt tokens per forward pass")
+      ->capture_default_str();
+  cmd->add_option("--max_in_flight", c.max_in_flight, "coordinator admission limit")
+      ->capture_default_str();
+  cmd->add_option("--ready_timeout_s", o->ready_timeout_s, "seconds to wait for readiness")
+      ->capture_default_str();
+  cmd->add_option("--cluster_file", o->cluster_file, "write the address and pids here (JSON)");
+  runner.Add(cmd, [o]() { return RunServe(*o); });
+}
+
+}  // namespace dapq::cli

@@ -1,0 +1,31 @@
+// File: coordinator/admin_service.h
+// dapq.v1.Admin: the cluster as the coordinator sees it (groups, health, load, KV usage,
+// admission figures, open batch jobs).
+// Thread-safety: thread-safe.
+#ifndef DAPQ_COORDINATOR_ADMIN_SERVICE_H_
+#define DAPQ_COORDINATOR_ADMIN_SERVICE_H_
+
+#include "coordinator/batch_store.h"
+#include "coordinator/group_registry.h"
+#include "coordinator/request_router.h"
+#include "dapq/v1/admin.grpc.pb.h"
+
+namespace dapq::coordinator {
+
+class AdminService final : public dapq::v1::Admin::Service {
+ public:
+  AdminService(GroupRegistry* registry, RequestRouter* router, BatchStore* store)
+      : registry_(registry), router_(router), store_(store) {}
+  grpc::Status ClusterStatus(grpc::ServerContext* context,
+                             const dapq::v1::ClusterStatusRequest* request,
+                             dapq::v1::ClusterStatusResponse* response) override;
+
+ private:
+  GroupRegistry* const registry_;
+  RequestRouter* const router_;
+  BatchStore* const store_;
+};
+
+}  // namespace dapq::coordinator
+
+#endif  // DAPQ_COORDINATOR_ADMIN_SERVICE_H_

@@ -1,0 +1,221 @@
+// File: coordinator/batch_service.cc
+// BatchService and the parsing of JSONL submissions.
+#include "coordinator/batch_service.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "coordinator/request_validation.h"
+#include "nlohmann/json.hpp"
+
+namespace dapq::coordinator {
+namespace {
+
+constexpr int kMaxItems = 100000;
+
+// One JSONL line -> a request: {"prompt": text | "token_ids": [...], "max_new_tokens",
+// "session_id"}.
+absl::StatusOr<dapq::v1::GenerateRequest> ParseLine(const std::string& line,
+                                                    const std::string& where) {
+  const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return absl::InvalidArgumentError(where + ": not a JSON object");
+  dapq::v1::GenerateRequest r;
+  for (const auto& [key, value] : j.items()) {
+    if (key == "prompt" && value.is_string()) {
+      r.set_text(value.get<std::string>());
+    } else if (key == "token_ids" && value.is_array()) {
+      for (const auto& id : value) {
+        if (!id.is_number_integer()) {
+          return absl::InvalidArgumentError(where + ": token_ids must hold integers");
+        }
+        r.mutable_token_ids()->add_ids(id.get<int>());
+      }
+    } else if (key == "max_new_tokens" && value.is_number_integer()) {
+      r.set_max_new_tokens(value.get<int>());
+    } else if (key == "session_id" && value.is_string()) {
+      r.set_session_id(value.get<std::string>());
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": unknown or mistyped field \"", key,
+                       "\" (expected prompt, token_ids, max_new_tokens, session_id)"));
+    }
+  }
+  return r;
+}
+
+absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> ReadJsonl(const std::string& path) {
+  if (path.empty() || path[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("jsonl_path: '", path, "' must be an absolute path on the coordinator"));
+  }
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("jsonl_path: cannot open '", path, "'"));
+  std::vector<dapq::v1::GenerateRequest> items;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (static_cast<int>(items.size()) >= kMaxItems) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("jsonl_path: more than ", kMaxItems, " items"));
+    }
+    absl::StatusOr<dapq::v1::GenerateRequest> r =
+        ParseLine(line, absl::StrCat("jsonl_path line ", n));
+    if (!r.ok()) return r.status();
+    items.push_back(std::move(*r));
+  }
+  return items;
+}
+
+grpc::Status FromAbsl(const absl::Status& s) { return ToGrpcStatus(s); }
+
+}  // namespace
+
+dapq::v1::BatchJob ToBatchJob(const JobInfo& info) {
+  dapq::v1::BatchJob j;
+  j.set_job_id(info.id);
+  j.set_name(info.spec.name);
+  j.set_state(std::string(JobStateName(info.state)));
+  j.set_total(info.total);
+  j.set_pending(info.pending);
+  j.set_running(info.running);
+  j.set_succeeded(info.succeeded);
+  j.set_failed(info.failed);
+  j.set_cancelled(info.cancelled);
+  j.set_created_unix_ms(info.created_unix_ms);
+  j.set_finished_unix_ms(info.finished_unix_ms);
+  j.set_output_path(info.spec.output_path);
+  return j;
+}
+
+absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> BatchItems(
+    const dapq::v1::SubmitBatchRequest& request, int max_seq_len) {
+  const bool inline_items = request.items_size() > 0;
+  if (inline_items == !request.jsonl_path().empty()) {
+    return absl::InvalidArgumentError("items / jsonl_path: set exactly one of the two");
+  }
+  if (request.items_size() > kMaxItems) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("items: ", request.items_size(), " items exceed the limit of ", kMaxItems));
+  }
+  if (request.defaults().prompt_case() != dapq::v1::GenerateRequest::PROMPT_NOT_SET) {
+    return absl::InvalidArgumentError("defaults.prompt: defaults may not carry a prompt");
+  }
+  std::vector<dapq::v1::GenerateRequest> items;
+  if (inline_items) {
+    items.assign(request.items().begin(), request.items().end());
+  } else {
+    absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> read = ReadJsonl(request.jsonl_path());
+    if (!read.ok()) return read.status();
+    if (read->empty()) return absl::InvalidArgumentError("jsonl_path: the file holds no items");
+    items = std::move(*read);
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    dapq::v1::GenerateRequest merged = request.defaults();
+    merged.MergeFrom(items[i]);
+    items[i] = std::move(merged);
+    const std::string where = inline_items ? absl::StrCat("items[", i, "].")
+                                           : absl::StrCat("jsonl_path item ", i + 1, ": ");
+    if (absl::Status s = ValidateGenerateRequest(items[i], max_seq_len, where); !s.ok()) return s;
+  }
+  return items;
+}
+
+grpc::Status BatchService::SubmitBatch(grpc::ServerContext*,
+                                       const dapq::v1::SubmitBatchRequest* request,
+                                       dapq::v1::SubmitBatchResponse* response) {
+  if (request->max_attempts() < 0 || request->max_attempts() > 10) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("max_attempts=", request->max_attempts(), " must be in [0, 10] (0 = 3)"));
+  }
+  if (!request->output_path().empty() && request->output_path()[0] != '/') {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "output_path: must be an absolute path on the coordinator");
+  }
+  absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> items =
+      BatchItems(*request, registry_->min_max_seq_len());
+  if (!items.ok()) return FromAbsl(items.status());
+  JobSpec spec;
+  spec.name = request->name();
+  spec.output_path = request->output_path();
+  spec.max_attempts = request->max_attempts() == 0 ? 3 : request->max_attempts();
+  std::vector<std::string> serialized;
+  serialized.reserve(items->size());
+  for (const auto& item : *items) serialized.push_back(item.SerializeAsString());
+  absl::StatusOr<std::string> id = store_->CreateJob(spec, serialized);
+  if (!id.ok()) return FromAbsl(id.status());
+  response->set_job_id(*id);
+  response->set_items(static_cast<int>(serialized.size()));
+  runner_->Wake();
+  return grpc::Status::OK;
+}
+
+grpc::Status BatchService::GetBatch(grpc::ServerContext*, const dapq::v1::GetBatchRequest* request,
+                                    dapq::v1::BatchJob* response) {
+  absl::StatusOr<JobInfo> job = store_->GetJob(request->job_id());
+  if (!job.ok()) return FromAbsl(job.status());
+  *response = ToBatchJob(*job);
+  return grpc::Status::OK;
+}
+
+grpc::Status BatchService::ListBatches(grpc::ServerContext*,
+                                       const dapq::v1::ListBatchesRequest* request,
+                                       dapq::v1::ListBatchesResponse* response) {
+  if (request->limit() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "limit must be >= 0");
+  }
+  absl::StatusOr<std::vector<JobInfo>> jobs =
+      store_->ListJobs(request->limit() == 0 ? 100 : request->limit());
+  if (!jobs.ok()) return FromAbsl(jobs.status());
+  for (const JobInfo& j : *jobs) *response->add_jobs() = ToBatchJob(j);
+  return grpc::Status::OK;
+}
+
+grpc::Status BatchService::CancelBatch(grpc::ServerContext*,
+                                       const dapq::v1::CancelBatchRequest* request,
+                                       dapq::v1::BatchJob* response) {
+  if (absl::Status s = store_->CancelJob(request->job_id()); !s.ok()) return FromAbsl(s);
+  runner_->Wake();
+  absl::StatusOr<JobInfo> job = store_->GetJob(request->job_id());
+  if (!job.ok()) return FromAbsl(job.status());
+  *response = ToBatchJob(*job);
+  return grpc::Status::OK;
+}
+
+grpc::Status BatchService::StreamBatchResults(
+    grpc::ServerContext* context, const dapq::v1::StreamBatchResultsRequest* request,
+    grpc::ServerWriter<dapq::v1::BatchItemResult>* writer) {
+  int next = 0;
+  while (true) {
+    absl::StatusOr<JobInfo> job = store_->GetJob(request->job_id());
+    if (!job.ok()) return FromAbsl(job.status());
+    absl::StatusOr<std::vector<ItemRecord>> items = store_->ListItems(request->job_id(), next, 256);
+    if (!items.ok()) return FromAbsl(items.status());
+    bool blocked = false;  // stopped at an item still pending or running
+    for (const ItemRecord& item : *items) {
+      if (item.state == ItemState::kPending || item.state == ItemState::kRunning) {
+        blocked = true;
+        break;
+      }
+      dapq::v1::BatchItemResult r;
+      r.set_index(item.index);
+      r.set_state(std::string(ItemStateName(item.state)));
+      r.set_result_json(item.result);
+      r.set_error(item.error);
+      r.set_attempts(item.attempts);
+      if (!writer->Write(r)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+      next = item.index + 1;
+    }
+    if (next >= job->total) return grpc::Status::OK;
+    if (!blocked && !items->empty()) continue;  // the next page
+    if (!request->follow()) return grpc::Status::OK;
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    if (job->finished()) continue;  // cancelled items are final too: read on
+    runner_->WaitForProgress(std::chrono::milliseconds(200));
+  }
+}
+
+}  // namespace dapq::coordinator

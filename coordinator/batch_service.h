@@ -1,0 +1,50 @@
+// File: coordinator/batch_service.h
+// dapq.v1.Batch on the coordinator: validates and stores submitted jobs (inline items or a JSONL
+// file on the coordinator's filesystem, merged over the job's defaults), reports progress,
+// cancels, and streams finished items' results in index order.
+// Thread-safety: gRPC calls it from many threads; the store and runner are thread-safe.
+#ifndef DAPQ_COORDINATOR_BATCH_SERVICE_H_
+#define DAPQ_COORDINATOR_BATCH_SERVICE_H_
+
+#include "coordinator/batch_runner.h"
+#include "coordinator/batch_store.h"
+#include "dapq/v1/batch.grpc.pb.h"
+
+namespace dapq::coordinator {
+
+class BatchService final : public dapq::v1::Batch::Service {
+ public:
+  BatchService(BatchStore* store, BatchRunner* runner, GroupRegistry* registry)
+      : store_(store), runner_(runner), registry_(registry) {}
+
+  grpc::Status SubmitBatch(grpc::ServerContext* context,
+                           const dapq::v1::SubmitBatchRequest* request,
+                           dapq::v1::SubmitBatchResponse* response) override;
+  grpc::Status GetBatch(grpc::ServerContext* context, const dapq::v1::GetBatchRequest* request,
+                        dapq::v1::BatchJob* response) override;
+  grpc::Status ListBatches(grpc::ServerContext* context,
+                           const dapq::v1::ListBatchesRequest* request,
+                           dapq::v1::ListBatchesResponse* response) override;
+  grpc::Status CancelBatch(grpc::ServerContext* context,
+                           const dapq::v1::CancelBatchRequest* request,
+                           dapq::v1::BatchJob* response) override;
+  grpc::Status StreamBatchResults(grpc::ServerContext* context,
+                                  const dapq::v1::StreamBatchResultsRequest* request,
+                                  grpc::ServerWriter<dapq::v1::BatchItemResult>* writer) override;
+
+ private:
+  BatchStore* const store_;
+  BatchRunner* const runner_;
+  GroupRegistry* const registry_;
+};
+
+// The items of a submission, merged over its defaults and validated (errors name items[i] or
+// the JSONL line).
+absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> BatchItems(
+    const dapq::v1::SubmitBatchRequest& request, int max_seq_len);
+
+dapq::v1::BatchJob ToBatchJob(const JobInfo& info);
+
+}  // namespace dapq::coordinator
+
+#endif  // DAPQ_COORDINATOR_BATCH_SERVICE_H_

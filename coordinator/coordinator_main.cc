@@ -1,0 +1,92 @@
+// File: coordinator/coordinator_main.cc
+// dapq-coordinator: serves dapq.v1.Inference, Batch and Admin to clients and dapq.v1.Registry
+// to worker groups on one address; batch jobs are kept in SQLite (--db) and resumed after a
+// restart. SIGINT/SIGTERM stop it cleanly.
+#include <grpcpp/grpcpp.h>
+
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/termination.h"
+#include "coordinator/admin_service.h"
+#include "coordinator/batch_runner.h"
+#include "coordinator/batch_service.h"
+#include "coordinator/inference_service.h"
+
+namespace dapq::coordinator {
+namespace {
+
+struct CoordinatorFlags {
+  std::string listen = "127.0.0.1:50051", db = "dapq-batch.db";
+  int max_in_flight = 64, heartbeat_ms = 500, items_per_group = 2;
+};
+
+absl::Status RunCoordinator(const CoordinatorFlags& f) {
+  if (f.max_in_flight < 1) return absl::InvalidArgumentError("--max_in_flight must be >= 1");
+  if (f.heartbeat_ms < 10) return absl::InvalidArgumentError("--heartbeat_ms must be >= 10");
+  if (f.items_per_group < 1) return absl::InvalidArgumentError("--items_per_group must be >= 1");
+  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<BatchStore> store, BatchStore::Open(f.db));
+  if (store->recovered_items() > 0) {
+    std::printf("dapq-coordinator: resuming %d batch items interrupted by the last stop\n",
+                store->recovered_items());
+  }
+  GroupRegistryOptions registry_options;
+  registry_options.heartbeat_interval = std::chrono::milliseconds(f.heartbeat_ms);
+  GroupRegistry registry(registry_options);
+  RequestRouterOptions router_options;
+  router_options.max_in_flight = f.max_in_flight;
+  RequestRouter router(&registry, router_options);
+  BatchRunnerOptions runner_options;
+  runner_options.items_per_group = f.items_per_group;
+  BatchRunner runner(store.get(), &router, &registry, runner_options);
+
+  InferenceService inference(&router);
+  RegistryService registry_service(&registry, registry_options.heartbeat_interval);
+  BatchService batch(store.get(), &runner, &registry);
+  AdminService admin(&registry, &router, store.get());
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &port);
+  // Larger than the 4 MiB request limit so oversized requests get a clear INVALID_ARGUMENT.
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.RegisterService(&inference);
+  builder.RegisterService(&registry_service);
+  builder.RegisterService(&batch);
+  builder.RegisterService(&admin);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("could not listen on --listen=", f.listen));
+  }
+  runner.Start();
+  std::printf("dapq-coordinator: serving on %s:%d (batch store %s)\n",
+              f.listen.substr(0, f.listen.rfind(':')).c_str(), port, f.db.c_str());
+  std::fflush(stdout);
+  WatchTerminationSignals([&server](int) {
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  });
+  server->Wait();
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace dapq::coordinator
+
+int main(int argc, char** argv) {
+  dapq::BlockTerminationSignals();
+  dapq::coordinator::CoordinatorFlags f;
+  CLI::App app{"dapq-coordinator: routes requests and batch jobs over DapQ Serve worker groups"};
+  app.add_option("--listen", f.listen, "address to serve on (port 0 = any free port)");
+  app.add_option("--db", f.db, "SQLite file of the batch jobs");
+  app.add_option("--max_in_flight", f.max_in_flight, "requests admitted at once");
+  app.add_option("--heartbeat_ms", f.heartbeat_ms, "heartbeat interval expected from groups");
+  app.add_option("--items_per_group", f.items_per_group, "batch items run per group at once");
+  CLI11_PARSE(app, argc, argv);
+  const absl::Status status = dapq::coordinator::RunCoordinator(f);
+  if (!status.ok()) {
+    std::fprintf(stderr, "dapq-coordinator: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

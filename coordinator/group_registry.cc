@@ -1,0 +1,158 @@
+// File: coordinator/group_registry.cc
+// GroupRegistry: heartbeats, health, least-loaded routing with session affinity.
+#include "coordinator/group_registry.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace dapq::coordinator {
+
+GroupRegistry::GroupRegistry(const GroupRegistryOptions& options) : options_(options) {}
+
+void GroupRegistry::Heartbeat(const dapq::v1::GroupStatus& status) {
+  MutexLock lock(&mu_);
+  Group& g = groups_[status.group_id()];
+  if (g.stub == nullptr || g.channel_address != status.address()) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    g.stub = dapq::v1::WorkerGroup::NewStub(
+        grpc::CreateCustomChannel(status.address(), grpc::InsecureChannelCredentials(), args));
+    g.channel_address = status.address();
+  }
+  g.status = status;
+  g.last_heartbeat = std::chrono::steady_clock::now();
+  g.failed = false;
+  g.failure.clear();
+}
+
+bool GroupRegistry::Healthy(const Group& g, std::chrono::steady_clock::time_point now,
+                            std::string* why) const {
+  if (!g.status.healthy()) {
+    *why = g.status.health_detail().empty() ? "the group reports it is down"
+                                            : g.status.health_detail();
+    return false;
+  }
+  if (g.failed) {
+    *why = g.failure;
+    return false;
+  }
+  const auto age = now - g.last_heartbeat;
+  if (age > options_.missed_heartbeats * options_.heartbeat_interval) {
+    *why = absl::StrCat("no heartbeat for ",
+                        std::chrono::duration_cast<std::chrono::milliseconds>(age).count(), " ms");
+    return false;
+  }
+  return true;
+}
+
+absl::StatusOr<GroupLease> GroupRegistry::Acquire(const std::string& session_id,
+                                                  const std::set<std::string>& exclude) {
+  MutexLock lock(&mu_);
+  const auto now = std::chrono::steady_clock::now();
+  std::string why;
+  Group* chosen = nullptr;
+  std::string chosen_id;
+  if (!session_id.empty()) {
+    auto s = sessions_.find(session_id);
+    if (s != sessions_.end()) {
+      auto g = groups_.find(s->second);
+      if (g != groups_.end() && !exclude.count(g->first) && Healthy(g->second, now, &why)) {
+        chosen = &g->second;
+        chosen_id = g->first;
+      }
+    }
+  }
+  if (chosen == nullptr) {
+    long best_load = std::numeric_limits<long>::max();
+    int64_t best_kv = std::numeric_limits<int64_t>::max();
+    for (auto& [id, g] : groups_) {
+      if (exclude.count(id) || !Healthy(g, now, &why)) continue;
+      const long load = g.in_flight + g.status.queue_depth();
+      const int64_t kv = g.status.kv_bytes_used();
+      if (load < best_load || (load == best_load && kv < best_kv)) {
+        best_load = load;
+        best_kv = kv;
+        chosen = &g;
+        chosen_id = id;
+      }
+    }
+  }
+  if (chosen == nullptr) {
+    if (groups_.empty()) return absl::UnavailableError("no worker group has registered yet");
+    return absl::UnavailableError(absl::StrCat("no healthy worker group",
+                                               exclude.empty() ? "" : " left to retry on",
+                                               why.empty() ? "" : absl::StrCat(" (", why, ")")));
+  }
+  ++chosen->in_flight;
+  return GroupLease{chosen_id, chosen->stub};
+}
+
+void GroupRegistry::Release(const GroupLease& lease, bool group_failed, const std::string& detail,
+                            const std::string& session_id) {
+  MutexLock lock(&mu_);
+  auto it = groups_.find(lease.group_id);
+  if (it == groups_.end()) return;
+  --it->second.in_flight;
+  if (group_failed) {
+    it->second.failed = true;
+    it->second.failure = detail;
+    for (auto s = sessions_.begin(); s != sessions_.end();) {
+      s = s->second == lease.group_id ? sessions_.erase(s) : std::next(s);
+    }
+  } else if (!session_id.empty()) {
+    if (sessions_.size() >= options_.max_sessions && !sessions_.count(session_id)) {
+      sessions_.erase(sessions_.begin());
+    }
+    sessions_[session_id] = lease.group_id;
+  }
+}
+
+int GroupRegistry::healthy_groups() const {
+  MutexLock lock(&mu_);
+  const auto now = std::chrono::steady_clock::now();
+  int n = 0;
+  std::string why;
+  for (const auto& [id, g] : groups_) n += Healthy(g, now, &why) ? 1 : 0;
+  return n;
+}
+
+int GroupRegistry::min_max_seq_len() const {
+  MutexLock lock(&mu_);
+  const auto now = std::chrono::steady_clock::now();
+  int best = 0;
+  std::string why;
+  for (const auto& [id, g] : groups_) {
+    if (!Healthy(g, now, &why)) continue;
+    const int len = g.status.max_seq_len();
+    if (best == 0 || len < best) best = len;
+  }
+  return best;
+}
+
+std::vector<dapq::v1::GroupStatus> GroupRegistry::Snapshot() const {
+  MutexLock lock(&mu_);
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<dapq::v1::GroupStatus> out;
+  for (const auto& [id, g] : groups_) {
+    dapq::v1::GroupStatus s = g.status;
+    std::string why;
+    s.set_healthy(Healthy(g, now, &why));
+    s.set_health_detail(why);
+    s.set_in_flight(g.in_flight);
+    s.set_last_heartbeat_age_ms(
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - g.last_heartbeat).count());
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::string GroupRegistry::SessionGroup(const std::string& session_id) const {
+  MutexLock lock(&mu_);
+  auto it = sessions_.find(session_id);
+  return it == sessions_.end() ? "" : it->second;
+}
+
+}  // namespace dapq::coordinator

@@ -1,0 +1,82 @@
+// File: coordinator/group_registry.h
+// The coordinator's view of its worker groups: registered and refreshed by heartbeats (each
+// carries the group's load and health), a gRPC stub per group, requests in flight, and the
+// session table (session id -> group). Routing: a session's group while it is healthy, else the
+// healthy group with the least load (in flight + queued at the worker, then KV bytes).
+// A group is unhealthy when it says so, when it missed heartbeats for `missed_heartbeats`
+// intervals, or when a call to it failed with a group failure (until its next heartbeat).
+// Thread-safety: thread-safe.
+#ifndef DAPQ_COORDINATOR_GROUP_REGISTRY_H_
+#define DAPQ_COORDINATOR_GROUP_REGISTRY_H_
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+#include "dapq/v1/admin.pb.h"
+#include "dapq/v1/worker.grpc.pb.h"
+
+namespace dapq::coordinator {
+
+struct GroupRegistryOptions {
+  std::chrono::milliseconds heartbeat_interval{500};
+  int missed_heartbeats = 4;
+  size_t max_sessions = 100000;  // session table entries (oldest dropped beyond)
+};
+
+// A group chosen for one request; Release it when the request ends.
+struct GroupLease {
+  std::string group_id;
+  std::shared_ptr<dapq::v1::WorkerGroup::Stub> stub;
+};
+
+class GroupRegistry {
+ public:
+  explicit GroupRegistry(const GroupRegistryOptions& options);
+
+  // Registers or refreshes a group from its heartbeat.
+  void Heartbeat(const dapq::v1::GroupStatus& status);
+  // Picks a healthy group not in `exclude` (session affinity first) and counts the request in
+  // flight there. Unavailable naming the reason when there is none.
+  absl::StatusOr<GroupLease> Acquire(const std::string& session_id,
+                                     const std::set<std::string>& exclude);
+  // Ends a request. `group_failed`: the group did not answer or said it is down — it is marked
+  // unhealthy with `detail` until its next heartbeat. `session_id` (non-empty, request
+  // succeeded) is bound to the group.
+  void Release(const GroupLease& lease, bool group_failed, const std::string& detail,
+               const std::string& session_id);
+
+  int healthy_groups() const;
+  // The smallest context limit over healthy groups (0 when none).
+  int min_max_seq_len() const;
+  std::vector<dapq::v1::GroupStatus> Snapshot() const;
+  // The group a session is bound to ("" when none).
+  std::string SessionGroup(const std::string& session_id) const;
+
+ private:
+  struct Group {
+    dapq::v1::GroupStatus status;  // from the last heartbeat
+    std::chrono::steady_clock::time_point last_heartbeat;
+    std::shared_ptr<dapq::v1::WorkerGroup::Stub> stub;
+    std::string channel_address;
+    int in_flight = 0;
+    bool failed = false;  // a call failed since the last heartbeat
+    std::string failure;
+  };
+  bool Healthy(const Group& g, std::chrono::steady_clock::time_point now, std::string* why) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const GroupRegistryOptions options_;
+  mutable Mutex mu_;
+  std::map<std::string, Group> groups_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<std::string, std::string> sessions_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace dapq::coordinator
+
+#endif  // DAPQ_COORDINATOR_GROUP_REGISTRY_H_

@@ -1,0 +1,59 @@
+// File: coordinator/inference_service.cc
+// InferenceService and RegistryService.
+#include "coordinator/inference_service.h"
+
+#include <grpcpp/grpcpp.h>
+
+namespace dapq::coordinator {
+namespace {
+
+grpc::Status RunForClient(RequestRouter* router, grpc::ServerContext* context,
+                          const dapq::v1::GenerateRequest& request,
+                          const std::function<bool(const dapq::v1::GenerateResponse&)>& sink) {
+  RunInfo info;
+  const grpc::Status status = router->Run(
+      request, context->deadline(), [context] { return context->IsCancelled(); }, sink, &info);
+  if (!info.retry_after_ms.empty()) {
+    context->AddTrailingMetadata("retry-after-ms", info.retry_after_ms);
+  }
+  return status;
+}
+
+}  // namespace
+
+void AppendToCompletion(const dapq::v1::GenerateResponse& part, dapq::v1::CompleteResponse* out) {
+  out->mutable_token_ids()->MergeFrom(part.token_ids());
+  out->mutable_text()->append(part.text());
+  if (part.has_summary()) *out->mutable_summary() = part.summary();
+}
+
+grpc::Status InferenceService::Generate(grpc::ServerContext* context,
+                                        const dapq::v1::GenerateRequest* request,
+                                        grpc::ServerWriter<dapq::v1::GenerateResponse>* writer) {
+  return RunForClient(router_, context, *request,
+                      [writer](const dapq::v1::GenerateResponse& r) { return writer->Write(r); });
+}
+
+grpc::Status InferenceService::Complete(grpc::ServerContext* context,
+                                        const dapq::v1::GenerateRequest* request,
+                                        dapq::v1::CompleteResponse* response) {
+  return RunForClient(router_, context, *request, [response](const dapq::v1::GenerateResponse& r) {
+    AppendToCompletion(r, response);
+    return true;
+  });
+}
+
+grpc::Status RegistryService::Heartbeat(grpc::ServerContext*,
+                                        const dapq::v1::HeartbeatRequest* request,
+                                        dapq::v1::HeartbeatResponse* response) {
+  const dapq::v1::GroupStatus& s = request->status();
+  if (s.group_id().empty() || s.address().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "status.group_id and status.address are required");
+  }
+  registry_->Heartbeat(s);
+  response->set_interval_ms(interval_.count());
+  return grpc::Status::OK;
+}
+
+}  // namespace dapq::coordinator

@@ -1,0 +1,43 @@
+// File: coordinator/inference_service.h
+// dapq.v1.Inference on the coordinator (streaming Generate and unary Complete through the
+// RequestRouter) and dapq.v1.Registry (worker groups' heartbeats into the GroupRegistry).
+// Thread-safety: gRPC calls these from many threads; the router and registry are thread-safe.
+#ifndef DAPQ_COORDINATOR_INFERENCE_SERVICE_H_
+#define DAPQ_COORDINATOR_INFERENCE_SERVICE_H_
+
+#include "coordinator/request_router.h"
+#include "dapq/v1/inference.grpc.pb.h"
+#include "dapq/v1/worker.grpc.pb.h"
+
+namespace dapq::coordinator {
+
+class InferenceService final : public dapq::v1::Inference::Service {
+ public:
+  explicit InferenceService(RequestRouter* router) : router_(router) {}
+  grpc::Status Generate(grpc::ServerContext* context, const dapq::v1::GenerateRequest* request,
+                        grpc::ServerWriter<dapq::v1::GenerateResponse>* writer) override;
+  grpc::Status Complete(grpc::ServerContext* context, const dapq::v1::GenerateRequest* request,
+                        dapq::v1::CompleteResponse* response) override;
+
+ private:
+  RequestRouter* const router_;
+};
+
+class RegistryService final : public dapq::v1::Registry::Service {
+ public:
+  RegistryService(GroupRegistry* registry, std::chrono::milliseconds interval)
+      : registry_(registry), interval_(interval) {}
+  grpc::Status Heartbeat(grpc::ServerContext* context, const dapq::v1::HeartbeatRequest* request,
+                         dapq::v1::HeartbeatResponse* response) override;
+
+ private:
+  GroupRegistry* const registry_;
+  const std::chrono::milliseconds interval_;
+};
+
+// Appends one streamed message to a completion being collected.
+void AppendToCompletion(const dapq::v1::GenerateResponse& part, dapq::v1::CompleteResponse* out);
+
+}  // namespace dapq::coordinator
+
+#endif  // DAPQ_COORDINATOR_INFERENCE_SERVICE_H_

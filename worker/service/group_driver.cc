@@ -1,0 +1,320 @@
+// File: worker/service/group_driver.cc
+// GroupDriver: the request queue, the lock-step command loop and the session table.
+#include "worker/service/group_driver.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "worker/service/request_options.h"
+#include "worker/session_store.h"
+
+namespace dapq::worker::service {
+namespace {
+
+double SecondsBetween(std::chrono::steady_clock::time_point a,
+                      std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+bool IsGroupFailure(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kDataLoss:
+      return true;
+    default:
+      return false;
+  }
+}
+
+GroupDriver::GroupDriver(Engine* engine, Communicator* comm, const Tokenizer* tokenizer,
+                         const GroupDriverOptions& options)
+    : engine_(engine),
+      comm_(comm),
+      tokenizer_(tokenizer),
+      options_(options),
+      kv_scale_(comm != nullptr ? comm->size() : 1) {}
+
+absl::StatusOr<std::shared_ptr<RequestChannel>> GroupDriver::Submit(
+    dapq::v1::GenerateRequest request) {
+  DAPQ_RETURN_IF_ERROR(ToGenerateOptions(request).status());
+  if (!request.session_id().empty()) {
+    DAPQ_RETURN_IF_ERROR(ValidateSessionId(request.session_id()));
+  }
+  auto channel = std::make_shared<RequestChannel>(std::move(request));
+  MutexLock lock(&mu_);
+  if (broken_.load() || shutdown_) {
+    return absl::UnavailableError(
+        absl::StrCat("worker group ", options_.group_id,
+                     broken_.load() ? " lost a rank and is down" : " is shutting down"));
+  }
+  if (static_cast<int>(queue_.size()) >= options_.max_queue) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "worker group ", options_.group_id, ": queue full (", queue_.size(), " requests waiting)"));
+  }
+  queue_.push_back(channel);
+  cv_.SignalAll();
+  return channel;
+}
+
+void GroupDriver::Shutdown() {
+  MutexLock lock(&mu_);
+  shutdown_ = true;
+  cv_.SignalAll();
+}
+
+void GroupDriver::FailQueued(const absl::Status& status) {
+  std::deque<std::shared_ptr<RequestChannel>> queued;
+  {
+    MutexLock lock(&mu_);
+    queued.swap(queue_);
+  }
+  for (auto& channel : queued) {
+    StreamEvent done;
+    done.done = true;
+    done.status = status;
+    channel->Push(std::move(done));
+  }
+}
+
+absl::Status GroupDriver::SendCommand(const dapq::v1::GroupCommand& command) {
+  if (comm_ == nullptr) return absl::OkStatus();
+  std::string bytes;
+  command.SerializeToString(&bytes);
+  uint64_t size = bytes.size();
+  DAPQ_RETURN_IF_ERROR(comm_->Broadcast(&size, sizeof(size), 0));
+  return comm_->Broadcast(bytes.data(), bytes.size(), 0);
+}
+
+absl::StatusOr<dapq::v1::GroupCommand> GroupDriver::ReceiveCommand() {
+  uint64_t size = 0;
+  DAPQ_RETURN_IF_ERROR(comm_->Broadcast(&size, sizeof(size), 0));
+  if (size > (1u << 30))
+    return absl::DataLossError(absl::StrCat("group command of ", size, " bytes"));
+  std::string bytes(size, '\0');
+  DAPQ_RETURN_IF_ERROR(comm_->Broadcast(bytes.data(), bytes.size(), 0));
+  dapq::v1::GroupCommand command;
+  if (!command.ParseFromString(bytes)) return absl::DataLossError("unparsable group command");
+  return command;
+}
+
+absl::Status GroupDriver::RunDriver() {
+  while (true) {
+    std::shared_ptr<RequestChannel> channel;
+    bool stop = false;
+    {
+      MutexLock lock(&mu_);
+      cv_.WaitFor(&mu_, options_.idle_ping, [&] { return shutdown_ || !queue_.empty(); });
+      stop = shutdown_;
+      if (!stop && !queue_.empty()) {
+        channel = queue_.front();
+        queue_.pop_front();
+      }
+    }
+    if (stop) {
+      FailQueued(absl::UnavailableError(
+          absl::StrCat("worker group ", options_.group_id, " is shutting down")));
+      dapq::v1::GroupCommand command;
+      command.set_kind(dapq::v1::GroupCommand::SHUTDOWN);
+      return SendCommand(command);
+    }
+    if (channel == nullptr) {
+      const absl::Status ping = SendCommand(dapq::v1::GroupCommand());
+      if (!ping.ok()) {
+        broken_.store(true);
+        FailQueued(absl::UnavailableError(
+            absl::StrCat("worker group ", options_.group_id, " lost a rank: ", ping.message())));
+        return ping;
+      }
+      continue;
+    }
+    Serve(*channel);
+    if (broken_.load()) {
+      FailQueued(absl::UnavailableError(
+          absl::StrCat("worker group ", options_.group_id, " lost a rank and is down")));
+      return absl::UnavailableError(absl::StrCat("worker group ", options_.group_id, " broke"));
+    }
+  }
+}
+
+void GroupDriver::Serve(RequestChannel& channel) {
+  StreamEvent done;
+  done.done = true;
+  const auto start = std::chrono::steady_clock::now();
+  if (channel.cancelled()) {
+    done.status = absl::CancelledError("cancelled while queued");
+    channel.Push(std::move(done));
+    return;
+  }
+  active_.store(1);
+  const dapq::v1::GenerateRequest& request = channel.request();
+  Sequence* session = request.session_id().empty() ? nullptr : FindSession(request.session_id());
+  const int next_position = session != nullptr ? session->next_position() : 0;
+  absl::StatusOr<std::vector<int>> prompt =
+      PromptTokens(request, tokenizer_, engine_->config().vocab_size, session != nullptr);
+  absl::Status status = prompt.status();
+  if (status.ok()) {
+    const GenerateOptions options = *ToGenerateOptions(request);  // validated by Submit
+    status = CheckContext(prompt->size(), options.max_new_tokens, next_position,
+                          engine_->config().max_seq_len);
+  }
+  if (status.ok()) {
+    dapq::v1::GroupCommand command;
+    command.set_kind(dapq::v1::GroupCommand::GENERATE);
+    *command.mutable_request() = request;
+    command.mutable_request()->mutable_token_ids()->mutable_ids()->Assign(prompt->begin(),
+                                                                          prompt->end());
+    status = SendCommand(command);
+    if (status.ok()) {
+      int next = 0;
+      absl::StatusOr<GenerateResult> result = Execute(command.request(), *prompt, &channel, &next);
+      status = result.status();
+      if (result.ok()) {
+        const compress::CompressionStats& c = result->compression;
+        const ModelConfig& m = engine_->config();
+        dapq::v1::GenerationSummary& s = done.summary;
+        s.set_prompt_tokens(result->prompt_tokens);
+        s.set_generated_tokens(static_cast<int>(result->tokens.size()));
+        s.set_finish_reason(channel.cancelled()             ? "cancelled"
+                            : result->stopped_at_stop_token ? "stop"
+                                                            : "length");
+        s.set_queue_seconds(SecondsBetween(channel.enqueued(), start));
+        s.set_ttft_seconds(s.queue_seconds() + result->prefill_seconds);
+        s.set_prefill_seconds(result->prefill_seconds);
+        s.set_decode_seconds(result->decode_seconds);
+        const int64_t per_token = static_cast<int64_t>(m.n_layers) * m.n_kv_heads;
+        s.set_kv_full_slots(c.slots_before > 0 ? c.slots_before
+                                               : per_token * result->prompt_tokens);
+        s.set_kv_kept_slots(c.slots_before > 0 ? c.slots_after : per_token * result->prompt_tokens);
+        s.set_kv_bytes(static_cast<int64_t>(result->kv_used_bytes) * kv_scale_);
+        s.set_group_id(options_.group_id);
+        s.set_next_position(next);
+        s.set_compression(c.config);
+      }
+    }
+  }
+  if (!status.ok() && IsGroupFailure(status)) {
+    broken_.store(true);
+    DAPQ_LOG(ERROR) << "worker group " << options_.group_id << " failed: " << status.message();
+    status = absl::UnavailableError(
+        absl::StrCat("worker group ", options_.group_id, " lost a rank: ", status.message()));
+  }
+  done.status = status;
+  served_.fetch_add(1);
+  active_.store(0);
+  channel.Push(std::move(done));
+}
+
+absl::StatusOr<GenerateResult> GroupDriver::Execute(const dapq::v1::GenerateRequest& request,
+                                                    const std::vector<int>& prompt,
+                                                    RequestChannel* channel, int* next_position) {
+  DAPQ_ASSIGN_OR_RETURN(const GenerateOptions options, ToGenerateOptions(request));
+  const std::string& id = request.session_id();
+  std::unique_ptr<Sequence> owned;
+  Sequence* seq = id.empty() ? nullptr : FindSession(id);
+  if (seq == nullptr) {
+    owned = engine_->NewSequence();
+    seq = owned.get();
+  }
+  int prev = prompt.back();
+  std::function<bool(int)> on_token;
+  if (channel != nullptr) {
+    on_token = [&](int token) {
+      StreamEvent event;
+      event.token = token;
+      if (tokenizer_ != nullptr) event.text = tokenizer_->Decode(prev, token);
+      prev = token;
+      channel->Push(std::move(event));
+      return !channel->cancelled();
+    };
+  }
+  absl::StatusOr<GenerateResult> result = engine_->Continue(*seq, prompt, options, on_token);
+  *next_position = seq->next_position();
+  if (!id.empty()) {
+    if (owned != nullptr && result.ok()) {
+      KeepSession(id, std::move(owned));
+    } else if (owned == nullptr && !result.ok()) {
+      // The session's cache may hold part of this turn: drop it rather than continue wrongly.
+      lru_.erase(sessions_[id].lru);
+      sessions_.erase(id);
+    }
+  }
+  sessions_count_.store(static_cast<int>(sessions_.size()));
+  kv_bytes_.store(static_cast<int64_t>(SessionsKvBytes()) * kv_scale_);
+  return result;
+}
+
+absl::Status GroupDriver::RunFollower() {
+  while (true) {
+    absl::StatusOr<dapq::v1::GroupCommand> command = ReceiveCommand();
+    if (!command.ok()) {
+      broken_.store(true);
+      return command.status();
+    }
+    switch (command->kind()) {
+      case dapq::v1::GroupCommand::SHUTDOWN:
+        return absl::OkStatus();
+      case dapq::v1::GroupCommand::GENERATE: {
+        const auto& ids = command->request().token_ids().ids();
+        const std::vector<int> prompt(ids.begin(), ids.end());
+        int next = 0;
+        absl::StatusOr<GenerateResult> result = Execute(command->request(), prompt, nullptr, &next);
+        if (!result.ok() && IsGroupFailure(result.status())) {
+          broken_.store(true);
+          return result.status();
+        }
+        served_.fetch_add(1);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+}
+
+Sequence* GroupDriver::FindSession(const std::string& id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return it->second.seq.get();
+}
+
+void GroupDriver::KeepSession(const std::string& id, std::unique_ptr<Sequence> seq) {
+  lru_.push_front(id);
+  sessions_[id] = Session{std::move(seq), lru_.begin()};
+  while (static_cast<int>(sessions_.size()) > options_.max_sessions) {
+    sessions_.erase(lru_.back());
+    lru_.pop_back();
+  }
+}
+
+size_t GroupDriver::SessionsKvBytes() const {
+  size_t total = 0;
+  for (const auto& [id, s] : sessions_) total += s.seq->kv_used_bytes();
+  return total;
+}
+
+dapq::v1::GroupStatus GroupDriver::Status() const {
+  dapq::v1::GroupStatus s;
+  s.set_group_id(options_.group_id);
+  s.set_tp(comm_ != nullptr ? comm_->size() : engine_->options().tp);
+  s.set_healthy(healthy());
+  if (!healthy()) s.set_health_detail("a rank of the group is gone");
+  s.set_max_seq_len(engine_->config().max_seq_len);
+  {
+    MutexLock lock(&mu_);
+    s.set_queue_depth(static_cast<int>(queue_.size()));
+  }
+  s.set_active(active_.load());
+  s.set_sessions(sessions_count_.load());
+  s.set_kv_bytes_used(kv_bytes_.load());
+  s.set_requests_served(served_.load());
+  return s;
+}
+
+}  // namespace dapq::worker::service

@@ -1,0 +1,109 @@
+// File: worker/service/group_driver.h
+// Drives one worker group (the TP ranks of one model replica) in lock step. Rank 0 runs
+// RunDriver(): it takes requests from a bounded queue one at a time, validates and tokenizes
+// them, broadcasts each as a GroupCommand to the other ranks over the group's communicator, and
+// every rank then runs the same engine call on its slice of the model (the engine broadcasts
+// each sampled token from rank 0). Ranks > 0 run RunFollower(). When idle, rank 0 broadcasts a
+// NOOP every `idle_ping` so a dead rank is noticed without traffic.
+// Sessions: every rank keeps the same table session id -> Sequence (LRU, max_sessions), because
+// every rank sees the same commands in the same order.
+// A communicator failure breaks the group for good: the request gets UNAVAILABLE, later
+// requests too, and RunDriver returns (the process then exits and the coordinator reroutes).
+// Thread-safety: Submit/Status/Shutdown from any thread; RunDriver/RunFollower on one thread.
+#ifndef DAPQ_WORKER_SERVICE_GROUP_DRIVER_H_
+#define DAPQ_WORKER_SERVICE_GROUP_DRIVER_H_
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+#include "dapq/v1/admin.pb.h"
+#include "dapq/v1/worker.pb.h"
+#include "worker/comm/communicator.h"
+#include "worker/engine.h"
+#include "worker/service/request_channel.h"
+#include "worker/tokenizer.h"
+
+namespace dapq::worker::service {
+
+struct GroupDriverOptions {
+  std::string group_id = "g0";
+  int max_queue = 16;     // requests waiting (RESOURCE_EXHAUSTED beyond)
+  int max_sessions = 64;  // sessions kept; the least recently used is dropped beyond
+  std::chrono::milliseconds idle_ping{1000};
+};
+
+class GroupDriver {
+ public:
+  // `engine` holds this process's ranks; `comm` is the group's communicator when the ranks are
+  // separate processes (null when every rank is in this process). `tokenizer` may be null.
+  // All must outlive the driver.
+  GroupDriver(Engine* engine, Communicator* comm, const Tokenizer* tokenizer,
+              const GroupDriverOptions& options);
+
+  // Rank 0. Queues a request: ResourceExhausted when the queue is full, Unavailable once the
+  // group is broken or shutting down, InvalidArgument for bad options.
+  absl::StatusOr<std::shared_ptr<RequestChannel>> Submit(dapq::v1::GenerateRequest request);
+  // Rank 0: serves the queue until Shutdown() (OK) or a group failure (its status).
+  absl::Status RunDriver();
+  // Ranks > 0: runs rank 0's commands until SHUTDOWN (OK) or a failure.
+  absl::Status RunFollower();
+  // Makes RunDriver broadcast SHUTDOWN and return once the running request finished; queued
+  // requests get UNAVAILABLE.
+  void Shutdown();
+
+  bool healthy() const { return !broken_.load(); }
+  // Load and health (group_id, tp, model, queue, sessions, KV bytes, requests served).
+  dapq::v1::GroupStatus Status() const;
+
+ private:
+  struct Session {
+    std::unique_ptr<Sequence> seq;
+    std::list<std::string>::iterator lru;
+  };
+  // Runs one GENERATE on this rank. `channel` is non-null on rank 0 only.
+  absl::StatusOr<GenerateResult> Execute(const dapq::v1::GenerateRequest& request,
+                                         const std::vector<int>& prompt, RequestChannel* channel,
+                                         int* next_position);
+  absl::Status SendCommand(const dapq::v1::GroupCommand& command);
+  absl::StatusOr<dapq::v1::GroupCommand> ReceiveCommand();
+  void Serve(RequestChannel& channel);
+  void FailQueued(const absl::Status& status);
+  Sequence* FindSession(const std::string& id);
+  void KeepSession(const std::string& id, std::unique_ptr<Sequence> seq);
+  size_t SessionsKvBytes() const;
+
+  Engine* const engine_;
+  Communicator* const comm_;
+  const Tokenizer* const tokenizer_;
+  const GroupDriverOptions options_;
+  const int kv_scale_;  // ranks per local rank (KV bytes are reported for the whole group)
+
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::deque<std::shared_ptr<RequestChannel>> queue_ ABSL_GUARDED_BY(mu_);
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> broken_{false};
+  std::atomic<int> active_{0};
+  std::atomic<int> sessions_count_{0};
+  std::atomic<int64_t> kv_bytes_{0};
+  std::atomic<int64_t> served_{0};
+
+  // Driver/follower thread only.
+  std::unordered_map<std::string, Session> sessions_;
+  std::list<std::string> lru_;  // most recent first
+};
+
+// True for the statuses that mean the group itself failed (a rank or the transport is gone), as
+// opposed to a bad request.
+bool IsGroupFailure(const absl::Status& status);
+
+}  // namespace dapq::worker::service
+
+#endif  // DAPQ_WORKER_SERVICE_GROUP_DRIVER_H_

@@ -1,0 +1,134 @@
+// File: worker/service/request_options.cc
+// Conversion and validation of dapq.v1 request fields for the engine.
+#include "worker/service/request_options.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace dapq::worker::service {
+namespace {
+
+// Prefixes a config error with the request field it came from.
+absl::Status InField(absl::Status s, absl::string_view field) {
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
+}
+
+template <typename T>
+absl::Status ParseNamed(const std::string& name, absl::string_view field,
+                        absl::StatusOr<T> (*parse)(absl::string_view), T* out) {
+  if (name.empty()) return absl::OkStatus();
+  absl::StatusOr<T> v = parse(name);
+  if (!v.ok()) return InField(v.status(), field);
+  *out = *v;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<compress::CompressionConfig> ToCompressionConfig(
+    const dapq::v1::CompressionOptions& o) {
+  compress::CompressionConfig c;
+  DAPQ_RETURN_IF_ERROR(
+      ParseNamed(o.method(), "compression.method", compress::ParseMethod, &c.method));
+  if (c.method == compress::Method::kFull) return c;
+  if (o.budget_tokens() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("compression.budget_tokens=", o.budget_tokens(), " must be > 0"));
+  }
+  if (!std::isfinite(o.budget_ratio()) || o.budget_ratio() < 0 || o.budget_ratio() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("compression.budget_ratio=", o.budget_ratio(), " must be in (0, 1]"));
+  }
+  if (o.budget_tokens() == 0 && o.budget_ratio() == 0) {
+    return absl::InvalidArgumentError(
+        "compression.budget_tokens: a budget (budget_tokens > 0 or budget_ratio in (0, 1]) is "
+        "required for method " +
+        o.method());
+  }
+  c.budget_tokens = o.budget_tokens();
+  c.budget_ratio = o.budget_ratio();
+  if (o.has_window()) c.window = o.window();
+  if (o.has_sinks()) c.sinks = o.sinks();
+  if (o.has_pool_kernel()) c.pool_kernel = o.pool_kernel();
+  if (o.has_query_window()) c.query_window = o.query_window();
+  c.seed = o.seed();
+  DAPQ_RETURN_IF_ERROR(
+      ParseNamed(o.content(), "compression.content", compress::ParseContent, &c.content));
+  DAPQ_RETURN_IF_ERROR(
+      ParseNamed(o.positions(), "compression.positions", compress::ParsePositions, &c.positions));
+  DAPQ_RETURN_IF_ERROR(ParseNamed(o.pool(), "compression.pool", compress::ParsePool, &c.pool));
+  DAPQ_RETURN_IF_ERROR(
+      ParseNamed(o.allocator(), "compression.allocator", compress::ParseAllocator, &c.allocator));
+  DAPQ_RETURN_IF_ERROR(
+      ParseNamed(o.storage(), "compression.storage", compress::ParseStorage, &c.storage));
+  DAPQ_RETURN_IF_ERROR(ParseNamed(o.mode(), "compression.mode", compress::ParseDapqMode, &c.mode));
+  DAPQ_RETURN_IF_ERROR(InField(c.Resolve().status(), "compression"));
+  return c;
+}
+
+absl::StatusOr<GenerateOptions> ToGenerateOptions(const dapq::v1::GenerateRequest& request) {
+  GenerateOptions g;
+  if (request.max_new_tokens() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens=", request.max_new_tokens(), " must be >= 0"));
+  }
+  g.max_new_tokens =
+      request.max_new_tokens() == 0 ? kDefaultMaxNewTokens : request.max_new_tokens();
+  const dapq::v1::SamplingOptions& s = request.sampling();
+  g.sampling.temperature = s.temperature();
+  g.sampling.top_p = s.top_p() == 0 ? 1.0f : s.top_p();
+  g.sampling.seed = s.seed();
+  DAPQ_RETURN_IF_ERROR(InField(g.sampling.Validate(), "sampling"));
+  DAPQ_ASSIGN_OR_RETURN(g.compression, ToCompressionConfig(request.compression()));
+  g.stop_at_stop_tokens = !request.ignore_stop_tokens();
+  return g;
+}
+
+absl::StatusOr<std::vector<int>> PromptTokens(const dapq::v1::GenerateRequest& request,
+                                              const Tokenizer* tokenizer, int vocab_size,
+                                              bool continuing) {
+  std::vector<int> tokens;
+  switch (request.prompt_case()) {
+    case dapq::v1::GenerateRequest::kText:
+      if (request.text().empty()) return absl::InvalidArgumentError("prompt.text is empty");
+      if (tokenizer == nullptr) {
+        return absl::InvalidArgumentError(
+            "prompt.text: this worker group has no tokenizer; send prompt.token_ids");
+      }
+      tokens = tokenizer->Encode(request.text(), /*add_bos=*/!continuing, /*add_eos=*/false);
+      if (tokens.empty()) return absl::InvalidArgumentError("prompt.text encodes to no tokens");
+      return tokens;
+    case dapq::v1::GenerateRequest::kTokenIds:
+      if (request.token_ids().ids().empty()) {
+        return absl::InvalidArgumentError("prompt.token_ids is empty");
+      }
+      for (int i = 0; i < request.token_ids().ids_size(); ++i) {
+        const int id = request.token_ids().ids(i);
+        if (id < 0 || id >= vocab_size) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("prompt.token_ids[", i, "]=", id, " is outside [0, ", vocab_size, ")"));
+        }
+        tokens.push_back(id);
+      }
+      return tokens;
+    case dapq::v1::GenerateRequest::PROMPT_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("prompt: set prompt.text or prompt.token_ids");
+}
+
+absl::Status CheckContext(size_t prompt_tokens, int max_new_tokens, int next_position,
+                          int max_seq_len) {
+  const long total = static_cast<long>(next_position) + static_cast<long>(prompt_tokens) +
+                     static_cast<long>(max_new_tokens);
+  if (total <= max_seq_len) return absl::OkStatus();
+  return absl::OutOfRangeError(absl::StrCat(
+      "prompt: ", prompt_tokens, " prompt tokens + max_new_tokens=", max_new_tokens,
+      next_position > 0 ? absl::StrCat(" after the session's ", next_position, " positions") : "",
+      " exceed the model's context limit of ", max_seq_len, " tokens"));
+}
+
+}  // namespace dapq::worker::service

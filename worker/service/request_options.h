@@ -1,0 +1,39 @@
+// File: worker/service/request_options.h
+// dapq.v1 request messages -> engine options: compression (by the names `dapq generate` uses),
+// sampling, max_new_tokens and the prompt's token ids. Every rejection is InvalidArgument or
+// OutOfRange naming the request field (e.g. "compression.budget_tokens").
+#ifndef DAPQ_WORKER_SERVICE_REQUEST_OPTIONS_H_
+#define DAPQ_WORKER_SERVICE_REQUEST_OPTIONS_H_
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "dapq/v1/inference.pb.h"
+#include "worker/engine.h"
+#include "worker/tokenizer.h"
+
+namespace dapq::worker::service {
+
+inline constexpr int kDefaultMaxNewTokens = 64;
+
+absl::StatusOr<compress::CompressionConfig> ToCompressionConfig(
+    const dapq::v1::CompressionOptions& options);
+
+// Sampling, compression and max_new_tokens of `request`, validated.
+absl::StatusOr<GenerateOptions> ToGenerateOptions(const dapq::v1::GenerateRequest& request);
+
+// The prompt as token ids: `text` encoded with `tokenizer` (BOS first unless `continuing` a
+// session), or `token_ids` checked against the vocabulary. `tokenizer` may be null (then only
+// token ids are accepted).
+absl::StatusOr<std::vector<int>> PromptTokens(const dapq::v1::GenerateRequest& request,
+                                              const Tokenizer* tokenizer, int vocab_size,
+                                              bool continuing);
+
+// OutOfRange naming the field when the prompt plus max_new_tokens, from `next_position`, pass
+// the context limit.
+absl::Status CheckContext(size_t prompt_tokens, int max_new_tokens, int next_position,
+                          int max_seq_len);
+
+}  // namespace dapq::worker::service
+
+#endif  // DAPQ_WORKER_SERVICE_REQUEST_OPTIONS_H_

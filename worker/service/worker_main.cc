@@ -1,0 +1,139 @@
+// File: worker/service/worker_main.cc
+// dapq-worker: one tensor-parallel rank of a worker group. Every rank loads the model and
+// connects to the others (Gloo over TCP, rendezvous through a shared directory); rank 0 serves
+// dapq.v1.WorkerGroup on --listen, registers with the coordinator (--coordinator) through
+// heartbeats, and drives the group. SIGINT/SIGTERM stop the group cleanly; a lost rank stops it
+// with exit code 1 (the coordinator routes around it).
+#include <grpcpp/grpcpp.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/termination.h"
+#include "worker/comm/gloo_communicator.h"
+#include "worker/model_loader.h"
+#include "worker/service/borrowed_communicator.h"
+#include "worker/service/group_driver.h"
+#include "worker/service/worker_service.h"
+
+namespace dapq::worker::service {
+namespace {
+
+struct WorkerFlags {
+  std::string model, tokenizer, group_id = "g0", rendezvous_dir, listen = "127.0.0.1:0";
+  std::string coordinator, advertise_host = "127.0.0.1", gloo_host = "127.0.0.1";
+  int tp = 1, rank = 0, prefill_chunk = 1024, max_queue = 16, max_sessions = 64;
+  int heartbeat_ms = 500, gloo_timeout_s = 120;
+};
+
+absl::Status RunWorker(const WorkerFlags& f) {
+  if (f.model.empty()) return absl::InvalidArgumentError("--model is required");
+  if (f.tp < 1) return absl::InvalidArgumentError(absl::StrCat("--tp=", f.tp, " must be >= 1"));
+  if (f.rank < 0 || f.rank >= f.tp) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rank=", f.rank, " must be in [0, --tp=", f.tp, ")"));
+  }
+  if (f.tp > 1 && f.rendezvous_dir.empty()) {
+    return absl::InvalidArgumentError("--rendezvous_dir is required when --tp > 1");
+  }
+  DAPQ_ASSIGN_OR_RETURN(ModelWeights weights, LoadModel(f.model));
+  auto model = std::make_shared<const ModelWeights>(std::move(weights));
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (!f.tokenizer.empty()) {
+    DAPQ_ASSIGN_OR_RETURN(Tokenizer t, Tokenizer::Load(f.tokenizer, model->config.vocab_size));
+    tokenizer = std::make_unique<Tokenizer>(std::move(t));
+  }
+  EngineOptions engine_options;
+  engine_options.tp = f.tp;
+  engine_options.prefill_chunk = f.prefill_chunk;
+  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<Engine> engine;
+  if (f.tp == 1) {
+    DAPQ_ASSIGN_OR_RETURN(engine, Engine::Create(model, engine_options));
+  } else {
+    GlooGroupOptions g;
+    g.rank = f.rank;
+    g.size = f.tp;
+    g.rendezvous_dir = f.rendezvous_dir;
+    g.group_id = f.group_id;
+    g.hostname = f.gloo_host;
+    g.timeout = absl::Seconds(f.gloo_timeout_s);
+    DAPQ_ASSIGN_OR_RETURN(comm, ConnectGlooGroup(g));
+    DAPQ_ASSIGN_OR_RETURN(engine,
+                          Engine::CreateRank(model, engine_options,
+                                             std::make_unique<BorrowedCommunicator>(comm.get())));
+  }
+  GroupDriverOptions driver_options;
+  driver_options.group_id = f.group_id;
+  driver_options.max_queue = f.max_queue;
+  driver_options.max_sessions = f.max_sessions;
+  GroupDriver driver(engine.get(), comm.get(), tokenizer.get(), driver_options);
+
+  if (f.rank != 0) {
+    WatchTerminationSignals([](int) { std::_Exit(0); });  // rank 0 stops the group
+    DAPQ_LOG(INFO) << "worker " << f.group_id << " rank " << f.rank << " of " << f.tp
+                   << ": following rank 0";
+    return driver.RunFollower();
+  }
+
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(4 << 20);
+  WorkerGroupService service(&driver, f.model);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("could not listen on --listen=", f.listen));
+  }
+  const std::string address = absl::StrCat(f.advertise_host, ":", port);
+  service.set_address(address);
+  std::printf("dapq-worker %s: serving on %s (tp=%d)\n", f.group_id.c_str(), address.c_str(), f.tp);
+  std::fflush(stdout);
+  std::unique_ptr<HeartbeatSender> heartbeats;
+  if (!f.coordinator.empty()) {
+    heartbeats = std::make_unique<HeartbeatSender>(f.coordinator, &service,
+                                                   std::chrono::milliseconds(f.heartbeat_ms));
+  }
+  WatchTerminationSignals([&driver](int) { driver.Shutdown(); });
+  const absl::Status status = driver.RunDriver();
+  if (heartbeats) heartbeats->Stop();  // a last heartbeat reports the group's health
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return status;
+}
+
+}  // namespace
+}  // namespace dapq::worker::service
+
+int main(int argc, char** argv) {
+  dapq::BlockTerminationSignals();
+  dapq::worker::service::WorkerFlags f;
+  CLI::App app{"dapq-worker: one tensor-parallel rank of a DapQ Serve worker group"};
+  app.add_option("--model", f.model, "llama2.c .bin, HF directory or synthetic:<name>")->required();
+  app.add_option("--tokenizer", f.tokenizer, "tokenizer.bin (text prompts)");
+  app.add_option("--tp", f.tp, "ranks in the group");
+  app.add_option("--rank", f.rank, "this process's rank");
+  app.add_option("--group_id", f.group_id, "the group's name");
+  app.add_option("--rendezvous_dir", f.rendezvous_dir, "directory the ranks meet in (tp > 1)");
+  app.add_option("--listen", f.listen, "rank 0's gRPC address (port 0 = any free port)");
+  app.add_option("--advertise_host", f.advertise_host, "host the coordinator reaches rank 0 at");
+  app.add_option("--gloo_host", f.gloo_host, "address this rank's Gloo transport binds");
+  app.add_option("--coordinator", f.coordinator, "coordinator address to register with");
+  app.add_option("--prefill_chunk", f.prefill_chunk, "prompt tokens per forward pass");
+  app.add_option("--max_queue", f.max_queue, "requests waiting before RESOURCE_EXHAUSTED");
+  app.add_option("--max_sessions", f.max_sessions, "sessions kept (LRU)");
+  app.add_option("--heartbeat_ms", f.heartbeat_ms, "heartbeat interval");
+  app.add_option("--gloo_timeout_s", f.gloo_timeout_s, "per-collective timeout");
+  CLI11_PARSE(app, argc, argv);
+  const absl::Status status = dapq::worker::service::RunWorker(f);
+  if (!status.ok()) {
+    std::fprintf(stderr, "dapq-worker %s rank %d: %s\n", f.group_id.c_str(), f.rank,
+                 status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

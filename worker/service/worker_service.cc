@@ -1,0 +1,117 @@
+// File: worker/service/worker_service.cc
+// WorkerGroupService and HeartbeatSender.
+#include "worker/service/worker_service.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/grpc_status.h"
+#include "common/logging.h"
+
+namespace dapq::worker::service {
+namespace {
+constexpr std::chrono::milliseconds kPollInterval{20};
+}  // namespace
+
+WorkerGroupService::WorkerGroupService(GroupDriver* driver, std::string model_name)
+    : driver_(driver), model_name_(std::move(model_name)) {}
+
+void WorkerGroupService::set_address(std::string address) {
+  MutexLock lock(&mu_);
+  address_ = std::move(address);
+}
+
+grpc::Status WorkerGroupService::Generate(grpc::ServerContext* context,
+                                          const dapq::v1::GenerateRequest* request,
+                                          grpc::ServerWriter<dapq::v1::GenerateResponse>* writer) {
+  absl::StatusOr<std::shared_ptr<RequestChannel>> channel = driver_->Submit(*request);
+  if (!channel.ok()) return ToGrpcStatus(channel.status());
+  RequestChannel& ch = **channel;
+  while (true) {
+    StreamEvent event;
+    if (!ch.Pop(&event, kPollInterval)) {
+      if (context->IsCancelled()) {
+        ch.Cancel();
+        return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the caller");
+      }
+      continue;
+    }
+    dapq::v1::GenerateResponse response;
+    if (event.done) {
+      if (!event.status.ok()) return ToGrpcStatus(event.status);
+      *response.mutable_summary() = std::move(event.summary);
+      writer->Write(response);
+      return grpc::Status::OK;
+    }
+    response.add_token_ids(event.token);
+    response.set_text(std::move(event.text));
+    if (!writer->Write(response)) {
+      ch.Cancel();
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the caller went away");
+    }
+  }
+}
+
+grpc::Status WorkerGroupService::Status(grpc::ServerContext*, const dapq::v1::WorkerStatusRequest*,
+                                        dapq::v1::GroupStatus* response) {
+  *response = CurrentStatus();
+  return grpc::Status::OK;
+}
+
+dapq::v1::GroupStatus WorkerGroupService::CurrentStatus() const {
+  dapq::v1::GroupStatus s = driver_->Status();
+  s.set_model(model_name_);
+  MutexLock lock(&mu_);
+  s.set_address(address_);
+  return s;
+}
+
+HeartbeatSender::HeartbeatSender(std::string coordinator, const WorkerGroupService* service,
+                                 std::chrono::milliseconds interval)
+    : stub_(dapq::v1::Registry::NewStub(
+          grpc::CreateChannel(coordinator, grpc::InsecureChannelCredentials()))),
+      service_(service),
+      interval_(interval),
+      thread_([this] { Run(); }) {}
+
+HeartbeatSender::~HeartbeatSender() {
+  {
+    MutexLock lock(&mu_);
+    stop_ = true;
+    cv_.SignalAll();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void HeartbeatSender::Stop() {
+  {
+    MutexLock lock(&mu_);
+    if (stop_) return;
+    stop_ = true;
+    cv_.SignalAll();
+  }
+  if (thread_.joinable()) thread_.join();
+  SendOnce();
+}
+
+void HeartbeatSender::SendOnce() {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 2 * interval_ +
+                       std::chrono::milliseconds(500));
+  dapq::v1::HeartbeatRequest request;
+  *request.mutable_status() = service_->CurrentStatus();
+  dapq::v1::HeartbeatResponse response;
+  const grpc::Status s = stub_->Heartbeat(&context, request, &response);
+  if (!s.ok()) {
+    DAPQ_LOG(DEBUG) << "heartbeat: " << s.error_message();
+  }
+}
+
+void HeartbeatSender::Run() {
+  while (true) {
+    SendOnce();
+    MutexLock lock(&mu_);
+    if (cv_.WaitFor(&mu_, interval_, [&] { return stop_; })) return;
+  }
+}
+
+}  // namespace dapq::worker::service
