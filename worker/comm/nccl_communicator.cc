@@ -1,0 +1,279 @@
+// File: worker/comm/nccl_communicator.cc
+// NCCL collectives on host buffers: copy in, reduce on the device, poll for completion (peer
+// failures and timeouts become errors), copy out. Compiled only when DAPQ_HAVE_NCCL.
+#include "worker/comm/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/cuda_status.h"
+#include "common/status_macros.h"
+
+namespace dapq::worker {
+namespace {
+
+constexpr std::chrono::seconds kCollectiveTimeout{120};
+
+absl::Status NcclStatus(ncclResult_t result, const char* expr, ncclComm_t comm, int rank,
+                        int device) {
+  const char* last = ncclGetLastError(comm);
+  return absl::InternalError(
+      absl::StrCat(expr, ": ", ncclGetErrorString(result), " (rank ", rank, ", device ", device,
+                   ")", last != nullptr && *last != '\0' ? ": " : "", last != nullptr ? last : ""));
+}
+
+// What rank 0 sends over the bootstrap communicator.
+struct BootstrapMessage {
+  int32_t ok = 0;  // rank 0 created the id
+  ncclUniqueId id{};
+};
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(int rank, int size, int device) : rank_(rank), size_(size), device_(device) {}
+
+  ~NcclCommunicator() override {
+    cudaSetDevice(device_);
+    {
+      absl::MutexLock lock(&mu_);
+      if (comm_ != nullptr) {
+        if (comm_aborted_) {
+          // Already aborted: its resources were freed by ncclCommAbort.
+        } else if (broken_.ok()) {
+          ncclCommDestroy(comm_);
+        } else {
+          ncclCommAbort(comm_);
+        }
+        comm_ = nullptr;
+      }
+    }
+    if (buffer_ != nullptr) cudaFree(buffer_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  absl::Status Init(const ncclUniqueId& id) {
+    DAPQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    DAPQ_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    absl::MutexLock lock(&mu_);
+    const ncclResult_t r = ncclCommInitRank(&comm_, size_, id, rank_);
+    if (r != ncclSuccess) {
+      comm_ = nullptr;
+      return NcclStatus(r, "ncclCommInitRank", nullptr, rank_, device_);
+    }
+    return absl::OkStatus();
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  absl::Status AllReduceSum(float* data, size_t count) override {
+    return Run("allreduce", data, count * sizeof(float), [&](void* buf) {
+      return ncclAllReduce(buf, buf, count, ncclFloat32, ncclSum, comm_, stream_);
+    });
+  }
+
+  absl::Status AllReduceSum(int64_t* data, size_t count) override {
+    return Run("allreduce", data, count * sizeof(int64_t), [&](void* buf) {
+      return ncclAllReduce(buf, buf, count, ncclInt64, ncclSum, comm_, stream_);
+    });
+  }
+
+  absl::Status Broadcast(void* data, size_t bytes, int root) override {
+    if (root < 0 || root >= size_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Context("broadcast"), "root=", root, " outside [0, ", size_, ")"));
+    }
+    return Run("broadcast", data, bytes, [&](void* buf) {
+      return ncclBroadcast(buf, buf, bytes, ncclUint8, root, comm_, stream_);
+    });
+  }
+
+  absl::Status Barrier() override {
+    float token = 0;
+    return Run("barrier", &token, sizeof(token), [&](void* buf) {
+      return ncclAllReduce(buf, buf, 1, ncclFloat32, ncclSum, comm_, stream_);
+    });
+  }
+
+  void Abort() override {
+    aborted_.store(true);
+    absl::MutexLock lock(&mu_);
+    AbortCommLocked();
+  }
+
+ private:
+  std::string Context(const char* op) const {
+    return absl::StrCat("nccl ", op, " (rank ", rank_, " of ", size_, ", device ", device_, "): ");
+  }
+
+  void AbortCommLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (comm_ != nullptr && !comm_aborted_) {
+      ncclCommAbort(comm_);
+      comm_aborted_ = true;
+    }
+  }
+
+  // Marks the group broken with `s` and aborts the NCCL communicator (ending any kernel that
+  // waits for a peer).
+  absl::Status Break(absl::Status s) {
+    broken_ = s;
+    absl::MutexLock lock(&mu_);
+    AbortCommLocked();
+    return s;
+  }
+
+  absl::Status EnsureBuffer(size_t bytes) {
+    if (bytes <= capacity_) return absl::OkStatus();
+    if (buffer_ != nullptr) {
+      DAPQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+      DAPQ_CUDA_RETURN_IF_ERROR(cudaFree(buffer_));
+      buffer_ = nullptr;
+      capacity_ = 0;
+    }
+    DAPQ_CUDA_RETURN_IF_ERROR(cudaMalloc(&buffer_, bytes));
+    capacity_ = bytes;
+    return absl::OkStatus();
+  }
+
+  // Copies `bytes` of `data` to the device, enqueues op(device buffer), waits for it and copies
+  // the result back into `data`.
+  template <typename Op>
+  absl::Status Run(const char* op, void* data, size_t bytes, Op&& enqueue) {
+    if (aborted_.load()) {
+      return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
+    }
+    if (!broken_.ok()) {
+      return absl::Status(
+          broken_.code(),
+          absl::StrCat(Context(op), "group broken by an earlier failure: ", broken_.message()));
+    }
+    if (bytes == 0) return absl::OkStatus();
+    absl::Status s = Enqueue(op, data, bytes, enqueue);
+    if (!s.ok()) return absl::IsAborted(s) ? s : Break(s);
+    s = Wait(op);
+    if (!s.ok()) return absl::IsAborted(s) ? s : Break(s);
+    s = [&]() -> absl::Status {
+      DAPQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(data, buffer_, bytes, cudaMemcpyDeviceToHost));
+      return absl::OkStatus();
+    }();
+    if (!s.ok()) return Break(absl::InternalError(absl::StrCat(Context(op), s.message())));
+    return absl::OkStatus();
+  }
+
+  template <typename Op>
+  absl::Status Enqueue(const char* op, const void* data, size_t bytes, Op&& enqueue) {
+    DAPQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    DAPQ_RETURN_IF_ERROR(EnsureBuffer(bytes));
+    // From pageable memory this returns once `data` is staged: the caller's buffer is free.
+    DAPQ_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(buffer_, data, bytes, cudaMemcpyHostToDevice, stream_));
+    absl::MutexLock lock(&mu_);
+    if (comm_aborted_) {
+      return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
+    }
+    const ncclResult_t r = enqueue(buffer_);
+    if (r != ncclSuccess && r != ncclInProgress) {
+      return NcclStatus(r, Context(op).c_str(), comm_, rank_, device_);
+    }
+    return absl::OkStatus();
+  }
+
+  // Polls the stream rather than blocking in cudaStreamSynchronize, so that an asynchronous NCCL
+  // error (a peer died), Abort() or the timeout can end the wait.
+  absl::Status Wait(const char* op) {
+    const auto start = std::chrono::steady_clock::now();
+    while (true) {
+      const cudaError_t q = cudaStreamQuery(stream_);
+      if (q == cudaSuccess) return absl::OkStatus();
+      if (q != cudaErrorNotReady) {
+        return absl::InternalError(
+            absl::StrCat(Context(op), "cudaStreamQuery: ", cudaGetErrorString(q)));
+      }
+      if (aborted_.load()) {
+        return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        if (comm_aborted_) {
+          return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
+        }
+        ncclResult_t async = ncclSuccess;
+        const ncclResult_t r = ncclCommGetAsyncError(comm_, &async);
+        if (r != ncclSuccess) return NcclStatus(r, Context(op).c_str(), comm_, rank_, device_);
+        if (async != ncclSuccess && async != ncclInProgress) {
+          return absl::UnavailableError(absl::StrCat(Context(op), "asynchronous error ",
+                                                     ncclGetErrorString(async), ": ",
+                                                     ncclGetLastError(comm_)));
+        }
+      }
+      if (std::chrono::steady_clock::now() - start > kCollectiveTimeout) {
+        return absl::DeadlineExceededError(
+            absl::StrCat(Context(op), "not complete after ", kCollectiveTimeout.count(), " s"));
+      }
+      std::this_thread::yield();
+    }
+  }
+
+  const int rank_;
+  const int size_;
+  const int device_;
+  cudaStream_t stream_ = nullptr;
+  void* buffer_ = nullptr;  // device scratch, grown on demand
+  size_t capacity_ = 0;
+  std::atomic<bool> aborted_{false};
+  absl::Status broken_;  // the first failure; OK while the group works
+  absl::Mutex mu_;       // guards the NCCL communicator against a concurrent Abort()
+  ncclComm_t comm_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool comm_aborted_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Communicator>> ConnectNcclGroup(Communicator& bootstrap,
+                                                               int device) {
+  int devices = 0;
+  const cudaError_t err = cudaGetDeviceCount(&devices);
+  // Every rank must reach the bootstrap broadcast, even one whose device is unusable, so that
+  // rank 0 does not wait for it; the error is reported after.
+  absl::Status local;
+  if (err != cudaSuccess) {
+    local =
+        absl::InternalError(absl::StrCat("nccl: cudaGetDeviceCount: ", cudaGetErrorString(err)));
+  } else if (device < 0 || device >= devices) {
+    local = absl::InvalidArgumentError(
+        absl::StrCat("nccl: device=", device, " outside [0, ", devices, ")"));
+  }
+  BootstrapMessage message;
+  if (bootstrap.rank() == 0 && local.ok()) {
+    const ncclResult_t r = ncclGetUniqueId(&message.id);
+    if (r == ncclSuccess) {
+      message.ok = 1;
+    } else {
+      local = NcclStatus(r, "ncclGetUniqueId", nullptr, 0, device);
+    }
+  }
+  DAPQ_RETURN_IF_ERROR(bootstrap.Broadcast(&message, sizeof(message), /*root=*/0));
+  // ncclCommInitRank waits for every rank: agree first that every rank can call it.
+  int64_t failed = local.ok() ? 0 : 1;
+  DAPQ_RETURN_IF_ERROR(bootstrap.AllReduceSum(&failed, 1));
+  DAPQ_RETURN_IF_ERROR(local);
+  if (message.ok == 0) {
+    return absl::UnavailableError("nccl: rank 0 could not create the NCCL group id");
+  }
+  if (failed > 0) {
+    return absl::UnavailableError(
+        absl::StrCat("nccl: ", failed, " rank(s) of the group cannot join (bad device)"));
+  }
+  auto comm = std::make_unique<NcclCommunicator>(bootstrap.rank(), bootstrap.size(), device);
+  DAPQ_RETURN_IF_ERROR(comm->Init(message.id));
+  return std::unique_ptr<Communicator>(std::move(comm));
+}
+
+}  // namespace dapq::worker
