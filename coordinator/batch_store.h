@@ -1,0 +1,170 @@
+// File: coordinator/batch_store.h
+// BatchStore: the coordinator's durable store of batch jobs and their items, one SQLite file
+// (WAL, synchronous=FULL, foreign keys, busy_timeout; PRAGMA user_version is the schema
+// version, PRAGMA application_id marks the file as ours). Every change is one transaction, so a
+// crash at any point leaves the state before or after a call, never between.
+//
+// Items carry an opaque request (the coordinator stores a serialized protobuf) and an opaque
+// result (JSON text); the store never interprets them. Item lifecycle:
+//   pending --ClaimItems--> running (attempts+1)
+//   running --CompleteItem--> succeeded
+//   running --FailItem--> pending (retryable and attempts < max_attempts) | failed
+//   running --ReleaseItem--> pending (attempts-1: the attempt is not counted)
+//   pending --CancelJob--> cancelled
+// Once a job is cancelled, items that would go back to pending become cancelled instead.
+// A job is kQueued until its first claim, then kRunning (kCancelled at once when cancelled), and
+// finishes (finished_unix_ms set) when no item is pending or running: kSucceeded, or kFailed if
+// any item failed, or kCancelled.
+//
+// Claims are fenced by (state running, attempts == attempt): CompleteItem, FailItem and
+// ReleaseItem of any other attempt get FailedPrecondition, so an item never completes twice.
+// ReleaseItem and crash recovery uncount the attempt, so the next claim reuses its number; the
+// caller drops a claim once it has released it.
+//
+// One process owns a store at a time: Open takes an flock on `<path>.lock` (FailedPrecondition
+// while another holder lives). Open puts items left running by a dead owner back to pending
+// without counting their attempt.
+//
+// Errors: NotFound (unknown job or item, naming it), InvalidArgument (bad input),
+// FailedPrecondition (wrong state; a file of another application or a newer schema; the store
+// is open elsewhere), DataLoss (not an SQLite database, or corrupt), Unavailable (SQLite busy,
+// locked, cannot open, I/O error), errno codes (NotFound, PermissionDenied) for a missing or
+// unwritable directory. Messages name the file; SQLite failures also the SQL step and
+// sqlite3_errmsg.
+// Thread-safety: thread-safe (one connection behind a mutex).
+#ifndef DAPQ_COORDINATOR_BATCH_STORE_H_
+#define DAPQ_COORDINATOR_BATCH_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+
+namespace dapq::coordinator {
+
+namespace internal {
+class SqliteDb;
+class LockFile;
+}  // namespace internal
+
+// Persisted as integers: never renumber.
+enum class JobState { kQueued = 0, kRunning = 1, kSucceeded = 2, kFailed = 3, kCancelled = 4 };
+enum class ItemState { kPending = 0, kRunning = 1, kSucceeded = 2, kFailed = 3, kCancelled = 4 };
+// "queued", "running", "succeeded", "failed", "cancelled".
+std::string_view JobStateName(JobState state);
+// "pending", "running", "succeeded", "failed", "cancelled".
+std::string_view ItemStateName(ItemState state);
+
+struct JobSpec {
+  std::string name;
+  std::string options;      // opaque, e.g. serialized request defaults
+  std::string output_path;  // "" = none
+  int max_attempts = 3;
+};
+
+struct JobInfo {
+  std::string id;  // "job-000001"
+  JobSpec spec;
+  JobState state = JobState::kQueued;
+  int64_t created_unix_ms = 0;
+  int64_t finished_unix_ms = 0;  // 0 while open
+  int total = 0;
+  int pending = 0, running = 0, succeeded = 0, failed = 0, cancelled = 0;
+
+  bool finished() const { return finished_unix_ms != 0; }
+};
+
+struct ItemRecord {
+  std::string job_id;
+  int index = 0;
+  ItemState state = ItemState::kPending;
+  int attempts = 0;  // counted attempts, including a running one
+  std::string request;
+  std::string result;  // set when succeeded
+  std::string error;   // last failure
+};
+
+struct ClaimedItem {
+  std::string job_id;
+  int index = 0;
+  int attempt = 0;  // 1-based; pass back to CompleteItem / FailItem / ReleaseItem
+  std::string request;
+  std::string options;  // the job's JobSpec::options
+};
+
+class BatchStore {
+ public:
+  // Creates the file and schema if missing, migrates an older schema, and recovers items left
+  // running (see recovered_items()). Errors name `path`.
+  static absl::StatusOr<std::unique_ptr<BatchStore>> Open(const std::string& path);
+  ~BatchStore();
+  BatchStore(const BatchStore&) = delete;
+  BatchStore& operator=(const BatchStore&) = delete;
+
+  // Items that Open found running and put back to pending (or cancelled, for cancelled jobs).
+  int recovered_items() const { return recovered_items_; }
+  const std::string& path() const { return path_; }
+
+  // Ids are "job-000001", "job-000002", ...: monotonic, never reused, also across restarts.
+  // InvalidArgument for 0 items or max_attempts < 1.
+  absl::StatusOr<std::string> CreateJob(const JobSpec& spec,
+                                        const std::vector<std::string>& item_requests);
+  absl::StatusOr<JobInfo> GetJob(std::string_view id);
+  // Newest first; at most `limit` (>= 0) jobs.
+  absl::StatusOr<std::vector<JobInfo>> ListJobs(int limit);
+  // Pending items -> cancelled and the job -> kCancelled; running items may still complete
+  // (their result is kept) or fail. OK again while running items drain; FailedPrecondition
+  // once the job has finished.
+  absl::Status CancelJob(std::string_view id);
+
+  // Claims up to `n` (>= 0) pending items, oldest job first, then by index: each becomes running
+  // with attempts+1, its job kQueued -> kRunning; all in one transaction.
+  absl::StatusOr<std::vector<ClaimedItem>> ClaimItems(int n);
+  // Stores `result` (opaque) and marks the item succeeded. FailedPrecondition unless the item
+  // is running with this attempt. Finishes the job when nothing is pending or running.
+  absl::Status CompleteItem(std::string_view job_id, int index, int attempt,
+                            std::string_view result);
+  // Records `error`; the item goes back to pending when `retryable` and attempts <
+  // max_attempts, else it is failed. Same attempt check; may finish the job.
+  absl::Status FailItem(std::string_view job_id, int index, int attempt, std::string_view error,
+                        bool retryable);
+  // Puts a running item back to pending without counting the attempt (its worker group went
+  // away before it started). Same attempt check.
+  absl::Status ReleaseItem(std::string_view job_id, int index, int attempt);
+
+  // Items with index >= from_index, in index order, at most `limit` (>= 0).
+  absl::StatusOr<std::vector<ItemRecord>> ListItems(std::string_view job_id, int from_index,
+                                                    int limit);
+
+  // Writes a finished job's items to `path` as JSONL, one line per item in index order: the
+  // result string for succeeded items (raw CR/LF turned into spaces, which JSON treats as
+  // whitespace), else {"index":i,"state":"failed"|"cancelled","error":"..."}. Atomic: temp
+  // file, fsync, rename, directory fsync. FailedPrecondition while the job is open.
+  absl::Status ExportResultsJsonl(std::string_view job_id, const std::string& path);
+
+ private:
+  BatchStore(std::string path, std::unique_ptr<internal::LockFile> lock,
+             std::unique_ptr<internal::SqliteDb> db, int recovered);
+
+  absl::StatusOr<JobInfo> GetJobLocked(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Common part of CompleteItem / FailItem / ReleaseItem.
+  enum class Outcome { kComplete, kFail, kRelease };
+  absl::Status FinishAttempt(std::string_view job_id, int index, int attempt, Outcome outcome,
+                             std::string_view payload, bool retryable);
+
+  const std::string path_;
+  const int recovered_items_;
+  Mutex mu_;
+  std::unique_ptr<internal::LockFile> lock_;  // released after db_ is closed
+  std::unique_ptr<internal::SqliteDb> db_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace dapq::coordinator
+
+#endif  // DAPQ_COORDINATOR_BATCH_STORE_H_
