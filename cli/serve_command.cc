@@ -51,10 +51,10 @@ absl::Status RunServe(const ServeOptions& o) {
   std::fprintf(stderr, "dapq serve: starting %d group(s) x %d rank(s) of %s; logs in %s/logs\n",
                o.cluster.groups, o.cluster.tp, o.cluster.model.c_str(),
                cluster->work_dir().c_str());
+  if (!o.cluster_file.empty()) WriteClusterFile(*cluster, o.cluster_file);
   absl::StatusOr<dapq::v1::ClusterStatusResponse> ready =
       cluster->WaitReady(std::chrono::seconds(o.ready_timeout_s));
   if (!ready.ok()) return ready.status();
-  if (!o.cluster_file.empty()) WriteClusterFile(*cluster, o.cluster_file);
   std::printf("dapq serve: ready at %s (%d groups x tp=%d)\n", cluster->address().c_str(),
               o.cluster.groups, o.cluster.tp);
   std::fflush(stdout);

@@ -65,7 +65,7 @@ absl::StatusOr<compress::CompressionConfig> ToCompressionConfig(
   DAPQ_RETURN_IF_ERROR(
       ParseNamed(o.storage(), "compression.storage", compress::ParseStorage, &c.storage));
   DAPQ_RETURN_IF_ERROR(ParseNamed(o.mode(), "compression.mode", compress::ParseDapqMode, &c.mode));
-  DAPQ_RETURN_IF_ERROR(InField(c.Resolve().status(), "compression"));
+  DAPQ_RETURN_IF_ERROR(InField(c.Validate(), "compression"));
   return c;
 }
 

@@ -1,0 +1,389 @@
+// File: tests/e2e/cluster_test.cc
+// Multi-process tests of the service on loopback: a real dapq-coordinator and dapq-worker
+// processes (TP groups over Gloo), driven through the public gRPC API. Outputs are compared
+// token for token with the in-process engine; faults are real (SIGKILL of a worker rank or the
+// coordinator).
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "cli/local_cluster.h"
+#include "dapq/v1/admin.grpc.pb.h"
+#include "dapq/v1/batch.grpc.pb.h"
+#include "dapq/v1/inference.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/util/status_matchers.h"
+#include "tests/util/test_paths.h"
+#include "worker/engine.h"
+#include "worker/model_loader.h"
+#include "worker/service/request_options.h"
+#include "worker/tokenizer.h"
+
+namespace dapq {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kStory[] =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+    "park with her friends. One day, she saw a big red ball under a tree";
+
+std::string BinDir() { return cli::ProgramDir() + "/../cli"; }
+
+// Tokens the in-process engine (tp=1) generates for `request` on `model`, the way a worker
+// interprets the request (same conversion code).
+std::vector<int> Reference(const std::string& model, const dapq::v1::GenerateRequest& request,
+                           bool with_tokenizer = true) {
+  auto weights = worker::LoadModel(model);
+  EXPECT_TRUE(weights.ok()) << weights.status();
+  auto m = std::make_shared<const worker::ModelWeights>(std::move(*weights));
+  worker::EngineOptions o;
+  auto engine = worker::Engine::Create(m, o);
+  EXPECT_TRUE(engine.ok());
+  std::unique_ptr<worker::Tokenizer> tok;
+  if (with_tokenizer) {
+    tok = std::make_unique<worker::Tokenizer>(
+        *worker::Tokenizer::Load(testing::Tok512Path(), m->config.vocab_size));
+  }
+  auto prompt = worker::service::PromptTokens(request, tok.get(), m->config.vocab_size, false);
+  EXPECT_TRUE(prompt.ok()) << prompt.status();
+  auto options = worker::service::ToGenerateOptions(request);
+  EXPECT_TRUE(options.ok()) << options.status();
+  auto result = (*engine)->Generate(*prompt, *options);
+  EXPECT_TRUE(result.ok()) << result.status();
+  return result->tokens;
+}
+
+dapq::v1::GenerateRequest StoryRequest(int max_new_tokens, const std::string& method = "",
+                                       int budget = 0) {
+  dapq::v1::GenerateRequest r;
+  r.set_text(kStory);
+  r.set_max_new_tokens(max_new_tokens);
+  if (!method.empty()) {
+    r.mutable_compression()->set_method(method);
+    r.mutable_compression()->set_budget_tokens(budget);
+  }
+  return r;
+}
+
+struct Completion {
+  grpc::Status status;
+  dapq::v1::CompleteResponse response;
+};
+
+Completion Complete(const std::string& address, const dapq::v1::GenerateRequest& request) {
+  auto stub = dapq::v1::Inference::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  Completion c;
+  c.status = stub->Complete(&context, request, &c.response);
+  return c;
+}
+
+std::vector<int> Tokens(const Completion& c) {
+  return std::vector<int>(c.response.token_ids().begin(), c.response.token_ids().end());
+}
+
+std::unique_ptr<cli::LocalCluster> StartCluster(const std::string& name, const std::string& model,
+                                                int groups, int tp, bool tokenizer = true) {
+  cli::LocalClusterOptions o;
+  o.bin_dir = BinDir();
+  o.model = model;
+  if (tokenizer) o.tokenizer = testing::Tok512Path();
+  o.groups = groups;
+  o.tp = tp;
+  o.work_dir = testing::MakeTempDir(name);
+  o.heartbeat_ms = 100;
+  auto cluster = cli::LocalCluster::Start(o);
+  EXPECT_TRUE(cluster.ok()) << cluster.status();
+  auto ready = (*cluster)->WaitReady(std::chrono::seconds(60));
+  EXPECT_TRUE(ready.ok()) << ready.status();
+  return std::move(*cluster);
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    cluster_ = StartCluster("cluster_test", testing::Stories260KPath(), 2, 2).release();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  static cli::LocalCluster* cluster_;
+};
+cli::LocalCluster* ClusterTest::cluster_ = nullptr;
+
+TEST_F(ClusterTest, Tp2GroupMatchesTheInProcessEngineWithAndWithoutCompression) {
+  for (const auto& [method, budget] :
+       std::vector<std::pair<std::string, int>>{{"", 0}, {"dapq", 8}, {"snapkv", 12}}) {
+    const dapq::v1::GenerateRequest request = StoryRequest(80, method, budget);
+    const Completion c = Complete(cluster_->address(), request);
+    ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+    EXPECT_EQ(Tokens(c), Reference(testing::Stories260KPath(), request)) << method;
+    EXPECT_EQ(c.response.summary().generated_tokens(), c.response.token_ids_size());
+    if (!method.empty()) {
+      EXPECT_LT(c.response.summary().kv_kept_slots(), c.response.summary().kv_full_slots());
+      EXPECT_EQ(c.response.summary().kv_kept_slots(), budget * 5 * 4);  // layers x KV heads
+    }
+  }
+}
+
+TEST_F(ClusterTest, TwoGroupsServeConcurrentStreamsAndSessionsStayOnTheirGroup) {
+  const dapq::v1::GenerateRequest request = StoryRequest(60, "dapq", 16);
+  const std::vector<int> expected = Reference(testing::Stories260KPath(), request);
+  std::vector<Completion> results(6);
+  std::vector<std::thread> threads;
+  for (auto& r : results) {
+    threads.emplace_back([&r, &request] { r = Complete(cluster_->address(), request); });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> groups;
+  for (const Completion& c : results) {
+    ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+    EXPECT_EQ(Tokens(c), expected);
+    groups.insert(c.response.summary().group_id());
+  }
+  EXPECT_EQ(groups.size(), 2u) << "six concurrent requests should use both groups";
+
+  // A session: every turn on the same group, positions continuing.
+  dapq::v1::GenerateRequest turn = StoryRequest(20);
+  turn.set_session_id("story-1");
+  const Completion first = Complete(cluster_->address(), turn);
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  turn.set_text(" The end.");
+  for (int i = 0; i < 3; ++i) {
+    const Completion next = Complete(cluster_->address(), turn);
+    ASSERT_TRUE(next.status.ok()) << next.status.error_message();
+    EXPECT_EQ(next.response.summary().group_id(), first.response.summary().group_id());
+    EXPECT_GT(next.response.summary().next_position(), first.response.summary().next_position());
+  }
+}
+
+TEST_F(ClusterTest, BadRequestsNameTheField) {
+  struct Case {
+    std::string name;
+    std::function<void(dapq::v1::GenerateRequest&)> edit;
+    grpc::StatusCode code;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {"empty prompt", [](auto& r) { r.set_text(""); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "prompt.text"},
+      {"no prompt", [](auto& r) { r.clear_prompt(); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "prompt"},
+      {"over the context",
+       [](auto& r) {
+         for (int i = 0; i < 600; ++i) r.mutable_token_ids()->add_ids(5);
+       },
+       grpc::StatusCode::OUT_OF_RANGE, "context limit"},
+      {"long text",
+       [](auto& r) {
+         std::string t;
+         for (int i = 0; i < 200; ++i) t += "Lily went to the park. ";
+         r.set_text(t);
+       },
+       grpc::StatusCode::OUT_OF_RANGE, "context limit"},
+      {"unknown method", [](auto& r) { r.mutable_compression()->set_method("magic"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "compression.method"},
+      {"budget zero", [](auto& r) { r.mutable_compression()->set_method("dapq"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "compression.budget_tokens"},
+      {"budget negative",
+       [](auto& r) {
+         r.mutable_compression()->set_method("dapq");
+         r.mutable_compression()->set_budget_tokens(-4);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "compression.budget_tokens"},
+      {"bad session", [](auto& r) { r.set_session_id("no spaces allowed"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "session_id"},
+      {"negative max_new_tokens", [](auto& r) { r.set_max_new_tokens(-1); },
+       grpc::StatusCode::INVALID_ARGUMENT, "max_new_tokens"},
+      {"token id out of vocab",
+       [](auto& r) {
+         r.mutable_token_ids()->add_ids(1);
+         r.mutable_token_ids()->add_ids(100000);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "prompt.token_ids[1]"},
+      {"oversized message", [](auto& r) { r.set_text(std::string(5 << 20, 'a')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "request"},
+  };
+  for (const Case& c : cases) {
+    dapq::v1::GenerateRequest request = StoryRequest(8);
+    c.edit(request);
+    const Completion result = Complete(cluster_->address(), request);
+    EXPECT_EQ(result.status.error_code(), c.code)
+        << c.name << ": " << result.status.error_message();
+    EXPECT_THAT(result.status.error_message(), HasSubstr(c.field)) << c.name;
+  }
+}
+
+// Last: it breaks a group of the shared cluster.
+TEST_F(ClusterTest, ZKilledWorkerRankGivesUnavailableAndTheOtherGroupTakesOver) {
+  auto stub = dapq::v1::Inference::NewStub(
+      grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  dapq::v1::GenerateRequest request;
+  request.mutable_token_ids()->add_ids(1);
+  request.set_max_new_tokens(500);
+  request.set_ignore_stop_tokens(true);
+  auto reader = stub->Generate(&context, request);
+  dapq::v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));  // streaming: the group is mid-request
+  ASSERT_GT(response.token_ids_size(), 0);
+  // Which group? Ask the coordinator: the one with a request in flight.
+  auto admin = dapq::v1::Admin::NewStub(
+      grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext status_context;
+  dapq::v1::ClusterStatusResponse status;
+  ASSERT_TRUE(admin->ClusterStatus(&status_context, {}, &status).ok());
+  int busy = -1;
+  for (const auto& g : status.groups()) {
+    if (g.in_flight() > 0) busy = std::stoi(g.group_id().substr(1));
+  }
+  ASSERT_GE(busy, 0);
+  cluster_->worker(busy, 1).Signal(SIGKILL);
+  while (reader->Read(&response)) {
+  }
+  const grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr(absl::StrCat("g", busy)));
+
+  // The group is marked down; requests (and batch items) go to the other group.
+  grpc::ClientContext after_context;
+  ASSERT_TRUE(admin->ClusterStatus(&after_context, {}, &status).ok());
+  for (const auto& g : status.groups()) {
+    EXPECT_EQ(g.healthy(), g.group_id() != absl::StrCat("g", busy)) << g.group_id();
+  }
+  const dapq::v1::GenerateRequest story = StoryRequest(30);
+  const Completion c = Complete(cluster_->address(), story);
+  ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+  EXPECT_EQ(c.response.summary().group_id(), absl::StrCat("g", 1 - busy));
+  EXPECT_EQ(Tokens(c), Reference(testing::Stories260KPath(), story));
+
+  auto batch = dapq::v1::Batch::NewStub(
+      grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
+  dapq::v1::SubmitBatchRequest submit;
+  for (int i = 0; i < 4; ++i) *submit.add_items() = story;
+  dapq::v1::SubmitBatchResponse submitted;
+  grpc::ClientContext submit_context;
+  ASSERT_TRUE(batch->SubmitBatch(&submit_context, submit, &submitted).ok());
+  grpc::ClientContext results_context;
+  dapq::v1::StreamBatchResultsRequest follow;
+  follow.set_job_id(submitted.job_id());
+  follow.set_follow(true);
+  auto results = batch->StreamBatchResults(&results_context, follow);
+  dapq::v1::BatchItemResult item;
+  int n = 0;
+  while (results->Read(&item)) {
+    EXPECT_EQ(item.state(), "succeeded") << item.error();
+    const nlohmann::json j = nlohmann::json::parse(item.result_json());
+    EXPECT_EQ(j["summary"]["group_id"], absl::StrCat("g", 1 - busy));
+    ++n;
+  }
+  EXPECT_TRUE(results->Finish().ok());
+  EXPECT_EQ(n, 4);
+}
+
+TEST(ClusterGqaTest, SyntheticGqaGroupOverGlooMatchesTheInProcessEngine) {
+  const std::string model = "synthetic:tiny-gqa";
+  auto cluster = StartCluster("cluster_gqa", model, 1, 2, /*tokenizer=*/false);
+  for (const std::string method : {"", "dapq"}) {
+    dapq::v1::GenerateRequest request;
+    for (int i = 0; i < 40; ++i) request.mutable_token_ids()->add_ids((i * 37 + 11) % 200);
+    request.set_max_new_tokens(24);
+    request.set_ignore_stop_tokens(true);
+    if (!method.empty()) {
+      request.mutable_compression()->set_method(method);
+      request.mutable_compression()->set_budget_tokens(10);
+    }
+    const Completion c = Complete(cluster->address(), request);
+    ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+    EXPECT_EQ(Tokens(c), Reference(model, request, /*with_tokenizer=*/false)) << method;
+  }
+}
+
+TEST(ClusterBatchTest, CoordinatorKilledMidJobResumesEveryItemExactlyOnce) {
+  auto cluster = StartCluster("cluster_batch", testing::Stories260KPath(), 2, 1);
+  const std::string out = testing::MakeTempDir("cluster_batch_out") + "/results.jsonl";
+  dapq::v1::SubmitBatchRequest submit;
+  submit.set_name("resume");
+  submit.set_output_path(out);
+  constexpr int kItems = 24;
+  std::vector<dapq::v1::GenerateRequest> items;
+  for (int i = 0; i < kItems; ++i) {
+    dapq::v1::GenerateRequest r;
+    r.mutable_token_ids()->add_ids(1);
+    r.mutable_token_ids()->add_ids(100 + i);
+    r.set_max_new_tokens(150);
+    r.set_ignore_stop_tokens(true);
+    items.push_back(r);
+    *submit.add_items() = r;
+  }
+  auto batch = [&] {
+    return dapq::v1::Batch::NewStub(
+        grpc::CreateChannel(cluster->address(), grpc::InsecureChannelCredentials()));
+  };
+  dapq::v1::SubmitBatchResponse submitted;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(batch()->SubmitBatch(&context, submit, &submitted).ok());
+  }
+  // Kill the coordinator once some items are done and others are running.
+  {
+    grpc::ClientContext context;
+    dapq::v1::StreamBatchResultsRequest follow;
+    follow.set_job_id(submitted.job_id());
+    follow.set_follow(true);
+    auto reader = batch()->StreamBatchResults(&context, follow);
+    dapq::v1::BatchItemResult item;
+    for (int seen = 0; seen < 3 && reader->Read(&item);) ++seen;
+    cluster->coordinator().Signal(SIGKILL);
+    ASSERT_TRUE(cluster->coordinator().Wait(std::chrono::seconds(10)).has_value());
+  }
+  ASSERT_THAT(cluster->RestartCoordinator(), testing::IsOk());
+  ASSERT_THAT(cluster->WaitReady(std::chrono::seconds(60)).status(), testing::IsOk());
+  grpc::ClientContext context;
+  dapq::v1::StreamBatchResultsRequest follow;
+  follow.set_job_id(submitted.job_id());
+  follow.set_follow(true);
+  auto reader = batch()->StreamBatchResults(&context, follow);
+  dapq::v1::BatchItemResult item;
+  std::vector<int> seen;
+  while (reader->Read(&item)) {
+    ASSERT_EQ(item.state(), "succeeded") << item.error();
+    seen.push_back(item.index());
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_EQ(seen.size(), static_cast<size_t>(kItems));
+  // The results file: one line per item, each the reference tokens.
+  {
+    grpc::ClientContext c;
+    dapq::v1::GetBatchRequest get;
+    get.set_job_id(submitted.job_id());
+    dapq::v1::BatchJob job;
+    ASSERT_TRUE(batch()->GetBatch(&c, get, &job).ok());
+    EXPECT_EQ(job.state(), "succeeded");
+    EXPECT_EQ(job.succeeded(), kItems);
+  }
+  std::ifstream in(out);
+  std::string line;
+  std::set<int> indices;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    const int index = j["index"];
+    EXPECT_TRUE(indices.insert(index).second) << "item " << index << " twice";
+    EXPECT_EQ(j["token_ids"].get<std::vector<int>>(),
+              Reference(testing::Stories260KPath(), items[index]))
+        << "item " << index;
+  }
+  EXPECT_EQ(indices.size(), static_cast<size_t>(kItems));
+}
+
+}  // namespace
+}  // namespace dapq
