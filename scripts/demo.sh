@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # File: scripts/demo.sh
-# The main job: installs dependencies, builds, and generates text from the default model
-# (stories260K, llama2.c format) with the tensor-parallel CPU engine (TP=2), compressing the
-# prompt's KV cache with DapQ at the end of prefill. Prints the text, KV kept vs full, time to
-# first token and tokens/s.
+# The main job: installs dependencies, builds, starts a local DapQ Serve cluster on the default
+# model (stories260K): a coordinator and two worker groups of two tensor-parallel processes each
+# (Gloo over loopback). Then sends a long prompt through the coordinator to a TP=2 group with
+# DapQ compression, and prints the streamed text, KV kept vs full and the time to first token,
+# then the cluster's status; the cluster is stopped at the end (no process is left behind).
 # Usage: bash scripts/demo.sh [extra `dapq generate` flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,17 @@ PROMPT="Once upon a time, there was a little girl named Lily. Lily had a small r
 She liked to play with her ball in the garden every day. Her mom was baking a big cake in the \
 kitchen and the house smelled sweet. The sun was warm and the birds sang in the tall tree. \
 Lily's dog Max ran after the ball and barked. One day,"
-exec ./build/cli/dapq generate \
-  --model "$MODELS/stories260K.bin" --tokenizer "$MODELS/tok512.bin" \
-  --prompt "$PROMPT" --steps 120 --tp 2 --method dapq --budget 24 "$@"
+PORT="${DAPQ_DEMO_PORT:-50051}"
+DAPQ=./build/cli/dapq
+
+$DAPQ serve --model "$MODELS/stories260K.bin" --tokenizer "$MODELS/tok512.bin" \
+  --groups 2 --tp 2 --port "$PORT" &
+SERVE_PID=$!
+trap 'kill -INT $SERVE_PID 2>/dev/null; wait $SERVE_PID 2>/dev/null || true' EXIT
+$DAPQ status --coordinator "127.0.0.1:$PORT" --wait_s 120 --groups 2
+echo
+echo "== generate through the coordinator (TP=2 group, DapQ budget 24 per layer and KV head) =="
+$DAPQ generate --coordinator "127.0.0.1:$PORT" \
+  --prompt "$PROMPT" --steps 120 --method dapq --budget 24 "$@"
+echo
+$DAPQ status --coordinator "127.0.0.1:$PORT"

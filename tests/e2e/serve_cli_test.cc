@@ -1,0 +1,112 @@
+// File: tests/e2e/serve_cli_test.cc
+// `dapq serve` as a user runs it: a real local cluster of processes, driven by the `dapq`
+// client commands (status, generate --coordinator, batch submit/status/results/cancel), then
+// stopped with SIGTERM, leaving no process behind.
+#include <signal.h>
+
+#include <fstream>
+
+#include "cli/child_process.h"
+#include "cli/local_cluster.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/util/run_command.h"
+#include "tests/util/test_paths.h"
+
+namespace dapq {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
+  const std::string dir = testing::MakeTempDir("serve_cli");
+  const std::string dapq = DAPQ_BINARY;
+  const std::string cluster_file = dir + "/cluster.json";
+  // Port 0 lets serve pick; the address is read from the cluster file (written at start).
+  auto serve =
+      cli::ChildProcess::Start({dapq, "serve", "--model", testing::Stories260KPath(), "--tokenizer",
+                                testing::Tok512Path(), "--groups", "1", "--tp", "2", "--port", "0",
+                                "--work_dir", dir + "/work", "--cluster_file", cluster_file},
+                               dir + "/serve.log");
+  ASSERT_TRUE(serve.ok()) << serve.status();
+  // serve writes the cluster file before waiting for readiness; `dapq status --wait_s` then
+  // blocks until the cluster is ready. (Waiting for the file is bounded by serve exiting.)
+  std::string address;
+  for (int i = 0; i < 600 && address.empty(); ++i) {
+    std::ifstream in(cluster_file);
+    if (in) address = nlohmann::json::parse(in, nullptr, false).value("address", "");
+    if (address.empty()) ASSERT_FALSE(serve->Wait(std::chrono::milliseconds(100)).has_value());
+  }
+  ASSERT_FALSE(address.empty());
+  const testing::CommandResult status =
+      testing::RunCommand(dapq + " status --wait_s 60 --groups 1 --coordinator " + address);
+  ASSERT_EQ(status.exit_code, 0) << status.out;
+  EXPECT_THAT(status.out, HasSubstr("cluster: ready"));
+  EXPECT_THAT(status.out, HasSubstr("g0"));
+
+  const testing::CommandResult generated =
+      testing::RunCommand(dapq + " generate --coordinator " + address +
+                          " --prompt 'Once upon a time' --steps 40 --method dapq --budget 4");
+  ASSERT_EQ(generated.exit_code, 0) << generated.out;
+  const testing::CommandResult local =
+      testing::RunCommand(dapq + " generate --model " + testing::Stories260KPath() +
+                              " --tokenizer " + testing::Tok512Path() +
+                              " --prompt 'Once upon a time' --steps 40 --method dapq --budget 4",
+                          /*merge_stderr=*/false);
+  ASSERT_EQ(local.exit_code, 0);
+  EXPECT_THAT(generated.out, HasSubstr(local.out.substr(0, local.out.size() - 1)));
+  EXPECT_THAT(generated.out, HasSubstr("served by group g0"));
+  EXPECT_THAT(generated.out, HasSubstr("time to first token"));
+  EXPECT_THAT(generated.out, HasSubstr("kept 80 of"));  // 4 tokens x 5 layers x 4 KV heads
+
+  {
+    std::ofstream jsonl(dir + "/prompts.jsonl");
+    jsonl << "{\"prompt\": \"Lily saw a cat\"}\n{\"token_ids\": [1, 400, 21]}\n\n"
+          << "{\"prompt\": \"The dog\", \"max_new_tokens\": 5}\n";
+  }
+  const testing::CommandResult submitted = testing::RunCommand(
+      dapq + " batch --coordinator " + address + " submit --file " + dir +
+      "/prompts.jsonl --max_new_tokens 12 --wait --output_path " + dir + "/results.jsonl");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.out;
+  EXPECT_THAT(submitted.out, HasSubstr("3/3 done"));
+  const std::string job = submitted.out.substr(0, submitted.out.find('\n'));
+  const testing::CommandResult results = testing::RunCommand(
+      dapq + " batch --coordinator " + address + " results " + job, /*merge_stderr=*/false);
+  ASSERT_EQ(results.exit_code, 0) << results.out;
+  int lines = 0;
+  for (size_t at = 0; (at = results.out.find('\n', at)) != std::string::npos; ++at) ++lines;
+  EXPECT_EQ(lines, 3);
+  std::ifstream written(dir + "/results.jsonl");
+  std::string line;
+  int written_lines = 0;
+  while (std::getline(written, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["index"], written_lines);
+    EXPECT_EQ(j["token_ids"].size(), written_lines == 2 ? 5u : 12u) << line;
+    ++written_lines;
+  }
+  EXPECT_EQ(written_lines, 3);
+  const testing::CommandResult cancel =
+      testing::RunCommand(dapq + " batch --coordinator " + address + " cancel " + job);
+  EXPECT_EQ(cancel.exit_code, 1);
+  EXPECT_THAT(cancel.out, HasSubstr("FAILED_PRECONDITION"));
+  const testing::CommandResult unknown =
+      testing::RunCommand(dapq + " batch --coordinator " + address + " status job-999999");
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.out, HasSubstr("NOT_FOUND"));
+
+  // SIGTERM: every process of the cluster exits.
+  std::ifstream in(cluster_file);
+  const nlohmann::json cluster = nlohmann::json::parse(in);
+  std::vector<pid_t> pids = {cluster["coordinator_pid"].get<pid_t>()};
+  for (const auto& w : cluster["workers"]) pids.push_back(w["pid"].get<pid_t>());
+  serve->Signal(SIGTERM);
+  const std::optional<int> code = serve->Wait(std::chrono::seconds(30));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  for (pid_t pid : pids) EXPECT_NE(kill(pid, 0), 0) << "pid " << pid << " still runs";
+}
+
+}  // namespace
+}  // namespace dapq
