@@ -18,8 +18,9 @@ ctest --test-dir build -L cpu --output-on-failure -j2 --timeout 600
 echo "== KV store tests under ThreadSanitizer"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDAPQ_CUDA=OFF \
   -DDAPQ_SANITIZE=thread >/dev/null
-ninja -C build-tsan kvstore_test
+ninja -C build-tsan kvstore_test batch_store_test
 TSAN_OPTIONS=halt_on_error=1 ./build-tsan/kvstore/kvstore_test
+TSAN_OPTIONS=halt_on_error=1 ./build-tsan/coordinator/batch_store_test
 
 if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
   echo "== CUDA build (DAPQ_CUDA=ON, compile only on machines without a GPU)"

@@ -124,13 +124,10 @@ std::unique_ptr<Sequence> Engine::NewSequence() const {
 }
 
 absl::Status Engine::RunOnRanks(const std::function<absl::Status(int)>& fn) {
-  if (ranks_.size() == 1) {
-    absl::Status s = fn(0);
-    // This process's rank may have failed between two collectives of its group: a later call
-    // must not pair its collectives with the peers' current ones.
-    if (!s.ok() && multi_process()) comms_[0]->Abort();
-    return s;
-  }
+  // A single local rank (in-process tp=1, or this process's rank of a group) aborts nothing: an
+  // argument check fails identically on every rank before any collective, so the group stays in
+  // step, and a failed collective has already broken the communicator.
+  if (ranks_.size() == 1) return fn(0);
   std::vector<absl::Status> results(ranks_.size());
   std::vector<std::thread> threads;
   auto run = [&](int r) {
@@ -287,11 +284,7 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
   if (multi_process()) {
     // Over the whole group, so that every rank reports the same stats.
     int64_t slots[2] = {stats.slots_before, stats.slots_after};
-    absl::Status s = comms_[0]->AllReduceSum(slots, 2);
-    if (!s.ok()) {
-      comms_[0]->Abort();
-      return s;
-    }
+    DAPQ_RETURN_IF_ERROR(comms_[0]->AllReduceSum(slots, 2));
     stats.slots_before = slots[0];
     stats.slots_after = slots[1];
   }
@@ -382,11 +375,7 @@ absl::Status Engine::ShareStep(int& token, bool& keep_going) {
     message.token = token;
     message.keep_going = keep_going ? 1 : 0;
   }
-  absl::Status s = comms_[0]->Broadcast(&message, sizeof(message), /*root=*/0);
-  if (!s.ok()) {
-    comms_[0]->Abort();
-    return s;
-  }
+  DAPQ_RETURN_IF_ERROR(comms_[0]->Broadcast(&message, sizeof(message), /*root=*/0));
   token = message.token;
   keep_going = message.keep_going != 0;
   return absl::OkStatus();

@@ -113,8 +113,10 @@ class Engine {
   // One rank of a multi-process group: this process holds rank comm->rank() of comm->size()
   // (must equal options.tp; InvalidArgument otherwise). Every rank calls the same Engine methods
   // with the same arguments in the same order (SPMD); logits are produced on rank 0 only (the
-  // other ranks' logits vectors are zeros). After a failed call the group may be out of step:
-  // the engine aborts its communicator and every later collective call fails; build a new group.
+  // other ranks' logits vectors are zeros). Argument errors (a token id outside the vocabulary,
+  // a prompt past the context) are found identically on every rank before any collective, so
+  // the group stays usable. A failed collective breaks the communicator (Gloo: every later
+  // collective fails); the group must then be rebuilt.
   // Sequences, their caches and KV byte counts cover this process's rank only; SessionStore,
   // which walks options().tp caches, needs an in-process engine.
   static absl::StatusOr<std::unique_ptr<Engine>> CreateRank(
@@ -177,8 +179,9 @@ class Engine {
  private:
   Engine(std::shared_ptr<const ModelWeights> model, const EngineOptions& options);
   bool multi_process() const { return static_cast<int>(ranks_.size()) != options_.tp; }
-  // Runs fn(local rank) on every local rank (the first on the calling thread); the first error
-  // wins and the communicator group is aborted so no rank waits forever.
+  // Runs fn(local rank) on every local rank (the first on the calling thread). With several
+  // local ranks the first error wins and the communicator group is aborted so no rank thread
+  // waits forever.
   absl::Status RunOnRanks(const std::function<absl::Status(int)>& fn);
   // Multi-process: sends the driver's sampled token and keep-going decision to every rank.
   absl::Status ShareStep(int& token, bool& keep_going);

@@ -62,6 +62,8 @@ struct Scenario {
   GenerateOptions options;
   int stop_after = 0;          // > 0: on_token returns false at its stop_after-th call
   std::vector<int> next_turn;  // fed with a second Continue when not empty
+  // The group (not the references) first makes calls that fail their argument checks.
+  bool bad_calls_first = false;
 };
 
 struct Outcome {
@@ -114,6 +116,22 @@ absl::StatusOr<Outcome> RunScenario(Engine& engine, const Scenario& s) {
   return o;
 }
 
+// Calls that every rank rejects identically: a token outside the vocabulary (found by the
+// forward pass's argument check) and a prompt past the context limit.
+absl::Status MakeBadCalls(Engine& engine, const Scenario& s) {
+  const std::vector<int> bad_token = {1, engine.config().vocab_size + 5};
+  absl::StatusOr<GenerateResult> r = engine.Generate(bad_token, s.options);
+  if (!absl::IsInvalidArgument(r.status())) {
+    return absl::InternalError(absl::StrCat("bad token id gave ", r.status().ToString()));
+  }
+  const std::vector<int> too_long(engine.config().max_seq_len + 1, 1);
+  r = engine.Generate(too_long, s.options);
+  if (!absl::IsOutOfRange(r.status())) {
+    return absl::InternalError(absl::StrCat("too long a prompt gave ", r.status().ToString()));
+  }
+  return absl::OkStatus();
+}
+
 Outcome RunInProcess(std::shared_ptr<const ModelWeights> model, int tp, const Scenario& s) {
   EngineOptions o;
   o.tp = tp;
@@ -156,6 +174,7 @@ GroupRun RunGroup(const std::string& name, std::shared_ptr<const ModelWeights> m
             engine->local_ranks() != 1) {
           return absl::InternalError("wrong rank bookkeeping");
         }
+        if (s.bad_calls_first) DAPQ_RETURN_IF_ERROR(MakeBadCalls(*engine, s));
         DAPQ_ASSIGN_OR_RETURN(Outcome out, RunScenario(*engine, s));
         dapq::testing::WriteVector(absl::StrCat(dir, "/outcome", rank, ".bin"), out.Serialize());
         return absl::OkStatus();
@@ -267,6 +286,17 @@ TEST(MultiProcessEngineTest, OnTokenFalseStopsEveryRankAtTheSameStep) {
   const GroupRun run = RunGroup("gqa_stop", model, s);
   ASSERT_EQ(run.tp2.tokens.size(), 5u);
   EXPECT_EQ(run.tp2.on_token_calls, 5);
+  ExpectGroupMatches(run, run.tp2);
+}
+
+// Requests that fail their argument checks fail on every rank before any collective: the group
+// stays in step and serves the next request exactly.
+TEST(MultiProcessEngineTest, ArgumentErrorsLeaveTheGroupInStep) {
+  auto model = LoadModel(dapq::testing::Stories260KPath());
+  ASSERT_NE(model, nullptr);
+  Scenario s = Greedy(StoriesPrompt(), 12);
+  s.bad_calls_first = true;
+  const GroupRun run = RunGroup("stories_bad_calls", model, s);
   ExpectGroupMatches(run, run.tp2);
 }
 

@@ -12,6 +12,9 @@
 //    The cost is size x count floats received per rank instead of ~2 x count; the activations
 //    reduced here are one hidden vector per token, so this is not the bottleneck on CPU.
 //  - int64 AllReduceSum uses Gloo's allreduce: integer sums are exact in any order.
+//  - Each collective is tagged with its sequence number in the group, so ranks that fell out of
+//    step (one made more collectives than another) never pair mismatched collectives: they wait
+//    for each other's tags until the timeout instead.
 //  - Every collective has the per-collective timeout of the options (DeadlineExceeded). A peer
 //    whose process dies closes its sockets, so the pending or next collective fails with
 //    Unavailable at once instead of waiting for the timeout.
