@@ -91,7 +91,8 @@ std::vector<int> Tokens(const Completion& c) {
 }
 
 std::unique_ptr<cli::LocalCluster> StartCluster(const std::string& name, const std::string& model,
-                                                int groups, int tp, bool tokenizer = true) {
+                                                int groups, int tp, bool tokenizer = true,
+                                                int max_in_flight = 64) {
   cli::LocalClusterOptions o;
   o.bin_dir = BinDir();
   o.model = model;
@@ -100,6 +101,7 @@ std::unique_ptr<cli::LocalCluster> StartCluster(const std::string& name, const s
   o.tp = tp;
   o.work_dir = testing::MakeTempDir(name);
   o.heartbeat_ms = 100;
+  o.max_in_flight = max_in_flight;
   auto cluster = cli::LocalCluster::Start(o);
   EXPECT_TRUE(cluster.ok()) << cluster.status();
   auto ready = (*cluster)->WaitReady(std::chrono::seconds(60));
@@ -306,6 +308,54 @@ TEST(ClusterGqaTest, SyntheticGqaGroupOverGlooMatchesTheInProcessEngine) {
     ASSERT_TRUE(c.status.ok()) << c.status.error_message();
     EXPECT_EQ(Tokens(c), Reference(model, request, /*with_tokenizer=*/false)) << method;
   }
+}
+
+TEST(ClusterAdmissionTest, FullQueueIsResourceExhaustedWithARetryHintAndDeadlinesReachTheGroup) {
+  auto cluster = StartCluster("cluster_admission", testing::Stories260KPath(), 1, 1,
+                              /*tokenizer=*/true, /*max_in_flight=*/1);
+  auto stub = dapq::v1::Inference::NewStub(
+      grpc::CreateChannel(cluster->address(), grpc::InsecureChannelCredentials()));
+  dapq::v1::GenerateRequest longer;
+  longer.mutable_token_ids()->add_ids(1);
+  longer.set_max_new_tokens(500);
+  longer.set_ignore_stop_tokens(true);
+  {
+    grpc::ClientContext context;
+    auto reader = stub->Generate(&context, longer);
+    dapq::v1::GenerateResponse response;
+    ASSERT_TRUE(reader->Read(&response));  // admitted and running: the queue is full now
+    grpc::ClientContext second_context;
+    dapq::v1::CompleteResponse second;
+    const grpc::Status s = stub->Complete(&second_context, StoryRequest(4), &second);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("retry after"));
+    const auto& trailers = second_context.GetServerTrailingMetadata();
+    EXPECT_EQ(trailers.count("retry-after-ms"), 1u);
+    context.TryCancel();  // the client goes away: the group stops generating
+    while (reader->Read(&response)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // A slot is freed once the group's call ends, shortly after the client's; a client that
+  // honours the retry hint gets through.
+  auto complete_with_retry = [&](const dapq::v1::GenerateRequest& request, int deadline_ms) {
+    grpc::Status status;
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::milliseconds(deadline_ms));
+      dapq::v1::CompleteResponse response;
+      status = stub->Complete(&context, request, &response);
+      if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the retry-after hint
+    }
+    return status;
+  };
+  // A deadline far shorter than the request: DEADLINE_EXCEEDED, and the group is free again.
+  longer.set_max_new_tokens(511);
+  EXPECT_EQ(complete_with_retry(longer, 100).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  const grpc::Status after = complete_with_retry(StoryRequest(10), 30000);
+  EXPECT_TRUE(after.ok()) << after.error_message();
 }
 
 TEST(ClusterBatchTest, CoordinatorKilledMidJobResumesEveryItemExactlyOnce) {
