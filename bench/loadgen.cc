@@ -1,0 +1,316 @@
+// File: bench/loadgen.cc
+// dapq_loadgen: a closed-loop load generator for the public Inference.Generate API.
+// N client threads (--streams) each send requests back to back until --requests are done; per
+// request it records the client-side time to first token (send -> first message with tokens) and
+// the gaps between token messages (time per output token). One untimed warm-up request per path. It
+// prints requests/s, output tokens/s, TTFT and TPOT p50/p90/p99 and errors by gRPC code. With
+// --direct it then runs the same load against one group's rank 0 (dapq.v1.WorkerGroup.Generate,
+// address from Admin.ClusterStatus) and prints the coordinator's added TTFT p50. Usage:
+// dapq_loadgen (--coordinator host:port | --start_cluster --model M [--tokenizer T]
+//          [--groups G] [--tp T]) [--streams 4] [--requests 64] [--max_new_tokens 64]
+//          [--prompt text | --prompt_tokens K] [--method dapq --budget 16] [--direct]
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "cli/local_cluster.h"
+#include "dapq/v1/admin.grpc.pb.h"
+#include "dapq/v1/inference.grpc.pb.h"
+#include "dapq/v1/worker.grpc.pb.h"
+
+namespace dapq::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string coordinator;
+  bool start_cluster = false;
+  cli::LocalClusterOptions cluster;
+  int streams = 4;
+  int requests = 64;
+  int max_new_tokens = 64;
+  std::string prompt;
+  int prompt_tokens = 100;
+  int vocab = 512;
+  std::string method;
+  int budget = 0;
+  bool direct = false;
+  int timeout_s = 120;
+};
+
+struct Result {
+  std::string label;
+  double wall_s = 0;
+  int ok = 0;
+  int64_t output_tokens = 0;
+  std::vector<double> ttft_ms, tpot_ms;
+  std::map<std::string, int> errors;  // gRPC code name -> count
+};
+
+const char* CodeName(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    default:
+      return "OTHER";
+  }
+}
+
+dapq::v1::GenerateRequest MakeRequest(const Options& o) {
+  dapq::v1::GenerateRequest r;
+  if (!o.prompt.empty()) {
+    r.set_text(o.prompt);
+  } else {
+    uint64_t x = 0x9E3779B97F4A7C15ull;  // seeded, so every run sends the same prompt
+    for (int i = 0; i < o.prompt_tokens; ++i) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      r.mutable_token_ids()->add_ids(3 + static_cast<int>((x >> 33) % (o.vocab - 3)));
+    }
+  }
+  r.set_max_new_tokens(o.max_new_tokens);
+  r.set_ignore_stop_tokens(true);  // every request produces max_new_tokens
+  if (!o.method.empty()) {
+    r.mutable_compression()->set_method(o.method);
+    if (o.budget > 0) r.mutable_compression()->set_budget_tokens(o.budget);
+  }
+  return r;
+}
+
+// Runs the load through `stub` (Inference or WorkerGroup: the same Generate signature).
+template <typename Stub>
+Result RunLoad(const std::string& label, Stub& stub, const Options& o) {
+  const dapq::v1::GenerateRequest request = MakeRequest(o);
+  {  // one untimed warm-up request: connects the channel before the clock starts
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o.timeout_s));
+    auto reader = stub.Generate(&ctx, request);
+    dapq::v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+    }
+    reader->Finish();
+  }
+  Result total;
+  total.label = label;
+  std::mutex mu;
+  std::atomic<int> next{0};
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < o.streams; ++t) {
+    threads.emplace_back([&] {
+      Result local;
+      while (next.fetch_add(1) < o.requests) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o.timeout_s));
+        const auto sent = Clock::now();
+        auto reader = stub.Generate(&ctx, request);
+        dapq::v1::GenerateResponse response;
+        bool first = true;
+        Clock::time_point last;
+        std::vector<double> gaps;
+        int64_t tokens = 0;
+        double ttft = 0;
+        while (reader->Read(&response)) {
+          if (response.token_ids_size() == 0) continue;
+          const auto now = Clock::now();
+          if (first) {
+            ttft = std::chrono::duration<double, std::milli>(now - sent).count();
+            first = false;
+          } else {
+            // A message with k tokens covers k output tokens: spread the gap over them.
+            const double gap = std::chrono::duration<double, std::milli>(now - last).count();
+            for (int k = 0; k < response.token_ids_size(); ++k) {
+              gaps.push_back(gap / response.token_ids_size());
+            }
+          }
+          last = now;
+          tokens += response.token_ids_size();
+        }
+        const grpc::Status status = reader->Finish();
+        if (!status.ok()) {
+          ++local.errors[CodeName(status.error_code())];
+          continue;
+        }
+        ++local.ok;
+        local.output_tokens += tokens;
+        if (!first) local.ttft_ms.push_back(ttft);
+        local.tpot_ms.insert(local.tpot_ms.end(), gaps.begin(), gaps.end());
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      total.ok += local.ok;
+      total.output_tokens += local.output_tokens;
+      total.ttft_ms.insert(total.ttft_ms.end(), local.ttft_ms.begin(), local.ttft_ms.end());
+      total.tpot_ms.insert(total.tpot_ms.end(), local.tpot_ms.begin(), local.tpot_ms.end());
+      for (const auto& [code, n] : local.errors) total.errors[code] += n;
+    });
+  }
+  for (auto& t : threads) t.join();
+  total.wall_s = std::chrono::duration<double>(Clock::now() - start).count();
+  return total;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * v.size()));
+  return v[i];
+}
+
+std::string Errors(const Result& r) {
+  if (r.errors.empty()) return "none";
+  std::string s;
+  for (const auto& [code, n] : r.errors) {
+    if (!s.empty()) s += ", ";
+    s += code + " " + std::to_string(n);
+  }
+  return s;
+}
+
+void PrintHeader() {
+  std::printf(
+      "| path | streams | ok/requests | req/s | out tok/s | TTFT p50 | TTFT p90 | TTFT p99 | "
+      "TPOT p50 | TPOT p90 | TPOT p99 | errors |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+}
+
+void PrintRow(const Result& r, const Options& o) {
+  std::printf(
+      "| %s | %d | %d/%d | %.2f | %.1f | %.1f ms | %.1f ms | %.1f ms | %.2f ms | %.2f ms | "
+      "%.2f ms | %s |\n",
+      r.label.c_str(), o.streams, r.ok, o.requests, r.ok / r.wall_s, r.output_tokens / r.wall_s,
+      Percentile(r.ttft_ms, 50), Percentile(r.ttft_ms, 90), Percentile(r.ttft_ms, 99),
+      Percentile(r.tpot_ms, 50), Percentile(r.tpot_ms, 90), Percentile(r.tpot_ms, 99),
+      Errors(r).c_str());
+  std::fflush(stdout);
+}
+
+int Run(Options& o) {
+  std::unique_ptr<cli::LocalCluster> cluster;
+  if (o.start_cluster) {
+    if (o.cluster.bin_dir.empty()) o.cluster.bin_dir = cli::ProgramDir() + "/../cli";
+    auto started = cli::LocalCluster::Start(o.cluster);
+    if (!started.ok()) {
+      std::fprintf(stderr, "dapq_loadgen: %s\n", started.status().ToString().c_str());
+      return 1;
+    }
+    cluster = std::move(*started);
+    auto ready = cluster->WaitReady(std::chrono::seconds(120));
+    if (!ready.ok()) {
+      std::fprintf(stderr, "dapq_loadgen: %s\n", ready.status().ToString().c_str());
+      return 1;
+    }
+    o.coordinator = cluster->address();
+    std::fprintf(stderr, "dapq_loadgen: started %d group(s) x tp=%d at %s\n", o.cluster.groups,
+                 o.cluster.tp, o.coordinator.c_str());
+  } else if (o.coordinator.empty()) {
+    std::fprintf(stderr, "dapq_loadgen: give --coordinator or --start_cluster\n");
+    return 2;
+  }
+  auto status = cli::WaitForCluster(o.coordinator, 0, std::chrono::seconds(60));
+  if (!status.ok()) {
+    std::fprintf(stderr, "dapq_loadgen: %s\n", status.status().ToString().c_str());
+    return 1;
+  }
+  std::fprintf(stderr,
+               "dapq_loadgen: %d streams, %d requests, %d new tokens, prompt %s, compression %s "
+               "budget %d\n",
+               o.streams, o.requests, o.max_new_tokens,
+               o.prompt.empty() ? (std::to_string(o.prompt_tokens) + " token ids").c_str() : "text",
+               o.method.empty() ? "full" : o.method.c_str(), o.budget);
+
+  auto channel = grpc::CreateChannel(o.coordinator, grpc::InsecureChannelCredentials());
+  auto inference = dapq::v1::Inference::NewStub(channel);
+  PrintHeader();
+  const Result via = RunLoad("coordinator", *inference, o);
+  PrintRow(via, o);
+  if (o.direct) {
+    std::string address;
+    for (const auto& g : status->groups()) {
+      if (g.healthy() && !g.address().empty()) {
+        address = g.address();
+        break;
+      }
+    }
+    if (address.empty()) {
+      std::fprintf(stderr, "dapq_loadgen: no healthy group address in ClusterStatus\n");
+      return 1;
+    }
+    auto worker = dapq::v1::WorkerGroup::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    const Result direct = RunLoad("direct " + address, *worker, o);
+    PrintRow(direct, o);
+    const double overhead = Percentile(via.ttft_ms, 50) - Percentile(direct.ttft_ms, 50);
+    std::printf("\ncoordinator overhead (TTFT p50, coordinator - direct): %.2f ms\n", overhead);
+  }
+  return (via.errors.empty()) ? 0 : 3;
+}
+
+}  // namespace
+}  // namespace dapq::bench
+
+int main(int argc, char** argv) {
+  dapq::bench::Options o;
+  CLI::App app{"dapq_loadgen: closed-loop load on Inference.Generate (TTFT, TPOT, throughput)"};
+  app.add_option("--coordinator", o.coordinator, "coordinator host:port");
+  app.add_flag("--start_cluster", o.start_cluster, "start a LocalCluster (needs --model)");
+  app.add_option("--model", o.cluster.model, "model for --start_cluster");
+  app.add_option("--tokenizer", o.cluster.tokenizer, "tokenizer for --start_cluster");
+  app.add_option("--groups", o.cluster.groups, "worker groups (--start_cluster)")
+      ->capture_default_str();
+  app.add_option("--tp", o.cluster.tp, "ranks per group (--start_cluster)")->capture_default_str();
+  app.add_option("--bin_dir", o.cluster.bin_dir,
+                 "dir with dapq-coordinator/dapq-worker (default <this dir>/../cli)");
+  app.add_option("--streams", o.streams, "concurrent client streams (threads)")
+      ->capture_default_str();
+  app.add_option("--requests", o.requests, "total requests")->capture_default_str();
+  app.add_option("--max_new_tokens", o.max_new_tokens, "new tokens per request")
+      ->capture_default_str();
+  app.add_option("--prompt", o.prompt, "text prompt (instead of --prompt_tokens)");
+  app.add_option("--prompt_tokens", o.prompt_tokens, "seeded random prompt token ids")
+      ->capture_default_str();
+  app.add_option("--vocab", o.vocab, "token ids are drawn from [3, vocab)")->capture_default_str();
+  app.add_option("--method", o.method, "compression method (dapq, snapkv, ...; default full)");
+  app.add_option("--budget", o.budget, "compression budget in tokens")->capture_default_str();
+  app.add_flag("--direct", o.direct,
+               "also load one group's rank 0 directly (coordinator overhead)");
+  app.add_option("--timeout_s", o.timeout_s, "per-request deadline")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (o.streams < 1 || o.requests < 1) {
+    std::fprintf(stderr, "dapq_loadgen: --streams and --requests must be >= 1\n");
+    return 2;
+  }
+  return dapq::bench::Run(o);
+}
