@@ -82,8 +82,19 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
     DAPQ_ASSIGN_OR_RETURN(o.port, FreePort());
   }
   c->address_ = absl::StrCat("127.0.0.1:", o.port);
+  const int ranks = o.groups * o.tp;
+  if (o.metrics_port > 0) {
+    c->coordinator_metrics_port_ = o.metrics_port;
+    for (int i = 0; i < ranks; ++i) c->worker_metrics_ports_.push_back(o.metrics_port + 1 + i);
+  } else {
+    DAPQ_ASSIGN_OR_RETURN(c->coordinator_metrics_port_, FreePort());
+    for (int i = 0; i < ranks; ++i) {
+      DAPQ_ASSIGN_OR_RETURN(int port, FreePort());
+      c->worker_metrics_ports_.push_back(port);
+    }
+  }
   DAPQ_RETURN_IF_ERROR(c->StartCoordinator());
-  c->workers_.resize(static_cast<size_t>(o.groups) * o.tp);
+  c->workers_.resize(ranks);
   for (int g = 0; g < o.groups; ++g) {
     for (int r = 0; r < o.tp; ++r) DAPQ_RETURN_IF_ERROR(c->StartWorker(g, r));
   }
@@ -92,15 +103,15 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
 
 absl::Status LocalCluster::StartCoordinator() {
   const LocalClusterOptions& o = options_;
-  std::vector<std::string> argv = {(std::filesystem::path(o.bin_dir) / "dapq-coordinator").string(),
-                                   "--listen",
-                                   address_,
-                                   "--db",
-                                   o.db,
-                                   "--max_in_flight",
-                                   std::to_string(o.max_in_flight),
-                                   "--heartbeat_ms",
-                                   std::to_string(o.heartbeat_ms)};
+  std::vector<std::string> argv = {
+      (std::filesystem::path(o.bin_dir) / "dapq-coordinator").string()};
+  const std::pair<const char*, std::string> flags[] = {
+      {"--listen", address_},
+      {"--db", o.db},
+      {"--max_in_flight", std::to_string(o.max_in_flight)},
+      {"--heartbeat_ms", std::to_string(o.heartbeat_ms)},
+      {"--metrics_listen", absl::StrCat("127.0.0.1:", coordinator_metrics_port_)}};
+  for (const auto& [flag, value] : flags) argv.insert(argv.end(), {flag, value});
   DAPQ_ASSIGN_OR_RETURN(ChildProcess p,
                         ChildProcess::Start(argv, o.work_dir + "/logs/coordinator.log"));
   coordinator_ = std::make_unique<ChildProcess>(std::move(p));
@@ -110,29 +121,29 @@ absl::Status LocalCluster::StartCoordinator() {
 absl::Status LocalCluster::StartWorker(int group, int rank) {
   const LocalClusterOptions& o = options_;
   const std::string group_id = absl::StrCat("g", group);
-  std::vector<std::string> argv = {(std::filesystem::path(o.bin_dir) / "dapq-worker").string(),
-                                   "--model",
-                                   o.model,
-                                   "--tp",
-                                   std::to_string(o.tp),
-                                   "--rank",
-                                   std::to_string(rank),
-                                   "--group_id",
-                                   group_id,
-                                   "--rendezvous_dir",
-                                   o.work_dir + "/rendezvous",
-                                   "--coordinator",
-                                   address_,
-                                   "--heartbeat_ms",
-                                   std::to_string(o.heartbeat_ms),
-                                   "--prefill_chunk",
-                                   std::to_string(o.prefill_chunk),
-                                   "--max_queue",
-                                   std::to_string(o.worker_max_queue)};
-  if (!o.tokenizer.empty()) {
-    argv.push_back("--tokenizer");
-    argv.push_back(o.tokenizer);
+  std::vector<std::string> argv = {(std::filesystem::path(o.bin_dir) / "dapq-worker").string()};
+  const std::pair<const char*, std::string> flags[] = {
+      {"--model", o.model},
+      {"--tp", std::to_string(o.tp)},
+      {"--rank", std::to_string(rank)},
+      {"--group_id", group_id},
+      {"--rendezvous_dir", o.work_dir + "/rendezvous"},
+      {"--coordinator", address_},
+      {"--heartbeat_ms", std::to_string(o.heartbeat_ms)},
+      {"--prefill_chunk", std::to_string(o.prefill_chunk)},
+      {"--max_queue", std::to_string(o.worker_max_queue)},
+      {"--metrics_listen", absl::StrCat("127.0.0.1:", worker_metrics_ports_[group * o.tp + rank])}};
+  for (const auto& [flag, value] : flags) argv.insert(argv.end(), {flag, value});
+  if (!o.tokenizer.empty()) argv.insert(argv.end(), {"--tokenizer", o.tokenizer});
+  if (o.kv_store) {
+    argv.insert(argv.end(), {"--kv_dir", o.work_dir + "/kv"});
+    if (o.kv_device_kib > 0) {
+      argv.insert(argv.end(), {"--kv_device_kib", std::to_string(o.kv_device_kib)});
+    }
+    if (o.kv_host_kib > 0)
+      argv.insert(argv.end(), {"--kv_host_kib", std::to_string(o.kv_host_kib)});
   }
+  argv.insert(argv.end(), o.worker_args.begin(), o.worker_args.end());
   DAPQ_ASSIGN_OR_RETURN(
       ChildProcess p,
       ChildProcess::Start(argv, absl::StrCat(o.work_dir, "/logs/", group_id, "-r", rank, ".log")));

@@ -29,6 +29,14 @@ struct LocalClusterOptions {
   int max_in_flight = 64;
   int heartbeat_ms = 200;
   int worker_max_queue = 16;
+  // /metrics: the coordinator on metrics_port, worker ranks on the following ports in order
+  // g0r0, g0r1, g1r0, ... (0 = free ports chosen at start).
+  int metrics_port = 0;
+  // Sessions in each rank's tiered KV store (disk tier under work_dir/kv); capacities of the
+  // memory tiers in KiB (0 = the worker's defaults).
+  bool kv_store = true;
+  int kv_device_kib = 0, kv_host_kib = 0;
+  std::vector<std::string> worker_args;  // extra dapq-worker flags
   absl::Status Validate() const;
 };
 
@@ -46,6 +54,10 @@ class LocalCluster {
   absl::StatusOr<dapq::v1::ClusterStatusResponse> WaitReady(std::chrono::milliseconds timeout);
   ChildProcess& coordinator() { return *coordinator_; }
   ChildProcess& worker(int group, int rank) { return *workers_[group * options_.tp + rank]; }
+  int coordinator_metrics_port() const { return coordinator_metrics_port_; }
+  int worker_metrics_port(int group, int rank) const {
+    return worker_metrics_ports_[group * options_.tp + rank];
+  }
   // Starts the coordinator again (after it died or was killed), with the same port and db.
   absl::Status RestartCoordinator();
   // The first process found dead ("" when all run), e.g. "g1 rank 0 (exit 1)".
@@ -60,6 +72,8 @@ class LocalCluster {
 
   LocalClusterOptions options_;
   std::string address_;
+  int coordinator_metrics_port_ = 0;
+  std::vector<int> worker_metrics_ports_;
   std::unique_ptr<ChildProcess> coordinator_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;
 };

@@ -27,11 +27,13 @@ struct ServeOptions {
 void WriteClusterFile(LocalCluster& c, const std::string& path) {
   std::ofstream out(path + ".tmp");
   out << "{\"address\": \"" << c.address() << "\", \"work_dir\": \"" << c.work_dir()
-      << "\", \"coordinator_pid\": " << c.coordinator().pid() << ", \"workers\": [";
+      << "\", \"coordinator_pid\": " << c.coordinator().pid()
+      << ", \"coordinator_metrics_port\": " << c.coordinator_metrics_port() << ", \"workers\": [";
   for (int g = 0; g < c.options().groups; ++g) {
     for (int r = 0; r < c.options().tp; ++r) {
       out << (g + r > 0 ? ", " : "") << "{\"group\": \"g" << g << "\", \"rank\": " << r
-          << ", \"pid\": " << c.worker(g, r).pid() << "}";
+          << ", \"pid\": " << c.worker(g, r).pid()
+          << ", \"metrics_port\": " << c.worker_metrics_port(g, r) << "}";
     }
   }
   out << "]}\n";
@@ -101,6 +103,7 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
       "serve", "start a local cluster: a coordinator and worker groups as processes on loopback");
   LocalClusterOptions& c = o->cluster;
   c.port = 50051;
+  c.metrics_port = 9400;
   cmd->add_option("--model", c.model, "model for every group (llama2.c .bin, HF dir, synthetic:)")
       ->required();
   cmd->add_option("--tokenizer", c.tokenizer, "tokenizer.bin (text prompts)");
@@ -118,6 +121,11 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--ready_timeout_s", o->ready_timeout_s, "seconds to wait for readiness")
       ->capture_default_str();
   cmd->add_option("--cluster_file", o->cluster_file, "write the address and pids here (JSON)");
+  cmd->add_option("--metrics_port", c.metrics_port,
+                  "coordinator /metrics port; worker ranks use the next ones (0 = free ports)")
+      ->capture_default_str();
+  cmd->add_option("--kv_device_kib", c.kv_device_kib, "per-rank KV store device tier (0 = 64 MiB)");
+  cmd->add_option("--kv_host_kib", c.kv_host_kib, "per-rank KV store host tier (0 = 256 MiB)");
   runner.Add(cmd, [o]() { return RunServe(*o); });
 }
 

@@ -115,6 +115,7 @@ void BatchRunner::RunItem(const ClaimedItem& item) {
       const bool retryable = IsGroupFailure(status) ||
                              status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
                              status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+      item_failures_.fetch_add(1);
       done = store_->FailItem(item.job_id, item.index, item.attempt, status.error_message(),
                               retryable);
       DAPQ_LOG(WARNING) << "batch " << item.job_id << " item " << item.index << " attempt "

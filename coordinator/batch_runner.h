@@ -39,6 +39,8 @@ class BatchRunner {
   void Wake();
   // Waits until an item finishes or `timeout` passes.
   void WaitForProgress(std::chrono::milliseconds timeout);
+  // Item attempts that failed since start (metrics).
+  const std::atomic<int64_t>& item_failures() const { return item_failures_; }
 
  private:
   void Loop();
@@ -50,6 +52,7 @@ class BatchRunner {
   GroupRegistry* const registry_;
   const BatchRunnerOptions options_;
   std::atomic<bool> stop_{false};
+  std::atomic<int64_t> item_failures_{0};
   Mutex mu_;
   CondVar cv_;
   int running_ ABSL_GUARDED_BY(mu_) = 0;

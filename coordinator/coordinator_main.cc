@@ -8,11 +8,13 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "common/metrics.h"
 #include "common/status_macros.h"
 #include "common/termination.h"
 #include "coordinator/admin_service.h"
 #include "coordinator/batch_runner.h"
 #include "coordinator/batch_service.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/inference_service.h"
 
 namespace dapq::coordinator {
@@ -20,6 +22,7 @@ namespace {
 
 struct CoordinatorFlags {
   std::string listen = "127.0.0.1:50051", db = "dapq-batch.db";
+  std::string metrics_listen = "127.0.0.1:9400";
   int max_in_flight = 64, heartbeat_ms = 500, items_per_group = 2;
 };
 
@@ -42,7 +45,17 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   runner_options.items_per_group = f.items_per_group;
   BatchRunner runner(store.get(), &router, &registry, runner_options);
 
-  InferenceService inference(&router);
+  auto metrics_registry = std::make_shared<prometheus::Registry>();
+  AddBuildInfo(*metrics_registry);
+  CoordinatorMetrics metrics(*metrics_registry);
+  auto collector = std::make_shared<CoordinatorCollector>(&router, &registry, store.get(),
+                                                          &runner.item_failures());
+  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
+                        MetricsServer::Start(f.metrics_listen));
+  metrics_server->Register(metrics_registry);
+  metrics_server->Register(collector);
+
+  InferenceService inference(&router, &metrics);
   RegistryService registry_service(&registry, registry_options.heartbeat_interval);
   BatchService batch(store.get(), &runner, &registry);
   AdminService admin(&registry, &router, store.get());
@@ -60,8 +73,9 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
     return absl::UnavailableError(absl::StrCat("could not listen on --listen=", f.listen));
   }
   runner.Start();
-  std::printf("dapq-coordinator: serving on %s:%d (batch store %s)\n",
-              f.listen.substr(0, f.listen.rfind(':')).c_str(), port, f.db.c_str());
+  std::printf("dapq-coordinator: serving on %s:%d (batch store %s, metrics on port %d)\n",
+              f.listen.substr(0, f.listen.rfind(':')).c_str(), port, f.db.c_str(),
+              metrics_server->port());
   std::fflush(stdout);
   WatchTerminationSignals([&server](int) {
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -79,6 +93,7 @@ int main(int argc, char** argv) {
   CLI::App app{"dapq-coordinator: routes requests and batch jobs over DapQ Serve worker groups"};
   app.add_option("--listen", f.listen, "address to serve on (port 0 = any free port)");
   app.add_option("--db", f.db, "SQLite file of the batch jobs");
+  app.add_option("--metrics_listen", f.metrics_listen, "/metrics address (port 0 = any)");
   app.add_option("--max_in_flight", f.max_in_flight, "requests admitted at once");
   app.add_option("--heartbeat_ms", f.heartbeat_ms, "heartbeat interval expected from groups");
   app.add_option("--items_per_group", f.items_per_group, "batch items run per group at once");

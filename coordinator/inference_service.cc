@@ -7,15 +7,27 @@
 namespace dapq::coordinator {
 namespace {
 
-grpc::Status RunForClient(RequestRouter* router, grpc::ServerContext* context,
-                          const dapq::v1::GenerateRequest& request,
+grpc::Status RunForClient(RequestRouter* router, CoordinatorMetrics* metrics,
+                          grpc::ServerContext* context, const dapq::v1::GenerateRequest& request,
                           const std::function<bool(const dapq::v1::GenerateResponse&)>& sink) {
   RunInfo info;
+  const auto start = std::chrono::steady_clock::now();
+  bool first = true;
   const grpc::Status status = router->Run(
-      request, context->deadline(), [context] { return context->IsCancelled(); }, sink, &info);
+      request, context->deadline(), [context] { return context->IsCancelled(); },
+      [&](const dapq::v1::GenerateResponse& r) {
+        if (first && r.token_ids_size() > 0 && metrics != nullptr) {
+          first = false;
+          metrics->ObserveTtft(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        return sink(r);
+      },
+      &info);
   if (!info.retry_after_ms.empty()) {
     context->AddTrailingMetadata("retry-after-ms", info.retry_after_ms);
   }
+  if (metrics != nullptr) metrics->OnRequest(status);
   return status;
 }
 
@@ -30,17 +42,18 @@ void AppendToCompletion(const dapq::v1::GenerateResponse& part, dapq::v1::Comple
 grpc::Status InferenceService::Generate(grpc::ServerContext* context,
                                         const dapq::v1::GenerateRequest* request,
                                         grpc::ServerWriter<dapq::v1::GenerateResponse>* writer) {
-  return RunForClient(router_, context, *request,
+  return RunForClient(router_, metrics_, context, *request,
                       [writer](const dapq::v1::GenerateResponse& r) { return writer->Write(r); });
 }
 
 grpc::Status InferenceService::Complete(grpc::ServerContext* context,
                                         const dapq::v1::GenerateRequest* request,
                                         dapq::v1::CompleteResponse* response) {
-  return RunForClient(router_, context, *request, [response](const dapq::v1::GenerateResponse& r) {
-    AppendToCompletion(r, response);
-    return true;
-  });
+  return RunForClient(router_, metrics_, context, *request,
+                      [response](const dapq::v1::GenerateResponse& r) {
+                        AppendToCompletion(r, response);
+                        return true;
+                      });
 }
 
 grpc::Status RegistryService::Heartbeat(grpc::ServerContext*,

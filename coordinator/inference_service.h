@@ -5,6 +5,7 @@
 #ifndef DAPQ_COORDINATOR_INFERENCE_SERVICE_H_
 #define DAPQ_COORDINATOR_INFERENCE_SERVICE_H_
 
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/request_router.h"
 #include "dapq/v1/inference.grpc.pb.h"
 #include "dapq/v1/worker.grpc.pb.h"
@@ -13,7 +14,9 @@ namespace dapq::coordinator {
 
 class InferenceService final : public dapq::v1::Inference::Service {
  public:
-  explicit InferenceService(RequestRouter* router) : router_(router) {}
+  // `metrics` may be null.
+  InferenceService(RequestRouter* router, CoordinatorMetrics* metrics)
+      : router_(router), metrics_(metrics) {}
   grpc::Status Generate(grpc::ServerContext* context, const dapq::v1::GenerateRequest* request,
                         grpc::ServerWriter<dapq::v1::GenerateResponse>* writer) override;
   grpc::Status Complete(grpc::ServerContext* context, const dapq::v1::GenerateRequest* request,
@@ -21,6 +24,7 @@ class InferenceService final : public dapq::v1::Inference::Service {
 
  private:
   RequestRouter* const router_;
+  CoordinatorMetrics* const metrics_;
 };
 
 class RegistryService final : public dapq::v1::Registry::Service {

@@ -56,12 +56,39 @@ KvStore::~KvStore() {
 }
 
 absl::Status KvStore::MoveLocked(const std::string& key, Entry& e, int to) {
+  const auto start = std::chrono::steady_clock::now();
   Tier& from = *tiers_[e.tier];
-  DAPQ_ASSIGN_OR_RETURN(std::string bytes, from.Get(key));
-  DAPQ_RETURN_IF_ERROR(tiers_[to]->Put(key, std::move(bytes)));  // on failure: stays put
-  DAPQ_RETURN_IF_ERROR(from.Erase(key));
+  absl::StatusOr<std::string> bytes = from.Get(key);
+  if (!bytes.ok()) {
+    if (options_.observer) options_.observer->OnFailedLoad(e.tier, bytes.status());
+    return bytes.status();
+  }
+  const size_t size = bytes->size();
+  absl::Status s = tiers_[to]->Put(key, *std::move(bytes));  // on failure: stays put
+  if (s.ok()) s = from.Erase(key);
+  if (options_.observer) {
+    options_.observer->OnTransfer(
+        e.tier, to, size,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), s);
+  }
+  DAPQ_RETURN_IF_ERROR(s);
   e.tier = to;
   return absl::OkStatus();
+}
+
+void KvStore::PromoteLocked(const std::string& key, Entry& e, const std::string& bytes,
+                            std::chrono::steady_clock::time_point start) {
+  if (e.tier == 0 || !MakeRoomLocked(0, bytes.size(), key).ok()) return;
+  const absl::Status s = tiers_[0]->Put(key, bytes);
+  if (options_.observer) {
+    options_.observer->OnTransfer(
+        e.tier, 0, bytes.size(),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), s);
+  }
+  if (!s.ok()) return;
+  tiers_[e.tier]->Erase(key).IgnoreError();
+  e.tier = 0;
+  e.bytes = bytes.size();
 }
 
 absl::Status KvStore::SpillTierLocked(int t) {
@@ -150,14 +177,13 @@ absl::StatusOr<std::string> KvStore::Get(const std::string& key) {
   if (it == index_.end()) return absl::NotFoundError(absl::StrCat("kv store: no block ", key));
   Entry& e = it->second;
   e.last_use = ++clock_;
-  DAPQ_ASSIGN_OR_RETURN(std::string bytes, tiers_[e.tier]->Get(key));
-  if (e.tier > 0 && MakeRoomLocked(0, bytes.size(), key).ok()) {
-    if (tiers_[0]->Put(key, bytes).ok()) {
-      tiers_[e.tier]->Erase(key).IgnoreError();
-      e.tier = 0;
-      e.bytes = bytes.size();
-    }
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::string> bytes = tiers_[e.tier]->Get(key);
+  if (!bytes.ok()) {
+    if (options_.observer) options_.observer->OnFailedLoad(e.tier, bytes.status());
+    return bytes.status();
   }
+  PromoteLocked(key, e, *bytes, start);
   return bytes;
 }
 
@@ -216,13 +242,10 @@ absl::Status KvStore::PersistAll() {
 void KvStore::PrefetchLocked(const std::string& session) {
   for (auto& [key, e] : index_) {
     if (e.session != session || e.tier == 0) continue;
+    const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<std::string> bytes = tiers_[e.tier]->Get(key);
-    if (!bytes.ok() || !MakeRoomLocked(0, bytes->size(), key).ok()) continue;  // Get reports later
-    e.bytes = bytes->size();
-    if (tiers_[0]->Put(key, *std::move(bytes)).ok()) {
-      tiers_[e.tier]->Erase(key).IgnoreError();
-      e.tier = 0;
-    }
+    if (!bytes.ok()) continue;  // Get reports it when the session asks for the block
+    PromoteLocked(key, e, *bytes, start);
   }
 }
 
@@ -291,7 +314,13 @@ std::vector<TierStats> KvStore::Stats() const {
   MutexLock lock(&mu_);
   std::vector<TierStats> out;
   for (int t = 0; t < static_cast<int>(tiers_.size()); ++t) {
-    TierStats s{tiers_[t]->options().name, tiers_[t]->used_bytes(), tiers_[t]->capacity_bytes(), 0};
+    const Tier& tier = *tiers_[t];
+    TierStats s;
+    s.name = tier.options().name;
+    s.used_bytes = tier.used_bytes();
+    s.capacity_bytes = tier.capacity_bytes();
+    s.high_watermark_bytes =
+        static_cast<size_t>(tier.options().high_watermark * static_cast<double>(s.capacity_bytes));
     for (const auto& [key, e] : index_) s.blocks += e.tier == t;
     out.push_back(s);
   }

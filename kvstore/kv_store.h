@@ -13,6 +13,7 @@
 #ifndef DAPQ_KVSTORE_KV_STORE_H_
 #define DAPQ_KVSTORE_KV_STORE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -28,14 +29,30 @@
 
 namespace dapq::kvstore {
 
+// Sees every block transfer between tiers and every failed load (metrics). Called with the
+// store's lock held: implementations must be quick and must not call the store.
+class KvStoreObserver {
+ public:
+  virtual ~KvStoreObserver() = default;
+  // A block moved from tier `from` to tier `to` (from < to: a spill; from > to: a restore, i.e.
+  // a promotion on access or a prefetch). `status` is not OK when the move failed (the block
+  // then stayed on `from`).
+  virtual void OnTransfer(int from, int to, size_t bytes, double seconds,
+                          const absl::Status& status) = 0;
+  // Get could not read a block from its tier (DataLoss: failed verification; NotFound: missing;
+  // Unavailable: the remote tier is gone).
+  virtual void OnFailedLoad(int tier, const absl::Status& status) = 0;
+};
+
 struct KvStoreOptions {
   TierOptions device{"device", 64ull << 20, 0.9, 0.7};
   TierOptions host{"host", 256ull << 20, 0.9, 0.7};
   TierOptions disk{"disk", 4ull << 30, 0.95, 0.8};
-  std::string disk_dir;    // empty: no disk tier
-  Tier* remote = nullptr;  // optional last tier (gRPC peer or Redis); not owned
-  FileEnv* env = nullptr;  // nullptr: POSIX
-  bool background = true;  // run spills/prefetches on a background thread
+  std::string disk_dir;                 // empty: no disk tier
+  Tier* remote = nullptr;               // optional last tier (gRPC peer or Redis); not owned
+  FileEnv* env = nullptr;               // nullptr: POSIX
+  bool background = true;               // run spills/prefetches on a background thread
+  KvStoreObserver* observer = nullptr;  // optional; not owned
   absl::Status Validate() const;
 };
 
@@ -43,6 +60,7 @@ struct TierStats {
   std::string name;
   size_t used_bytes = 0;
   size_t capacity_bytes = 0;
+  size_t high_watermark_bytes = 0;
   int blocks = 0;
 };
 
@@ -89,6 +107,10 @@ class KvStore {
   };
   explicit KvStore(const KvStoreOptions& options) : options_(options) {}
   absl::Status MoveLocked(const std::string& key, Entry& e, int to)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves `bytes` (read from e's tier) to the top tier if it fits; reports the transfer.
+  void PromoteLocked(const std::string& key, Entry& e, const std::string& bytes,
+                     std::chrono::steady_clock::time_point start)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SpillTierLocked(int tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MakeRoomLocked(int tier, size_t bytes, const std::string& keep)

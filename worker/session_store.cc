@@ -25,7 +25,7 @@ struct Manifest {
   bool compressed = false;
   std::vector<int> tokens;
   std::vector<FeedSegment> segments;
-  std::vector<int32_t> lengths;  // [tp][layer][local head]
+  std::vector<int32_t> lengths;  // [local rank][layer][KV head of the rank]
 };
 
 absl::StatusOr<std::string> EncodeManifest(const Manifest& m, uint64_t model_fp) {
@@ -78,13 +78,14 @@ absl::StatusOr<Manifest> DecodeManifest(const kvstore::DecodedBlock& b) {
 absl::Status ReadBlocks(Engine& engine, const std::string& session, const Manifest& m,
                         kvstore::KvStore& store, uint64_t model_fp, Sequence& seq) {
   size_t slab = 0;
-  for (int r = 0; r < m.tp; ++r) {
+  for (int r = 0; r < seq.local_ranks(); ++r) {
+    const int rank = engine.first_rank() + r;  // keys carry the global rank
     for (int l = 0; l < m.n_layers; ++l) {
       for (int h = 0; h < m.kv_heads; ++h, ++slab) {
         const int length = m.lengths[slab];
         const int blocks = (length + m.tokens_per_block - 1) / m.tokens_per_block;
         for (int b = 0; b < blocks; ++b) {
-          const std::string key = BlockKey(session, r, l, h, b);
+          const std::string key = BlockKey(session, rank, l, h, b);
           absl::StatusOr<std::string> bytes = store.Get(key);
           if (absl::IsNotFound(bytes.status())) {
             return absl::DataLossError(absl::StrCat("block ", key, " is missing"));
@@ -106,7 +107,6 @@ absl::Status ReadBlocks(Engine& engine, const std::string& session, const Manife
       }
     }
   }
-  (void)engine;
   return absl::OkStatus();
 }
 
@@ -150,7 +150,10 @@ absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::s
   m.segments = seq.segments();
   DAPQ_RETURN_IF_ERROR(store.EraseSession(session));
   std::vector<float> payload;
-  for (int r = 0; r < tp; ++r) {
+  // This process's ranks (all of them in-process; one in a multi-process group, whose other
+  // ranks save theirs in their own stores).
+  for (int r = 0; r < seq.local_ranks(); ++r) {
+    const int rank = engine.first_rank() + r;
     const KvCache& cache = seq.cache(r);
     for (int l = 0; l < c.n_layers; ++l) {
       for (int h = 0; h < m.kv_heads; ++h) {
@@ -162,11 +165,11 @@ absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::s
           payload.resize(2 * elems);
           std::copy_n(cache.keys(l, h) + b0 * c.head_dim, elems, payload.begin());
           std::copy_n(cache.values(l, h) + b0 * c.head_dim, elems, payload.begin() + elems);
-          kvstore::BlockMeta meta{model_fp, 0, l, r * m.kv_heads + h, 1, c.head_dim};
+          kvstore::BlockMeta meta{model_fp, 0, l, rank * m.kv_heads + h, 1, c.head_dim};
           DAPQ_ASSIGN_OR_RETURN(std::string block,
                                 kvstore::EncodeBlock(meta, pos.subspan(b0, count), payload));
           DAPQ_RETURN_IF_ERROR(store.Put(
-              session, BlockKey(session, r, l, h, static_cast<int>(index)), std::move(block)));
+              session, BlockKey(session, rank, l, h, static_cast<int>(index)), std::move(block)));
         }
       }
     }
@@ -201,7 +204,7 @@ absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& sessio
   const uint64_t model_fp = ModelFingerprint(c);
   if (block->meta.model_fingerprint != model_fp || m.tp != engine.options().tp ||
       m.n_layers != c.n_layers || m.head_dim != c.head_dim ||
-      m.lengths.size() != static_cast<size_t>(m.tp) * m.n_layers * m.kv_heads) {
+      m.lengths.size() != static_cast<size_t>(engine.local_ranks()) * m.n_layers * m.kv_heads) {
     return absl::FailedPreconditionError(absl::StrCat(
         "session ", session, " was saved by a different model or TP degree (tp=", m.tp, ")"));
   }

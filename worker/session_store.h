@@ -8,7 +8,10 @@
 // A block that fails verification (or is missing) is never used; the failed-load policy decides:
 // kRecompute replays the session's recorded feeds (Engine::Replay: the same caches, bit for
 // bit), kFail returns DataLoss naming the block.
-// Keys: "<session>.m" (manifest), "<session>.r<rank>.l<layer>.h<head>.b<index>".
+// Keys: "<session>.m" (manifest), "<session>.r<rank>.l<layer>.h<head>.b<index>" (global rank).
+// A multi-process engine (Engine::CreateRank) saves and loads only its own rank's blocks: each
+// rank of a group has its own store. The failed-load policy then applies per rank; the group
+// driver agrees on recomputing across ranks (worker/service/group_driver.h).
 // Session ids: 1-128 characters of [A-Za-z0-9_-].
 // Thread-safety: as the Engine (one call at a time per engine); the store is thread-safe.
 #ifndef DAPQ_WORKER_SESSION_STORE_H_

@@ -24,11 +24,11 @@ TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
   const std::string dapq = DAPQ_BINARY;
   const std::string cluster_file = dir + "/cluster.json";
   // Port 0 lets serve pick; the address is read from the cluster file (written at start).
-  auto serve =
-      cli::ChildProcess::Start({dapq, "serve", "--model", testing::Stories260KPath(), "--tokenizer",
-                                testing::Tok512Path(), "--groups", "1", "--tp", "2", "--port", "0",
-                                "--work_dir", dir + "/work", "--cluster_file", cluster_file},
-                               dir + "/serve.log");
+  auto serve = cli::ChildProcess::Start(
+      {dapq, "serve", "--model", testing::Stories260KPath(), "--tokenizer", testing::Tok512Path(),
+       "--groups", "1", "--tp", "2", "--port", "0", "--metrics_port", "0", "--work_dir",
+       dir + "/work", "--cluster_file", cluster_file},
+      dir + "/serve.log");
   ASSERT_TRUE(serve.ok()) << serve.status();
   // serve writes the cluster file before waiting for readiness; `dapq status --wait_s` then
   // blocks until the cluster is ready. (Waiting for the file is bounded by serve exiting.)

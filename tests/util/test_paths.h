@@ -12,7 +12,7 @@ inline std::string SharedModelPath(const std::string& file) { return "../shared/
 inline std::string Stories260KPath() { return SharedModelPath("stories260K.bin"); }
 inline std::string Tok512Path() { return SharedModelPath("tok512.bin"); }
 
-// A fresh, empty directory under the test temp dir.
+// A fresh, empty directory under the test temp dir, unique to this process.
 std::string MakeTempDir(const std::string& name);
 
 }  // namespace dapq::testing

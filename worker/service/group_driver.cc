@@ -25,7 +25,6 @@ bool IsGroupFailure(const absl::Status& status) {
     case absl::StatusCode::kDeadlineExceeded:
     case absl::StatusCode::kInternal:
     case absl::StatusCode::kUnknown:
-    case absl::StatusCode::kDataLoss:
       return true;
     default:
       return false;
@@ -54,10 +53,12 @@ absl::StatusOr<std::shared_ptr<RequestChannel>> GroupDriver::Submit(
                      broken_.load() ? " lost a rank and is down" : " is shutting down"));
   }
   if (static_cast<int>(queue_.size()) >= options_.max_queue) {
+    if (options_.metrics) options_.metrics->OnRejected();
     return absl::ResourceExhaustedError(absl::StrCat(
         "worker group ", options_.group_id, ": queue full (", queue_.size(), " requests waiting)"));
   }
   queue_.push_back(channel);
+  if (options_.metrics) options_.metrics->SetQueueDepth(static_cast<int>(queue_.size()));
   cv_.SignalAll();
   return channel;
 }
@@ -114,6 +115,7 @@ absl::Status GroupDriver::RunDriver() {
       if (!stop && !queue_.empty()) {
         channel = queue_.front();
         queue_.pop_front();
+        if (options_.metrics) options_.metrics->SetQueueDepth(static_cast<int>(queue_.size()));
       }
     }
     if (stop) {
@@ -127,6 +129,7 @@ absl::Status GroupDriver::RunDriver() {
       const absl::Status ping = SendCommand(dapq::v1::GroupCommand());
       if (!ping.ok()) {
         broken_.store(true);
+        if (options_.metrics) options_.metrics->SetHealthy(false);
         FailQueued(absl::UnavailableError(
             absl::StrCat("worker group ", options_.group_id, " lost a rank: ", ping.message())));
         return ping;
@@ -153,8 +156,9 @@ void GroupDriver::Serve(RequestChannel& channel) {
   }
   active_.store(1);
   const dapq::v1::GenerateRequest& request = channel.request();
-  Sequence* session = request.session_id().empty() ? nullptr : FindSession(request.session_id());
-  const int next_position = session != nullptr ? session->next_position() : 0;
+  const Session* session =
+      request.session_id().empty() ? nullptr : FindSession(request.session_id());
+  const int next_position = session != nullptr ? static_cast<int>(session->tokens.size()) : 0;
   absl::StatusOr<std::vector<int>> prompt =
       PromptTokens(request, tokenizer_, engine_->config().vocab_size, session != nullptr);
   absl::Status status = prompt.status();
@@ -195,11 +199,24 @@ void GroupDriver::Serve(RequestChannel& channel) {
         s.set_group_id(options_.group_id);
         s.set_next_position(next);
         s.set_compression(c.config);
+        if (options_.metrics) {
+          WorkerMetrics& wm = *options_.metrics;
+          wm.OnRequest(channel.cancelled() ? "cancelled" : "ok");
+          wm.OnTokens(result->prompt_tokens, static_cast<int>(result->tokens.size()));
+          const int later = static_cast<int>(result->tokens.size()) - 1;
+          wm.ObserveLatency(s.ttft_seconds(), later > 0 ? result->decode_seconds / later : -1);
+          wm.OnCompression(
+              c, std::string(compress::MethodName(ToGenerateOptions(request)->compression.method)));
+        }
       }
     }
   }
+  if (!status.ok() && options_.metrics) {
+    options_.metrics->OnRequest(absl::IsCancelled(status) ? "cancelled" : "error");
+  }
   if (!status.ok() && IsGroupFailure(status)) {
     broken_.store(true);
+    if (options_.metrics) options_.metrics->SetHealthy(false);
     DAPQ_LOG(ERROR) << "worker group " << options_.group_id << " failed: " << status.message();
     status = absl::UnavailableError(
         absl::StrCat("worker group ", options_.group_id, " lost a rank: ", status.message()));
@@ -215,12 +232,26 @@ absl::StatusOr<GenerateResult> GroupDriver::Execute(const dapq::v1::GenerateRequ
                                                     RequestChannel* channel, int* next_position) {
   DAPQ_ASSIGN_OR_RETURN(const GenerateOptions options, ToGenerateOptions(request));
   const std::string& id = request.session_id();
+  Session* session = id.empty() ? nullptr : FindSession(id);
   std::unique_ptr<Sequence> owned;
-  Sequence* seq = id.empty() ? nullptr : FindSession(id);
-  if (seq == nullptr) {
+  Sequence* seq = nullptr;
+  compress::CompressionConfig compression = options.compression;
+  if (session != nullptr) {
+    compression = session->compression;  // the session's first turn decided it
+    if (session->seq != nullptr) {
+      seq = session->seq.get();
+    } else {
+      absl::StatusOr<std::unique_ptr<Sequence>> restored = RestoreSession(id, *session);
+      if (!restored.ok()) {
+        DropSession(id);
+        return restored.status();
+      }
+      owned = std::move(*restored);
+    }
+  } else {
     owned = engine_->NewSequence();
-    seq = owned.get();
   }
+  if (seq == nullptr) seq = owned.get();
   int prev = prompt.back();
   std::function<bool(int)> on_token;
   if (channel != nullptr) {
@@ -236,17 +267,77 @@ absl::StatusOr<GenerateResult> GroupDriver::Execute(const dapq::v1::GenerateRequ
   absl::StatusOr<GenerateResult> result = engine_->Continue(*seq, prompt, options, on_token);
   *next_position = seq->next_position();
   if (!id.empty()) {
-    if (owned != nullptr && result.ok()) {
-      KeepSession(id, std::move(owned));
-    } else if (owned == nullptr && !result.ok()) {
-      // The session's cache may hold part of this turn: drop it rather than continue wrongly.
-      lru_.erase(sessions_[id].lru);
-      sessions_.erase(id);
+    absl::Status kept = result.status();
+    if (kept.ok()) kept = KeepSession(id, std::move(owned), seq, *result, compression);
+    if (kept.ok()) {
+      *next_position = static_cast<int>(sessions_[id].tokens.size());
+    } else {
+      DropSession(id);  // its cache may hold part of this turn: never continue it wrongly
+      if (result.ok()) result = kept;
     }
   }
   sessions_count_.store(static_cast<int>(sessions_.size()));
   kv_bytes_.store(static_cast<int64_t>(SessionsKvBytes()) * kv_scale_);
   return result;
+}
+
+absl::StatusOr<std::unique_ptr<Sequence>> GroupDriver::RestoreSession(const std::string& id,
+                                                                      const Session& session) {
+  absl::StatusOr<LoadResult> loaded =
+      LoadSession(*engine_, id, *options_.store, FailedLoadPolicy::kFail, session.compression);
+  // Every rank must take the same path (a replay runs collectives): agree on any failure.
+  int64_t failed = loaded.ok() ? 0 : 1;
+  if (comm_ != nullptr) DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(&failed, 1));
+  if (failed == 0) return std::move(loaded->sequence);
+  const std::string why = loaded.ok() ? "a block failed to load on another rank"
+                                      : std::string(loaded.status().message());
+  if (options_.fail_on_bad_block) {
+    return absl::DataLossError(absl::StrCat("session_id ", id, ": stored KV failed to load (", why,
+                                            ") and --fail_on_bad_block is set"));
+  }
+  DAPQ_LOG(WARNING) << "session " << id << ": recomputing (" << why << ")";
+  std::unique_ptr<Sequence> seq = engine_->NewSequence();
+  DAPQ_RETURN_IF_ERROR(
+      engine_->Replay(*seq, session.tokens, session.segments, session.compression));
+  return seq;
+}
+
+absl::Status GroupDriver::KeepSession(const std::string& id, std::unique_ptr<Sequence> owned,
+                                      Sequence* seq, const GenerateResult& result,
+                                      const compress::CompressionConfig& compression) {
+  if (!result.tokens.empty()) {
+    // The last sampled token was not fed: feed it so the next turn follows the whole transcript.
+    const int last = result.tokens.back();
+    const int32_t pos = seq->next_position();
+    DAPQ_RETURN_IF_ERROR(
+        engine_->Forward(*seq, std::span<const int>(&last, 1), std::span(&pos, 1), nullptr));
+  }
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) {
+    lru_.push_front(id);
+    it = sessions_.emplace(id, Session{}).first;
+    it->second.lru = lru_.begin();
+  }
+  Session& s = it->second;
+  s.tokens = seq->tokens();
+  s.segments = seq->segments();
+  s.compression = compression;
+  if (options_.store != nullptr) {
+    DAPQ_RETURN_IF_ERROR(SaveSession(*engine_, *seq, id, *options_.store));
+    s.seq = nullptr;
+  } else if (owned != nullptr) {
+    s.seq = std::move(owned);
+  }
+  while (static_cast<int>(sessions_.size()) > options_.max_sessions) DropSession(lru_.back());
+  return absl::OkStatus();
+}
+
+void GroupDriver::DropSession(const std::string& id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  lru_.erase(it->second.lru);
+  sessions_.erase(it);
+  if (options_.store != nullptr) options_.store->EraseSession(id).IgnoreError();
 }
 
 absl::Status GroupDriver::RunFollower() {
@@ -277,25 +368,20 @@ absl::Status GroupDriver::RunFollower() {
   }
 }
 
-Sequence* GroupDriver::FindSession(const std::string& id) {
+GroupDriver::Session* GroupDriver::FindSession(const std::string& id) {
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return nullptr;
   lru_.splice(lru_.begin(), lru_, it->second.lru);
-  return it->second.seq.get();
-}
-
-void GroupDriver::KeepSession(const std::string& id, std::unique_ptr<Sequence> seq) {
-  lru_.push_front(id);
-  sessions_[id] = Session{std::move(seq), lru_.begin()};
-  while (static_cast<int>(sessions_.size()) > options_.max_sessions) {
-    sessions_.erase(lru_.back());
-    lru_.pop_back();
-  }
+  return &it->second;
 }
 
 size_t GroupDriver::SessionsKvBytes() const {
   size_t total = 0;
-  for (const auto& [id, s] : sessions_) total += s.seq->kv_used_bytes();
+  if (options_.store != nullptr) {
+    for (const kvstore::TierStats& t : options_.store->Stats()) total += t.used_bytes;
+    return total;
+  }
+  for (const auto& [id, s] : sessions_) total += s.seq ? s.seq->kv_used_bytes() : 0;
   return total;
 }
 

@@ -25,9 +25,11 @@
 #include "common/mutex.h"
 #include "dapq/v1/admin.pb.h"
 #include "dapq/v1/worker.pb.h"
+#include "kvstore/kv_store.h"
 #include "worker/comm/communicator.h"
 #include "worker/engine.h"
 #include "worker/service/request_channel.h"
+#include "worker/service/worker_metrics.h"
 #include "worker/tokenizer.h"
 
 namespace dapq::worker::service {
@@ -37,6 +39,13 @@ struct GroupDriverOptions {
   int max_queue = 16;     // requests waiting (RESOURCE_EXHAUSTED beyond)
   int max_sessions = 64;  // sessions kept; the least recently used is dropped beyond
   std::chrono::milliseconds idle_ping{1000};
+  // With a KV store (one per rank): a session's KV is saved there after each turn (and spills
+  // down its tiers while idle) and restored for the next turn. A block that fails verification
+  // on any rank makes every rank recompute the session (replay), or, with fail_on_bad_block,
+  // fails the request with DATA_LOSS. Without a store, sessions stay in memory.
+  kvstore::KvStore* store = nullptr;  // not owned
+  bool fail_on_bad_block = false;
+  WorkerMetrics* metrics = nullptr;  // optional; not owned
 };
 
 class GroupDriver {
@@ -64,8 +73,12 @@ class GroupDriver {
 
  private:
   struct Session {
-    std::unique_ptr<Sequence> seq;
+    std::unique_ptr<Sequence> seq;  // null when the session lives in the KV store
     std::list<std::string>::iterator lru;
+    // What a replay needs (identical on every rank).
+    std::vector<int> tokens;
+    std::vector<FeedSegment> segments;
+    compress::CompressionConfig compression;
   };
   // Runs one GENERATE on this rank. `channel` is non-null on rank 0 only.
   absl::StatusOr<GenerateResult> Execute(const dapq::v1::GenerateRequest& request,
@@ -75,8 +88,15 @@ class GroupDriver {
   absl::StatusOr<dapq::v1::GroupCommand> ReceiveCommand();
   void Serve(RequestChannel& channel);
   void FailQueued(const absl::Status& status);
-  Sequence* FindSession(const std::string& id);
-  void KeepSession(const std::string& id, std::unique_ptr<Sequence> seq);
+  Session* FindSession(const std::string& id);
+  // Restores a stored session on every rank, agreeing across the group on recomputing.
+  absl::StatusOr<std::unique_ptr<Sequence>> RestoreSession(const std::string& id,
+                                                           const Session& session);
+  // Records the turn's sequence under `id` (feeding the last sampled token first).
+  absl::Status KeepSession(const std::string& id, std::unique_ptr<Sequence> owned, Sequence* seq,
+                           const GenerateResult& result,
+                           const compress::CompressionConfig& compression);
+  void DropSession(const std::string& id);
   size_t SessionsKvBytes() const;
 
   Engine* const engine_;

@@ -12,11 +12,12 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/status_macros.h"
 #include "common/termination.h"
+#include "kvstore/kv_store.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/model_loader.h"
-#include "worker/service/borrowed_communicator.h"
 #include "worker/service/group_driver.h"
 #include "worker/service/worker_service.h"
 
@@ -28,6 +29,10 @@ struct WorkerFlags {
   std::string coordinator, advertise_host = "127.0.0.1", gloo_host = "127.0.0.1";
   int tp = 1, rank = 0, prefill_chunk = 1024, max_queue = 16, max_sessions = 64;
   int heartbeat_ms = 500, gloo_timeout_s = 120;
+  std::string metrics_listen = "127.0.0.1:0";
+  std::string kv_dir;  // sessions in the tiered KV store, disk tier under kv_dir/<group>-r<rank>
+  int kv_device_kib = 64 << 10, kv_host_kib = 256 << 10, kv_disk_mib = 4096;
+  bool fail_on_bad_block = false;
 };
 
 absl::Status RunWorker(const WorkerFlags& f) {
@@ -40,6 +45,13 @@ absl::Status RunWorker(const WorkerFlags& f) {
   if (f.tp > 1 && f.rendezvous_dir.empty()) {
     return absl::InvalidArgumentError("--rendezvous_dir is required when --tp > 1");
   }
+  // Metrics: one registry and /metrics endpoint per rank.
+  auto registry = std::make_shared<prometheus::Registry>();
+  AddBuildInfo(*registry);
+  WorkerMetrics metrics(*registry, f.group_id, f.rank);
+  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
+                        MetricsServer::Start(f.metrics_listen));
+  metrics_server->Register(registry);
   DAPQ_ASSIGN_OR_RETURN(ModelWeights weights, LoadModel(f.model));
   auto model = std::make_shared<const ModelWeights>(std::move(weights));
   std::unique_ptr<Tokenizer> tokenizer;
@@ -63,11 +75,36 @@ absl::Status RunWorker(const WorkerFlags& f) {
     g.hostname = f.gloo_host;
     g.timeout = absl::Seconds(f.gloo_timeout_s);
     DAPQ_ASSIGN_OR_RETURN(comm, ConnectGlooGroup(g));
-    DAPQ_ASSIGN_OR_RETURN(engine,
-                          Engine::CreateRank(model, engine_options,
-                                             std::make_unique<BorrowedCommunicator>(comm.get())));
+    // The engine's all-reduces are timed; the driver's command broadcasts are not.
+    DAPQ_ASSIGN_OR_RETURN(
+        engine, Engine::CreateRank(model, engine_options,
+                                   std::make_unique<TimedCommunicator>(comm.get(), &metrics)));
   }
+
+  std::unique_ptr<kvstore::KvStore> store;
+  std::shared_ptr<KvStoreCollector> store_collector;
+  if (!f.kv_dir.empty()) {
+    kvstore::KvStoreOptions so;
+    so.device.capacity_bytes = static_cast<size_t>(f.kv_device_kib) << 10;
+    so.host.capacity_bytes = static_cast<size_t>(f.kv_host_kib) << 10;
+    so.disk.capacity_bytes = static_cast<size_t>(f.kv_disk_mib) << 20;
+    so.disk_dir = absl::StrCat(f.kv_dir, "/", f.group_id, "-r", f.rank);
+    so.observer = &metrics;
+    DAPQ_ASSIGN_OR_RETURN(store, kvstore::KvStore::Open(so));
+    std::vector<std::string> names;
+    for (const kvstore::TierStats& t : store->Stats()) names.push_back(t.name);
+    metrics.SetTierNames(std::move(names));
+    store_collector = std::make_shared<KvStoreCollector>(store.get(), f.group_id, f.rank);
+    metrics_server->Register(store_collector);
+  }
+  std::printf("dapq-worker %s rank %d: metrics on port %d\n", f.group_id.c_str(), f.rank,
+              metrics_server->port());
+  std::fflush(stdout);
+
   GroupDriverOptions driver_options;
+  driver_options.store = store.get();
+  driver_options.fail_on_bad_block = f.fail_on_bad_block;
+  driver_options.metrics = &metrics;
   driver_options.group_id = f.group_id;
   driver_options.max_queue = f.max_queue;
   driver_options.max_sessions = f.max_sessions;
@@ -128,6 +165,14 @@ int main(int argc, char** argv) {
   app.add_option("--max_sessions", f.max_sessions, "sessions kept (LRU)");
   app.add_option("--heartbeat_ms", f.heartbeat_ms, "heartbeat interval");
   app.add_option("--gloo_timeout_s", f.gloo_timeout_s, "per-collective timeout");
+  app.add_option("--metrics_listen", f.metrics_listen, "/metrics address (port 0 = any)");
+  app.add_option("--kv_dir", f.kv_dir,
+                 "keep sessions in the tiered KV store; its disk tier under DIR/<group>-r<rank>");
+  app.add_option("--kv_device_kib", f.kv_device_kib, "KV store device tier capacity");
+  app.add_option("--kv_host_kib", f.kv_host_kib, "KV store host tier capacity");
+  app.add_option("--kv_disk_mib", f.kv_disk_mib, "KV store disk tier capacity");
+  app.add_flag("--fail_on_bad_block", f.fail_on_bad_block,
+               "a stored block failing verification fails the request (default: recompute)");
   CLI11_PARSE(app, argc, argv);
   const absl::Status status = dapq::worker::service::RunWorker(f);
   if (!status.ok()) {

@@ -1,0 +1,53 @@
+// File: coordinator/coordinator_metrics.h
+// The coordinator's Prometheus metrics (ARCHITECTURE.md §6). Requests by code and TTFT are
+// recorded as they happen (CoordinatorMetrics); admission, group health and batch figures are
+// read from their owners at each scrape (CoordinatorCollector), so they always equal the state
+// they describe.
+// Thread-safety: thread-safe.
+#ifndef DAPQ_COORDINATOR_COORDINATOR_METRICS_H_
+#define DAPQ_COORDINATOR_COORDINATOR_METRICS_H_
+
+#include <atomic>
+
+#include "coordinator/batch_store.h"
+#include "coordinator/group_registry.h"
+#include "coordinator/request_router.h"
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace dapq::coordinator {
+
+class CoordinatorMetrics {
+ public:
+  explicit CoordinatorMetrics(prometheus::Registry& registry);
+  void OnRequest(const grpc::Status& status);
+  void ObserveTtft(double seconds);
+
+ private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Histogram& ttft_;
+};
+
+class CoordinatorCollector final : public prometheus::Collectable {
+ public:
+  CoordinatorCollector(const RequestRouter* router, const GroupRegistry* registry,
+                       BatchStore* store, const std::atomic<int64_t>* item_failures)
+      : router_(router), registry_(registry), store_(store), item_failures_(item_failures) {}
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  const RequestRouter* const router_;
+  const GroupRegistry* const registry_;
+  BatchStore* const store_;
+  const std::atomic<int64_t>* const item_failures_;
+};
+
+// The gRPC code's name (OK, INVALID_ARGUMENT, ...).
+std::string CodeName(grpc::StatusCode code);
+
+}  // namespace dapq::coordinator
+
+#endif  // DAPQ_COORDINATOR_COORDINATOR_METRICS_H_

@@ -1,0 +1,245 @@
+// File: worker/service/worker_metrics.cc
+// WorkerMetrics, KvStoreCollector, TimedCommunicator.
+#include "worker/service/worker_metrics.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "common/metrics.h"
+
+namespace dapq::worker::service {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+double Since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string FailureCause(const absl::Status& s) {
+  if (absl::IsDataLoss(s)) return "checksum";
+  if (absl::IsNotFound(s)) return "missing";
+  return "unavailable";
+}
+
+}  // namespace
+
+WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& group, int rank)
+    : group_(group),
+      rank_(std::to_string(rank)),
+      requests_(BuildCounter()
+                    .Name("dapq_worker_requests_total")
+                    .Help("Generation requests finished by the group (rank 0), by outcome")
+                    .Register(r)),
+      prefill_tokens_(BuildCounter()
+                          .Name("dapq_worker_prefill_tokens_total")
+                          .Help("Prompt tokens prefilled")
+                          .Register(r)
+                          .Add(With({}))),
+      decode_tokens_(BuildCounter()
+                         .Name("dapq_worker_decode_tokens_total")
+                         .Help("Tokens generated")
+                         .Register(r)
+                         .Add(With({}))),
+      ttft_(BuildHistogram()
+                .Name("dapq_worker_ttft_seconds")
+                .Help("Request arrival at the worker to its first token (queue + prefill)")
+                .Register(r)
+                .Add(With({}), LatencyBuckets())),
+      tpot_(BuildHistogram()
+                .Name("dapq_worker_time_per_output_token_seconds")
+                .Help("Mean decode time per generated token after the first, per request")
+                .Register(r)
+                .Add(With({}), LatencyBuckets())),
+      queue_depth_(BuildGauge()
+                       .Name("dapq_worker_queue_depth")
+                       .Help("Requests waiting in the group's queue")
+                       .Register(r)
+                       .Add(With({}))),
+      rejections_(BuildCounter()
+                      .Name("dapq_worker_queue_rejections_total")
+                      .Help("Requests refused because the group's queue was full")
+                      .Register(r)
+                      .Add(With({}))),
+      healthy_(BuildGauge()
+                   .Name("dapq_worker_group_healthy")
+                   .Help("1 while every rank of the group is reachable, else 0")
+                   .Register(r)
+                   .Add(With({}))),
+      allreduce_(BuildHistogram()
+                     .Name("dapq_worker_allreduce_seconds")
+                     .Help("Time in one all-reduce of the TP group (including waiting for peers)")
+                     .Register(r)
+                     .Add(With({}), LatencyBuckets())),
+      kept_(BuildCounter()
+                .Name("dapq_compression_tokens_kept_total")
+                .Help("KV token slots (tokens x layers x KV heads) kept by compression")
+                .Register(r)),
+      evicted_(BuildCounter()
+                   .Name("dapq_compression_tokens_evicted_total")
+                   .Help("KV token slots (tokens x layers x KV heads) evicted by compression")
+                   .Register(r)),
+      kept_ratio_(BuildHistogram()
+                      .Name("dapq_compression_kept_ratio")
+                      .Help("Share of a compressed prompt's KV slots kept, per request")
+                      .Register(r)),
+      layer_kept_ratio_(BuildHistogram()
+                            .Name("dapq_compression_layer_kept_ratio")
+                            .Help("Share of a layer's prompt KV kept, one sample per layer")
+                            .Register(r)),
+      spill_bytes_(BuildCounter()
+                       .Name("dapq_kv_spill_bytes_total")
+                       .Help("KV bytes moved down the tiers")
+                       .Register(r)),
+      spill_blocks_(BuildCounter()
+                        .Name("dapq_kv_spill_blocks_total")
+                        .Help("KV blocks moved down the tiers")
+                        .Register(r)),
+      restore_bytes_(BuildCounter()
+                         .Name("dapq_kv_restore_bytes_total")
+                         .Help("KV bytes moved up the tiers (access or prefetch)")
+                         .Register(r)),
+      restore_blocks_(BuildCounter()
+                          .Name("dapq_kv_restore_blocks_total")
+                          .Help("KV blocks moved up the tiers (access or prefetch)")
+                          .Register(r)),
+      spill_failures_(BuildCounter()
+                          .Name("dapq_kv_spill_failures_total")
+                          .Help("Block moves that failed (the block stayed), by target tier")
+                          .Register(r)),
+      failed_loads_(BuildCounter()
+                        .Name("dapq_kv_failed_loads_total")
+                        .Help("Blocks that could not be read back, by cause")
+                        .Register(r)),
+      transfer_seconds_(BuildHistogram()
+                            .Name("dapq_kv_transfer_seconds")
+                            .Help("Time to move one block between tiers")
+                            .Register(r)) {
+  healthy_.Set(1);
+  for (const char* outcome : {"ok", "error", "cancelled"})
+    requests_.Add(With({{"outcome", outcome}}));
+  for (const char* cause : {"checksum", "missing", "unavailable"}) {
+    failed_loads_.Add(With({{"cause", cause}}));
+  }
+}
+
+prometheus::Labels WorkerMetrics::With(prometheus::Labels extra) const {
+  extra["group"] = group_;
+  extra["rank"] = rank_;
+  return extra;
+}
+
+void WorkerMetrics::OnRequest(const std::string& outcome) {
+  requests_.Add(With({{"outcome", outcome}})).Increment();
+}
+
+void WorkerMetrics::OnTokens(int prefill, int decode) {
+  prefill_tokens_.Increment(prefill);
+  decode_tokens_.Increment(decode);
+}
+
+void WorkerMetrics::ObserveLatency(double ttft, double tpot) {
+  ttft_.Observe(ttft);
+  if (tpot >= 0) tpot_.Observe(tpot);
+}
+
+void WorkerMetrics::SetQueueDepth(int depth) { queue_depth_.Set(depth); }
+void WorkerMetrics::OnRejected() { rejections_.Increment(); }
+void WorkerMetrics::SetHealthy(bool healthy) { healthy_.Set(healthy ? 1 : 0); }
+void WorkerMetrics::ObserveAllReduce(double seconds) { allreduce_.Observe(seconds); }
+
+void WorkerMetrics::OnCompression(const compress::CompressionStats& stats,
+                                  const std::string& method) {
+  if (!stats.compressed || stats.slots_before <= 0) return;
+  const prometheus::Labels labels = With({{"method", method}});
+  kept_.Add(labels).Increment(static_cast<double>(stats.slots_after));
+  evicted_.Add(labels).Increment(static_cast<double>(stats.slots_before - stats.slots_after));
+  kept_ratio_.Add(labels, RatioBuckets())
+      .Observe(static_cast<double>(stats.slots_after) / stats.slots_before);
+  auto& per_layer = layer_kept_ratio_.Add(labels, RatioBuckets());
+  for (int budget : stats.layer_budgets) {
+    per_layer.Observe(stats.prompt_slots > 0
+                          ? std::min(1.0, static_cast<double>(budget) / stats.prompt_slots)
+                          : 1.0);
+  }
+}
+
+void WorkerMetrics::SetTierNames(std::vector<std::string> names) { tiers_ = std::move(names); }
+
+std::string WorkerMetrics::TierName(int tier) const {
+  return tier >= 0 && tier < static_cast<int>(tiers_.size()) ? tiers_[tier]
+                                                             : "tier" + std::to_string(tier);
+}
+
+void WorkerMetrics::OnTransfer(int from, int to, size_t bytes, double seconds,
+                               const absl::Status& status) {
+  if (!status.ok()) {
+    spill_failures_.Add(With({{"tier", TierName(to)}})).Increment();
+    return;
+  }
+  const prometheus::Labels pair = With({{"from", TierName(from)}, {"to", TierName(to)}});
+  const bool spill = from < to;
+  (spill ? spill_bytes_ : restore_bytes_).Add(pair).Increment(static_cast<double>(bytes));
+  (spill ? spill_blocks_ : restore_blocks_).Add(pair).Increment();
+  transfer_seconds_.Add(With({{"direction", spill ? "spill" : "restore"}}), LatencyBuckets())
+      .Observe(seconds);
+}
+
+void WorkerMetrics::OnFailedLoad(int, const absl::Status& status) {
+  failed_loads_.Add(With({{"cause", FailureCause(status)}})).Increment();
+}
+
+KvStoreCollector::KvStoreCollector(const kvstore::KvStore* store, std::string group, int rank)
+    : store_(store), group_(std::move(group)), rank_(std::to_string(rank)) {}
+
+std::vector<prometheus::MetricFamily> KvStoreCollector::Collect() const {
+  struct Gauge {
+    const char* name;
+    const char* help;
+    double (*value)(const kvstore::TierStats&);
+  };
+  static const Gauge kGauges[] = {
+      {"dapq_kv_used_bytes", "KV bytes held on the tier",
+       [](const kvstore::TierStats& s) { return static_cast<double>(s.used_bytes); }},
+      {"dapq_kv_capacity_bytes", "The tier's capacity in bytes",
+       [](const kvstore::TierStats& s) { return static_cast<double>(s.capacity_bytes); }},
+      {"dapq_kv_high_watermark_bytes", "Usage above which the tier spills down",
+       [](const kvstore::TierStats& s) { return static_cast<double>(s.high_watermark_bytes); }},
+      {"dapq_kv_used_blocks", "KV blocks held on the tier",
+       [](const kvstore::TierStats& s) { return static_cast<double>(s.blocks); }},
+  };
+  const std::vector<kvstore::TierStats> stats = store_->Stats();
+  std::vector<prometheus::MetricFamily> out;
+  for (const Gauge& g : kGauges) {
+    prometheus::MetricFamily family;
+    family.name = g.name;
+    family.help = g.help;
+    family.type = prometheus::MetricType::Gauge;
+    for (const kvstore::TierStats& s : stats) {
+      prometheus::ClientMetric m;
+      m.label = {{"group", group_}, {"rank", rank_}, {"tier", s.name}};
+      m.gauge.value = g.value(s);
+      family.metric.push_back(std::move(m));
+    }
+    out.push_back(std::move(family));
+  }
+  return out;
+}
+
+absl::Status TimedCommunicator::AllReduceSum(float* data, size_t count) {
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::Status s = t_->AllReduceSum(data, count);
+  m_->ObserveAllReduce(Since(t0));
+  return s;
+}
+
+absl::Status TimedCommunicator::AllReduceSum(int64_t* data, size_t count) {
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::Status s = t_->AllReduceSum(data, count);
+  m_->ObserveAllReduce(Since(t0));
+  return s;
+}
+
+}  // namespace dapq::worker::service
