@@ -14,7 +14,7 @@ PACKAGES=(
   libgloo-dev libsqlite3-dev prometheus-cpp-dev
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  gnuplot-nox
+  gnuplot-nox curl
 )
 
 missing=()

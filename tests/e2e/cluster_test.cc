@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/run_command.h"
 #include "tests/util/status_matchers.h"
 #include "tests/util/test_paths.h"
 #include "worker/engine.h"
@@ -308,6 +310,85 @@ TEST(ClusterGqaTest, SyntheticGqaGroupOverGlooMatchesTheInProcessEngine) {
     ASSERT_TRUE(c.status.ok()) << c.status.error_message();
     EXPECT_EQ(Tokens(c), Reference(model, request, /*with_tokenizer=*/false)) << method;
   }
+}
+
+// Tokens of a multi-turn session on the in-process engine (tp=1): each turn continues the same
+// sequence, the last sampled token fed before the next turn, as the worker does.
+std::vector<std::vector<int>> ReferenceSession(const std::vector<std::string>& turns,
+                                               int max_new_tokens) {
+  auto weights = worker::LoadModel(testing::Stories260KPath());
+  auto m = std::make_shared<const worker::ModelWeights>(std::move(*weights));
+  auto engine = *worker::Engine::Create(m, worker::EngineOptions());
+  worker::Tokenizer tok = *worker::Tokenizer::Load(testing::Tok512Path(), m->config.vocab_size);
+  auto seq = engine->NewSequence();
+  std::vector<std::vector<int>> out;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    worker::GenerateOptions o;
+    o.max_new_tokens = max_new_tokens;
+    o.compression.method = worker::compress::Method::kDapq;
+    o.compression.budget_tokens = 8;
+    auto r = engine->Continue(*seq, tok.Encode(turns[i], /*add_bos=*/i == 0, false), o);
+    EXPECT_TRUE(r.ok()) << r.status();
+    const int last = r->tokens.back();
+    const int32_t pos = seq->next_position();
+    EXPECT_TRUE(
+        engine->Forward(*seq, std::span<const int>(&last, 1), std::span(&pos, 1), nullptr).ok());
+    out.push_back(r->tokens);
+  }
+  return out;
+}
+
+TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
+  cli::LocalClusterOptions o;
+  o.bin_dir = BinDir();
+  o.model = testing::Stories260KPath();
+  o.tokenizer = testing::Tok512Path();
+  o.groups = 1;
+  o.tp = 2;
+  o.work_dir = testing::MakeTempDir("cluster_session");
+  o.kv_device_kib = 96;  // a session of ~100 tokens holds ~60 KiB per rank: tiers overflow
+  o.kv_host_kib = 128;
+  auto cluster = *cli::LocalCluster::Start(o);
+  ASSERT_TRUE(cluster->WaitReady(std::chrono::seconds(60)).ok());
+  const std::vector<std::string> turns = {kStory, " Then the dog came.", " They went home."};
+  const std::vector<std::vector<int>> expected = ReferenceSession(turns, 24);
+  constexpr int kSessions = 5;
+  for (size_t t = 0; t < turns.size(); ++t) {
+    for (int s = 0; s < kSessions; ++s) {
+      dapq::v1::GenerateRequest r;
+      r.set_text(turns[t]);
+      r.set_max_new_tokens(24);
+      r.set_session_id(absl::StrCat("chat-", s));
+      r.mutable_compression()->set_method("dapq");
+      r.mutable_compression()->set_budget_tokens(8);
+      const Completion c = Complete(cluster->address(), r);
+      ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+      EXPECT_EQ(Tokens(c), expected[t]) << "session " << s << " turn " << t;
+    }
+    if (t == 1) {
+      // Corrupt every block file of session chat-0 on rank 1's disk tier: its next turn is
+      // recomputed (replayed) on both ranks and still gives the same tokens.
+      int corrupted = 0;
+      for (const auto& f : std::filesystem::recursive_directory_iterator(o.work_dir + "/kv")) {
+        if (!f.is_regular_file() || f.path().string().find("chat-0") == std::string::npos ||
+            f.path().string().find("-r1") == std::string::npos) {
+          continue;
+        }
+        std::fstream file(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+        file.seekp(-3, std::ios::end);
+        file.put('\x5a');
+        ++corrupted;
+      }
+      EXPECT_GT(corrupted, 0) << "session chat-0 should have spilled to disk on rank 1";
+    }
+  }
+  // The store spilled and restored: the workers' metrics say so.
+  const testing::CommandResult metrics = testing::RunCommand(
+      absl::StrCat("curl -s http://127.0.0.1:", cluster->worker_metrics_port(0, 1), "/metrics"));
+  EXPECT_THAT(metrics.out, HasSubstr("dapq_kv_spill_bytes_total{from=\"host\""));
+  EXPECT_THAT(metrics.out, HasSubstr("dapq_kv_restore_bytes_total{from=\"disk\""));
+  EXPECT_THAT(metrics.out, ::testing::ContainsRegex(
+                               "dapq_kv_failed_loads_total\\{cause=\"checksum\"[^}]*\\} [1-9]"));
 }
 
 TEST(ClusterAdmissionTest, FullQueueIsResourceExhaustedWithARetryHintAndDeadlinesReachTheGroup) {
