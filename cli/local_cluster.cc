@@ -19,9 +19,8 @@
 #include "dapq/v1/admin.grpc.pb.h"
 
 namespace dapq::cli {
-namespace {
 
-absl::StatusOr<int> FreePort() {
+absl::StatusOr<int> FreeLoopbackPort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return absl::UnavailableError("socket() failed");
   sockaddr_in addr{};
@@ -36,8 +35,6 @@ absl::StatusOr<int> FreePort() {
   close(fd);
   return ntohs(addr.sin_port);
 }
-
-}  // namespace
 
 std::string ProgramDir() {
   char buf[PATH_MAX];
@@ -79,7 +76,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
   }
   if (o.db.empty()) o.db = (std::filesystem::path(o.work_dir) / "batch.db").string();
   if (o.port == 0) {
-    DAPQ_ASSIGN_OR_RETURN(o.port, FreePort());
+    DAPQ_ASSIGN_OR_RETURN(o.port, FreeLoopbackPort());
   }
   c->address_ = absl::StrCat("127.0.0.1:", o.port);
   const int ranks = o.groups * o.tp;
@@ -87,9 +84,9 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
     c->coordinator_metrics_port_ = o.metrics_port;
     for (int i = 0; i < ranks; ++i) c->worker_metrics_ports_.push_back(o.metrics_port + 1 + i);
   } else {
-    DAPQ_ASSIGN_OR_RETURN(c->coordinator_metrics_port_, FreePort());
+    DAPQ_ASSIGN_OR_RETURN(c->coordinator_metrics_port_, FreeLoopbackPort());
     for (int i = 0; i < ranks; ++i) {
-      DAPQ_ASSIGN_OR_RETURN(int port, FreePort());
+      DAPQ_ASSIGN_OR_RETURN(int port, FreeLoopbackPort());
       c->worker_metrics_ports_.push_back(port);
     }
   }

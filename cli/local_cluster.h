@@ -78,6 +78,8 @@ class LocalCluster {
   std::vector<std::unique_ptr<ChildProcess>> workers_;
 };
 
+// A port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close).
+absl::StatusOr<int> FreeLoopbackPort();
 // The directory of the running program (/proc/self/exe).
 std::string ProgramDir();
 // Polls Admin.ClusterStatus at `address` until it is ready with `groups` healthy groups (0 =

@@ -55,7 +55,7 @@ KvStore::~KvStore() {
   if (worker_.joinable()) worker_.join();
 }
 
-absl::Status KvStore::MoveLocked(const std::string& key, Entry& e, int to) {
+absl::Status KvStore::MoveLocked(const std::string& key, Entry& e, int to, bool retried_if_full) {
   const auto start = std::chrono::steady_clock::now();
   Tier& from = *tiers_[e.tier];
   absl::StatusOr<std::string> bytes = from.Get(key);
@@ -66,7 +66,8 @@ absl::Status KvStore::MoveLocked(const std::string& key, Entry& e, int to) {
   const size_t size = bytes->size();
   absl::Status s = tiers_[to]->Put(key, *std::move(bytes));  // on failure: stays put
   if (s.ok()) s = from.Erase(key);
-  if (options_.observer) {
+  // A full target that the caller makes room in and retries is not a failure (yet).
+  if (options_.observer && !(retried_if_full && absl::IsResourceExhausted(s))) {
     options_.observer->OnTransfer(
         e.tier, to, size,
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), s);
@@ -107,7 +108,7 @@ absl::Status KvStore::SpillTierLocked(int t) {
   for (const auto& [order, key] : victims) {
     if (tier.BelowLowWatermark()) break;
     Entry& e = index_[key];
-    absl::Status s = MoveLocked(key, e, t + 1);
+    absl::Status s = MoveLocked(key, e, t + 1, /*retried_if_full=*/true);
     if (absl::IsResourceExhausted(s)) {
       // The next tier is full too: make room there first, then retry once.
       DAPQ_RETURN_IF_ERROR(SpillTierLocked(t + 1));

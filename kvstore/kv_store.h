@@ -106,7 +106,9 @@ class KvStore {
     size_t bytes = 0;  // 0 when unknown (recovered after a restart)
   };
   explicit KvStore(const KvStoreOptions& options) : options_(options) {}
-  absl::Status MoveLocked(const std::string& key, Entry& e, int to)
+  // `retried_if_full`: a ResourceExhausted answer is not reported to the observer (the caller
+  // makes room and retries).
+  absl::Status MoveLocked(const std::string& key, Entry& e, int to, bool retried_if_full = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves `bytes` (read from e's tier) to the top tier if it fits; reports the transfer.
   void PromoteLocked(const std::string& key, Entry& e, const std::string& bytes,

@@ -11,7 +11,7 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libopenblas-dev
   libxxhash-dev libhiredis-dev redis-server
-  libgloo-dev libsqlite3-dev prometheus-cpp-dev
+  libgloo-dev libsqlite3-dev prometheus-cpp-dev prometheus libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox curl

@@ -166,7 +166,11 @@ void WorkerMetrics::OnCompression(const compress::CompressionStats& stats,
   }
 }
 
-void WorkerMetrics::SetTierNames(std::vector<std::string> names) { tiers_ = std::move(names); }
+void WorkerMetrics::SetTierNames(std::vector<std::string> names) {
+  tiers_ = std::move(names);
+  // Series that exist at 0 before the first failure (so rates and alerts see them).
+  for (size_t t = 1; t < tiers_.size(); ++t) spill_failures_.Add(With({{"tier", tiers_[t]}}));
+}
 
 std::string WorkerMetrics::TierName(int tier) const {
   return tier >= 0 && tier < static_cast<int>(tiers_.size()) ? tiers_[tier]
