@@ -23,18 +23,46 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
   return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
 }
 
+std::string Bytes(int64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
 void PrintStatus(const dapq::v1::ClusterStatusResponse& s) {
   std::printf("cluster: %s, %d/%d requests in flight, %ld rejected, %d open batch jobs\n",
               s.ready() ? "ready" : "NOT ready", s.queue_depth(), s.queue_capacity(),
               static_cast<long>(s.rejected_total()), s.batch_jobs_open());
-  std::printf("%-6s %-22s %-3s %-9s %6s %6s %9s %12s %9s  %s\n", "group", "address", "tp", "health",
+  std::printf("%-6s %-22s %-3s %-8s %6s %6s %9s %12s %9s  %s\n", "group", "address", "tp", "health",
               "queue", "active", "sessions", "kv_bytes", "served", "detail");
   for (const auto& g : s.groups()) {
-    std::printf("%-6s %-22s %-3d %-9s %6d %6d %9d %12ld %9ld  %s\n", g.group_id().c_str(),
+    std::printf("%-6s %-22s %-3d %-8s %6d %6d %9d %12s %9ld  %s\n", g.group_id().c_str(),
                 g.address().c_str(), g.tp(), g.healthy() ? "healthy" : "DOWN",
                 g.queue_depth() + g.in_flight(), g.active(), g.sessions(),
-                static_cast<long>(g.kv_bytes_used()), static_cast<long>(g.requests_served()),
+                Bytes(g.kv_bytes_used()).c_str(), static_cast<long>(g.requests_served()),
                 g.health_detail().c_str());
+  }
+  bool header = false;
+  for (const auto& g : s.groups()) {
+    for (const auto& r : g.ranks()) {
+      if (!header) {
+        std::printf("\nKV store per worker (used / capacity, blocks):\n");
+        header = true;
+      }
+      std::printf("  %s rank %d:", g.group_id().c_str(), r.rank());
+      for (const auto& t : r.tiers()) {
+        std::printf("  %s %s / %s (%d)", t.tier().c_str(), Bytes(t.used_bytes()).c_str(),
+                    Bytes(t.capacity_bytes()).c_str(), t.blocks());
+      }
+      std::printf("\n");
+    }
   }
 }
 

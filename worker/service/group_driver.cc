@@ -126,7 +126,8 @@ absl::Status GroupDriver::RunDriver() {
       return SendCommand(command);
     }
     if (channel == nullptr) {
-      const absl::Status ping = SendCommand(dapq::v1::GroupCommand());
+      absl::Status ping = SendCommand(dapq::v1::GroupCommand());
+      if (ping.ok()) ping = GatherKvUsage();
       if (!ping.ok()) {
         broken_.store(true);
         if (options_.metrics) options_.metrics->SetHealthy(false);
@@ -136,7 +137,13 @@ absl::Status GroupDriver::RunDriver() {
       }
       continue;
     }
-    Serve(*channel);
+    const bool sent = Serve(*channel);
+    if (!broken_.load() && sent) {
+      if (absl::Status s = GatherKvUsage(); !s.ok()) {
+        broken_.store(true);
+        if (options_.metrics) options_.metrics->SetHealthy(false);
+      }
+    }
     if (broken_.load()) {
       FailQueued(absl::UnavailableError(
           absl::StrCat("worker group ", options_.group_id, " lost a rank and is down")));
@@ -145,14 +152,15 @@ absl::Status GroupDriver::RunDriver() {
   }
 }
 
-void GroupDriver::Serve(RequestChannel& channel) {
+bool GroupDriver::Serve(RequestChannel& channel) {
+  bool sent = false;
   StreamEvent done;
   done.done = true;
   const auto start = std::chrono::steady_clock::now();
   if (channel.cancelled()) {
     done.status = absl::CancelledError("cancelled while queued");
     channel.Push(std::move(done));
-    return;
+    return false;
   }
   active_.store(1);
   const dapq::v1::GenerateRequest& request = channel.request();
@@ -174,6 +182,7 @@ void GroupDriver::Serve(RequestChannel& channel) {
     command.mutable_request()->mutable_token_ids()->mutable_ids()->Assign(prompt->begin(),
                                                                           prompt->end());
     status = SendCommand(command);
+    sent = status.ok();
     if (status.ok()) {
       int next = 0;
       absl::StatusOr<GenerateResult> result = Execute(command.request(), *prompt, &channel, &next);
@@ -225,6 +234,7 @@ void GroupDriver::Serve(RequestChannel& channel) {
   served_.fetch_add(1);
   active_.store(0);
   channel.Push(std::move(done));
+  return sent;
 }
 
 absl::StatusOr<GenerateResult> GroupDriver::Execute(const dapq::v1::GenerateRequest& request,
@@ -350,6 +360,12 @@ absl::Status GroupDriver::RunFollower() {
     switch (command->kind()) {
       case dapq::v1::GroupCommand::SHUTDOWN:
         return absl::OkStatus();
+      case dapq::v1::GroupCommand::NOOP:
+        if (absl::Status s = GatherKvUsage(); !s.ok()) {
+          broken_.store(true);
+          return s;
+        }
+        break;
       case dapq::v1::GroupCommand::GENERATE: {
         const auto& ids = command->request().token_ids().ids();
         const std::vector<int> prompt(ids.begin(), ids.end());
@@ -360,6 +376,10 @@ absl::Status GroupDriver::RunFollower() {
           return result.status();
         }
         served_.fetch_add(1);
+        if (absl::Status s = GatherKvUsage(); !s.ok()) {
+          broken_.store(true);
+          return s;
+        }
         break;
       }
       default:
@@ -385,6 +405,37 @@ size_t GroupDriver::SessionsKvBytes() const {
   return total;
 }
 
+absl::Status GroupDriver::GatherKvUsage() {
+  if (options_.store == nullptr) return absl::OkStatus();
+  const std::vector<kvstore::TierStats> local = options_.store->Stats();
+  const int tp = comm_ != nullptr ? comm_->size() : 1;
+  const int rank = comm_ != nullptr ? comm_->rank() : 0;
+  const size_t tiers = local.size();
+  std::vector<int64_t> all(static_cast<size_t>(tp) * tiers * 3, 0);
+  for (size_t t = 0; t < tiers; ++t) {
+    int64_t* slot = &all[(static_cast<size_t>(rank) * tiers + t) * 3];
+    slot[0] = static_cast<int64_t>(local[t].used_bytes);
+    slot[1] = static_cast<int64_t>(local[t].capacity_bytes);
+    slot[2] = local[t].blocks;
+  }
+  if (comm_ != nullptr) DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(all.data(), all.size()));
+  std::vector<dapq::v1::RankUsage> usage(tp);
+  for (int r = 0; r < tp; ++r) {
+    usage[r].set_rank(r);
+    for (size_t t = 0; t < tiers; ++t) {
+      const int64_t* slot = &all[(static_cast<size_t>(r) * tiers + t) * 3];
+      dapq::v1::TierUsage* u = usage[r].add_tiers();
+      u->set_tier(local[t].name);
+      u->set_used_bytes(slot[0]);
+      u->set_capacity_bytes(slot[1]);
+      u->set_blocks(static_cast<int32_t>(slot[2]));
+    }
+  }
+  MutexLock lock(&mu_);
+  rank_usage_ = std::move(usage);
+  return absl::OkStatus();
+}
+
 dapq::v1::GroupStatus GroupDriver::Status() const {
   dapq::v1::GroupStatus s;
   s.set_group_id(options_.group_id);
@@ -395,6 +446,7 @@ dapq::v1::GroupStatus GroupDriver::Status() const {
   {
     MutexLock lock(&mu_);
     s.set_queue_depth(static_cast<int>(queue_.size()));
+    for (const auto& r : rank_usage_) *s.add_ranks() = r;
   }
   s.set_active(active_.load());
   s.set_sessions(sessions_count_.load());

@@ -86,7 +86,8 @@ class GroupDriver {
                                          int* next_position);
   absl::Status SendCommand(const dapq::v1::GroupCommand& command);
   absl::StatusOr<dapq::v1::GroupCommand> ReceiveCommand();
-  void Serve(RequestChannel& channel);
+  // Runs one request; true when its command was broadcast (every rank ran it).
+  bool Serve(RequestChannel& channel);
   void FailQueued(const absl::Status& status);
   Session* FindSession(const std::string& id);
   // Restores a stored session on every rank, agreeing across the group on recomputing.
@@ -98,6 +99,9 @@ class GroupDriver {
                            const compress::CompressionConfig& compression);
   void DropSession(const std::string& id);
   size_t SessionsKvBytes() const;
+  // Every rank's store usage per tier, gathered with one int64 all-reduce (each rank fills its
+  // own slots); kept on rank 0 for Status(). Called by every rank at the same points.
+  absl::Status GatherKvUsage();
 
   Engine* const engine_;
   Communicator* const comm_;
@@ -114,6 +118,7 @@ class GroupDriver {
   std::atomic<int> sessions_count_{0};
   std::atomic<int64_t> kv_bytes_{0};
   std::atomic<int64_t> served_{0};
+  std::vector<dapq::v1::RankUsage> rank_usage_ ABSL_GUARDED_BY(mu_);
 
   // Driver/follower thread only.
   std::unordered_map<std::string, Session> sessions_;
