@@ -1,0 +1,919 @@
+// File: tests/deploy/deploy_config_test.cc
+// Checks the files of deploy/ without Docker, Kubernetes, Grafana or a running Prometheus:
+//  - Grafana dashboards: every panel has a title, the fixed Prometheus data source (uid
+//    "prometheus") and queries; every query reads only contract metrics with their real labels
+//    (metric_contract.h), uses no Grafana variables, and parses with promtool; together the
+//    dashboards plot every metric of the contract.
+//  - Alert rules: severity and annotations on each, the alerts the runbook documents exist and
+//    watch the right metrics, the Kubernetes PrometheusRule carries the same groups.
+//  - Prometheus scrape configs: jobs, interval, rule file, and targets that match the
+//    `dapq serve` port layout and the compose services.
+//  - docker-compose.yml: coordinator, prometheus, grafana and complete worker groups, volumes.
+//  - Kubernetes manifests: required fields of every document, selectors that match template
+//    labels, images and commands, GPUs for workers, replicas = --tp, PodDisruptionBudgets,
+//    ServiceMonitor/PodMonitor, and references between objects.
+//  - The container scripts: the worker entrypoint's rank and rendezvous rewriting, and the
+//    runtime package resolution the Dockerfiles use.
+//  - Flags: everything compose and Kubernetes pass to dapq-coordinator and dapq-worker is a flag
+//    their mains define.
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/deploy/metric_contract.h"
+#include "tests/util/run_command.h"
+#include "tests/util/test_paths.h"
+#include "yaml-cpp/yaml.h"
+
+namespace dapq::deploy {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::IsSupersetOf;
+using ::testing::Not;
+using ::testing::UnorderedElementsAre;
+using ::testing::UnorderedElementsAreArray;
+
+fs::path Root() {
+  const char* dir = std::getenv("DAPQ_SOURCE_DIR");
+  return dir != nullptr ? fs::path(dir) : fs::current_path();
+}
+fs::path Deploy() { return Root() / "deploy"; }
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << "cannot read " << path;
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<fs::path> FilesIn(const fs::path& dir, const std::string& extension) {
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.is_regular_file() && entry.path().extension() == extension) {
+      files.push_back(entry.path());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::string Str(const YAML::Node& n) {
+  return n && n.IsScalar() ? n.as<std::string>() : std::string();
+}
+
+// The node with YAML merge keys (<<: *anchor) applied, recursively; yaml-cpp keeps them as
+// plain "<<" keys. Keys of the node itself win over merged ones.
+YAML::Node Merged(const YAML::Node& n) {
+  if (n.IsSequence()) {
+    YAML::Node out(YAML::NodeType::Sequence);
+    for (const YAML::Node& e : n) out.push_back(Merged(e));
+    return out;
+  }
+  if (!n.IsMap()) return YAML::Clone(n);
+  YAML::Node out(YAML::NodeType::Map);
+  std::set<std::string> keys;
+  for (const auto& kv : n) {
+    const std::string key = kv.first.as<std::string>();
+    if (key == "<<") continue;
+    out[key] = Merged(kv.second);
+    keys.insert(key);
+  }
+  const YAML::Node merge = n["<<"];
+  if (merge) {
+    std::vector<YAML::Node> sources;
+    if (merge.IsSequence()) {
+      for (const YAML::Node& m : merge) sources.push_back(Merged(m));
+    } else {
+      sources.push_back(Merged(merge));
+    }
+    for (const YAML::Node& source : sources) {
+      for (const auto& kv : source) {
+        const std::string key = kv.first.as<std::string>();
+        if (keys.insert(key).second) out[key] = kv.second;
+      }
+    }
+  }
+  return out;
+}
+
+// Every label of `selector` (a map) present with the same value in `labels`.
+bool SelectorMatches(const YAML::Node& selector, const YAML::Node& labels) {
+  if (!selector || !selector.IsMap() || selector.size() == 0 || !labels || !labels.IsMap()) {
+    return false;
+  }
+  for (const auto& kv : selector) {
+    const YAML::Node v = labels[kv.first.as<std::string>()];
+    if (!v || v.as<std::string>() != kv.second.as<std::string>()) return false;
+  }
+  return true;
+}
+
+// The value after `flag` in an argument list (`--flag value` or `--flag=value`), or "".
+std::string FlagValue(const std::vector<std::string>& args, const std::string& flag) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == flag && i + 1 < args.size()) return args[i + 1];
+    if (absl::StartsWith(args[i], flag + "=")) return args[i].substr(flag.size() + 1);
+  }
+  return "";
+}
+
+std::vector<std::string> StringList(const YAML::Node& n) {
+  std::vector<std::string> out;
+  if (n && n.IsSequence()) {
+    for (const YAML::Node& e : n) out.push_back(e.as<std::string>());
+  } else if (n && n.IsScalar()) {
+    out = absl::StrSplit(n.as<std::string>(), ' ', absl::SkipEmpty());
+  }
+  return out;
+}
+
+std::string PortOf(const std::string& address) { return address.substr(address.rfind(':') + 1); }
+
+// ---------------------------------------------------------------- Grafana dashboards
+
+struct Panel {
+  std::string dashboard;
+  nlohmann::json json;
+};
+
+std::vector<Panel> AllPanels() {
+  std::vector<Panel> panels;
+  for (const fs::path& file : FilesIn(Deploy() / "grafana/dashboards", ".json")) {
+    std::ifstream in(file);
+    const nlohmann::json d = nlohmann::json::parse(in);
+    const nlohmann::json top = d.value("panels", nlohmann::json::array());
+    std::vector<nlohmann::json> stack(top.begin(), top.end());
+    while (!stack.empty()) {
+      nlohmann::json p = stack.back();
+      stack.pop_back();
+      if (p.contains("panels")) {
+        for (const auto& inner : p["panels"]) stack.push_back(inner);
+      }
+      if (p.value("type", "") == "row") continue;
+      panels.push_back({file.filename().string(), p});
+    }
+  }
+  return panels;
+}
+
+std::vector<std::string> DashboardQueries() {
+  std::vector<std::string> exprs;
+  for (const Panel& p : AllPanels()) {
+    for (const auto& t : p.json.value("targets", nlohmann::json::array())) {
+      exprs.push_back(t.value("expr", ""));
+    }
+  }
+  return exprs;
+}
+
+TEST(DeployDashboardsTest, BothDashboardsExistAndAreCurrentGrafanaJson) {
+  const std::vector<fs::path> files = FilesIn(Deploy() / "grafana/dashboards", ".json");
+  std::set<std::string> names, uids;
+  for (const fs::path& f : files) {
+    names.insert(f.filename().string());
+    std::ifstream in(f);
+    const nlohmann::json d = nlohmann::json::parse(in);
+    EXPECT_FALSE(d.value("title", "").empty()) << f;
+    EXPECT_TRUE(uids.insert(d.value("uid", "")).second) << f << ": duplicate or missing uid";
+    EXPECT_GE(d.value("schemaVersion", 0), 37) << f;
+    // Provisioned dashboards must not carry a database id.
+    EXPECT_TRUE(!d.contains("id") || d["id"].is_null()) << f;
+    std::set<int> ids;
+    for (const auto& p : d["panels"]) {
+      EXPECT_TRUE(ids.insert(p.value("id", -1)).second) << f << ": duplicate panel id";
+      const auto& g = p["gridPos"];
+      EXPECT_GT(g.value("w", 0), 0) << f << " " << p.value("title", "");
+      EXPECT_LE(g.value("x", 0) + g.value("w", 0), 24) << f << " " << p.value("title", "");
+    }
+  }
+  EXPECT_THAT(names, IsSupersetOf({"dapq-cache.json", "dapq-service.json"}));
+}
+
+TEST(DeployDashboardsTest, EveryPanelHasTitleDatasourceAndQueries) {
+  const std::vector<Panel> panels = AllPanels();
+  ASSERT_GT(panels.size(), 20u);
+  for (const Panel& p : panels) {
+    const std::string where = absl::StrCat(p.dashboard, " panel ", p.json.value("id", -1), " '",
+                                           p.json.value("title", ""), "'");
+    EXPECT_FALSE(p.json.value("title", "").empty()) << where;
+    ASSERT_TRUE(p.json.contains("datasource")) << where;
+    EXPECT_EQ(p.json["datasource"].value("uid", ""), "prometheus") << where;
+    EXPECT_EQ(p.json["datasource"].value("type", ""), "prometheus") << where;
+    ASSERT_TRUE(p.json.contains("targets") && p.json["targets"].is_array()) << where;
+    ASSERT_FALSE(p.json["targets"].empty()) << where;
+    std::set<std::string> ref_ids;
+    for (const auto& t : p.json["targets"]) {
+      EXPECT_FALSE(t.value("expr", "").empty()) << where;
+      EXPECT_TRUE(ref_ids.insert(t.value("refId", "")).second) << where << ": duplicate refId";
+      if (t.contains("datasource")) {
+        EXPECT_EQ(t["datasource"].value("uid", ""), "prometheus") << where;
+      }
+    }
+  }
+}
+
+TEST(DeployDashboardsTest, QueriesReadOnlyContractMetricsWithTheirLabels) {
+  for (const std::string& expr : DashboardQueries()) {
+    const QueryRefs refs = CheckQuery(expr);
+    EXPECT_THAT(refs.errors, IsEmpty()) << expr;
+  }
+}
+
+TEST(DeployDashboardsTest, TogetherPlotEveryContractMetric) {
+  std::set<std::string> plotted;
+  for (const std::string& expr : DashboardQueries()) {
+    const QueryRefs refs = CheckQuery(expr);
+    plotted.insert(refs.metrics.begin(), refs.metrics.end());
+  }
+  for (const MetricSpec& m : MetricContract()) {
+    EXPECT_THAT(plotted, Contains(m.name)) << "no dashboard shows " << m.name;
+  }
+}
+
+TEST(DeployDashboardsTest, CacheDashboardShowsTiersPerWorkerWithCapacities) {
+  std::ifstream in(Deploy() / "grafana/dashboards/dapq-cache.json");
+  const std::string text = nlohmann::json::parse(in).dump();
+  for (const char* tier : {"device", "host", "disk", "remote"}) {
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("dapq_kv_used_bytes{tier=\\\"", tier, "\\\"}")));
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("dapq_kv_capacity_bytes{tier=\\\"", tier, "\\\"}")));
+  }
+  EXPECT_THAT(text, HasSubstr("sum by (group, rank) (dapq_kv_used_bytes"));
+  EXPECT_THAT(text, HasSubstr("sum by (from, to) (rate(dapq_kv_spill_bytes_total[1m]))"));
+  EXPECT_THAT(text, HasSubstr("sum by (from, to) (rate(dapq_kv_restore_bytes_total[1m]))"));
+  EXPECT_THAT(text, HasSubstr("dapq_kv_failed_loads_total"));
+}
+
+TEST(DeployDashboardsTest, ServiceDashboardShowsLatencyQuantiles) {
+  std::ifstream in(Deploy() / "grafana/dashboards/dapq-service.json");
+  const std::string text = nlohmann::json::parse(in).dump();
+  for (const char* q : {"0.5", "0.99"}) {
+    for (const char* h : {"dapq_coordinator_ttft_seconds_bucket", "dapq_worker_ttft_seconds_bucket",
+                          "dapq_worker_time_per_output_token_seconds_bucket"}) {
+      EXPECT_THAT(text, HasSubstr(absl::StrCat("histogram_quantile(", q, ", sum by (le"))) << h;
+      EXPECT_THAT(text, HasSubstr(h));
+    }
+  }
+}
+
+// Runs every dashboard query through Prometheus' own parser: promtool checks a rules file in
+// which each query is a recording rule.
+TEST(DeployDashboardsTest, QueriesParseWithPromtool) {
+  const std::string dir = testing::MakeTempDir("dashboard_queries");
+  YAML::Emitter e;
+  e << YAML::BeginMap << YAML::Key << "groups" << YAML::Value << YAML::BeginSeq << YAML::BeginMap
+    << YAML::Key << "name" << YAML::Value << "dashboard_queries" << YAML::Key << "rules"
+    << YAML::Value << YAML::BeginSeq;
+  int n = 0;
+  for (const std::string& expr : DashboardQueries()) {
+    e << YAML::BeginMap << YAML::Key << "record" << YAML::Value
+      << absl::StrCat("dashboard:query_", n++) << YAML::Key << "expr" << YAML::Value << expr
+      << YAML::EndMap;
+  }
+  e << YAML::EndSeq << YAML::EndMap << YAML::EndSeq << YAML::EndMap;
+  const std::string rules = dir + "/queries.yml";
+  std::ofstream(rules) << e.c_str() << "\n";
+  const testing::CommandResult r =
+      testing::RunCommand(absl::StrCat(DAPQ_PROMTOOL, " check rules ", rules));
+  EXPECT_EQ(r.exit_code, 0) << "promtool (scripts/setup.sh installs it):\n" << r.out;
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat(n, " rules found")));
+}
+
+TEST(DeployGrafanaProvisioningTest, DatasourceUidAndDashboardPathMatchTheRest) {
+  const YAML::Node ds =
+      YAML::LoadFile((Deploy() / "grafana/provisioning/datasources/prometheus.yml").string());
+  ASSERT_EQ(ds["datasources"].size(), 1u);
+  EXPECT_EQ(Str(ds["datasources"][0]["uid"]), "prometheus");
+  EXPECT_EQ(Str(ds["datasources"][0]["type"]), "prometheus");
+  EXPECT_FALSE(Str(ds["datasources"][0]["url"]).empty());
+  const YAML::Node dash =
+      YAML::LoadFile((Deploy() / "grafana/provisioning/dashboards/dapq.yml").string());
+  const std::string path = Str(dash["providers"][0]["options"]["path"]);
+  EXPECT_FALSE(path.empty());
+  // docker-compose.yml mounts the dashboards directory at that path.
+  const YAML::Node compose = Merged(YAML::LoadFile((Deploy() / "docker/docker-compose.yml")));
+  EXPECT_THAT(StringList(compose["services"]["grafana"]["volumes"]),
+              Contains(absl::StrCat("../grafana/dashboards:", path, ":ro")));
+}
+
+// ---------------------------------------------------------------- Prometheus and alerts
+
+YAML::Node Alerts() { return YAML::LoadFile((Deploy() / "prometheus/alerts.yml").string()); }
+
+std::map<std::string, YAML::Node> AlertsByName() {
+  std::map<std::string, YAML::Node> out;
+  for (const YAML::Node& group : Alerts()["groups"]) {
+    for (const YAML::Node& rule : group["rules"]) {
+      const std::string name = Str(rule["alert"]);
+      EXPECT_FALSE(name.empty()) << "a rule without `alert` (recording rules belong elsewhere)";
+      EXPECT_TRUE(out.emplace(name, rule).second) << "duplicate alert " << name;
+    }
+  }
+  return out;
+}
+
+TEST(DeployAlertsTest, EveryAlertHasSeverityAnnotationsAndARunbookEntry) {
+  const std::string readme = ReadFile(Deploy() / "README.md");
+  const auto alerts = AlertsByName();
+  ASSERT_FALSE(alerts.empty());
+  for (const auto& [name, rule] : alerts) {
+    EXPECT_THAT((std::set<std::string>{"critical", "warning"}),
+                Contains(Str(rule["labels"]["severity"])))
+        << name;
+    EXPECT_FALSE(Str(rule["annotations"]["summary"]).empty()) << name;
+    EXPECT_FALSE(Str(rule["annotations"]["description"]).empty()) << name;
+    EXPECT_EQ(Str(rule["annotations"]["runbook"]),
+              absl::StrCat("deploy/README.md#", absl::AsciiStrToLower(name)))
+        << name;
+    EXPECT_THAT(readme, HasSubstr(absl::StrCat("### ", name, "\n"))) << name;
+    const QueryRefs refs = CheckQuery(Str(rule["expr"]));
+    EXPECT_THAT(refs.errors, IsEmpty()) << name;
+  }
+}
+
+TEST(DeployAlertsTest, CoverTheFailureModesTheRunbookNames) {
+  const auto alerts = AlertsByName();
+  auto metrics = [&](const std::string& name) {
+    const auto it = alerts.find(name);
+    if (it == alerts.end()) {
+      ADD_FAILURE() << "missing alert " << name;
+      return std::set<std::string>();
+    }
+    return CheckQuery(Str(it->second["expr"])).metrics;
+  };
+  auto for_duration = [&](const std::string& name) {
+    const auto it = alerts.find(name);
+    return it == alerts.end() ? std::string() : Str(it->second["for"]);
+  };
+  EXPECT_THAT(metrics("DapqKvTierAboveHighWatermark"),
+              UnorderedElementsAre("dapq_kv_used_bytes", "dapq_kv_high_watermark_bytes"));
+  EXPECT_EQ(for_duration("DapqKvTierAboveHighWatermark"), "2m");
+  EXPECT_THAT(metrics("DapqKvSpillFailures"), Contains("dapq_kv_spill_failures_total"));
+  EXPECT_THAT(metrics("DapqKvFailedLoads"), Contains("dapq_kv_failed_loads_total"));
+  EXPECT_THAT(metrics("DapqKvChecksumFailures"), Contains("dapq_kv_failed_loads_total"));
+  EXPECT_THAT(metrics("DapqWorkerGroupDown"), Contains("dapq_coordinator_group_healthy"));
+  EXPECT_EQ(for_duration("DapqWorkerGroupDown"), "1m");
+  EXPECT_THAT(metrics("DapqWorkerDown"), Contains("up"));
+  EXPECT_THAT(metrics("DapqQueueSaturated"),
+              IsSupersetOf({"dapq_coordinator_in_flight", "dapq_coordinator_queue_capacity"}));
+  EXPECT_EQ(for_duration("DapqQueueSaturated"), "2m");
+  EXPECT_THAT(metrics("DapqRequestsRejected"), Contains("dapq_coordinator_rejections_total"));
+  EXPECT_THAT(metrics("DapqBatchItemsFailing"),
+              Contains("dapq_coordinator_batch_item_failures_total"));
+}
+
+TEST(DeployAlertsTest, KubernetesPrometheusRuleCarriesTheSameGroups) {
+  const YAML::Node rule = YAML::LoadFile((Deploy() / "k8s/prometheus-rules.yaml").string());
+  EXPECT_EQ(Str(rule["kind"]), "PrometheusRule");
+  YAML::Emitter from_alerts, from_k8s;
+  from_alerts << Alerts()["groups"];
+  from_k8s << rule["spec"]["groups"];
+  EXPECT_EQ(std::string(from_k8s.c_str()), std::string(from_alerts.c_str()))
+      << "regenerate deploy/k8s/prometheus-rules.yaml from alerts.yml (see its header)";
+}
+
+struct ScrapeConfig {
+  std::map<std::string, std::vector<std::string>> targets;  // job -> targets
+};
+
+ScrapeConfig LoadScrapeConfig(const std::string& file) {
+  const YAML::Node c = YAML::LoadFile((Deploy() / "prometheus" / file).string());
+  EXPECT_EQ(Str(c["global"]["scrape_interval"]), "5s") << file;
+  EXPECT_THAT(StringList(c["rule_files"]), Contains("alerts.yml")) << file;
+  ScrapeConfig out;
+  for (const YAML::Node& job : c["scrape_configs"]) {
+    std::vector<std::string>& t = out.targets[Str(job["job_name"])];
+    for (const YAML::Node& s : job["static_configs"]) {
+      for (const std::string& target : StringList(s["targets"])) t.push_back(target);
+    }
+  }
+  return out;
+}
+
+TEST(DeployPrometheusConfigTest, LocalTargetsFollowTheDapqServePortLayout) {
+  const ScrapeConfig c = LoadScrapeConfig("prometheus.yml");
+  ASSERT_EQ(c.targets.size(), 2u);
+  EXPECT_THAT(c.targets.at("dapq-coordinator"), UnorderedElementsAre("127.0.0.1:9400"));
+  // `dapq serve --groups 2 --tp 2`: 9401.. in the order g0r0, g0r1, g1r0, g1r1.
+  EXPECT_THAT(c.targets.at("dapq-worker"),
+              ElementsAre("127.0.0.1:9401", "127.0.0.1:9402", "127.0.0.1:9403", "127.0.0.1:9404"));
+}
+
+// ---------------------------------------------------------------- docker-compose
+
+struct ComposeWorker {
+  std::string service, group;
+  int rank = -1, tp = -1;
+  std::string metrics_port;
+};
+
+YAML::Node Compose() { return Merged(YAML::LoadFile((Deploy() / "docker/docker-compose.yml"))); }
+
+std::vector<ComposeWorker> ComposeWorkers(const YAML::Node& compose) {
+  std::vector<ComposeWorker> workers;
+  for (const auto& kv : compose["services"]) {
+    const YAML::Node s = kv.second;
+    const std::vector<std::string> entrypoint = StringList(s["entrypoint"]);
+    const std::vector<std::string> command = StringList(s["command"]);
+    const bool is_worker = (!entrypoint.empty() && entrypoint[0] == "dapq-worker-entrypoint") ||
+                           (!command.empty() && command[0] == "dapq-worker");
+    if (!is_worker) continue;
+    ComposeWorker w;
+    w.service = kv.first.as<std::string>();
+    w.group = FlagValue(command, "--group_id");
+    w.rank = std::atoi(FlagValue(command, "--rank").c_str());
+    w.tp = std::atoi(FlagValue(command, "--tp").c_str());
+    w.metrics_port = PortOf(FlagValue(command, "--metrics_listen"));
+    EXPECT_FALSE(w.group.empty()) << w.service;
+    EXPECT_FALSE(w.metrics_port.empty()) << w.service << ": no --metrics_listen";
+    EXPECT_EQ(FlagValue(command, "--coordinator"), "coordinator:50051") << w.service;
+    EXPECT_EQ(FlagValue(command, "--advertise_host"), w.service) << w.service;
+    EXPECT_EQ(FlagValue(command, "--gloo_host"), w.service) << w.service;
+    EXPECT_THAT(StringList(s["volumes"]),
+                Contains(absl::StrCat("rendezvous:", FlagValue(command, "--rendezvous_dir"))))
+        << w.service << ": the ranks of a group share the rendezvous volume";
+    if (!FlagValue(command, "--kv_dir").empty()) {
+      EXPECT_THAT(StringList(s["volumes"]),
+                  Contains(::testing::EndsWith(absl::StrCat(":", FlagValue(command, "--kv_dir")))))
+          << w.service;
+    }
+    EXPECT_THAT(StringList(s["ports"]), Contains(absl::StrCat(w.metrics_port, ":", w.metrics_port)))
+        << w.service;
+    workers.push_back(w);
+  }
+  return workers;
+}
+
+TEST(DeployComposeTest, HasCoordinatorMonitoringAndCompleteWorkerGroups) {
+  const YAML::Node compose = Compose();
+  for (const char* s : {"coordinator", "prometheus", "grafana"}) {
+    EXPECT_TRUE(compose["services"][s]) << "service " << s;
+  }
+  const std::vector<ComposeWorker> workers = ComposeWorkers(compose);
+  EXPECT_GE(workers.size(), 2u);
+  std::map<std::string, std::set<int>> ranks;
+  std::map<std::string, int> tp;
+  std::set<std::string> metrics_ports;
+  for (const ComposeWorker& w : workers) {
+    EXPECT_TRUE(ranks[w.group].insert(w.rank).second)
+        << "two services for " << w.group << " rank " << w.rank;
+    if (tp.count(w.group)) {
+      EXPECT_EQ(tp[w.group], w.tp) << w.service;
+    }
+    tp[w.group] = w.tp;
+    EXPECT_TRUE(metrics_ports.insert(w.metrics_port).second) << w.service;
+  }
+  EXPECT_GE(ranks.size(), 2u) << "two worker groups";
+  for (const auto& [group, r] : ranks) {
+    std::set<int> expected;
+    for (int i = 0; i < tp[group]; ++i) expected.insert(i);
+    EXPECT_EQ(r, expected) << "group " << group << " must have ranks 0.." << tp[group] - 1;
+  }
+  const std::vector<std::string> coordinator =
+      StringList(compose["services"]["coordinator"]["command"]);
+  EXPECT_EQ(coordinator.at(0), "dapq-coordinator");
+  EXPECT_EQ(PortOf(FlagValue(coordinator, "--metrics_listen")), "9400");
+  EXPECT_EQ(FlagValue(coordinator, "--listen"), "0.0.0.0:50051");
+  EXPECT_FALSE(FlagValue(coordinator, "--db").empty());
+}
+
+TEST(DeployComposeTest, PrometheusScrapesEveryComposeProcess) {
+  const YAML::Node compose = Compose();
+  const ScrapeConfig c = LoadScrapeConfig("prometheus-compose.yml");
+  std::vector<std::string> expected;
+  for (const ComposeWorker& w : ComposeWorkers(compose)) {
+    expected.push_back(absl::StrCat(w.service, ":", w.metrics_port));
+  }
+  EXPECT_THAT(c.targets.at("dapq-worker"), UnorderedElementsAreArray(expected));
+  EXPECT_THAT(c.targets.at("dapq-coordinator"), UnorderedElementsAre("coordinator:9400"));
+  const std::vector<std::string> prometheus =
+      StringList(compose["services"]["prometheus"]["command"]);
+  EXPECT_THAT(prometheus, Contains("--config.file=/etc/prometheus/prometheus-compose.yml"));
+  EXPECT_THAT(StringList(compose["services"]["prometheus"]["volumes"]),
+              Contains("../prometheus:/etc/prometheus:ro"));
+}
+
+TEST(DeployComposeTest, VolumesAndBuildFilesExist) {
+  const YAML::Node compose = Compose();
+  std::set<std::string> declared;
+  for (const auto& kv : compose["volumes"]) declared.insert(kv.first.as<std::string>());
+  for (const auto& kv : compose["services"]) {
+    const std::string service = kv.first.as<std::string>();
+    for (const std::string& v : StringList(kv.second["volumes"])) {
+      const std::string source = v.substr(0, v.find(':'));
+      if (absl::StrContains(source, "$")) continue;  // set from the environment
+      if (absl::StartsWith(source, ".") || absl::StartsWith(source, "/")) {
+        EXPECT_TRUE(fs::exists(Deploy() / "docker" / source)) << service << ": " << source;
+      } else {
+        EXPECT_TRUE(declared.count(source)) << service << ": undeclared volume " << source;
+      }
+    }
+    if (kv.second["build"]) {
+      const fs::path context = Deploy() / "docker" / Str(kv.second["build"]["context"]);
+      EXPECT_TRUE(fs::exists(context / Str(kv.second["build"]["dockerfile"]))) << service;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Dockerfiles and scripts
+
+TEST(DeployDockerfilesTest, BuildWithTheProjectScriptsAndShipTheEntrypoint) {
+  const std::string cpu = ReadFile(Deploy() / "docker/Dockerfile.cpu");
+  EXPECT_THAT(cpu, HasSubstr("ARG BUILD_IMAGE=debian:12\n"));
+  EXPECT_THAT(cpu, HasSubstr("bash scripts/setup.sh"));
+  EXPECT_THAT(cpu, HasSubstr("bash scripts/build.sh cpu"));
+  const std::string cuda = ReadFile(Deploy() / "docker/Dockerfile.cuda");
+  EXPECT_THAT(cuda, HasSubstr("FROM nvidia/cuda:${CUDA_VERSION}-devel-"));
+  EXPECT_THAT(cuda, HasSubstr("FROM nvidia/cuda:${CUDA_VERSION}-runtime-"));
+  EXPECT_THAT(cuda, HasSubstr("bash scripts/build.sh cuda"));
+  for (const std::string* d : {&cpu, &cuda}) {
+    EXPECT_THAT(*d, HasSubstr("deploy/docker/runtime-packages.sh"));
+    EXPECT_THAT(*d, HasSubstr("/usr/local/bin/dapq-worker-entrypoint"));
+    for (const char* binary : {"cli/dapq ", "cli/dapq-coordinator ", "cli/dapq-worker "}) {
+      EXPECT_THAT(*d, HasSubstr(binary));
+    }
+  }
+  EXPECT_TRUE(fs::exists(Deploy() / "docker/Dockerfile.cpu.dockerignore"));
+  EXPECT_TRUE(fs::exists(Deploy() / "docker/Dockerfile.cuda.dockerignore"));
+}
+
+TEST(DeployDockerScriptsTest, RuntimePackagesNamesTheOwnersOfLinkedLibraries) {
+  const testing::CommandResult r =
+      testing::RunCommand("bash " + (Deploy() / "docker/runtime-packages.sh").string() + " /bin/ls",
+                          /*merge_stderr=*/false);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const std::vector<std::string> packages = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  EXPECT_THAT(packages, Contains("libc6"));
+  for (const std::string& p : packages) EXPECT_THAT(p, Not(HasSubstr(":"))) << p;
+}
+
+class DeployWorkerEntrypointTest : public ::testing::Test {
+ protected:
+  // Runs the entrypoint with `echo` in place of dapq-worker: the output is the rewritten flags.
+  testing::CommandResult Run(const std::string& env, const std::string& flags) {
+    return testing::RunCommand(
+        absl::StrCat("DAPQ_WORKER_BIN=echo DAPQ_RENDEZVOUS_WAIT_S=1 ", env, " bash ",
+                     (Deploy() / "docker/dapq-worker-entrypoint.sh").string(), " ", flags),
+        /*merge_stderr=*/false);
+  }
+  const std::string dir_ = testing::MakeTempDir("entrypoint");
+};
+
+TEST_F(DeployWorkerEntrypointTest, GivesEachStartOfAGroupAFreshRendezvousDirectory) {
+  const std::string flags =
+      absl::StrCat("--tp 2 --rank auto --group_id g0 --rendezvous_dir ", dir_, " --x y");
+  // Rank 1 before rank 0 started the group: waits, then gives up (DAPQ_RENDEZVOUS_WAIT_S=1).
+  EXPECT_EQ(Run("POD_NAME=dapq-worker-g0-1", flags).exit_code, 1);
+
+  const testing::CommandResult rank0 = Run("POD_NAME=dapq-worker-g0-0", flags);
+  ASSERT_EQ(rank0.exit_code, 0);
+  const std::regex gen_re("--rendezvous_dir (" + dir_ + "/g0/gen-[0-9a-z-]+) --x y\n");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(rank0.out, m, gen_re)) << rank0.out;
+  const std::string generation = m[1];
+  EXPECT_THAT(rank0.out, HasSubstr("--tp 2 --rank 0 --group_id g0"));
+
+  const testing::CommandResult rank1 = Run("POD_NAME=dapq-worker-g0-1", flags);
+  ASSERT_EQ(rank1.exit_code, 0);
+  EXPECT_EQ(rank1.out, absl::StrCat("--tp 2 --rank 1 --group_id g0 --rendezvous_dir ", generation,
+                                    " --x y\n"));
+  // Rank 1 never joins the same generation twice: a restarted rank waits for a new one.
+  EXPECT_EQ(Run("POD_NAME=dapq-worker-g0-1", flags).exit_code, 1);
+
+  // A restart of rank 0 starts a new generation and removes the old one.
+  const testing::CommandResult again = Run("", absl::StrCat("--tp=2 --rank=0 --group_id=g0 "
+                                                            "--rendezvous_dir=",
+                                                            dir_));
+  ASSERT_EQ(again.exit_code, 0);
+  EXPECT_THAT(again.out, Not(HasSubstr(generation)));
+  EXPECT_FALSE(fs::exists(generation));
+  const testing::CommandResult rank1_again =
+      Run("", absl::StrCat("--tp 2 --rank 1 --group_id g0 --rendezvous_dir ", dir_));
+  ASSERT_EQ(rank1_again.exit_code, 0);
+  EXPECT_THAT(again.out, HasSubstr(rank1_again.out.substr(rank1_again.out.find(dir_))));
+}
+
+TEST_F(DeployWorkerEntrypointTest, PassesFlagsThroughWithoutTensorParallelism) {
+  const testing::CommandResult r =
+      Run("", absl::StrCat("--model m --rank 0 --rendezvous_dir ", dir_));
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, absl::StrCat("--model m --rank 0 --rendezvous_dir ", dir_, "\n"));
+  EXPECT_EQ(Run("POD_NAME=worker", "--rank auto").exit_code, 2);
+}
+
+// ---------------------------------------------------------------- flags
+
+// The flags a binary defines, read from its main (CLI11 add_option/add_flag).
+std::set<std::string> DefinedFlags(const std::string& main_file) {
+  const std::string source = ReadFile(Root() / main_file);
+  const std::regex flag_re("add_(option|flag)\\(\"(--[a-z0-9_]+)\"");
+  std::set<std::string> flags;
+  for (std::sregex_iterator it(source.begin(), source.end(), flag_re), end; it != end; ++it) {
+    flags.insert((*it)[2]);
+  }
+  return flags;
+}
+
+void ExpectFlagsDefined(const std::vector<std::string>& args, const std::set<std::string>& flags,
+                        const std::string& where) {
+  for (const std::string& a : args) {
+    if (!absl::StartsWith(a, "--")) continue;
+    EXPECT_TRUE(flags.count(a.substr(0, a.find('=')))) << where << ": unknown flag " << a;
+  }
+}
+
+TEST(DeployFlagsTest, EveryFlagPassedToABinaryExists) {
+  const std::set<std::string> coordinator = DefinedFlags("coordinator/coordinator_main.cc");
+  const std::set<std::string> worker = DefinedFlags("worker/service/worker_main.cc");
+  ASSERT_TRUE(coordinator.count("--metrics_listen"));
+  ASSERT_TRUE(worker.count("--metrics_listen"));
+  int checked = 0;
+  const YAML::Node compose = Compose();
+  for (const auto& kv : compose["services"]) {
+    const std::vector<std::string> entrypoint = StringList(kv.second["entrypoint"]);
+    const std::vector<std::string> command = StringList(kv.second["command"]);
+    const std::string where = "compose service " + kv.first.as<std::string>();
+    if (!entrypoint.empty() && entrypoint[0] == "dapq-worker-entrypoint") {
+      ExpectFlagsDefined(command, worker, where);
+      ++checked;
+    } else if (!command.empty() && command[0] == "dapq-coordinator") {
+      ExpectFlagsDefined(command, coordinator, where);
+      ++checked;
+    }
+  }
+  for (const fs::path& f : FilesIn(Deploy() / "k8s", ".yaml")) {
+    for (const YAML::Node& doc : YAML::LoadAllFromFile(f.string())) {
+      if (!doc.IsMap() || !doc["spec"] || !doc["spec"]["template"]) continue;
+      for (const YAML::Node& c : doc["spec"]["template"]["spec"]["containers"]) {
+        const std::vector<std::string> command = StringList(c["command"]);
+        const std::string where = f.filename().string() + " " + Str(doc["metadata"]["name"]);
+        if (command.empty()) continue;
+        if (command[0] == "dapq-worker-entrypoint" || command[0] == "dapq-worker") {
+          ExpectFlagsDefined(StringList(c["args"]), worker, where);
+          ++checked;
+        } else if (command[0] == "dapq-coordinator") {
+          ExpectFlagsDefined(StringList(c["args"]), coordinator, where);
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GE(checked, 8);
+}
+
+// ---------------------------------------------------------------- Kubernetes
+
+struct K8sObject {
+  std::string file;
+  YAML::Node doc;
+  std::string kind() const { return Str(doc["kind"]); }
+  std::string name() const { return Str(doc["metadata"]["name"]); }
+};
+
+std::vector<K8sObject> K8sObjects() {
+  std::vector<K8sObject> objects;
+  for (const fs::path& f : FilesIn(Deploy() / "k8s", ".yaml")) {
+    if (f.filename() == "kustomization.yaml") continue;
+    for (const YAML::Node& doc : YAML::LoadAllFromFile(f.string())) {
+      if (doc.IsNull()) continue;
+      objects.push_back({f.filename().string(), doc});
+    }
+  }
+  return objects;
+}
+
+std::vector<K8sObject> OfKind(const std::vector<K8sObject>& all, const std::string& kind) {
+  std::vector<K8sObject> out;
+  for (const K8sObject& o : all) {
+    if (o.kind() == kind) out.push_back(o);
+  }
+  return out;
+}
+
+TEST(DeployKubernetesTest, EveryDocumentHasApiVersionKindAndName) {
+  const std::vector<K8sObject> objects = K8sObjects();
+  ASSERT_GT(objects.size(), 10u);
+  std::set<std::string> seen;
+  for (const K8sObject& o : objects) {
+    EXPECT_FALSE(Str(o.doc["apiVersion"]).empty()) << o.file;
+    EXPECT_FALSE(o.kind().empty()) << o.file;
+    EXPECT_FALSE(o.name().empty()) << o.file << " " << o.kind();
+    EXPECT_TRUE(seen.insert(o.kind() + "/" + o.name()).second)
+        << "duplicate " << o.kind() << "/" << o.name();
+  }
+}
+
+TEST(DeployKubernetesTest, KustomizationListsEveryManifest) {
+  const YAML::Node k = YAML::LoadFile((Deploy() / "k8s/kustomization.yaml").string());
+  std::vector<std::string> files;
+  for (const fs::path& f : FilesIn(Deploy() / "k8s", ".yaml")) {
+    if (f.filename() != "kustomization.yaml") files.push_back(f.filename().string());
+  }
+  EXPECT_THAT(StringList(k["resources"]), UnorderedElementsAreArray(files));
+}
+
+TEST(DeployKubernetesTest, WorkloadsAreCompleteAndConsistent) {
+  const std::vector<K8sObject> all = K8sObjects();
+  std::set<std::string> claims, config_maps;
+  std::map<std::string, YAML::Node> config_data;
+  for (const K8sObject& o : OfKind(all, "PersistentVolumeClaim")) claims.insert(o.name());
+  for (const K8sObject& o : OfKind(all, "ConfigMap")) config_data[o.name()] = o.doc["data"];
+  int workloads = 0;
+  for (const std::string kind : {"Deployment", "StatefulSet"}) {
+    for (const K8sObject& o : OfKind(all, kind)) {
+      ++workloads;
+      const std::string where = kind + "/" + o.name();
+      const YAML::Node spec = o.doc["spec"];
+      ASSERT_TRUE(
+          SelectorMatches(spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"]))
+          << where << ": spec.selector must match the template labels";
+      const YAML::Node pod = spec["template"]["spec"];
+      ASSERT_TRUE(pod["containers"] && pod["containers"].size() > 0) << where;
+      std::set<std::string> volumes;
+      for (const YAML::Node& v : pod["volumes"]) {
+        volumes.insert(Str(v["name"]));
+        if (v["persistentVolumeClaim"]) {
+          EXPECT_TRUE(claims.count(Str(v["persistentVolumeClaim"]["claimName"]))) << where;
+        }
+      }
+      for (const YAML::Node& c : pod["containers"]) {
+        EXPECT_FALSE(Str(c["image"]).empty()) << where;
+        EXPECT_TRUE(!StringList(c["command"]).empty() || !StringList(c["args"]).empty()) << where;
+        std::set<std::string> ports, env = {};
+        for (const YAML::Node& p : c["ports"]) ports.insert(Str(p["name"]));
+        for (const char* probe : {"readinessProbe", "livenessProbe"}) {
+          if (c[probe] && c[probe]["tcpSocket"]) {
+            EXPECT_TRUE(ports.count(Str(c[probe]["tcpSocket"]["port"]))) << where << " " << probe;
+          }
+        }
+        for (const YAML::Node& m : c["volumeMounts"]) {
+          EXPECT_TRUE(volumes.count(Str(m["name"]))) << where << ": mount " << Str(m["name"]);
+        }
+        for (const YAML::Node& e : c["env"]) env.insert(Str(e["name"]));
+        for (const YAML::Node& e : c["envFrom"]) {
+          const std::string cm = Str(e["configMapRef"]["name"]);
+          ASSERT_TRUE(config_data.count(cm)) << where << ": ConfigMap " << cm;
+          for (const auto& kv : config_data[cm]) env.insert(kv.first.as<std::string>());
+        }
+        // Every $(VAR) in command/args must be defined, or Kubernetes passes it literally.
+        const std::regex var_re("\\$\\(([A-Za-z_][A-Za-z0-9_]*)\\)");
+        for (const std::string& arg : StringList(c["args"])) {
+          for (std::sregex_iterator it(arg.begin(), arg.end(), var_re), end; it != end; ++it) {
+            EXPECT_TRUE(env.count((*it)[1])) << where << ": undefined $(" << (*it)[1] << ")";
+          }
+        }
+        const std::vector<std::string> args = StringList(c["args"]);
+        EXPECT_FALSE(FlagValue(args, "--metrics_listen").empty()) << where;
+        EXPECT_TRUE(ports.count("metrics")) << where;
+      }
+    }
+  }
+  EXPECT_GE(workloads, 3);
+}
+
+TEST(DeployKubernetesTest, WorkerGroupsAreStatefulSetsOfOneGpuPerRank) {
+  const std::vector<K8sObject> all = K8sObjects();
+  const std::vector<K8sObject> sets = OfKind(all, "StatefulSet");
+  ASSERT_GE(sets.size(), 2u) << "a StatefulSet per worker group";
+  std::set<std::string> groups;
+  for (const K8sObject& o : sets) {
+    const YAML::Node spec = o.doc["spec"];
+    const YAML::Node c = spec["template"]["spec"]["containers"][0];
+    const std::vector<std::string> args = StringList(c["args"]);
+    EXPECT_EQ(StringList(c["command"]), std::vector<std::string>{"dapq-worker-entrypoint"});
+    EXPECT_EQ(FlagValue(args, "--tp"), Str(spec["replicas"])) << o.name() << ": replicas = --tp";
+    EXPECT_EQ(FlagValue(args, "--rank"), "auto") << o.name() << ": rank = pod ordinal";
+    const std::string group = FlagValue(args, "--group_id");
+    EXPECT_TRUE(groups.insert(group).second) << "two StatefulSets for group " << group;
+    EXPECT_EQ(Str(spec["template"]["metadata"]["labels"]["dapq.io/group"]), group);
+    EXPECT_EQ(FlagValue(args, "--advertise_host"), "$(POD_IP)");
+    EXPECT_EQ(FlagValue(args, "--gloo_host"), "$(POD_IP)");
+    EXPECT_EQ(FlagValue(args, "--listen"), "0.0.0.0:50061");
+    EXPECT_EQ(FlagValue(args, "--coordinator"), "$(DAPQ_COORDINATOR)");
+    EXPECT_EQ(Str(spec["podManagementPolicy"]), "Parallel") << o.name();
+    EXPECT_EQ(Str(c["resources"]["requests"]["nvidia.com/gpu"]), "1") << o.name();
+    EXPECT_EQ(Str(c["resources"]["limits"]["nvidia.com/gpu"]), "1") << o.name();
+    // The rendezvous directory is on a volume every rank of the group mounts.
+    bool mounted = false;
+    for (const YAML::Node& m : c["volumeMounts"]) {
+      mounted |= Str(m["mountPath"]) == FlagValue(args, "--rendezvous_dir");
+    }
+    EXPECT_TRUE(mounted) << o.name() << ": --rendezvous_dir must be a mounted volume";
+    if (!FlagValue(args, "--kv_dir").empty()) {
+      bool kv_mounted = false;
+      for (const YAML::Node& m : c["volumeMounts"]) {
+        kv_mounted |= Str(m["mountPath"]) == FlagValue(args, "--kv_dir");
+      }
+      EXPECT_TRUE(kv_mounted) << o.name() << ": --kv_dir must be a mounted volume";
+    }
+    // serviceName names a headless Service selecting these pods.
+    bool headless = false;
+    for (const K8sObject& s : OfKind(all, "Service")) {
+      if (s.name() == Str(spec["serviceName"])) {
+        headless =
+            Str(s.doc["spec"]["clusterIP"]) == "None" &&
+            SelectorMatches(s.doc["spec"]["selector"], spec["template"]["metadata"]["labels"]);
+      }
+    }
+    EXPECT_TRUE(headless) << o.name() << ": serviceName must be a headless Service of its pods";
+  }
+}
+
+TEST(DeployKubernetesTest, DisruptionBudgetsProtectEveryWorkload) {
+  const std::vector<K8sObject> all = K8sObjects();
+  const std::vector<K8sObject> budgets = OfKind(all, "PodDisruptionBudget");
+  ASSERT_FALSE(budgets.empty());
+  for (const std::string kind : {"Deployment", "StatefulSet"}) {
+    for (const K8sObject& o : OfKind(all, kind)) {
+      const YAML::Node labels = o.doc["spec"]["template"]["metadata"]["labels"];
+      int covering = 0;
+      for (const K8sObject& b : budgets) {
+        if (!SelectorMatches(b.doc["spec"]["selector"]["matchLabels"], labels)) continue;
+        ++covering;
+        if (kind == "StatefulSet") {
+          EXPECT_EQ(Str(b.doc["spec"]["maxUnavailable"]), "0")
+              << b.name() << ": a tensor-parallel group cannot lose a rank";
+        }
+      }
+      EXPECT_EQ(covering, 1) << kind << "/" << o.name() << " needs exactly one PDB";
+    }
+  }
+}
+
+TEST(DeployKubernetesTest, MonitorsScrapeCoordinatorAndWorkersAsTheirJobs) {
+  const std::vector<K8sObject> all = K8sObjects();
+  const std::vector<K8sObject> service_monitors = OfKind(all, "ServiceMonitor");
+  const std::vector<K8sObject> pod_monitors = OfKind(all, "PodMonitor");
+  ASSERT_EQ(service_monitors.size(), 1u);
+  ASSERT_EQ(pod_monitors.size(), 1u);
+  for (const K8sObject& m : {service_monitors[0], pod_monitors[0]}) {
+    EXPECT_EQ(Str(m.doc["apiVersion"]), "monitoring.coreos.com/v1");
+  }
+  // The ServiceMonitor selects the coordinator Service by a label whose value is the job name.
+  const YAML::Node sm = service_monitors[0].doc["spec"];
+  const std::string sm_job_label = Str(sm["jobLabel"]);
+  bool coordinator_found = false;
+  for (const K8sObject& s : OfKind(all, "Service")) {
+    if (!SelectorMatches(sm["selector"]["matchLabels"], s.doc["metadata"]["labels"])) continue;
+    coordinator_found = true;
+    EXPECT_EQ(Str(s.doc["metadata"]["labels"][sm_job_label]), "dapq-coordinator");
+    std::set<std::string> ports;
+    for (const YAML::Node& p : s.doc["spec"]["ports"]) ports.insert(Str(p["name"]));
+    for (const YAML::Node& e : sm["endpoints"]) EXPECT_TRUE(ports.count(Str(e["port"])));
+  }
+  EXPECT_TRUE(coordinator_found);
+  // The PodMonitor selects every worker pod (all StatefulSets), as job dapq-worker.
+  const YAML::Node pm = pod_monitors[0].doc["spec"];
+  for (const K8sObject& o : OfKind(all, "StatefulSet")) {
+    const YAML::Node labels = o.doc["spec"]["template"]["metadata"]["labels"];
+    EXPECT_TRUE(SelectorMatches(pm["selector"]["matchLabels"], labels)) << o.name();
+    EXPECT_EQ(Str(labels[Str(pm["jobLabel"])]), "dapq-worker") << o.name();
+  }
+  for (const K8sObject& o : OfKind(all, "Deployment")) {
+    EXPECT_FALSE(SelectorMatches(pm["selector"]["matchLabels"],
+                                 o.doc["spec"]["template"]["metadata"]["labels"]))
+        << o.name() << " must not be scraped as a worker";
+  }
+}
+
+TEST(DeployKubernetesTest, CoordinatorServiceExposesGrpcAndMetrics) {
+  const std::vector<K8sObject> all = K8sObjects();
+  bool found = false;
+  for (const K8sObject& s : OfKind(all, "Service")) {
+    if (s.name() != "dapq-coordinator") continue;
+    found = true;
+    std::map<std::string, std::string> ports;
+    for (const YAML::Node& p : s.doc["spec"]["ports"]) ports[Str(p["name"])] = Str(p["port"]);
+    EXPECT_EQ(ports["grpc"], "50051");
+    EXPECT_EQ(ports["metrics"], "9400");
+    bool selects = false;
+    for (const K8sObject& d : OfKind(all, "Deployment")) {
+      selects |= SelectorMatches(s.doc["spec"]["selector"],
+                                 d.doc["spec"]["template"]["metadata"]["labels"]);
+    }
+    EXPECT_TRUE(selects);
+  }
+  EXPECT_TRUE(found);
+}
+
+}  // namespace
+}  // namespace dapq::deploy
