@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kvstore/cuda_tiers.h"
 #include "kvstore/disk_tier.h"
 #include "kvstore/memory_tier.h"
 
@@ -15,16 +16,47 @@ absl::Status KvStoreOptions::Validate() const {
   DAPQ_RETURN_IF_ERROR(device.Validate());
   DAPQ_RETURN_IF_ERROR(host.Validate());
   if (!disk_dir.empty()) DAPQ_RETURN_IF_ERROR(disk.Validate());
+  if (use_cuda && cuda_device < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv store: cuda_device must be >= 0, got ", cuda_device));
+  }
   return absl::OkStatus();
 }
+
+namespace {
+
+// The device and host tiers: GPU and pinned host memory with use_cuda, else process memory.
+absl::Status OpenMemoryTiers(const KvStoreOptions& options,
+                             std::vector<std::unique_ptr<Tier>>& tiers) {
+  if (!options.use_cuda) {
+    DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MemoryTier> device, MemoryTier::Create(options.device));
+    DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MemoryTier> host, MemoryTier::Create(options.host));
+    tiers.push_back(std::move(device));
+    tiers.push_back(std::move(host));
+    return absl::OkStatus();
+  }
+  // A build without CUDA answers Unimplemented: for this option that is a precondition.
+  auto named = [&options](const absl::Status& s) {
+    const absl::StatusCode code =
+        absl::IsUnimplemented(s) ? absl::StatusCode::kFailedPrecondition : s.code();
+    return absl::Status(code, absl::StrCat("kv store: use_cuda=true (cuda_device ",
+                                           options.cuda_device, "): ", s.message()));
+  };
+  absl::StatusOr<std::unique_ptr<Tier>> device = NewDeviceTier(options.device, options.cuda_device);
+  if (!device.ok()) return named(device.status());
+  absl::StatusOr<std::unique_ptr<Tier>> host = NewPinnedHostTier(options.host, options.cuda_device);
+  if (!host.ok()) return named(host.status());
+  tiers.push_back(*std::move(device));
+  tiers.push_back(*std::move(host));
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<KvStore>> KvStore::Open(const KvStoreOptions& options) {
   DAPQ_RETURN_IF_ERROR(options.Validate());
   std::unique_ptr<KvStore> store(new KvStore(options));
-  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MemoryTier> device, MemoryTier::Create(options.device));
-  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MemoryTier> host, MemoryTier::Create(options.host));
-  store->owned_.push_back(std::move(device));
-  store->owned_.push_back(std::move(host));
+  DAPQ_RETURN_IF_ERROR(OpenMemoryTiers(options, store->owned_));
   if (!options.disk_dir.empty()) {
     DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<DiskTier> disk,
                           DiskTier::Open(options.disk, options.disk_dir, options.env));

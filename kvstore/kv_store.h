@@ -8,6 +8,11 @@
 // error, peer gone) leaves the block where it was and reports the error.
 // Spills and prefetches run on a background thread (ScheduleSpill / Prefetch); Flush waits for
 // them, so tests never sleep.
+// Memory tiers: with use_cuda (CUDA builds, a GPU present) the device tier holds its blocks in
+// GPU memory and the host tier in pinned host memory (cuda_tiers.h): each transfer is copied on
+// the device tier's own non-blocking CUDA stream, so the copies of a spill or prefetch batch,
+// run on the background thread, overlap with compute on the process's other streams. Without
+// use_cuda both are plain process memory (MemoryTier), the mode of CPU builds.
 // Thread-safety: thread-safe. Ownership: owns its memory and disk tiers; the remote tier, the
 // FileEnv and the clock are borrowed.
 #ifndef DAPQ_KVSTORE_KV_STORE_H_
@@ -53,6 +58,11 @@ struct KvStoreOptions {
   FileEnv* env = nullptr;               // nullptr: POSIX
   bool background = true;               // run spills/prefetches on a background thread
   KvStoreObserver* observer = nullptr;  // optional; not owned
+  // Device tier in GPU memory of CUDA device `cuda_device`, host tier in pinned host memory.
+  // Open fails with FailedPrecondition naming use_cuda in builds without CUDA
+  // (DAPQ_HAVE_CUDA=0) and when the process sees no GPU.
+  bool use_cuda = false;
+  int cuda_device = 0;
   absl::Status Validate() const;
 };
 

@@ -57,6 +57,25 @@ TEST(KvStoreTest, SpillsDownTheTiersAndRestoresByteIdentical) {
   }
 }
 
+TEST(KvStoreTest, UseCudaNeedsACudaBuildAndAGpu) {
+  KvStoreOptions o = SmallOptions("");
+  o.use_cuda = true;
+  absl::StatusOr<std::unique_ptr<KvStore>> store = KvStore::Open(o);
+  // CUDA builds with a GPU open (cuda/cuda_tiers_test.cc covers them); every other build and
+  // machine is told which option cannot be honoured.
+  if (!DAPQ_HAVE_CUDA || !store.ok()) {
+    EXPECT_THAT(store.status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::HasSubstr("use_cuda")));
+  }
+  if (!DAPQ_HAVE_CUDA) {
+    EXPECT_THAT(store.status(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                         ::testing::HasSubstr("DAPQ_HAVE_CUDA=0")));
+  }
+  o.cuda_device = -1;
+  EXPECT_THAT(KvStore::Open(o),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("cuda_device")));
+}
+
 TEST(KvStoreTest, IdleSessionsSpillBeforeActiveOnes) {
   KvStoreOptions o = SmallOptions("");
   ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
