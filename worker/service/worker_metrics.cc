@@ -123,6 +123,17 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& group, 
   for (const char* cause : {"checksum", "missing", "unavailable"}) {
     failed_loads_.Add(With({{"cause", cause}}));
   }
+  // Every method's series exist from the start, so rate() sees a request's first increment.
+  for (const compress::Method m :
+       {compress::Method::kDapq, compress::Method::kSnapKv, compress::Method::kH2o,
+        compress::Method::kStreamingLlm, compress::Method::kTova,
+        compress::Method::kExpectedAttention, compress::Method::kRandom}) {
+    const prometheus::Labels labels = With({{"method", std::string(compress::MethodName(m))}});
+    kept_.Add(labels);
+    evicted_.Add(labels);
+    kept_ratio_.Add(labels, RatioBuckets());
+    layer_kept_ratio_.Add(labels, RatioBuckets());
+  }
 }
 
 prometheus::Labels WorkerMetrics::With(prometheus::Labels extra) const {
@@ -170,6 +181,17 @@ void WorkerMetrics::SetTierNames(std::vector<std::string> names) {
   tiers_ = std::move(names);
   // Series that exist at 0 before the first failure (so rates and alerts see them).
   for (size_t t = 1; t < tiers_.size(); ++t) spill_failures_.Add(With({{"tier", tiers_[t]}}));
+  for (size_t from = 0; from < tiers_.size(); ++from) {
+    for (size_t to = 0; to < tiers_.size(); ++to) {
+      if (from == to) continue;
+      const prometheus::Labels pair = With({{"from", tiers_[from]}, {"to", tiers_[to]}});
+      (from < to ? spill_bytes_ : restore_bytes_).Add(pair);
+      (from < to ? spill_blocks_ : restore_blocks_).Add(pair);
+    }
+  }
+  for (const char* direction : {"spill", "restore"}) {
+    transfer_seconds_.Add(With({{"direction", direction}}), LatencyBuckets());
+  }
 }
 
 std::string WorkerMetrics::TierName(int tier) const {
