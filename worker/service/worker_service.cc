@@ -9,7 +9,10 @@
 
 namespace dapq::worker::service {
 namespace {
-constexpr std::chrono::milliseconds kPollInterval{20};
+// How often a handler with no event checks whether its caller went away. Events wake it at
+// once; the interval only bounds cancellation latency. Short intervals cost: with many requests
+// queued, their wake-ups preempt the ranks' lock-step collectives on a small machine.
+constexpr std::chrono::milliseconds kPollInterval{100};
 }  // namespace
 
 WorkerGroupService::WorkerGroupService(GroupDriver* driver, std::string model_name)
