@@ -18,12 +18,6 @@ namespace {
 double SecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
-
-// What rank 0 sends every other rank after each sampled token (Engine::ShareStep).
-struct StepMessage {
-  int32_t token = 0;
-  int32_t keep_going = 0;  // on_token's decision on rank 0
-};
 }  // namespace
 
 absl::Status EngineOptions::Validate(const ModelConfig& config) const {
@@ -370,14 +364,17 @@ absl::StatusOr<GenerateResult> Engine::Continue(Sequence& seq, std::span<const i
 }
 
 absl::Status Engine::ShareStep(int& token, bool& keep_going) {
-  StepMessage message;
+  // An exact int64 sum in which only the driver contributes: a broadcast in effect, but every
+  // rank also receives from its peers, so a rank that died is noticed here at once (a Gloo
+  // broadcast's root only sends, and a send to a dead peer can wait for the whole timeout).
+  int64_t message[2] = {0, 0};
   if (is_driver()) {
-    message.token = token;
-    message.keep_going = keep_going ? 1 : 0;
+    message[0] = token;
+    message[1] = keep_going ? 1 : 0;
   }
-  DAPQ_RETURN_IF_ERROR(comms_[0]->Broadcast(&message, sizeof(message), /*root=*/0));
-  token = message.token;
-  keep_going = message.keep_going != 0;
+  DAPQ_RETURN_IF_ERROR(comms_[0]->AllReduceSum(message, 2));
+  token = static_cast<int>(message[0]);
+  keep_going = message[1] != 0;
   return absl::OkStatus();
 }
 

@@ -6,12 +6,14 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <exception>
 #include <filesystem>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -20,17 +22,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "gloo/allgather.h"
-#include "gloo/allreduce.h"
-#include "gloo/barrier.h"
-#include "gloo/broadcast.h"
 #include "gloo/common/error.h"
 #include "gloo/common/logging.h"
-#include "gloo/math.h"
 #include "gloo/rendezvous/context.h"
 #include "gloo/rendezvous/file_store.h"
 #include "gloo/rendezvous/prefix_store.h"
 #include "gloo/transport/tcp/device.h"
+#include "gloo/transport/unbound_buffer.h"
+#include "gloo/types.h"
 
 namespace dapq::worker {
 namespace {
@@ -100,12 +99,7 @@ class GlooCommunicator final : public Communicator {
       // Allgather, then add in rank order exactly as the in-process communicator does (the
       // header explains why Gloo's allreduce is not used for floats).
       gathered_.resize(count * static_cast<size_t>(size_));
-      gloo::AllgatherOptions opts(context_);
-      opts.setInput(data, count);
-      opts.setOutput(gathered_.data(), gathered_.size());
-      opts.setTag(NextTag());
-      opts.setTimeout(timeout_);
-      gloo::allgather(opts);
+      AllGather(data, count * sizeof(float), gathered_.data());
       std::memcpy(data, gathered_.data(), count * sizeof(float));
       for (int r = 1; r < size_; ++r) {
         const float* other = gathered_.data() + static_cast<size_t>(r) * count;
@@ -116,13 +110,13 @@ class GlooCommunicator final : public Communicator {
 
   absl::Status AllReduceSum(int64_t* data, size_t count) override {
     return Run("allreduce", count, [&] {
-      gloo::AllreduceOptions opts(context_);
-      opts.setOutput(data, count);
-      void (*fn)(void*, const void*, const void*, size_t) = &gloo::sum<int64_t>;
-      opts.setReduceFunction(fn);
-      opts.setTag(NextTag());
-      opts.setTimeout(timeout_);
-      gloo::allreduce(opts);
+      std::vector<int64_t> all(count * static_cast<size_t>(size_));
+      AllGather(data, count * sizeof(int64_t), all.data());
+      for (size_t i = 0; i < count; ++i) {
+        int64_t sum = 0;
+        for (int r = 0; r < size_; ++r) sum += all[static_cast<size_t>(r) * count + i];
+        data[i] = sum;
+      }
     });
   }
 
@@ -132,21 +126,40 @@ class GlooCommunicator final : public Communicator {
           absl::StrCat(Context("broadcast"), "root=", root, " outside [0, ", size_, ")"));
     }
     return Run("broadcast", bytes, [&] {
-      gloo::BroadcastOptions opts(context_);
-      opts.setOutput(static_cast<uint8_t*>(data), bytes);
-      opts.setRoot(root);
-      opts.setTag(NextTag());
-      opts.setTimeout(timeout_);
-      gloo::broadcast(opts);
+      // The others acknowledge with one byte, posted together with their receive, and the root
+      // waits for the acknowledgements before its sends: a dead peer then fails a receive at
+      // once instead of leaving the root's send pending until the timeout.
+      const uint32_t tag = NextTag();
+      const uint64_t data_slot = gloo::Slot::build(kDataPrefix, tag);
+      const uint64_t ack_slot = gloo::Slot::build(kAckPrefix, tag);
+      auto payload = context_->createUnboundBuffer(data, bytes);
+      if (rank_ == root) {
+        std::vector<uint8_t> acks(static_cast<size_t>(size_));
+        auto ack = context_->createUnboundBuffer(acks.data(), acks.size());
+        for (int p = 0; p < size_; ++p) {
+          if (p != root) ack->recv(p, ack_slot, static_cast<size_t>(p), 1);
+        }
+        for (int p = 0; p < size_; ++p) {
+          if (p != root) payload->send(p, data_slot);
+        }
+        for (int p = 1; p < size_; ++p) Wait(*ack, /*recv=*/true);
+        for (int p = 1; p < size_; ++p) Wait(*payload, /*recv=*/false);
+      } else {
+        uint8_t one = 1;
+        auto ack = context_->createUnboundBuffer(&one, 1);
+        payload->recv(root, data_slot);
+        ack->send(root, ack_slot);
+        Wait(*payload, /*recv=*/true);
+        Wait(*ack, /*recv=*/false);
+      }
     });
   }
 
   absl::Status Barrier() override {
     return Run("barrier", 1, [&] {
-      gloo::BarrierOptions opts(context_);
-      opts.setTag(NextTag());
-      opts.setTimeout(timeout_);
-      gloo::barrier(opts);
+      uint8_t mine = 1;
+      std::vector<uint8_t> all(static_cast<size_t>(size_));
+      AllGather(&mine, 1, all.data());
     });
   }
 
@@ -160,6 +173,42 @@ class GlooCommunicator final : public Communicator {
   // The group runs its collectives one after another; a fresh tag each keeps a late message of
   // one from ever matching another (every rank counts the same sequence).
   uint32_t NextTag() { return next_tag_++; }
+
+  // Slot prefixes of our point-to-point collectives (distinct from Gloo's own algorithms').
+  static constexpr uint8_t kDataPrefix = 0x5d;
+  static constexpr uint8_t kAckPrefix = 0x5e;
+
+  // Waits for one pending receive or send of `buffer` (throws on failure or timeout). Sends are
+  // waited for only after every receive of the exchange completed: by then each peer has
+  // posted its receives (it posts them before sending what we received), so a live peer takes
+  // our data at once. A send still pending after kSendGrace means the peer died after sending:
+  // Gloo does not always fail such a send when the connection closes, so the grace bounds how
+  // long a dead peer can stall the group (instead of the whole collective timeout).
+  static constexpr std::chrono::milliseconds kSendGrace{3000};
+  void Wait(gloo::transport::UnboundBuffer& buffer, bool recv) {
+    const bool done = recv ? buffer.waitRecv(nullptr, timeout_)
+                           : buffer.waitSend(nullptr, std::min(timeout_, kSendGrace));
+    if (!done) throw std::runtime_error("aborted");
+  }
+
+  // out[r * bytes ...] = rank r's `in`, on every rank. Every receive is posted before any send,
+  // and the receives are waited for first: a peer that died fails its receive at once. (A Gloo
+  // unbound-buffer send to a peer that never posted the matching receive stays pending until
+  // the timeout; a peer that posted it before dying had already received what it needed.)
+  void AllGather(const void* in, size_t bytes, void* out) {
+    std::memcpy(static_cast<uint8_t*>(out) + static_cast<size_t>(rank_) * bytes, in, bytes);
+    const uint64_t slot = gloo::Slot::build(kDataPrefix, NextTag());
+    auto send = context_->createUnboundBuffer(const_cast<void*>(in), bytes);
+    auto recv = context_->createUnboundBuffer(out, bytes * static_cast<size_t>(size_));
+    for (int p = 0; p < size_; ++p) {
+      if (p != rank_) recv->recv(p, slot, static_cast<size_t>(p) * bytes, bytes);
+    }
+    for (int p = 0; p < size_; ++p) {
+      if (p != rank_) send->send(p, slot);
+    }
+    for (int p = 1; p < size_; ++p) Wait(*recv, /*recv=*/true);
+    for (int p = 1; p < size_; ++p) Wait(*send, /*recv=*/false);
+  }
 
   // Runs one collective: Aborted after Abort(), the first error again once the group is broken,
   // a no-op for a group of one or an empty buffer (every rank passes the same count).

@@ -11,13 +11,19 @@
 //    rank, which would make multi-process results differ from in-process ones in the last bits.
 //    The cost is size x count floats received per rank instead of ~2 x count; the activations
 //    reduced here are one hidden vector per token, so this is not the bottleneck on CPU.
-//  - int64 AllReduceSum uses Gloo's allreduce: integer sums are exact in any order.
+//  - int64 AllReduceSum is the same allgather and an exact sum.
+//  - The collectives are our own point-to-point exchanges over Gloo's unbound buffers, not
+//    Gloo's algorithms: every receive is posted before any send and waited for first, and a
+//    broadcast's receivers acknowledge to the root. Gloo's TCP transport leaves a send to a peer
+//    that died before posting its receive pending until the timeout (seen: a SIGKILLed rank
+//    stalled its peer for the full 120 s in gloo::allgather); a receive from a dead peer fails
+//    as soon as its socket closes.
 //  - Each collective is tagged with its sequence number in the group, so ranks that fell out of
 //    step (one made more collectives than another) never pair mismatched collectives: they wait
 //    for each other's tags until the timeout instead.
 //  - Every collective has the per-collective timeout of the options (DeadlineExceeded). A peer
 //    whose process dies closes its sockets, so the pending or next collective fails with
-//    Unavailable at once instead of waiting for the timeout.
+//    Unavailable at once (through a receive, above) instead of waiting for the timeout.
 //  - After any failure the group is broken: this rank closes its connections (so that the other
 //    ranks fail fast too) and every later collective returns the first error. Build a new group
 //    (a new group_id) to continue.

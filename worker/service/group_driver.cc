@@ -87,15 +87,18 @@ absl::Status GroupDriver::SendCommand(const dapq::v1::GroupCommand& command) {
   if (comm_ == nullptr) return absl::OkStatus();
   std::string bytes;
   command.SerializeToString(&bytes);
-  uint64_t size = bytes.size();
-  DAPQ_RETURN_IF_ERROR(comm_->Broadcast(&size, sizeof(size), 0));
+  // The size goes as an int64 sum (the others add 0): unlike a broadcast, whose root only
+  // sends, every rank receives in it, so rank 0 notices a dead rank at the next command or
+  // idle ping instead of waiting for a send timeout.
+  int64_t size = static_cast<int64_t>(bytes.size());
+  DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(&size, 1));
   return comm_->Broadcast(bytes.data(), bytes.size(), 0);
 }
 
 absl::StatusOr<dapq::v1::GroupCommand> GroupDriver::ReceiveCommand() {
-  uint64_t size = 0;
-  DAPQ_RETURN_IF_ERROR(comm_->Broadcast(&size, sizeof(size), 0));
-  if (size > (1u << 30))
+  int64_t size = 0;
+  DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(&size, 1));
+  if (size < 0 || size > (1 << 30))
     return absl::DataLossError(absl::StrCat("group command of ", size, " bytes"));
   std::string bytes(size, '\0');
   DAPQ_RETURN_IF_ERROR(comm_->Broadcast(bytes.data(), bytes.size(), 0));
