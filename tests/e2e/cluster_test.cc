@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/batch_client.h"
 #include "tests/util/run_command.h"
 #include "tests/util/status_matchers.h"
 #include "tests/util/test_paths.h"
@@ -274,24 +275,16 @@ TEST_F(ClusterTest, ZKilledWorkerRankGivesUnavailableAndTheOtherGroupTakesOver) 
       grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
   dapq::v1::SubmitBatchRequest submit;
   for (int i = 0; i < 4; ++i) *submit.add_items() = story;
-  dapq::v1::SubmitBatchResponse submitted;
-  grpc::ClientContext submit_context;
-  ASSERT_TRUE(batch->SubmitBatch(&submit_context, submit, &submitted).ok());
-  grpc::ClientContext results_context;
-  dapq::v1::StreamBatchResultsRequest follow;
-  follow.set_job_id(submitted.job_id());
-  follow.set_follow(true);
-  auto results = batch->StreamBatchResults(&results_context, follow);
-  dapq::v1::BatchItemResult item;
-  int n = 0;
-  while (results->Read(&item)) {
+  const std::string job = testing::SubmitBatch(*batch, submit);
+  ASSERT_FALSE(job.empty());
+  const testing::BatchResults results = testing::FollowBatch(*batch, job);
+  EXPECT_TRUE(results.status.ok()) << results.status.error_message();
+  ASSERT_EQ(results.items.size(), 4u);
+  for (const auto& item : results.items) {
     EXPECT_EQ(item.state(), "succeeded") << item.error();
     const nlohmann::json j = nlohmann::json::parse(item.result_json());
     EXPECT_EQ(j["summary"]["group_id"], absl::StrCat("g", 1 - busy));
-    ++n;
   }
-  EXPECT_TRUE(results->Finish().ok());
-  EXPECT_EQ(n, 4);
 }
 
 TEST(ClusterBatchTest, BatchItemsOnAKilledGroupAreRerunOnTheOtherGroup) {
@@ -310,11 +303,8 @@ TEST(ClusterBatchTest, BatchItemsOnAKilledGroupAreRerunOnTheOtherGroup) {
     items.push_back(r);
     *submit.add_items() = r;
   }
-  dapq::v1::SubmitBatchResponse submitted;
-  {
-    grpc::ClientContext context;
-    ASSERT_TRUE(batch->SubmitBatch(&context, submit, &submitted).ok());
-  }
+  const std::string job = testing::SubmitBatch(*batch, submit);
+  ASSERT_FALSE(job.empty());
   // Kill a rank of g1 while it runs an item.
   bool busy = false;
   for (int i = 0; i < 2000 && !busy; ++i) {
@@ -326,23 +316,17 @@ TEST(ClusterBatchTest, BatchItemsOnAKilledGroupAreRerunOnTheOtherGroup) {
   }
   ASSERT_TRUE(busy);
   cluster->worker(1, 1).Signal(SIGKILL);
-  grpc::ClientContext context;
-  dapq::v1::StreamBatchResultsRequest follow;
-  follow.set_job_id(submitted.job_id());
-  follow.set_follow(true);
-  auto reader = batch->StreamBatchResults(&context, follow);
-  dapq::v1::BatchItemResult item;
-  int done = 0, retried = 0;
-  while (reader->Read(&item)) {
+  const testing::BatchResults results = testing::FollowBatch(*batch, job);
+  ASSERT_TRUE(results.status.ok()) << results.status.error_message();
+  EXPECT_EQ(results.items.size(), 6u);
+  int retried = 0;
+  for (const auto& item : results.items) {
     ASSERT_EQ(item.state(), "succeeded") << item.error();
     const nlohmann::json j = nlohmann::json::parse(item.result_json());
     EXPECT_EQ(j["token_ids"].get<std::vector<int>>(),
               Reference(testing::Stories260KPath(), items[item.index()]));
     retried += item.attempts() > 1 ? 1 : 0;
-    ++done;
   }
-  ASSERT_TRUE(reader->Finish().ok());
-  EXPECT_EQ(done, 6);
   // Items g1 had not started streaming were retried at once on g0 within their attempt; one it
   // was streaming failed that attempt and ran again (attempts > 1). Either way: every item
   // completed exactly once, with the tokens of an undisturbed run.
@@ -516,43 +500,23 @@ TEST(ClusterBatchTest, CoordinatorKilledMidJobResumesEveryItemExactlyOnce) {
     return dapq::v1::Batch::NewStub(
         grpc::CreateChannel(cluster->address(), grpc::InsecureChannelCredentials()));
   };
-  dapq::v1::SubmitBatchResponse submitted;
-  {
-    grpc::ClientContext context;
-    ASSERT_TRUE(batch()->SubmitBatch(&context, submit, &submitted).ok());
-  }
+  const std::string job = testing::SubmitBatch(*batch(), submit);
+  ASSERT_FALSE(job.empty());
   // Kill the coordinator once some items are done and others are running.
-  {
-    grpc::ClientContext context;
-    dapq::v1::StreamBatchResultsRequest follow;
-    follow.set_job_id(submitted.job_id());
-    follow.set_follow(true);
-    auto reader = batch()->StreamBatchResults(&context, follow);
-    dapq::v1::BatchItemResult item;
-    for (int seen = 0; seen < 3 && reader->Read(&item);) ++seen;
-    cluster->coordinator().Signal(SIGKILL);
-    ASSERT_TRUE(cluster->coordinator().Wait(std::chrono::seconds(10)).has_value());
-  }
+  ASSERT_EQ(testing::FollowBatch(*batch(), job, /*max_items=*/3).items.size(), 3u);
+  cluster->coordinator().Signal(SIGKILL);
+  ASSERT_TRUE(cluster->coordinator().Wait(std::chrono::seconds(10)).has_value());
   ASSERT_THAT(cluster->RestartCoordinator(), testing::IsOk());
   ASSERT_THAT(cluster->WaitReady(std::chrono::seconds(60)).status(), testing::IsOk());
-  grpc::ClientContext context;
-  dapq::v1::StreamBatchResultsRequest follow;
-  follow.set_job_id(submitted.job_id());
-  follow.set_follow(true);
-  auto reader = batch()->StreamBatchResults(&context, follow);
-  dapq::v1::BatchItemResult item;
-  std::vector<int> seen;
-  while (reader->Read(&item)) {
-    ASSERT_EQ(item.state(), "succeeded") << item.error();
-    seen.push_back(item.index());
-  }
-  ASSERT_TRUE(reader->Finish().ok());
-  ASSERT_EQ(seen.size(), static_cast<size_t>(kItems));
+  const testing::BatchResults results = testing::FollowBatch(*batch(), job);
+  ASSERT_TRUE(results.status.ok()) << results.status.error_message();
+  ASSERT_EQ(results.items.size(), static_cast<size_t>(kItems));
+  for (const auto& item : results.items) ASSERT_EQ(item.state(), "succeeded") << item.error();
   // The results file: one line per item, each the reference tokens.
   {
     grpc::ClientContext c;
     dapq::v1::GetBatchRequest get;
-    get.set_job_id(submitted.job_id());
+    get.set_job_id(job);
     dapq::v1::BatchJob job;
     ASSERT_TRUE(batch()->GetBatch(&c, get, &job).ok());
     EXPECT_EQ(job.state(), "succeeded");

@@ -22,6 +22,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/batch_client.h"
 #include "tests/util/run_command.h"
 #include "tests/util/test_paths.h"
 
@@ -166,22 +167,9 @@ TEST(PrometheusTest, DashboardsAndAlertsQueryARealPrometheusScrapingACluster) {
     item->mutable_token_ids()->add_ids(50 + i);
     item->set_max_new_tokens(16);
   }
-  dapq::v1::SubmitBatchResponse submitted;
-  {
-    grpc::ClientContext context;
-    ASSERT_TRUE(batch->SubmitBatch(&context, submit, &submitted).ok());
-  }
-  {
-    grpc::ClientContext context;
-    dapq::v1::StreamBatchResultsRequest follow;
-    follow.set_job_id(submitted.job_id());
-    follow.set_follow(true);
-    auto reader = batch->StreamBatchResults(&context, follow);
-    dapq::v1::BatchItemResult item;
-    while (reader->Read(&item)) {
-    }
-    ASSERT_TRUE(reader->Finish().ok());
-  }
+  const std::string job = testing::SubmitBatch(*batch, submit);
+  ASSERT_FALSE(job.empty());
+  ASSERT_TRUE(testing::FollowBatch(*batch, job).status.ok());
 
   // Wait until Prometheus has scraped the traffic's effects.
   ASSERT_TRUE(WaitPositive(port, "sum(dapq_kv_spill_bytes_total)")) << "no spill scraped";
