@@ -14,7 +14,10 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <numeric>
+#include <random>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -251,11 +254,54 @@ struct AttentionInputs {
   }
 };
 
+// The same inputs with K/V paged as the engine's KV cache holds them (worker/kv_cache.h): blocks
+// of kTokensPerBlock slots in a key pool and a value pool, read through [kv_heads, blocks] block
+// tables. Blocks lie in table order (as a prefill allocates them) or, with `shuffled`, at
+// random places (the worst case).
+struct PagedAttentionInputs : AttentionInputs {
+  static constexpr int kTokensPerBlock = 16;
+  std::vector<float> k_pool, v_pool;
+  std::vector<const float*> k_table, v_table;
+
+  PagedAttentionInputs(int q_tokens, int kv_len, bool shuffled)
+      : AttentionInputs(q_tokens, kv_len) {
+    const int blocks = (kv_len + kTokensPerBlock - 1) / kTokensPerBlock;
+    const size_t block_elems = static_cast<size_t>(kTokensPerBlock) * kHeadDim;
+    const int total = kKvHeads * blocks;
+    std::vector<int> place(total);
+    std::iota(place.begin(), place.end(), 0);
+    if (shuffled) std::shuffle(place.begin(), place.end(), std::mt19937_64(14));
+    k_pool.assign(block_elems * total, 0.0f);
+    v_pool.assign(block_elems * total, 0.0f);
+    k_table.resize(total);
+    v_table.resize(total);
+    for (int h = 0; h < kKvHeads; ++h) {
+      for (int b = 0; b < blocks; ++b) {
+        const int e = h * blocks + b;
+        const long src = static_cast<long>(h) * kv_len * kHeadDim + b * block_elems;
+        const size_t n =
+            static_cast<size_t>(std::min(kTokensPerBlock, kv_len - b * kTokensPerBlock)) * kHeadDim;
+        float* kd = k_pool.data() + block_elems * place[e];
+        float* vd = v_pool.data() + block_elems * place[e];
+        std::copy_n(k.data() + src, n, kd);
+        std::copy_n(v.data() + src, n, vd);
+        k_table[e] = kd;
+        v_table[e] = vd;
+      }
+    }
+    params.k = params.v = nullptr;
+    params.kv_head_stride = 0;
+    params.k_blocks = k_table.data();
+    params.v_blocks = v_table.data();
+    params.tokens_per_block = kTokensPerBlock;
+    params.blocks_per_head = blocks;
+  }
+};
+
 // Causal prefill of n tokens from an empty cache. FLOP/s counts the visible (causal) work:
 // per head 2 (QK^T and PV) * 2 * head_dim * n(n+1)/2.
-void BM_AttentionPrefill(benchmark::State& state) {
+void RunAttentionPrefill(benchmark::State& state, const AttentionInputs& in) {
   const int n = static_cast<int>(state.range(0));
-  AttentionInputs in(n, n);
   for (auto _ : state) {
     if (!Ok(state, k::AttentionPrefill(in.params))) break;
     benchmark::DoNotOptimize(in.out.data());
@@ -264,17 +310,29 @@ void BM_AttentionPrefill(benchmark::State& state) {
   const double pairs = 0.5 * static_cast<double>(n) * (n + 1);
   SetRate(state, "FLOP/s", 4.0 * kHeadDim * pairs * kQHeads);
 }
+void BM_AttentionPrefill(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  RunAttentionPrefill(state, AttentionInputs(n, n));
+}
+void BM_AttentionPrefillPaged(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  RunAttentionPrefill(state, PagedAttentionInputs(n, n, state.range(1) != 0));
+}
 BENCHMARK(BM_AttentionPrefill)
     ->ArgName("tokens")
     ->Arg(512)
     ->Arg(2048)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+BENCHMARK(BM_AttentionPrefillPaged)
+    ->ArgNames({"tokens", "shuffled"})
+    ->ArgsProduct({{512, 2048}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // One decode token over kv_len cached slots. KV_B/s counts the K and V bytes read.
-void BM_AttentionDecode(benchmark::State& state) {
+void RunAttentionDecode(benchmark::State& state, const AttentionInputs& in) {
   const int kv_len = static_cast<int>(state.range(0));
-  AttentionInputs in(1, kv_len);
   for (auto _ : state) {
     if (!Ok(state, k::AttentionDecode(in.params))) break;
     benchmark::DoNotOptimize(in.out.data());
@@ -282,11 +340,23 @@ void BM_AttentionDecode(benchmark::State& state) {
   }
   SetRate(state, "KV_B/s", 4.0 * 2.0 * kKvHeads * static_cast<double>(kv_len) * kHeadDim);
 }
+void BM_AttentionDecode(benchmark::State& state) {
+  RunAttentionDecode(state, AttentionInputs(1, static_cast<int>(state.range(0))));
+}
+void BM_AttentionDecodePaged(benchmark::State& state) {
+  RunAttentionDecode(
+      state, PagedAttentionInputs(1, static_cast<int>(state.range(0)), state.range(1) != 0));
+}
 BENCHMARK(BM_AttentionDecode)
     ->ArgName("kv_len")
     ->Arg(2048)
     ->Arg(8192)
     ->Arg(32768)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK(BM_AttentionDecodePaged)
+    ->ArgNames({"kv_len", "shuffled"})
+    ->ArgsProduct({{2048, 8192, 32768}, {0, 1}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

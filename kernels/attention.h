@@ -20,6 +20,16 @@ namespace dapq::kernels {
 // q_tokens slots of the cache). kv_len >= q_tokens.
 // kv_lens (optional, [kv_heads]): a valid length per KV head, overriding kv_len — compressed
 // caches in per-head storage hold a different number of slots per head.
+//
+// Paged K/V (k_blocks set; k, v and kv_head_stride are then unused): every KV head reads its
+// slots through a block table. k_blocks and v_blocks are [kv_heads, blocks_per_head] arrays of
+// block pointers (row h is KV head h's table); a block holds tokens_per_block (a power of two)
+// consecutive slots as a contiguous [tokens_per_block, head_dim] array, so slot s of head h is
+//   k_blocks[h * blocks_per_head + s / tokens_per_block] + (s % tokens_per_block) * head_dim.
+// Entries past a head's last needed block (ceil(len / tokens_per_block)) are not read. The
+// result is bit-identical to the contiguous layout holding the same slots, for any block size:
+// prefill gathers blocks into its key tiles, decode walks them in slot order, and both keep the
+// contiguous summation order.
 struct AttentionParams {
   int q_tokens = 0, q_heads = 0, kv_heads = 0, head_dim = 0;
   const float* q = nullptr;
@@ -29,13 +39,18 @@ struct AttentionParams {
   long kv_head_stride = 0;
   int kv_len = 0;
   const int32_t* kv_lens = nullptr;
+  const float* const* k_blocks = nullptr;
+  const float* const* v_blocks = nullptr;
+  int tokens_per_block = 0;
+  int blocks_per_head = 0;
   float* out = nullptr;
   int out_stride = 0;
 };
 
 // Prefill: tiled (flash-attention style online softmax), O(tile^2) scratch, never q x kv.
 absl::Status AttentionPrefill(const AttentionParams& p, Stream stream = {});
-// Decode: q_tokens == 1 (or a few) over the whole cache; O(kv_len) scratch per head.
+// Decode: q_tokens == 1 (or a few) over the whole cache, streaming each K and V row once;
+// O(kv_len) scratch per head.
 absl::Status AttentionDecode(const AttentionParams& p, Stream stream = {});
 absl::Status ValidateAttention(const AttentionParams& p);
 

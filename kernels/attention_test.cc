@@ -1,9 +1,14 @@
 // File: kernels/attention_test.cc
 // Tiled prefill and decode attention against a naive double-precision softmax(qk)v, over GQA
-// groups, awkward sizes (1, primes, tiles +- 1), and a cache holding earlier tokens (past > 0).
+// groups, awkward sizes (1, primes, tiles +- 1), and a cache holding earlier tokens (past > 0);
+// paged K/V (block tables, shuffled blocks, ragged per-head lengths) against the contiguous
+// layout, bit for bit.
 #include "kernels/attention.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -98,6 +103,127 @@ TEST(AttentionTest, DecodeMatchesNaive) {
       {1, 1, 1, 1, 8}, {1, 17, 8, 4, 8}, {1, 1000, 32, 8, 128}, {3, 40, 4, 2, 16}};
   uint64_t seed = 200;
   for (const Case& c : cases) Check(c, true, seed++);
+}
+
+// Runs `p` contiguously and again with its K/V copied into shuffled blocks of tokens_per_block
+// slots read through block tables; the outputs must be identical bit for bit.
+void CheckPaged(AttentionParams p, int tokens_per_block, bool decode, uint64_t seed) {
+  SCOPED_TRACE(::testing::Message()
+               << "q_tokens=" << p.q_tokens << " heads=" << p.q_heads << "/" << p.kv_heads
+               << " d=" << p.head_dim << " tokens_per_block=" << tokens_per_block
+               << " decode=" << decode << " seed=" << seed);
+  const int d = p.head_dim;
+  std::vector<float> expected(static_cast<size_t>(p.q_tokens) * p.out_stride, -7.0f);
+  p.out = expected.data();
+  ASSERT_TRUE((decode ? AttentionDecode(p) : AttentionPrefill(p)).ok());
+
+  int blocks_per_head = 0;
+  for (int h = 0; h < p.kv_heads; ++h) {
+    blocks_per_head =
+        std::max(blocks_per_head, (KvLength(p, h) + tokens_per_block - 1) / tokens_per_block);
+  }
+  const int num_blocks = p.kv_heads * blocks_per_head;
+  std::vector<int> order(num_blocks);  // table entry -> physical block
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(seed));
+  const size_t block_elems = static_cast<size_t>(tokens_per_block) * d;
+  std::vector<float> k_pool = Random(num_blocks * block_elems, seed + 7);  // junk past the ends
+  std::vector<float> v_pool = Random(num_blocks * block_elems, seed + 8);
+  std::vector<const float*> k_table(num_blocks), v_table(num_blocks);
+  for (int h = 0; h < p.kv_heads; ++h) {
+    for (int b = 0; b < blocks_per_head; ++b) {
+      const int entry = h * blocks_per_head + b;
+      float* kb = k_pool.data() + order[entry] * block_elems;
+      float* vb = v_pool.data() + order[entry] * block_elems;
+      k_table[entry] = kb;
+      v_table[entry] = vb;
+      const int begin = b * tokens_per_block;
+      const int n = std::min(tokens_per_block, KvLength(p, h) - begin);
+      if (n <= 0) continue;
+      std::memcpy(kb, p.k + h * p.kv_head_stride + static_cast<long>(begin) * d,
+                  n * d * sizeof(float));
+      std::memcpy(vb, p.v + h * p.kv_head_stride + static_cast<long>(begin) * d,
+                  n * d * sizeof(float));
+    }
+  }
+  AttentionParams paged = p;
+  paged.k = paged.v = nullptr;
+  paged.kv_head_stride = 0;
+  paged.k_blocks = k_table.data();
+  paged.v_blocks = v_table.data();
+  paged.tokens_per_block = tokens_per_block;
+  paged.blocks_per_head = blocks_per_head;
+  std::vector<float> out(expected.size(), -7.0f);
+  paged.out = out.data();
+  ASSERT_TRUE((decode ? AttentionDecode(paged) : AttentionPrefill(paged)).ok());
+  ASSERT_EQ(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)), 0);
+}
+
+TEST(AttentionTest, PagedMatchesContiguousBitForBit) {
+  struct PagedCase {
+    int q_tokens, q_heads, kv_heads, head_dim;
+    std::vector<int32_t> kv_lens;
+  };
+  const PagedCase cases[] = {{1, 1, 1, 8, {1}},
+                             {1, 8, 4, 8, {17, 3, 40, 16}},
+                             {1, 32, 8, 128, {1000, 999, 1, 257, 512, 513, 64, 700}},
+                             {3, 4, 2, 16, {40, 3}},
+                             {5, 8, 4, 8, {5, 21, 300, 6}},
+                             {65, 4, 1, 16, {65}},
+                             {257, 2, 2, 8, {257, 600}},
+                             {70, 4, 2, 64, {600, 70}}};
+  uint64_t seed = 300;
+  for (const PagedCase& c : cases) {
+    const int max_len = *std::max_element(c.kv_lens.begin(), c.kv_lens.end());
+    const int capacity = max_len + 5;
+    auto q = Random(static_cast<size_t>(c.q_tokens) * c.q_heads * c.head_dim, seed);
+    auto k = Random(static_cast<size_t>(c.kv_heads) * capacity * c.head_dim, seed + 1);
+    auto v = Random(static_cast<size_t>(c.kv_heads) * capacity * c.head_dim, seed + 2);
+    AttentionParams p;
+    p.q_tokens = c.q_tokens;
+    p.q_heads = c.q_heads;
+    p.kv_heads = c.kv_heads;
+    p.head_dim = c.head_dim;
+    p.q = q.data();
+    p.q_stride = c.q_heads * c.head_dim;
+    p.k = k.data();
+    p.v = v.data();
+    p.kv_head_stride = static_cast<long>(capacity) * c.head_dim;
+    p.kv_len = c.kv_lens[0];
+    p.kv_lens = c.kv_lens.data();
+    p.out_stride = c.q_heads * c.head_dim;
+    for (int tpb : {1, 2, 16, 64, 256, 1024}) {
+      for (bool decode : {false, true}) {
+        if (decode && c.q_tokens > 3) continue;
+        CheckPaged(p, tpb, decode, seed);
+      }
+    }
+    ++seed;
+  }
+}
+
+TEST(AttentionTest, PagedRejectsBadTables) {
+  float x = 0;
+  const float* table[2] = {&x, nullptr};
+  AttentionParams p;
+  p.q_tokens = 1;
+  p.q_heads = p.kv_heads = 1;
+  p.head_dim = 4;
+  p.q = &x;
+  p.out = &x;
+  p.q_stride = p.out_stride = 4;
+  p.kv_len = 3;
+  p.k_blocks = p.v_blocks = table;
+  p.tokens_per_block = 3;
+  p.blocks_per_head = 2;
+  EXPECT_THAT(AttentionDecode(p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("power of two")));
+  p.tokens_per_block = 1;
+  EXPECT_THAT(AttentionDecode(p), StatusIs(absl::StatusCode::kInvalidArgument,
+                                           ::testing::HasSubstr("blocks_per_head")));
+  p.tokens_per_block = 2;
+  EXPECT_THAT(AttentionDecode(p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("null block 1")));
 }
 
 TEST(AttentionTest, RejectsBadShapes) {

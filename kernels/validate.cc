@@ -72,14 +72,34 @@ absl::Status ValidateAttention(const AttentionParams& p) {
   if (p.q_heads % p.kv_heads != 0)
     return Bad("Attention",
                absl::StrCat("q_heads=", p.q_heads, " not a multiple of kv_heads=", p.kv_heads));
-  if (!p.q || !p.k || !p.v || !p.out) return Bad("Attention", "null pointer");
+  const bool paged = p.k_blocks != nullptr;
+  if (!p.q || !p.out || (paged ? !p.v_blocks : (!p.k || !p.v))) {
+    return Bad("Attention", "null pointer");
+  }
+  if (paged && (p.tokens_per_block <= 0 || (p.tokens_per_block & (p.tokens_per_block - 1)) != 0)) {
+    return Bad("Attention",
+               absl::StrCat("tokens_per_block=", p.tokens_per_block, " not a power of two"));
+  }
   for (int h = 0; h < p.kv_heads; ++h) {
     const int len = KvLength(p, h);
     if (len < p.q_tokens) {
       return Bad("Attention",
                  absl::StrCat("kv_len=", len, " (KV head ", h, ") < q_tokens=", p.q_tokens));
     }
-    if (p.kv_heads > 1 && p.kv_head_stride < static_cast<long>(len) * p.head_dim) {
+    if (paged) {
+      if (static_cast<long>(p.blocks_per_head) * p.tokens_per_block < len) {
+        return Bad("Attention",
+                   absl::StrCat("blocks_per_head=", p.blocks_per_head, " x ", p.tokens_per_block,
+                                " < kv_len=", len, " (KV head ", h, ")"));
+      }
+      const long first = static_cast<long>(h) * p.blocks_per_head;
+      const int needed = (len + p.tokens_per_block - 1) / p.tokens_per_block;
+      for (int b = 0; b < needed; ++b) {
+        if (p.k_blocks[first + b] == nullptr || p.v_blocks[first + b] == nullptr) {
+          return Bad("Attention", absl::StrCat("null block ", b, " of KV head ", h));
+        }
+      }
+    } else if (p.kv_heads > 1 && p.kv_head_stride < static_cast<long>(len) * p.head_dim) {
       return Bad("Attention", "kv_head_stride < kv_len * head_dim");
     }
   }

@@ -25,6 +25,8 @@ absl::Status EngineOptions::Validate(const ModelConfig& config) const {
     return absl::InvalidArgumentError(
         absl::StrCat("prefill_chunk=", prefill_chunk, " must be >= 1"));
   }
+  DAPQ_RETURN_IF_ERROR(
+      KvBlockPool::Create(config.head_dim, kv_tokens_per_block, kv_max_blocks).status());
   return MakeRankShard(config, 0, tp).status();
 }
 
@@ -75,7 +77,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Mod
   DAPQ_ASSIGN_OR_RETURN(engine->comms_, CreateInProcessGroup(options.tp));
   for (int r = 0; r < options.tp; ++r) {
     DAPQ_ASSIGN_OR_RETURN(RankShard shard, MakeRankShard(model->config, r, options.tp));
-    engine->ranks_.push_back(std::make_unique<RankModel>(*model, shard, engine->comms_[r].get()));
+    DAPQ_ASSIGN_OR_RETURN(auto pool,
+                          KvBlockPool::Create(model->config.head_dim, options.kv_tokens_per_block,
+                                              options.kv_max_blocks));
+    engine->ranks_.push_back(
+        std::make_unique<RankModel>(*model, shard, engine->comms_[r].get(), std::move(pool)));
   }
   DAPQ_ASSIGN_OR_RETURN(engine->inv_freq_, kernels::ComputeRopeInvFreq(model->config.rope));
   return engine;
@@ -101,7 +107,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::CreateRank(
   std::unique_ptr<Engine> engine(new Engine(model, options));
   engine->first_rank_ = rank;
   engine->comms_.push_back(std::move(comm));
-  engine->ranks_.push_back(std::make_unique<RankModel>(*model, shard, engine->comms_[0].get()));
+  DAPQ_ASSIGN_OR_RETURN(auto pool,
+                        KvBlockPool::Create(model->config.head_dim, options.kv_tokens_per_block,
+                                            options.kv_max_blocks));
+  engine->ranks_.push_back(
+      std::make_unique<RankModel>(*model, shard, engine->comms_[0].get(), std::move(pool)));
   DAPQ_ASSIGN_OR_RETURN(engine->inv_freq_, kernels::ComputeRopeInvFreq(model->config.rope));
   return engine;
 }
@@ -126,7 +136,9 @@ absl::Status Engine::RunOnRanks(const std::function<absl::Status(int)>& fn) {
   std::vector<std::thread> threads;
   auto run = [&](int r) {
     results[r] = fn(r);
-    if (!results[r].ok()) comms_[r]->Abort();
+    // ResourceExhausted (a full KV block pool) is agreed by every rank before any collective
+    // (RankModel::Forward): the group stays usable.
+    if (!results[r].ok() && !absl::IsResourceExhausted(results[r])) comms_[r]->Abort();
   };
   for (int r = 1; r < static_cast<int>(ranks_.size()); ++r) threads.emplace_back(run, r);
   run(0);

@@ -40,6 +40,12 @@ namespace dapq::worker {
 struct EngineOptions {
   int tp = 1;                // tensor-parallel degree (rank threads)
   int prefill_chunk = 1024;  // prompt tokens per forward pass (bounds activation memory)
+  // Paged KV cache (worker/kv_cache.h): slots per block (a power of two), and the most blocks
+  // of each rank's pool (0: grow while memory lasts). A forward pass that does not fit fails
+  // with ResourceExhausted on every rank (capped pools agree over the group first) and leaves
+  // the sequence as it was.
+  int kv_tokens_per_block = 16;
+  long kv_max_blocks = 0;
   absl::Status Validate(const ModelConfig& config) const;
 };
 

@@ -2,6 +2,7 @@
 // The per-rank transformer forward pass built from kernels/ ops.
 #include "worker/model_runner.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -66,14 +67,24 @@ absl::StatusOr<RankShard> MakeRankShard(const ModelConfig& c, int rank, int tp) 
   return s;
 }
 
-RankModel::RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm)
-    : w_(weights), c_(weights.config), shard_(shard), comm_(comm) {
+RankModel::RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm,
+                     std::shared_ptr<KvBlockPool> kv_pool)
+    : w_(weights), c_(weights.config), shard_(shard), comm_(comm), kv_pool_(std::move(kv_pool)) {
   auto inv = kernels::ComputeRopeInvFreq(c_.rope);
   DAPQ_CHECK(inv.ok()) << inv.status();  // the config was validated when loaded
   inv_freq_ = *std::move(inv);
+  if (kv_pool_ == nullptr) {
+    auto pool = KvBlockPool::Create(c_.head_dim, 16);
+    DAPQ_CHECK(pool.ok()) << pool.status();  // head_dim validated with the config
+    kv_pool_ = *std::move(pool);
+  }
+  DAPQ_CHECK(kv_pool_->head_dim() == c_.head_dim)
+      << "kv pool head_dim " << kv_pool_->head_dim() << " != model head_dim " << c_.head_dim;
 }
 
-KvCache RankModel::NewCache() const { return KvCache(c_.n_layers, shard_.kv_heads, c_.head_dim); }
+KvCache RankModel::NewCache() const {
+  return KvCache(c_.n_layers, shard_.kv_heads, c_.head_dim, kv_pool_);
+}
 
 absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int32_t> positions,
                                 KvCache& cache, std::span<float> logits, bool all_logits,
@@ -99,7 +110,20 @@ absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int
     return absl::InvalidArgumentError(
         absl::StrCat("forward: logits buffer holds ", logits.size(), " values, need ", want));
   }
-  DAPQ_RETURN_IF_ERROR(cache.Reserve(cache.max_length() + m));
+  absl::Status reserved = cache.ReserveAppend(m);
+  if (shard_.tp > 1) {
+    // The KV block pool can run out on some ranks only (ragged per-head lengths after
+    // compression, or memory): the ranks agree before any collective of the pass, so that all
+    // of them fail together with ResourceExhausted and the group stays in step.
+    int64_t failed = reserved.ok() ? 0 : 1;
+    DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(&failed, 1));
+    if (failed > 0 && reserved.ok()) {
+      return absl::ResourceExhaustedError(absl::StrCat("forward: the KV block pool of ", failed,
+                                                       " other rank(s) has no room for ", m,
+                                                       " more slots"));
+    }
+  }
+  DAPQ_RETURN_IF_ERROR(reserved);
 
   const int dim = c_.dim;
   x_.resize(static_cast<size_t>(m) * dim);
@@ -155,18 +179,28 @@ absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCach
       m, shard_.kv_heads, hd, k_.data(), kv_dim, positions, inv_freq_.data(), c_.rope.layout};
   DAPQ_RETURN_IF_ERROR(kernels::Rope(rk));
 
+  // New K/V go to slots [length, length + m) of each head's blocks (reserved in Forward); the
+  // kernels read every head through its block table.
   kv_lens_.resize(shard_.kv_heads);
+  int blocks_per_head = 0;
   for (int h = 0; h < shard_.kv_heads; ++h) {
     const int start = cache.length(layer, h);
     kv_lens_[h] = start + m;
-    float* kd = cache.keys(layer, h) + static_cast<long>(start) * hd;
-    float* vd = cache.values(layer, h) + static_cast<long>(start) * hd;
     for (int t = 0; t < m; ++t) {
-      std::memcpy(kd + static_cast<long>(t) * hd, &k_[static_cast<size_t>(t) * kv_dim + h * hd],
-                  hd * sizeof(float));
-      std::memcpy(vd + static_cast<long>(t) * hd, &v_[static_cast<size_t>(t) * kv_dim + h * hd],
-                  hd * sizeof(float));
+      std::memcpy(cache.key_slot(layer, h, start + t),
+                  &k_[static_cast<size_t>(t) * kv_dim + h * hd], hd * sizeof(float));
+      std::memcpy(cache.value_slot(layer, h, start + t),
+                  &v_[static_cast<size_t>(t) * kv_dim + h * hd], hd * sizeof(float));
     }
+    blocks_per_head = std::max(blocks_per_head, cache.num_blocks(layer, h));
+  }
+  k_table_.assign(static_cast<size_t>(shard_.kv_heads) * blocks_per_head, nullptr);
+  v_table_.assign(k_table_.size(), nullptr);
+  for (int h = 0; h < shard_.kv_heads; ++h) {
+    const KvBlockTable t = cache.table(layer, h);
+    const long row = static_cast<long>(h) * blocks_per_head;
+    std::copy_n(t.k_blocks, cache.num_blocks(layer, h), k_table_.begin() + row);
+    std::copy_n(t.v_blocks, cache.num_blocks(layer, h), v_table_.begin() + row);
   }
   kernels::AttentionParams ap;
   ap.q_tokens = m;
@@ -175,9 +209,10 @@ absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCach
   ap.head_dim = hd;
   ap.q = q_.data();
   ap.q_stride = q_dim;
-  ap.k = cache.keys(layer, 0);
-  ap.v = cache.values(layer, 0);
-  ap.kv_head_stride = cache.head_stride();
+  ap.k_blocks = k_table_.data();
+  ap.v_blocks = v_table_.data();
+  ap.tokens_per_block = cache.tokens_per_block();
+  ap.blocks_per_head = blocks_per_head;
   ap.kv_len = kv_lens_[0];
   ap.kv_lens = kv_lens_.data();
   ap.out = att_.data();

@@ -10,6 +10,7 @@
 #define DAPQ_WORKER_MODEL_RUNNER_H_
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -46,11 +47,15 @@ absl::StatusOr<RankShard> MakeRankShard(const ModelConfig& config, int rank, int
 
 class RankModel {
  public:
-  // `weights` and `comm` must outlive the RankModel.
-  RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm);
+  // `weights` and `comm` must outlive the RankModel. Every cache from NewCache() draws its
+  // blocks from `kv_pool` (shared by the rank's sequences; its head_dim must be the model's); null:
+  // an uncapped pool of 16-slot blocks.
+  RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm,
+            std::shared_ptr<KvBlockPool> kv_pool = nullptr);
 
   const RankShard& shard() const { return shard_; }
   KvCache NewCache() const;
+  const KvBlockPool& kv_pool() const { return *kv_pool_; }
 
   // Runs `tokens` at `positions` (absolute, explicit) through every layer, appending their K/V
   // to `cache`. When `logits` is non-empty (rank 0), it receives the last token's logits
@@ -69,9 +74,11 @@ class RankModel {
   RankShard shard_;
   Communicator* comm_;
   std::vector<float> inv_freq_;
+  std::shared_ptr<KvBlockPool> kv_pool_;
   // Scratch, sized for the largest chunk seen.
   std::vector<float> x_, xb_, q_, q_pre_, k_, v_, att_, out_, gate_, up_;
   std::vector<int32_t> kv_lens_;
+  std::vector<const float*> k_table_, v_table_;  // [kv_heads, blocks_per_head] of one layer
 };
 
 }  // namespace dapq::worker

@@ -163,8 +163,8 @@ absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::s
           const size_t count = std::min<size_t>(tokens_per_block, pos.size() - b0);
           const size_t elems = count * c.head_dim;
           payload.resize(2 * elems);
-          std::copy_n(cache.keys(l, h) + b0 * c.head_dim, elems, payload.begin());
-          std::copy_n(cache.values(l, h) + b0 * c.head_dim, elems, payload.begin() + elems);
+          cache.Gather(l, h, static_cast<int>(b0), static_cast<int>(count), payload.data(),
+                       payload.data() + elems);
           kvstore::BlockMeta meta{model_fp, 0, l, rank * m.kv_heads + h, 1, c.head_dim};
           DAPQ_ASSIGN_OR_RETURN(std::string block,
                                 kvstore::EncodeBlock(meta, pos.subspan(b0, count), payload));

@@ -2,6 +2,7 @@
 // Invariant 4 (ARCHITECTURE.md §3): TP = 1, 2, 4 give identical greedy tokens and logits within
 // fp32 reduction tolerance, on stories260K and on synthetic GQA / biased models.
 #include <memory>
+#include <span>
 
 #include "gtest/gtest.h"
 #include "tests/util/status_matchers.h"
@@ -13,6 +14,7 @@
 
 namespace dapq::worker {
 namespace {
+using ::dapq::testing::StatusIs;
 
 struct Run {
   std::vector<int> tokens;
@@ -77,6 +79,42 @@ TEST(TensorParallelTest, SyntheticGqaTp124Identical) {
 TEST(TensorParallelTest, SyntheticBiasTiedTp124Identical) {
   std::vector<int> prompt = {1, 5, 9, 200, 17, 42, 299, 3, 77};
   ExpectTpInvariant("synthetic:tiny-mha", prompt, 16, {2, 4});
+}
+
+TEST(TensorParallelTest, FullKvPoolFailsEveryRankAndTheGroupStaysUsable) {
+  auto w = MakeSyntheticModel("synthetic:tiny-gqa");
+  ASSERT_TRUE(w.ok()) << w.status();
+  auto model = std::make_shared<const ModelWeights>(*std::move(w));
+  const int tables = model->config.n_layers * model->config.n_kv_heads / 2;  // per rank at tp=2
+  EngineOptions o;
+  o.tp = 2;
+  o.kv_tokens_per_block = 4;
+  o.kv_max_blocks = tables * 5;  // 20 slots per (layer, KV head)
+  auto engine = Engine::Create(model, o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<int> prompt = {1};
+  for (int i = 0; i < 15; ++i) prompt.push_back((i * 37 + 11) % 320);
+  std::vector<float> logits;
+  auto a = (*engine)->NewSequence();
+  ASSERT_TRUE((*engine)->Prefill(*a, prompt, &logits).ok());
+  auto b = (*engine)->NewSequence();
+  EXPECT_THAT((*engine)->Prefill(*b, std::vector<int>(prompt.begin(), prompt.begin() + 8), &logits),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(b->cached_tokens(), 0);
+  const int32_t pos = 16;
+  const int token = 7;
+  ASSERT_TRUE((*engine)->Forward(*a, std::span(&token, 1), std::span(&pos, 1), &logits).ok());
+  EXPECT_EQ(a->cached_tokens(), 17);
+  a.reset();  // its blocks return to the pools
+  std::vector<float> capped, uncapped;
+  ASSERT_TRUE((*engine)->Prefill(*b, prompt, &capped).ok());
+  EngineOptions plain;
+  plain.tp = 2;
+  auto reference = Engine::Create(model, plain);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  auto c = (*reference)->NewSequence();
+  ASSERT_TRUE((*reference)->Prefill(*c, prompt, &uncapped).ok());
+  EXPECT_EQ(capped, uncapped);  // block size does not change a bit
 }
 
 TEST(TensorParallelTest, ShardsCoverEveryHeadAndFfnRow) {

@@ -89,7 +89,9 @@ absl::Status AttentionRecorder::OnQueries(int layer, int m, const int32_t* /*pos
                          "): record on a fresh full-cache sequence"));
       }
     }
-    const float* keys = cache.keys(layer, hk);
+    std::vector<float> key_rows(static_cast<size_t>(n) * d);
+    cache.Gather(layer, hk, 0, n, key_rows.data(), nullptr);
+    const float* keys = key_rows.data();
     for (int g = 0; g < group_; ++g) {
       const int h = hk * group_ + g;
       double* out = profile_->row(layer, head_begin_ + h);

@@ -2,7 +2,12 @@
 // CPU attention. Prefill is tiled with an online softmax (flash-attention form): for each
 // (KV head, query tile) it stacks the GQA group's queries and walks key tiles, S = Q.K^T and
 // O += P.V through OpenBLAS, keeping only (kQueryTile x group) x kKeyTile scores. Decode
-// processes one KV head's whole query group at once.
+// processes one KV head's whole query group at once in two streaming passes (scores over the
+// keys, then the weighted sum over the values), reading each K and V row once, in slot order.
+// Paged K/V (AttentionParams::k_blocks): prefill gathers block by block into the same
+// contiguous key tiles (a range inside one block is read in place), so its GEMMs and results are
+// bit-identical to the contiguous layout; decode walks the blocks in slot order with the same
+// arithmetic as over a slab. Either way the result does not depend on the block size.
 #include <cblas.h>
 
 #include <algorithm>
@@ -19,10 +24,68 @@ constexpr int kQueryTile = 64;
 constexpr int kKeyTile = 256;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Slots [begin, begin + count) of KV head kv_head's keys (values when `values`) as a contiguous
+// [count, head_dim] array: in the slab, in the one block holding them all, or gathered from the
+// head's block table into `scratch`.
+const float* KvRows(const AttentionParams& p, int kv_head, bool values, int begin, int count,
+                    std::vector<float>& scratch) {
+  const long d = p.head_dim;
+  if (p.k_blocks == nullptr) {
+    return (values ? p.v : p.k) + kv_head * p.kv_head_stride + begin * d;
+  }
+  const float* const* table =
+      (values ? p.v_blocks : p.k_blocks) + static_cast<long>(kv_head) * p.blocks_per_head;
+  const int tpb = p.tokens_per_block;
+  if (count <= 0) return table[0];
+  const int first = begin / tpb, last = (begin + count - 1) / tpb;
+  if (first == last) return table[first] + (begin % tpb) * d;
+  if (scratch.size() < static_cast<size_t>(count) * d)
+    scratch.resize(static_cast<size_t>(count) * d);
+  float* dst = scratch.data();
+  for (int s = begin; s < begin + count;) {
+    const int in_block = s % tpb;
+    const int n = std::min(tpb - in_block, begin + count - s);
+    std::copy_n(table[s / tpb] + in_block * d, n * d, dst);
+    dst += n * d;
+    s += n;
+  }
+  return scratch.data();
+}
+
+// Calls fn(first_slot, count, rows) over slots [0, len) of KV head kv_head's keys (values when
+// `values`) in slot order, each call a contiguous [count, head_dim] run (the slab at once, or
+// one block at a time).
+template <typename F>
+void ForEachKvRun(const AttentionParams& p, int kv_head, bool values, int len, F&& fn) {
+  if (p.k_blocks == nullptr) {
+    fn(0, len, (values ? p.v : p.k) + kv_head * p.kv_head_stride);
+    return;
+  }
+  const float* const* table =
+      (values ? p.v_blocks : p.k_blocks) + static_cast<long>(kv_head) * p.blocks_per_head;
+  for (int b = 0, j0 = 0; j0 < len; ++b, j0 += p.tokens_per_block) {
+    fn(j0, std::min(p.tokens_per_block, len - j0), table[b]);
+  }
+}
+
+// a . b over n floats in a fixed order: 8 interleaved partial sums (vectorised by the compiler
+// without reassociation), combined pairwise, then the tail.
+inline float Dot(const float* a, const float* b, int n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
+  }
+  float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
 struct PrefillScratch {
-  std::vector<float> q;       // [rows, head_dim]: the tile's queries of one KV head's group
-  std::vector<float> scores;  // [rows, kKeyTile]
-  std::vector<float> acc;     // [rows, head_dim]
+  std::vector<float> k_tile, v_tile;  // paged K/V gathered for one key tile
+  std::vector<float> q;               // [rows, head_dim]: the tile's queries of one KV head's group
+  std::vector<float> scores;          // [rows, kKeyTile]
+  std::vector<float> acc;             // [rows, head_dim]
   std::vector<float> row_max, row_sum;
 };
 
@@ -35,8 +98,6 @@ void PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, PrefillS
   const int past = KvLength(p, kv_head) - p.q_tokens;
   const int rows = (t1 - t0) * group;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const float* k = p.k + kv_head * p.kv_head_stride;
-  const float* v = p.v + kv_head * p.kv_head_stride;
   for (int t = t0; t < t1; ++t) {
     const float* src =
         p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kv_head) * group * d;
@@ -51,8 +112,10 @@ void PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, PrefillS
   for (int j0 = 0; j0 < key_end; j0 += kKeyTile) {
     const int j1 = std::min(j0 + kKeyTile, key_end);
     const int cols = j1 - j0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, d, scale, s.q.data(), d,
-                k + static_cast<long>(j0) * d, d, 0.0f, s.scores.data(), kKeyTile);
+    const float* k = KvRows(p, kv_head, false, j0, cols, s.k_tile);
+    const float* v = KvRows(p, kv_head, true, j0, cols, s.v_tile);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, d, scale, s.q.data(), d, k, d,
+                0.0f, s.scores.data(), kKeyTile);
     for (int r = 0; r < rows; ++r) {
       float* srow = s.scores.data() + static_cast<long>(r) * kKeyTile;
       const int t = t0 + r / group;
@@ -79,7 +142,7 @@ void PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, PrefillS
       }
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, cols, 1.0f, s.scores.data(),
-                kKeyTile, v + static_cast<long>(j0) * d, d, 1.0f, s.acc.data(), d);
+                kKeyTile, v, d, 1.0f, s.acc.data(), d);
   }
   for (int r = 0; r < rows; ++r) {
     const int t = t0 + r / group, head = kv_head * group + r % group;
@@ -119,16 +182,33 @@ absl::Status AttentionDecodeRef(const AttentionParams& p) {
       const int len = KvLength(p, kvh) - p.q_tokens + t + 1;
       scores.resize(static_cast<size_t>(group) * len);
       const float* q = p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kvh) * group * d;
-      const float* k = p.k + kvh * p.kv_head_stride;
-      const float* v = p.v + kvh * p.kv_head_stride;
-      // scores[g, len] = scale * Q_group[g, d] . K[len, d]^T
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, len, d, scale, q, d, k, d, 0.0f,
-                  scores.data(), len);
+      float* out = p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(kvh) * group * d;
+      // scores[g, j] = scale * q_g . k_j, one pass over the keys for the whole group.
+      ForEachKvRun(p, kvh, false, len, [&](int j0, int n, const float* k) {
+        for (int j = 0; j < n; ++j) {
+          const float* kj = k + static_cast<long>(j) * d;
+          for (int g = 0; g < group; ++g) {
+            scores[static_cast<long>(g) * len + j0 + j] =
+                scale * Dot(q + static_cast<long>(g) * d, kj, d);
+          }
+        }
+      });
       SoftmaxParams sm{group, len, scores.data(), len};
       SoftmaxRef(sm).IgnoreError();  // validated shapes; the reference cannot fail
-      float* out = p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(kvh) * group * d;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, d, len, 1.0f, scores.data(),
-                  len, v, d, 0.0f, out, d);
+      // out_g = sum_j p[g, j] v_j in slot order, one pass over the values.
+      for (int g = 0; g < group; ++g) {
+        std::fill(out + static_cast<long>(g) * d, out + static_cast<long>(g + 1) * d, 0.0f);
+      }
+      ForEachKvRun(p, kvh, true, len, [&](int j0, int n, const float* v) {
+        for (int j = 0; j < n; ++j) {
+          const float* vj = v + static_cast<long>(j) * d;
+          for (int g = 0; g < group; ++g) {
+            const float w = scores[static_cast<long>(g) * len + j0 + j];
+            float* o = out + static_cast<long>(g) * d;
+            for (int i = 0; i < d; ++i) o[i] += w * vj[i];
+          }
+        }
+      });
     }
   }
   return absl::OkStatus();

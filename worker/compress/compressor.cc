@@ -14,6 +14,7 @@ absl::Status CompressRank(const CompressionConfig& config, const Scorer& scorer,
   const ModelConfig& m = *ctx.model;
   const int n = cache.length(0, 0);
   std::vector<float> scores(static_cast<size_t>(ctx.shard.kv_heads) * n);
+  std::vector<float> keys, values;  // one layer's K/V gathered from its block tables
   for (int layer = 0; layer < m.n_layers; ++layer) {
     for (int h = 0; h < ctx.shard.kv_heads; ++h) {
       if (cache.length(layer, h) != n) {
@@ -31,9 +32,10 @@ absl::Status CompressRank(const CompressionConfig& config, const Scorer& scorer,
     in.head_dim = m.head_dim;
     in.q_head_begin = ctx.shard.head_begin;
     in.kv_head_begin = ctx.shard.kv_head_begin;
-    in.keys = cache.keys(layer, 0);
-    in.values = cache.values(layer, 0);
-    in.kv_head_stride = cache.head_stride();
+    cache.GatherLayer(layer, n, &keys, &values);
+    in.keys = keys.data();
+    in.values = values.data();
+    in.kv_head_stride = static_cast<long>(n) * m.head_dim;
     in.inv_freq = ctx.inv_freq;
     in.rope_layout = m.rope.layout;
     collector.Fill(layer, in);

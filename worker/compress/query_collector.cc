@@ -57,8 +57,10 @@ absl::Status QueryCollector::OnQueries(int layer, int m, const int32_t* position
     }
     l.attention.swap(grown);
     l.attention_n = n;
+    std::vector<float> keys;  // the layer's keys gathered from its block tables
+    cache.GatherLayer(layer, n, &keys, nullptr);
     DAPQ_RETURN_IF_ERROR(internal::AccumulateCausalAttention(
-        q_post, m, q_heads_, kv_heads_, head_dim_, cache.keys(layer, 0), cache.head_stride(), n,
+        q_post, m, q_heads_, kv_heads_, head_dim_, keys.data(), static_cast<long>(n) * head_dim_, n,
         l.attention.data()));
   }
   if (needs_.query_statistics) {
