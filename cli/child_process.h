@@ -19,8 +19,10 @@ namespace dapq::cli {
 class ChildProcess {
  public:
   // argv[0] is the executable's path. Unavailable when it cannot be started.
+  // With `ready_pipe`, the child gets the write end of a pipe as file descriptor 3 (pass it
+  // `--ready_fd 3`): it reports there once it serves, e.g. the ports it bound.
   static absl::StatusOr<ChildProcess> Start(const std::vector<std::string>& argv,
-                                            const std::string& log_path);
+                                            const std::string& log_path, bool ready_pipe = false);
   ChildProcess(ChildProcess&& other) noexcept;
   ChildProcess& operator=(ChildProcess&& other) noexcept;
   ~ChildProcess();  // SIGKILLs and reaps a child still running
@@ -36,12 +38,16 @@ class ChildProcess {
   int Stop(std::chrono::milliseconds grace);
   // The file descriptor that becomes readable when the child exits (for poll()).
   int exit_fd() const { return pidfd_; }
+  // The first line the child wrote to its ready pipe (without the newline). DeadlineExceeded
+  // after `timeout`; FailedPrecondition naming the log when the child exited first.
+  absl::StatusOr<std::string> ReadReadyLine(std::chrono::milliseconds timeout);
 
  private:
-  ChildProcess(pid_t pid, int pidfd, std::string log_path)
-      : pid_(pid), pidfd_(pidfd), log_path_(std::move(log_path)) {}
+  ChildProcess(pid_t pid, int pidfd, int ready_fd, std::string log_path)
+      : pid_(pid), pidfd_(pidfd), ready_fd_(ready_fd), log_path_(std::move(log_path)) {}
   pid_t pid_ = -1;
   int pidfd_ = -1;
+  int ready_fd_ = -1;
   std::string log_path_;
   std::optional<int> exit_code_;
 };

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
@@ -75,20 +76,13 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
         absl::StrCat("cannot create the work directory ", o.work_dir, ": ", ec.message()));
   }
   if (o.db.empty()) o.db = (std::filesystem::path(o.work_dir) / "batch.db").string();
-  if (o.port == 0) {
-    DAPQ_ASSIGN_OR_RETURN(o.port, FreeLoopbackPort());
-  }
-  c->address_ = absl::StrCat("127.0.0.1:", o.port);
+  // Ports the caller did not fix are chosen by the processes themselves (bind to port 0) and
+  // reported back through their ready pipes: no window in which another process takes them.
   const int ranks = o.groups * o.tp;
+  c->coordinator_metrics_port_ = o.metrics_port;
+  c->worker_metrics_ports_.assign(ranks, 0);
   if (o.metrics_port > 0) {
-    c->coordinator_metrics_port_ = o.metrics_port;
-    for (int i = 0; i < ranks; ++i) c->worker_metrics_ports_.push_back(o.metrics_port + 1 + i);
-  } else {
-    DAPQ_ASSIGN_OR_RETURN(c->coordinator_metrics_port_, FreeLoopbackPort());
-    for (int i = 0; i < ranks; ++i) {
-      DAPQ_ASSIGN_OR_RETURN(int port, FreeLoopbackPort());
-      c->worker_metrics_ports_.push_back(port);
-    }
+    for (int i = 0; i < ranks; ++i) c->worker_metrics_ports_[i] = o.metrics_port + 1 + i;
   }
   DAPQ_RETURN_IF_ERROR(c->StartCoordinator());
   c->workers_.resize(ranks);
@@ -100,18 +94,29 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
 
 absl::Status LocalCluster::StartCoordinator() {
   const LocalClusterOptions& o = options_;
+  const int port = address_.empty() ? o.port : std::stoi(address_.substr(address_.rfind(':') + 1));
   std::vector<std::string> argv = {
       (std::filesystem::path(o.bin_dir) / "dapq-coordinator").string()};
   const std::pair<const char*, std::string> flags[] = {
-      {"--listen", address_},
+      {"--listen", absl::StrCat("127.0.0.1:", port)},
       {"--db", o.db},
       {"--max_in_flight", std::to_string(o.max_in_flight)},
       {"--heartbeat_ms", std::to_string(o.heartbeat_ms)},
-      {"--metrics_listen", absl::StrCat("127.0.0.1:", coordinator_metrics_port_)}};
+      {"--metrics_listen", absl::StrCat("127.0.0.1:", coordinator_metrics_port_)},
+      {"--ready_fd", "3"}};
   for (const auto& [flag, value] : flags) argv.insert(argv.end(), {flag, value});
-  DAPQ_ASSIGN_OR_RETURN(ChildProcess p,
-                        ChildProcess::Start(argv, o.work_dir + "/logs/coordinator.log"));
+  DAPQ_ASSIGN_OR_RETURN(
+      ChildProcess p,
+      ChildProcess::Start(argv, o.work_dir + "/logs/coordinator.log", /*ready_pipe=*/true));
   coordinator_ = std::make_unique<ChildProcess>(std::move(p));
+  DAPQ_ASSIGN_OR_RETURN(const std::string ready,
+                        coordinator_->ReadReadyLine(std::chrono::seconds(60)));
+  int bound = 0, metrics = 0;
+  if (std::sscanf(ready.c_str(), "%d %d", &bound, &metrics) != 2) {
+    return absl::InternalError(absl::StrCat("coordinator: unexpected ready line '", ready, "'"));
+  }
+  address_ = absl::StrCat("127.0.0.1:", bound);
+  coordinator_metrics_port_ = metrics;
   return absl::OkStatus();
 }
 
@@ -129,7 +134,8 @@ absl::Status LocalCluster::StartWorker(int group, int rank) {
       {"--heartbeat_ms", std::to_string(o.heartbeat_ms)},
       {"--prefill_chunk", std::to_string(o.prefill_chunk)},
       {"--max_queue", std::to_string(o.worker_max_queue)},
-      {"--metrics_listen", absl::StrCat("127.0.0.1:", worker_metrics_ports_[group * o.tp + rank])}};
+      {"--metrics_listen", absl::StrCat("127.0.0.1:", worker_metrics_ports_[group * o.tp + rank])},
+      {"--ready_fd", "3"}};
   for (const auto& [flag, value] : flags) argv.insert(argv.end(), {flag, value});
   if (!o.tokenizer.empty()) argv.insert(argv.end(), {"--tokenizer", o.tokenizer});
   if (o.kv_store) {
@@ -143,8 +149,12 @@ absl::Status LocalCluster::StartWorker(int group, int rank) {
   argv.insert(argv.end(), o.worker_args.begin(), o.worker_args.end());
   DAPQ_ASSIGN_OR_RETURN(
       ChildProcess p,
-      ChildProcess::Start(argv, absl::StrCat(o.work_dir, "/logs/", group_id, "-r", rank, ".log")));
-  workers_[group * o.tp + rank] = std::make_unique<ChildProcess>(std::move(p));
+      ChildProcess::Start(argv, absl::StrCat(o.work_dir, "/logs/", group_id, "-r", rank, ".log"),
+                          /*ready_pipe=*/true));
+  auto& worker = workers_[group * o.tp + rank];
+  worker = std::make_unique<ChildProcess>(std::move(p));
+  DAPQ_ASSIGN_OR_RETURN(const std::string ready, worker->ReadReadyLine(std::chrono::seconds(60)));
+  worker_metrics_ports_[group * o.tp + rank] = std::atoi(ready.c_str());
   return absl::OkStatus();
 }
 
@@ -154,6 +164,7 @@ absl::Status LocalCluster::RestartCoordinator() {
   if (coordinator_ != nullptr && coordinator_->running()) {
     return absl::FailedPreconditionError("the coordinator is still running");
   }
+  coordinator_metrics_port_ = 0;  // the grpc port stays (workers send heartbeats there)
   return StartCoordinator();
 }
 

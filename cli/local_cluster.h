@@ -42,7 +42,8 @@ struct LocalClusterOptions {
 
 class LocalCluster {
  public:
-  // Starts the coordinator and every worker (does not wait for readiness).
+  // Starts the coordinator and every worker; returns once each process reported the ports it
+  // bound (the group forming and registering is WaitReady's).
   static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
   ~LocalCluster();  // Stop()
 
@@ -58,7 +59,8 @@ class LocalCluster {
   int worker_metrics_port(int group, int rank) const {
     return worker_metrics_ports_[group * options_.tp + rank];
   }
-  // Starts the coordinator again (after it died or was killed), with the same port and db.
+  // Starts the coordinator again (after it died or was killed), with the same port and db (a
+  // new metrics port).
   absl::Status RestartCoordinator();
   // The first process found dead ("" when all run), e.g. "g1 rank 0 (exit 1)".
   std::string FirstDead();

@@ -9,6 +9,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "common/metrics.h"
+#include "common/ready_fd.h"
 #include "common/status_macros.h"
 #include "common/termination.h"
 #include "coordinator/admin_service.h"
@@ -23,6 +24,7 @@ namespace {
 struct CoordinatorFlags {
   std::string listen = "127.0.0.1:50051", db = "dapq-batch.db";
   std::string metrics_listen = "127.0.0.1:9400";
+  int ready_fd = -1;
   int max_in_flight = 64, heartbeat_ms = 500, items_per_group = 2;
 };
 
@@ -73,6 +75,7 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
     return absl::UnavailableError(absl::StrCat("could not listen on --listen=", f.listen));
   }
   runner.Start();
+  ReportReady(f.ready_fd, absl::StrCat(port, " ", metrics_server->port()));
   std::printf("dapq-coordinator: serving on %s:%d (batch store %s, metrics on port %d)\n",
               f.listen.substr(0, f.listen.rfind(':')).c_str(), port, f.db.c_str(),
               metrics_server->port());
@@ -94,6 +97,8 @@ int main(int argc, char** argv) {
   app.add_option("--listen", f.listen, "address to serve on (port 0 = any free port)");
   app.add_option("--db", f.db, "SQLite file of the batch jobs");
   app.add_option("--metrics_listen", f.metrics_listen, "/metrics address (port 0 = any)");
+  app.add_option("--ready_fd", f.ready_fd,
+                 "write \"<port> <metrics port>\" to this descriptor once serving");
   app.add_option("--max_in_flight", f.max_in_flight, "requests admitted at once");
   app.add_option("--heartbeat_ms", f.heartbeat_ms, "heartbeat interval expected from groups");
   app.add_option("--items_per_group", f.items_per_group, "batch items run per group at once");

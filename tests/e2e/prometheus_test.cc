@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -124,13 +125,31 @@ TEST(PrometheusTest, DashboardsAndAlertsQueryARealPrometheusScrapingACluster) {
         << cluster->coordinator_metrics_port() << "']\n"
         << "  - job_name: dapq-worker\n    static_configs:\n      - targets: [" << workers << "]\n";
   }
-  const int port = *cli::FreeLoopbackPort();  // Prometheus' web API
-  auto prometheus =
-      cli::ChildProcess::Start({"/usr/bin/prometheus", "--config.file=" + dir + "/prometheus.yml",
-                                "--storage.tsdb.path=" + dir + "/tsdb",
-                                "--web.listen-address=127.0.0.1:" + std::to_string(port)},
-                               dir + "/prometheus.log");
-  ASSERT_TRUE(prometheus.ok()) << prometheus.status();
+  // Prometheus on a free port; another process may take the port between our probe and its
+  // bind, so a start that exits is retried on a new port.
+  int port = 0;
+  std::optional<cli::ChildProcess> prometheus;
+  for (int attempt = 0; attempt < 3 && !prometheus; ++attempt) {
+    port = *cli::FreeLoopbackPort();
+    auto started =
+        cli::ChildProcess::Start({"/usr/bin/prometheus", "--config.file=" + dir + "/prometheus.yml",
+                                  "--storage.tsdb.path=" + dir + "/tsdb",
+                                  "--web.listen-address=127.0.0.1:" + std::to_string(port)},
+                                 dir + "/prometheus.log");
+    ASSERT_TRUE(started.ok()) << started.status();
+    for (int i = 0; i < 200; ++i) {
+      if (!started->running()) break;
+      const testing::CommandResult ready = testing::RunCommand(
+          "curl -sf http://127.0.0.1:" + std::to_string(port) + "/-/ready", false);
+      if (ready.exit_code == 0) {
+        prometheus = std::move(*started);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // Prometheus starting up
+    }
+  }
+  ASSERT_TRUE(prometheus.has_value())
+      << "Prometheus did not start; see " << dir << "/prometheus.log";
   // Every process scraped once before the traffic, so rates see it grow.
   ASSERT_TRUE(WaitPositive(port, "count(up == 1) >= 5")) << "Prometheus did not scrape the cluster";
 

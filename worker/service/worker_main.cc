@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/metrics.h"
+#include "common/ready_fd.h"
 #include "common/status_macros.h"
 #include "common/termination.h"
 #include "kvstore/kv_store.h"
@@ -33,6 +34,7 @@ struct WorkerFlags {
   std::string kv_dir;  // sessions in the tiered KV store, disk tier under kv_dir/<group>-r<rank>
   int kv_device_kib = 64 << 10, kv_host_kib = 256 << 10, kv_disk_mib = 4096;
   bool fail_on_bad_block = false;
+  int ready_fd = -1;
 };
 
 absl::Status RunWorker(const WorkerFlags& f) {
@@ -52,6 +54,7 @@ absl::Status RunWorker(const WorkerFlags& f) {
   DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
                         MetricsServer::Start(f.metrics_listen));
   metrics_server->Register(registry);
+  ReportReady(f.ready_fd, std::to_string(metrics_server->port()));  // before the group forms
   DAPQ_ASSIGN_OR_RETURN(ModelWeights weights, LoadModel(f.model));
   auto model = std::make_shared<const ModelWeights>(std::move(weights));
   std::unique_ptr<Tokenizer> tokenizer;
@@ -166,6 +169,8 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat_ms", f.heartbeat_ms, "heartbeat interval");
   app.add_option("--gloo_timeout_s", f.gloo_timeout_s, "per-collective timeout");
   app.add_option("--metrics_listen", f.metrics_listen, "/metrics address (port 0 = any)");
+  app.add_option("--ready_fd", f.ready_fd,
+                 "write \"<metrics port>\" to this descriptor once /metrics serves");
   app.add_option("--kv_dir", f.kv_dir,
                  "keep sessions in the tiered KV store; its disk tier under DIR/<group>-r<rank>");
   app.add_option("--kv_device_kib", f.kv_device_kib, "KV store device tier capacity");
