@@ -430,6 +430,32 @@ TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
                                "dapq_kv_failed_loads_total\\{cause=\"checksum\"[^}]*\\} [1-9]"));
 }
 
+TEST(ClusterPoolTest, AFullKvPoolIsResourceExhaustedAndTheGroupKeepsServing) {
+  cli::LocalClusterOptions o;
+  o.bin_dir = BinDir();
+  o.model = testing::Stories260KPath();
+  o.tokenizer = testing::Tok512Path();
+  o.groups = 1;
+  o.tp = 2;
+  o.work_dir = testing::MakeTempDir("cluster_pool");
+  // 5 layers x 4 KV heads (2 per rank): 60 blocks of 16 slots hold 96 tokens per rank.
+  o.worker_args = {"--kv_pool_blocks", "60"};
+  auto cluster = *cli::LocalCluster::Start(o);
+  ASSERT_TRUE(cluster->WaitReady(std::chrono::seconds(60)).ok());
+  const dapq::v1::GenerateRequest small = StoryRequest(20);
+  const Completion before = Complete(cluster->address(), small);
+  ASSERT_TRUE(before.status.ok()) << before.status.error_message();
+  dapq::v1::GenerateRequest big;
+  for (int i = 0; i < 200; ++i) big.mutable_token_ids()->add_ids(1 + (i * 7) % 400);
+  big.set_max_new_tokens(8);
+  const Completion full = Complete(cluster->address(), big);
+  EXPECT_EQ(full.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << full.status.error_message();
+  const Completion ok = Complete(cluster->address(), small);
+  ASSERT_TRUE(ok.status.ok()) << ok.status.error_message();
+  EXPECT_EQ(Tokens(ok), Reference(testing::Stories260KPath(), small));
+}
+
 TEST(ClusterAdmissionTest, FullQueueIsResourceExhaustedWithARetryHintAndDeadlinesReachTheGroup) {
   // TP=2 over Gloo: slow enough per token that the held stream is still running below.
   auto cluster = StartCluster("cluster_admission", testing::Stories260KPath(), 1, 2,

@@ -45,6 +45,11 @@ absl::StatusOr<std::shared_ptr<RequestChannel>> GroupDriver::Submit(
   if (!request.session_id().empty()) {
     DAPQ_RETURN_IF_ERROR(ValidateSessionId(request.session_id()));
   }
+  // A stored session starts moving up to the device tier while the request waits in the queue
+  // (this rank's store; the others prefetch when the turn starts).
+  if (options_.store != nullptr && !request.session_id().empty()) {
+    options_.store->Prefetch(request.session_id());
+  }
   auto channel = std::make_shared<RequestChannel>(std::move(request));
   MutexLock lock(&mu_);
   if (broken_.load() || shutdown_) {

@@ -35,6 +35,8 @@ struct WorkerFlags {
   int kv_device_kib = 64 << 10, kv_host_kib = 256 << 10, kv_disk_mib = 4096;
   bool fail_on_bad_block = false;
   int ready_fd = -1;
+  int kv_block_tokens = 16;
+  long kv_pool_blocks = 0;
 };
 
 absl::Status RunWorker(const WorkerFlags& f) {
@@ -65,6 +67,8 @@ absl::Status RunWorker(const WorkerFlags& f) {
   EngineOptions engine_options;
   engine_options.tp = f.tp;
   engine_options.prefill_chunk = f.prefill_chunk;
+  engine_options.kv_tokens_per_block = f.kv_block_tokens;
+  engine_options.kv_max_blocks = f.kv_pool_blocks;
   std::unique_ptr<Communicator> comm;
   std::unique_ptr<Engine> engine;
   if (f.tp == 1) {
@@ -176,6 +180,11 @@ int main(int argc, char** argv) {
   app.add_option("--kv_device_kib", f.kv_device_kib, "KV store device tier capacity");
   app.add_option("--kv_host_kib", f.kv_host_kib, "KV store host tier capacity");
   app.add_option("--kv_disk_mib", f.kv_disk_mib, "KV store disk tier capacity");
+  app.add_option("--kv_block_tokens", f.kv_block_tokens,
+                 "slots per block of the paged KV cache (a power of two)");
+  app.add_option("--kv_pool_blocks", f.kv_pool_blocks,
+                 "blocks in this rank's KV pool (0 = grow as needed); a request that needs more "
+                 "fails with RESOURCE_EXHAUSTED");
   app.add_flag("--fail_on_bad_block", f.fail_on_bad_block,
                "a stored block failing verification fails the request (default: recompute)");
   CLI11_PARSE(app, argc, argv);
