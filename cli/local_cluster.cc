@@ -86,6 +86,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
   }
   DAPQ_RETURN_IF_ERROR(c->StartCoordinator());
   c->workers_.resize(ranks);
+  c->group_starts_.assign(o.groups, 0);
   for (int g = 0; g < o.groups; ++g) {
     for (int r = 0; r < o.tp; ++r) DAPQ_RETURN_IF_ERROR(c->StartWorker(g, r));
   }
@@ -129,7 +130,9 @@ absl::Status LocalCluster::StartWorker(int group, int rank) {
       {"--tp", std::to_string(o.tp)},
       {"--rank", std::to_string(rank)},
       {"--group_id", group_id},
-      {"--rendezvous_dir", o.work_dir + "/rendezvous"},
+      // A fresh directory per start of the group: Gloo's keys of a failed attempt stay behind.
+      {"--rendezvous_dir",
+       absl::StrCat(o.work_dir, "/rendezvous/", group_id, "-", group_starts_[group])},
       {"--coordinator", address_},
       {"--heartbeat_ms", std::to_string(o.heartbeat_ms)},
       {"--prefill_chunk", std::to_string(o.prefill_chunk)},
@@ -159,6 +162,17 @@ absl::Status LocalCluster::StartWorker(int group, int rank) {
 }
 
 LocalCluster::~LocalCluster() { Stop(); }
+
+absl::Status LocalCluster::RestartGroup(int group) {
+  if (group < 0 || group >= options_.groups) {
+    return absl::InvalidArgumentError(absl::StrCat("no group g", group));
+  }
+  for (int r = 0; r < options_.tp; ++r) worker(group, r).Signal(SIGTERM);
+  for (int r = 0; r < options_.tp; ++r) worker(group, r).Stop(std::chrono::seconds(5));
+  ++group_starts_[group];
+  for (int r = 0; r < options_.tp; ++r) DAPQ_RETURN_IF_ERROR(StartWorker(group, r));
+  return absl::OkStatus();
+}
 
 absl::Status LocalCluster::RestartCoordinator() {
   if (coordinator_ != nullptr && coordinator_->running()) {

@@ -62,6 +62,11 @@ class LocalCluster {
   // Starts the coordinator again (after it died or was killed), with the same port and db (a
   // new metrics port).
   absl::Status RestartCoordinator();
+  // Stops what is left of a group and starts all its ranks again (a new Gloo rendezvous); the
+  // group re-registers with its heartbeats.
+  absl::Status RestartGroup(int group);
+  // Times a group was started again.
+  int group_restarts(int group) const { return group_starts_[group]; }
   // The first process found dead ("" when all run), e.g. "g1 rank 0 (exit 1)".
   std::string FirstDead();
   // SIGTERM every process (workers first), SIGKILL what is left after the grace period.
@@ -78,6 +83,7 @@ class LocalCluster {
   std::vector<int> worker_metrics_ports_;
   std::unique_ptr<ChildProcess> coordinator_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;
+  std::vector<int> group_starts_;  // per group: 0 at the first start
 };
 
 // A port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close).

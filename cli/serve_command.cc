@@ -21,7 +21,8 @@ namespace {
 struct ServeOptions {
   LocalClusterOptions cluster;
   int ready_timeout_s = 120;
-  std::string cluster_file;  // JSON with the address and every pid, for scripts and tests
+  int max_group_restarts = 5;  // per group; 0 = never restart a group
+  std::string cluster_file;    // JSON with the address and every pid, for scripts and tests
 };
 
 void WriteClusterFile(LocalCluster& c, const std::string& path) {
@@ -61,9 +62,9 @@ absl::Status RunServe(const ServeOptions& o) {
               o.cluster.groups, o.cluster.tp);
   std::fflush(stdout);
 
-  // Wait for a signal or for the coordinator to exit; a worker exiting is reported (the
-  // coordinator routes around its group).
-  std::vector<bool> reported(o.cluster.groups * o.cluster.tp, false);
+  // Wait for a signal or for the coordinator to exit. A group that lost a process is stopped and
+  // started again (the coordinator routes around it meanwhile), up to --max_group_restarts.
+  std::vector<bool> reported(o.cluster.groups, false);  // a group left down
   while (true) {
     pollfd fds[2] = {{sigfd, POLLIN, 0}, {cluster->coordinator().exit_fd(), POLLIN, 0}};
     const int n = poll(fds, 2, 500);
@@ -79,13 +80,26 @@ absl::Status RunServe(const ServeOptions& o) {
       return absl::UnavailableError(absl::StrCat("dapq serve: ", dead, " exited"));
     }
     for (int g = 0; g < o.cluster.groups; ++g) {
-      for (int r = 0; r < o.cluster.tp; ++r) {
-        const int i = g * o.cluster.tp + r;
-        if (!reported[i] && !cluster->worker(g, r).running()) {
-          reported[i] = true;
-          std::fprintf(stderr, "dapq serve: group g%d rank %d exited (log %s)\n", g, r,
-                       cluster->worker(g, r).log_path().c_str());
-        }
+      int dead = -1;
+      for (int r = 0; r < o.cluster.tp && dead < 0; ++r) {
+        if (!cluster->worker(g, r).running()) dead = r;
+      }
+      if (dead < 0 || reported[g]) continue;
+      std::fprintf(stderr, "dapq serve: group g%d rank %d exited (log %s)\n", g, dead,
+                   cluster->worker(g, dead).log_path().c_str());
+      if (cluster->group_restarts(g) >= o.max_group_restarts) {
+        std::fprintf(stderr, "dapq serve: group g%d restarted %d times; leaving it down\n", g,
+                     cluster->group_restarts(g));
+        reported[g] = true;
+        continue;
+      }
+      std::fprintf(stderr, "dapq serve: restarting group g%d\n", g);
+      if (absl::Status s = cluster->RestartGroup(g); !s.ok()) {
+        std::fprintf(stderr, "dapq serve: restarting group g%d failed: %s\n", g,
+                     s.ToString().c_str());
+        reported[g] = true;
+      } else if (!o.cluster_file.empty()) {
+        WriteClusterFile(*cluster, o.cluster_file);
       }
     }
   }
@@ -121,6 +135,9 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--ready_timeout_s", o->ready_timeout_s, "seconds to wait for readiness")
       ->capture_default_str();
   cmd->add_option("--cluster_file", o->cluster_file, "write the address and pids here (JSON)");
+  cmd->add_option("--max_group_restarts", o->max_group_restarts,
+                  "a group that lost a process is restarted up to this many times (0 = never)")
+      ->capture_default_str();
   cmd->add_option("--metrics_port", c.metrics_port,
                   "coordinator /metrics port; worker ranks use the next ones (0 = free ports)")
       ->capture_default_str();

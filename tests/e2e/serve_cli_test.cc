@@ -96,6 +96,36 @@ TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
   EXPECT_EQ(unknown.exit_code, 1);
   EXPECT_THAT(unknown.out, HasSubstr("NOT_FOUND"));
 
+  // A killed rank: serve restarts its group, which registers again and serves.
+  auto worker_pid = [&](int rank) {
+    std::ifstream in(cluster_file);
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    return j.is_object() ? j["workers"][rank]["pid"].get<pid_t>() : pid_t{-1};
+  };
+  const pid_t killed = worker_pid(1);
+  ASSERT_EQ(kill(killed, SIGKILL), 0);
+  bool restarted = false;
+  for (int i = 0; i < 600 && !restarted; ++i) {
+    const pid_t now = worker_pid(1);
+    restarted = now > 0 && now != killed && kill(now, 0) == 0;
+    if (!restarted) ASSERT_FALSE(serve->Wait(std::chrono::milliseconds(100)).has_value());
+  }
+  ASSERT_TRUE(restarted) << "serve did not restart the group";
+  const testing::CommandResult after_restart =
+      testing::RunCommand(dapq + " status --wait_s 60 --groups 1 --coordinator " + address);
+  ASSERT_EQ(after_restart.exit_code, 0) << after_restart.out;
+  testing::CommandResult again;
+  for (int i = 0; i < 50; ++i) {  // the coordinator may still hold the dead group's last state
+    again = testing::RunCommand(dapq + " generate --coordinator " + address +
+                                " --prompt 'Once upon a time' --steps 40 --method dapq --budget 4");
+    if (again.exit_code == 0) break;
+    ASSERT_FALSE(serve->Wait(std::chrono::milliseconds(100)).has_value());
+  }
+  ASSERT_EQ(again.exit_code, 0) << again.out;
+  EXPECT_THAT(again.out, HasSubstr(local.out.substr(0, local.out.size() - 1)));
+  EXPECT_THAT(testing::RunCommand("cat " + dir + "/serve.log").out,
+              HasSubstr("restarting group g0"));
+
   // SIGTERM: every process of the cluster exits.
   std::ifstream in(cluster_file);
   const nlohmann::json cluster = nlohmann::json::parse(in);
