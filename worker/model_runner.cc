@@ -111,10 +111,12 @@ absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int
         absl::StrCat("forward: logits buffer holds ", logits.size(), " values, need ", want));
   }
   absl::Status reserved = cache.ReserveAppend(m);
-  if (shard_.tp > 1) {
-    // The KV block pool can run out on some ranks only (ragged per-head lengths after
-    // compression, or memory): the ranks agree before any collective of the pass, so that all
-    // of them fail together with ResourceExhausted and the group stays in step.
+  if (shard_.tp > 1 && cache.pool().max_blocks() > 0) {
+    // A capped KV block pool can run out on some ranks only (ragged per-head lengths after
+    // compression): the ranks agree before any collective of the pass, so that all of them
+    // fail together with ResourceExhausted and the group stays in step. An uncapped pool fails
+    // only when memory does, and that takes the process down anyway: no extra collective per
+    // pass for it.
     int64_t failed = reserved.ok() ? 0 : 1;
     DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(&failed, 1));
     if (failed > 0 && reserved.ok()) {
