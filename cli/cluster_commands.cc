@@ -53,13 +53,16 @@ void PrintStatus(const dapq::v1::ClusterStatusResponse& s) {
   for (const auto& g : s.groups()) {
     for (const auto& r : g.ranks()) {
       if (!header) {
-        std::printf("\nKV store per worker (used / capacity, blocks):\n");
+        std::printf(
+            "\nKV per worker: live cache (paged pool), then the store's tiers "
+            "(used / capacity, blocks):\n");
         header = true;
       }
       std::printf("  %s rank %d:", g.group_id().c_str(), r.rank());
       for (const auto& t : r.tiers()) {
         std::printf("  %s %s / %s (%d)", t.tier().c_str(), Bytes(t.used_bytes()).c_str(),
-                    Bytes(t.capacity_bytes()).c_str(), t.blocks());
+                    t.capacity_bytes() > 0 ? Bytes(t.capacity_bytes()).c_str() : "unbounded",
+                    t.blocks());
       }
       std::printf("\n");
     }

@@ -36,7 +36,7 @@ TEST(DeployMetricContractTest, NamesFollowTheConventions) {
       EXPECT_NE(label, "instance") << m.name;
     }
   }
-  EXPECT_EQ(names.size(), 34u);
+  EXPECT_EQ(names.size(), 38u);
 }
 
 TEST(DeployMetricContractTest, AcceptsQueriesOverTheContract) {

@@ -414,8 +414,16 @@ size_t GroupDriver::SessionsKvBytes() const {
 }
 
 absl::Status GroupDriver::GatherKvUsage() {
-  if (options_.store == nullptr) return absl::OkStatus();
-  const std::vector<kvstore::TierStats> local = options_.store->Stats();
+  // The live KV cache (the engine's paged pool) first, then the store's tiers.
+  std::vector<kvstore::TierStats> local(1);
+  const KvBlockPool& pool = engine_->kv_pool(0);
+  local[0].name = "cache";
+  local[0].used_bytes = static_cast<size_t>(pool.blocks_in_use()) * pool.block_bytes();
+  local[0].capacity_bytes = static_cast<size_t>(pool.max_blocks()) * pool.block_bytes();
+  local[0].blocks = static_cast<int>(pool.blocks_in_use());
+  if (options_.store != nullptr) {
+    for (const kvstore::TierStats& t : options_.store->Stats()) local.push_back(t);
+  }
   const int tp = comm_ != nullptr ? comm_->size() : 1;
   const int rank = comm_ != nullptr ? comm_->rank() : 0;
   const size_t tiers = local.size();

@@ -108,6 +108,9 @@ absl::Status RunWorker(const WorkerFlags& f) {
               metrics_server->port());
   std::fflush(stdout);
 
+  auto pool_collector = std::make_shared<KvPoolCollector>(&engine->kv_pool(0), f.group_id, f.rank);
+  metrics_server->Register(pool_collector);
+
   GroupDriverOptions driver_options;
   driver_options.store = store.get();
   driver_options.fail_on_bad_block = f.fail_on_bad_block;

@@ -254,6 +254,33 @@ std::vector<prometheus::MetricFamily> KvStoreCollector::Collect() const {
   return out;
 }
 
+KvPoolCollector::KvPoolCollector(const KvBlockPool* pool, std::string group, int rank)
+    : pool_(pool), group_(std::move(group)), rank_(std::to_string(rank)) {}
+
+std::vector<prometheus::MetricFamily> KvPoolCollector::Collect() const {
+  const std::pair<const char*, const char*> kFamilies[] = {
+      {"dapq_kv_pool_used_blocks", "Blocks of the paged KV cache held by live sequences"},
+      {"dapq_kv_pool_allocated_blocks", "Blocks of the paged KV cache allocated (used + free)"},
+      {"dapq_kv_pool_capacity_blocks", "The pool's cap in blocks (0 = grows while memory lasts)"},
+      {"dapq_kv_pool_block_bytes", "Bytes of one block (K and V)"}};
+  const double values[] = {
+      static_cast<double>(pool_->blocks_in_use()), static_cast<double>(pool_->blocks_allocated()),
+      static_cast<double>(pool_->max_blocks()), static_cast<double>(pool_->block_bytes())};
+  std::vector<prometheus::MetricFamily> out;
+  for (size_t i = 0; i < 4; ++i) {
+    prometheus::MetricFamily family;
+    family.name = kFamilies[i].first;
+    family.help = kFamilies[i].second;
+    family.type = prometheus::MetricType::Gauge;
+    prometheus::ClientMetric m;
+    m.label = {{"group", group_}, {"rank", rank_}};
+    m.gauge.value = values[i];
+    family.metric.push_back(std::move(m));
+    out.push_back(std::move(family));
+  }
+  return out;
+}
+
 absl::Status TimedCommunicator::AllReduceSum(float* data, size_t count) {
   const auto t0 = std::chrono::steady_clock::now();
   absl::Status s = t_->AllReduceSum(data, count);

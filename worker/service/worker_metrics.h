@@ -21,6 +21,7 @@
 #include "prometheus/registry.h"
 #include "worker/comm/communicator.h"
 #include "worker/compress/compressor.h"
+#include "worker/kv_cache.h"
 
 namespace dapq::worker::service {
 
@@ -83,6 +84,19 @@ class KvStoreCollector final : public prometheus::Collectable {
 
  private:
   const kvstore::KvStore* const store_;
+  const std::string group_, rank_;
+};
+
+// The engine's paged KV pool of this rank (dapq_kv_pool_used_blocks, _allocated_blocks,
+// _capacity_blocks (0 = uncapped), _block_bytes), read at each scrape. The pool must outlive the
+// collector's registration.
+class KvPoolCollector final : public prometheus::Collectable {
+ public:
+  KvPoolCollector(const KvBlockPool* pool, std::string group, int rank);
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  const KvBlockPool* const pool_;
   const std::string group_, rank_;
 };
 
