@@ -7,6 +7,7 @@
 #ifndef DAPQ_KVSTORE_FILE_ENV_H_
 #define DAPQ_KVSTORE_FILE_ENV_H_
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,13 @@ class FileEnv {
   // Creates or truncates `path` and writes `data` in large writes; fsync when `sync`.
   virtual absl::Status WriteFile(const std::string& path, absl::string_view data, bool sync) = 0;
   virtual absl::StatusOr<std::string> ReadFile(const std::string& path) = 0;
+  // Up to `size` bytes of `path` from `offset` (fewer at the end of the file: the caller checks).
+  // The default reads the whole file; the POSIX one preads just the range.
+  virtual absl::StatusOr<std::string> ReadRange(const std::string& path, size_t offset,
+                                                size_t size);
+  // Appends `data` to `path` (created when missing), without fsync. The default reads the file
+  // and rewrites it; the POSIX one opens it O_APPEND.
+  virtual absl::Status AppendFile(const std::string& path, absl::string_view data);
   // Atomic replace (rename(2)).
   virtual absl::Status Rename(const std::string& from, const std::string& to) = 0;
   virtual absl::Status Remove(const std::string& path) = 0;

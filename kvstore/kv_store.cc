@@ -124,6 +124,53 @@ void KvStore::PromoteLocked(const std::string& key, Entry& e, const std::string&
   e.bytes = bytes.size();
 }
 
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> KvStore::ReadBatchLocked(
+    int t, const std::vector<std::string>& keys) {
+  std::vector<std::pair<std::string, std::string>> blocks;
+  blocks.reserve(keys.size());
+  for (const std::string& key : keys) {
+    absl::StatusOr<std::string> bytes = tiers_[t]->Get(key);
+    if (!bytes.ok()) {
+      if (options_.observer) options_.observer->OnFailedLoad(t, bytes.status());
+      return absl::Status(bytes.status().code(),
+                          absl::StrCat("reading ", key, ": ", bytes.status().message()));
+    }
+    blocks.emplace_back(key, *std::move(bytes));
+  }
+  return blocks;
+}
+
+absl::Status KvStore::MoveBatchLocked(int from, int to,
+                                      std::vector<std::pair<std::string, std::string>> blocks,
+                                      bool retried_if_full) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::pair<std::string, size_t>> moved;  // key, bytes
+  moved.reserve(blocks.size());
+  for (const auto& [key, bytes] : blocks) moved.emplace_back(key, bytes.size());
+  const absl::Status put = tiers_[to]->PutBatch(std::move(blocks));  // on failure: all stay
+  std::vector<absl::Status> statuses(moved.size(), put);
+  absl::Status first = put;
+  if (put.ok()) {
+    for (size_t i = 0; i < moved.size(); ++i) {
+      statuses[i] = tiers_[from]->Erase(moved[i].first);
+      if (statuses[i].ok()) {
+        index_[moved[i].first].tier = to;
+      } else if (first.ok()) {
+        first = statuses[i];
+      }
+    }
+  }
+  if (options_.observer && !(retried_if_full && absl::IsResourceExhausted(put))) {
+    const double each =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
+        static_cast<double>(std::max<size_t>(1, moved.size()));
+    for (size_t i = 0; i < moved.size(); ++i) {
+      options_.observer->OnTransfer(from, to, moved[i].second, each, statuses[i]);
+    }
+  }
+  return first;
+}
+
 absl::Status KvStore::SpillTierLocked(int t) {
   if (t + 1 >= static_cast<int>(tiers_.size())) return absl::OkStatus();
   Tier& tier = *tiers_[t];
@@ -137,20 +184,51 @@ absl::Status KvStore::SpillTierLocked(int t) {
     victims.push_back({{active, e.last_use, key}, key});
   }
   std::sort(victims.begin(), victims.end());
-  for (const auto& [order, key] : victims) {
-    if (tier.BelowLowWatermark()) break;
-    Entry& e = index_[key];
-    absl::Status s = MoveLocked(key, e, t + 1, /*retried_if_full=*/true);
+  const double low = tier.options().low_watermark * static_cast<double>(tier.capacity_bytes());
+  auto named = [&](const std::vector<std::string>& keys, const absl::Status& s) {
+    return absl::Status(
+        s.code(),
+        absl::StrCat(
+            "spilling ",
+            keys.size() == 1 ? keys[0] : absl::StrCat(keys.size(), " blocks (", keys[0], ", ...)"),
+            " from ", tier.options().name, " to ", tiers_[t + 1]->options().name, ": ",
+            s.message()));
+  };
+  size_t next = 0;
+  while (next < victims.size() && !tier.BelowLowWatermark()) {
+    // The next batch: just enough victims to reach the low watermark, within the batch limits.
+    std::vector<std::pair<std::string, std::string>> batch;
+    std::vector<std::string> keys;
+    double projected = static_cast<double>(tier.used_bytes());
+    size_t batch_bytes = 0;
+    while (next < victims.size() && projected > low && batch.size() < kMaxBatchBlocks &&
+           batch_bytes < kMaxBatchBytes) {
+      const std::string& key = victims[next++].second;
+      absl::StatusOr<std::vector<std::pair<std::string, std::string>>> one =
+          ReadBatchLocked(t, {key});
+      if (!one.ok()) return named({key}, one.status());
+      const size_t size = (*one)[0].second.size();
+      projected -= static_cast<double>(size);
+      batch_bytes += size;
+      keys.push_back(key);
+      batch.push_back(std::move((*one)[0]));
+    }
+    absl::Status s = MoveBatchLocked(t, t + 1, std::move(batch), /*retried_if_full=*/true);
     if (absl::IsResourceExhausted(s)) {
-      // The next tier is full too: make room there first, then retry once.
-      DAPQ_RETURN_IF_ERROR(SpillTierLocked(t + 1));
-      s = MoveLocked(key, e, t + 1);
+      // The next tier has no room for the whole batch: one block at a time as before, each
+      // making room below first (then retried once) when the next tier is full.
+      for (const std::string& key : keys) {
+        if (tier.BelowLowWatermark()) break;
+        Entry& e = index_[key];
+        s = MoveLocked(key, e, t + 1, /*retried_if_full=*/true);
+        if (absl::IsResourceExhausted(s)) {
+          DAPQ_RETURN_IF_ERROR(SpillTierLocked(t + 1));
+          s = MoveLocked(key, e, t + 1);
+        }
+        if (!s.ok()) return named({key}, s);
+      }
     }
-    if (!s.ok()) {
-      return absl::Status(s.code(),
-                          absl::StrCat("spilling ", key, " from ", tier.options().name, " to ",
-                                       tiers_[t + 1]->options().name, ": ", s.message()));
-    }
+    if (!s.ok()) return named(keys, s);
   }
   return SpillTierLocked(t + 1);
 }
@@ -263,11 +341,24 @@ absl::Status KvStore::PersistAll() {
     return absl::FailedPreconditionError("kv store: no disk tier to persist to");
   }
   constexpr int kDisk = 2;
-  for (auto& [key, e] : index_) {
-    if (e.tier >= kDisk) continue;
-    DAPQ_ASSIGN_OR_RETURN(std::string bytes, tiers_[e.tier]->Get(key));
-    DAPQ_RETURN_IF_ERROR(MakeRoomLocked(kDisk, bytes.size(), key));
-    DAPQ_RETURN_IF_ERROR(MoveLocked(key, e, kDisk));
+  // In batches (one segment file, one fsync each), tier by tier.
+  for (int t = 0; t < kDisk; ++t) {
+    std::vector<std::string> keys;
+    for (const auto& [key, e] : index_) {
+      if (e.tier == t) keys.push_back(key);
+    }
+    size_t next = 0;
+    while (next < keys.size()) {
+      std::vector<std::pair<std::string, std::string>> batch;
+      size_t batch_bytes = 0;
+      while (next < keys.size() && batch.size() < kMaxBatchBlocks && batch_bytes < kMaxBatchBytes) {
+        DAPQ_ASSIGN_OR_RETURN(auto one, ReadBatchLocked(t, {keys[next++]}));
+        batch_bytes += one[0].second.size();
+        batch.push_back(std::move(one[0]));
+      }
+      DAPQ_RETURN_IF_ERROR(MakeRoomLocked(kDisk, batch_bytes, ""));
+      DAPQ_RETURN_IF_ERROR(MoveBatchLocked(t, kDisk, std::move(batch), false));
+    }
   }
   return absl::OkStatus();
 }

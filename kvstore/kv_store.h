@@ -5,7 +5,11 @@
 // moves least-recently-used blocks down, idle sessions' blocks before active ones (priority),
 // until the tier is under its low watermark. Get finds a block wherever it is, verifies it
 // (lower tiers checksum it) and promotes it back to the top. A failed spill (ENOSPC, I/O
-// error, peer gone) leaves the block where it was and reports the error.
+// error, peer gone) leaves the block where it was and reports the error. Spills and PersistAll
+// move blocks in batches (up to kMaxBatchBlocks blocks / kMaxBatchBytes bytes) with one
+// Tier::PutBatch each: the disk tier writes a batch as one segment file with one fsync. When the
+// tier below has no room for a whole spill batch, that batch moves one block at a time as
+// before (each making room further down first when needed).
 // Spills and prefetches run on a background thread (ScheduleSpill / Prefetch); Flush waits for
 // them, so tests never sleep.
 // Memory tiers: with use_cuda (CUDA builds, a GPU present) the device tier holds its blocks in
@@ -24,6 +28,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -76,6 +81,9 @@ struct TierStats {
 
 class KvStore {
  public:
+  static constexpr size_t kMaxBatchBlocks = 64;
+  static constexpr size_t kMaxBatchBytes = 4ull << 20;
+
   static absl::StatusOr<std::unique_ptr<KvStore>> Open(const KvStoreOptions& options);
   ~KvStore();
 
@@ -124,6 +132,16 @@ class KvStore {
   void PromoteLocked(const std::string& key, Entry& e, const std::string& bytes,
                      std::chrono::steady_clock::time_point start)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves `blocks` (keys with the bytes read from tier `from`) to tier `to` with one
+  // Tier::PutBatch, then erases them from `from`. All or nothing: on failure every block stays
+  // on `from`. The observer is told per block, each with the batch's time split evenly (so the
+  // per-block seconds add up to the batch's); `retried_if_full` as for MoveLocked.
+  absl::Status MoveBatchLocked(int from, int to,
+                               std::vector<std::pair<std::string, std::string>> blocks,
+                               bool retried_if_full) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads `keys` from tier `t` (a failed read is reported to the observer and returned).
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadBatchLocked(
+      int t, const std::vector<std::string>& keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SpillTierLocked(int tier) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MakeRoomLocked(int tier, size_t bytes, const std::string& keep)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -2,9 +2,12 @@
 // The tiered store: blocks spill device -> host -> disk under watermarks (idle sessions first,
 // then LRU), come back byte-identical and promoted, survive a restart on disk, a failed spill
 // (ENOSPC) leaves the block on its upper tier with a clear error, and many sessions spill and
-// restore concurrently (run under ThreadSanitizer in CI).
+// restore concurrently (run under ThreadSanitizer in CI). Spills to disk go in batches: one
+// segment file per batch, the observer still told per block, a failed batch leaving every one
+// of its blocks above.
 #include "kvstore/kv_store.h"
 
+#include <filesystem>
 #include <map>
 #include <random>
 #include <thread>
@@ -130,6 +133,99 @@ TEST(KvStoreTest, DiskBlocksSurviveARestart) {
   for (const std::string& k : keys) {
     ASSERT_OK_AND_ASSIGN(std::string got, store->Get(k));
     EXPECT_EQ(got, Block(std::stoi(k.substr(5))));
+  }
+}
+
+struct Transfer {
+  int from, to;
+  size_t bytes;
+  double seconds;
+  absl::Status status;
+};
+
+class RecordingObserver : public KvStoreObserver {
+ public:
+  void OnTransfer(int from, int to, size_t bytes, double seconds,
+                  const absl::Status& status) override {
+    transfers.push_back({from, to, bytes, seconds, status});
+  }
+  void OnFailedLoad(int, const absl::Status&) override { ++failed_loads; }
+  std::vector<Transfer> transfers;
+  int failed_loads = 0;
+};
+
+int SegmentFiles(const std::string& dir) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    n += e.path().extension() == ".seg";
+  }
+  return n;
+}
+
+TEST(KvStoreTest, PersistAllWritesOneSegmentPerBatchAndReportsEachBlock) {
+  const std::string dir = dapq::testing::MakeTempDir("kv_store_batch");
+  RecordingObserver observer;
+  KvStoreOptions o = SmallOptions(dir);
+  o.observer = &observer;
+  {
+    ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
+    for (int i = 0; i < 6; ++i) {
+      ASSERT_THAT(store->Put("s", absl::StrCat("s.", i), Block(i)), IsOk());
+    }
+    observer.transfers.clear();
+    ASSERT_THAT(store->PersistAll(), IsOk());
+    for (int i = 0; i < 6; ++i) EXPECT_EQ(store->TierOf(absl::StrCat("s.", i)), 2);
+    // One segment per source tier (device, host): two fsyncs for six blocks.
+    EXPECT_EQ(SegmentFiles(dir), 2);
+    int to_disk = 0;
+    for (const Transfer& t : observer.transfers) {
+      EXPECT_THAT(t.status, IsOk());
+      EXPECT_EQ(t.bytes, Block(0).size());
+      EXPECT_GE(t.seconds, 0.0);
+      to_disk += t.to == 2;
+    }
+    EXPECT_EQ(to_disk, 6);
+  }
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions(dir)));
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string got, store->Get(absl::StrCat("s.", i)));
+    EXPECT_EQ(got, Block(i));
+  }
+  // Every block promoted off the disk: the segments are gone.
+  EXPECT_EQ(SegmentFiles(dir), 0);
+}
+
+TEST(KvStoreTest, FailedBatchSpillLeavesEveryBlockAbove) {
+  const std::string dir = dapq::testing::MakeTempDir("kv_store_batch_enospc");
+  dapq::testing::FaultInjectionEnv env;
+  RecordingObserver observer;
+  KvStoreOptions o = SmallOptions(dir, &env);
+  o.observer = &observer;
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(store->Put("s", absl::StrCat("s.", i), Block(i)), IsOk());
+  observer.transfers.clear();
+  env.fail_writes_enospc = 1;
+  EXPECT_THAT(store->PersistAll(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       ::testing::AllOf(::testing::HasSubstr("batch of 3 blocks"),
+                                        ::testing::HasSubstr("No space left on device"))));
+  ASSERT_EQ(observer.transfers.size(), 3u);  // one failed transfer per block of the batch
+  for (const Transfer& t : observer.transfers) {
+    EXPECT_EQ(t.from, 0);
+    EXPECT_EQ(t.to, 2);
+    EXPECT_THAT(t.status, StatusIs(absl::StatusCode::kResourceExhausted));
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(store->TierOf(absl::StrCat("s.", i)), 0);
+  EXPECT_EQ(store->tier(2).used_bytes(), 0u);
+  env.short_writes = 1;
+  EXPECT_THAT(store->PersistAll(), StatusIs(absl::StatusCode::kInternal));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(store->TierOf(absl::StrCat("s.", i)), 0);
+  EXPECT_EQ(SegmentFiles(dir), 0);
+  ASSERT_THAT(store->PersistAll(), IsOk());  // the disk has room again
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(store->TierOf(absl::StrCat("s.", i)), 2);
+    ASSERT_OK_AND_ASSIGN(std::string got, store->Get(absl::StrCat("s.", i)));
+    EXPECT_EQ(got, Block(i));
   }
 }
 

@@ -1,6 +1,8 @@
 // File: kvstore/memory_tier.cc
-// MemoryTier and TierOptions validation.
+// MemoryTier, TierOptions validation and Tier's default PutBatch.
 #include "kvstore/memory_tier.h"
+
+#include <set>
 
 #include "absl/strings/str_cat.h"
 
@@ -16,6 +18,30 @@ absl::Status TierOptions::Validate() const {
                                                    ": need 0 < low_watermark <= high_watermark "
                                                    "<= 1; got ",
                                                    low_watermark, ", ", high_watermark));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDistinctKeys(const std::string& tier,
+                               const std::vector<std::pair<std::string, std::string>>& blocks) {
+  std::set<std::string> seen;
+  for (const auto& [key, block] : blocks) {
+    if (!seen.insert(key).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tier ", tier, ": key ", key, " appears twice in one batch"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Tier::PutBatch(std::vector<std::pair<std::string, std::string>> blocks) {
+  if (absl::Status s = CheckDistinctKeys(options().name, blocks); !s.ok()) return s;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const absl::Status s = Put(blocks[i].first, std::move(blocks[i].second));
+    if (!s.ok()) {
+      for (size_t j = 0; j < i; ++j) Erase(blocks[j].first).IgnoreError();
+      return s;
+    }
   }
   return absl::OkStatus();
 }

@@ -63,6 +63,24 @@ class PosixFileEnv final : public FileEnv {
     return absl::OkStatus();
   }
 
+  absl::Status AppendFile(const std::string& path, absl::string_view data) override {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return ErrnoError("cannot open", path, errno);
+    size_t done = 0;
+    while (done < data.size()) {
+      const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        const int err = errno;
+        ::close(fd);
+        return ErrnoError("cannot append to", path, err);
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (::close(fd) != 0) return ErrnoError("cannot close", path, errno);
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<std::string> ReadFile(const std::string& path) override {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ErrnoError("cannot open", path, errno);
@@ -80,6 +98,29 @@ class PosixFileEnv final : public FileEnv {
       out.append(buf, static_cast<size_t>(n));
     }
     ::close(fd);
+    return out;
+  }
+
+  absl::StatusOr<std::string> ReadRange(const std::string& path, size_t offset,
+                                        size_t size) override {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoError("cannot open", path, errno);
+    std::string out(size, '\0');
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t n =
+          ::pread(fd, out.data() + done, size - done, static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        const int err = errno;
+        ::close(fd);
+        return ErrnoError("cannot read", path, err);
+      }
+      if (n == 0) break;
+      done += static_cast<size_t>(n);
+    }
+    ::close(fd);
+    out.resize(done);
     return out;
   }
 
@@ -117,6 +158,20 @@ class PosixFileEnv final : public FileEnv {
 };
 
 }  // namespace
+
+absl::StatusOr<std::string> FileEnv::ReadRange(const std::string& path, size_t offset,
+                                               size_t size) {
+  absl::StatusOr<std::string> all = ReadFile(path);
+  if (!all.ok()) return all.status();
+  if (offset >= all->size()) return std::string();
+  return all->substr(offset, size);
+}
+
+absl::Status FileEnv::AppendFile(const std::string& path, absl::string_view data) {
+  absl::StatusOr<std::string> before = ReadFile(path);
+  if (!before.ok() && !absl::IsNotFound(before.status())) return before.status();
+  return WriteFile(path, absl::StrCat(before.ok() ? *before : "", data), /*sync=*/false);
+}
 
 FileEnv* FileEnv::Posix() {
   static FileEnv* env = new PosixFileEnv();

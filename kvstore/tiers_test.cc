@@ -1,7 +1,9 @@
 // File: kvstore/tiers_test.cc
 // Block codec and the memory and disk tiers: byte-identical round trips, capacity and
 // watermarks, corrupted / truncated / missing block files detected, ENOSPC and short writes
-// leaving nothing behind, and recovery after a restart.
+// leaving nothing behind, and recovery after a restart; the disk tier's batch segments
+// (PutBatch): round trip, restart, partial / corrupted segments, ENOSPC, deletion with the last
+// live block.
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -158,6 +160,179 @@ TEST_F(DiskTierTest, RestartDiscardsPartialWritesAndCorruptFiles) {
   EXPECT_EQ(tier->recovery().discarded_corrupt, 1);
   EXPECT_EQ(tier->Keys(), std::vector<std::string>{"good"});
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/partial.blk.tmp"));
+}
+
+std::vector<std::pair<std::string, std::string>> Batch(const std::string& prefix, int n,
+                                                       uint64_t seed) {
+  std::vector<std::pair<std::string, std::string>> blocks;
+  for (int i = 0; i < n; ++i) {
+    blocks.emplace_back(prefix + std::to_string(i), MakeBlock(i, 5 + i, seed + i));
+  }
+  return blocks;
+}
+
+int CountFiles(const std::string& dir, const std::string& suffix) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    n += name.size() >= suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  }
+  return n;
+}
+
+TEST_F(DiskTierTest, PutBatchWritesOneSegmentAndRoundTripsByteIdentical) {
+  ASSERT_OK_AND_ASSIGN(auto tier, DiskTier::Open(options_, dir_, &env_));
+  const auto blocks = Batch("s.b", 5, 20);
+  size_t total = 0;
+  for (const auto& [k, b] : blocks) total += b.size();
+  ASSERT_THAT(tier->PutBatch(blocks), IsOk());
+  EXPECT_EQ(CountFiles(dir_, ".seg"), 1);
+  EXPECT_EQ(CountFiles(dir_, ".blk"), 0);
+  EXPECT_EQ(tier->used_bytes(), total);
+  EXPECT_EQ(tier->Keys().size(), 5u);
+  for (const auto& [k, b] : blocks) {
+    ASSERT_OK_AND_ASSIGN(std::string got, tier->Get(k));
+    EXPECT_EQ(got, b) << k;
+    EXPECT_NE(tier->SegmentPathOf(k), "");
+  }
+  // Distinct keys only; an empty batch is a no-op.
+  EXPECT_THAT(tier->PutBatch({{"x", "1"}, {"x", "2"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("twice")));
+  EXPECT_THAT(tier->PutBatch({}), IsOk());
+  // A single Put of a key held in a segment replaces it there (block file wins).
+  const std::string replacement = MakeBlock(9, 9, 99);
+  ASSERT_THAT(tier->Put("s.b0", replacement), IsOk());
+  EXPECT_EQ(tier->SegmentPathOf("s.b0"), "");
+  ASSERT_OK_AND_ASSIGN(std::string got, tier->Get("s.b0"));
+  EXPECT_EQ(got, replacement);
+  // ... and a batch replaces a block file (which is then unlinked).
+  ASSERT_THAT(tier->PutBatch({{"s.b0", blocks[0].second}}), IsOk());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/s.b0.blk"));
+  ASSERT_OK_AND_ASSIGN(got, tier->Get("s.b0"));
+  EXPECT_EQ(got, blocks[0].second);
+}
+
+TEST_F(DiskTierTest, SegmentsSurviveRestartWithoutErasedOrReplacedBlocks) {
+  const auto blocks = Batch("s.b", 4, 30);
+  {
+    ASSERT_OK_AND_ASSIGN(auto tier, DiskTier::Open(options_, dir_, &env_));
+    ASSERT_THAT(tier->PutBatch(blocks), IsOk());
+    ASSERT_THAT(tier->Put("single", MakeBlock(0, 3, 1)), IsOk());
+    ASSERT_THAT(tier->Erase("s.b1"), IsOk());  // erased: must not come back
+    ASSERT_THAT(tier->PutBatch({{"s.b2", MakeBlock(7, 7, 77)}}), IsOk());  // replaced
+  }
+  ASSERT_OK_AND_ASSIGN(auto tier, DiskTier::Open(options_, dir_, &env_));
+  EXPECT_EQ(tier->recovery().recovered, 4);  // s.b0, s.b2 (new), s.b3, single
+  EXPECT_EQ(tier->recovery().segments, 2);
+  EXPECT_EQ(tier->recovery().discarded_corrupt, 0);
+  EXPECT_FALSE(tier->Contains("s.b1"));
+  ASSERT_OK_AND_ASSIGN(std::string got, tier->Get("s.b2"));
+  EXPECT_EQ(got, MakeBlock(7, 7, 77));
+  ASSERT_OK_AND_ASSIGN(got, tier->Get("s.b3"));
+  EXPECT_EQ(got, blocks[3].second);
+  // New segments after a restart do not reuse a live segment's number.
+  ASSERT_THAT(tier->PutBatch(Batch("t.b", 2, 40)), IsOk());
+  EXPECT_EQ(CountFiles(dir_, ".seg"), 3);
+  ASSERT_OK_AND_ASSIGN(got, tier->Get("s.b0"));
+  EXPECT_EQ(got, blocks[0].second);
+}
+
+TEST_F(DiskTierTest, RestartDiscardsPartialSegmentsAndKeepsWhatVerifies) {
+  const auto blocks = Batch("s.b", 3, 50);
+  std::string seg;
+  {
+    ASSERT_OK_AND_ASSIGN(auto tier, DiskTier::Open(options_, dir_, &env_));
+    ASSERT_THAT(tier->PutBatch(blocks), IsOk());
+    seg = tier->SegmentPathOf("s.b0");
+  }
+  // A crash mid-spill leaves a temp segment; a torn tail cuts the last block short.
+  std::ofstream(dir_ + "/seg-9.seg.tmp") << "half a segment";
+  std::filesystem::resize_file(seg, std::filesystem::file_size(seg) - 10);
+  ASSERT_OK_AND_ASSIGN(auto tier, DiskTier::Open(options_, dir_, &env_));
+  EXPECT_EQ(tier->recovery().discarded_temp, 1);
+  EXPECT_EQ(tier->recovery().discarded_corrupt, 1);
+  EXPECT_EQ(tier->recovery().recovered, 2);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/seg-9.seg.tmp"));
+  EXPECT_EQ(tier->Keys(), (std::vector<std::string>{"s.b0", "s.b1"}));
+  ASSERT_OK_AND_ASSIGN(std::string got, tier->Get("s.b1"));
+  EXPECT_EQ(got, blocks[1].second);
+  // A segment with nothing valid left is deleted.
+  std::filesystem::resize_file(seg, 12);
+  ASSERT_OK_AND_ASSIGN(auto again, DiskTier::Open(options_, dir_, &env_));
+  EXPECT_TRUE(again->Keys().empty());
+  EXPECT_FALSE(std::filesystem::exists(seg));
+}
+
+TEST_F(DiskTierTest, CorruptedSegmentByteFailsOnlyThatBlock) {
+  ASSERT_OK_AND_ASSIGN(auto tier, DiskTier::Open(options_, dir_, &env_));
+  const auto blocks = Batch("s.b", 3, 60);
+  ASSERT_THAT(tier->PutBatch(blocks), IsOk());
+  const std::string seg = tier->SegmentPathOf("s.b1");
+  // Bit rot in the middle of block s.b1's bytes on disk.
+  const size_t header = 16, entry = 16;
+  const size_t b1 = header + entry + blocks[0].first.size() + blocks[0].second.size() + entry +
+                    blocks[1].first.size();
+  {
+    std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(b1 + blocks[1].second.size() / 2));
+    f.put('\x7f');
+  }
+  EXPECT_THAT(tier->Get("s.b1"), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("s.b1")));
+  for (int i : {0, 2}) {
+    ASSERT_OK_AND_ASSIGN(std::string got, tier->Get(blocks[i].first));
+    EXPECT_EQ(got, blocks[i].second);
+  }
+  // Read faults through the range read as well.
+  env_.corrupt_reads = 1;
+  EXPECT_THAT(tier->Get("s.b0"), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("checksum")));
+  env_.fail_reads_eio = 1;
+  EXPECT_THAT(tier->Get("s.b0"), StatusIs(absl::StatusCode::kInternal, HasSubstr("Input/output")));
+  std::filesystem::remove(seg);
+  EXPECT_THAT(tier->Get("s.b2"), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("missing")));
+}
+
+TEST_F(DiskTierTest, FailedBatchStoresNothing) {
+  ASSERT_OK_AND_ASSIGN(auto tier, DiskTier::Open(options_, dir_, &env_));
+  ASSERT_THAT(tier->Put("kept", MakeBlock(0, 4, 70)), IsOk());
+  const size_t used = tier->used_bytes();
+  env_.fail_writes_enospc = 1;
+  EXPECT_THAT(tier->PutBatch(Batch("a.b", 3, 71)),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       ::testing::AllOf(HasSubstr("batch of 3 blocks"), HasSubstr("a.b0"),
+                                        HasSubstr("No space left"))));
+  env_.short_writes = 1;
+  EXPECT_THAT(tier->PutBatch(Batch("b.b", 3, 72)), StatusIs(absl::StatusCode::kInternal));
+  env_.fail_renames = 1;
+  EXPECT_THAT(tier->PutBatch(Batch("c.b", 3, 73)), StatusIs(absl::StatusCode::kInternal));
+  // Over capacity: refused before any write.
+  TierOptions small = options_;
+  small.capacity_bytes = MakeBlock(0, 5, 1).size() + MakeBlock(1, 6, 1).size();
+  ASSERT_OK_AND_ASSIGN(auto tiny, DiskTier::Open(small, dir_ + "/tiny", &env_));
+  EXPECT_THAT(tiny->PutBatch(Batch("d.b", 3, 1)), StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_TRUE(tiny->Keys().empty());
+  EXPECT_EQ(tiny->used_bytes(), 0u);
+  EXPECT_EQ(tier->Keys(), std::vector<std::string>{"kept"});
+  EXPECT_EQ(tier->used_bytes(), used);
+  EXPECT_EQ(CountFiles(dir_, ".seg"), 0);
+  EXPECT_EQ(CountFiles(dir_, ".tmp"), 0);
+}
+
+TEST_F(DiskTierTest, ErasingEveryBlockDeletesTheSegment) {
+  ASSERT_OK_AND_ASSIGN(auto tier, DiskTier::Open(options_, dir_, &env_));
+  const auto blocks = Batch("s.b", 3, 80);
+  ASSERT_THAT(tier->PutBatch(blocks), IsOk());
+  const std::string seg = tier->SegmentPathOf("s.b0");
+  ASSERT_THAT(tier->Erase("s.b0"), IsOk());
+  ASSERT_THAT(tier->Erase("s.b2"), IsOk());
+  EXPECT_TRUE(std::filesystem::exists(seg));
+  ASSERT_OK_AND_ASSIGN(std::string got, tier->Get("s.b1"));
+  EXPECT_EQ(got, blocks[1].second);
+  ASSERT_THAT(tier->Erase("s.b1"), IsOk());
+  EXPECT_FALSE(std::filesystem::exists(seg));
+  EXPECT_TRUE(std::filesystem::is_empty(dir_));  // the .dead list went with it
+  EXPECT_EQ(tier->used_bytes(), 0u);
+  EXPECT_THAT(tier->Erase("s.b1"), StatusIs(absl::StatusCode::kNotFound));
 }
 
 }  // namespace

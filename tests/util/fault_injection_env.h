@@ -50,6 +50,17 @@ class FaultInjectionEnv final : public kvstore::FileEnv {
     return bytes;
   }
 
+  // The same read faults on a range read (a flipped byte lands in the middle of the range).
+  absl::StatusOr<std::string> ReadRange(const std::string& path, size_t offset,
+                                        size_t size) override {
+    if (Take(fail_reads_eio)) {
+      return absl::InternalError(absl::StrCat("cannot read ", path, ": Input/output error"));
+    }
+    absl::StatusOr<std::string> bytes = base_->ReadRange(path, offset, size);
+    if (bytes.ok() && !bytes->empty() && Take(corrupt_reads)) (*bytes)[bytes->size() / 2] ^= 0x5A;
+    return bytes;
+  }
+
   absl::Status Rename(const std::string& from, const std::string& to) override {
     if (Take(fail_renames)) return absl::InternalError(absl::StrCat("cannot rename ", from));
     return base_->Rename(from, to);
