@@ -356,7 +356,17 @@ absl::Status KvStore::PersistAll() {
         batch_bytes += one[0].second.size();
         batch.push_back(std::move(one[0]));
       }
-      DAPQ_RETURN_IF_ERROR(MakeRoomLocked(kDisk, batch_bytes, ""));
+      if (absl::Status room = MakeRoomLocked(kDisk, batch_bytes, "");
+          absl::IsResourceExhausted(room) && batch.size() > 1) {
+        // No room for the whole batch: as many of its blocks as fit, one at a time.
+        for (auto& [key, bytes] : batch) {
+          DAPQ_RETURN_IF_ERROR(MakeRoomLocked(kDisk, bytes.size(), key));
+          DAPQ_RETURN_IF_ERROR(MoveLocked(key, index_[key], kDisk));
+        }
+        continue;
+      } else if (!room.ok()) {
+        return room;
+      }
       DAPQ_RETURN_IF_ERROR(MoveBatchLocked(t, kDisk, std::move(batch), false));
     }
   }

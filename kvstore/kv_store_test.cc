@@ -229,6 +229,21 @@ TEST(KvStoreTest, FailedBatchSpillLeavesEveryBlockAbove) {
   }
 }
 
+TEST(KvStoreTest, PersistAllFillsADiskTooSmallForAWholeBatch) {
+  const std::string dir = dapq::testing::MakeTempDir("kv_store_batch_partial");
+  KvStoreOptions o = SmallOptions(dir);
+  o.disk.capacity_bytes = 5 * Block(0).size();
+  o.disk.high_watermark = o.disk.low_watermark = 1.0;
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
+  for (int i = 0; i < 6; ++i) ASSERT_THAT(store->Put("s", absl::StrCat("s.", i), Block(i)), IsOk());
+  EXPECT_THAT(store->PersistAll(), StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(store->Stats()[2].blocks, 5);  // as many as fit, the rest stays above
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string got, store->Get(absl::StrCat("s.", i)));
+    EXPECT_EQ(got, Block(i));
+  }
+}
+
 TEST(KvStoreTest, BackgroundSpillAndPrefetchWithFlush) {
   const std::string dir = dapq::testing::MakeTempDir("kv_store_background");
   KvStoreOptions o = SmallOptions(dir);
