@@ -9,6 +9,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/util/run_command.h"
+#include "tests/util/stored_blocks.h"
 #include "tests/util/test_paths.h"
 
 namespace dapq {
@@ -125,9 +126,10 @@ TEST(CliSessionTest, SessionContinuesInANewProcessAndSurvivesABadBlock) {
 
   const std::string b = testing::MakeTempDir("cli_session_b");
   const RunResult recomputed = turns(b, [&] {
-    std::ofstream f(b + "/tim.r0.l2.h1.b0.blk", std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(60);
-    f.put('\x42');
+    const auto found = testing::FindStoredBlocks(
+        b, [](const std::string& key, const std::string&) { return key == "tim.r0.l2.h1.b0"; });
+    ASSERT_EQ(found.size(), 1u);
+    testing::CorruptStoredBlock(found[0], 60, '\x42');
   });
   ASSERT_EQ(recomputed.exit_code, 0) << recomputed.out;
   EXPECT_NE(recomputed.out.find("recomputed"), std::string::npos) << recomputed.out;
@@ -136,7 +138,10 @@ TEST(CliSessionTest, SessionContinuesInANewProcessAndSurvivesABadBlock) {
   const std::string c = testing::MakeTempDir("cli_session_c");
   const std::string session = " --session tim --store_dir " + c;
   ASSERT_EQ(RunDapq(args + "--steps 5 --prompt Hi" + session).exit_code, 0);
-  std::filesystem::remove(c + "/tim.r0.l0.h0.b0.blk");
+  const auto found = testing::FindStoredBlocks(
+      c, [](const std::string& key, const std::string&) { return key == "tim.r0.l0.h0.b0"; });
+  ASSERT_EQ(found.size(), 1u);
+  testing::DropStoredBlock(found[0]);
   const RunResult failed = RunDapq(args + "--steps 5 --prompt Then --fail_on_bad_block" + session);
   EXPECT_EQ(failed.exit_code, 1);
   EXPECT_NE(failed.out.find("DATA_LOSS"), std::string::npos) << failed.out;

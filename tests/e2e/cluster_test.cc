@@ -21,6 +21,7 @@
 #include "tests/util/batch_client.h"
 #include "tests/util/run_command.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/stored_blocks.h"
 #include "tests/util/test_paths.h"
 #include "worker/engine.h"
 #include "worker/model_loader.h"
@@ -408,14 +409,13 @@ TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
       // Corrupt every block file of session chat-0 on rank 1's disk tier: its next turn is
       // recomputed (replayed) on both ranks and still gives the same tokens.
       int corrupted = 0;
-      for (const auto& f : std::filesystem::recursive_directory_iterator(o.work_dir + "/kv")) {
-        if (!f.is_regular_file() || f.path().string().find("chat-0") == std::string::npos ||
-            f.path().string().find("-r1") == std::string::npos) {
-          continue;
-        }
-        std::fstream file(f.path(), std::ios::in | std::ios::out | std::ios::binary);
-        file.seekp(-3, std::ios::end);
-        file.put('\x5a');
+      const auto blocks = testing::FindStoredBlocks(
+          o.work_dir + "/kv", [](const std::string& key, const std::string& path) {
+            return (key + path).find("chat-0") != std::string::npos &&
+                   path.find("-r1") != std::string::npos;
+          });
+      for (const testing::StoredBlock& b : blocks) {
+        testing::CorruptStoredBlock(b, -3, '\x5a');
         ++corrupted;
       }
       EXPECT_GT(corrupted, 0) << "session chat-0 should have spilled to disk on rank 1";
