@@ -128,6 +128,13 @@ void BatchRunner::RunItem(const ClaimedItem& item) {
   ExportIfFinished(item.job_id);
 }
 
+void BatchRunner::EnsureResultsWritten(const JobInfo& job) {
+  if (job.finished() && !job.spec.output_path.empty() &&
+      access(job.spec.output_path.c_str(), F_OK) != 0) {
+    ExportIfFinished(job.id);
+  }
+}
+
 void BatchRunner::ExportIfFinished(const std::string& job_id) {
   absl::StatusOr<JobInfo> job = store_->GetJob(job_id);
   if (!job.ok() || !job->finished() || job->spec.output_path.empty()) return;

@@ -39,6 +39,10 @@ class BatchRunner {
   void Wake();
   // Waits until an item finishes or `timeout` passes.
   void WaitForProgress(std::chrono::milliseconds timeout);
+  // Writes a finished job's results file if it is not there yet (the runner writes it right
+  // after the last item; a client told "finished" may ask first). Idempotent: the file is
+  // replaced atomically with the same content.
+  void EnsureResultsWritten(const JobInfo& job);
   // Item attempts that failed since start (metrics).
   const std::atomic<int64_t>& item_failures() const { return item_failures_; }
 

@@ -157,6 +157,7 @@ grpc::Status BatchService::GetBatch(grpc::ServerContext*, const dapq::v1::GetBat
                                     dapq::v1::BatchJob* response) {
   absl::StatusOr<JobInfo> job = store_->GetJob(request->job_id());
   if (!job.ok()) return FromAbsl(job.status());
+  runner_->EnsureResultsWritten(*job);  // "finished" implies the results file is there
   *response = ToBatchJob(*job);
   return grpc::Status::OK;
 }
@@ -209,7 +210,13 @@ grpc::Status BatchService::StreamBatchResults(
       if (!writer->Write(r)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
       next = item.index + 1;
     }
-    if (next >= job->total) return grpc::Status::OK;
+    if (next >= job->total) {
+      // Every item is final, so the job is finished: its results file exists before we say so.
+      if (absl::StatusOr<JobInfo> done = store_->GetJob(request->job_id()); done.ok()) {
+        runner_->EnsureResultsWritten(*done);
+      }
+      return grpc::Status::OK;
+    }
     if (!blocked && !items->empty()) continue;  // the next page
     if (!request->follow()) return grpc::Status::OK;
     if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
