@@ -94,9 +94,10 @@ std::vector<int> Tokens(const Completion& c) {
   return std::vector<int>(c.response.token_ids().begin(), c.response.token_ids().end());
 }
 
-std::unique_ptr<cli::LocalCluster> StartCluster(const std::string& name, const std::string& model,
-                                                int groups, int tp, bool tokenizer = true,
-                                                int max_in_flight = 64) {
+// `tweak` (optional) adjusts the options before the start.
+std::unique_ptr<cli::LocalCluster> StartCluster(
+    const std::string& name, const std::string& model, int groups, int tp, bool tokenizer = true,
+    int max_in_flight = 64, const std::function<void(cli::LocalClusterOptions&)>& tweak = nullptr) {
   cli::LocalClusterOptions o;
   o.bin_dir = BinDir();
   o.model = model;
@@ -106,6 +107,7 @@ std::unique_ptr<cli::LocalCluster> StartCluster(const std::string& name, const s
   o.work_dir = testing::MakeTempDir(name);
   o.heartbeat_ms = 100;
   o.max_in_flight = max_in_flight;
+  if (tweak) tweak(o);
   auto cluster = cli::LocalCluster::Start(o);
   EXPECT_TRUE(cluster.ok()) << cluster.status();
   auto ready = (*cluster)->WaitReady(std::chrono::seconds(60));
@@ -379,17 +381,12 @@ std::vector<std::vector<int>> ReferenceSession(const std::vector<std::string>& t
 }
 
 TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
-  cli::LocalClusterOptions o;
-  o.bin_dir = BinDir();
-  o.model = testing::Stories260KPath();
-  o.tokenizer = testing::Tok512Path();
-  o.groups = 1;
-  o.tp = 2;
-  o.work_dir = testing::MakeTempDir("cluster_session");
-  o.kv_device_kib = 96;  // a session of ~100 tokens holds ~60 KiB per rank: tiers overflow
-  o.kv_host_kib = 128;
-  auto cluster = *cli::LocalCluster::Start(o);
-  ASSERT_TRUE(cluster->WaitReady(std::chrono::seconds(60)).ok());
+  auto cluster = StartCluster("cluster_session", testing::Stories260KPath(), 1, 2, true, 64,
+                              [](cli::LocalClusterOptions& o) {
+                                // A session of ~100 tokens holds ~60 KiB per rank: tiers overflow.
+                                o.kv_device_kib = 96;
+                                o.kv_host_kib = 128;
+                              });
   const std::vector<std::string> turns = {kStory, " Then the dog came.", " They went home."};
   const std::vector<std::vector<int>> expected = ReferenceSession(turns, 24);
   constexpr int kSessions = 5;
@@ -410,7 +407,7 @@ TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
       // recomputed (replayed) on both ranks and still gives the same tokens.
       int corrupted = 0;
       const auto blocks = testing::FindStoredBlocks(
-          o.work_dir + "/kv", [](const std::string& key, const std::string& path) {
+          cluster->work_dir() + "/kv", [](const std::string& key, const std::string& path) {
             return (key + path).find("chat-0") != std::string::npos &&
                    path.find("-r1") != std::string::npos;
           });
@@ -431,17 +428,12 @@ TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
 }
 
 TEST(ClusterPoolTest, AFullKvPoolIsResourceExhaustedAndTheGroupKeepsServing) {
-  cli::LocalClusterOptions o;
-  o.bin_dir = BinDir();
-  o.model = testing::Stories260KPath();
-  o.tokenizer = testing::Tok512Path();
-  o.groups = 1;
-  o.tp = 2;
-  o.work_dir = testing::MakeTempDir("cluster_pool");
-  // 5 layers x 4 KV heads (2 per rank): 60 blocks of 16 slots hold 96 tokens per rank.
-  o.worker_args = {"--kv_pool_blocks", "60"};
-  auto cluster = *cli::LocalCluster::Start(o);
-  ASSERT_TRUE(cluster->WaitReady(std::chrono::seconds(60)).ok());
+  auto cluster = StartCluster("cluster_pool", testing::Stories260KPath(), 1, 2, true, 64,
+                              [](cli::LocalClusterOptions& o) {
+                                // 5 layers x 4 KV heads (2 per rank): 60 blocks of 16 slots
+                                // hold 96 tokens per rank.
+                                o.worker_args = {"--kv_pool_blocks", "60"};
+                              });
   const dapq::v1::GenerateRequest small = StoryRequest(20);
   const Completion before = Complete(cluster->address(), small);
   ASSERT_TRUE(before.status.ok()) << before.status.error_message();
