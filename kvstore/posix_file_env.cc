@@ -31,6 +31,30 @@ absl::Status ErrnoError(const std::string& what, const std::string& path, int er
   }
 }
 
+// Writes all of `data` to `fd` (retrying short writes and EINTR), then optionally fsyncs, and
+// closes `fd` in every case. `verb` names the write in errors ("write", "append to").
+absl::Status WriteAllAndClose(int fd, absl::string_view data, bool sync, const std::string& path,
+                              const char* verb) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      return ErrnoError(absl::StrCat("cannot ", verb), path, err);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (sync && ::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return ErrnoError("cannot fsync", path, err);
+  }
+  if (::close(fd) != 0) return ErrnoError("cannot close", path, errno);
+  return absl::OkStatus();
+}
+
 class PosixFileEnv final : public FileEnv {
  public:
   absl::Status CreateDir(const std::string& dir) override {
@@ -43,42 +67,13 @@ class PosixFileEnv final : public FileEnv {
   absl::Status WriteFile(const std::string& path, absl::string_view data, bool sync) override {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return ErrnoError("cannot create", path, errno);
-    size_t done = 0;
-    while (done < data.size()) {
-      const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        const int err = errno;
-        ::close(fd);
-        return ErrnoError("cannot write", path, err);
-      }
-      done += static_cast<size_t>(n);
-    }
-    if (sync && ::fsync(fd) != 0) {
-      const int err = errno;
-      ::close(fd);
-      return ErrnoError("cannot fsync", path, err);
-    }
-    if (::close(fd) != 0) return ErrnoError("cannot close", path, errno);
-    return absl::OkStatus();
+    return WriteAllAndClose(fd, data, sync, path, "write");
   }
 
   absl::Status AppendFile(const std::string& path, absl::string_view data) override {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) return ErrnoError("cannot open", path, errno);
-    size_t done = 0;
-    while (done < data.size()) {
-      const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        const int err = errno;
-        ::close(fd);
-        return ErrnoError("cannot append to", path, err);
-      }
-      done += static_cast<size_t>(n);
-    }
-    if (::close(fd) != 0) return ErrnoError("cannot close", path, errno);
-    return absl::OkStatus();
+    return WriteAllAndClose(fd, data, /*sync=*/false, path, "append to");
   }
 
   absl::StatusOr<std::string> ReadFile(const std::string& path) override {
