@@ -86,13 +86,7 @@ TEST(GrpcPeerTierTest, CorruptionOnThePeerIsDataLoss) {
 TEST(GrpcPeerTierTest, StoreSpillsToThePeerAndSurvivesItGoingAway) {
   Peer peer;
   auto remote = Client(peer.address());
-  KvStoreOptions o;
-  const size_t b = Block(0).size();
-  o.device = {"device", 4 * b, 0.76, 0.5};
-  o.host = {"host", 4 * b, 0.76, 0.5};
-  o.remote = remote.get();
-  o.background = false;
-  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(dapq::testing::SmallStoreOver(remote.get())));
   for (int i = 0; i < 8; ++i) ASSERT_THAT(store->Put("s", absl::StrCat("s.", i), Block(i)), IsOk());
   ASSERT_THAT(store->Spill(), IsOk());
   EXPECT_GT(store->Stats()[2].blocks, 0);

@@ -48,13 +48,7 @@ TEST(RedisTierTest, UnreachableServerIsUnavailable) {
 TEST(RedisTierTest, StoreSpillsToRedisAndSurvivesTheServerGoingAway) {
   ASSERT_OK_AND_ASSIGN(auto server, dapq::testing::RedisServer::Start());
   ASSERT_OK_AND_ASSIGN(auto remote, RedisTier::Connect(Options(server->port())));
-  KvStoreOptions o;
-  const size_t b = Block(0).size();
-  o.device = {"device", 4 * b, 0.76, 0.5};
-  o.host = {"host", 4 * b, 0.76, 0.5};
-  o.remote = remote.get();
-  o.background = false;
-  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(o));
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(dapq::testing::SmallStoreOver(remote.get())));
   for (int i = 0; i < 8; ++i) ASSERT_THAT(store->Put("s", absl::StrCat("s.", i), Block(i)), IsOk());
   ASSERT_THAT(store->Spill(), IsOk());
   EXPECT_GT(store->Stats()[2].blocks, 0);  // tiers: device, host, remote

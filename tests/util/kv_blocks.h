@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kvstore/block_codec.h"
+#include "kvstore/kv_store.h"
 
 namespace dapq::testing {
 
@@ -20,6 +21,18 @@ inline std::string TestBlock(uint64_t seed, int tokens = 10) {
   std::mt19937_64 rng(seed);
   for (float& x : payload) x = static_cast<float>(rng() % 100);
   return *kvstore::EncodeBlock({1, 2, 0, 0, 1, 8}, positions, payload);
+}
+
+// A synchronous store whose device and host tiers hold four test blocks each (spilling above
+// three), over `remote` as its last tier: remote-tier tests fill it with eight blocks.
+inline kvstore::KvStoreOptions SmallStoreOver(kvstore::Tier* remote) {
+  kvstore::KvStoreOptions o;
+  const size_t b = TestBlock(0).size();
+  o.device = {"device", 4 * b, 0.76, 0.5};
+  o.host = {"host", 4 * b, 0.76, 0.5};
+  o.remote = remote;
+  o.background = false;
+  return o;
 }
 
 }  // namespace dapq::testing
