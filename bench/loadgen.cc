@@ -24,10 +24,11 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "cli/local_cluster.h"
+#include "api/status_names.h"
 #include "dapq/v1/admin.grpc.pb.h"
 #include "dapq/v1/inference.grpc.pb.h"
 #include "dapq/v1/worker.grpc.pb.h"
+#include "launcher/local_cluster.h"
 
 namespace dapq::bench {
 namespace {
@@ -37,7 +38,7 @@ using Clock = std::chrono::steady_clock;
 struct Options {
   std::string coordinator;
   bool start_cluster = false;
-  cli::LocalClusterOptions cluster;
+  launcher::LocalClusterOptions cluster;
   int streams = 4;
   int requests = 64;
   int max_new_tokens = 64;
@@ -58,37 +59,6 @@ struct Result {
   std::vector<double> ttft_ms, tpot_ms;
   std::map<std::string, int> errors;  // gRPC code name -> count
 };
-
-const char* CodeName(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN:
-      return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED:
-      return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    default:
-      return "OTHER";
-  }
-}
 
 dapq::v1::GenerateRequest MakeRequest(const Options& o) {
   dapq::v1::GenerateRequest r;
@@ -161,7 +131,7 @@ Result RunLoad(const std::string& label, Stub& stub, const Options& o) {
         }
         const grpc::Status status = reader->Finish();
         if (!status.ok()) {
-          ++local.errors[CodeName(status.error_code())];
+          ++local.errors[std::string(api::StatusCodeName(status.error_code()))];
           continue;
         }
         ++local.ok;
@@ -218,10 +188,10 @@ void PrintRow(const Result& r, const Options& o) {
 }
 
 int Run(Options& o) {
-  std::unique_ptr<cli::LocalCluster> cluster;
+  std::unique_ptr<launcher::LocalCluster> cluster;
   if (o.start_cluster) {
-    if (o.cluster.bin_dir.empty()) o.cluster.bin_dir = cli::ProgramDir() + "/../cli";
-    auto started = cli::LocalCluster::Start(o.cluster);
+    if (o.cluster.bin_dir.empty()) o.cluster.bin_dir = launcher::ProgramDir() + "/../cli";
+    auto started = launcher::LocalCluster::Start(o.cluster);
     if (!started.ok()) {
       std::fprintf(stderr, "dapq_loadgen: %s\n", started.status().ToString().c_str());
       return 1;
@@ -239,7 +209,7 @@ int Run(Options& o) {
     std::fprintf(stderr, "dapq_loadgen: give --coordinator or --start_cluster\n");
     return 2;
   }
-  auto status = cli::WaitForCluster(o.coordinator, 0, std::chrono::seconds(60));
+  auto status = launcher::WaitForCluster(o.coordinator, 0, std::chrono::seconds(60));
   if (!status.ok()) {
     std::fprintf(stderr, "dapq_loadgen: %s\n", status.status().ToString().c_str());
     return 1;

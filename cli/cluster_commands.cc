@@ -9,12 +9,13 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "cli/batch_file.h"
 #include "cli/command.h"
-#include "cli/local_cluster.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "dapq/v1/batch.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "launcher/local_cluster.h"
 
 namespace dapq::cli {
 namespace {
@@ -71,7 +72,7 @@ void PrintStatus(const dapq::v1::ClusterStatusResponse& s) {
 
 absl::Status RunStatus(const std::string& coordinator, int wait_s, int groups) {
   absl::StatusOr<dapq::v1::ClusterStatusResponse> s =
-      WaitForCluster(coordinator, groups, std::chrono::seconds(wait_s));
+      launcher::WaitForCluster(coordinator, groups, std::chrono::seconds(wait_s));
   if (!s.ok()) return s.status();
   PrintStatus(*s);
   return absl::OkStatus();
@@ -132,26 +133,9 @@ absl::Status Submit(const BatchOptions& o) {
     request.set_jsonl_path(o.server_path);
   } else {
     if (o.file.empty()) return absl::InvalidArgumentError("--file or --server_path is required");
-    std::ifstream in(o.file);
-    if (!in) return absl::NotFoundError(absl::StrCat("--file: cannot open ", o.file));
-    std::string line;
-    for (int n = 1; std::getline(in, line); ++n) {
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-      if (!j.is_object()) {
-        return absl::InvalidArgumentError(absl::StrCat(o.file, " line ", n, ": not a JSON object"));
-      }
-      dapq::v1::GenerateRequest* item = request.add_items();
-      if (j.contains("prompt") && j["prompt"].is_string()) item->set_text(j["prompt"]);
-      if (j.contains("token_ids") && j["token_ids"].is_array()) {
-        for (const auto& id : j["token_ids"]) {
-          if (id.is_number_integer()) item->mutable_token_ids()->add_ids(id.get<int>());
-        }
-      }
-      if (j.contains("max_new_tokens") && j["max_new_tokens"].is_number_integer()) {
-        item->set_max_new_tokens(j["max_new_tokens"]);
-      }
-    }
+    DAPQ_ASSIGN_OR_RETURN(std::vector<dapq::v1::GenerateRequest> items,
+                          ReadBatchFile(o.file, request.defaults()));
+    request.mutable_items()->Assign(items.begin(), items.end());
   }
   auto stub = dapq::v1::Batch::NewStub(Connect(o.coordinator));
   grpc::ClientContext context;

@@ -1,6 +1,6 @@
 // File: cli/compress_command.cc
 // Implementation of `dapq compress`: flags, .npy input checks, outputs and the summary; the
-// scoring itself is CompressLayerTensors (cli/compress_layer.h).
+// scoring itself is worker::compress::CompressLayerTensors (worker/compress/offline_layer.h).
 #include "cli/compress_command.h"
 
 #include <cstdio>
@@ -11,11 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/command.h"
-#include "cli/compress_layer.h"
 #include "cli/compression_flags.h"
 #include "common/npy.h"
 #include "common/status_macros.h"
 #include "kernels/rope.h"
+#include "worker/compress/offline_layer.h"
 
 namespace dapq::cli {
 namespace {
@@ -52,7 +52,7 @@ absl::StatusOr<NpyArray> ReadTensor(const std::string& flag, const std::string& 
   return a;
 }
 
-absl::Status WriteOutputs(const CompressCommandOptions& o, const LayerResult& r, int kv_heads,
+absl::Status WriteOutputs(const CompressCommandOptions& o, const wc::LayerResult& r, int kv_heads,
                           int n, bool* padded) {
   size_t width = 0, shortest = std::numeric_limits<size_t>::max();
   for (const auto& row : r.keep) {
@@ -125,7 +125,7 @@ absl::Status RunCompress(const CompressCommandOptions& o) {
     inv_freq = *std::move(f);
   }
 
-  LayerTensors t;
+  wc::LayerTensors t;
   t.q_heads = q_heads;
   t.kv_heads = kv_heads;
   t.n = n;
@@ -136,7 +136,7 @@ absl::Status RunCompress(const CompressCommandOptions& o) {
   t.values = o.values.empty() ? nullptr : v.f32.data();
   t.inv_freq = inv_freq.empty() ? nullptr : inv_freq.data();
   t.rope_layout = layout;
-  DAPQ_ASSIGN_OR_RETURN(const LayerResult r, CompressLayerTensors(config, t));
+  DAPQ_ASSIGN_OR_RETURN(const wc::LayerResult r, wc::CompressLayerTensors(config, t));
   bool padded = false;
   DAPQ_RETURN_IF_ERROR(WriteOutputs(o, r, kv_heads, n, &padded));
 

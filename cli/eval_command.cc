@@ -10,11 +10,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "bench/eval/report.h"
-#include "bench/eval/runner.h"
 #include "cli/command.h"
 #include "cli/compression_flags.h"
 #include "common/status_macros.h"
+#include "eval/report.h"
+#include "eval/runner.h"
 #include "worker/engine.h"
 #include "worker/llama2c_loader.h"
 #include "worker/tokenizer.h"
@@ -22,7 +22,7 @@
 namespace dapq::cli {
 namespace {
 
-namespace ev = bench::eval;
+namespace ev = eval;
 
 // This process's command line (Linux /proc), shell-quoted where needed; "dapq eval" otherwise.
 std::string CommandLine() {

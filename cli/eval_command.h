@@ -2,7 +2,7 @@
 // `dapq eval`: the evaluation protocol of ../shared/docs/COMPRESSION.md on a llama2.c model
 // (stories260K by default): needle retrieval, output fidelity and attention fidelity for every
 // method x budget over seeded needle prompts, plus DapQ's content x positions ablation
-// (bench/eval/). Writes results.md, results.tsv, gnuplot data, plots.gp and PNGs to --out;
+// (eval/). Writes results.md, results.tsv, gnuplot data, plots.gp and PNGs to --out;
 // progress goes to stderr. The compression flags (cli/compression_flags.h) set the options of
 // the dapq rows and the ablation; --budget or --budget_ratio restricts the grid to that budget.
 #ifndef DAPQ_CLI_EVAL_COMMAND_H_

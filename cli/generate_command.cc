@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "api/request_rules.h"
 #include "cli/command.h"
 #include "cli/compression_flags.h"
 #include "cli/remote_generate.h"
@@ -58,7 +59,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   std::unique_ptr<kvstore::KvStore> store;
   std::unique_ptr<worker::Sequence> seq;
   if (!o.session.empty()) {
-    DAPQ_RETURN_IF_ERROR(worker::ValidateSessionId(o.session));
+    DAPQ_RETURN_IF_ERROR(api::ValidateSessionId(o.session, "--session"));
     kvstore::KvStoreOptions so;
     so.disk_dir = o.store_dir;
     so.background = false;
@@ -124,12 +125,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   std::printf("\n");
   std::fflush(stdout);
   if (store != nullptr && !r.tokens.empty()) {
-    // Feed the last sampled token too, so the saved session holds the whole transcript.
-    const int last = r.tokens.back();
-    const int32_t pos = seq->next_position();
-    DAPQ_RETURN_IF_ERROR(
-        engine->Forward(*seq, std::span<const int>(&last, 1), std::span(&pos, 1), nullptr));
-    DAPQ_RETURN_IF_ERROR(worker::SaveSession(*engine, *seq, o.session, *store));
+    DAPQ_RETURN_IF_ERROR(worker::EndSessionTurn(*engine, *seq, r, o.session, store.get()).status());
     DAPQ_RETURN_IF_ERROR(store->PersistAll());
     std::fprintf(stderr, "session %s: saved at position %d under %s\n", o.session.c_str(),
                  seq->next_position(), o.store_dir.c_str());

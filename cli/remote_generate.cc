@@ -9,6 +9,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "api/request_rules.h"
 #include "common/grpc_status.h"
 #include "dapq/v1/inference.grpc.pb.h"
 
@@ -57,6 +58,8 @@ absl::Status RunRemoteGenerate(const std::string& coordinator, const GenerateCom
                                const CompressionFlags& f) {
   absl::StatusOr<dapq::v1::GenerateRequest> request = ToGenerateRequest(o, f);
   if (!request.ok()) return request.status();
+  // The coordinator's rules, checked before the request leaves (the same verdict either way).
+  if (absl::Status s = api::ValidateGenerateRequest(*request); !s.ok()) return s;
   auto stub = dapq::v1::Inference::NewStub(
       grpc::CreateChannel(coordinator, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;

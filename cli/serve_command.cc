@@ -12,20 +12,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/command.h"
-#include "cli/local_cluster.h"
 #include "common/status_macros.h"
+#include "launcher/local_cluster.h"
 
 namespace dapq::cli {
 namespace {
 
 struct ServeOptions {
-  LocalClusterOptions cluster;
+  launcher::LocalClusterOptions cluster;
   int ready_timeout_s = 120;
   int max_group_restarts = 5;  // per group; 0 = never restart a group
   std::string cluster_file;    // JSON with the address and every pid, for scripts and tests
 };
 
-void WriteClusterFile(LocalCluster& c, const std::string& path) {
+void WriteClusterFile(launcher::LocalCluster& c, const std::string& path) {
   std::ofstream out(path + ".tmp");
   out << "{\"address\": \"" << c.address() << "\", \"work_dir\": \"" << c.work_dir()
       << "\", \"coordinator_pid\": " << c.coordinator().pid()
@@ -50,7 +50,8 @@ absl::Status RunServe(const ServeOptions& o) {
   sigprocmask(SIG_BLOCK, &set, nullptr);
   const int sigfd = signalfd(-1, &set, SFD_CLOEXEC);
 
-  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<LocalCluster> cluster, LocalCluster::Start(o.cluster));
+  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<launcher::LocalCluster> cluster,
+                        launcher::LocalCluster::Start(o.cluster));
   std::fprintf(stderr, "dapq serve: starting %d group(s) x %d rank(s) of %s; logs in %s/logs\n",
                o.cluster.groups, o.cluster.tp, o.cluster.model.c_str(),
                cluster->work_dir().c_str());
@@ -115,7 +116,7 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
   auto o = std::make_shared<ServeOptions>();
   CLI::App* cmd = app.add_subcommand(
       "serve", "start a local cluster: a coordinator and worker groups as processes on loopback");
-  LocalClusterOptions& c = o->cluster;
+  launcher::LocalClusterOptions& c = o->cluster;
   c.port = 50051;
   c.metrics_port = 9400;
   cmd->add_option("--model", c.model, "model for every group (llama2.c .bin, HF dir, synthetic:)")

@@ -1,6 +1,6 @@
 // File: common/ready_fd.h
 // Readiness reports of the long-running processes: started with `--ready_fd N` (by `dapq serve`
-// or a test, through cli/child_process.h), a process writes one line to descriptor N once it
+// or a test, through launcher/child_process.h), a process writes one line to descriptor N once it
 // serves — the ports it actually bound — and closes it. The parent reads the line instead of
 // guessing free ports or polling.
 #ifndef DAPQ_COMMON_READY_FD_H_

@@ -1,5 +1,5 @@
 // File: coordinator/batch_service.cc
-// BatchService and the parsing of JSONL submissions.
+// BatchService; submitted items are parsed and checked by api/batch_items.h.
 #include "coordinator/batch_service.h"
 
 #include <grpcpp/grpcpp.h>
@@ -7,44 +7,12 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "api/batch_items.h"
 #include "common/grpc_status.h"
-#include "coordinator/request_validation.h"
-#include "nlohmann/json.hpp"
+#include "common/status_macros.h"
 
 namespace dapq::coordinator {
 namespace {
-
-constexpr int kMaxItems = 100000;
-
-// One JSONL line -> a request: {"prompt": text | "token_ids": [...], "max_new_tokens",
-// "session_id"}.
-absl::StatusOr<dapq::v1::GenerateRequest> ParseLine(const std::string& line,
-                                                    const std::string& where) {
-  const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return absl::InvalidArgumentError(where + ": not a JSON object");
-  dapq::v1::GenerateRequest r;
-  for (const auto& [key, value] : j.items()) {
-    if (key == "prompt" && value.is_string()) {
-      r.set_text(value.get<std::string>());
-    } else if (key == "token_ids" && value.is_array()) {
-      for (const auto& id : value) {
-        if (!id.is_number_integer()) {
-          return absl::InvalidArgumentError(where + ": token_ids must hold integers");
-        }
-        r.mutable_token_ids()->add_ids(id.get<int>());
-      }
-    } else if (key == "max_new_tokens" && value.is_number_integer()) {
-      r.set_max_new_tokens(value.get<int>());
-    } else if (key == "session_id" && value.is_string()) {
-      r.set_session_id(value.get<std::string>());
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": unknown or mistyped field \"", key,
-                       "\" (expected prompt, token_ids, max_new_tokens, session_id)"));
-    }
-  }
-  return r;
-}
 
 absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> ReadJsonl(const std::string& path) {
   if (path.empty() || path[0] != '/') {
@@ -53,20 +21,7 @@ absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> ReadJsonl(const std::stri
   }
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("jsonl_path: cannot open '", path, "'"));
-  std::vector<dapq::v1::GenerateRequest> items;
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    if (static_cast<int>(items.size()) >= kMaxItems) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("jsonl_path: more than ", kMaxItems, " items"));
-    }
-    absl::StatusOr<dapq::v1::GenerateRequest> r =
-        ParseLine(line, absl::StrCat("jsonl_path line ", n));
-    if (!r.ok()) return r.status();
-    items.push_back(std::move(*r));
-  }
-  return items;
+  return api::ReadBatchItems(in, "jsonl_path");
 }
 
 grpc::Status FromAbsl(const absl::Status& s) { return ToGrpcStatus(s); }
@@ -96,13 +51,6 @@ absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> BatchItems(
   if (inline_items == !request.jsonl_path().empty()) {
     return absl::InvalidArgumentError("items / jsonl_path: set exactly one of the two");
   }
-  if (request.items_size() > kMaxItems) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("items: ", request.items_size(), " items exceed the limit of ", kMaxItems));
-  }
-  if (request.defaults().prompt_case() != dapq::v1::GenerateRequest::PROMPT_NOT_SET) {
-    return absl::InvalidArgumentError("defaults.prompt: defaults may not carry a prompt");
-  }
   std::vector<dapq::v1::GenerateRequest> items;
   if (inline_items) {
     items.assign(request.items().begin(), request.items().end());
@@ -112,14 +60,13 @@ absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> BatchItems(
     if (read->empty()) return absl::InvalidArgumentError("jsonl_path: the file holds no items");
     items = std::move(*read);
   }
-  for (size_t i = 0; i < items.size(); ++i) {
-    dapq::v1::GenerateRequest merged = request.defaults();
-    merged.MergeFrom(items[i]);
-    items[i] = std::move(merged);
-    const std::string where = inline_items ? absl::StrCat("items[", i, "].")
-                                           : absl::StrCat("jsonl_path item ", i + 1, ": ");
-    if (absl::Status s = ValidateGenerateRequest(items[i], max_seq_len, where); !s.ok()) return s;
-  }
+  DAPQ_RETURN_IF_ERROR(api::ApplyBatchDefaults(
+      request.defaults(), max_seq_len,
+      [inline_items](size_t i) {
+        return inline_items ? absl::StrCat("items[", i, "].")
+                            : absl::StrCat("jsonl_path item ", i + 1, ": ");
+      },
+      items));
   return items;
 }
 

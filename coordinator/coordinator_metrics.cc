@@ -2,6 +2,7 @@
 // CoordinatorMetrics and CoordinatorCollector.
 #include "coordinator/coordinator_metrics.h"
 
+#include "api/status_names.h"
 #include "common/metrics.h"
 
 namespace dapq::coordinator {
@@ -29,25 +30,7 @@ void AddValue(prometheus::MetricFamily& f, prometheus::ClientMetric::Label* labe
 }  // namespace
 
 std::string CodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {"OK",
-                                       "CANCELLED",
-                                       "UNKNOWN",
-                                       "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND",
-                                       "ALREADY_EXISTS",
-                                       "PERMISSION_DENIED",
-                                       "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION",
-                                       "ABORTED",
-                                       "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED",
-                                       "INTERNAL",
-                                       "UNAVAILABLE",
-                                       "DATA_LOSS",
-                                       "UNAUTHENTICATED"};
-  const int i = static_cast<int>(code);
-  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
+  return std::string(api::StatusCodeName(static_cast<int>(code)));
 }
 
 CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& r)

@@ -7,9 +7,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "api/request_rules.h"
 #include "common/grpc_status.h"
 #include "common/mutex.h"
-#include "coordinator/request_validation.h"
 
 namespace dapq::coordinator {
 namespace {
@@ -67,7 +67,8 @@ grpc::Status RequestRouter::Run(
     const std::function<bool(const dapq::v1::GenerateResponse&)>& on_response, RunInfo* info) {
   RunInfo local;
   if (info == nullptr) info = &local;
-  if (absl::Status s = ValidateGenerateRequest(request, registry_->min_max_seq_len()); !s.ok()) {
+  if (absl::Status s = api::ValidateGenerateRequest(request, registry_->min_max_seq_len());
+      !s.ok()) {
     return ToGrpcStatus(s);
   }
   if (in_flight_.fetch_add(1) >= options_.max_in_flight) {

@@ -3,6 +3,7 @@
 #include "worker/session_store.h"
 
 #include "absl/strings/str_cat.h"
+#include "api/request_rules.h"
 #include "common/status_macros.h"
 #include "kvstore/block_codec.h"
 
@@ -112,25 +113,25 @@ absl::Status ReadBlocks(Engine& engine, const std::string& session, const Manife
 
 }  // namespace
 
-absl::Status ValidateSessionId(const std::string& session) {
-  if (session.empty() || session.size() > 128) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("session_id: must be 1-128 characters, got ", session.size()));
+absl::StatusOr<SessionHistory> EndSessionTurn(Engine& engine, Sequence& seq,
+                                              const GenerateResult& result,
+                                              const std::string& session, kvstore::KvStore* store) {
+  DAPQ_RETURN_IF_ERROR(api::ValidateSessionId(session));
+  if (!result.tokens.empty()) {
+    // The engine samples the last token but does not feed it: feed it, so that the next turn
+    // follows the whole transcript.
+    const int last = result.tokens.back();
+    const int32_t pos = seq.next_position();
+    DAPQ_RETURN_IF_ERROR(
+        engine.Forward(seq, std::span<const int>(&last, 1), std::span(&pos, 1), nullptr));
   }
-  for (char c : session) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-';
-    if (!ok) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("session_id: '", session, "' may only hold [A-Za-z0-9_-]"));
-    }
-  }
-  return absl::OkStatus();
+  if (store != nullptr) DAPQ_RETURN_IF_ERROR(SaveSession(engine, seq, session, *store));
+  return SessionHistory{seq.tokens(), seq.segments()};
 }
 
 absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::string& session,
                          kvstore::KvStore& store, int tokens_per_block) {
-  DAPQ_RETURN_IF_ERROR(ValidateSessionId(session));
+  DAPQ_RETURN_IF_ERROR(api::ValidateSessionId(session));
   if (tokens_per_block <= 0 || (tokens_per_block & (tokens_per_block - 1)) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("tokens_per_block=", tokens_per_block, " must be a power of two"));
@@ -184,7 +185,7 @@ absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::s
 absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& session,
                                        kvstore::KvStore& store, FailedLoadPolicy policy,
                                        const compress::CompressionConfig& compression) {
-  DAPQ_RETURN_IF_ERROR(ValidateSessionId(session));
+  DAPQ_RETURN_IF_ERROR(api::ValidateSessionId(session));
   store.SetActive(session, true);
   store.Prefetch(session);  // promote the session's blocks towards the device tier
   // Errors of earlier background spills are not this load's; reads below report their own.

@@ -12,13 +12,14 @@
 // A multi-process engine (Engine::CreateRank) saves and loads only its own rank's blocks: each
 // rank of a group has its own store. The failed-load policy then applies per rank; the group
 // driver agrees on recomputing across ranks (worker/service/group_driver.h).
-// Session ids: 1-128 characters of [A-Za-z0-9_-].
+// Session ids: api::ValidateSessionId (1-128 characters of [A-Za-z0-9_-]).
 // Thread-safety: as the Engine (one call at a time per engine); the store is thread-safe.
 #ifndef DAPQ_WORKER_SESSION_STORE_H_
 #define DAPQ_WORKER_SESSION_STORE_H_
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kvstore/kv_store.h"
@@ -35,7 +36,19 @@ struct LoadResult {
   std::string failure;      // why, when recomputed
 };
 
-absl::Status ValidateSessionId(const std::string& session);
+// What replaying a session needs: every token fed, and how (Engine::Replay).
+struct SessionHistory {
+  std::vector<int> tokens;
+  std::vector<FeedSegment> segments;
+};
+
+// Ends one turn of `session` (every caller: `dapq generate --session` and the group driver):
+// feeds the turn's last sampled token (the engine samples it without feeding it), so the cache
+// holds the whole transcript; with a store, saves the sequence there (SaveSession); returns the
+// replay history. The session id must satisfy api::ValidateSessionId.
+absl::StatusOr<SessionHistory> EndSessionTurn(Engine& engine, Sequence& seq,
+                                              const GenerateResult& result,
+                                              const std::string& session, kvstore::KvStore* store);
 
 // Saves `seq` under `session` (replacing an earlier save) and marks the session idle.
 absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::string& session,

@@ -11,12 +11,12 @@
 #include <set>
 #include <thread>
 
-#include "cli/local_cluster.h"
 #include "dapq/v1/admin.grpc.pb.h"
 #include "dapq/v1/batch.grpc.pb.h"
 #include "dapq/v1/inference.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "launcher/local_cluster.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/batch_client.h"
 #include "tests/util/run_command.h"
@@ -37,7 +37,7 @@ constexpr char kStory[] =
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
     "park with her friends. One day, she saw a big red ball under a tree";
 
-std::string BinDir() { return cli::ProgramDir() + "/../cli"; }
+std::string BinDir() { return launcher::ProgramDir() + "/../cli"; }
 
 // Tokens the in-process engine (tp=1) generates for `request` on `model`, the way a worker
 // interprets the request (same conversion code).
@@ -95,10 +95,11 @@ std::vector<int> Tokens(const Completion& c) {
 }
 
 // `tweak` (optional) adjusts the options before the start.
-std::unique_ptr<cli::LocalCluster> StartCluster(
+std::unique_ptr<launcher::LocalCluster> StartCluster(
     const std::string& name, const std::string& model, int groups, int tp, bool tokenizer = true,
-    int max_in_flight = 64, const std::function<void(cli::LocalClusterOptions&)>& tweak = nullptr) {
-  cli::LocalClusterOptions o;
+    int max_in_flight = 64,
+    const std::function<void(launcher::LocalClusterOptions&)>& tweak = nullptr) {
+  launcher::LocalClusterOptions o;
   o.bin_dir = BinDir();
   o.model = model;
   if (tokenizer) o.tokenizer = testing::Tok512Path();
@@ -108,7 +109,7 @@ std::unique_ptr<cli::LocalCluster> StartCluster(
   o.heartbeat_ms = 100;
   o.max_in_flight = max_in_flight;
   if (tweak) tweak(o);
-  auto cluster = cli::LocalCluster::Start(o);
+  auto cluster = launcher::LocalCluster::Start(o);
   EXPECT_TRUE(cluster.ok()) << cluster.status();
   auto ready = (*cluster)->WaitReady(std::chrono::seconds(60));
   EXPECT_TRUE(ready.ok()) << ready.status();
@@ -124,9 +125,9 @@ class ClusterTest : public ::testing::Test {
     delete cluster_;
     cluster_ = nullptr;
   }
-  static cli::LocalCluster* cluster_;
+  static launcher::LocalCluster* cluster_;
 };
-cli::LocalCluster* ClusterTest::cluster_ = nullptr;
+launcher::LocalCluster* ClusterTest::cluster_ = nullptr;
 
 TEST_F(ClusterTest, Tp2GroupMatchesTheInProcessEngineWithAndWithoutCompression) {
   for (const auto& [method, budget] :
@@ -382,7 +383,7 @@ std::vector<std::vector<int>> ReferenceSession(const std::vector<std::string>& t
 
 TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
   auto cluster = StartCluster("cluster_session", testing::Stories260KPath(), 1, 2, true, 64,
-                              [](cli::LocalClusterOptions& o) {
+                              [](launcher::LocalClusterOptions& o) {
                                 // A session of ~100 tokens holds ~60 KiB per rank: tiers overflow.
                                 o.kv_device_kib = 96;
                                 o.kv_host_kib = 128;
@@ -429,7 +430,7 @@ TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
 
 TEST(ClusterPoolTest, AFullKvPoolIsResourceExhaustedAndTheGroupKeepsServing) {
   auto cluster = StartCluster("cluster_pool", testing::Stories260KPath(), 1, 2, true, 64,
-                              [](cli::LocalClusterOptions& o) {
+                              [](launcher::LocalClusterOptions& o) {
                                 // 5 layers x 4 KV heads (2 per rank): 60 blocks of 16 slots
                                 // hold 96 tokens per rank.
                                 o.worker_args = {"--kv_pool_blocks", "60"};

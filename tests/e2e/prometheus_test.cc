@@ -15,13 +15,13 @@
 #include <set>
 #include <thread>
 
-#include "cli/child_process.h"
-#include "cli/local_cluster.h"
 #include "dapq/v1/batch.grpc.pb.h"
 #include "dapq/v1/inference.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "launcher/child_process.h"
+#include "launcher/local_cluster.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/batch_client.h"
 #include "tests/util/run_command.h"
@@ -95,8 +95,8 @@ bool WaitPositive(int port, const std::string& expr) {
 
 TEST(PrometheusTest, DashboardsAndAlertsQueryARealPrometheusScrapingACluster) {
   const std::string dir = testing::MakeTempDir("prometheus_e2e");
-  cli::LocalClusterOptions o;
-  o.bin_dir = cli::ProgramDir() + "/../cli";
+  launcher::LocalClusterOptions o;
+  o.bin_dir = launcher::ProgramDir() + "/../cli";
   o.model = testing::Stories260KPath();
   o.tokenizer = testing::Tok512Path();
   o.groups = 2;
@@ -105,7 +105,7 @@ TEST(PrometheusTest, DashboardsAndAlertsQueryARealPrometheusScrapingACluster) {
   o.heartbeat_ms = 100;
   o.kv_device_kib = 96;
   o.kv_host_kib = 128;
-  auto cluster = *cli::LocalCluster::Start(o);
+  auto cluster = *launcher::LocalCluster::Start(o);
   ASSERT_TRUE(cluster->WaitReady(std::chrono::seconds(60)).ok());
 
   // Prometheus scraping every process every second, with the alert rules.
@@ -128,14 +128,14 @@ TEST(PrometheusTest, DashboardsAndAlertsQueryARealPrometheusScrapingACluster) {
   // Prometheus on a free port; another process may take the port between our probe and its
   // bind, so a start that exits is retried on a new port.
   int port = 0;
-  std::optional<cli::ChildProcess> prometheus;
+  std::optional<launcher::ChildProcess> prometheus;
   for (int attempt = 0; attempt < 3 && !prometheus; ++attempt) {
-    port = *cli::FreeLoopbackPort();
-    auto started =
-        cli::ChildProcess::Start({"/usr/bin/prometheus", "--config.file=" + dir + "/prometheus.yml",
-                                  "--storage.tsdb.path=" + dir + "/tsdb",
-                                  "--web.listen-address=127.0.0.1:" + std::to_string(port)},
-                                 dir + "/prometheus.log");
+    port = *launcher::FreeLoopbackPort();
+    auto started = launcher::ChildProcess::Start(
+        {"/usr/bin/prometheus", "--config.file=" + dir + "/prometheus.yml",
+         "--storage.tsdb.path=" + dir + "/tsdb",
+         "--web.listen-address=127.0.0.1:" + std::to_string(port)},
+        dir + "/prometheus.log");
     ASSERT_TRUE(started.ok()) << started.status();
     for (int i = 0; i < 200; ++i) {
       if (!started->running()) break;

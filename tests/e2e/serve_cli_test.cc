@@ -6,10 +6,10 @@
 
 #include <fstream>
 
-#include "cli/child_process.h"
-#include "cli/local_cluster.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "launcher/child_process.h"
+#include "launcher/local_cluster.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/run_command.h"
 #include "tests/util/test_paths.h"
@@ -24,7 +24,7 @@ TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
   const std::string dapq = DAPQ_BINARY;
   const std::string cluster_file = dir + "/cluster.json";
   // Port 0 lets serve pick; the address is read from the cluster file (written at start).
-  auto serve = cli::ChildProcess::Start(
+  auto serve = launcher::ChildProcess::Start(
       {dapq, "serve", "--model", testing::Stories260KPath(), "--tokenizer", testing::Tok512Path(),
        "--groups", "1", "--tp", "2", "--port", "0", "--metrics_port", "0", "--work_dir",
        dir + "/work", "--cluster_file", cluster_file},

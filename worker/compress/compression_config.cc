@@ -2,53 +2,39 @@
 // Names, parsing, defaults and validation of CompressionConfig.
 #include "worker/compress/compression_config.h"
 
+#include <array>
 #include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "api/compression_rules.h"
 #include "common/status_macros.h"
 
 namespace dapq::worker::compress {
 namespace {
 
+// The names live in api/compression_rules.h, in enum order.
 template <typename E, size_t N>
 absl::StatusOr<E> ParseEnum(absl::string_view field, absl::string_view name,
-                            const std::pair<const char*, E> (&table)[N]) {
-  std::vector<std::string> names;
-  for (const auto& [n, e] : table) {
-    if (name == n) return e;
-    names.push_back(n);
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown ", field, " '", name, "'; expected one of: ", absl::StrJoin(names, ", ")));
+                            const std::array<absl::string_view, N>& names) {
+  DAPQ_ASSIGN_OR_RETURN(const int index, api::FindName(field, name, names));
+  return static_cast<E>(index);
 }
 
-constexpr std::pair<const char*, Method> kMethods[] = {
-    {"full", Method::kFull},
-    {"dapq", Method::kDapq},
-    {"snapkv", Method::kSnapKv},
-    {"h2o", Method::kH2o},
-    {"streaming", Method::kStreamingLlm},
-    {"tova", Method::kTova},
-    {"expected_attention", Method::kExpectedAttention},
-    {"random", Method::kRandom}};
-constexpr std::pair<const char*, Content> kContents[] = {{"last", Content::kLast},
-                                                         {"mean", Content::kMean},
-                                                         {"last_token", Content::kLastToken},
-                                                         {"random", Content::kRandom},
-                                                         {"zero", Content::kZero}};
-constexpr std::pair<const char*, Positions> kPositions[] = {{"future", Positions::kFuture},
-                                                            {"actual", Positions::kActual}};
-constexpr std::pair<const char*, Allocator> kAllocators[] = {{"uniform", Allocator::kUniform},
-                                                             {"pyramid", Allocator::kPyramid},
-                                                             {"adaptive", Allocator::kAdaptive}};
-constexpr std::pair<const char*, Storage> kStorages[] = {{"shared", Storage::kShared},
-                                                         {"per_head", Storage::kPerHead}};
-constexpr std::pair<const char*, kernels::PoolType> kPools[] = {{"max", kernels::PoolType::kMax},
-                                                                {"avg", kernels::PoolType::kAvg}};
-constexpr std::pair<const char*, DapqMode> kModes[] = {{"pseudo", DapqMode::kPseudo},
-                                                       {"forward", DapqMode::kForward}};
+template <typename E, size_t N>
+absl::string_view NameOf(E value, const std::array<absl::string_view, N>& names) {
+  const size_t i = static_cast<size_t>(value);
+  return i < N ? names[i] : absl::string_view("unknown");
+}
+
+static_assert(static_cast<int>(Method::kRandom) + 1 == api::kMethodNames.size());
+static_assert(static_cast<int>(Content::kZero) + 1 == api::kContentNames.size());
+static_assert(static_cast<int>(Positions::kActual) + 1 == api::kPositionsNames.size());
+static_assert(static_cast<int>(Allocator::kAdaptive) + 1 == api::kAllocatorNames.size());
+static_assert(static_cast<int>(Storage::kPerHead) + 1 == api::kStorageNames.size());
+static_assert(static_cast<int>(DapqMode::kForward) + 1 == api::kDapqModeNames.size());
+static_assert(static_cast<int>(kernels::PoolType::kMax) == 0 &&
+              static_cast<int>(kernels::PoolType::kAvg) == 1);
 
 absl::Status Bad(const std::string& msg) {
   return absl::InvalidArgumentError(absl::StrCat("compression: ", msg));
@@ -56,55 +42,42 @@ absl::Status Bad(const std::string& msg) {
 
 }  // namespace
 
-absl::StatusOr<Method> ParseMethod(absl::string_view n) { return ParseEnum("method", n, kMethods); }
+absl::StatusOr<Method> ParseMethod(absl::string_view n) {
+  return ParseEnum<Method>("method", n, api::kMethodNames);
+}
 absl::StatusOr<Content> ParseContent(absl::string_view n) {
-  return ParseEnum("content", n, kContents);
+  return ParseEnum<Content>("content", n, api::kContentNames);
 }
 absl::StatusOr<Positions> ParsePositions(absl::string_view n) {
-  return ParseEnum("positions", n, kPositions);
+  return ParseEnum<Positions>("positions", n, api::kPositionsNames);
 }
 absl::StatusOr<Allocator> ParseAllocator(absl::string_view n) {
-  return ParseEnum("allocator", n, kAllocators);
+  return ParseEnum<Allocator>("allocator", n, api::kAllocatorNames);
 }
 absl::StatusOr<Storage> ParseStorage(absl::string_view n) {
-  return ParseEnum("storage", n, kStorages);
+  return ParseEnum<Storage>("storage", n, api::kStorageNames);
 }
 absl::StatusOr<kernels::PoolType> ParsePool(absl::string_view n) {
-  return ParseEnum("pool", n, kPools);
+  return ParseEnum<kernels::PoolType>("pool", n, api::kPoolNames);
 }
-absl::StatusOr<DapqMode> ParseDapqMode(absl::string_view n) { return ParseEnum("mode", n, kModes); }
+absl::StatusOr<DapqMode> ParseDapqMode(absl::string_view n) {
+  return ParseEnum<DapqMode>("mode", n, api::kDapqModeNames);
+}
 
-absl::string_view MethodName(Method m) {
-  for (const auto& [n, e] : kMethods) {
-    if (e == m) return n;
-  }
-  return "unknown";
-}
+absl::string_view MethodName(Method m) { return NameOf(m, api::kMethodNames); }
 
 absl::Status CompressionConfig::Validate() const {
   if (method == Method::kFull) return absl::OkStatus();
-  const bool has_tokens = budget_tokens != 0, has_ratio = budget_ratio != 0.0;
-  if (has_tokens == has_ratio) {
-    return Bad(absl::StrCat("set exactly one of budget (tokens) and budget_ratio; got budget=",
-                            budget_tokens, " budget_ratio=", budget_ratio));
-  }
-  if (has_tokens && budget_tokens < 0) {
-    return Bad(absl::StrCat("budget=", budget_tokens, " must be > 0"));
-  }
-  if (has_ratio && !(budget_ratio > 0.0 && budget_ratio <= 1.0)) {
-    return Bad(absl::StrCat("budget_ratio=", budget_ratio, " must be in (0, 1]"));
-  }
-  if (window < -1) return Bad(absl::StrCat("window=", window, " must be >= 0"));
-  if (sinks < -1) return Bad(absl::StrCat("sinks=", sinks, " must be >= 0"));
-  if (has_tokens && std::max(window, 0) + std::max(sinks, 0) > budget_tokens) {
-    return Bad(absl::StrCat("window=", window, " + sinks=", std::max(sinks, 0),
-                            " exceed budget=", budget_tokens));
-  }
-  if (pool_kernel != -1 && (pool_kernel < 1 || pool_kernel % 2 == 0)) {
-    return Bad(absl::StrCat("pool_kernel=", pool_kernel, " must be odd and >= 1"));
-  }
-  if (query_window != -1 && query_window < 1) {
-    return Bad(absl::StrCat("query_window=", query_window, " must be >= 1"));
+  // The ranges every entry point shares (api/compression_rules.h), under the flag names.
+  api::CompressionNumbers numbers;
+  numbers.budget_tokens = budget_tokens;
+  numbers.budget_ratio = budget_ratio;
+  numbers.window = window;
+  numbers.sinks = sinks;
+  numbers.pool_kernel = pool_kernel;
+  numbers.query_window = query_window;
+  if (absl::Status s = api::CheckCompressionNumbers(numbers, api::kConfigFieldNames); !s.ok()) {
+    return Bad(std::string(s.message()));
   }
   if (stride < 1) return Bad(absl::StrCat("stride=", stride, " must be >= 1"));
   if (offset < 0) return Bad(absl::StrCat("offset=", offset, " must be >= 0"));
@@ -122,11 +95,11 @@ absl::Status CompressionConfig::Validate() const {
   if (!(adaptive_floor >= 0.0f && adaptive_floor <= 1.0f)) {
     return Bad(absl::StrCat("adaptive_floor=", adaptive_floor, " must be in [0, 1]"));
   }
-  if (allocator == Allocator::kAdaptive && storage != Storage::kPerHead) {
-    return Bad("allocator=adaptive gives each head its own budget: it needs storage=per_head");
-  }
-  if (method == Method::kTova && storage == Storage::kPerHead) {
-    return Bad("method=tova keeps one set per layer: it needs storage=shared");
+  if (absl::Status s = api::CheckCompressionCombination(NameOf(method, api::kMethodNames),
+                                                        NameOf(allocator, api::kAllocatorNames),
+                                                        NameOf(storage, api::kStorageNames));
+      !s.ok()) {
+    return Bad(std::string(s.message()));
   }
   return absl::OkStatus();
 }
@@ -190,13 +163,13 @@ std::string CompressionConfig::DebugString() const {
   absl::StrAppend(&s, " window=", window, " sinks=", sinks,
                   " pool=", pool == kernels::PoolType::kMax ? "max" : "avg", "/", pool_kernel);
   if (method == Method::kDapq) {
-    absl::StrAppend(
-        &s, " w_p=", query_window, " content=", kContents[static_cast<int>(content)].first,
-        " positions=", kPositions[static_cast<int>(positions)].first, " offset=", offset,
-        " stride=", stride, " gamma=", gamma, mode == DapqMode::kForward ? " mode=forward" : "");
+    absl::StrAppend(&s, " w_p=", query_window, " content=", NameOf(content, api::kContentNames),
+                    " positions=", NameOf(positions, api::kPositionsNames), " offset=", offset,
+                    " stride=", stride, " gamma=", gamma,
+                    mode == DapqMode::kForward ? " mode=forward" : "");
   }
-  absl::StrAppend(&s, " allocator=", kAllocators[static_cast<int>(allocator)].first,
-                  " storage=", kStorages[static_cast<int>(storage)].first);
+  absl::StrAppend(&s, " allocator=", NameOf(allocator, api::kAllocatorNames),
+                  " storage=", NameOf(storage, api::kStorageNames));
   return s;
 }
 

@@ -41,10 +41,7 @@ GroupDriver::GroupDriver(Engine* engine, Communicator* comm, const Tokenizer* to
 
 absl::StatusOr<std::shared_ptr<RequestChannel>> GroupDriver::Submit(
     dapq::v1::GenerateRequest request) {
-  DAPQ_RETURN_IF_ERROR(ToGenerateOptions(request).status());
-  if (!request.session_id().empty()) {
-    DAPQ_RETURN_IF_ERROR(ValidateSessionId(request.session_id()));
-  }
+  DAPQ_RETURN_IF_ERROR(ToGenerateOptions(request).status());  // session id included
   // A stored session starts moving up to the device tier while the request waits in the queue
   // (this rank's store; the others prefetch when the turn starts).
   if (options_.store != nullptr && !request.session_id().empty()) {
@@ -323,13 +320,8 @@ absl::StatusOr<std::unique_ptr<Sequence>> GroupDriver::RestoreSession(const std:
 absl::Status GroupDriver::KeepSession(const std::string& id, std::unique_ptr<Sequence> owned,
                                       Sequence* seq, const GenerateResult& result,
                                       const compress::CompressionConfig& compression) {
-  if (!result.tokens.empty()) {
-    // The last sampled token was not fed: feed it so the next turn follows the whole transcript.
-    const int last = result.tokens.back();
-    const int32_t pos = seq->next_position();
-    DAPQ_RETURN_IF_ERROR(
-        engine_->Forward(*seq, std::span<const int>(&last, 1), std::span(&pos, 1), nullptr));
-  }
+  DAPQ_ASSIGN_OR_RETURN(SessionHistory history,
+                        EndSessionTurn(*engine_, *seq, result, id, options_.store));
   auto it = sessions_.find(id);
   if (it == sessions_.end()) {
     lru_.push_front(id);
@@ -337,12 +329,11 @@ absl::Status GroupDriver::KeepSession(const std::string& id, std::unique_ptr<Seq
     it->second.lru = lru_.begin();
   }
   Session& s = it->second;
-  s.tokens = seq->tokens();
-  s.segments = seq->segments();
+  s.tokens = std::move(history.tokens);
+  s.segments = std::move(history.segments);
   s.compression = compression;
   if (options_.store != nullptr) {
-    DAPQ_RETURN_IF_ERROR(SaveSession(*engine_, *seq, id, *options_.store));
-    s.seq = nullptr;
+    s.seq = nullptr;  // saved by EndSessionTurn
   } else if (owned != nullptr) {
     s.seq = std::move(owned);
   }

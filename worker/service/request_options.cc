@@ -2,9 +2,9 @@
 // Conversion and validation of dapq.v1 request fields for the engine.
 #include "worker/service/request_options.h"
 
-#include <cmath>
-
 #include "absl/strings/str_cat.h"
+#include "api/compression_rules.h"
+#include "api/request_rules.h"
 #include "common/status_macros.h"
 
 namespace dapq::worker::service {
@@ -30,24 +30,11 @@ absl::Status ParseNamed(const std::string& name, absl::string_view field,
 
 absl::StatusOr<compress::CompressionConfig> ToCompressionConfig(
     const dapq::v1::CompressionOptions& o) {
+  DAPQ_RETURN_IF_ERROR(api::ValidateCompressionOptions(o));
   compress::CompressionConfig c;
   DAPQ_RETURN_IF_ERROR(
       ParseNamed(o.method(), "compression.method", compress::ParseMethod, &c.method));
   if (c.method == compress::Method::kFull) return c;
-  if (o.budget_tokens() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("compression.budget_tokens=", o.budget_tokens(), " must be > 0"));
-  }
-  if (!std::isfinite(o.budget_ratio()) || o.budget_ratio() < 0 || o.budget_ratio() > 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("compression.budget_ratio=", o.budget_ratio(), " must be in (0, 1]"));
-  }
-  if (o.budget_tokens() == 0 && o.budget_ratio() == 0) {
-    return absl::InvalidArgumentError(
-        "compression.budget_tokens: a budget (budget_tokens > 0 or budget_ratio in (0, 1]) is "
-        "required for method " +
-        o.method());
-  }
   c.budget_tokens = o.budget_tokens();
   c.budget_ratio = o.budget_ratio();
   if (o.has_window()) c.window = o.window();
@@ -70,13 +57,9 @@ absl::StatusOr<compress::CompressionConfig> ToCompressionConfig(
 }
 
 absl::StatusOr<GenerateOptions> ToGenerateOptions(const dapq::v1::GenerateRequest& request) {
+  DAPQ_RETURN_IF_ERROR(api::ValidateGenerateRequest(request));
   GenerateOptions g;
-  if (request.max_new_tokens() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_new_tokens=", request.max_new_tokens(), " must be >= 0"));
-  }
-  g.max_new_tokens =
-      request.max_new_tokens() == 0 ? kDefaultMaxNewTokens : request.max_new_tokens();
+  g.max_new_tokens = api::EffectiveMaxNewTokens(request);
   const dapq::v1::SamplingOptions& s = request.sampling();
   g.sampling.temperature = s.temperature();
   g.sampling.top_p = s.top_p() == 0 ? 1.0f : s.top_p();

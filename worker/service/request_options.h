@@ -14,12 +14,13 @@
 
 namespace dapq::worker::service {
 
-inline constexpr int kDefaultMaxNewTokens = 64;
-
+// Validated by api::ValidateCompressionOptions, then converted.
 absl::StatusOr<compress::CompressionConfig> ToCompressionConfig(
     const dapq::v1::CompressionOptions& options);
 
-// Sampling, compression and max_new_tokens of `request`, validated.
+// Sampling, compression and max_new_tokens of `request`, validated by the shared request rules
+// (api/request_rules.h: the same verdicts as the coordinator's and the CLI's), session id
+// included.
 absl::StatusOr<GenerateOptions> ToGenerateOptions(const dapq::v1::GenerateRequest& request);
 
 // The prompt as token ids: `text` encoded with `tokenizer` (BOS first unless `continuing` a
