@@ -59,7 +59,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   std::unique_ptr<kvstore::KvStore> store;
   std::unique_ptr<worker::Sequence> seq;
   if (!o.session.empty()) {
-    DAPQ_RETURN_IF_ERROR(api::ValidateSessionId(o.session, "--session"));
+    DAPQ_RETURN_IF_ERROR(api::ValidateSessionId(o.session));
     kvstore::KvStoreOptions so;
     so.disk_dir = o.store_dir;
     so.background = false;
