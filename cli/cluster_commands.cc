@@ -14,8 +14,8 @@
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "dapq/v1/batch.grpc.pb.h"
-#include "nlohmann/json.hpp"
 #include "launcher/local_cluster.h"
+#include "nlohmann/json.hpp"
 
 namespace dapq::cli {
 namespace {
@@ -49,6 +49,13 @@ void PrintStatus(const dapq::v1::ClusterStatusResponse& s) {
                 g.queue_depth() + g.in_flight(), g.active(), g.sessions(),
                 Bytes(g.kv_bytes_used()).c_str(), static_cast<long>(g.requests_served()),
                 g.health_detail().c_str());
+  }
+  for (const auto& g : s.groups()) {
+    if (!g.kv_remote().empty() || !g.kv_peer().empty()) {
+      std::printf("%s: KV remote tier %s%s%s\n", g.group_id().c_str(),
+                  g.kv_remote().empty() ? "none" : g.kv_remote().c_str(),
+                  g.kv_peer().empty() ? "" : ", serves KvPeer on ", g.kv_peer().c_str());
+    }
   }
   bool header = false;
   for (const auto& g : s.groups()) {

@@ -144,6 +144,14 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
       ->capture_default_str();
   cmd->add_option("--kv_device_kib", c.kv_device_kib, "per-rank KV store device tier (0 = 64 MiB)");
   cmd->add_option("--kv_host_kib", c.kv_host_kib, "per-rank KV store host tier (0 = 256 MiB)");
+  cmd->add_option("--kv_disk_mib", c.kv_disk_mib,
+                  "per-rank KV store disk tier (0 = none, -1 = 4096 MiB)")
+      ->capture_default_str();
+  cmd->add_option("--kv_remote", c.kv_remote,
+                  "the KV store's last tier on every rank: redis://HOST:PORT or grpc://HOST:PORT "
+                  "(a worker started with --kv_peer_listen)");
+  cmd->add_option("--kv_remote_mib", c.kv_remote_mib,
+                  "per-rank capacity on the remote tier (0 = 1024 MiB)");
   runner.Add(cmd, [o]() { return RunServe(*o); });
 }
 

@@ -18,6 +18,9 @@ absl::Status GrpcPeerTierOptions::Validate() const {
   DAPQ_RETURN_IF_ERROR(tier.Validate());
   if (address.empty()) return absl::InvalidArgumentError("peer tier: empty address");
   if (timeout_ms <= 0) return absl::InvalidArgumentError("peer tier: timeout_ms must be > 0");
+  if (!key_prefix.empty()) {
+    DAPQ_RETURN_IF_ERROR(ValidateBlockKey(key_prefix + "x"));  // the peer checks keys as sent
+  }
   return absl::OkStatus();
 }
 
@@ -51,7 +54,7 @@ absl::Status GrpcPeerTier::Annotate(const grpc::Status& s, const std::string& wh
 absl::Status GrpcPeerTier::Put(const std::string& key, std::string block) {
   DAPQ_ASSIGN_OR_RETURN(const std::optional<size_t> previous, Reserve(key, block.size()));
   dapq::v1::PutBlockRequest req;
-  req.set_key(key);
+  req.set_key(options_.key_prefix + key);
   req.set_block(std::move(block));
   dapq::v1::PutBlockResponse resp;
   grpc::ClientContext ctx;
@@ -64,7 +67,7 @@ absl::Status GrpcPeerTier::Put(const std::string& key, std::string block) {
 absl::StatusOr<std::string> GrpcPeerTier::Get(const std::string& key) {
   DAPQ_RETURN_IF_ERROR(CheckHeld(key));
   dapq::v1::GetBlockRequest req;
-  req.set_key(key);
+  req.set_key(options_.key_prefix + key);
   dapq::v1::GetBlockResponse resp;
   grpc::ClientContext ctx;
   SetDeadline(ctx);
@@ -84,7 +87,7 @@ absl::StatusOr<std::string> GrpcPeerTier::Get(const std::string& key) {
 absl::Status GrpcPeerTier::Erase(const std::string& key) {
   DAPQ_RETURN_IF_ERROR(Forget(key));
   dapq::v1::EraseBlockRequest req;
-  req.set_key(key);
+  req.set_key(options_.key_prefix + key);
   dapq::v1::EraseBlockResponse resp;
   grpc::ClientContext ctx;
   SetDeadline(ctx);

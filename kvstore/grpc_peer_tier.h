@@ -19,6 +19,9 @@ struct GrpcPeerTierOptions {
   TierOptions tier{"remote", 1ull << 30, 0.95, 0.9};
   std::string address;  // host:port of the peer's KvPeer service
   int timeout_ms = 5000;
+  // Prepended to every key on the wire, so that several workers can share one peer (e.g.
+  // "g0-r1."); [A-Za-z0-9_.-] only. The tier's own index and Keys() use the keys unprefixed.
+  std::string key_prefix;
   absl::Status Validate() const;
 };
 

@@ -1,7 +1,8 @@
 // File: kvstore/grpc_peer_tier_test.cc
 // The gRPC peer tier against a real KvPeer server on 127.0.0.1 (port chosen by the kernel):
 // round trips, a store spilling to the peer, the peer going away mid-transfer (Unavailable, the
-// blocks stay on the upper tiers), corruption on the peer (DataLoss), bad keys.
+// blocks stay on the upper tiers), corruption on the peer (DataLoss), bad keys; OpenRemoteTier's
+// URLs and key prefixes.
 #include "kvstore/grpc_peer_tier.h"
 
 #include <grpcpp/grpcpp.h>
@@ -14,6 +15,7 @@
 #include "kvstore/kv_store.h"
 #include "kvstore/memory_tier.h"
 #include "kvstore/peer_service.h"
+#include "kvstore/remote_tier.h"
 #include "tests/util/kv_blocks.h"
 #include "tests/util/status_matchers.h"
 
@@ -70,6 +72,43 @@ TEST(GrpcPeerTierTest, RoundTripThroughARealServer) {
   EXPECT_FALSE(peer.backing().Contains("s.b0"));
   EXPECT_THAT(tier->Put("bad/key", Block(2)),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("key")));
+}
+
+// Two workers share one peer through the URL form the binaries take (--kv_remote): their
+// prefixes keep the same key apart, and each sees only its own.
+TEST(RemoteTierTest, GrpcUrlsWithPrefixesShareOnePeer) {
+  Peer peer;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Tier> a,
+                       OpenRemoteTier({"grpc://" + peer.address(), 1 << 20, "g0-r0"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Tier> b,
+                       OpenRemoteTier({"grpc://" + peer.address(), 1 << 20, "g1-r0"}));
+  EXPECT_EQ(a->options().name, "remote");
+  ASSERT_THAT(a->Put("s.b0", Block(1)), IsOk());
+  ASSERT_THAT(b->Put("s.b0", Block(2)), IsOk());
+  EXPECT_TRUE(peer.backing().Contains("g0-r0.s.b0"));
+  EXPECT_TRUE(peer.backing().Contains("g1-r0.s.b0"));
+  ASSERT_OK_AND_ASSIGN(std::string got_a, a->Get("s.b0"));
+  ASSERT_OK_AND_ASSIGN(std::string got_b, b->Get("s.b0"));
+  EXPECT_EQ(got_a, Block(1));
+  EXPECT_EQ(got_b, Block(2));
+  EXPECT_EQ(a->Keys(), std::vector<std::string>{"s.b0"});
+  ASSERT_THAT(a->Erase("s.b0"), IsOk());
+  EXPECT_FALSE(peer.backing().Contains("g0-r0.s.b0"));
+  EXPECT_TRUE(peer.backing().Contains("g1-r0.s.b0"));
+}
+
+TEST(RemoteTierTest, MalformedUrlsNameTheFlag) {
+  for (const char* url : {"", "redis://", "redis://host", "grpc://:50", "grpc://h:0",
+                          "grpc://h:99999", "http://h:1", "grpc://h:x"}) {
+    EXPECT_THAT(OpenRemoteTier({url, 1 << 20, ""}).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("kv_remote")))
+        << url;
+  }
+  EXPECT_THAT(OpenRemoteTier({"grpc://h:1", 1 << 20, "bad/prefix"}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  // Nothing listens on the port: Redis is contacted at once and says so.
+  EXPECT_THAT(OpenRemoteTier({"redis://127.0.0.1:1", 1 << 20, ""}).status(),
+              StatusIs(absl::StatusCode::kUnavailable));
 }
 
 TEST(GrpcPeerTierTest, CorruptionOnThePeerIsDataLoss) {

@@ -55,6 +55,13 @@ absl::Status LocalClusterOptions::Validate() const {
   if (port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("--port=", port, " must be in [0, 65535]"));
   }
+  if (!kv_remote.empty() && !kv_store) {
+    return absl::InvalidArgumentError("--kv_remote needs the KV store (kv_store)");
+  }
+  if (kv_disk_mib < -1 || kv_remote_mib < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv_disk_mib=", kv_disk_mib, " must be >= 0, --kv_remote_mib=", kv_remote_mib, " >= 0"));
+  }
   return absl::OkStatus();
 }
 
@@ -148,6 +155,13 @@ absl::Status LocalCluster::StartWorker(int group, int rank) {
     }
     if (o.kv_host_kib > 0)
       argv.insert(argv.end(), {"--kv_host_kib", std::to_string(o.kv_host_kib)});
+    if (o.kv_disk_mib >= 0) {
+      argv.insert(argv.end(), {"--kv_disk_mib", std::to_string(o.kv_disk_mib)});
+    }
+    if (!o.kv_remote.empty()) argv.insert(argv.end(), {"--kv_remote", o.kv_remote});
+    if (o.kv_remote_mib > 0) {
+      argv.insert(argv.end(), {"--kv_remote_mib", std::to_string(o.kv_remote_mib)});
+    }
   }
   argv.insert(argv.end(), o.worker_args.begin(), o.worker_args.end());
   DAPQ_ASSIGN_OR_RETURN(

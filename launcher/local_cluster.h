@@ -36,6 +36,13 @@ struct LocalClusterOptions {
   // memory tiers in KiB (0 = the worker's defaults).
   bool kv_store = true;
   int kv_device_kib = 0, kv_host_kib = 0;
+  // Disk tier capacity in MiB (-1 = the worker's default, 0 = no disk tier).
+  int kv_disk_mib = -1;
+  // The store's last tier on every rank: "redis://host:port" or "grpc://host:port" (a KvPeer,
+  // e.g. another worker's --kv_peer_listen); "" = none. kv_remote_mib: per-rank capacity there
+  // (0 = the worker's default).
+  std::string kv_remote;
+  int kv_remote_mib = 0;
   std::vector<std::string> worker_args;  // extra dapq-worker flags
   absl::Status Validate() const;
 };

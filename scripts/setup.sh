@@ -10,7 +10,7 @@ PACKAGES=(
   libabsl-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libopenblas-dev
-  libxxhash-dev libhiredis-dev redis-server
+  libxxhash-dev libhiredis-dev redis-server redis-tools
   libgloo-dev libsqlite3-dev prometheus-cpp-dev prometheus libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -11,9 +11,11 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_split.h"
 #include "dapq/v1/admin.grpc.pb.h"
 #include "dapq/v1/batch.grpc.pb.h"
 #include "dapq/v1/inference.grpc.pb.h"
+#include "dapq/v1/kv.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "launcher/local_cluster.h"
@@ -26,6 +28,7 @@
 #include "worker/engine.h"
 #include "worker/model_loader.h"
 #include "worker/service/request_options.h"
+#include "worker/session_store.h"
 #include "worker/tokenizer.h"
 
 namespace dapq {
@@ -372,10 +375,7 @@ std::vector<std::vector<int>> ReferenceSession(const std::vector<std::string>& t
     o.compression.budget_tokens = 8;
     auto r = engine->Continue(*seq, tok.Encode(turns[i], /*add_bos=*/i == 0, false), o);
     EXPECT_TRUE(r.ok()) << r.status();
-    const int last = r->tokens.back();
-    const int32_t pos = seq->next_position();
-    EXPECT_TRUE(
-        engine->Forward(*seq, std::span<const int>(&last, 1), std::span(&pos, 1), nullptr).ok());
+    EXPECT_TRUE(worker::EndSessionTurn(*engine, *seq, *r, "reference", nullptr).ok());
     out.push_back(r->tokens);
   }
   return out;
@@ -426,6 +426,78 @@ TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
   EXPECT_THAT(metrics.out, HasSubstr("dapq_kv_restore_bytes_total{from=\"disk\""));
   EXPECT_THAT(metrics.out, ::testing::ContainsRegex(
                                "dapq_kv_failed_loads_total\\{cause=\"checksum\"[^}]*\\} [1-9]"));
+}
+
+// Sessions on a cluster whose upper tiers hold a block or two and that has no disk tier: their
+// blocks go down to the remote tier at `url` and come back for every later turn. Returns the
+// cluster so the caller can look at its remote.
+std::unique_ptr<launcher::LocalCluster> RunSessionsThroughARemoteTier(const std::string& name,
+                                                                      const std::string& url) {
+  auto cluster = StartCluster(name, testing::Stories260KPath(), 1, 2, true, 64,
+                              [&url](launcher::LocalClusterOptions& o) {
+                                o.kv_device_kib = 4;
+                                o.kv_host_kib = 4;
+                                o.kv_disk_mib = 0;
+                                o.kv_remote = url;
+                              });
+  const std::vector<std::string> turns = {kStory, " Then the dog came.", " They went home."};
+  const std::vector<std::vector<int>> expected = ReferenceSession(turns, 24);
+  constexpr int kSessions = 3;
+  for (size_t t = 0; t < turns.size(); ++t) {
+    for (int s = 0; s < kSessions; ++s) {
+      dapq::v1::GenerateRequest r;
+      r.set_text(turns[t]);
+      r.set_max_new_tokens(24);
+      r.set_session_id(absl::StrCat("remote-", s));
+      r.mutable_compression()->set_method("dapq");
+      r.mutable_compression()->set_budget_tokens(8);
+      const Completion c = Complete(cluster->address(), r);
+      EXPECT_TRUE(c.status.ok()) << c.status.error_message();
+      EXPECT_EQ(Tokens(c), expected[t]) << "session " << s << " turn " << t;
+    }
+  }
+  // dapq status names the remote tier, and the blocks went there and came back.
+  const testing::CommandResult status = testing::RunCommand(
+      absl::StrCat(BinDir(), "/dapq status --coordinator ", cluster->address(), " --wait_s 10"));
+  EXPECT_THAT(status.out, HasSubstr("KV remote tier " + url)) << status.out;
+  for (int rank = 0; rank < 2; ++rank) {
+    const testing::CommandResult metrics = testing::RunCommand(absl::StrCat(
+        "curl -s http://127.0.0.1:", cluster->worker_metrics_port(0, rank), "/metrics"));
+    EXPECT_THAT(metrics.out,
+                ::testing::ContainsRegex(
+                    "dapq_kv_spill_bytes_total\\{from=\"host\"[^}]*to=\"remote\"[^}]*\\} [1-9]"))
+        << "rank " << rank;
+    EXPECT_THAT(metrics.out, ::testing::ContainsRegex(
+                                 "dapq_kv_restore_bytes_total\\{from=\"remote\"[^}]*\\} [1-9]"))
+        << "rank " << rank;
+  }
+  return cluster;
+}
+
+TEST(ClusterRemoteTierTest, SessionsGoDownToAnotherWorkersKvPeerAndContinueIdentically) {
+  // A worker lending a memory tier over KvPeer (its own group of one rank, unregistered).
+  const std::string dir = testing::MakeTempDir("cluster_kv_peer");
+  auto peer = launcher::ChildProcess::Start(
+      {BinDir() + "/dapq-worker", "--model", testing::Stories260KPath(), "--group_id", "lender",
+       "--kv_peer_listen", "127.0.0.1:0", "--kv_peer_mib", "64", "--metrics_listen", "127.0.0.1:0",
+       "--ready_fd", "3"},
+      dir + "/lender.log", /*ready_pipe=*/true);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  const absl::StatusOr<std::string> ready = peer->ReadReadyLine(std::chrono::seconds(60));
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  const std::vector<std::string> ports = absl::StrSplit(*ready, ' ');
+  ASSERT_EQ(ports.size(), 2u) << *ready;
+  const std::string address = absl::StrCat("127.0.0.1:", ports[1]);
+  auto cluster = RunSessionsThroughARemoteTier("cluster_peer", "grpc://" + address);
+  // The lender holds blocks of the sessions that are idle now.
+  auto stub =
+      dapq::v1::KvPeer::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  dapq::v1::StatsResponse stats;
+  ASSERT_TRUE(stub->Stats(&context, dapq::v1::StatsRequest(), &stats).ok());
+  EXPECT_GT(stats.blocks(), 0u);
+  EXPECT_EQ(stats.capacity_bytes(), 64ull << 20);
 }
 
 TEST(ClusterPoolTest, AFullKvPoolIsResourceExhaustedAndTheGroupKeepsServing) {

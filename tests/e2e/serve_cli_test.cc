@@ -6,11 +6,13 @@
 
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "launcher/child_process.h"
 #include "launcher/local_cluster.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/redis_server.h"
 #include "tests/util/run_command.h"
 #include "tests/util/test_paths.h"
 
@@ -18,6 +20,18 @@ namespace dapq {
 namespace {
 
 using ::testing::HasSubstr;
+
+// The address `dapq serve` writes to its cluster file (waiting for the file is bounded by serve
+// exiting).
+std::string ServeAddress(launcher::ChildProcess& serve, const std::string& cluster_file) {
+  std::string address;
+  for (int i = 0; i < 600 && address.empty(); ++i) {
+    std::ifstream in(cluster_file);
+    if (in) address = nlohmann::json::parse(in, nullptr, false).value("address", "");
+    if (address.empty() && serve.Wait(std::chrono::milliseconds(100)).has_value()) break;
+  }
+  return address;
+}
 
 TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
   const std::string dir = testing::MakeTempDir("serve_cli");
@@ -32,13 +46,8 @@ TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
   ASSERT_TRUE(serve.ok()) << serve.status();
   // serve writes the cluster file before waiting for readiness; `dapq status --wait_s` then
   // blocks until the cluster is ready. (Waiting for the file is bounded by serve exiting.)
-  std::string address;
-  for (int i = 0; i < 600 && address.empty(); ++i) {
-    std::ifstream in(cluster_file);
-    if (in) address = nlohmann::json::parse(in, nullptr, false).value("address", "");
-    if (address.empty()) ASSERT_FALSE(serve->Wait(std::chrono::milliseconds(100)).has_value());
-  }
-  ASSERT_FALSE(address.empty());
+  const std::string address = ServeAddress(*serve, cluster_file);
+  ASSERT_FALSE(address.empty()) << "dapq serve exited; see " << dir << "/serve.log";
   const testing::CommandResult status =
       testing::RunCommand(dapq + " status --wait_s 60 --groups 1 --coordinator " + address);
   ASSERT_EQ(status.exit_code, 0) << status.out;
@@ -136,6 +145,82 @@ TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, 0);
   for (pid_t pid : pids) EXPECT_NE(kill(pid, 0), 0) << "pid " << pid << " still runs";
+}
+
+// `dapq serve` with a real Redis server as the KV store's last tier and upper tiers of a few
+// blocks (no disk tier): sessions go down to Redis between turns, come back, and continue with
+// the tokens of an in-process session (`dapq generate --session`, its own store).
+TEST(ServeCliTest, SessionsThroughARedisRemoteTierContinueIdentically) {
+  auto redis = testing::RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  const std::string url = absl::StrCat("redis://127.0.0.1:", (*redis)->port());
+  const std::string dir = testing::MakeTempDir("serve_redis");
+  const std::string dapq = DAPQ_BINARY;
+  const std::string cluster_file = dir + "/cluster.json";
+  auto serve = launcher::ChildProcess::Start({dapq,
+                                              "serve",
+                                              "--model",
+                                              testing::Stories260KPath(),
+                                              "--tokenizer",
+                                              testing::Tok512Path(),
+                                              "--groups",
+                                              "1",
+                                              "--tp",
+                                              "2",
+                                              "--port",
+                                              "0",
+                                              "--metrics_port",
+                                              "0",
+                                              "--work_dir",
+                                              dir + "/work",
+                                              "--cluster_file",
+                                              cluster_file,
+                                              "--kv_device_kib",
+                                              "4",
+                                              "--kv_host_kib",
+                                              "4",
+                                              "--kv_disk_mib",
+                                              "0",
+                                              "--kv_remote",
+                                              url},
+                                             dir + "/serve.log");
+  ASSERT_TRUE(serve.ok()) << serve.status();
+  const std::string address = ServeAddress(*serve, cluster_file);
+  ASSERT_FALSE(address.empty()) << "dapq serve exited; see " << dir << "/serve.log";
+  const testing::CommandResult status =
+      testing::RunCommand(dapq + " status --wait_s 60 --groups 1 --coordinator " + address);
+  ASSERT_EQ(status.exit_code, 0) << status.out;
+  EXPECT_THAT(status.out, HasSubstr("g0: KV remote tier " + url));
+
+  const std::string flags = " --steps 24 --method dapq --budget 8 --print_ids";
+  const std::vector<std::string> turns = {"'Once upon a time, Lily saw a big red ball'",
+                                          "' Then the dog came.'", "' They went home.'"};
+  for (size_t t = 0; t < turns.size(); ++t) {
+    for (const char* session : {"chat-a", "chat-b"}) {
+      SCOPED_TRACE(absl::StrCat(session, " turn ", t));
+      const testing::CommandResult served =
+          testing::RunCommand(absl::StrCat(dapq, " generate --coordinator ", address, " --session ",
+                                           session, " --prompt ", turns[t], flags),
+                              /*merge_stderr=*/false);
+      ASSERT_EQ(served.exit_code, 0) << served.out;
+      const testing::CommandResult local = testing::RunCommand(
+          absl::StrCat(dapq, " generate --model ", testing::Stories260KPath(), " --tokenizer ",
+                       testing::Tok512Path(), " --store_dir ", dir, "/local_store --session ",
+                       session, " --prompt ", turns[t], flags),
+          /*merge_stderr=*/false);
+      ASSERT_EQ(local.exit_code, 0) << local.out;
+      ASSERT_GT(local.out.size(), 10u);
+      EXPECT_THAT(served.out, HasSubstr(local.out.substr(0, local.out.size() - 1)));
+    }
+  }
+  // The sessions' blocks are on the Redis server, under each rank's prefix.
+  for (int rank = 0; rank < 2; ++rank) {
+    const testing::CommandResult keys = testing::RunCommand(absl::StrCat(
+        "redis-cli -p ", (*redis)->port(), " --scan --pattern 'dapq:g0-r", rank, ":chat-*'"));
+    EXPECT_THAT(keys.out, HasSubstr(absl::StrCat("dapq:g0-r", rank, ":chat-a.r", rank, ".l")));
+  }
+  serve->Signal(SIGTERM);
+  EXPECT_EQ(serve->Wait(std::chrono::seconds(30)), 0);
 }
 
 }  // namespace

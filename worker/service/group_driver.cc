@@ -450,6 +450,8 @@ dapq::v1::GroupStatus GroupDriver::Status() const {
   s.set_healthy(healthy());
   if (!healthy()) s.set_health_detail("a rank of the group is gone");
   s.set_max_seq_len(engine_->config().max_seq_len);
+  s.set_kv_remote(options_.kv_remote);
+  s.set_kv_peer(options_.kv_peer);
   {
     MutexLock lock(&mu_);
     s.set_queue_depth(static_cast<int>(queue_.size()));

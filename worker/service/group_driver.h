@@ -46,6 +46,10 @@ struct GroupDriverOptions {
   kvstore::KvStore* store = nullptr;  // not owned
   bool fail_on_bad_block = false;
   WorkerMetrics* metrics = nullptr;  // optional; not owned
+  // Reported in Status() (dapq status): the store's remote tier URL and this rank's KvPeer
+  // address, empty when there is none.
+  std::string kv_remote;
+  std::string kv_peer;
 };
 
 class GroupDriver {
@@ -93,7 +97,7 @@ class GroupDriver {
   // Restores a stored session on every rank, agreeing across the group on recomputing.
   absl::StatusOr<std::unique_ptr<Sequence>> RestoreSession(const std::string& id,
                                                            const Session& session);
-  // Records the turn's sequence under `id` (feeding the last sampled token first).
+  // Records the turn's sequence under `id` (EndSessionTurn: feeds the last sampled token, saves).
   absl::Status KeepSession(const std::string& id, std::unique_ptr<Sequence> owned, Sequence* seq,
                            const GenerateResult& result,
                            const compress::CompressionConfig& compression);

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/metrics.h"
@@ -17,6 +18,9 @@
 #include "common/status_macros.h"
 #include "common/termination.h"
 #include "kvstore/kv_store.h"
+#include "kvstore/memory_tier.h"
+#include "kvstore/peer_service.h"
+#include "kvstore/remote_tier.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/model_loader.h"
 #include "worker/service/group_driver.h"
@@ -33,6 +37,10 @@ struct WorkerFlags {
   std::string metrics_listen = "127.0.0.1:0";
   std::string kv_dir;  // sessions in the tiered KV store, disk tier under kv_dir/<group>-r<rank>
   int kv_device_kib = 64 << 10, kv_host_kib = 256 << 10, kv_disk_mib = 4096;
+  std::string kv_remote;  // the store's last tier: redis://host:port or grpc://host:port
+  int kv_remote_mib = 1024;
+  std::string kv_peer_listen;  // serve KvPeer (a memory tier other workers use as remote)
+  int kv_peer_mib = 1024;
   bool fail_on_bad_block = false;
   int ready_fd = -1;
   int kv_block_tokens = 16;
@@ -49,6 +57,36 @@ absl::Status RunWorker(const WorkerFlags& f) {
   if (f.tp > 1 && f.rendezvous_dir.empty()) {
     return absl::InvalidArgumentError("--rendezvous_dir is required when --tp > 1");
   }
+  if (f.kv_disk_mib < 0 || f.kv_remote_mib <= 0 || f.kv_peer_mib <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv_disk_mib=", f.kv_disk_mib, " must be >= 0, --kv_remote_mib=", f.kv_remote_mib,
+        " and --kv_peer_mib=", f.kv_peer_mib, " > 0"));
+  }
+  // KvPeer: this worker lends a memory tier to others (their --kv_remote grpc://...). It serves
+  // before the model loads, so the peers can start in any order.
+  std::unique_ptr<kvstore::Tier> peer_tier;
+  std::unique_ptr<kvstore::KvPeerService> peer_service;
+  std::unique_ptr<grpc::Server> peer_server;
+  int peer_port = 0;
+  if (!f.kv_peer_listen.empty()) {
+    DAPQ_ASSIGN_OR_RETURN(peer_tier,
+                          kvstore::MemoryTier::Create(kvstore::TierOptions{
+                              "peer", static_cast<size_t>(f.kv_peer_mib) << 20, 1.0, 1.0}));
+    peer_service = std::make_unique<kvstore::KvPeerService>(peer_tier.get());
+    grpc::ServerBuilder peer_builder;
+    peer_builder.AddListeningPort(f.kv_peer_listen, grpc::InsecureServerCredentials(), &peer_port);
+    peer_builder.SetMaxReceiveMessageSize(
+        static_cast<int>(kvstore::kMaxPeerBlockBytes + (1 << 20)));
+    peer_builder.SetMaxSendMessageSize(static_cast<int>(kvstore::kMaxPeerBlockBytes + (1 << 20)));
+    peer_builder.RegisterService(peer_service.get());
+    peer_server = peer_builder.BuildAndStart();
+    if (peer_server == nullptr || peer_port == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("could not listen on --kv_peer_listen=", f.kv_peer_listen));
+    }
+    std::printf("dapq-worker %s rank %d: KvPeer on port %d (%d MiB)\n", f.group_id.c_str(), f.rank,
+                peer_port, f.kv_peer_mib);
+  }
   // Metrics: one registry and /metrics endpoint per rank.
   auto registry = std::make_shared<prometheus::Registry>();
   AddBuildInfo(*registry);
@@ -56,7 +94,9 @@ absl::Status RunWorker(const WorkerFlags& f) {
   DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
                         MetricsServer::Start(f.metrics_listen));
   metrics_server->Register(registry);
-  ReportReady(f.ready_fd, std::to_string(metrics_server->port()));  // before the group forms
+  // "<metrics port>[ <KvPeer port>]", before the group forms.
+  ReportReady(f.ready_fd, peer_port > 0 ? absl::StrCat(metrics_server->port(), " ", peer_port)
+                                        : std::to_string(metrics_server->port()));
   DAPQ_ASSIGN_OR_RETURN(ModelWeights weights, LoadModel(f.model));
   auto model = std::make_shared<const ModelWeights>(std::move(weights));
   std::unique_ptr<Tokenizer> tokenizer;
@@ -90,12 +130,32 @@ absl::Status RunWorker(const WorkerFlags& f) {
 
   std::unique_ptr<kvstore::KvStore> store;
   std::shared_ptr<KvStoreCollector> store_collector;
-  if (!f.kv_dir.empty()) {
+  std::unique_ptr<kvstore::Tier> remote;
+  if (!f.kv_remote.empty()) {
+    kvstore::RemoteTierOptions ro;
+    ro.url = f.kv_remote;
+    ro.capacity_bytes = static_cast<size_t>(f.kv_remote_mib) << 20;
+    ro.key_prefix = absl::StrCat(f.group_id, "-r", f.rank);
+    absl::StatusOr<std::unique_ptr<kvstore::Tier>> opened = kvstore::OpenRemoteTier(ro);
+    if (!opened.ok()) {
+      const absl::string_view why = opened.status().message();
+      return absl::Status(opened.status().code(),
+                          absl::StartsWith(why, "kv_remote")
+                              ? absl::StrCat("--", why)
+                              : absl::StrCat("--kv_remote=", f.kv_remote, ": ", why));
+    }
+    remote = std::move(*opened);
+  }
+  if (!f.kv_dir.empty() || remote != nullptr) {
     kvstore::KvStoreOptions so;
     so.device.capacity_bytes = static_cast<size_t>(f.kv_device_kib) << 10;
     so.host.capacity_bytes = static_cast<size_t>(f.kv_host_kib) << 10;
     so.disk.capacity_bytes = static_cast<size_t>(f.kv_disk_mib) << 20;
-    so.disk_dir = absl::StrCat(f.kv_dir, "/", f.group_id, "-r", f.rank);
+    // --kv_disk_mib 0 (or no --kv_dir): no disk tier; blocks go from host memory to the remote.
+    if (!f.kv_dir.empty() && f.kv_disk_mib > 0) {
+      so.disk_dir = absl::StrCat(f.kv_dir, "/", f.group_id, "-r", f.rank);
+    }
+    so.remote = remote.get();
     so.observer = &metrics;
     DAPQ_ASSIGN_OR_RETURN(store, kvstore::KvStore::Open(so));
     std::vector<std::string> names;
@@ -118,6 +178,8 @@ absl::Status RunWorker(const WorkerFlags& f) {
   driver_options.group_id = f.group_id;
   driver_options.max_queue = f.max_queue;
   driver_options.max_sessions = f.max_sessions;
+  driver_options.kv_remote = f.kv_remote;
+  if (peer_port > 0) driver_options.kv_peer = absl::StrCat(f.advertise_host, ":", peer_port);
   GroupDriver driver(engine.get(), comm.get(), tokenizer.get(), driver_options);
 
   if (f.rank != 0) {
@@ -182,7 +244,15 @@ int main(int argc, char** argv) {
                  "keep sessions in the tiered KV store; its disk tier under DIR/<group>-r<rank>");
   app.add_option("--kv_device_kib", f.kv_device_kib, "KV store device tier capacity");
   app.add_option("--kv_host_kib", f.kv_host_kib, "KV store host tier capacity");
-  app.add_option("--kv_disk_mib", f.kv_disk_mib, "KV store disk tier capacity");
+  app.add_option("--kv_disk_mib", f.kv_disk_mib, "KV store disk tier capacity (0 = no disk tier)");
+  app.add_option("--kv_remote", f.kv_remote,
+                 "the KV store's last tier: redis://HOST:PORT (a Redis server) or grpc://HOST:PORT "
+                 "(another worker's --kv_peer_listen); keys are prefixed <group>-r<rank>");
+  app.add_option("--kv_remote_mib", f.kv_remote_mib, "capacity this rank may use on the remote");
+  app.add_option("--kv_peer_listen", f.kv_peer_listen,
+                 "serve KvPeer here (HOST:PORT, port 0 = any): a memory tier other workers use "
+                 "with --kv_remote grpc://...; the port follows the metrics port on --ready_fd");
+  app.add_option("--kv_peer_mib", f.kv_peer_mib, "capacity of the tier served with KvPeer");
   app.add_option("--kv_block_tokens", f.kv_block_tokens,
                  "slots per block of the paged KV cache (a power of two)");
   app.add_option("--kv_pool_blocks", f.kv_pool_blocks,
