@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "kvstore/file_env.h"
@@ -33,6 +34,32 @@ absl::Status ErrnoError(const std::string& what, const std::string& path, int er
 
 // Writes all of `data` to `fd` (retrying short writes and EINTR), then optionally fsyncs, and
 // closes `fd` in every case. `verb` names the write in errors ("write", "append to").
+constexpr size_t kToTheEnd = std::numeric_limits<size_t>::max();
+
+// Reads `size` bytes from `offset` (kToTheEnd: up to the end of the file, in 64 KiB steps), or
+// fewer when the file ends first; closes `fd` in every case.
+absl::StatusOr<std::string> ReadAndClose(int fd, size_t offset, size_t size,
+                                         const std::string& path) {
+  std::string out;
+  size_t done = 0;
+  while (done < size) {
+    const size_t want = size == kToTheEnd ? size_t{1} << 16 : size - done;
+    if (out.size() < done + want) out.resize(done + want);
+    const ssize_t n = ::pread(fd, out.data() + done, want, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      return ErrnoError("cannot read", path, err);
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  out.resize(done);
+  return out;
+}
+
 absl::Status WriteAllAndClose(int fd, absl::string_view data, bool sync, const std::string& path,
                               const char* verb) {
   size_t done = 0;
@@ -79,44 +106,14 @@ class PosixFileEnv final : public FileEnv {
   absl::StatusOr<std::string> ReadFile(const std::string& path) override {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ErrnoError("cannot open", path, errno);
-    std::string out;
-    char buf[1 << 16];
-    while (true) {
-      const ssize_t n = ::read(fd, buf, sizeof(buf));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        const int err = errno;
-        ::close(fd);
-        return ErrnoError("cannot read", path, err);
-      }
-      if (n == 0) break;
-      out.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fd);
-    return out;
+    return ReadAndClose(fd, 0, kToTheEnd, path);
   }
 
   absl::StatusOr<std::string> ReadRange(const std::string& path, size_t offset,
                                         size_t size) override {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ErrnoError("cannot open", path, errno);
-    std::string out(size, '\0');
-    size_t done = 0;
-    while (done < size) {
-      const ssize_t n =
-          ::pread(fd, out.data() + done, size - done, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        const int err = errno;
-        ::close(fd);
-        return ErrnoError("cannot read", path, err);
-      }
-      if (n == 0) break;
-      done += static_cast<size_t>(n);
-    }
-    ::close(fd);
-    out.resize(done);
-    return out;
+    return ReadAndClose(fd, offset, size, path);
   }
 
   absl::Status Rename(const std::string& from, const std::string& to) override {

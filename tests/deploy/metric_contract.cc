@@ -4,12 +4,14 @@
 
 #include <cctype>
 #include <map>
+#include <set>
 #include <string_view>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "api/status_names.h"
 
 namespace dapq::deploy {
 namespace {
@@ -168,23 +170,9 @@ std::set<std::string> AllowedLabelValues(const std::string& metric, const std::s
     return {"pending", "running", "succeeded", "failed", "cancelled"};
   }
   if (label == "code") {
-    return {"OK",
-            "CANCELLED",
-            "UNKNOWN",
-            "INVALID_ARGUMENT",
-            "DEADLINE_EXCEEDED",
-            "NOT_FOUND",
-            "ALREADY_EXISTS",
-            "PERMISSION_DENIED",
-            "RESOURCE_EXHAUSTED",
-            "FAILED_PRECONDITION",
-            "ABORTED",
-            "OUT_OF_RANGE",
-            "UNIMPLEMENTED",
-            "INTERNAL",
-            "UNAVAILABLE",
-            "DATA_LOSS",
-            "UNAUTHENTICATED"};
+    std::set<std::string> codes;
+    for (int c = 0; c <= 16; ++c) codes.emplace(api::StatusCodeName(c));
+    return codes;
   }
   return {};
 }

@@ -30,6 +30,7 @@
 #include "gloo/transport/tcp/device.h"
 #include "gloo/transport/unbound_buffer.h"
 #include "gloo/types.h"
+#include "worker/comm/internal/group_state.h"
 
 namespace dapq::worker {
 namespace {
@@ -214,14 +215,7 @@ class GlooCommunicator final : public Communicator {
   // a no-op for a group of one or an empty buffer (every rank passes the same count).
   template <typename F>
   absl::Status Run(const char* op, size_t count, F&& f) {
-    if (aborted_.load()) {
-      return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
-    }
-    if (!broken_.ok()) {
-      return absl::Status(
-          broken_.code(),
-          absl::StrCat(Context(op), "group broken by an earlier failure: ", broken_.message()));
-    }
+    DAPQ_RETURN_IF_ERROR(internal::CheckGroupUsable(aborted_.load(), broken_, Context(op)));
     if (size_ == 1 || count == 0) return absl::OkStatus();
     try {
       f();

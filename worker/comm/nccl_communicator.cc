@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/cuda_status.h"
 #include "common/status_macros.h"
+#include "worker/comm/internal/group_state.h"
 
 namespace dapq::worker {
 namespace {
@@ -146,14 +147,7 @@ class NcclCommunicator final : public Communicator {
   // the result back into `data`.
   template <typename Op>
   absl::Status Run(const char* op, void* data, size_t bytes, Op&& enqueue) {
-    if (aborted_.load()) {
-      return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
-    }
-    if (!broken_.ok()) {
-      return absl::Status(
-          broken_.code(),
-          absl::StrCat(Context(op), "group broken by an earlier failure: ", broken_.message()));
-    }
+    DAPQ_RETURN_IF_ERROR(internal::CheckGroupUsable(aborted_.load(), broken_, Context(op)));
     if (bytes == 0) return absl::OkStatus();
     absl::Status s = Enqueue(op, data, bytes, enqueue);
     if (!s.ok()) return absl::IsAborted(s) ? s : Break(s);
