@@ -1,6 +1,7 @@
 // File: kernels/attention_scores_test.cc
 // Attention-mass scoring and pooling against naive double-precision definitions, including
 // causal key limits, query weights, tile boundaries, and PyTorch's avg-pool edge semantics.
+// Tolerances: tests/util/tolerance.h.
 #include "kernels/attention_scores.h"
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "kernels/pooling.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/tolerance.h"
 
 namespace dapq::kernels {
 namespace {
@@ -61,7 +63,10 @@ TEST(AttentionScoresTest, MatchesNaiveWithLimitsAndWeights) {
         for (double& x : s) sum += (x = std::exp(x - mx));
         for (int j = 0; j < lim; ++j) expected[j] += weights[i] * s[j] / sum;
       }
-      for (int j = 0; j < n; ++j) ASSERT_NEAR(scores[j], expected[j], 1e-5) << j;
+      // Scores (d), a softmax over up to n keys (denominator and divide), then w weighted rows.
+      const double tol =
+          ::dapq::testing::Fp32Tolerance(::dapq::testing::MaxAbs(expected), d + n + 1 + w);
+      ASSERT_TRUE(::dapq::testing::AllClose(scores, expected, tol));
     }
   }
 }

@@ -2,6 +2,7 @@
 // CPU kernels against straightforward double-precision loops: GEMM (strided, transposed, m=1),
 // RMSNorm, softmax, SwiGLU; validation errors name the field; CUDA requests without a CUDA
 // build return Unimplemented. Shapes include 1, primes and non-multiples of the vector width.
+// Tolerances scale with the values and the sums' lengths (tests/util/tolerance.h).
 #include <cmath>
 #include <random>
 #include <vector>
@@ -12,10 +13,14 @@
 #include "kernels/rms_norm.h"
 #include "kernels/softmax.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/tolerance.h"
 
 namespace dapq::kernels {
 namespace {
+using ::dapq::testing::AllClose;
+using ::dapq::testing::Fp32Tolerance;
 using ::dapq::testing::IsOk;
+using ::dapq::testing::MaxAbs;
 using ::dapq::testing::StatusIs;
 using ::testing::HasSubstr;
 
@@ -39,6 +44,8 @@ TEST(GemmTest, MatchesNaiveForAwkwardShapesAndStrides) {
       const auto c0 = c;
       GemmParams p{m, n, k, a.data(), lda, b.data(), ldb, trans_b, c.data(), ldc, 0.5f, 2.0f};
       ASSERT_THAT(Gemm(p), IsOk());
+      std::vector<float> got;  // the m x n result without the row padding
+      std::vector<double> expected;
       for (int i = 0; i < m; ++i) {
         for (int j = 0; j < n; ++j) {
           double acc = 0;
@@ -47,11 +54,12 @@ TEST(GemmTest, MatchesNaiveForAwkwardShapesAndStrides) {
                 trans_b ? b[static_cast<size_t>(j) * ldb + t] : b[static_cast<size_t>(t) * ldb + j];
             acc += static_cast<double>(a[static_cast<size_t>(i) * lda + t]) * bv;
           }
-          const double expected = 0.5 * acc + 2.0 * c0[static_cast<size_t>(i) * ldc + j];
-          EXPECT_NEAR(c[static_cast<size_t>(i) * ldc + j], expected,
-                      1e-5 + 1e-5 * std::abs(expected));
+          expected.push_back(0.5 * acc + 2.0 * c0[static_cast<size_t>(i) * ldc + j]);
+          got.push_back(c[static_cast<size_t>(i) * ldc + j]);
         }
       }
+      // k products, then alpha and beta: k + 2 roundings deep.
+      EXPECT_TRUE(AllClose(got, expected, Fp32Tolerance(MaxAbs(expected), k + 2)));
     }
   }
 }
@@ -70,15 +78,19 @@ TEST(RmsNormTest, MatchesDefinition) {
     std::vector<float> out(static_cast<size_t>(rows) * stride);
     ASSERT_THAT(RmsNorm({rows, dim, x.data(), stride, w.data(), out.data(), stride, 1e-5f}),
                 IsOk());
+    std::vector<float> got;
+    std::vector<double> expected;
     for (int r = 0; r < rows; ++r) {
       double ss = 0;
       for (int i = 0; i < dim; ++i) ss += double(x[r * stride + i]) * x[r * stride + i];
       const double scale = 1.0 / std::sqrt(ss / dim + 1e-5);
       for (int i = 0; i < dim; ++i) {
-        const double e = w[i] * scale * x[r * stride + i];
-        EXPECT_NEAR(out[r * stride + i], e, 1e-5 + 1e-5 * std::abs(e));
+        expected.push_back(w[i] * scale * x[r * stride + i]);
+        got.push_back(out[r * stride + i]);
       }
     }
+    // A sum of dim squares, then rsqrt and two products.
+    EXPECT_TRUE(AllClose(got, expected, Fp32Tolerance(MaxAbs(expected), dim + 3))) << "dim=" << dim;
   }
 }
 
@@ -94,10 +106,11 @@ TEST(SoftmaxTest, RowsSumToOneAndAreStable) {
   std::vector<float> x = {1000.0f, 1001.0f, 999.0f, 0.0f, -3.0f, 2.0f, 5.0f, 5.0f};
   ASSERT_THAT(Softmax({2, 3, x.data(), 4}), IsOk());
   const double e0 = std::exp(-1.0), e2 = std::exp(-2.0);
-  EXPECT_NEAR(x[1], 1.0 / (1 + e0 + e2), 1e-6);
-  EXPECT_NEAR(x[0], e0 / (1 + e0 + e2), 1e-6);
+  const double tol = Fp32Tolerance(1.0, 3 + 2);  // probabilities; 3 exps, a 3-term sum, a divide
+  EXPECT_NEAR(x[1], 1.0 / (1 + e0 + e2), tol);
+  EXPECT_NEAR(x[0], e0 / (1 + e0 + e2), tol);
   EXPECT_EQ(x[3], 0.0f);  // outside the row (stride 4, cols 3): untouched
-  EXPECT_NEAR(x[4] + x[5] + x[6], 1.0, 1e-6);
+  EXPECT_NEAR(x[4] + x[5] + x[6], 1.0, tol);
   EXPECT_EQ(x[7], 5.0f);
 }
 
@@ -105,10 +118,10 @@ TEST(SwiGluTest, MatchesDefinition) {
   auto g = RandomVector(37, 1, 6.0f), u = RandomVector(37, 2);
   std::vector<float> out(37);
   ASSERT_THAT(SwiGlu({1, 37, g.data(), 37, u.data(), 37, out.data(), 37}), IsOk());
-  for (int i = 0; i < 37; ++i) {
-    const double e = g[i] / (1.0 + std::exp(-double(g[i]))) * u[i];
-    EXPECT_NEAR(out[i], e, 1e-6 + 1e-5 * std::abs(e));
-  }
+  std::vector<double> expected(37);
+  for (int i = 0; i < 37; ++i) expected[i] = g[i] / (1.0 + std::exp(-double(g[i]))) * u[i];
+  // Elementwise: exp, an add, a divide and two products per element.
+  EXPECT_TRUE(AllClose(out, expected, Fp32Tolerance(MaxAbs(expected), 5)));
 }
 
 TEST(DispatchTest, CudaWithoutKernelOrBuildIsUnimplemented) {

@@ -1,7 +1,8 @@
 // File: kernels/rope_test.cc
 // RoPE: llama2.c's interleaved formula, half-split = interleaved under the dimension
 // permutation, position 0 is the identity, dot products depend on relative position only,
-// Llama-3 scaling against hand-computed frequencies, bad configs.
+// Llama-3 scaling against hand-computed frequencies, bad configs. Tolerances:
+// tests/util/tolerance.h.
 #include "kernels/rope.h"
 
 #include <cmath>
@@ -11,9 +12,11 @@
 
 #include "gtest/gtest.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/tolerance.h"
 
 namespace dapq::kernels {
 namespace {
+using ::dapq::testing::Fp32Tolerance;
 using ::dapq::testing::StatusIs;
 
 std::vector<float> Random(size_t n, uint64_t seed) {
@@ -85,7 +88,9 @@ TEST(RopeTest, PositionZeroIsIdentityAndDotDependsOnRelativePosition) {
     for (int i = 0; i < hd; ++i) s += double(a[i]) * b[i];
     return s;
   };
-  EXPECT_NEAR(dot_at(10, 3), dot_at(107, 100), 1e-4);
+  // hd products of at most max|q| max|k|, each rotated by angles up to 107 rad.
+  const double term = dapq::testing::MaxAbs(q) * dapq::testing::MaxAbs(k);
+  EXPECT_NEAR(dot_at(10, 3), dot_at(107, 100), dapq::testing::Fp32RopeTolerance(term, hd, 107));
 }
 
 TEST(RopeTest, Llama3ScalingMatchesHandComputation) {
@@ -95,6 +100,7 @@ TEST(RopeTest, Llama3ScalingMatchesHandComputation) {
   auto plain = ComputeRopeInvFreq(c);
   ASSERT_TRUE(scaled.ok() && plain.ok());
   int low = 0, mid = 0, high = 0;
+  std::vector<double> expected_freq(64);
   for (int i = 0; i < 64; ++i) {
     const double f = (*plain)[i];
     const double wavelen = 2 * std::numbers::pi / f;
@@ -110,8 +116,10 @@ TEST(RopeTest, Llama3ScalingMatchesHandComputation) {
       expected = (1 - smooth) * f / 8 + smooth * f;
       ++mid;
     }
-    EXPECT_NEAR((*scaled)[i], expected, 1e-6 * expected) << i;
+    expected_freq[i] = expected;
   }
+  // Relative per element (the frequencies span six orders of magnitude): a handful of fp32 ops.
+  EXPECT_TRUE(dapq::testing::AllClose(*scaled, expected_freq, 0, Fp32Tolerance(1.0, 5)));
   EXPECT_GT(low, 0);
   EXPECT_GT(mid, 0);
   EXPECT_GT(high, 0);

@@ -2,8 +2,8 @@
 // Parity harness (test-backend-ops style): every op marked CPU_CUDA in kernels/ops.inc runs on
 // the GPU and on the CPU reference with the same seeded inputs; NaN/Inf are checked first, then
 // every element must satisfy |g - r| <= atol + rtol * |r| (fp32: 1e-5 / 1e-5; expf/sincosf ulp
-// differences stay inside). Shapes include 1, primes, non-multiples of the vector width and
-// strided rows. Skips without a CUDA device.
+// differences stay inside), compared by AllClose (tests/util/tolerance.h). Shapes include 1,
+// primes, non-multiples of the vector width and strided rows. Skips without a CUDA device.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -16,6 +16,7 @@
 #include "kernels/rope.h"
 #include "kernels/softmax.h"
 #include "tests/util/cuda_test_util.h"
+#include "tests/util/tolerance.h"
 
 namespace dapq::kernels {
 namespace {
@@ -61,12 +62,9 @@ class DeviceBuffer {
   size_t n_;
 };
 
+// NaN/Inf first, then |g - r| <= kAtol + kRtol * |r| for every element.
 void ExpectClose(const std::vector<float>& gpu, const std::vector<float>& ref) {
-  ASSERT_EQ(gpu.size(), ref.size());
-  for (size_t i = 0; i < gpu.size(); ++i) ASSERT_TRUE(std::isfinite(gpu[i])) << "index " << i;
-  for (size_t i = 0; i < gpu.size(); ++i) {
-    ASSERT_LE(std::abs(gpu[i] - ref[i]), kAtol + kRtol * std::abs(ref[i])) << "index " << i;
-  }
+  ASSERT_TRUE(::dapq::testing::AllClose(gpu, ref, kAtol, kRtol));
 }
 
 const Stream kGpu{Backend::kCuda, nullptr};
@@ -106,7 +104,7 @@ TEST(KernelsParityTest, Rope) {
       // Angles up to ~12000 rad: sincosf vs sinf/cosf argument reduction differ by a few ulps of
       // the angle, so this op's tolerance is 1e-4 absolute.
       auto g = dx.Download();
-      for (size_t i = 0; i < g.size(); ++i) ASSERT_NEAR(g[i], x[i], 1e-4) << i;
+      ASSERT_TRUE(::dapq::testing::AllClose(g, x, 1e-4));
     }
   }
 }

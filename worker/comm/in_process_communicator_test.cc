@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/tolerance.h"
 
 namespace dapq::worker {
 namespace {
@@ -48,9 +49,11 @@ TEST(InProcessCommunicatorTest, AllReduceSumsIdenticallyOnEveryRank) {
       float expected = Value(0, i);
       for (int r = 1; r < size; ++r) expected += Value(r, i);
       // Three rounds: each multiplies by `size` (exactly for these small sums of 0.1 multiples is
-      // not guaranteed, so compare against the first rank bitwise and the value approximately).
+      // not guaranteed, so compare against the first rank bitwise and the value approximately:
+      // size^3 non-negative terms, tests/util/tolerance.h).
       for (int r = 0; r < size; ++r) EXPECT_EQ(results[r][i], results[0][i]);
-      EXPECT_NEAR(results[0][i], expected * size * size, 1e-2 * size * size);
+      const double want = static_cast<double>(expected) * size * size;
+      EXPECT_NEAR(results[0][i], want, dapq::testing::Fp32Tolerance(want, size * size * size));
       int64_t isum = 0;
       for (int r = 0; r < size; ++r) isum += (int64_t{1} << 40) * (r + 1) + i;
       for (int r = 0; r < size; ++r) EXPECT_EQ(int_results[r][i], isum * size * size);

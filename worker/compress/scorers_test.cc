@@ -1,15 +1,19 @@
 // File: worker/compress/scorers_test.cc
 // Every scorer on tiny hand-computed cases (a few tokens, head_dim 2, scores derived by hand in
-// the comments), through the public Scorer interface.
+// the comments), through the public Scorer interface. Each tolerance is Fp32Tolerance(scale, n)
+// (tests/util/tolerance.h) with n the length of the sums behind a score: the logits (head_dim 2),
+// the softmax over the keys (denominator and divide), the window's queries.
 #include <cmath>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/tolerance.h"
 #include "worker/compress/scorer.h"
 
 namespace dapq::worker::compress {
 namespace {
+using ::dapq::testing::Fp32Tolerance;
 
 const float kSqrt2 = std::sqrt(2.0f);
 const float kLn2 = std::log(2.0f), kLn3 = std::log(3.0f);
@@ -64,17 +68,19 @@ TEST(ScorersTest, SnapKvSumsCausalWindowAttention) {
   c.query_window = 2;
   // q1 sees k0, k1: logits 0, ln2 -> 1/3, 2/3. q2 sees k0..k2: 0, 0, ln3 -> 1/5, 1/5, 3/5.
   const std::vector<float> s = Score(c, t.In());
-  EXPECT_NEAR(s[0], 1.0 / 3 + 1.0 / 5, 1e-6);
-  EXPECT_NEAR(s[1], 2.0 / 3 + 1.0 / 5, 1e-6);
-  EXPECT_NEAR(s[2], 3.0 / 5, 1e-6);
+  const double tol = Fp32Tolerance(2.0, 2 + 3 + 1 + 2);  // two queries' probabilities
+  EXPECT_NEAR(s[0], 1.0 / 3 + 1.0 / 5, tol);
+  EXPECT_NEAR(s[1], 2.0 / 3 + 1.0 / 5, tol);
+  EXPECT_NEAR(s[2], 3.0 / 5, tol);
 }
 
 TEST(ScorersTest, TovaUsesTheLastQueryOnly) {
   Tiny t;
   const std::vector<float> s = Score(Config(Method::kTova), t.In());
-  EXPECT_NEAR(s[0], 0.2, 1e-6);
-  EXPECT_NEAR(s[1], 0.2, 1e-6);
-  EXPECT_NEAR(s[2], 0.6, 1e-6);
+  const double tol = Fp32Tolerance(1.0, 2 + 3 + 1);
+  EXPECT_NEAR(s[0], 0.2, tol);
+  EXPECT_NEAR(s[1], 0.2, tol);
+  EXPECT_NEAR(s[2], 0.6, tol);
 }
 
 TEST(ScorersTest, DapqRotatesContentToTheFuturePosition) {
@@ -87,14 +93,15 @@ TEST(ScorersTest, DapqRotatesContentToTheFuturePosition) {
   const double a = kSqrt2 * kLn3;
   const double l[3] = {0, -a * std::sin(3.0) / std::sqrt(2.0), a * std::cos(3.0) / std::sqrt(2.0)};
   const double z = std::exp(l[0]) + std::exp(l[1]) + std::exp(l[2]);
+  const double tol = Fp32Tolerance(1.0, 2 + 2 + 3 + 1);  // the rotation, then one softmax row
   std::vector<float> s = Score(c, t.In());
-  for (int j = 0; j < 3; ++j) EXPECT_NEAR(s[j], std::exp(l[j]) / z, 1e-6) << j;
+  for (int j = 0; j < 3; ++j) EXPECT_NEAR(s[j], std::exp(l[j]) / z, tol) << j;
   // offset 2, stride irrelevant for one query: angle 5.
   c.offset = 2;
   const double m[3] = {0, -a * std::sin(5.0) / std::sqrt(2.0), a * std::cos(5.0) / std::sqrt(2.0)};
   const double zm = std::exp(m[0]) + std::exp(m[1]) + std::exp(m[2]);
   s = Score(c, t.In());
-  for (int j = 0; j < 3; ++j) EXPECT_NEAR(s[j], std::exp(m[j]) / zm, 1e-6) << j;
+  for (int j = 0; j < 3; ++j) EXPECT_NEAR(s[j], std::exp(m[j]) / zm, tol) << j;
 }
 
 TEST(ScorersTest, DapqActualPositionsWithLastContentIsSnapKv) {
@@ -116,7 +123,8 @@ TEST(ScorersTest, DapqActualPositionsWithLastContentIsSnapKv) {
   CompressionConfig s = Config(Method::kSnapKv);
   s.query_window = 2;
   const std::vector<float> a = Score(d, in), b = Score(s, in);
-  for (int j = 0; j < 3; ++j) EXPECT_NEAR(a[j], b[j], 1e-6) << j;
+  // Both sides fp32; DapQ also rotates the pre-RoPE queries (2 ops per component).
+  EXPECT_TRUE(dapq::testing::AllClose(a, b, Fp32Tolerance(2.0, 2 + 2 + 3 + 1 + 2)));
 }
 
 TEST(ScorersTest, DapqZeroContentIsUniform) {
@@ -125,7 +133,7 @@ TEST(ScorersTest, DapqZeroContentIsUniform) {
   c.query_window = 2;
   c.content = Content::kZero;
   c.gamma = 0.5f;  // weights 1 and 0.5
-  for (float s : Score(c, t.In())) EXPECT_NEAR(s, 1.5 / 3, 1e-6);
+  for (float s : Score(c, t.In())) EXPECT_NEAR(s, 1.5 / 3, Fp32Tolerance(1.5, 2 + 3 + 1 + 2));
 }
 
 TEST(ScorersTest, H2oAveragesTheGroupAndOptionallyNormalises) {
@@ -177,8 +185,10 @@ TEST(ScorersTest, ExpectedAttentionWithOneQueryIsSoftmaxTimesValueNorm) {
   CompressionConfig c = Config(Method::kExpectedAttention);
   c.expected_future = 1;
   const std::vector<float> s = Score(c, in);
-  EXPECT_NEAR(s[0], 5.0 / 3, 1e-5);
-  EXPECT_NEAR(s[1], 2.0 / 3, 1e-5);
+  // Probabilities times |v| <= 5; the query statistics, logits and |v| are 2-term sums.
+  const double tol = Fp32Tolerance(5.0, 2 + 2 + 2 + 2 + 1);
+  EXPECT_NEAR(s[0], 5.0 / 3, tol);
+  EXPECT_NEAR(s[1], 2.0 / 3, tol);
 }
 
 TEST(ScorersTest, RandomIsSeededPerGlobalHead) {
