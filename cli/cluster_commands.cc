@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "api/request_rules.h"
 #include "cli/batch_file.h"
 #include "cli/command.h"
 #include "common/grpc_status.h"
@@ -240,7 +241,8 @@ void AddBatchCommand(CLI::App& app, CommandRunner& runner) {
   submit->add_option("--server_path", o->server_path, "a JSONL path on the coordinator instead");
   submit->add_option("--name", o->name, "job name");
   submit->add_option("--output_path", o->output_path, "results JSONL written by the coordinator");
-  submit->add_option("--max_new_tokens", o->max_new_tokens, "default for items (0 = 64)");
+  submit->add_option("--max_new_tokens", o->max_new_tokens,
+                     absl::StrCat("default for items (0 = ", api::kDefaultMaxNewTokens, ")"));
   submit->add_option("--max_attempts", o->max_attempts, "per item (0 = 3)");
   submit->add_flag("--wait", o->wait, "show progress until the job finishes");
   CLI::App* status = batch->add_subcommand("status", "a job's progress (all jobs without an id)");

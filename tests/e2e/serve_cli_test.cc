@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <fstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -33,16 +34,29 @@ std::string ServeAddress(launcher::ChildProcess& serve, const std::string& clust
   return address;
 }
 
+// `dapq serve` of one TP=2 group of stories260K on free ports under `dir` (cluster file
+// dir/cluster.json, log dir/serve.log), with `extra` flags.
+absl::StatusOr<launcher::ChildProcess> StartServe(const std::string& dir,
+                                                  const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> argv = {DAPQ_BINARY,      "serve",
+                                   "--model",        testing::Stories260KPath(),
+                                   "--tokenizer",    testing::Tok512Path(),
+                                   "--groups",       "1",
+                                   "--tp",           "2",
+                                   "--port",         "0",
+                                   "--metrics_port", "0",
+                                   "--work_dir",     dir + "/work",
+                                   "--cluster_file", dir + "/cluster.json"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return launcher::ChildProcess::Start(argv, dir + "/serve.log");
+}
+
 TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
   const std::string dir = testing::MakeTempDir("serve_cli");
   const std::string dapq = DAPQ_BINARY;
   const std::string cluster_file = dir + "/cluster.json";
   // Port 0 lets serve pick; the address is read from the cluster file (written at start).
-  auto serve = launcher::ChildProcess::Start(
-      {dapq, "serve", "--model", testing::Stories260KPath(), "--tokenizer", testing::Tok512Path(),
-       "--groups", "1", "--tp", "2", "--port", "0", "--metrics_port", "0", "--work_dir",
-       dir + "/work", "--cluster_file", cluster_file},
-      dir + "/serve.log");
+  auto serve = StartServe(dir);
   ASSERT_TRUE(serve.ok()) << serve.status();
   // serve writes the cluster file before waiting for readiness; `dapq status --wait_s` then
   // blocks until the cluster is ready. (Waiting for the file is bounded by serve exiting.)
@@ -157,33 +171,8 @@ TEST(ServeCliTest, SessionsThroughARedisRemoteTierContinueIdentically) {
   const std::string dir = testing::MakeTempDir("serve_redis");
   const std::string dapq = DAPQ_BINARY;
   const std::string cluster_file = dir + "/cluster.json";
-  auto serve = launcher::ChildProcess::Start({dapq,
-                                              "serve",
-                                              "--model",
-                                              testing::Stories260KPath(),
-                                              "--tokenizer",
-                                              testing::Tok512Path(),
-                                              "--groups",
-                                              "1",
-                                              "--tp",
-                                              "2",
-                                              "--port",
-                                              "0",
-                                              "--metrics_port",
-                                              "0",
-                                              "--work_dir",
-                                              dir + "/work",
-                                              "--cluster_file",
-                                              cluster_file,
-                                              "--kv_device_kib",
-                                              "4",
-                                              "--kv_host_kib",
-                                              "4",
-                                              "--kv_disk_mib",
-                                              "0",
-                                              "--kv_remote",
-                                              url},
-                                             dir + "/serve.log");
+  auto serve = StartServe(dir, {"--kv_device_kib", "4", "--kv_host_kib", "4", "--kv_disk_mib", "0",
+                                "--kv_remote", url});
   ASSERT_TRUE(serve.ok()) << serve.status();
   const std::string address = ServeAddress(*serve, cluster_file);
   ASSERT_FALSE(address.empty()) << "dapq serve exited; see " << dir << "/serve.log";
