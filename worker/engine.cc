@@ -187,6 +187,40 @@ absl::Status Engine::ForwardObserved(Sequence& seq, std::span<const int> tokens,
   return absl::OkStatus();
 }
 
+absl::Status Engine::Step(std::span<const StepEntry> batch, std::vector<float>* logits) {
+  if (batch.empty()) return absl::InvalidArgumentError("step: empty batch");
+  std::vector<std::vector<int32_t>> positions(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const StepEntry& e = batch[i];
+    if (e.seq == nullptr)
+      return absl::InvalidArgumentError(absl::StrCat("step: entry ", i, ": no sequence"));
+    absl::Status fits = CheckPrefill(*e.seq, e.tokens.size());
+    if (!fits.ok()) {
+      return absl::Status(fits.code(), absl::StrCat("step: entry ", i, ": ", fits.message()));
+    }
+    positions[i].resize(e.tokens.size());
+    for (size_t t = 0; t < e.tokens.size(); ++t) {
+      positions[i][t] = e.seq->next_position_ + static_cast<int32_t>(t);
+    }
+  }
+  if (logits != nullptr) logits->assign(batch.size() * config().vocab_size, 0.0f);
+  DAPQ_RETURN_IF_ERROR(RunOnRanks([&](int r) {
+    std::vector<BatchSlice> slices(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      slices[i] = BatchSlice{batch[i].tokens, positions[i], &batch[i].seq->caches_[r]};
+    }
+    const bool global_rank0 = first_rank_ + r == 0;
+    return ranks_[r]->ForwardBatch(
+        slices, global_rank0 && logits != nullptr ? std::span<float>(*logits) : std::span<float>());
+  }));
+  for (const StepEntry& e : batch) {
+    e.seq->Record(e.tokens.size() == 1 ? FeedSegment::Kind::kDecode : FeedSegment::Kind::kPrefill,
+                  e.tokens);
+    e.seq->next_position_ += static_cast<int>(e.tokens.size());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Engine::CheckPrefill(const Sequence& seq, size_t tokens) const {
   if (tokens == 0) return absl::InvalidArgumentError("prefill: no tokens");
   const long end = static_cast<long>(seq.next_position_) + static_cast<long>(tokens);

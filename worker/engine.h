@@ -91,6 +91,13 @@ class Sequence {
   bool replayable_ = true;
 };
 
+// One sequence's part of Engine::Step: its next tokens (a prefill chunk, or one decode token),
+// fed at next_position(), next_position() + 1, ...
+struct StepEntry {
+  Sequence* seq = nullptr;
+  std::span<const int> tokens;
+};
+
 struct GenerateOptions {
   int max_new_tokens = 256;
   SamplingOptions sampling;
@@ -148,6 +155,14 @@ class Engine {
   absl::Status ForwardObserved(Sequence& seq, std::span<const int> tokens,
                                std::span<const int32_t> positions, std::vector<float>* logits,
                                std::span<QueryObserver* const> observers);
+  // One forward pass over a ragged batch (RankModel::ForwardBatch on every rank): each entry's
+  // tokens at its own consecutive positions, the linear layers once over all of them, attention
+  // per sequence. `logits` (optional; driver only, zeros elsewhere) receives each entry's
+  // last-token logits, [batch.size() * vocab_size]. Sequences must be distinct and may not be
+  // mid-compression. Every entry is checked (tokens, context limit) before anything runs; a full
+  // KV pool fails the whole step with ResourceExhausted and leaves every sequence's positions
+  // and tokens as they were. Each entry is recorded as a decode (one token) or prefill feed.
+  absl::Status Step(std::span<const StepEntry> batch, std::vector<float>* logits);
   // Feeds tokens at next_position(), next_position()+1, ... in chunks of prefill_chunk.
   // OutOfRange when they would pass the context limit.
   absl::Status Prefill(Sequence& seq, std::span<const int> tokens, std::vector<float>* logits);

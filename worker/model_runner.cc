@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
@@ -89,29 +90,63 @@ KvCache RankModel::NewCache() const {
 absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int32_t> positions,
                                 KvCache& cache, std::span<float> logits, bool all_logits,
                                 QueryObserver* observer) {
-  const int m = static_cast<int>(tokens.size());
-  if (m == 0) return absl::InvalidArgumentError("forward: no tokens");
-  if (positions.size() != tokens.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("forward: ", tokens.size(), " tokens but ", positions.size(), " positions"));
+  const BatchSlice slice{tokens, positions, &cache};
+  return ForwardSlices(std::span(&slice, 1), logits, all_logits, observer);
+}
+
+absl::Status RankModel::ForwardBatch(std::span<const BatchSlice> slices, std::span<float> logits) {
+  return ForwardSlices(slices, logits, /*all_logits=*/false, /*observer=*/nullptr);
+}
+
+absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::span<float> logits,
+                                      bool all_logits, QueryObserver* observer) {
+  if (slices.empty()) return absl::InvalidArgumentError("forward: no sequences");
+  if (slices.size() > 1 && (all_logits || observer != nullptr)) {
+    return absl::InvalidArgumentError("forward: all_logits and observers need one sequence");
   }
-  for (int i = 0; i < m; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= c_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("forward: token id ", tokens[i], " at index ",
-                                                     i, " outside [0, ", c_.vocab_size, ")"));
+  int m = 0;
+  for (size_t s = 0; s < slices.size(); ++s) {
+    const BatchSlice& slice = slices[s];
+    const std::string where =
+        slices.size() > 1 ? absl::StrCat("forward: sequence ", s, ": ") : std::string("forward: ");
+    if (slice.tokens.empty()) return absl::InvalidArgumentError(where + "no tokens");
+    if (slice.cache == nullptr) return absl::InvalidArgumentError(where + "no cache");
+    for (size_t other = 0; other < s; ++other) {
+      if (slices[other].cache == slice.cache) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "the same cache as sequence ", other));
+      }
     }
-    if (positions[i] < 0 || positions[i] >= c_.max_seq_len) {
-      return absl::OutOfRangeError(absl::StrCat("forward: position ", positions[i],
-                                                " outside the context [0, ", c_.max_seq_len, ")"));
+    if (slice.positions.size() != slice.tokens.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, slice.tokens.size(), " tokens but ",
+                                                     slice.positions.size(), " positions"));
     }
+    for (size_t i = 0; i < slice.tokens.size(); ++i) {
+      if (slice.tokens[i] < 0 || slice.tokens[i] >= c_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(where, "token id ", slice.tokens[i],
+                                                       " at index ", i, " outside [0, ",
+                                                       c_.vocab_size, ")"));
+      }
+      if (slice.positions[i] < 0 || slice.positions[i] >= c_.max_seq_len) {
+        return absl::OutOfRangeError(absl::StrCat(where, "position ", slice.positions[i],
+                                                  " outside the context [0, ", c_.max_seq_len,
+                                                  ")"));
+      }
+    }
+    m += static_cast<int>(slice.tokens.size());
   }
-  const size_t want = static_cast<size_t>(all_logits ? m : 1) * c_.vocab_size;
+  const size_t rows_out = all_logits ? static_cast<size_t>(m) : slices.size();
+  const size_t want = rows_out * c_.vocab_size;
   if (!logits.empty() && logits.size() != want) {
     return absl::InvalidArgumentError(
         absl::StrCat("forward: logits buffer holds ", logits.size(), " values, need ", want));
   }
-  absl::Status reserved = cache.ReserveAppend(m);
-  if (shard_.tp > 1 && cache.pool().max_blocks() > 0) {
+  absl::Status reserved = absl::OkStatus();
+  for (const BatchSlice& slice : slices) {
+    reserved = slice.cache->ReserveAppend(static_cast<int>(slice.tokens.size()));
+    if (!reserved.ok()) break;
+  }
+  if (shard_.tp > 1 && slices.front().cache->pool().max_blocks() > 0) {
     // A capped KV block pool can run out on some ranks only (ragged per-head lengths after
     // compression): the ranks agree before any collective of the pass, so that all of them
     // fail together with ResourceExhausted and the group stays in step. An uncapped pool fails
@@ -129,29 +164,89 @@ absl::Status RankModel::Forward(std::span<const int> tokens, std::span<const int
 
   const int dim = c_.dim;
   x_.resize(static_cast<size_t>(m) * dim);
-  for (int i = 0; i < m; ++i) {
-    std::memcpy(&x_[static_cast<size_t>(i) * dim],
-                w_.token_embedding + static_cast<long>(tokens[i]) * dim, dim * sizeof(float));
+  positions_.clear();
+  int row = 0;
+  for (const BatchSlice& slice : slices) {
+    for (int token : slice.tokens) {
+      std::memcpy(&x_[static_cast<size_t>(row++) * dim],
+                  w_.token_embedding + static_cast<long>(token) * dim, dim * sizeof(float));
+    }
+    positions_.insert(positions_.end(), slice.positions.begin(), slice.positions.end());
   }
   for (int l = 0; l < c_.n_layers; ++l) {
-    DAPQ_RETURN_IF_ERROR(Layer(l, m, positions.data(), cache, observer));
+    DAPQ_RETURN_IF_ERROR(Layer(l, slices, observer));
   }
-  cache.Commit(positions.data(), m);
+  for (const BatchSlice& slice : slices) {
+    slice.cache->Commit(slice.positions.data(), static_cast<int>(slice.tokens.size()));
+  }
 
   if (logits.empty()) return absl::OkStatus();
-  const int first = all_logits ? 0 : m - 1;
-  const int rows = m - first;
+  // The rows whose logits are wanted: every token, or each slice's last.
+  const int rows = static_cast<int>(rows_out);
   xb_.resize(static_cast<size_t>(rows) * dim);
-  kernels::RmsNormParams norm{rows, dim,           &x_[static_cast<size_t>(first) * dim],
-                              dim,  w_.final_norm, xb_.data(),
-                              dim,  c_.norm_eps};
-  DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm));
+  if (all_logits) {
+    kernels::RmsNormParams norm{rows,          dim,        x_.data(), dim,
+                                w_.final_norm, xb_.data(), dim,       c_.norm_eps};
+    DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm));
+  } else {
+    int end = 0;
+    for (size_t s = 0; s < slices.size(); ++s) {
+      end += static_cast<int>(slices[s].tokens.size());
+      kernels::RmsNormParams norm{1,   dim,           &x_[static_cast<size_t>(end - 1) * dim],
+                                  dim, w_.final_norm, &xb_[s * dim],
+                                  dim, c_.norm_eps};
+      DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm));
+    }
+  }
   return Linear(rows, c_.vocab_size, dim, xb_.data(), dim, w_.classifier, dim, logits.data());
 }
 
-absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCache& cache,
+absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cache) {
+  const int hd = c_.head_dim;
+  const int q_dim = shard_.heads * hd, kv_dim = shard_.kv_heads * hd;
+  kv_lens_.resize(shard_.kv_heads);
+  int blocks_per_head = 0;
+  for (int h = 0; h < shard_.kv_heads; ++h) {
+    const int start = cache.length(layer, h);
+    kv_lens_[h] = start + ms;
+    for (int t = 0; t < ms; ++t) {
+      const size_t src = static_cast<size_t>(row0 + t) * kv_dim + h * hd;
+      std::memcpy(cache.key_slot(layer, h, start + t), &k_[src], hd * sizeof(float));
+      std::memcpy(cache.value_slot(layer, h, start + t), &v_[src], hd * sizeof(float));
+    }
+    blocks_per_head = std::max(blocks_per_head, cache.num_blocks(layer, h));
+  }
+  k_table_.assign(static_cast<size_t>(shard_.kv_heads) * blocks_per_head, nullptr);
+  v_table_.assign(k_table_.size(), nullptr);
+  for (int h = 0; h < shard_.kv_heads; ++h) {
+    const KvBlockTable t = cache.table(layer, h);
+    const long row = static_cast<long>(h) * blocks_per_head;
+    std::copy_n(t.k_blocks, cache.num_blocks(layer, h), k_table_.begin() + row);
+    std::copy_n(t.v_blocks, cache.num_blocks(layer, h), v_table_.begin() + row);
+  }
+  kernels::AttentionParams ap;
+  ap.q_tokens = ms;
+  ap.q_heads = shard_.heads;
+  ap.kv_heads = shard_.kv_heads;
+  ap.head_dim = hd;
+  ap.q = &q_[static_cast<size_t>(row0) * q_dim];
+  ap.q_stride = q_dim;
+  ap.k_blocks = k_table_.data();
+  ap.v_blocks = v_table_.data();
+  ap.tokens_per_block = cache.tokens_per_block();
+  ap.blocks_per_head = blocks_per_head;
+  ap.kv_len = kv_lens_[0];
+  ap.kv_lens = kv_lens_.data();
+  ap.out = &att_[static_cast<size_t>(row0) * q_dim];
+  ap.out_stride = q_dim;
+  return ms == 1 ? kernels::AttentionDecode(ap) : kernels::AttentionPrefill(ap);
+}
+
+absl::Status RankModel::Layer(int layer, std::span<const BatchSlice> slices,
                               QueryObserver* observer) {
   const LayerWeights& lw = w_.layers[layer];
+  const int m = static_cast<int>(positions_.size());
+  const int32_t* positions = positions_.data();
   const int dim = c_.dim, hd = c_.head_dim;
   const int q_dim = shard_.heads * hd, kv_dim = shard_.kv_heads * hd;
   const long q_row0 = static_cast<long>(shard_.head_begin) * hd;
@@ -181,48 +276,17 @@ absl::Status RankModel::Layer(int layer, int m, const int32_t* positions, KvCach
       m, shard_.kv_heads, hd, k_.data(), kv_dim, positions, inv_freq_.data(), c_.rope.layout};
   DAPQ_RETURN_IF_ERROR(kernels::Rope(rk));
 
-  // New K/V go to slots [length, length + m) of each head's blocks (reserved in Forward); the
-  // kernels read every head through its block table.
-  kv_lens_.resize(shard_.kv_heads);
-  int blocks_per_head = 0;
-  for (int h = 0; h < shard_.kv_heads; ++h) {
-    const int start = cache.length(layer, h);
-    kv_lens_[h] = start + m;
-    for (int t = 0; t < m; ++t) {
-      std::memcpy(cache.key_slot(layer, h, start + t),
-                  &k_[static_cast<size_t>(t) * kv_dim + h * hd], hd * sizeof(float));
-      std::memcpy(cache.value_slot(layer, h, start + t),
-                  &v_[static_cast<size_t>(t) * kv_dim + h * hd], hd * sizeof(float));
+  // Attention, per sequence: its new K/V go to slots [length, length + ms) of each head's
+  // blocks (reserved in ForwardSlices), and the kernels read every head through its block table.
+  int row0 = 0;
+  for (const BatchSlice& slice : slices) {
+    const int ms = static_cast<int>(slice.tokens.size());
+    DAPQ_RETURN_IF_ERROR(SliceAttention(layer, row0, ms, *slice.cache));
+    if (observer != nullptr) {
+      DAPQ_RETURN_IF_ERROR(observer->OnQueries(layer, ms, positions + row0, q_pre_.data(),
+                                               q_.data(), kv_lens_, *slice.cache));
     }
-    blocks_per_head = std::max(blocks_per_head, cache.num_blocks(layer, h));
-  }
-  k_table_.assign(static_cast<size_t>(shard_.kv_heads) * blocks_per_head, nullptr);
-  v_table_.assign(k_table_.size(), nullptr);
-  for (int h = 0; h < shard_.kv_heads; ++h) {
-    const KvBlockTable t = cache.table(layer, h);
-    const long row = static_cast<long>(h) * blocks_per_head;
-    std::copy_n(t.k_blocks, cache.num_blocks(layer, h), k_table_.begin() + row);
-    std::copy_n(t.v_blocks, cache.num_blocks(layer, h), v_table_.begin() + row);
-  }
-  kernels::AttentionParams ap;
-  ap.q_tokens = m;
-  ap.q_heads = shard_.heads;
-  ap.kv_heads = shard_.kv_heads;
-  ap.head_dim = hd;
-  ap.q = q_.data();
-  ap.q_stride = q_dim;
-  ap.k_blocks = k_table_.data();
-  ap.v_blocks = v_table_.data();
-  ap.tokens_per_block = cache.tokens_per_block();
-  ap.blocks_per_head = blocks_per_head;
-  ap.kv_len = kv_lens_[0];
-  ap.kv_lens = kv_lens_.data();
-  ap.out = att_.data();
-  ap.out_stride = q_dim;
-  DAPQ_RETURN_IF_ERROR(m == 1 ? kernels::AttentionDecode(ap) : kernels::AttentionPrefill(ap));
-  if (observer != nullptr) {
-    DAPQ_RETURN_IF_ERROR(
-        observer->OnQueries(layer, m, positions, q_pre_.data(), q_.data(), kv_lens_, cache));
+    row0 += ms;
   }
 
   // wo is [dim, n_heads * hd]: this rank multiplies by its column block (row split).

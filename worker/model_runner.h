@@ -34,6 +34,14 @@ class QueryObserver {
                                  const KvCache& cache) = 0;
 };
 
+// One sequence's part of a batched forward pass: its new tokens at their positions, and the
+// cache they are appended to.
+struct BatchSlice {
+  std::span<const int> tokens;
+  std::span<const int32_t> positions;
+  KvCache* cache = nullptr;
+};
+
 // The slice of the model one rank owns.
 struct RankShard {
   int rank = 0, tp = 1;
@@ -64,10 +72,24 @@ class RankModel {
   absl::Status Forward(std::span<const int> tokens, std::span<const int32_t> positions,
                        KvCache& cache, std::span<float> logits, bool all_logits = false,
                        QueryObserver* observer = nullptr);
+  // One pass over a ragged batch: every slice brings its own tokens (a prefill chunk or one
+  // decode token) at its own positions, and its own cache (distinct caches). The linear layers
+  // run once over the concatenated tokens (a GEMM, not a GEMV, when several sequences decode);
+  // attention runs per slice over its own block tables. When `logits` is non-empty (rank 0) it
+  // receives each slice's last-token logits, [slices.size(), vocab_size]. Bad tokens or positions
+  // in any slice fail the whole batch before anything changes; a KV pool without room fails it
+  // with ResourceExhausted (slices reserved before the failing one keep their reserved blocks
+  // for their next tokens; no slot is appended).
+  absl::Status ForwardBatch(std::span<const BatchSlice> slices, std::span<float> logits);
 
  private:
-  absl::Status Layer(int layer, int m, const int32_t* positions, KvCache& cache,
-                     QueryObserver* observer);
+  // The pass behind Forward and ForwardBatch. all_logits and observer need a single slice.
+  absl::Status ForwardSlices(std::span<const BatchSlice> slices, std::span<float> logits,
+                             bool all_logits, QueryObserver* observer);
+  absl::Status Layer(int layer, std::span<const BatchSlice> slices, QueryObserver* observer);
+  // Appends one slice's K/V (rows [row0, row0 + ms) of k_/v_) to its cache and runs its
+  // attention into att_'s rows; leaves kv_lens_ at the slice's new lengths.
+  absl::Status SliceAttention(int layer, int row0, int ms, KvCache& cache);
 
   const ModelWeights& w_;
   const ModelConfig& c_;
@@ -77,7 +99,7 @@ class RankModel {
   std::shared_ptr<KvBlockPool> kv_pool_;
   // Scratch, sized for the largest chunk seen.
   std::vector<float> x_, xb_, q_, q_pre_, k_, v_, att_, out_, gate_, up_;
-  std::vector<int32_t> kv_lens_;
+  std::vector<int32_t> kv_lens_, positions_;
   std::vector<const float*> k_table_, v_table_;  // [kv_heads, blocks_per_head] of one layer
 };
 
