@@ -48,6 +48,11 @@ struct Options {
   std::vector<int> prefill_chunks = {1024, 2048};
   int decode_prompt = 512;
   int decode_steps = 16;
+  // Batched decode (Engine::Step): batch sizes, prompt tokens per sequence, timed steps.
+  std::vector<int> batches = {1, 4, 16, 64};
+  int batch_prompt = 128;
+  int batch_steps = 4;
+  bool only_batched = false;  // run the batched decode section alone
   std::vector<int> gemm_m = {512, 1024};
   int repeats = 3;
   int memcpy_mib = 256;
@@ -291,6 +296,84 @@ absl::StatusOr<DecodeResult> RunDecode(worker::Engine& engine, const ModelCost& 
   return r;
 }
 
+// Batched decode: `batch` sequences of `prompt` tokens decode together, one Engine::Step per
+// token of each (the first step untimed). Its GEMM-bound limit is the time of the same step's
+// linear layers and classifier as bare OpenBLAS sgemm calls with m = batch, measured next to it.
+struct BatchedDecode {
+  int batch = 0, steps = 0;
+  double seconds = 0;       // timed steps
+  double gemm_seconds = 0;  // one step's sgemm calls, best of repeats
+};
+
+absl::StatusOr<BatchedDecode> RunBatchedDecode(worker::Engine& engine, int batch, int prompt,
+                                               int steps, int repeats, uint64_t seed) {
+  const worker::ModelConfig& c = engine.config();
+  std::vector<std::unique_ptr<worker::Sequence>> seqs;
+  std::vector<int> next(batch);
+  const int vocab = c.vocab_size;
+  for (int b = 0; b < batch; ++b) {
+    seqs.push_back(engine.NewSequence());
+    std::vector<float> logits;
+    DAPQ_RETURN_IF_ERROR(
+        engine.Prefill(*seqs.back(), RandomTokens(prompt, vocab, seed + b), &logits));
+    next[b] = ArgMax(logits);
+  }
+  BatchedDecode r;
+  r.batch = batch;
+  r.steps = steps;
+  std::vector<float> logits;
+  for (int i = 0; i <= steps; ++i) {
+    std::vector<worker::StepEntry> entries(batch);
+    for (int b = 0; b < batch; ++b) entries[b] = {seqs[b].get(), std::span<const int>(&next[b], 1)};
+    const auto t0 = std::chrono::steady_clock::now();
+    DAPQ_RETURN_IF_ERROR(engine.Step(entries, &logits));
+    const double t = SecondsSince(t0);
+    if (i > 0) r.seconds += t;
+    for (int b = 0; b < batch; ++b) {
+      const float* row = &logits[static_cast<size_t>(b) * vocab];
+      next[b] = static_cast<int>(std::max_element(row, row + vocab) - row);
+    }
+  }
+  const int q = c.q_dim(), kv = c.kv_dim(), f = c.hidden_dim, d = c.dim;
+  const GemmShape layer_shapes[] = {{batch, q, d, "wq"}, {batch, kv, d, "wk"}, {batch, kv, d, "wv"},
+                                    {batch, d, q, "wo"}, {batch, f, d, "w1"},  {batch, f, d, "w3"},
+                                    {batch, d, f, "w2"}};
+  for (const GemmShape& s : layer_shapes) {
+    r.gemm_seconds += c.n_layers * TimeSgemm(&cblas_sgemm, s, repeats, nullptr).seconds;
+  }
+  r.gemm_seconds +=
+      TimeSgemm(&cblas_sgemm, {batch, vocab, d, "classifier"}, repeats, nullptr).seconds;
+  return r;
+}
+
+absl::Status RunBatchedSection(const Options& opt,
+                               std::shared_ptr<const worker::ModelWeights> model) {
+  DAPQ_ASSIGN_OR_RETURN(auto engine, MakeEngine(model, opt.prefill_chunks.front()));
+  std::printf(
+      "## Batched decode (Engine::Step, tp=1)\n\n"
+      "Each batch: B sequences of %d prompt tokens decode together, %d timed steps (one untimed "
+      "first). GEMM-bound limit: one step's linear layers and classifier as bare OpenBLAS sgemm "
+      "calls with m = B (best of %d), measured right after.\n\n"
+      "| batch | ms/step | tok/s | vs batch %d | GEMM-bound ms/step | step / GEMM limit |\n"
+      "|---|---|---|---|---|---|\n",
+      opt.batch_prompt, opt.batch_steps, opt.repeats, opt.batches.front());
+  double base_tok_s = 0;
+  for (int batch : opt.batches) {
+    Progress(absl::StrCat("batched decode: batch ", batch));
+    DAPQ_ASSIGN_OR_RETURN(
+        BatchedDecode r,
+        RunBatchedDecode(*engine, batch, opt.batch_prompt, opt.batch_steps, opt.repeats, opt.seed));
+    const double step_s = r.seconds / r.steps;
+    const double tok_s = batch / step_s;
+    if (base_tok_s == 0) base_tok_s = tok_s;
+    std::printf("| %d | %.1f | %.2f | %.2fx | %.1f | %.2f |\n", batch, 1e3 * step_s, tok_s,
+                tok_s / base_tok_s, 1e3 * r.gemm_seconds, step_s / r.gemm_seconds);
+    std::fflush(stdout);
+  }
+  std::printf("\n");
+  return absl::OkStatus();
+}
+
 // ---------------------------------------------------------------------------------------------
 
 absl::Status Run(const Options& opt) {
@@ -299,6 +382,11 @@ absl::Status Run(const Options& opt) {
   std::printf("- model: `%s`\n", opt.model.c_str());
   std::printf("- hardware threads: %u; OpenBLAS: %s, %d threads, core %s\n\n", nproc,
               openblas_get_config(), openblas_get_num_threads(), openblas_get_corename());
+  if (opt.only_batched) {
+    Progress(absl::StrCat("loading ", opt.model));
+    DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights, worker::LoadModel(opt.model));
+    return RunBatchedSection(opt, std::make_shared<const worker::ModelWeights>(std::move(weights)));
+  }
 
   // (a) Hardware limits.
   Progress("measuring memcpy and read-only bandwidth");
@@ -457,9 +545,12 @@ absl::Status Run(const Options& opt) {
               bw / decode_limit, decode_limit / bytes_per_token);
   std::printf(
       "\nWeights read per token: %.1f MB (all layers + classifier, fp32); KV: %.3f MB per "
-      "cached token.\n",
+      "cached token.\n\n",
       cost.weight_bytes_per_token / 1e6, cost.kv_bytes_per_slot / 1e6);
-  return absl::OkStatus();
+  engine.reset();  // one engine's scratch at a time
+
+  // (d) Batched decode.
+  return RunBatchedSection(opt, model);
 }
 
 }  // namespace
@@ -492,6 +583,13 @@ int main(int argc, char** argv) {
   app.add_flag("--reference_all_shapes", opt.reference_all_shapes,
                "time the reference BLAS on every --gemm_m shape (default: the first m only)");
   app.add_option("--seed", opt.seed, "prompt token seed")->capture_default_str();
+  app.add_option("--batches", opt.batches, "batched decode: sequences per step")
+      ->capture_default_str();
+  app.add_option("--batch_prompt", opt.batch_prompt, "batched decode: prompt tokens per sequence")
+      ->capture_default_str();
+  app.add_option("--batch_steps", opt.batch_steps, "batched decode: timed steps")
+      ->capture_default_str();
+  app.add_flag("--only_batched", opt.only_batched, "run the batched decode section alone");
   CLI11_PARSE(app, argc, argv);
 
   if (opt.prompt_lengths.empty() || opt.prefill_chunks.empty() || opt.gemm_m.empty() ||

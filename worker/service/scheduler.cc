@@ -1,0 +1,264 @@
+// File: worker/service/scheduler.cc
+// Scheduler: admission against the KV pool, step planning (decode first, prompt chunks after),
+// sampling and stop conditions per request, preemption by recompute.
+#include "worker/service/scheduler.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace dapq::worker::service {
+namespace {
+
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+absl::Status SchedulerOptions::Validate() const {
+  if (max_step_tokens < 1 || max_running < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("scheduler: max_step_tokens=", max_step_tokens,
+                                                   " and max_running=", max_running,
+                                                   " must be >= 1"));
+  }
+  if (!(free_block_watermark >= 0.0 && free_block_watermark < 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheduler: free_block_watermark=", free_block_watermark, " must be in [0, 1)"));
+  }
+  return absl::OkStatus();
+}
+
+Scheduler::Scheduler(Engine* engine, const SchedulerOptions& options)
+    : engine_(engine), options_(options) {}
+
+long Scheduler::BlocksFor(const Entry& e) const {
+  const ModelConfig& c = engine_->config();
+  const long tokens_per_block = engine_->options().kv_tokens_per_block;
+  const long length = static_cast<long>(e.feed.size()) + e.request.options.max_new_tokens -
+                      static_cast<long>(e.result.tokens.size()) + (e.result.tokens.empty() ? 0 : 1);
+  const long per_head = (length + tokens_per_block - 1) / tokens_per_block;
+  return per_head * c.n_layers * (c.n_kv_heads / engine_->options().tp);
+}
+
+long Scheduler::FreeBlocks() const {
+  const long cap = engine_->kv_pool(0).max_blocks();
+  if (cap == 0) return std::numeric_limits<long>::max();
+  const long keep = static_cast<long>(options_.free_block_watermark * static_cast<double>(cap));
+  return cap - keep - reserved_blocks_;
+}
+
+absl::Status Scheduler::Add(ScheduledRequest request) {
+  DAPQ_RETURN_IF_ERROR(options_.Validate());
+  DAPQ_RETURN_IF_ERROR(request.options.Validate());
+  if (request.prompt.empty()) return absl::InvalidArgumentError("scheduler: empty prompt");
+  const long total = static_cast<long>(request.prompt.size()) + request.options.max_new_tokens;
+  if (total > engine_->config().max_seq_len) {
+    return absl::OutOfRangeError(
+        absl::StrCat("prompt of ", request.prompt.size(),
+                     " tokens + max_new_tokens=", request.options.max_new_tokens,
+                     " exceeds the context limit ", engine_->config().max_seq_len));
+  }
+  auto e = std::make_unique<Entry>();
+  e->feed = request.prompt;
+  e->request = std::move(request);
+  const long cap = engine_->kv_pool(0).max_blocks();
+  if (cap > 0) {
+    const long usable =
+        cap - static_cast<long>(options_.free_block_watermark * static_cast<double>(cap));
+    if (BlocksFor(*e) > usable) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "kv pool: the request needs ", BlocksFor(*e), " blocks per rank (prompt ", e->feed.size(),
+          " + max_new_tokens ", e->request.options.max_new_tokens,
+          " tokens), more than the pool's ", usable, " usable blocks (kv_pool_blocks=", cap, ")"));
+    }
+  }
+  waiting_.push_back(std::move(e));
+  return absl::OkStatus();
+}
+
+FinishedRequest Scheduler::Finish(Entry& e, absl::Status status) {
+  FinishedRequest f;
+  f.id = e.request.id;
+  f.preemptions = e.preemptions;
+  if (e.seq != nullptr) {
+    e.result.cached_tokens = e.seq->cached_tokens();
+    e.result.kv_used_bytes = e.seq->kv_used_bytes();
+    e.result.kv_allocated_bytes = e.seq->kv_allocated_bytes();
+  }
+  if (!e.result.tokens.empty())
+    e.result.decode_seconds = SecondsSince(e.started) - e.result.prefill_seconds;
+  f.result = status.ok() ? absl::StatusOr<GenerateResult>(e.result)
+                         : absl::StatusOr<GenerateResult>(status);
+  reserved_blocks_ -= e.reserved_blocks;
+  e.reserved_blocks = 0;
+  e.seq.reset();  // its blocks go back to the pool
+  return f;
+}
+
+bool Scheduler::Accept(Entry& e, int token) {
+  if (e.result.tokens.empty()) e.result.prefill_seconds = SecondsSince(e.started);
+  const bool keep_going = e.request.on_token ? e.request.on_token(token) : true;
+  e.result.tokens.push_back(token);
+  const auto& stops = engine_->config().stop_token_ids;
+  if (e.request.options.stop_at_stop_tokens &&
+      std::find(stops.begin(), stops.end(), token) != stops.end()) {
+    e.result.stopped_at_stop_token = true;
+    return true;
+  }
+  if (!keep_going) return true;
+  if (static_cast<int>(e.result.tokens.size()) >= e.request.options.max_new_tokens) return true;
+  e.next = token;
+  return false;
+}
+
+void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
+  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
+    Entry& e = *waiting_.front();
+    const long need = BlocksFor(e);
+    if (need > FreeBlocks()) break;  // first come, first served: nothing overtakes it
+    std::unique_ptr<Entry> owned = std::move(waiting_.front());
+    waiting_.pop_front();
+    if (e.request.options.max_new_tokens == 0) {
+      finished.push_back(Finish(e, absl::OkStatus()));
+      continue;
+    }
+    e.reserved_blocks = need;
+    reserved_blocks_ += need;
+    if (e.sampler == nullptr) {
+      e.sampler = std::make_unique<Sampler>(e.request.options.sampling);
+      e.started = std::chrono::steady_clock::now();
+    }
+    e.seq = engine_->NewSequence();
+    e.fed = 0;
+    if (e.request.options.compression.method != compress::Method::kFull) {
+      // Scoring needs every query of this prompt: its prefill runs alone, then it decodes in the
+      // batch (a preempted request feeds its earlier tokens in the batch first).
+      std::vector<float> logits;
+      absl::StatusOr<compress::CompressionStats> stats = engine_->PrefillCompressed(
+          *e.seq, e.request.prompt, e.request.options.compression, &logits);
+      if (absl::IsResourceExhausted(stats.status())) {
+        // The pool is fuller than the reservations say (sequences outside the scheduler): wait.
+        reserved_blocks_ -= e.reserved_blocks;
+        e.reserved_blocks = 0;
+        e.seq.reset();
+        waiting_.push_front(std::move(owned));
+        break;
+      }
+      if (!stats.ok()) {
+        finished.push_back(Finish(e, stats.status()));
+        continue;
+      }
+      e.result.compression = *stats;
+      e.fed = e.request.prompt.size();
+      if (e.fed == e.feed.size()) {
+        if (e.result.tokens.empty()) {
+          if (Accept(e, e.sampler->Sample(logits))) {
+            finished.push_back(Finish(e, absl::OkStatus()));
+            continue;
+          }
+        } else {
+          e.next = e.result.tokens.back();
+        }
+      }
+    }
+    e.result.prompt_tokens = static_cast<int>(e.request.prompt.size());
+    running_.push_back(std::move(owned));
+  }
+}
+
+std::vector<FinishedRequest> Scheduler::RunStep() {
+  std::vector<FinishedRequest> finished;
+  Admit(finished);
+  // Deadlines.
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = running_.begin(); it != running_.end();) {
+    Entry& e = **it;
+    if (e.request.deadline.has_value() && now >= *e.request.deadline) {
+      finished.push_back(Finish(e, absl::DeadlineExceededError(absl::StrCat(
+                                       "request ", e.request.id, ": deadline passed after ",
+                                       e.result.tokens.size(), " tokens"))));
+      it = running_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // The plan: every decoding sequence's token first, then prompt chunks in the remaining budget.
+  std::vector<StepEntry> batch;
+  std::vector<Entry*> members;
+  std::vector<std::vector<int>> chunks;
+  chunks.reserve(running_.size());
+  int budget = options_.max_step_tokens;
+  for (auto& owned : running_) {
+    Entry& e = *owned;
+    if (e.fed < e.feed.size() || budget == 0) continue;
+    chunks.push_back({e.next});
+    batch.push_back({e.seq.get(), chunks.back()});
+    members.push_back(&e);
+    --budget;
+  }
+  for (auto& owned : running_) {
+    Entry& e = *owned;
+    if (e.fed >= e.feed.size() || budget == 0) continue;
+    const size_t n = std::min(e.feed.size() - e.fed, static_cast<size_t>(budget));
+    chunks.emplace_back(e.feed.begin() + e.fed, e.feed.begin() + e.fed + n);
+    batch.push_back({e.seq.get(), chunks.back()});
+    members.push_back(&e);
+    budget -= static_cast<int>(n);
+  }
+  if (batch.empty()) return finished;
+
+  std::vector<float> logits;
+  const absl::Status stepped = engine_->Step(batch, &logits);
+  if (absl::IsResourceExhausted(stepped)) {
+    // Preempt the newest sequence by recompute: it waits at the front with every token it has
+    // seen but the last sampled one, which it feeds when it decodes again.
+    std::unique_ptr<Entry> victim = std::move(running_.back());
+    running_.pop_back();
+    FinishedRequest dropped = Finish(*victim, absl::OkStatus());  // releases its blocks
+    (void)dropped;
+    victim->feed = victim->request.prompt;
+    if (victim->result.tokens.size() > 1) {
+      victim->feed.insert(victim->feed.end(), victim->result.tokens.begin(),
+                          victim->result.tokens.end() - 1);
+    }
+    victim->fed = 0;
+    victim->next = -1;
+    ++victim->preemptions;
+    ++preemptions_;
+    waiting_.push_front(std::move(victim));
+    return finished;
+  }
+  if (!stepped.ok()) {
+    for (auto& owned : running_) finished.push_back(Finish(*owned, stepped));
+    running_.clear();
+    return finished;
+  }
+  const int vocab = engine_->config().vocab_size;
+  std::vector<float> row(vocab);
+  std::vector<Entry*> done;
+  for (size_t b = 0; b < members.size(); ++b) {
+    Entry& e = *members[b];
+    const bool was_decode = e.fed >= e.feed.size();
+    if (!was_decode) {
+      e.fed += batch[b].tokens.size();
+      if (e.fed < e.feed.size()) continue;  // mid-prompt: nothing to sample yet
+      if (!e.result.tokens.empty()) {       // a preempted sequence caught up
+        e.next = e.result.tokens.back();
+        continue;
+      }
+    }
+    std::copy_n(&logits[b * vocab], vocab, row.begin());
+    if (Accept(e, e.sampler->Sample(row))) done.push_back(&e);
+  }
+  for (Entry* e : done) {
+    finished.push_back(Finish(*e, absl::OkStatus()));
+    running_.erase(std::find_if(running_.begin(), running_.end(),
+                                [e](const std::unique_ptr<Entry>& r) { return r.get() == e; }));
+  }
+  return finished;
+}
+
+}  // namespace dapq::worker::service

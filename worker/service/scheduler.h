@@ -1,0 +1,111 @@
+// File: worker/service/scheduler.h
+// Continuous batching over one engine: requests wait in a queue, are admitted while the KV pool
+// has room for their whole length (prompt + max_new_tokens, reserved at admission, with a free
+// watermark), and every running sequence takes part in each engine step (Engine::Step): decode
+// tokens first, then prompt chunks filling the step's token budget, so a long prompt cannot
+// stall the streams already decoding. Each request has its own sampler, stop tokens,
+// max_new_tokens, deadline and cancellation (its on_token returning false).
+// Compression: a request with a method other than full is prefilled alone when admitted
+// (Engine::PrefillCompressed: scoring needs every prompt query of that sequence), then decodes in
+// the batch like any other; different methods and budgets run side by side.
+// Preemption: when a step finds the pool full anyway (ResourceExhausted), the newest running
+// sequence is preempted by recompute: its blocks are freed and it waits again at the front of
+// the queue with its prompt and the tokens generated so far, which are prefilled again when it
+// is readmitted (greedy tokens are unchanged; its sampler keeps its state).
+// A request that could never fit the pool fails with ResourceExhausted naming the limit.
+// This is the engine-level scheduler of an in-process engine; the group driver's multi-process
+// plan messages are TODO(#11).
+// Thread-safety: thread-compatible (one driver thread calls Add and RunStep).
+#ifndef DAPQ_WORKER_SERVICE_SCHEDULER_H_
+#define DAPQ_WORKER_SERVICE_SCHEDULER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/engine.h"
+#include "worker/sampler.h"
+
+namespace dapq::worker::service {
+
+struct SchedulerOptions {
+  int max_step_tokens = 256;  // tokens per engine step (decode tokens + prompt chunks)
+  int max_running = 64;       // sequences in the batch
+  // Capped pools: admission keeps this share of the pool's blocks free.
+  double free_block_watermark = 0.0;
+  absl::Status Validate() const;
+};
+
+struct ScheduledRequest {
+  uint64_t id = 0;
+  std::vector<int> prompt;  // non-empty
+  GenerateOptions options;
+  // Sees each token as it is sampled; returning false cancels the request (it then finishes with
+  // the tokens so far, cancelled = true).
+  std::function<bool(int)> on_token;
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+};
+
+struct FinishedRequest {
+  uint64_t id = 0;
+  absl::StatusOr<GenerateResult> result;
+  bool cancelled = false;
+  int preemptions = 0;
+};
+
+class Scheduler {
+ public:
+  // `engine` (in-process) must outlive the scheduler.
+  Scheduler(Engine* engine, const SchedulerOptions& options);
+
+  // Queues a request. InvalidArgument for bad options or an empty prompt, OutOfRange past the
+  // context, ResourceExhausted when its whole length could never fit the KV pool.
+  absl::Status Add(ScheduledRequest request);
+  // Admits what fits, runs one engine step over the running sequences, samples, and returns the
+  // requests that finished in it (in any order). An engine failure other than a full pool fails
+  // every running request with that status.
+  std::vector<FinishedRequest> RunStep();
+
+  bool idle() const { return waiting_.empty() && running_.empty(); }
+  int waiting() const { return static_cast<int>(waiting_.size()); }
+  int running() const { return static_cast<int>(running_.size()); }
+  int64_t preemptions() const { return preemptions_; }
+
+ private:
+  struct Entry {
+    ScheduledRequest request;
+    std::unique_ptr<Sequence> seq;
+    std::unique_ptr<Sampler> sampler;
+    std::vector<int> feed;  // tokens to feed before sampling (prompt, or prompt + generated)
+    size_t fed = 0;
+    int next = -1;  // the sampled token to feed next
+    GenerateResult result;
+    std::chrono::steady_clock::time_point started;
+    bool prefilled = false;
+    int preemptions = 0;
+    long reserved_blocks = 0;
+  };
+  long BlocksFor(const Entry& e) const;
+  long FreeBlocks() const;
+  // Moves waiting requests that fit into the batch; compressed ones are prefilled here.
+  void Admit(std::vector<FinishedRequest>& finished);
+  // Handles one sampled token of `e`; true when `e` is done.
+  bool Accept(Entry& e, int token);
+  FinishedRequest Finish(Entry& e, absl::Status status);
+
+  Engine* const engine_;
+  const SchedulerOptions options_;
+  std::deque<std::unique_ptr<Entry>> waiting_;
+  std::vector<std::unique_ptr<Entry>> running_;  // oldest first
+  long reserved_blocks_ = 0;
+  int64_t preemptions_ = 0;
+};
+
+}  // namespace dapq::worker::service
+
+#endif  // DAPQ_WORKER_SERVICE_SCHEDULER_H_

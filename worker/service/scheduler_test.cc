@@ -1,0 +1,246 @@
+// File: worker/service/scheduler_test.cc
+// The continuous-batching scheduler over an in-process stories260K engine (TP 1 and 2): requests
+// with mixed prompt lengths, mixed compression methods and budgets, arriving at seeded random
+// steps, give exactly the tokens each gives alone (Engine::Generate, greedy); a capped pool
+// preempts by recompute and still gives the same tokens; cancel and deadline of one request
+// leave the others' tokens unchanged; a request that can never fit is ResourceExhausted naming
+// the limit; the pool is empty after every run.
+#include "worker/service/scheduler.h"
+
+#include <map>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/util/status_matchers.h"
+#include "tests/util/test_paths.h"
+#include "worker/llama2c_loader.h"
+#include "worker/tokenizer.h"
+
+namespace dapq::worker::service {
+namespace {
+
+using ::dapq::testing::IsOk;
+using ::dapq::testing::StatusIs;
+
+std::shared_ptr<const ModelWeights> Stories() {
+  static const std::shared_ptr<const ModelWeights> model = [] {
+    auto w = LoadLlama2cModel(dapq::testing::Stories260KPath());
+    EXPECT_TRUE(w.ok()) << w.status();
+    return std::make_shared<const ModelWeights>(std::move(*w));
+  }();
+  return model;
+}
+
+struct Case {
+  std::vector<int> prompt;
+  GenerateOptions options;
+};
+
+// Twelve requests: six prompts, each plain and with one of the compression methods.
+std::vector<Case> Cases(const ModelConfig& config) {
+  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), config.vocab_size);
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  const char* texts[] = {
+      "Once upon a time",
+      "Lily saw a big red ball in the park and she wanted to play with it very much",
+      "The dog",
+      "One day, a little boy named Tom went to the zoo with his mom. He saw a lion and a bear",
+      "She was happy",
+      "The sun was hot and the children went to the lake to swim and play in the water"};
+  const compress::Method methods[] = {compress::Method::kDapq, compress::Method::kSnapKv,
+                                      compress::Method::kStreamingLlm, compress::Method::kH2o};
+  std::vector<Case> cases;
+  int i = 0;
+  for (const char* text : texts) {
+    for (bool compressed : {false, true}) {
+      Case c;
+      c.prompt = tok->Encode(text, /*add_bos=*/true, /*add_eos=*/false);
+      c.options.max_new_tokens = 12 + 5 * (i % 4);
+      c.options.stop_at_stop_tokens = false;
+      if (compressed) {
+        c.options.compression.method = methods[i % 4];
+        c.options.compression.budget_tokens = 6 + 2 * (i % 3);
+      }
+      cases.push_back(c);
+      ++i;
+    }
+  }
+  return cases;
+}
+
+std::vector<std::vector<int>> Alone(Engine& engine, const std::vector<Case>& cases) {
+  std::vector<std::vector<int>> out;
+  for (const Case& c : cases) {
+    auto r = engine.Generate(c.prompt, c.options);
+    EXPECT_TRUE(r.ok()) << r.status();
+    out.push_back(r->tokens);
+  }
+  return out;
+}
+
+// Runs every case through a scheduler, adding case i at a step drawn from `seed`; returns the
+// results by id (= case index).
+std::map<uint64_t, FinishedRequest> RunScheduled(Engine& engine, const std::vector<Case>& cases,
+                                                 const SchedulerOptions& options, uint64_t seed) {
+  Scheduler scheduler(&engine, options);
+  std::mt19937_64 rng(seed);
+  std::vector<int> arrival(cases.size());
+  for (int& a : arrival) a = static_cast<int>(rng() % 8);
+  std::map<uint64_t, FinishedRequest> results;
+  for (int step = 0; step < 5000 && results.size() < cases.size(); ++step) {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      if (arrival[i] != step) continue;
+      ScheduledRequest r;
+      r.id = i;
+      r.prompt = cases[i].prompt;
+      r.options = cases[i].options;
+      EXPECT_THAT(scheduler.Add(std::move(r)), IsOk());
+    }
+    for (FinishedRequest& f : scheduler.RunStep()) results[f.id] = std::move(f);
+  }
+  EXPECT_TRUE(scheduler.idle());
+  return results;
+}
+
+class SchedulerTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(SchedulerTest, MixedRequestsGiveTheTokensTheyGiveAlone) {
+  EngineOptions eo;
+  eo.tp = GetParam();
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), eo));
+  const std::vector<Case> cases = Cases(engine->config());
+  const std::vector<std::vector<int>> alone = Alone(*engine, cases);
+  for (uint64_t seed : {11u, 12u}) {
+    for (int step_tokens : {5, 64}) {
+      SCOPED_TRACE(::testing::Message() << "seed " << seed << " step tokens " << step_tokens);
+      SchedulerOptions so;
+      so.max_step_tokens = step_tokens;
+      const auto results = RunScheduled(*engine, cases, so, seed);
+      ASSERT_EQ(results.size(), cases.size());
+      for (size_t i = 0; i < cases.size(); ++i) {
+        const FinishedRequest& f = results.at(i);
+        ASSERT_TRUE(f.result.ok()) << "request " << i << ": " << f.result.status();
+        EXPECT_EQ(f.result->tokens, alone[i]) << "request " << i;
+      }
+      EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tp, SchedulerTest, ::testing::Values(1, 2));
+
+TEST(SchedulerPoolTest, ACappedPoolAdmitsWhatFitsAndGivesTheSameTokens) {
+  EngineOptions eo;
+  eo.kv_tokens_per_block = 16;
+  // 5 layers x 4 KV heads x 6 blocks: two or three requests' whole lengths at a time.
+  eo.kv_max_blocks = 5 * 4 * 6;
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), eo));
+  const std::vector<Case> cases = Cases(engine->config());
+  const std::vector<std::vector<int>> alone = Alone(*engine, cases);
+  SchedulerOptions so;
+  so.max_step_tokens = 16;
+  const auto results = RunScheduled(*engine, cases, so, 5);
+  ASSERT_EQ(results.size(), cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_TRUE(results.at(i).result.ok()) << results.at(i).result.status();
+    EXPECT_EQ(results.at(i).result->tokens, alone[i]) << "request " << i;
+  }
+  EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
+}
+
+TEST(SchedulerPoolTest, ARequestThatCanNeverFitIsResourceExhaustedNamingTheLimit) {
+  EngineOptions eo;
+  eo.kv_max_blocks = 5 * 4 * 2;
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), eo));
+  Scheduler scheduler(engine.get(), SchedulerOptions());
+  ScheduledRequest r;
+  r.prompt = std::vector<int>(40, 403);
+  r.options.max_new_tokens = 8;
+  EXPECT_THAT(scheduler.Add(std::move(r)),
+              StatusIs(absl::StatusCode::kResourceExhausted, ::testing::HasSubstr("kv_pool")));
+  ScheduledRequest past;
+  past.prompt = std::vector<int>(engine->config().max_seq_len, 403);
+  EXPECT_THAT(scheduler.Add(std::move(past)), StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(scheduler.Add(ScheduledRequest()), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// Preemption by recompute: admission reserves every request's whole length, so the test takes
+// the pool's free blocks behind the scheduler's back (a sequence of its own) for a while; the
+// steps that need a new block run out, the newest sequence is preempted, and it is recomputed
+// once the blocks come back.
+TEST(SchedulerPoolTest, PreemptionByRecomputeGivesTheSameTokens) {
+  EngineOptions eo;
+  eo.kv_tokens_per_block = 16;
+  eo.kv_max_blocks = 5 * 4 * 8;
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), eo));
+  const std::vector<Case> all = Cases(engine->config());
+  const std::vector<Case> cases(all.begin(), all.begin() + 4);  // uncompressed and compressed
+  const std::vector<std::vector<int>> alone = Alone(*engine, cases);
+  Scheduler scheduler(engine.get(), SchedulerOptions());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ScheduledRequest r;
+    r.id = i;
+    r.prompt = cases[i].prompt;
+    r.options = cases[i].options;
+    ASSERT_THAT(scheduler.Add(std::move(r)), IsOk());
+  }
+  std::map<uint64_t, FinishedRequest> results;
+  std::unique_ptr<Sequence> squatter;
+  for (int step = 0; step < 1000 && results.size() < cases.size(); ++step) {
+    if (step == 3) {
+      // Take every free block: the next step that needs a new block runs out.
+      squatter = engine->NewSequence();
+      const std::vector<int> filler(16, 403);
+      while (engine->Prefill(*squatter, filler, nullptr).ok()) {
+      }
+    }
+    if (step == 12) squatter.reset();  // room again: the preempted request comes back
+    for (FinishedRequest& f : scheduler.RunStep()) results[f.id] = std::move(f);
+  }
+  EXPECT_GT(scheduler.preemptions(), 0);
+  ASSERT_EQ(results.size(), cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_TRUE(results.at(i).result.ok()) << results.at(i).result.status();
+    EXPECT_EQ(results.at(i).result->tokens, alone[i]) << "request " << i;
+  }
+  EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
+}
+
+TEST(SchedulerStopTest, CancelAndDeadlineOfOneLeaveTheOthersUnchanged) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), EngineOptions()));
+  const std::vector<Case> cases = Cases(engine->config());
+  const std::vector<std::vector<int>> alone = Alone(*engine, cases);
+  Scheduler scheduler(engine.get(), SchedulerOptions());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ScheduledRequest r;
+    r.id = i;
+    r.prompt = cases[i].prompt;
+    r.options = cases[i].options;
+    if (i == 1) {  // the client goes away after 3 tokens
+      auto seen = std::make_shared<int>(0);
+      r.on_token = [seen](int) { return ++*seen < 3; };
+    }
+    if (i == 2) r.deadline = std::chrono::steady_clock::now();  // already passed
+    ASSERT_THAT(scheduler.Add(std::move(r)), IsOk());
+  }
+  std::map<uint64_t, FinishedRequest> results;
+  for (int step = 0; step < 1000 && !scheduler.idle(); ++step) {
+    for (FinishedRequest& f : scheduler.RunStep()) results[f.id] = std::move(f);
+  }
+  ASSERT_EQ(results.size(), cases.size());
+  ASSERT_TRUE(results.at(1).result.ok());
+  EXPECT_EQ(results.at(1).result->tokens, std::vector<int>(alone[1].begin(), alone[1].begin() + 3));
+  EXPECT_THAT(results.at(2).result.status(), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  for (size_t i = 0; i < cases.size(); ++i) {
+    if (i == 1 || i == 2) continue;
+    ASSERT_TRUE(results.at(i).result.ok()) << results.at(i).result.status();
+    EXPECT_EQ(results.at(i).result->tokens, alone[i]) << "request " << i;
+  }
+  EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
+}
+
+}  // namespace
+}  // namespace dapq::worker::service
