@@ -121,6 +121,11 @@ const std::vector<MetricSpec>& MetricContract() {
       {"dapq_worker_queue_rejections_total", K::kCounter, Worker({})},
       {"dapq_worker_group_healthy", K::kGauge, Worker({})},
       {"dapq_worker_allreduce_seconds", K::kHistogram, Worker({})},
+      {"dapq_worker_step_sequences", K::kHistogram, Worker({})},
+      {"dapq_worker_step_tokens", K::kHistogram, Worker({})},
+      {"dapq_worker_running_sequences", K::kGauge, Worker({})},
+      {"dapq_worker_waiting_sequences", K::kGauge, Worker({})},
+      {"dapq_worker_preemptions_total", K::kCounter, Worker({"kind"})},
       {"dapq_compression_tokens_kept_total", K::kCounter, Worker({"method"})},
       {"dapq_compression_tokens_evicted_total", K::kCounter, Worker({"method"})},
       {"dapq_compression_kept_ratio", K::kHistogram, Worker({"method"})},
@@ -163,6 +168,7 @@ std::set<std::string> AllowedLabelValues(const std::string& metric, const std::s
   if (label == "outcome") return {"ok", "error", "cancelled"};
   if (label == "cause") return {"checksum", "missing", "unavailable"};
   if (label == "direction") return {"spill", "restore"};
+  if (label == "kind") return {"recompute"};
   if (label == "state" && metric == "dapq_coordinator_batch_jobs") {
     return {"queued", "running", "succeeded", "failed", "cancelled"};
   }

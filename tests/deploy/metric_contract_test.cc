@@ -27,8 +27,11 @@ TEST(DeployMetricContractTest, NamesFollowTheConventions) {
     EXPECT_TRUE(absl::StartsWith(m.name, "dapq_")) << m.name;
     EXPECT_EQ(absl::EndsWith(m.name, "_total"), m.kind == MetricKind::kCounter) << m.name;
     if (m.kind == MetricKind::kHistogram) {
-      EXPECT_TRUE(absl::EndsWith(m.name, "_seconds") || absl::EndsWith(m.name, "_ratio"))
-          << m.name << ": histograms are in seconds or ratios";
+      // Base units: seconds, ratios, or counts of one thing per observation (tokens or
+      // sequences in one engine step).
+      EXPECT_TRUE(absl::EndsWith(m.name, "_seconds") || absl::EndsWith(m.name, "_ratio") ||
+                  absl::EndsWith(m.name, "_tokens") || absl::EndsWith(m.name, "_sequences"))
+          << m.name << ": histograms are in seconds, ratios, tokens or sequences";
     }
     for (const std::string& label : m.labels) {
       EXPECT_NE(label, "le") << m.name;
@@ -36,7 +39,7 @@ TEST(DeployMetricContractTest, NamesFollowTheConventions) {
       EXPECT_NE(label, "instance") << m.name;
     }
   }
-  EXPECT_EQ(names.size(), 38u);
+  EXPECT_EQ(names.size(), 43u);
 }
 
 TEST(DeployMetricContractTest, AcceptsQueriesOverTheContract) {

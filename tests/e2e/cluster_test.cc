@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -568,6 +569,74 @@ TEST(ClusterAdmissionTest, FullQueueIsResourceExhaustedWithARetryHintAndDeadline
   EXPECT_EQ(complete_with_retry(longer, 20).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   const grpc::Status after = complete_with_retry(StoryRequest(10), 30000);
   EXPECT_TRUE(after.ok()) << after.error_message();
+}
+
+// A TP=1 group batches continuously: concurrent streams with mixed prompts, lengths and
+// compression methods run in shared engine steps and give the tokens each gives alone; a stream
+// whose client goes away leaves the others unchanged.
+TEST(ClusterContinuousBatchingTest, ConcurrentStreamsShareStepsAndMatchTheEngineAlone) {
+  auto cluster = StartCluster("cluster_batching", testing::Stories260KPath(), 1, 1);
+  const char* prompts[] = {"Once upon a time",     "Lily saw a big red ball",
+                           "The dog ran",          "One day, Tom went to the zoo with his mom",
+                           "She was happy",        "The sun was hot",
+                           "A cat sat on the mat", "The little bird"};
+  const char* methods[] = {"", "dapq", "snapkv", "streaming"};
+  constexpr int kStreams = 8;
+  std::vector<dapq::v1::GenerateRequest> requests(kStreams);
+  for (int i = 0; i < kStreams; ++i) {
+    requests[i].set_text(prompts[i]);
+    requests[i].set_max_new_tokens(100 + 7 * i);
+    requests[i].set_ignore_stop_tokens(true);
+    if (methods[i % 4][0] != '\0') {
+      requests[i].mutable_compression()->set_method(methods[i % 4]);
+      requests[i].mutable_compression()->set_budget_tokens(6);
+    }
+  }
+  // Stream 3's client goes away after a few tokens.
+  std::vector<std::vector<int>> got(kStreams);
+  std::vector<grpc::Status> status(kStreams);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kStreams; ++i) {
+    clients.emplace_back([&, i] {
+      auto stub = dapq::v1::Inference::NewStub(
+          grpc::CreateChannel(cluster->address(), grpc::InsecureChannelCredentials()));
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+      auto reader = stub->Generate(&context, requests[i]);
+      dapq::v1::GenerateResponse response;
+      while (reader->Read(&response)) {
+        got[i].insert(got[i].end(), response.token_ids().begin(), response.token_ids().end());
+        if (i == 3 && got[i].size() >= 5) context.TryCancel();
+      }
+      status[i] = reader->Finish();
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  for (int i = 0; i < kStreams; ++i) {
+    SCOPED_TRACE(::testing::Message() << "stream " << i);
+    const std::vector<int> alone = Reference(testing::Stories260KPath(), requests[i]);
+    if (i == 3) {
+      EXPECT_EQ(status[i].error_code(), grpc::StatusCode::CANCELLED);
+      ASSERT_GE(got[i].size(), 5u);
+      EXPECT_EQ(got[i], std::vector<int>(alone.begin(), alone.begin() + got[i].size()));
+      continue;
+    }
+    ASSERT_TRUE(status[i].ok()) << status[i].error_message();
+    EXPECT_EQ(got[i], alone);
+  }
+  // Steps held more than one sequence: the batch-size histogram has observations above 1.
+  const testing::CommandResult metrics = testing::RunCommand(
+      absl::StrCat("curl -s http://127.0.0.1:", cluster->worker_metrics_port(0, 0), "/metrics"));
+  auto value = [&](const std::string& pattern) {
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(metrics.out, m, std::regex(pattern))) << pattern;
+    return m.size() > 1 ? std::stod(m[1].str()) : 0.0;
+  };
+  const double steps = value("dapq_worker_step_sequences_count\\{[^}]*\\} ([0-9.e+]+)");
+  const double single =
+      value("dapq_worker_step_sequences_bucket\\{[^}]*le=\"1\"[^}]*\\} ([0-9.e+]+)");
+  EXPECT_GT(steps, single) << "no step batched two sequences";
+  EXPECT_THAT(metrics.out, HasSubstr("dapq_worker_running_sequences"));
 }
 
 TEST(ClusterBatchTest, CoordinatorKilledMidJobResumesEveryItemExactlyOnce) {

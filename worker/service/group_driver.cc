@@ -110,6 +110,7 @@ absl::StatusOr<dapq::v1::GroupCommand> GroupDriver::ReceiveCommand() {
 }
 
 absl::Status GroupDriver::RunDriver() {
+  if (comm_ == nullptr && options_.continuous_batching) return RunBatched();
   while (true) {
     std::shared_ptr<RequestChannel> channel;
     bool stop = false;
@@ -157,6 +158,129 @@ absl::Status GroupDriver::RunDriver() {
   }
 }
 
+void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler& scheduler,
+                             std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids) {
+  const auto start = std::chrono::steady_clock::now();
+  if (channel->cancelled()) {
+    StreamEvent done;
+    done.done = true;
+    done.status = absl::CancelledError("cancelled while queued");
+    channel->Push(std::move(done));
+    return;
+  }
+  const dapq::v1::GenerateRequest& request = channel->request();
+  absl::StatusOr<std::vector<int>> prompt =
+      PromptTokens(request, tokenizer_, engine_->config().vocab_size, /*continuing=*/false);
+  absl::StatusOr<GenerateOptions> options = ToGenerateOptions(request);
+  absl::Status status = prompt.ok() ? options.status() : prompt.status();
+  if (status.ok()) {
+    status =
+        CheckContext(prompt->size(), options->max_new_tokens, 0, engine_->config().max_seq_len);
+  }
+  const uint64_t id = next_request_id_++;
+  if (status.ok()) {
+    ScheduledRequest r;
+    r.id = id;
+    r.prompt = *std::move(prompt);
+    r.options = *std::move(options);
+    r.start = start;
+    RequestChannel* raw = channel.get();
+    r.on_token = [this, raw, prev = r.prompt.back()](int token) mutable {
+      StreamEvent event;
+      event.token = token;
+      if (tokenizer_ != nullptr) event.text = tokenizer_->Decode(prev, token);
+      prev = token;
+      raw->Push(std::move(event));
+      return !raw->cancelled();
+    };
+    status = scheduler.Add(std::move(r));
+  }
+  if (!status.ok()) {
+    Complete(*channel, start, status, 0);
+    return;
+  }
+  ids[id] = std::move(channel);
+}
+
+absl::Status GroupDriver::RunBatched() {
+  Scheduler scheduler(engine_, options_.scheduler);
+  std::map<uint64_t, std::shared_ptr<RequestChannel>> ids;
+  std::shared_ptr<RequestChannel> session_turn;  // waits for the batch to drain
+  while (true) {
+    std::deque<std::shared_ptr<RequestChannel>> taken;
+    bool stop = false;
+    {
+      MutexLock lock(&mu_);
+      if (scheduler.idle() && session_turn == nullptr) {
+        cv_.WaitFor(&mu_, options_.idle_ping, [&] { return shutdown_ || !queue_.empty(); });
+      }
+      stop = shutdown_;
+      while (!stop && session_turn == nullptr && !queue_.empty()) {
+        std::shared_ptr<RequestChannel> channel = std::move(queue_.front());
+        queue_.pop_front();
+        if (!channel->request().session_id().empty()) {
+          session_turn = std::move(channel);
+        } else {
+          taken.push_back(std::move(channel));
+        }
+      }
+      if (options_.metrics) options_.metrics->SetQueueDepth(static_cast<int>(queue_.size()));
+    }
+    if (stop) {
+      // Requests already taken run to the end; nothing new starts.
+      const absl::Status closing = absl::UnavailableError(
+          absl::StrCat("worker group ", options_.group_id, " is shutting down"));
+      for (auto& channel : taken) Complete(*channel, std::chrono::steady_clock::now(), closing, 0);
+      if (session_turn) Complete(*session_turn, std::chrono::steady_clock::now(), closing, 0);
+      while (!scheduler.idle()) {
+        for (FinishedRequest& f : scheduler.RunStep()) {
+          Complete(*ids[f.id], f.start, f.result, 0);
+          ids.erase(f.id);
+        }
+      }
+      FailQueued(closing);
+      return absl::OkStatus();
+    }
+    for (auto& channel : taken) AddToBatch(std::move(channel), scheduler, ids);
+    if (scheduler.idle()) {
+      if (session_turn != nullptr) {
+        Serve(*session_turn);
+        session_turn = nullptr;
+      }
+      if (absl::Status s = GatherKvUsage(); !s.ok()) return s;
+      if (broken_.load()) break;
+      continue;
+    }
+    active_.store(scheduler.running());
+    const int64_t preempted_before = scheduler.preemptions();
+    std::vector<FinishedRequest> finished = scheduler.RunStep();
+    if (options_.metrics) {
+      WorkerMetrics& wm = *options_.metrics;
+      if (scheduler.last_step_sequences() > 0) {
+        wm.ObserveStep(scheduler.last_step_sequences(), scheduler.last_step_tokens());
+      }
+      wm.SetBatchState(scheduler.running(), scheduler.waiting());
+      wm.OnPreemptions("recompute", scheduler.preemptions() - preempted_before);
+    }
+    for (FinishedRequest& f : finished) {
+      auto it = ids.find(f.id);
+      if (it == ids.end()) continue;
+      const int generated = f.result.ok() ? static_cast<int>(f.result->tokens.size()) : 0;
+      const int next = f.result.ok() ? f.result->prompt_tokens + std::max(generated - 1, 0) : 0;
+      Complete(*it->second, f.start, f.result, next);
+      ids.erase(it);
+    }
+    active_.store(scheduler.running());
+    if (scheduler.idle()) {
+      if (absl::Status s = GatherKvUsage(); !s.ok()) return s;
+    }
+    if (broken_.load()) break;
+  }
+  FailQueued(absl::UnavailableError(
+      absl::StrCat("worker group ", options_.group_id, " failed and is down")));
+  return absl::UnavailableError(absl::StrCat("worker group ", options_.group_id, " broke"));
+}
+
 bool GroupDriver::Serve(RequestChannel& channel) {
   bool sent = false;
   StreamEvent done;
@@ -191,38 +315,50 @@ bool GroupDriver::Serve(RequestChannel& channel) {
     if (status.ok()) {
       int next = 0;
       absl::StatusOr<GenerateResult> result = Execute(command.request(), *prompt, &channel, &next);
-      status = result.status();
-      if (result.ok()) {
-        const compress::CompressionStats& c = result->compression;
-        const ModelConfig& m = engine_->config();
-        dapq::v1::GenerationSummary& s = done.summary;
-        s.set_prompt_tokens(result->prompt_tokens);
-        s.set_generated_tokens(static_cast<int>(result->tokens.size()));
-        s.set_finish_reason(channel.cancelled()             ? "cancelled"
-                            : result->stopped_at_stop_token ? "stop"
-                                                            : "length");
-        s.set_queue_seconds(SecondsBetween(channel.enqueued(), start));
-        s.set_ttft_seconds(s.queue_seconds() + result->prefill_seconds);
-        s.set_prefill_seconds(result->prefill_seconds);
-        s.set_decode_seconds(result->decode_seconds);
-        const int64_t per_token = static_cast<int64_t>(m.n_layers) * m.n_kv_heads;
-        s.set_kv_full_slots(c.slots_before > 0 ? c.slots_before
-                                               : per_token * result->prompt_tokens);
-        s.set_kv_kept_slots(c.slots_before > 0 ? c.slots_after : per_token * result->prompt_tokens);
-        s.set_kv_bytes(static_cast<int64_t>(result->kv_used_bytes) * kv_scale_);
-        s.set_group_id(options_.group_id);
-        s.set_next_position(next);
-        s.set_compression(c.config);
-        if (options_.metrics) {
-          WorkerMetrics& wm = *options_.metrics;
-          wm.OnRequest(channel.cancelled() ? "cancelled" : "ok");
-          wm.OnTokens(result->prompt_tokens, static_cast<int>(result->tokens.size()));
-          const int later = static_cast<int>(result->tokens.size()) - 1;
-          wm.ObserveLatency(s.ttft_seconds(), later > 0 ? result->decode_seconds / later : -1);
-          wm.OnCompression(
-              c, std::string(compress::MethodName(ToGenerateOptions(request)->compression.method)));
-        }
-      }
+      active_.store(0);
+      Complete(channel, start, result, next);
+      return sent;
+    }
+  }
+  active_.store(0);
+  Complete(channel, start, status, 0);
+  return sent;
+}
+
+void GroupDriver::Complete(RequestChannel& channel, std::chrono::steady_clock::time_point start,
+                           const absl::StatusOr<GenerateResult>& result, int next_position) {
+  StreamEvent done;
+  done.done = true;
+  absl::Status status = result.status();
+  const dapq::v1::GenerateRequest& request = channel.request();
+  if (result.ok()) {
+    const compress::CompressionStats& c = result->compression;
+    const ModelConfig& m = engine_->config();
+    dapq::v1::GenerationSummary& s = done.summary;
+    s.set_prompt_tokens(result->prompt_tokens);
+    s.set_generated_tokens(static_cast<int>(result->tokens.size()));
+    s.set_finish_reason(channel.cancelled()             ? "cancelled"
+                        : result->stopped_at_stop_token ? "stop"
+                                                        : "length");
+    s.set_queue_seconds(SecondsBetween(channel.enqueued(), start));
+    s.set_ttft_seconds(s.queue_seconds() + result->prefill_seconds);
+    s.set_prefill_seconds(result->prefill_seconds);
+    s.set_decode_seconds(result->decode_seconds);
+    const int64_t per_token = static_cast<int64_t>(m.n_layers) * m.n_kv_heads;
+    s.set_kv_full_slots(c.slots_before > 0 ? c.slots_before : per_token * result->prompt_tokens);
+    s.set_kv_kept_slots(c.slots_before > 0 ? c.slots_after : per_token * result->prompt_tokens);
+    s.set_kv_bytes(static_cast<int64_t>(result->kv_used_bytes) * kv_scale_);
+    s.set_group_id(options_.group_id);
+    s.set_next_position(next_position);
+    s.set_compression(c.config);
+    if (options_.metrics) {
+      WorkerMetrics& wm = *options_.metrics;
+      wm.OnRequest(channel.cancelled() ? "cancelled" : "ok");
+      wm.OnTokens(result->prompt_tokens, static_cast<int>(result->tokens.size()));
+      const int later = static_cast<int>(result->tokens.size()) - 1;
+      wm.ObserveLatency(s.ttft_seconds(), later > 0 ? result->decode_seconds / later : -1);
+      wm.OnCompression(
+          c, std::string(compress::MethodName(ToGenerateOptions(request)->compression.method)));
     }
   }
   if (!status.ok() && options_.metrics) {
@@ -237,9 +373,7 @@ bool GroupDriver::Serve(RequestChannel& channel) {
   }
   done.status = status;
   served_.fetch_add(1);
-  active_.store(0);
   channel.Push(std::move(done));
-  return sent;
 }
 
 absl::StatusOr<GenerateResult> GroupDriver::Execute(const dapq::v1::GenerateRequest& request,

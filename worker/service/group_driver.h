@@ -17,6 +17,7 @@
 #include <chrono>
 #include <deque>
 #include <list>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -29,6 +30,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/engine.h"
 #include "worker/service/request_channel.h"
+#include "worker/service/scheduler.h"
 #include "worker/service/worker_metrics.h"
 #include "worker/tokenizer.h"
 
@@ -50,6 +52,12 @@ struct GroupDriverOptions {
   // address, empty when there is none.
   std::string kv_remote;
   std::string kv_peer;
+  // Continuous batching (worker/service/scheduler.h) when every rank is in this process (comm
+  // null): requests without a session run together, one engine step for all; a session's turn
+  // runs alone once the batch has drained. Multi-process groups run one request at a time
+  // (their per-step plan messages are TODO(#11)).
+  bool continuous_batching = true;
+  SchedulerOptions scheduler;
 };
 
 class GroupDriver {
@@ -92,6 +100,15 @@ class GroupDriver {
   absl::StatusOr<dapq::v1::GroupCommand> ReceiveCommand();
   // Runs one request; true when its command was broadcast (every rank ran it).
   bool Serve(RequestChannel& channel);
+  // RunDriver with continuous batching (in-process groups).
+  absl::Status RunBatched();
+  // Queues `channel`'s request in `scheduler` (or answers it at once when it is cancelled or
+  // invalid); `ids` maps scheduler ids to channels.
+  void AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler& scheduler,
+                  std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids);
+  // The final event of a request: summary, metrics, group-failure handling.
+  void Complete(RequestChannel& channel, std::chrono::steady_clock::time_point start,
+                const absl::StatusOr<GenerateResult>& result, int next_position);
   void FailQueued(const absl::Status& status);
   Session* FindSession(const std::string& id);
   // Restores a stored session on every rank, agreeing across the group on recomputing.
@@ -126,7 +143,8 @@ class GroupDriver {
 
   // Driver/follower thread only.
   std::unordered_map<std::string, Session> sessions_;
-  std::list<std::string> lru_;  // most recent first
+  std::list<std::string> lru_;    // most recent first
+  uint64_t next_request_id_ = 1;  // scheduler ids of batched requests
 };
 
 // True for the statuses that mean the group itself failed (a rank or the transport is gone), as

@@ -61,8 +61,12 @@ absl::Status Scheduler::Add(ScheduledRequest request) {
                      " tokens + max_new_tokens=", request.options.max_new_tokens,
                      " exceeds the context limit ", engine_->config().max_seq_len));
   }
+  if (request.start == std::chrono::steady_clock::time_point{}) {
+    request.start = std::chrono::steady_clock::now();
+  }
   auto e = std::make_unique<Entry>();
   e->feed = request.prompt;
+  e->started = request.start;
   e->request = std::move(request);
   const long cap = engine_->kv_pool(0).max_blocks();
   if (cap > 0) {
@@ -83,6 +87,8 @@ FinishedRequest Scheduler::Finish(Entry& e, absl::Status status) {
   FinishedRequest f;
   f.id = e.request.id;
   f.preemptions = e.preemptions;
+  f.start = e.request.start;
+  f.cancelled = e.cancelled;
   if (e.seq != nullptr) {
     e.result.cached_tokens = e.seq->cached_tokens();
     e.result.kv_used_bytes = e.seq->kv_used_bytes();
@@ -108,7 +114,10 @@ bool Scheduler::Accept(Entry& e, int token) {
     e.result.stopped_at_stop_token = true;
     return true;
   }
-  if (!keep_going) return true;
+  if (!keep_going) {
+    e.cancelled = true;
+    return true;
+  }
   if (static_cast<int>(e.result.tokens.size()) >= e.request.options.max_new_tokens) return true;
   e.next = token;
   return false;
@@ -127,10 +136,7 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
     }
     e.reserved_blocks = need;
     reserved_blocks_ += need;
-    if (e.sampler == nullptr) {
-      e.sampler = std::make_unique<Sampler>(e.request.options.sampling);
-      e.started = std::chrono::steady_clock::now();
-    }
+    if (e.sampler == nullptr) e.sampler = std::make_unique<Sampler>(e.request.options.sampling);
     e.seq = engine_->NewSequence();
     e.fed = 0;
     if (e.request.options.compression.method != compress::Method::kFull) {
@@ -208,6 +214,8 @@ std::vector<FinishedRequest> Scheduler::RunStep() {
     members.push_back(&e);
     budget -= static_cast<int>(n);
   }
+  last_step_sequences_ = static_cast<int>(batch.size());
+  last_step_tokens_ = options_.max_step_tokens - budget;
   if (batch.empty()) return finished;
 
   std::vector<float> logits;

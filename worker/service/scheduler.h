@@ -49,6 +49,9 @@ struct ScheduledRequest {
   // the tokens so far, cancelled = true).
   std::function<bool(int)> on_token;
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  // When the request reached the scheduler (its time to first token counts from here; default:
+  // the time of Add). Reported back in FinishedRequest.
+  std::chrono::steady_clock::time_point start{};
 };
 
 struct FinishedRequest {
@@ -56,6 +59,7 @@ struct FinishedRequest {
   absl::StatusOr<GenerateResult> result;
   bool cancelled = false;
   int preemptions = 0;
+  std::chrono::steady_clock::time_point start;
 };
 
 class Scheduler {
@@ -75,6 +79,9 @@ class Scheduler {
   int waiting() const { return static_cast<int>(waiting_.size()); }
   int running() const { return static_cast<int>(running_.size()); }
   int64_t preemptions() const { return preemptions_; }
+  // The last RunStep's engine step: sequences and tokens in it (0 when it ran none).
+  int last_step_sequences() const { return last_step_sequences_; }
+  int last_step_tokens() const { return last_step_tokens_; }
 
  private:
   struct Entry {
@@ -86,7 +93,7 @@ class Scheduler {
     int next = -1;  // the sampled token to feed next
     GenerateResult result;
     std::chrono::steady_clock::time_point started;
-    bool prefilled = false;
+    bool cancelled = false;
     int preemptions = 0;
     long reserved_blocks = 0;
   };
@@ -104,6 +111,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Entry>> running_;  // oldest first
   long reserved_blocks_ = 0;
   int64_t preemptions_ = 0;
+  int last_step_sequences_ = 0, last_step_tokens_ = 0;
 };
 
 }  // namespace dapq::worker::service

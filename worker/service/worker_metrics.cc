@@ -73,6 +73,32 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& group, 
                      .Help("Time in one all-reduce of the TP group (including waiting for peers)")
                      .Register(r)
                      .Add(With({}), LatencyBuckets())),
+      step_sequences_(BuildHistogram()
+                          .Name("dapq_worker_step_sequences")
+                          .Help("Sequences in one engine step (continuous batching)")
+                          .Register(r)
+                          .Add(With({}), prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32,
+                                                                                 64, 128, 256})),
+      step_tokens_(BuildHistogram()
+                       .Name("dapq_worker_step_tokens")
+                       .Help("Tokens in one engine step (decode tokens + prompt chunks)")
+                       .Register(r)
+                       .Add(With({}), prometheus::Histogram::BucketBoundaries{1, 4, 16, 64, 256,
+                                                                              1024, 4096, 16384})),
+      running_(BuildGauge()
+                   .Name("dapq_worker_running_sequences")
+                   .Help("Sequences in the group's batch")
+                   .Register(r)
+                   .Add(With({}))),
+      waiting_(BuildGauge()
+                   .Name("dapq_worker_waiting_sequences")
+                   .Help("Requests taken from the queue and waiting for KV room or a batch slot")
+                   .Register(r)
+                   .Add(With({}))),
+      preemptions_(BuildCounter()
+                       .Name("dapq_worker_preemptions_total")
+                       .Help("Sequences preempted when the KV pool ran out, by kind")
+                       .Register(r)),
       kept_(BuildCounter()
                 .Name("dapq_compression_tokens_kept_total")
                 .Help("KV token slots (tokens x layers x KV heads) kept by compression")
@@ -123,6 +149,7 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& group, 
   for (const char* cause : {"checksum", "missing", "unavailable"}) {
     failed_loads_.Add(With({{"cause", cause}}));
   }
+  preemptions_.Add(With({{"kind", "recompute"}}));
   // Every method's series exist from the start, so rate() sees a request's first increment.
   for (const compress::Method m :
        {compress::Method::kDapq, compress::Method::kSnapKv, compress::Method::kH2o,
@@ -160,6 +187,17 @@ void WorkerMetrics::SetQueueDepth(int depth) { queue_depth_.Set(depth); }
 void WorkerMetrics::OnRejected() { rejections_.Increment(); }
 void WorkerMetrics::SetHealthy(bool healthy) { healthy_.Set(healthy ? 1 : 0); }
 void WorkerMetrics::ObserveAllReduce(double seconds) { allreduce_.Observe(seconds); }
+void WorkerMetrics::ObserveStep(int sequences, int tokens) {
+  step_sequences_.Observe(sequences);
+  step_tokens_.Observe(tokens);
+}
+void WorkerMetrics::SetBatchState(int running, int waiting) {
+  running_.Set(running);
+  waiting_.Set(waiting);
+}
+void WorkerMetrics::OnPreemptions(const std::string& kind, int64_t count) {
+  if (count > 0) preemptions_.Add(With({{"kind", kind}})).Increment(static_cast<double>(count));
+}
 
 void WorkerMetrics::OnCompression(const compress::CompressionStats& stats,
                                   const std::string& method) {

@@ -36,6 +36,11 @@ class WorkerMetrics final : public kvstore::KvStoreObserver {
   void OnRejected();
   void SetHealthy(bool healthy);
   void ObserveAllReduce(double seconds);
+  // Continuous batching: one engine step's sequences and tokens, the scheduler's running and
+  // waiting sequences after it, and preemptions (kind: recompute).
+  void ObserveStep(int sequences, int tokens);
+  void SetBatchState(int running, int waiting);
+  void OnPreemptions(const std::string& kind, int64_t count);
   // A request's compression (nothing when the prompt was not compressed).
   void OnCompression(const compress::CompressionStats& stats, const std::string& method);
   // Names of the store's tiers, for the transfer labels (call before traffic).
@@ -61,6 +66,11 @@ class WorkerMetrics final : public kvstore::KvStoreObserver {
   prometheus::Counter& rejections_;
   prometheus::Gauge& healthy_;
   prometheus::Histogram& allreduce_;
+  prometheus::Histogram& step_sequences_;
+  prometheus::Histogram& step_tokens_;
+  prometheus::Gauge& running_;
+  prometheus::Gauge& waiting_;
+  prometheus::Family<prometheus::Counter>& preemptions_;
   prometheus::Family<prometheus::Counter>& kept_;
   prometheus::Family<prometheus::Counter>& evicted_;
   prometheus::Family<prometheus::Histogram>& kept_ratio_;
