@@ -54,7 +54,9 @@ absl::StatusOr<std::shared_ptr<RequestChannel>> GroupDriver::Submit(
         absl::StrCat("worker group ", options_.group_id,
                      broken_.load() ? " lost a rank and is down" : " is shutting down"));
   }
-  if (static_cast<int>(queue_.size()) >= options_.max_queue) {
+  // A batching group takes its queue into the batch every step: it holds max_running more.
+  const int limit = options_.max_queue + (batching() ? options_.scheduler.max_running : 0);
+  if (static_cast<int>(queue_.size()) >= limit) {
     if (options_.metrics) options_.metrics->OnRejected();
     return absl::ResourceExhaustedError(absl::StrCat(
         "worker group ", options_.group_id, ": queue full (", queue_.size(), " requests waiting)"));
@@ -110,7 +112,7 @@ absl::StatusOr<dapq::v1::GroupCommand> GroupDriver::ReceiveCommand() {
 }
 
 absl::Status GroupDriver::RunDriver() {
-  if (comm_ == nullptr && options_.continuous_batching) return RunBatched();
+  if (batching()) return RunBatched();
   while (true) {
     std::shared_ptr<RequestChannel> channel;
     bool stop = false;
@@ -206,6 +208,7 @@ absl::Status GroupDriver::RunBatched() {
   Scheduler scheduler(engine_, options_.scheduler);
   std::map<uint64_t, std::shared_ptr<RequestChannel>> ids;
   std::shared_ptr<RequestChannel> session_turn;  // waits for the batch to drain
+  auto last_gather = std::chrono::steady_clock::now();
   while (true) {
     std::deque<std::shared_ptr<RequestChannel>> taken;
     bool stop = false;
@@ -271,8 +274,10 @@ absl::Status GroupDriver::RunBatched() {
       ids.erase(it);
     }
     active_.store(scheduler.running());
-    if (scheduler.idle()) {
+    // KV usage for Status(): when the batch drains, and at least every idle_ping under load.
+    if (scheduler.idle() || std::chrono::steady_clock::now() - last_gather >= options_.idle_ping) {
       if (absl::Status s = GatherKvUsage(); !s.ok()) return s;
+      last_gather = std::chrono::steady_clock::now();
     }
     if (broken_.load()) break;
   }

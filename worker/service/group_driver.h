@@ -38,7 +38,8 @@ namespace dapq::worker::service {
 
 struct GroupDriverOptions {
   std::string group_id = "g0";
-  int max_queue = 16;     // requests waiting (RESOURCE_EXHAUSTED beyond)
+  int max_queue = 16;     // requests waiting (RESOURCE_EXHAUSTED beyond; + scheduler.max_running
+                          // when the group batches continuously)
   int max_sessions = 64;  // sessions kept; the least recently used is dropped beyond
   std::chrono::milliseconds idle_ping{1000};
   // With a KV store (one per rank): a session's KV is saved there after each turn (and spills
@@ -100,6 +101,7 @@ class GroupDriver {
   absl::StatusOr<dapq::v1::GroupCommand> ReceiveCommand();
   // Runs one request; true when its command was broadcast (every rank ran it).
   bool Serve(RequestChannel& channel);
+  bool batching() const { return comm_ == nullptr && options_.continuous_batching; }
   // RunDriver with continuous batching (in-process groups).
   absl::Status RunBatched();
   // Queues `channel`'s request in `scheduler` (or answers it at once when it is cancelled or
