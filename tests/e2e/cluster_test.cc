@@ -571,11 +571,15 @@ TEST(ClusterAdmissionTest, FullQueueIsResourceExhaustedWithARetryHintAndDeadline
   EXPECT_TRUE(after.ok()) << after.error_message();
 }
 
-// A TP=1 group batches continuously: concurrent streams with mixed prompts, lengths and
-// compression methods run in shared engine steps and give the tokens each gives alone; a stream
-// whose client goes away leaves the others unchanged.
-TEST(ClusterContinuousBatchingTest, ConcurrentStreamsShareStepsAndMatchTheEngineAlone) {
-  auto cluster = StartCluster("cluster_batching", testing::Stories260KPath(), 1, 1);
+// A group batches continuously: concurrent streams with mixed prompts, lengths and compression
+// methods run in shared engine steps and give the tokens each gives alone; a stream whose client
+// goes away leaves the others unchanged. TP=2: rank 0 plans, and every step reaches rank 1 as a
+// BATCH command over Gloo.
+class ClusterContinuousBatchingTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(ClusterContinuousBatchingTest, ConcurrentStreamsShareStepsAndMatchTheEngineAlone) {
+  auto cluster = StartCluster(absl::StrCat("cluster_batching_tp", GetParam()),
+                              testing::Stories260KPath(), 1, GetParam());
   const char* prompts[] = {"Once upon a time",     "Lily saw a big red ball",
                            "The dog ran",          "One day, Tom went to the zoo with his mom",
                            "She was happy",        "The sun was hot",
@@ -638,6 +642,8 @@ TEST(ClusterContinuousBatchingTest, ConcurrentStreamsShareStepsAndMatchTheEngine
   EXPECT_GT(steps, single) << "no step batched two sequences";
   EXPECT_THAT(metrics.out, HasSubstr("dapq_worker_running_sequences"));
 }
+
+INSTANTIATE_TEST_SUITE_P(Tp, ClusterContinuousBatchingTest, ::testing::Values(1, 2));
 
 TEST(ClusterBatchTest, CoordinatorKilledMidJobResumesEveryItemExactlyOnce) {
   auto cluster = StartCluster("cluster_batch", testing::Stories260KPath(), 2, 1);

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/service/batch_ops.h"
 #include "worker/service/request_options.h"
 #include "worker/session_store.h"
 
@@ -15,6 +16,65 @@ double SecondsBetween(std::chrono::steady_clock::time_point a,
                       std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
+
+// Rank 0's batch operations in a multi-process group: each goes to the other ranks as a BATCH
+// command, then runs here. A compressed prefill carries the request's own compression options
+// (registered when the request joins the batch), which every rank converts the same way.
+class GroupBatchOps final : public BatchOps {
+ public:
+  using Send = std::function<absl::Status(const dapq::v1::GroupCommand&)>;
+  GroupBatchOps(LocalBatchOps* local, Send send) : local_(local), send_(std::move(send)) {}
+
+  void Register(uint64_t id, const dapq::v1::CompressionOptions& compression) {
+    compression_[id] = compression;
+  }
+
+  absl::StatusOr<compress::CompressionStats> PrefillCompressed(
+      uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
+      std::vector<float>* logits) override {
+    dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::PREFILL_COMPRESSED);
+    dapq::v1::BatchOp& op = *command.mutable_batch_op();
+    op.add_ids(id);
+    op.mutable_tokens()->Assign(prompt.begin(), prompt.end());
+    *op.mutable_compression() = compression_[id];
+    DAPQ_RETURN_IF_ERROR(send_(command));
+    return local_->PrefillCompressed(id, prompt, config, logits);
+  }
+
+  absl::Status Step(std::span<const uint64_t> ids, std::span<const std::vector<int>> tokens,
+                    std::vector<float>* logits) override {
+    dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::STEP);
+    dapq::v1::BatchOp& op = *command.mutable_batch_op();
+    op.mutable_ids()->Assign(ids.begin(), ids.end());
+    for (const std::vector<int>& t : tokens) {
+      op.add_lengths(static_cast<int32_t>(t.size()));
+      op.mutable_tokens()->Add(t.begin(), t.end());
+    }
+    DAPQ_RETURN_IF_ERROR(send_(command));
+    return local_->Step(ids, tokens, logits);
+  }
+
+  absl::Status Release(uint64_t id) override {
+    compression_.erase(id);
+    dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::RELEASE);
+    command.mutable_batch_op()->add_ids(id);
+    DAPQ_RETURN_IF_ERROR(send_(command));
+    return local_->Release(id);
+  }
+
+  const Sequence* Find(uint64_t id) const override { return local_->Find(id); }
+
+ private:
+  static dapq::v1::GroupCommand Command(dapq::v1::BatchOp::Kind kind) {
+    dapq::v1::GroupCommand command;
+    command.set_kind(dapq::v1::GroupCommand::BATCH);
+    command.mutable_batch_op()->set_kind(kind);
+    return command;
+  }
+  LocalBatchOps* const local_;
+  const Send send_;
+  std::map<uint64_t, dapq::v1::CompressionOptions> compression_;
+};
 
 }  // namespace
 
@@ -55,7 +115,8 @@ absl::StatusOr<std::shared_ptr<RequestChannel>> GroupDriver::Submit(
                      broken_.load() ? " lost a rank and is down" : " is shutting down"));
   }
   // A batching group takes its queue into the batch every step: it holds max_running more.
-  const int limit = options_.max_queue + (batching() ? options_.scheduler.max_running : 0);
+  const int limit =
+      options_.max_queue + (options_.continuous_batching ? options_.scheduler.max_running : 0);
   if (static_cast<int>(queue_.size()) >= limit) {
     if (options_.metrics) options_.metrics->OnRejected();
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -112,7 +173,7 @@ absl::StatusOr<dapq::v1::GroupCommand> GroupDriver::ReceiveCommand() {
 }
 
 absl::Status GroupDriver::RunDriver() {
-  if (batching()) return RunBatched();
+  if (options_.continuous_batching) return RunBatched();
   while (true) {
     std::shared_ptr<RequestChannel> channel;
     bool stop = false;
@@ -161,7 +222,8 @@ absl::Status GroupDriver::RunDriver() {
 }
 
 void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler& scheduler,
-                             std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids) {
+                             std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids,
+                             const RegisterCompression& register_compression) {
   const auto start = std::chrono::steady_clock::now();
   if (channel->cancelled()) {
     StreamEvent done;
@@ -195,6 +257,7 @@ void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler&
       raw->Push(std::move(event));
       return !raw->cancelled();
     };
+    register_compression(id, request.compression());
     status = scheduler.Add(std::move(r));
   }
   if (!status.ok()) {
@@ -205,7 +268,12 @@ void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler&
 }
 
 absl::Status GroupDriver::RunBatched() {
-  Scheduler scheduler(engine_, options_.scheduler);
+  // Multi-process: the scheduler's operations go to the other ranks first (GroupBatchOps).
+  LocalBatchOps local(engine_);
+  GroupBatchOps group(&local, [this](const dapq::v1::GroupCommand& c) { return SendCommand(c); });
+  Scheduler scheduler(engine_, options_.scheduler, comm_ != nullptr ? &group : nullptr);
+  const RegisterCompression register_compression =
+      [&group](uint64_t id, const dapq::v1::CompressionOptions& c) { group.Register(id, c); };
   std::map<uint64_t, std::shared_ptr<RequestChannel>> ids;
   std::shared_ptr<RequestChannel> session_turn;  // waits for the batch to drain
   auto last_gather = std::chrono::steady_clock::now();
@@ -242,15 +310,25 @@ absl::Status GroupDriver::RunBatched() {
         }
       }
       FailQueued(closing);
-      return absl::OkStatus();
+      dapq::v1::GroupCommand command;
+      command.set_kind(dapq::v1::GroupCommand::SHUTDOWN);
+      return SendCommand(command);
     }
-    for (auto& channel : taken) AddToBatch(std::move(channel), scheduler, ids);
+    for (auto& channel : taken) {
+      AddToBatch(std::move(channel), scheduler, ids, register_compression);
+    }
     if (scheduler.idle()) {
+      // A session's turn (alone, the lock-step way: every rank runs GENERATE, then gathers), or
+      // an idle ping.
+      absl::Status usage;
       if (session_turn != nullptr) {
-        Serve(*session_turn);
+        const bool sent = Serve(*session_turn);
         session_turn = nullptr;
+        if (sent && !broken_.load()) usage = GatherKvUsage();
+      } else {
+        usage = PingAndGather();
       }
-      if (absl::Status s = GatherKvUsage(); !s.ok()) return s;
+      if (!usage.ok()) broken_.store(true);
       if (broken_.load()) break;
       continue;
     }
@@ -275,15 +353,59 @@ absl::Status GroupDriver::RunBatched() {
     }
     active_.store(scheduler.running());
     // KV usage for Status(): when the batch drains, and at least every idle_ping under load.
-    if (scheduler.idle() || std::chrono::steady_clock::now() - last_gather >= options_.idle_ping) {
-      if (absl::Status s = GatherKvUsage(); !s.ok()) return s;
+    if (!broken_.load() && (scheduler.idle() ||
+                            std::chrono::steady_clock::now() - last_gather >= options_.idle_ping)) {
+      if (!PingAndGather().ok()) broken_.store(true);
       last_gather = std::chrono::steady_clock::now();
     }
     if (broken_.load()) break;
   }
-  FailQueued(absl::UnavailableError(
-      absl::StrCat("worker group ", options_.group_id, " failed and is down")));
+  if (options_.metrics) options_.metrics->SetHealthy(false);
+  const absl::Status down = absl::UnavailableError(
+      absl::StrCat("worker group ", options_.group_id, " lost a rank and is down"));
+  for (auto& [id, channel] : ids) Complete(*channel, std::chrono::steady_clock::now(), down, 0);
+  FailQueued(down);
   return absl::UnavailableError(absl::StrCat("worker group ", options_.group_id, " broke"));
+}
+
+absl::Status GroupDriver::PingAndGather() {
+  DAPQ_RETURN_IF_ERROR(SendCommand(dapq::v1::GroupCommand()));
+  return GatherKvUsage();
+}
+
+absl::Status GroupDriver::RunBatchOp(const dapq::v1::BatchOp& op) {
+  if (follower_ops_ == nullptr) follower_ops_ = std::make_unique<LocalBatchOps>(engine_);
+  const std::vector<uint64_t> ids(op.ids().begin(), op.ids().end());
+  switch (op.kind()) {
+    case dapq::v1::BatchOp::STEP: {
+      if (op.lengths_size() != op.ids_size()) {
+        return absl::DataLossError("batch step: ids and lengths differ in number");
+      }
+      std::vector<std::vector<int>> tokens;
+      int offset = 0;
+      for (int32_t length : op.lengths()) {
+        if (length < 0 || offset + length > op.tokens_size()) {
+          return absl::DataLossError("batch step: lengths exceed the tokens sent");
+        }
+        tokens.emplace_back(op.tokens().begin() + offset, op.tokens().begin() + offset + length);
+        offset += length;
+      }
+      return follower_ops_->Step(ids, tokens, nullptr);
+    }
+    case dapq::v1::BatchOp::PREFILL_COMPRESSED: {
+      if (ids.size() != 1) return absl::DataLossError("batch prefill: one id expected");
+      DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig config,
+                            ToCompressionConfig(op.compression()));
+      const std::vector<int> prompt(op.tokens().begin(), op.tokens().end());
+      std::vector<float> logits;
+      return follower_ops_->PrefillCompressed(ids[0], prompt, config, &logits).status();
+    }
+    case dapq::v1::BatchOp::RELEASE:
+      if (ids.size() != 1) return absl::DataLossError("batch release: one id expected");
+      return follower_ops_->Release(ids[0]);
+    default:
+      return absl::DataLossError(absl::StrCat("unknown batch operation ", op.kind()));
+  }
 }
 
 bool GroupDriver::Serve(RequestChannel& channel) {
@@ -515,6 +637,15 @@ absl::Status GroupDriver::RunFollower() {
         }
         served_.fetch_add(1);
         if (absl::Status s = GatherKvUsage(); !s.ok()) {
+          broken_.store(true);
+          return s;
+        }
+        break;
+      }
+      case dapq::v1::GroupCommand::BATCH: {
+        const absl::Status s = RunBatchOp(command->batch_op());
+        // Request errors (a full pool, agreed across ranks) are rank 0's to report.
+        if (!s.ok() && (IsGroupFailure(s) || absl::IsDataLoss(s))) {
           broken_.store(true);
           return s;
         }

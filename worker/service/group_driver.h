@@ -16,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -53,10 +54,10 @@ struct GroupDriverOptions {
   // address, empty when there is none.
   std::string kv_remote;
   std::string kv_peer;
-  // Continuous batching (worker/service/scheduler.h) when every rank is in this process (comm
-  // null): requests without a session run together, one engine step for all; a session's turn
-  // runs alone once the batch has drained. Multi-process groups run one request at a time
-  // (their per-step plan messages are TODO(#11)).
+  // Continuous batching (worker/service/scheduler.h): requests without a session run together,
+  // one engine step for all; a session's turn runs alone once the batch has drained. In a
+  // multi-process group rank 0 plans and sends every batch operation to the other ranks
+  // (GroupCommand BATCH). false: one request at a time.
   bool continuous_batching = true;
   SchedulerOptions scheduler;
 };
@@ -101,13 +102,20 @@ class GroupDriver {
   absl::StatusOr<dapq::v1::GroupCommand> ReceiveCommand();
   // Runs one request; true when its command was broadcast (every rank ran it).
   bool Serve(RequestChannel& channel);
-  bool batching() const { return comm_ == nullptr && options_.continuous_batching; }
   // RunDriver with continuous batching (in-process groups).
   absl::Status RunBatched();
   // Queues `channel`'s request in `scheduler` (or answers it at once when it is cancelled or
   // invalid); `ids` maps scheduler ids to channels.
+  using RegisterCompression =
+      std::function<void(uint64_t id, const dapq::v1::CompressionOptions& compression)>;
   void AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler& scheduler,
-                  std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids);
+                  std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids,
+                  const RegisterCompression& register_compression);
+  // Followers: runs one operation of rank 0's continuous batch on this rank's sequences.
+  absl::Status RunBatchOp(const dapq::v1::BatchOp& op);
+  // Rank 0 of a batching group: a NOOP to the other ranks, then the KV usage gather they run
+  // after it.
+  absl::Status PingAndGather();
   // The final event of a request: summary, metrics, group-failure handling.
   void Complete(RequestChannel& channel, std::chrono::steady_clock::time_point start,
                 const absl::StatusOr<GenerateResult>& result, int next_position);
@@ -145,8 +153,9 @@ class GroupDriver {
 
   // Driver/follower thread only.
   std::unordered_map<std::string, Session> sessions_;
-  std::list<std::string> lru_;    // most recent first
-  uint64_t next_request_id_ = 1;  // scheduler ids of batched requests
+  std::list<std::string> lru_;                   // most recent first
+  uint64_t next_request_id_ = 1;                 // scheduler ids of batched requests
+  std::unique_ptr<LocalBatchOps> follower_ops_;  // followers' sequences of the batch
 };
 
 // True for the statuses that mean the group itself failed (a rank or the transport is gone), as

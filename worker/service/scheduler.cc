@@ -31,8 +31,18 @@ absl::Status SchedulerOptions::Validate() const {
   return absl::OkStatus();
 }
 
-Scheduler::Scheduler(Engine* engine, const SchedulerOptions& options)
-    : engine_(engine), options_(options) {}
+Scheduler::Scheduler(Engine* engine, const SchedulerOptions& options, BatchOps* ops)
+    : engine_(engine),
+      options_(options),
+      local_ops_(ops == nullptr ? std::make_unique<LocalBatchOps>(engine) : nullptr),
+      ops_(ops != nullptr ? ops : local_ops_.get()) {}
+
+void Scheduler::ReleaseSequence(Entry& e) {
+  if (!e.has_sequence) return;
+  // A failed release (a rank gone) shows in the group's next operation.
+  ops_->Release(e.request.id).IgnoreError();
+  e.has_sequence = false;
+}
 
 long Scheduler::BlocksFor(const Entry& e) const {
   const ModelConfig& c = engine_->config();
@@ -89,10 +99,10 @@ FinishedRequest Scheduler::Finish(Entry& e, absl::Status status) {
   f.preemptions = e.preemptions;
   f.start = e.request.start;
   f.cancelled = e.cancelled;
-  if (e.seq != nullptr) {
-    e.result.cached_tokens = e.seq->cached_tokens();
-    e.result.kv_used_bytes = e.seq->kv_used_bytes();
-    e.result.kv_allocated_bytes = e.seq->kv_allocated_bytes();
+  if (const Sequence* seq = e.has_sequence ? ops_->Find(e.request.id) : nullptr) {
+    e.result.cached_tokens = seq->cached_tokens();
+    e.result.kv_used_bytes = seq->kv_used_bytes();
+    e.result.kv_allocated_bytes = seq->kv_allocated_bytes();
   }
   if (!e.result.tokens.empty())
     e.result.decode_seconds = SecondsSince(e.started) - e.result.prefill_seconds;
@@ -100,7 +110,7 @@ FinishedRequest Scheduler::Finish(Entry& e, absl::Status status) {
                          : absl::StatusOr<GenerateResult>(status);
   reserved_blocks_ -= e.reserved_blocks;
   e.reserved_blocks = 0;
-  e.seq.reset();  // its blocks go back to the pool
+  ReleaseSequence(e);  // its blocks go back to the pool
   return f;
 }
 
@@ -137,22 +147,21 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
     e.reserved_blocks = need;
     reserved_blocks_ += need;
     if (e.sampler == nullptr) e.sampler = std::make_unique<Sampler>(e.request.options.sampling);
-    e.seq = engine_->NewSequence();
     e.fed = 0;
     if (e.request.options.compression.method != compress::Method::kFull) {
       // Scoring needs every query of this prompt: its prefill runs alone, then it decodes in the
       // batch (a preempted request feeds its earlier tokens in the batch first).
       std::vector<float> logits;
-      absl::StatusOr<compress::CompressionStats> stats = engine_->PrefillCompressed(
-          *e.seq, e.request.prompt, e.request.options.compression, &logits);
+      absl::StatusOr<compress::CompressionStats> stats = ops_->PrefillCompressed(
+          e.request.id, e.request.prompt, e.request.options.compression, &logits);
       if (absl::IsResourceExhausted(stats.status())) {
         // The pool is fuller than the reservations say (sequences outside the scheduler): wait.
         reserved_blocks_ -= e.reserved_blocks;
         e.reserved_blocks = 0;
-        e.seq.reset();
         waiting_.push_front(std::move(owned));
         break;
       }
+      e.has_sequence = stats.ok();
       if (!stats.ok()) {
         finished.push_back(Finish(e, stats.status()));
         continue;
@@ -192,16 +201,15 @@ std::vector<FinishedRequest> Scheduler::RunStep() {
     }
   }
   // The plan: every decoding sequence's token first, then prompt chunks in the remaining budget.
-  std::vector<StepEntry> batch;
-  std::vector<Entry*> members;
+  std::vector<uint64_t> ids;
   std::vector<std::vector<int>> chunks;
-  chunks.reserve(running_.size());
+  std::vector<Entry*> members;
   int budget = options_.max_step_tokens;
   for (auto& owned : running_) {
     Entry& e = *owned;
     if (e.fed < e.feed.size() || budget == 0) continue;
+    ids.push_back(e.request.id);
     chunks.push_back({e.next});
-    batch.push_back({e.seq.get(), chunks.back()});
     members.push_back(&e);
     --budget;
   }
@@ -209,17 +217,18 @@ std::vector<FinishedRequest> Scheduler::RunStep() {
     Entry& e = *owned;
     if (e.fed >= e.feed.size() || budget == 0) continue;
     const size_t n = std::min(e.feed.size() - e.fed, static_cast<size_t>(budget));
+    ids.push_back(e.request.id);
     chunks.emplace_back(e.feed.begin() + e.fed, e.feed.begin() + e.fed + n);
-    batch.push_back({e.seq.get(), chunks.back()});
     members.push_back(&e);
     budget -= static_cast<int>(n);
   }
-  last_step_sequences_ = static_cast<int>(batch.size());
+  last_step_sequences_ = static_cast<int>(members.size());
   last_step_tokens_ = options_.max_step_tokens - budget;
-  if (batch.empty()) return finished;
+  if (members.empty()) return finished;
 
   std::vector<float> logits;
-  const absl::Status stepped = engine_->Step(batch, &logits);
+  const absl::Status stepped = ops_->Step(ids, chunks, &logits);
+  for (Entry* e : members) e->has_sequence = true;
   if (absl::IsResourceExhausted(stepped)) {
     // Preempt the newest sequence by recompute: it waits at the front with every token it has
     // seen but the last sampled one, which it feeds when it decodes again.
@@ -251,7 +260,7 @@ std::vector<FinishedRequest> Scheduler::RunStep() {
     Entry& e = *members[b];
     const bool was_decode = e.fed >= e.feed.size();
     if (!was_decode) {
-      e.fed += batch[b].tokens.size();
+      e.fed += chunks[b].size();
       if (e.fed < e.feed.size()) continue;  // mid-prompt: nothing to sample yet
       if (!e.result.tokens.empty()) {       // a preempted sequence caught up
         e.next = e.result.tokens.back();

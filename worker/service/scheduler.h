@@ -13,8 +13,8 @@
 // the queue with its prompt and the tokens generated so far, which are prefilled again when it
 // is readmitted (greedy tokens are unchanged; its sampler keeps its state).
 // A request that could never fit the pool fails with ResourceExhausted naming the limit.
-// This is the engine-level scheduler of an in-process engine; the group driver's multi-process
-// plan messages are TODO(#11).
+// Sequences are named by request id and reached through BatchOps (batch_ops.h): this process's
+// engine, or, on rank 0 of a multi-process group, operations that every rank runs.
 // Thread-safety: thread-compatible (one driver thread calls Add and RunStep).
 #ifndef DAPQ_WORKER_SERVICE_SCHEDULER_H_
 #define DAPQ_WORKER_SERVICE_SCHEDULER_H_
@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "worker/engine.h"
 #include "worker/sampler.h"
+#include "worker/service/batch_ops.h"
 
 namespace dapq::worker::service {
 
@@ -64,8 +65,11 @@ struct FinishedRequest {
 
 class Scheduler {
  public:
-  // `engine` (in-process) must outlive the scheduler.
-  Scheduler(Engine* engine, const SchedulerOptions& options);
+  // Runs its sequences on `engine` (LocalBatchOps), or through `ops` when given (a
+  // multi-process group's rank 0 sends each operation to the other ranks); `engine` gives the
+  // model's shape and the KV pool. Both must outlive the scheduler. Request ids must be unique
+  // among the requests it holds.
+  Scheduler(Engine* engine, const SchedulerOptions& options, BatchOps* ops = nullptr);
 
   // Queues a request. InvalidArgument for bad options or an empty prompt, OutOfRange past the
   // context, ResourceExhausted when its whole length could never fit the KV pool.
@@ -86,7 +90,7 @@ class Scheduler {
  private:
   struct Entry {
     ScheduledRequest request;
-    std::unique_ptr<Sequence> seq;
+    bool has_sequence = false;  // ops_ holds a sequence for request.id
     std::unique_ptr<Sampler> sampler;
     std::vector<int> feed;  // tokens to feed before sampling (prompt, or prompt + generated)
     size_t fed = 0;
@@ -105,8 +109,13 @@ class Scheduler {
   bool Accept(Entry& e, int token);
   FinishedRequest Finish(Entry& e, absl::Status status);
 
+  // Drops e's sequence, if any.
+  void ReleaseSequence(Entry& e);
+
   Engine* const engine_;
   const SchedulerOptions options_;
+  std::unique_ptr<LocalBatchOps> local_ops_;  // when no ops were given
+  BatchOps* const ops_;
   std::deque<std::unique_ptr<Entry>> waiting_;
   std::vector<std::unique_ptr<Entry>> running_;  // oldest first
   long reserved_blocks_ = 0;

@@ -1,0 +1,47 @@
+// File: worker/service/batch_ops.cc
+// LocalBatchOps.
+#include "worker/service/batch_ops.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace dapq::worker::service {
+
+absl::StatusOr<compress::CompressionStats> LocalBatchOps::PrefillCompressed(
+    uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
+    std::vector<float>* logits) {
+  std::unique_ptr<Sequence>& seq = sequences_[id];
+  seq = engine_->NewSequence();
+  absl::StatusOr<compress::CompressionStats> stats =
+      engine_->PrefillCompressed(*seq, prompt, config, logits);
+  if (!stats.ok()) sequences_.erase(id);
+  return stats;
+}
+
+absl::Status LocalBatchOps::Step(std::span<const uint64_t> ids,
+                                 std::span<const std::vector<int>> tokens,
+                                 std::vector<float>* logits) {
+  if (ids.size() != tokens.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch step: ", ids.size(), " ids but ", tokens.size(), " token lists"));
+  }
+  std::vector<StepEntry> entries(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    std::unique_ptr<Sequence>& seq = sequences_[ids[i]];
+    if (seq == nullptr) seq = engine_->NewSequence();
+    entries[i] = {seq.get(), tokens[i]};
+  }
+  return engine_->Step(entries, logits);
+}
+
+absl::Status LocalBatchOps::Release(uint64_t id) {
+  sequences_.erase(id);
+  return absl::OkStatus();
+}
+
+const Sequence* LocalBatchOps::Find(uint64_t id) const {
+  auto it = sequences_.find(id);
+  return it == sequences_.end() ? nullptr : it->second.get();
+}
+
+}  // namespace dapq::worker::service

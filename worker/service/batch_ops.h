@@ -1,0 +1,59 @@
+// File: worker/service/batch_ops.h
+// The engine operations of a continuous batch on sequences named by request id: a compressed
+// prefill, a step over several sequences, and releasing a sequence's blocks. The scheduler
+// (scheduler.h) plans with these; LocalBatchOps runs them on this process's engine. A
+// multi-process group's rank 0 sends each operation to the other ranks before running it
+// (GroupDriver), and every rank runs the same operations in the same order on its own sequences
+// (SPMD), so the sequences of one id stay identical across the group's ranks.
+// Thread-safety: thread-compatible.
+#ifndef DAPQ_WORKER_SERVICE_BATCH_OPS_H_
+#define DAPQ_WORKER_SERVICE_BATCH_OPS_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/engine.h"
+
+namespace dapq::worker::service {
+
+class BatchOps {
+ public:
+  virtual ~BatchOps() = default;
+  // A fresh sequence for `id` (replacing one it had), prefilled with `prompt` and compressed.
+  virtual absl::StatusOr<compress::CompressionStats> PrefillCompressed(
+      uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
+      std::vector<float>* logits) = 0;
+  // One Engine::Step: entry i feeds tokens[i] to sequence ids[i] (created empty when new).
+  virtual absl::Status Step(std::span<const uint64_t> ids, std::span<const std::vector<int>> tokens,
+                            std::vector<float>* logits) = 0;
+  // Drops the sequence of `id` (its blocks return to the pool); a no-op for an unknown id.
+  virtual absl::Status Release(uint64_t id) = 0;
+  // The sequence of `id`, or null.
+  virtual const Sequence* Find(uint64_t id) const = 0;
+};
+
+// The operations on this process's engine.
+class LocalBatchOps final : public BatchOps {
+ public:
+  explicit LocalBatchOps(Engine* engine) : engine_(engine) {}
+  absl::StatusOr<compress::CompressionStats> PrefillCompressed(
+      uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
+      std::vector<float>* logits) override;
+  absl::Status Step(std::span<const uint64_t> ids, std::span<const std::vector<int>> tokens,
+                    std::vector<float>* logits) override;
+  absl::Status Release(uint64_t id) override;
+  const Sequence* Find(uint64_t id) const override;
+  size_t size() const { return sequences_.size(); }
+
+ private:
+  Engine* const engine_;
+  std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;
+};
+
+}  // namespace dapq::worker::service
+
+#endif  // DAPQ_WORKER_SERVICE_BATCH_OPS_H_
