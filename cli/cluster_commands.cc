@@ -42,12 +42,13 @@ void PrintStatus(const dapq::v1::ClusterStatusResponse& s) {
   std::printf("cluster: %s, %d/%d requests in flight, %ld rejected, %d open batch jobs\n",
               s.ready() ? "ready" : "NOT ready", s.queue_depth(), s.queue_capacity(),
               static_cast<long>(s.rejected_total()), s.batch_jobs_open());
-  std::printf("%-6s %-22s %-3s %-8s %6s %6s %9s %12s %9s  %s\n", "group", "address", "tp", "health",
-              "queue", "active", "sessions", "kv_bytes", "served", "detail");
+  std::printf("%-6s %-22s %-3s %-8s %6s %13s %9s %12s %9s  %s\n", "group", "address", "tp",
+              "health", "queue", "run/wait/cap", "sessions", "kv_bytes", "served", "detail");
   for (const auto& g : s.groups()) {
-    std::printf("%-6s %-22s %-3d %-8s %6d %6d %9d %12s %9ld  %s\n", g.group_id().c_str(),
+    const std::string batch = absl::StrCat(g.active(), "/", g.waiting(), "/", g.batch_capacity());
+    std::printf("%-6s %-22s %-3d %-8s %6d %13s %9d %12s %9ld  %s\n", g.group_id().c_str(),
                 g.address().c_str(), g.tp(), g.healthy() ? "healthy" : "DOWN",
-                g.queue_depth() + g.in_flight(), g.active(), g.sessions(),
+                g.queue_depth() + g.in_flight(), batch.c_str(), g.sessions(),
                 Bytes(g.kv_bytes_used()).c_str(), static_cast<long>(g.requests_served()),
                 g.health_detail().c_str());
   }

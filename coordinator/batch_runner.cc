@@ -5,6 +5,8 @@
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "common/logging.h"
 #include "coordinator/inference_service.h"
 #include "nlohmann/json.hpp"
@@ -63,7 +65,9 @@ void BatchRunner::Loop() {
   while (!stop_.load()) {
     {
       MutexLock lock(&mu_);
-      const int limit = registry_->healthy_groups() * options_.items_per_group;
+      // Each group as much as it batches (at least items_per_group), within the threads.
+      const int limit =
+          std::min(options_.threads, registry_->batch_capacity(options_.items_per_group));
       if (running_ >= limit) {
         cv_.WaitFor(&mu_, options_.poll, [&] { return stop_.load() || wakes_ != seen_wakes; });
         seen_wakes = wakes_;

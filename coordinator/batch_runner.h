@@ -1,11 +1,12 @@
 // File: coordinator/batch_runner.h
-// Runs the items of batch jobs from the BatchStore on the worker groups: up to
-// `items_per_group` items per healthy group at once, each through the RequestRouter like any
-// request. An item's result is committed with its attempt number, so an item never completes
-// twice; a group failure retries it (bounded by the job's max_attempts), a bad request fails it
-// at once, and an item that could not start (no healthy group, queues full) goes back to pending
-// without counting an attempt. A job's results are written to its output_path when it finishes.
-// Thread-safety: thread-safe; owns its threads (joined by the destructor).
+// Runs the items of batch jobs from the BatchStore on the worker groups: as many items at once
+// as the healthy groups batch together (their reported batch capacity, at least
+// `items_per_group` each; at most `threads`), each through the RequestRouter like any request. An
+// item's result is committed with its attempt number, so an item never completes twice; a group
+// failure retries it (bounded by the job's max_attempts), a bad request fails it at once, and an
+// item that could not start (no healthy group, queues full) goes back to pending without counting
+// an attempt. A job's results are written to its output_path when it finishes. Thread-safety:
+// thread-safe; owns its threads (joined by the destructor).
 #ifndef DAPQ_COORDINATOR_BATCH_RUNNER_H_
 #define DAPQ_COORDINATOR_BATCH_RUNNER_H_
 
@@ -23,7 +24,7 @@ namespace dapq::coordinator {
 
 struct BatchRunnerOptions {
   int items_per_group = 2;
-  int threads = 16;  // most items running at once
+  int threads = 64;  // most items running at once
   std::chrono::milliseconds poll{200};
 };
 

@@ -101,7 +101,9 @@ int main(int argc, char** argv) {
                  "write \"<port> <metrics port>\" to this descriptor once serving");
   app.add_option("--max_in_flight", f.max_in_flight, "requests admitted at once");
   app.add_option("--heartbeat_ms", f.heartbeat_ms, "heartbeat interval expected from groups");
-  app.add_option("--items_per_group", f.items_per_group, "batch items run per group at once");
+  app.add_option("--items_per_group", f.items_per_group,
+                 "batch items run per group at once, at least (a group that batches takes its "
+                 "reported batch capacity)");
   CLI11_PARSE(app, argc, argv);
   const absl::Status status = dapq::coordinator::RunCoordinator(f);
   if (!status.ok()) {

@@ -4,11 +4,28 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 
 namespace dapq::coordinator {
+namespace {
+
+// The smallest free share of any rank's KV pool (the "cache" tier), 1 when uncapped.
+double FreePoolShare(const dapq::v1::GroupStatus& status) {
+  double free = 1.0;
+  for (const auto& rank : status.ranks()) {
+    for (const auto& tier : rank.tiers()) {
+      if (tier.tier() != "cache" || tier.capacity_bytes() <= 0) continue;
+      free = std::min(free, 1.0 - static_cast<double>(tier.used_bytes()) /
+                                      static_cast<double>(tier.capacity_bytes()));
+    }
+  }
+  return free;
+}
+
+}  // namespace
 
 GroupRegistry::GroupRegistry(const GroupRegistryOptions& options) : options_(options) {}
 
@@ -66,14 +83,24 @@ absl::StatusOr<GroupLease> GroupRegistry::Acquire(const std::string& session_id,
     }
   }
   if (chosen == nullptr) {
-    long best_load = std::numeric_limits<long>::max();
+    // Load per batch slot (compared exactly, as cross products), then the free KV-pool share,
+    // then KV bytes.
+    long best_load = 0, best_capacity = 0;
+    double best_free = -1;
     int64_t best_kv = std::numeric_limits<int64_t>::max();
     for (auto& [id, g] : groups_) {
       if (exclude.count(id) || !Healthy(g, now, &why)) continue;
-      const long load = g.in_flight + g.status.queue_depth();
+      const long load = g.in_flight + g.status.queue_depth() + g.status.waiting();
+      const long capacity = std::max(1, g.status.batch_capacity());
+      const double free = FreePoolShare(g.status);
       const int64_t kv = g.status.kv_bytes_used();
-      if (load < best_load || (load == best_load && kv < best_kv)) {
+      const long lhs = load * best_capacity, rhs = best_load * capacity;
+      const bool better = chosen == nullptr || lhs < rhs ||
+                          (lhs == rhs && (free > best_free || (free == best_free && kv < best_kv)));
+      if (better) {
         best_load = load;
+        best_capacity = capacity;
+        best_free = free;
         best_kv = kv;
         chosen = &g;
         chosen_id = id;
@@ -108,6 +135,17 @@ void GroupRegistry::Release(const GroupLease& lease, bool group_failed, const st
     }
     sessions_[session_id] = lease.group_id;
   }
+}
+
+int GroupRegistry::batch_capacity(int per_group) const {
+  MutexLock lock(&mu_);
+  const auto now = std::chrono::steady_clock::now();
+  int n = 0;
+  std::string why;
+  for (const auto& [id, g] : groups_) {
+    if (Healthy(g, now, &why)) n += std::max(per_group, g.status.batch_capacity());
+  }
+  return n;
 }
 
 int GroupRegistry::healthy_groups() const {

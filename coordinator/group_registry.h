@@ -2,7 +2,9 @@
 // The coordinator's view of its worker groups: registered and refreshed by heartbeats (each
 // carries the group's load and health), a gRPC stub per group, requests in flight, and the
 // session table (session id -> group). Routing: a session's group while it is healthy, else the
-// healthy group with the least load (in flight + queued at the worker, then KV bytes).
+// healthy group with the least load relative to its batch capacity (in flight + queued and
+// waiting at the worker, over the sequences it batches), then the most free KV-pool blocks, then
+// the fewest KV bytes.
 // A group is unhealthy when it says so, when it missed heartbeats for `missed_heartbeats`
 // intervals, or when a call to it failed with a group failure (until its next heartbeat).
 // Thread-safety: thread-safe.
@@ -52,6 +54,9 @@ class GroupRegistry {
                const std::string& session_id);
 
   int healthy_groups() const;
+  // The requests the healthy groups run together: the sum of their batch capacities, each at
+  // least `per_group` (workers that report none).
+  int batch_capacity(int per_group) const;
   // The smallest context limit over healthy groups (0 when none).
   int min_max_seq_len() const;
   std::vector<dapq::v1::GroupStatus> Snapshot() const;

@@ -352,6 +352,7 @@ absl::Status GroupDriver::RunBatched() {
       ids.erase(it);
     }
     active_.store(scheduler.running());
+    waiting_.store(scheduler.waiting());
     // KV usage for Status(): when the batch drains, and at least every idle_ping under load.
     if (!broken_.load() && (scheduler.idle() ||
                             std::chrono::steady_clock::now() - last_gather >= options_.idle_ping)) {
@@ -728,6 +729,8 @@ dapq::v1::GroupStatus GroupDriver::Status() const {
     for (const auto& r : rank_usage_) *s.add_ranks() = r;
   }
   s.set_active(active_.load());
+  s.set_waiting(waiting_.load());
+  s.set_batch_capacity(options_.continuous_batching ? options_.scheduler.max_running : 1);
   s.set_sessions(sessions_count_.load());
   s.set_kv_bytes_used(kv_bytes_.load());
   s.set_requests_served(served_.load());

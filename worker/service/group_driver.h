@@ -146,6 +146,7 @@ class GroupDriver {
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> broken_{false};
   std::atomic<int> active_{0};
+  std::atomic<int> waiting_{0};  // the batch's waiting requests
   std::atomic<int> sessions_count_{0};
   std::atomic<int64_t> kv_bytes_{0};
   std::atomic<int64_t> served_{0};

@@ -41,6 +41,8 @@ struct WorkerFlags {
   int kv_remote_mib = 1024;
   std::string kv_peer_listen;  // serve KvPeer (a memory tier other workers use as remote)
   int kv_peer_mib = 1024;
+  int max_batch = 64, max_step_tokens = 256;
+  bool no_batching = false;
   bool fail_on_bad_block = false;
   int ready_fd = -1;
   int kv_block_tokens = 16;
@@ -56,6 +58,11 @@ absl::Status RunWorker(const WorkerFlags& f) {
   }
   if (f.tp > 1 && f.rendezvous_dir.empty()) {
     return absl::InvalidArgumentError("--rendezvous_dir is required when --tp > 1");
+  }
+  if (f.max_batch < 1 || f.max_step_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_batch=", f.max_batch,
+                                                   " and --max_step_tokens=", f.max_step_tokens,
+                                                   " must be >= 1"));
   }
   if (f.kv_disk_mib < 0 || f.kv_remote_mib <= 0 || f.kv_peer_mib <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -179,6 +186,9 @@ absl::Status RunWorker(const WorkerFlags& f) {
   driver_options.max_queue = f.max_queue;
   driver_options.max_sessions = f.max_sessions;
   driver_options.kv_remote = f.kv_remote;
+  driver_options.continuous_batching = !f.no_batching;
+  driver_options.scheduler.max_running = f.max_batch;
+  driver_options.scheduler.max_step_tokens = f.max_step_tokens;
   if (peer_port > 0) driver_options.kv_peer = absl::StrCat(f.advertise_host, ":", peer_port);
   GroupDriver driver(engine.get(), comm.get(), tokenizer.get(), driver_options);
 
@@ -253,6 +263,16 @@ int main(int argc, char** argv) {
                  "serve KvPeer here (HOST:PORT, port 0 = any): a memory tier other workers use "
                  "with --kv_remote grpc://...; the port follows the metrics port on --ready_fd");
   app.add_option("--kv_peer_mib", f.kv_peer_mib, "capacity of the tier served with KvPeer");
+  app.add_option("--max_batch", f.max_batch,
+                 "continuous batching: sequences that run together at most (the group's batch "
+                 "capacity, reported to the coordinator)")
+      ->capture_default_str();
+  app.add_option("--max_step_tokens", f.max_step_tokens,
+                 "continuous batching: tokens per engine step (decode tokens first, prompt chunks "
+                 "fill the rest); smaller keeps the time per output token low under prefill load")
+      ->capture_default_str();
+  app.add_flag("--no_batching", f.no_batching,
+               "run one request at a time (no continuous batching)");
   app.add_option("--kv_block_tokens", f.kv_block_tokens,
                  "slots per block of the paged KV cache (a power of two)");
   app.add_option("--kv_pool_blocks", f.kv_pool_blocks,
