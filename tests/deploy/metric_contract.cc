@@ -168,7 +168,7 @@ std::set<std::string> AllowedLabelValues(const std::string& metric, const std::s
   if (label == "outcome") return {"ok", "error", "cancelled"};
   if (label == "cause") return {"checksum", "missing", "unavailable"};
   if (label == "direction") return {"spill", "restore"};
-  if (label == "kind") return {"recompute"};
+  if (label == "kind") return {"recompute", "swap"};
   if (label == "state" && metric == "dapq_coordinator_batch_jobs") {
     return {"queued", "running", "succeeded", "failed", "cancelled"};
   }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/session_store.h"
 
 namespace dapq::worker::service {
 
@@ -37,6 +38,31 @@ absl::Status LocalBatchOps::Step(std::span<const uint64_t> ids,
 absl::Status LocalBatchOps::Release(uint64_t id) {
   sequences_.erase(id);
   return absl::OkStatus();
+}
+
+std::string SwapKey(uint64_t id) { return absl::StrCat("preempted-", id); }
+
+absl::Status LocalBatchOps::SwapOut(uint64_t id) {
+  if (store_ == nullptr) {
+    return absl::FailedPreconditionError("preemption by swap needs the KV store (--kv_dir)");
+  }
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("swap out: no sequence ", id));
+  }
+  DAPQ_RETURN_IF_ERROR(SaveSession(*engine_, *it->second, SwapKey(id), *store_));
+  sequences_.erase(it);
+  return absl::OkStatus();
+}
+
+absl::Status LocalBatchOps::SwapIn(uint64_t id, const compress::CompressionConfig& compression) {
+  if (store_ == nullptr) {
+    return absl::FailedPreconditionError("preemption by swap needs the KV store (--kv_dir)");
+  }
+  DAPQ_ASSIGN_OR_RETURN(LoadResult loaded, LoadSession(*engine_, SwapKey(id), *store_,
+                                                       FailedLoadPolicy::kFail, compression));
+  sequences_[id] = std::move(loaded.sequence);
+  return store_->EraseSession(SwapKey(id));
 }
 
 const Sequence* LocalBatchOps::Find(uint64_t id) const {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kvstore/kv_store.h"
 #include "worker/engine.h"
 
 namespace dapq::worker::service {
@@ -32,6 +33,12 @@ class BatchOps {
                             std::vector<float>* logits) = 0;
   // Drops the sequence of `id` (its blocks return to the pool); a no-op for an unknown id.
   virtual absl::Status Release(uint64_t id) = 0;
+  // Preemption by swap: saves the sequence of `id` to the KV store (worker/session_store.h,
+  // under SwapKey(id)) and drops it; SwapIn restores it bit-identically and erases the saved
+  // copy. FailedPrecondition without a store; SwapIn: ResourceExhausted when the pool has no
+  // room yet, DataLoss when a block fails verification. `compression` is the request's.
+  virtual absl::Status SwapOut(uint64_t id) = 0;
+  virtual absl::Status SwapIn(uint64_t id, const compress::CompressionConfig& compression) = 0;
   // The sequence of `id`, or null.
   virtual const Sequence* Find(uint64_t id) const = 0;
 };
@@ -39,20 +46,28 @@ class BatchOps {
 // The operations on this process's engine.
 class LocalBatchOps final : public BatchOps {
  public:
-  explicit LocalBatchOps(Engine* engine) : engine_(engine) {}
+  // `store` (optional, for swaps) must outlive the ops.
+  explicit LocalBatchOps(Engine* engine, kvstore::KvStore* store = nullptr)
+      : engine_(engine), store_(store) {}
   absl::StatusOr<compress::CompressionStats> PrefillCompressed(
       uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
       std::vector<float>* logits) override;
   absl::Status Step(std::span<const uint64_t> ids, std::span<const std::vector<int>> tokens,
                     std::vector<float>* logits) override;
   absl::Status Release(uint64_t id) override;
+  absl::Status SwapOut(uint64_t id) override;
+  absl::Status SwapIn(uint64_t id, const compress::CompressionConfig& compression) override;
   const Sequence* Find(uint64_t id) const override;
   size_t size() const { return sequences_.size(); }
 
  private:
   Engine* const engine_;
+  kvstore::KvStore* const store_;
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;
 };
+
+// The store key of a swapped-out sequence ("preempted-<id>", a valid session id).
+std::string SwapKey(uint64_t id);
 
 }  // namespace dapq::worker::service
 

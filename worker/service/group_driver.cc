@@ -62,6 +62,21 @@ class GroupBatchOps final : public BatchOps {
     return local_->Release(id);
   }
 
+  absl::Status SwapOut(uint64_t id) override {
+    dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::SWAP_OUT);
+    command.mutable_batch_op()->add_ids(id);
+    DAPQ_RETURN_IF_ERROR(send_(command));
+    return local_->SwapOut(id);
+  }
+
+  absl::Status SwapIn(uint64_t id, const compress::CompressionConfig& compression) override {
+    dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::SWAP_IN);
+    command.mutable_batch_op()->add_ids(id);
+    *command.mutable_batch_op()->mutable_compression() = compression_[id];
+    DAPQ_RETURN_IF_ERROR(send_(command));
+    return local_->SwapIn(id, compression);
+  }
+
   const Sequence* Find(uint64_t id) const override { return local_->Find(id); }
 
  private:
@@ -269,7 +284,7 @@ void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler&
 
 absl::Status GroupDriver::RunBatched() {
   // Multi-process: the scheduler's operations go to the other ranks first (GroupBatchOps).
-  LocalBatchOps local(engine_);
+  LocalBatchOps local(engine_, options_.store);
   GroupBatchOps group(&local, [this](const dapq::v1::GroupCommand& c) { return SendCommand(c); });
   Scheduler scheduler(engine_, options_.scheduler, comm_ != nullptr ? &group : nullptr);
   const RegisterCompression register_compression =
@@ -333,7 +348,7 @@ absl::Status GroupDriver::RunBatched() {
       continue;
     }
     active_.store(scheduler.running());
-    const int64_t preempted_before = scheduler.preemptions();
+    const int64_t preempted_before = scheduler.preemptions(), swapped_before = scheduler.swaps();
     std::vector<FinishedRequest> finished = scheduler.RunStep();
     if (options_.metrics) {
       WorkerMetrics& wm = *options_.metrics;
@@ -341,7 +356,9 @@ absl::Status GroupDriver::RunBatched() {
         wm.ObserveStep(scheduler.last_step_sequences(), scheduler.last_step_tokens());
       }
       wm.SetBatchState(scheduler.running(), scheduler.waiting());
-      wm.OnPreemptions("recompute", scheduler.preemptions() - preempted_before);
+      const int64_t swapped = scheduler.swaps() - swapped_before;
+      wm.OnPreemptions("swap", swapped);
+      wm.OnPreemptions("recompute", scheduler.preemptions() - preempted_before - swapped);
     }
     for (FinishedRequest& f : finished) {
       auto it = ids.find(f.id);
@@ -375,7 +392,9 @@ absl::Status GroupDriver::PingAndGather() {
 }
 
 absl::Status GroupDriver::RunBatchOp(const dapq::v1::BatchOp& op) {
-  if (follower_ops_ == nullptr) follower_ops_ = std::make_unique<LocalBatchOps>(engine_);
+  if (follower_ops_ == nullptr) {
+    follower_ops_ = std::make_unique<LocalBatchOps>(engine_, options_.store);
+  }
   const std::vector<uint64_t> ids(op.ids().begin(), op.ids().end());
   switch (op.kind()) {
     case dapq::v1::BatchOp::STEP: {
@@ -404,6 +423,15 @@ absl::Status GroupDriver::RunBatchOp(const dapq::v1::BatchOp& op) {
     case dapq::v1::BatchOp::RELEASE:
       if (ids.size() != 1) return absl::DataLossError("batch release: one id expected");
       return follower_ops_->Release(ids[0]);
+    case dapq::v1::BatchOp::SWAP_OUT:
+      if (ids.size() != 1) return absl::DataLossError("batch swap: one id expected");
+      return follower_ops_->SwapOut(ids[0]);
+    case dapq::v1::BatchOp::SWAP_IN: {
+      if (ids.size() != 1) return absl::DataLossError("batch swap: one id expected");
+      DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig config,
+                            ToCompressionConfig(op.compression()));
+      return follower_ops_->SwapIn(ids[0], config);
+    }
     default:
       return absl::DataLossError(absl::StrCat("unknown batch operation ", op.kind()));
   }

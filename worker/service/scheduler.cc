@@ -147,6 +147,27 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
     e.reserved_blocks = need;
     reserved_blocks_ += need;
     if (e.sampler == nullptr) e.sampler = std::make_unique<Sampler>(e.request.options.sampling);
+    if (e.swapped) {
+      const absl::Status in = ops_->SwapIn(e.request.id, e.request.options.compression);
+      if (absl::IsResourceExhausted(in)) {  // the pool is fuller than the reservations say
+        reserved_blocks_ -= e.reserved_blocks;
+        e.reserved_blocks = 0;
+        waiting_.push_front(std::move(owned));
+        break;
+      }
+      e.swapped = false;
+      if (in.ok()) {
+        e.has_sequence = true;
+        running_.push_back(std::move(owned));
+        continue;
+      }
+      // The saved KV is lost (a block failed verification): recompute instead.
+      e.feed = e.request.prompt;
+      if (e.result.tokens.size() > 1) {
+        e.feed.insert(e.feed.end(), e.result.tokens.begin(), e.result.tokens.end() - 1);
+      }
+      e.next = -1;
+    }
     e.fed = 0;
     if (e.request.options.compression.method != compress::Method::kFull) {
       // Scoring needs every query of this prompt: its prefill runs alone, then it decodes in the
@@ -182,6 +203,36 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
     e.result.prompt_tokens = static_cast<int>(e.request.prompt.size());
     running_.push_back(std::move(owned));
   }
+}
+
+void Scheduler::PreemptNewest() {
+  std::unique_ptr<Entry> victim = std::move(running_.back());
+  running_.pop_back();
+  ++victim->preemptions;
+  ++preemptions_;
+  if (options_.preemption == Preemption::kSwap && victim->has_sequence &&
+      ops_->SwapOut(victim->request.id).ok()) {
+    // Its KV waits in the store; it resumes exactly where it stopped.
+    victim->has_sequence = false;
+    victim->swapped = true;
+    reserved_blocks_ -= victim->reserved_blocks;
+    victim->reserved_blocks = 0;
+    ++swaps_;
+    waiting_.push_front(std::move(victim));
+    return;
+  }
+  // Recompute: it waits with every token it has seen but the last sampled one, which it feeds
+  // when it decodes again.
+  FinishedRequest dropped = Finish(*victim, absl::OkStatus());  // releases its blocks
+  (void)dropped;
+  victim->feed = victim->request.prompt;
+  if (victim->result.tokens.size() > 1) {
+    victim->feed.insert(victim->feed.end(), victim->result.tokens.begin(),
+                        victim->result.tokens.end() - 1);
+  }
+  victim->fed = 0;
+  victim->next = -1;
+  waiting_.push_front(std::move(victim));
 }
 
 std::vector<FinishedRequest> Scheduler::RunStep() {
@@ -230,22 +281,7 @@ std::vector<FinishedRequest> Scheduler::RunStep() {
   const absl::Status stepped = ops_->Step(ids, chunks, &logits);
   for (Entry* e : members) e->has_sequence = true;
   if (absl::IsResourceExhausted(stepped)) {
-    // Preempt the newest sequence by recompute: it waits at the front with every token it has
-    // seen but the last sampled one, which it feeds when it decodes again.
-    std::unique_ptr<Entry> victim = std::move(running_.back());
-    running_.pop_back();
-    FinishedRequest dropped = Finish(*victim, absl::OkStatus());  // releases its blocks
-    (void)dropped;
-    victim->feed = victim->request.prompt;
-    if (victim->result.tokens.size() > 1) {
-      victim->feed.insert(victim->feed.end(), victim->result.tokens.begin(),
-                          victim->result.tokens.end() - 1);
-    }
-    victim->fed = 0;
-    victim->next = -1;
-    ++victim->preemptions;
-    ++preemptions_;
-    waiting_.push_front(std::move(victim));
+    PreemptNewest();
     return finished;
   }
   if (!stepped.ok()) {

@@ -9,9 +9,10 @@
 // (Engine::PrefillCompressed: scoring needs every prompt query of that sequence), then decodes in
 // the batch like any other; different methods and budgets run side by side.
 // Preemption: when a step finds the pool full anyway (ResourceExhausted), the newest running
-// sequence is preempted by recompute: its blocks are freed and it waits again at the front of
-// the queue with its prompt and the tokens generated so far, which are prefilled again when it
-// is readmitted (greedy tokens are unchanged; its sampler keeps its state).
+// sequence is preempted and waits again at the front of the queue. By swap, its KV goes to the
+// KV store (BatchOps::SwapOut) and comes back bit-identical when it is readmitted; by recompute
+// (or when the swap fails), its blocks are freed and its prompt and the tokens generated so far
+// are prefilled again. Either way greedy tokens are unchanged and its sampler keeps its state.
 // A request that could never fit the pool fails with ResourceExhausted naming the limit.
 // Sequences are named by request id and reached through BatchOps (batch_ops.h): this process's
 // engine, or, on rank 0 of a multi-process group, operations that every rank runs.
@@ -34,11 +35,17 @@
 
 namespace dapq::worker::service {
 
+enum class Preemption { kRecompute, kSwap };
+
 struct SchedulerOptions {
   int max_step_tokens = 256;  // tokens per engine step (decode tokens + prompt chunks)
   int max_running = 64;       // sequences in the batch
   // Capped pools: admission keeps this share of the pool's blocks free.
   double free_block_watermark = 0.0;
+  // How a sequence is preempted when the pool runs out: recompute (drop its blocks, prefill it
+  // again later), or swap (save its KV to the store, BatchOps::SwapOut, and restore it; falls
+  // back to recompute when the save fails).
+  Preemption preemption = Preemption::kRecompute;
   absl::Status Validate() const;
 };
 
@@ -83,6 +90,7 @@ class Scheduler {
   int waiting() const { return static_cast<int>(waiting_.size()); }
   int running() const { return static_cast<int>(running_.size()); }
   int64_t preemptions() const { return preemptions_; }
+  int64_t swaps() const { return swaps_; }  // preemptions by swap (the rest are recomputes)
   // The last RunStep's engine step: sequences and tokens in it (0 when it ran none).
   int last_step_sequences() const { return last_step_sequences_; }
   int last_step_tokens() const { return last_step_tokens_; }
@@ -98,6 +106,7 @@ class Scheduler {
     GenerateResult result;
     std::chrono::steady_clock::time_point started;
     bool cancelled = false;
+    bool swapped = false;  // its KV waits in the store
     int preemptions = 0;
     long reserved_blocks = 0;
   };
@@ -111,6 +120,8 @@ class Scheduler {
 
   // Drops e's sequence, if any.
   void ReleaseSequence(Entry& e);
+  // Preempts the newest running sequence (swap or recompute) and queues it first.
+  void PreemptNewest();
 
   Engine* const engine_;
   const SchedulerOptions options_;
@@ -119,7 +130,7 @@ class Scheduler {
   std::deque<std::unique_ptr<Entry>> waiting_;
   std::vector<std::unique_ptr<Entry>> running_;  // oldest first
   long reserved_blocks_ = 0;
-  int64_t preemptions_ = 0;
+  int64_t preemptions_ = 0, swaps_ = 0;
   int last_step_sequences_ = 0, last_step_tokens_ = 0;
 };
 

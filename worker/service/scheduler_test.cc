@@ -2,9 +2,9 @@
 // The continuous-batching scheduler over an in-process stories260K engine (TP 1 and 2): requests
 // with mixed prompt lengths, mixed compression methods and budgets, arriving at seeded random
 // steps, give exactly the tokens each gives alone (Engine::Generate, greedy); a capped pool
-// preempts by recompute and still gives the same tokens; cancel and deadline of one request
-// leave the others' tokens unchanged; a request that can never fit is ResourceExhausted naming
-// the limit; the pool is empty after every run.
+// preempts by recompute or by swap to the KV store and still gives the same tokens; cancel and
+// deadline of one request leave the others' tokens unchanged; a request that can never fit is
+// ResourceExhausted naming the limit; the pool (and the store) are empty after every run.
 #include "worker/service/scheduler.h"
 
 #include <map>
@@ -14,6 +14,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kvstore/kv_store.h"
 #include "tests/util/status_matchers.h"
 #include "tests/util/test_paths.h"
 #include "worker/llama2c_loader.h"
@@ -171,42 +172,80 @@ TEST(SchedulerPoolTest, ARequestThatCanNeverFitIsResourceExhaustedNamingTheLimit
 // the pool's free blocks behind the scheduler's back (a sequence of its own) for a while; the
 // steps that need a new block run out, the newest sequence is preempted, and it is recomputed
 // once the blocks come back.
-TEST(SchedulerPoolTest, PreemptionByRecomputeGivesTheSameTokens) {
+// Runs four requests on a pool that the test fills behind the scheduler's back between steps 3
+// and 12; returns the scheduler's preemption counts.
+struct PreemptionRun {
+  int64_t preemptions = 0, swaps = 0;
+};
+
+PreemptionRun RunWithPreemption(Preemption preemption, kvstore::KvStore* store) {
   EngineOptions eo;
   eo.kv_tokens_per_block = 16;
   eo.kv_max_blocks = 5 * 4 * 8;
-  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), eo));
-  const std::vector<Case> all = Cases(engine->config());
+  auto engine = Engine::Create(Stories(), eo);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  const std::vector<Case> all = Cases((*engine)->config());
   const std::vector<Case> cases(all.begin(), all.begin() + 4);  // uncompressed and compressed
-  const std::vector<std::vector<int>> alone = Alone(*engine, cases);
-  Scheduler scheduler(engine.get(), SchedulerOptions());
+  const std::vector<std::vector<int>> alone = Alone(**engine, cases);
+  LocalBatchOps ops(engine->get(), store);
+  SchedulerOptions so;
+  so.preemption = preemption;
+  Scheduler scheduler(engine->get(), so, &ops);
   for (size_t i = 0; i < cases.size(); ++i) {
     ScheduledRequest r;
     r.id = i;
     r.prompt = cases[i].prompt;
     r.options = cases[i].options;
-    ASSERT_THAT(scheduler.Add(std::move(r)), IsOk());
+    EXPECT_THAT(scheduler.Add(std::move(r)), IsOk());
   }
   std::map<uint64_t, FinishedRequest> results;
   std::unique_ptr<Sequence> squatter;
   for (int step = 0; step < 1000 && results.size() < cases.size(); ++step) {
     if (step == 3) {
       // Take every free block: the next step that needs a new block runs out.
-      squatter = engine->NewSequence();
+      squatter = (*engine)->NewSequence();
       const std::vector<int> filler(16, 403);
-      while (engine->Prefill(*squatter, filler, nullptr).ok()) {
+      while ((*engine)->Prefill(*squatter, filler, nullptr).ok()) {
       }
     }
     if (step == 12) squatter.reset();  // room again: the preempted request comes back
     for (FinishedRequest& f : scheduler.RunStep()) results[f.id] = std::move(f);
   }
-  EXPECT_GT(scheduler.preemptions(), 0);
-  ASSERT_EQ(results.size(), cases.size());
-  for (size_t i = 0; i < cases.size(); ++i) {
-    ASSERT_TRUE(results.at(i).result.ok()) << results.at(i).result.status();
-    EXPECT_EQ(results.at(i).result->tokens, alone[i]) << "request " << i;
+  EXPECT_EQ(results.size(), cases.size());
+  for (size_t i = 0; i < cases.size() && i < results.size(); ++i) {
+    EXPECT_TRUE(results.at(i).result.ok()) << results.at(i).result.status();
+    if (results.at(i).result.ok()) {
+      EXPECT_EQ(results.at(i).result->tokens, alone[i]) << "request " << i;
+    }
   }
-  EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
+  EXPECT_EQ((*engine)->kv_pool(0).blocks_in_use(), 0);
+  EXPECT_EQ(ops.size(), 0u);
+  return {scheduler.preemptions(), scheduler.swaps()};
+}
+
+// Preemption: admission reserves every request's whole length, so the test takes the pool's
+// free blocks behind the scheduler's back for a while; the steps that need a new block run out,
+// the newest sequence is preempted, and it comes back once the blocks do, with the same tokens.
+TEST(SchedulerPoolTest, PreemptionByRecomputeGivesTheSameTokens) {
+  const PreemptionRun run = RunWithPreemption(Preemption::kRecompute, nullptr);
+  EXPECT_GT(run.preemptions, 0);
+  EXPECT_EQ(run.swaps, 0);
+}
+
+TEST(SchedulerPoolTest, PreemptionBySwapGivesTheSameTokensAndLeavesNothingInTheStore) {
+  kvstore::KvStoreOptions so;
+  so.background = false;
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(so));
+  const PreemptionRun run = RunWithPreemption(Preemption::kSwap, store.get());
+  EXPECT_GT(run.swaps, 0);
+  EXPECT_EQ(run.swaps, run.preemptions);
+  for (const kvstore::TierStats& t : store->Stats()) EXPECT_EQ(t.blocks, 0) << t.name;
+}
+
+TEST(SchedulerPoolTest, SwapWithoutAStoreFallsBackToRecompute) {
+  const PreemptionRun run = RunWithPreemption(Preemption::kSwap, nullptr);
+  EXPECT_GT(run.preemptions, 0);
+  EXPECT_EQ(run.swaps, 0);
 }
 
 TEST(SchedulerStopTest, CancelAndDeadlineOfOneLeaveTheOthersUnchanged) {

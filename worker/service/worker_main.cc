@@ -42,6 +42,7 @@ struct WorkerFlags {
   std::string kv_peer_listen;  // serve KvPeer (a memory tier other workers use as remote)
   int kv_peer_mib = 1024;
   int max_batch = 64, max_step_tokens = 256;
+  std::string preemption = "recompute";
   bool no_batching = false;
   bool fail_on_bad_block = false;
   int ready_fd = -1;
@@ -63,6 +64,14 @@ absl::Status RunWorker(const WorkerFlags& f) {
     return absl::InvalidArgumentError(absl::StrCat("--max_batch=", f.max_batch,
                                                    " and --max_step_tokens=", f.max_step_tokens,
                                                    " must be >= 1"));
+  }
+  if (f.preemption != "recompute" && f.preemption != "swap") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--preemption='", f.preemption, "' must be swap or recompute"));
+  }
+  if (f.preemption == "swap" && f.kv_dir.empty() && f.kv_remote.empty()) {
+    return absl::InvalidArgumentError(
+        "--preemption=swap saves preempted sequences in the KV store: set --kv_dir");
   }
   if (f.kv_disk_mib < 0 || f.kv_remote_mib <= 0 || f.kv_peer_mib <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -189,6 +198,8 @@ absl::Status RunWorker(const WorkerFlags& f) {
   driver_options.continuous_batching = !f.no_batching;
   driver_options.scheduler.max_running = f.max_batch;
   driver_options.scheduler.max_step_tokens = f.max_step_tokens;
+  driver_options.scheduler.preemption =
+      f.preemption == "swap" ? Preemption::kSwap : Preemption::kRecompute;
   if (peer_port > 0) driver_options.kv_peer = absl::StrCat(f.advertise_host, ":", peer_port);
   GroupDriver driver(engine.get(), comm.get(), tokenizer.get(), driver_options);
 

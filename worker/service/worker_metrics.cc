@@ -150,6 +150,7 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& group, 
     failed_loads_.Add(With({{"cause", cause}}));
   }
   preemptions_.Add(With({{"kind", "recompute"}}));
+  preemptions_.Add(With({{"kind", "swap"}}));
   // Every method's series exist from the start, so rate() sees a request's first increment.
   for (const compress::Method m :
        {compress::Method::kDapq, compress::Method::kSnapKv, compress::Method::kH2o,
