@@ -41,6 +41,10 @@ struct Options {
   launcher::LocalClusterOptions cluster;
   int streams = 4;
   int requests = 64;
+  // Sweep: each stream count in turn against the same cluster, with requests_per_stream x
+  // streams requests each; a summary compares every row with the first.
+  std::vector<int> sweep_streams;
+  int requests_per_stream = 2;
   int max_new_tokens = 64;
   std::string prompt;
   int prompt_tokens = 100;
@@ -224,6 +228,28 @@ int Run(Options& o) {
   auto channel = grpc::CreateChannel(o.coordinator, grpc::InsecureChannelCredentials());
   auto inference = dapq::v1::Inference::NewStub(channel);
   PrintHeader();
+  if (!o.sweep_streams.empty()) {
+    std::vector<std::pair<Options, Result>> rows;
+    for (int streams : o.sweep_streams) {
+      Options run = o;
+      run.streams = streams;
+      run.requests = streams * o.requests_per_stream;
+      rows.emplace_back(run, RunLoad("coordinator", *inference, run));
+      PrintRow(rows.back().second, run);
+    }
+    const Result& base = rows.front().second;
+    const double base_tps = base.output_tokens / base.wall_s;
+    std::printf(
+        "\n| streams | out tok/s vs %d streams | TPOT p99 vs %d streams |\n|---:|---:|---:|\n",
+        rows.front().first.streams, rows.front().first.streams);
+    bool errors = false;
+    for (const auto& [run, r] : rows) {
+      std::printf("| %d | %.2fx | %.2fx |\n", run.streams, (r.output_tokens / r.wall_s) / base_tps,
+                  Percentile(r.tpot_ms, 99) / std::max(Percentile(base.tpot_ms, 99), 1e-9));
+      errors = errors || !r.errors.empty();
+    }
+    return errors ? 3 : 0;
+  }
   const Result via = RunLoad("coordinator", *inference, o);
   PrintRow(via, o);
   if (o.direct) {
@@ -266,6 +292,15 @@ int main(int argc, char** argv) {
   app.add_option("--streams", o.streams, "concurrent client streams (threads)")
       ->capture_default_str();
   app.add_option("--requests", o.requests, "total requests")->capture_default_str();
+  app.add_option("--sweep_streams", o.sweep_streams,
+                 "run each stream count in turn (e.g. 1 32) and compare with the first");
+  app.add_option("--requests_per_stream", o.requests_per_stream,
+                 "with --sweep_streams: requests per stream")
+      ->capture_default_str();
+  app.add_option(
+      "--worker_arg", o.cluster.worker_args,
+      "extra dapq-worker flag for --start_cluster (repeat: --worker_arg=--max_step_tokens "
+      "--worker_arg=64)");
   app.add_option("--max_new_tokens", o.max_new_tokens, "new tokens per request")
       ->capture_default_str();
   app.add_option("--prompt", o.prompt, "text prompt (instead of --prompt_tokens)");
