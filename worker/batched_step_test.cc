@@ -13,10 +13,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/stories_model.h"
 #include "tests/util/test_paths.h"
 #include "tests/util/tolerance.h"
 #include "worker/engine.h"
-#include "worker/llama2c_loader.h"
 #include "worker/tokenizer.h"
 
 namespace dapq::worker {
@@ -30,14 +30,7 @@ using ::dapq::testing::StatusIs;
 
 constexpr int kNewTokens = 24;
 
-std::shared_ptr<const ModelWeights> Stories() {
-  static const std::shared_ptr<const ModelWeights> model = [] {
-    auto w = LoadLlama2cModel(dapq::testing::Stories260KPath());
-    EXPECT_TRUE(w.ok()) << w.status();
-    return std::make_shared<const ModelWeights>(std::move(*w));
-  }();
-  return model;
-}
+std::shared_ptr<const ModelWeights> Stories() { return dapq::testing::SharedStories260K(); }
 
 std::vector<std::vector<int>> Prompts(const ModelConfig& config) {
   auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), config.vocab_size);
@@ -158,33 +151,31 @@ void ExpectSameAsAlone(const std::vector<Running>& runs, const std::vector<Alone
   }
 }
 
-class BatchedStepTest : public ::testing::TestWithParam<int> {};
-
-TEST_P(BatchedStepTest, SeededSchedulesMatchEachSequenceAlone) {
+// Each sequence alone, then batched on the schedules of `seeds` with chunks of up to
+// `max_chunk` tokens; the same tokens, logits within the tolerance.
+void ExpectBatchedMatchesAlone(int tp, std::initializer_list<uint64_t> seeds, int max_chunk) {
   EngineOptions options;
-  options.tp = GetParam();
+  options.tp = tp;
   ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), options));
   const std::vector<std::vector<int>> prompts = Prompts(engine->config());
   std::vector<Alone> alone;
   for (const auto& p : prompts) alone.push_back(RunAlone(*engine, p));
-  for (uint64_t seed : {1u, 2u, 3u}) {
+  for (uint64_t seed : seeds) {
     SCOPED_TRACE(::testing::Message() << "seed " << seed);
-    const std::vector<Running> runs = RunBatched(*engine, prompts, seed, /*max_chunk=*/7);
+    const std::vector<Running> runs = RunBatched(*engine, prompts, seed, max_chunk);
     ExpectSameAsAlone(runs, alone, engine->config(), prompts);
   }
 }
 
+class BatchedStepTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(BatchedStepTest, SeededSchedulesMatchEachSequenceAlone) {
+  ExpectBatchedMatchesAlone(GetParam(), {1, 2, 3}, /*max_chunk=*/7);
+}
+
+// Chunks as long as the longest prompt: every prompt in one piece, then decodes together.
 TEST_P(BatchedStepTest, WholePromptsThenDecodeTogether) {
-  EngineOptions options;
-  options.tp = GetParam();
-  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), options));
-  const std::vector<std::vector<int>> prompts = Prompts(engine->config());
-  std::vector<Alone> alone;
-  for (const auto& p : prompts) alone.push_back(RunAlone(*engine, p));
-  // Chunks as long as the longest prompt: every prompt in one piece, all arriving together
-  // (arrival is drawn but the seed is chosen so that the schedule still mixes).
-  const std::vector<Running> runs = RunBatched(*engine, prompts, /*seed=*/7, /*max_chunk=*/64);
-  ExpectSameAsAlone(runs, alone, engine->config(), prompts);
+  ExpectBatchedMatchesAlone(GetParam(), {7}, /*max_chunk=*/64);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tp, BatchedStepTest, ::testing::Values(1, 2));

@@ -162,11 +162,7 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
         continue;
       }
       // The saved KV is lost (a block failed verification): recompute instead.
-      e.feed = e.request.prompt;
-      if (e.result.tokens.size() > 1) {
-        e.feed.insert(e.feed.end(), e.result.tokens.begin(), e.result.tokens.end() - 1);
-      }
-      e.next = -1;
+      PrepareRecompute(e);
     }
     e.fed = 0;
     if (e.request.options.compression.method != compress::Method::kFull) {
@@ -221,18 +217,19 @@ void Scheduler::PreemptNewest() {
     waiting_.push_front(std::move(victim));
     return;
   }
-  // Recompute: it waits with every token it has seen but the last sampled one, which it feeds
-  // when it decodes again.
   FinishedRequest dropped = Finish(*victim, absl::OkStatus());  // releases its blocks
   (void)dropped;
-  victim->feed = victim->request.prompt;
-  if (victim->result.tokens.size() > 1) {
-    victim->feed.insert(victim->feed.end(), victim->result.tokens.begin(),
-                        victim->result.tokens.end() - 1);
-  }
-  victim->fed = 0;
-  victim->next = -1;
+  PrepareRecompute(*victim);
   waiting_.push_front(std::move(victim));
+}
+
+void Scheduler::PrepareRecompute(Entry& e) {
+  e.feed = e.request.prompt;
+  if (e.result.tokens.size() > 1) {
+    e.feed.insert(e.feed.end(), e.result.tokens.begin(), e.result.tokens.end() - 1);
+  }
+  e.fed = 0;
+  e.next = -1;
 }
 
 std::vector<FinishedRequest> Scheduler::RunStep() {

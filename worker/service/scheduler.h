@@ -122,6 +122,8 @@ class Scheduler {
   void ReleaseSequence(Entry& e);
   // Preempts the newest running sequence (swap or recompute) and queues it first.
   void PreemptNewest();
+  // e will feed every token it has seen but the last sampled one (fed when it decodes again).
+  static void PrepareRecompute(Entry& e);
 
   Engine* const engine_;
   const SchedulerOptions options_;

@@ -16,8 +16,8 @@
 #include "gtest/gtest.h"
 #include "kvstore/kv_store.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/stories_model.h"
 #include "tests/util/test_paths.h"
-#include "worker/llama2c_loader.h"
 #include "worker/tokenizer.h"
 
 namespace dapq::worker::service {
@@ -26,14 +26,7 @@ namespace {
 using ::dapq::testing::IsOk;
 using ::dapq::testing::StatusIs;
 
-std::shared_ptr<const ModelWeights> Stories() {
-  static const std::shared_ptr<const ModelWeights> model = [] {
-    auto w = LoadLlama2cModel(dapq::testing::Stories260KPath());
-    EXPECT_TRUE(w.ok()) << w.status();
-    return std::make_shared<const ModelWeights>(std::move(*w));
-  }();
-  return model;
-}
+std::shared_ptr<const ModelWeights> Stories() { return dapq::testing::SharedStories260K(); }
 
 struct Case {
   std::vector<int> prompt;
