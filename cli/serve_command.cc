@@ -152,6 +152,10 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
                   "(a worker started with --kv_peer_listen)");
   cmd->add_option("--kv_remote_mib", c.kv_remote_mib,
                   "per-rank capacity on the remote tier (0 = 1024 MiB)");
+  cmd->add_option("--worker_arg", c.worker_args,
+                  "an extra dapq-worker flag for every rank, repeatable, e.g. "
+                  "--worker_arg=--max_batch --worker_arg=32 (see dapq-worker --help: --max_batch, "
+                  "--max_step_tokens, --preemption, --kv_pool_blocks, ...)");
   runner.Add(cmd, [o]() { return RunServe(*o); });
 }
 
