@@ -589,7 +589,7 @@ TEST_P(ClusterContinuousBatchingTest, ConcurrentStreamsShareStepsAndMatchTheEngi
   std::vector<dapq::v1::GenerateRequest> requests(kStreams);
   for (int i = 0; i < kStreams; ++i) {
     requests[i].set_text(prompts[i]);
-    requests[i].set_max_new_tokens(100 + 7 * i);
+    requests[i].set_max_new_tokens(150 + 7 * i);
     requests[i].set_ignore_stop_tokens(true);
     if (methods[i % 4][0] != '\0') {
       requests[i].mutable_compression()->set_method(methods[i % 4]);
