@@ -6,6 +6,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "worker/service/batch_ops.h"
+#include "worker/service/group_batch_ops.h"
 #include "worker/service/request_options.h"
 #include "worker/session_store.h"
 
@@ -16,80 +17,6 @@ double SecondsBetween(std::chrono::steady_clock::time_point a,
                       std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
-
-// Rank 0's batch operations in a multi-process group: each goes to the other ranks as a BATCH
-// command, then runs here. A compressed prefill carries the request's own compression options
-// (registered when the request joins the batch), which every rank converts the same way.
-class GroupBatchOps final : public BatchOps {
- public:
-  using Send = std::function<absl::Status(const dapq::v1::GroupCommand&)>;
-  GroupBatchOps(LocalBatchOps* local, Send send) : local_(local), send_(std::move(send)) {}
-
-  void Register(uint64_t id, const dapq::v1::CompressionOptions& compression) {
-    compression_[id] = compression;
-  }
-
-  absl::StatusOr<compress::CompressionStats> PrefillCompressed(
-      uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
-      std::vector<float>* logits) override {
-    dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::PREFILL_COMPRESSED);
-    dapq::v1::BatchOp& op = *command.mutable_batch_op();
-    op.add_ids(id);
-    op.mutable_tokens()->Assign(prompt.begin(), prompt.end());
-    *op.mutable_compression() = compression_[id];
-    DAPQ_RETURN_IF_ERROR(send_(command));
-    return local_->PrefillCompressed(id, prompt, config, logits);
-  }
-
-  absl::Status Step(std::span<const uint64_t> ids, std::span<const std::vector<int>> tokens,
-                    std::vector<float>* logits) override {
-    dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::STEP);
-    dapq::v1::BatchOp& op = *command.mutable_batch_op();
-    op.mutable_ids()->Assign(ids.begin(), ids.end());
-    for (const std::vector<int>& t : tokens) {
-      op.add_lengths(static_cast<int32_t>(t.size()));
-      op.mutable_tokens()->Add(t.begin(), t.end());
-    }
-    DAPQ_RETURN_IF_ERROR(send_(command));
-    return local_->Step(ids, tokens, logits);
-  }
-
-  absl::Status Release(uint64_t id) override {
-    compression_.erase(id);
-    dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::RELEASE);
-    command.mutable_batch_op()->add_ids(id);
-    DAPQ_RETURN_IF_ERROR(send_(command));
-    return local_->Release(id);
-  }
-
-  absl::Status SwapOut(uint64_t id) override {
-    dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::SWAP_OUT);
-    command.mutable_batch_op()->add_ids(id);
-    DAPQ_RETURN_IF_ERROR(send_(command));
-    return local_->SwapOut(id);
-  }
-
-  absl::Status SwapIn(uint64_t id, const compress::CompressionConfig& compression) override {
-    dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::SWAP_IN);
-    command.mutable_batch_op()->add_ids(id);
-    *command.mutable_batch_op()->mutable_compression() = compression_[id];
-    DAPQ_RETURN_IF_ERROR(send_(command));
-    return local_->SwapIn(id, compression);
-  }
-
-  const Sequence* Find(uint64_t id) const override { return local_->Find(id); }
-
- private:
-  static dapq::v1::GroupCommand Command(dapq::v1::BatchOp::Kind kind) {
-    dapq::v1::GroupCommand command;
-    command.set_kind(dapq::v1::GroupCommand::BATCH);
-    command.mutable_batch_op()->set_kind(kind);
-    return command;
-  }
-  LocalBatchOps* const local_;
-  const Send send_;
-  std::map<uint64_t, dapq::v1::CompressionOptions> compression_;
-};
 
 }  // namespace
 
@@ -272,8 +199,9 @@ void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler&
       raw->Push(std::move(event));
       return !raw->cancelled();
     };
-    register_compression(id, request.compression());
     status = scheduler.Add(std::move(r));
+    // Before the scheduler's first operation on it (admission happens in RunStep).
+    if (status.ok()) register_compression(id, request.compression());
   }
   if (!status.ok()) {
     Complete(*channel, start, status, 0);
@@ -320,6 +248,7 @@ absl::Status GroupDriver::RunBatched() {
       if (session_turn) Complete(*session_turn, std::chrono::steady_clock::now(), closing, 0);
       while (!scheduler.idle()) {
         for (FinishedRequest& f : scheduler.RunStep()) {
+          group.Unregister(f.id);
           Complete(*ids[f.id], f.start, f.result, 0);
           ids.erase(f.id);
         }
@@ -361,6 +290,7 @@ absl::Status GroupDriver::RunBatched() {
       wm.OnPreemptions("recompute", scheduler.preemptions() - preempted_before - swapped);
     }
     for (FinishedRequest& f : finished) {
+      group.Unregister(f.id);
       auto it = ids.find(f.id);
       if (it == ids.end()) continue;
       const int generated = f.result.ok() ? static_cast<int>(f.result->tokens.size()) : 0;
@@ -395,46 +325,7 @@ absl::Status GroupDriver::RunBatchOp(const dapq::v1::BatchOp& op) {
   if (follower_ops_ == nullptr) {
     follower_ops_ = std::make_unique<LocalBatchOps>(engine_, options_.store);
   }
-  const std::vector<uint64_t> ids(op.ids().begin(), op.ids().end());
-  switch (op.kind()) {
-    case dapq::v1::BatchOp::STEP: {
-      if (op.lengths_size() != op.ids_size()) {
-        return absl::DataLossError("batch step: ids and lengths differ in number");
-      }
-      std::vector<std::vector<int>> tokens;
-      int offset = 0;
-      for (int32_t length : op.lengths()) {
-        if (length < 0 || offset + length > op.tokens_size()) {
-          return absl::DataLossError("batch step: lengths exceed the tokens sent");
-        }
-        tokens.emplace_back(op.tokens().begin() + offset, op.tokens().begin() + offset + length);
-        offset += length;
-      }
-      return follower_ops_->Step(ids, tokens, nullptr);
-    }
-    case dapq::v1::BatchOp::PREFILL_COMPRESSED: {
-      if (ids.size() != 1) return absl::DataLossError("batch prefill: one id expected");
-      DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig config,
-                            ToCompressionConfig(op.compression()));
-      const std::vector<int> prompt(op.tokens().begin(), op.tokens().end());
-      std::vector<float> logits;
-      return follower_ops_->PrefillCompressed(ids[0], prompt, config, &logits).status();
-    }
-    case dapq::v1::BatchOp::RELEASE:
-      if (ids.size() != 1) return absl::DataLossError("batch release: one id expected");
-      return follower_ops_->Release(ids[0]);
-    case dapq::v1::BatchOp::SWAP_OUT:
-      if (ids.size() != 1) return absl::DataLossError("batch swap: one id expected");
-      return follower_ops_->SwapOut(ids[0]);
-    case dapq::v1::BatchOp::SWAP_IN: {
-      if (ids.size() != 1) return absl::DataLossError("batch swap: one id expected");
-      DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig config,
-                            ToCompressionConfig(op.compression()));
-      return follower_ops_->SwapIn(ids[0], config);
-    }
-    default:
-      return absl::DataLossError(absl::StrCat("unknown batch operation ", op.kind()));
-  }
+  return RunBatchOpMessage(op, *follower_ops_);
 }
 
 bool GroupDriver::Serve(RequestChannel& channel) {

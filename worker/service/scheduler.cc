@@ -54,10 +54,20 @@ long Scheduler::BlocksFor(const Entry& e) const {
 }
 
 long Scheduler::FreeBlocks() const {
-  const long cap = engine_->kv_pool(0).max_blocks();
+  const KvBlockPool& pool = engine_->kv_pool(0);
+  const long cap = pool.max_blocks();
   if (cap == 0) return std::numeric_limits<long>::max();
   const long keep = static_cast<long>(options_.free_block_watermark * static_cast<double>(cap));
-  return cap - keep - reserved_blocks_;
+  // What the pool really has free (sequences outside the scheduler, such as sessions, hold
+  // blocks too), less what the running sequences reserved and have not taken yet.
+  long outstanding = 0;
+  for (const auto& e : running_) {
+    const Sequence* seq = e->has_sequence ? ops_->Find(e->request.id) : nullptr;
+    const long held =
+        seq != nullptr ? static_cast<long>(seq->cache(0).bytes() / pool.block_bytes()) : 0;
+    outstanding += std::max(0L, e->reserved_blocks - held);
+  }
+  return cap - keep - pool.blocks_in_use() - outstanding;
 }
 
 absl::Status Scheduler::Add(ScheduledRequest request) {
@@ -108,7 +118,6 @@ FinishedRequest Scheduler::Finish(Entry& e, absl::Status status) {
     e.result.decode_seconds = SecondsSince(e.started) - e.result.prefill_seconds;
   f.result = status.ok() ? absl::StatusOr<GenerateResult>(e.result)
                          : absl::StatusOr<GenerateResult>(status);
-  reserved_blocks_ -= e.reserved_blocks;
   e.reserved_blocks = 0;
   ReleaseSequence(e);  // its blocks go back to the pool
   return f;
@@ -145,12 +154,10 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
       continue;
     }
     e.reserved_blocks = need;
-    reserved_blocks_ += need;
     if (e.sampler == nullptr) e.sampler = std::make_unique<Sampler>(e.request.options.sampling);
     if (e.swapped) {
       const absl::Status in = ops_->SwapIn(e.request.id, e.request.options.compression);
       if (absl::IsResourceExhausted(in)) {  // the pool is fuller than the reservations say
-        reserved_blocks_ -= e.reserved_blocks;
         e.reserved_blocks = 0;
         waiting_.push_front(std::move(owned));
         break;
@@ -173,7 +180,6 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
           e.request.id, e.request.prompt, e.request.options.compression, &logits);
       if (absl::IsResourceExhausted(stats.status())) {
         // The pool is fuller than the reservations say (sequences outside the scheduler): wait.
-        reserved_blocks_ -= e.reserved_blocks;
         e.reserved_blocks = 0;
         waiting_.push_front(std::move(owned));
         break;
@@ -211,7 +217,6 @@ void Scheduler::PreemptNewest() {
     // Its KV waits in the store; it resumes exactly where it stopped.
     victim->has_sequence = false;
     victim->swapped = true;
-    reserved_blocks_ -= victim->reserved_blocks;
     victim->reserved_blocks = 0;
     ++swaps_;
     waiting_.push_front(std::move(victim));

@@ -1,7 +1,9 @@
 // File: worker/service/scheduler.h
 // Continuous batching over one engine: requests wait in a queue, are admitted while the KV pool
 // has room for their whole length (prompt + max_new_tokens, reserved at admission, with a free
-// watermark), and every running sequence takes part in each engine step (Engine::Step): decode
+// watermark; room = the pool's free blocks, which sequences outside the scheduler such as
+// sessions also use, less what running sequences reserved and have not taken yet), and every
+// running sequence takes part in each engine step (Engine::Step): decode
 // tokens first, then prompt chunks filling the step's token budget, so a long prompt cannot
 // stall the streams already decoding. Each request has its own sampler, stop tokens,
 // max_new_tokens, deadline and cancellation (its on_token returning false).
@@ -131,7 +133,6 @@ class Scheduler {
   BatchOps* const ops_;
   std::deque<std::unique_ptr<Entry>> waiting_;
   std::vector<std::unique_ptr<Entry>> running_;  // oldest first
-  long reserved_blocks_ = 0;
   int64_t preemptions_ = 0, swaps_ = 0;
   int last_step_sequences_ = 0, last_step_tokens_ = 0;
 };

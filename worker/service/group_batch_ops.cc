@@ -1,0 +1,112 @@
+// File: worker/service/group_batch_ops.cc
+// GroupBatchOps (encode, send, run here) and RunBatchOpMessage (decode, run).
+#include "worker/service/group_batch_ops.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/service/request_options.h"
+
+namespace dapq::worker::service {
+namespace {
+
+dapq::v1::GroupCommand Command(dapq::v1::BatchOp::Kind kind) {
+  dapq::v1::GroupCommand command;
+  command.set_kind(dapq::v1::GroupCommand::BATCH);
+  command.mutable_batch_op()->set_kind(kind);
+  return command;
+}
+
+}  // namespace
+
+absl::StatusOr<compress::CompressionStats> GroupBatchOps::PrefillCompressed(
+    uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
+    std::vector<float>* logits) {
+  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::PREFILL_COMPRESSED);
+  dapq::v1::BatchOp& op = *command.mutable_batch_op();
+  op.add_ids(id);
+  op.mutable_tokens()->Assign(prompt.begin(), prompt.end());
+  *op.mutable_compression() = compression_[id];
+  DAPQ_RETURN_IF_ERROR(send_(command));
+  return local_->PrefillCompressed(id, prompt, config, logits);
+}
+
+absl::Status GroupBatchOps::Step(std::span<const uint64_t> ids,
+                                 std::span<const std::vector<int>> tokens,
+                                 std::vector<float>* logits) {
+  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::STEP);
+  dapq::v1::BatchOp& op = *command.mutable_batch_op();
+  op.mutable_ids()->Assign(ids.begin(), ids.end());
+  for (const std::vector<int>& t : tokens) {
+    op.add_lengths(static_cast<int32_t>(t.size()));
+    op.mutable_tokens()->Add(t.begin(), t.end());
+  }
+  DAPQ_RETURN_IF_ERROR(send_(command));
+  return local_->Step(ids, tokens, logits);
+}
+
+absl::Status GroupBatchOps::Release(uint64_t id) {
+  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::RELEASE);
+  command.mutable_batch_op()->add_ids(id);
+  DAPQ_RETURN_IF_ERROR(send_(command));
+  return local_->Release(id);
+}
+
+absl::Status GroupBatchOps::SwapOut(uint64_t id) {
+  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::SWAP_OUT);
+  command.mutable_batch_op()->add_ids(id);
+  DAPQ_RETURN_IF_ERROR(send_(command));
+  return local_->SwapOut(id);
+}
+
+absl::Status GroupBatchOps::SwapIn(uint64_t id, const compress::CompressionConfig& compression) {
+  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::SWAP_IN);
+  command.mutable_batch_op()->add_ids(id);
+  *command.mutable_batch_op()->mutable_compression() = compression_[id];
+  DAPQ_RETURN_IF_ERROR(send_(command));
+  return local_->SwapIn(id, compression);
+}
+
+absl::Status RunBatchOpMessage(const dapq::v1::BatchOp& op, LocalBatchOps& ops) {
+  const std::vector<uint64_t> ids(op.ids().begin(), op.ids().end());
+  switch (op.kind()) {
+    case dapq::v1::BatchOp::STEP: {
+      if (op.lengths_size() != op.ids_size()) {
+        return absl::DataLossError("batch step: ids and lengths differ in number");
+      }
+      std::vector<std::vector<int>> tokens;
+      int offset = 0;
+      for (int32_t length : op.lengths()) {
+        if (length < 0 || offset + length > op.tokens_size()) {
+          return absl::DataLossError("batch step: lengths exceed the tokens sent");
+        }
+        tokens.emplace_back(op.tokens().begin() + offset, op.tokens().begin() + offset + length);
+        offset += length;
+      }
+      return ops.Step(ids, tokens, nullptr);
+    }
+    case dapq::v1::BatchOp::PREFILL_COMPRESSED: {
+      if (ids.size() != 1) return absl::DataLossError("batch prefill: one id expected");
+      DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig config,
+                            ToCompressionConfig(op.compression()));
+      const std::vector<int> prompt(op.tokens().begin(), op.tokens().end());
+      std::vector<float> logits;
+      return ops.PrefillCompressed(ids[0], prompt, config, &logits).status();
+    }
+    case dapq::v1::BatchOp::RELEASE:
+      if (ids.size() != 1) return absl::DataLossError("batch release: one id expected");
+      return ops.Release(ids[0]);
+    case dapq::v1::BatchOp::SWAP_OUT:
+      if (ids.size() != 1) return absl::DataLossError("batch swap: one id expected");
+      return ops.SwapOut(ids[0]);
+    case dapq::v1::BatchOp::SWAP_IN: {
+      if (ids.size() != 1) return absl::DataLossError("batch swap: one id expected");
+      DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig config,
+                            ToCompressionConfig(op.compression()));
+      return ops.SwapIn(ids[0], config);
+    }
+    default:
+      return absl::DataLossError(absl::StrCat("unknown batch operation ", op.kind()));
+  }
+}
+
+}  // namespace dapq::worker::service
