@@ -5,6 +5,7 @@
 #include <xxhash.h>
 
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -47,12 +48,21 @@ absl::StatusOr<Header> ParseHeader(absl::string_view bytes) {
       h.head_dim > (1 << 16)) {
     return Corrupt("bad header sizes");
   }
-  const size_t floats = 2ull * h.kv_heads * h.num_tokens * static_cast<size_t>(h.head_dim);
-  const size_t total = sizeof(h) + 4ull * h.num_tokens + 4 * floats + 8;
-  if (bytes.size() != total) {
-    return Corrupt(absl::StrCat(bytes.size() < total ? "truncated: " : "oversized: ", bytes.size(),
-                                " bytes, header implies ", total));
+  // In 128 bits: a header's sizes multiply past 2^64, and a wrapped total could match a crafted
+  // block's length (its checksum is no protection against a deliberate one).
+  using Wide = unsigned __int128;
+  const Wide floats = Wide{2} * static_cast<Wide>(h.kv_heads) * static_cast<Wide>(h.num_tokens) *
+                      static_cast<Wide>(h.head_dim);
+  const Wide wide_total = sizeof(h) + Wide{4} * static_cast<Wide>(h.num_tokens) + 4 * floats + 8;
+  if (wide_total != bytes.size()) {
+    const bool truncated = wide_total > bytes.size();
+    return Corrupt(absl::StrCat(truncated ? "truncated: " : "oversized: ", bytes.size(),
+                                " bytes, header implies ",
+                                wide_total > std::numeric_limits<uint64_t>::max()
+                                    ? std::string("more than 2^64")
+                                    : absl::StrCat(static_cast<uint64_t>(wide_total))));
   }
+  const size_t total = static_cast<size_t>(wide_total);
   uint64_t stored;
   std::memcpy(&stored, bytes.data() + total - 8, 8);
   if (XXH64(bytes.data(), total - 8, kSeed) != stored) return Corrupt("checksum mismatch");

@@ -34,6 +34,27 @@ std::string MakeBlock(int layer, int tokens, uint64_t seed) {
   return *bytes;
 }
 
+// A crafted block whose header sizes multiply past 2^64 so that the wrapped total equals its
+// real length, with a valid checksum: DataLoss, never a multi-gigabyte allocation or copy.
+TEST(BlockCodecTest, HeaderSizesThatOverflowAreCorruptNotACrash) {
+  const std::string real = MakeBlock(0, 1, 1);
+  // 4 * n * (2 * kv_heads * head_dim + 1) = 2^64 + 4 * 115860 for these values (the header's own
+  // bounds allow them): the wrapped total is 44 + 4 * 115860 + 8 bytes.
+  const int32_t kv_heads = 16420, head_dim = 65508, num_tokens = 2143691284;
+  std::string bytes = real.substr(0, 24);  // magic, version, fingerprints
+  auto put = [&bytes](int32_t v) { bytes.append(reinterpret_cast<const char*>(&v), 4); };
+  put(0);  // layer
+  put(0);  // kv_head_begin
+  put(kv_heads);
+  put(head_dim);
+  put(num_tokens);
+  bytes.append(4 * 115860, '\0');
+  const uint64_t sum = Fingerprint(bytes);  // the codec's checksum: xxh64 with its seed
+  bytes.append(reinterpret_cast<const char*>(&sum), 8);
+  EXPECT_THAT(DecodeBlock(bytes), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("2^64")));
+  EXPECT_THAT(VerifyBlock(bytes), StatusIs(absl::StatusCode::kDataLoss));
+}
+
 TEST(BlockCodecTest, RoundTripsAndDetectsDamage) {
   const std::string bytes = MakeBlock(3, 16, 1);
   ASSERT_OK_AND_ASSIGN(DecodedBlock b, DecodeBlock(bytes));

@@ -63,15 +63,25 @@ absl::StatusOr<Manifest> DecodeManifest(const kvstore::DecodedBlock& b) {
   m.tokens_per_block = v[5];
   m.next_position = v[6];
   m.compressed = v[7] != 0;
-  const size_t nt = v[8], ns = v[9], nl = v[10];
-  if (v.size() != 11 + nt + 2 * ns + nl || m.tokens_per_block <= 0) return bad();
+  // Counts are checked as signed 64-bit values before any use: a negative count cast to size_t
+  // would wrap the size check below.
+  if (v[8] < 0 || v[9] < 0 || v[10] < 0 || m.next_position < 0 || m.tokens_per_block <= 0) {
+    return bad();
+  }
+  const int64_t want = 11 + int64_t{v[8]} + 2 * int64_t{v[9]} + int64_t{v[10]};
+  if (static_cast<int64_t>(v.size()) != want) return bad();
+  const size_t nt = v[8], ns = v[9];
   m.tokens.assign(v.begin() + 11, v.begin() + 11 + nt);
   for (size_t i = 0; i < ns; ++i) {
     const int32_t kind = v[11 + nt + 2 * i];
     if (kind < 0 || kind > static_cast<int32_t>(FeedSegment::Kind::kDecode)) return bad();
+    if (v[12 + nt + 2 * i] < 0) return bad();
     m.segments.push_back({static_cast<FeedSegment::Kind>(kind), v[12 + nt + 2 * i]});
   }
   m.lengths.assign(v.begin() + 11 + nt + 2 * ns, v.end());
+  for (int32_t length : m.lengths) {
+    if (length < 0) return bad();
+  }
   return m;
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "gtest/gtest.h"
+#include "kvstore/block_codec.h"
 #include "tests/util/status_matchers.h"
 #include "tests/util/test_paths.h"
 #include "worker/llama2c_loader.h"
@@ -184,6 +185,37 @@ TEST_F(SessionStoreTest, BadAndUnknownSessions) {
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(SaveSession(*engine_, *seq, "x", *store, 12),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("power of two")));
+}
+
+// Manifests whose counts are negative (cast to size_t they would wrap the size check) or whose
+// lengths are negative are DataLoss, never an out-of-range read.
+TEST_F(SessionStoreTest, MalformedManifestCountsAreDataLoss) {
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 20, 1 << 20)));
+  const ModelConfig& c = engine_->config();
+  const uint64_t model_fp = kvstore::Fingerprint(c.DebugString());
+  auto put = [&](const std::vector<int32_t>& v) {
+    const std::vector<float> payload(2 * v.size(), 0.0f);
+    ASSERT_OK_AND_ASSIGN(std::string block,
+                         kvstore::EncodeBlock({model_fp, 0, -1, 0, 1, 1}, v, payload));
+    ASSERT_THAT(store->Put("evil", "evil.m", std::move(block)), IsOk());
+  };
+  // version, tp, layers, kv_heads, head_dim, tokens_per_block, next_position, compressed,
+  // then the counts of tokens, segments and lengths.
+  const std::vector<int32_t> head = {1, 1, c.n_layers, c.n_kv_heads, c.head_dim, 16, 4, 0};
+  auto manifest = [&](int32_t nt, int32_t ns, int32_t nl, std::vector<int32_t> rest) {
+    std::vector<int32_t> v = head;
+    v.insert(v.end(), {nt, ns, nl});
+    v.insert(v.end(), rest.begin(), rest.end());
+    return v;
+  };
+  // -2 tokens + 2 x 1 segment + 0 lengths: 11 + (size_t)-2 + 2 wraps to 11 + 0.
+  for (const std::vector<int32_t>& v :
+       {manifest(-2, 1, 0, {}), manifest(0, -1, 2, {0, 0}), manifest(0, 0, -1, {}),
+        manifest(0, 0, 1, {-5}), manifest(0, 1, 0, {0, -3})}) {
+    put(v);
+    EXPECT_THAT(LoadSession(*engine_, "evil", *store, FailedLoadPolicy::kRecompute, {}),
+                StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("malformed")));
+  }
 }
 
 }  // namespace

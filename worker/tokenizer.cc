@@ -91,8 +91,12 @@ std::vector<int> Tokenizer::Encode(std::string_view text, bool add_bos, bool add
     if (id >= 0) {
       tokens.push_back(id);
     } else {
-      for (size_t j = 0; j < len; ++j)
-        tokens.push_back(static_cast<unsigned char>(text[i + j]) + 3);
+      // Byte fallback: byte b is id b + 3, or <unk> when the vocabulary has no such id (fewer
+      // than 259 pieces).
+      for (size_t j = 0; j < len; ++j) {
+        const int byte_id = static_cast<unsigned char>(text[i + j]) + 3;
+        tokens.push_back(byte_id < vocab_size() ? byte_id : kUnk);
+      }
     }
     i += len;
   }

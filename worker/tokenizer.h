@@ -31,6 +31,7 @@ class Tokenizer {
 
   int vocab_size() const { return static_cast<int>(pieces_.size()); }
   const std::string& piece(int id) const { return pieces_[id]; }
+  static constexpr int kUnk = 0;  // byte fallback ids past a small vocabulary map here
   static constexpr int kBos = 1;
   static constexpr int kEos = 2;
 

@@ -63,5 +63,27 @@ TEST(TokenizerTest, VocabularyMismatchIsRejected) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// A vocabulary smaller than the 259 ids byte fallback assumes: bytes without an id become <unk>,
+// never an index past the pieces.
+TEST(TokenizerTest, ByteFallbackPastASmallVocabularyIsUnk) {
+  const std::string path = ::testing::TempDir() + "/tok_small.bin";
+  {
+    std::ofstream out(path, std::ios::binary);
+    const int32_t max_len = 5;
+    out.write(reinterpret_cast<const char*>(&max_len), 4);
+    for (const std::string piece : {"<unk>", "<s>", "</s>", " ", "a"}) {
+      const float score = 0;
+      const int32_t len = static_cast<int32_t>(piece.size());
+      out.write(reinterpret_cast<const char*>(&score), 4);
+      out.write(reinterpret_cast<const char*>(&len), 4);
+      out.write(piece.data(), len);
+    }
+  }
+  ASSERT_OK_AND_ASSIGN(Tokenizer t, Tokenizer::Load(path, 5));
+  EXPECT_EQ(t.Encode("ab", /*add_bos=*/true, /*add_eos=*/false),
+            (std::vector<int>{Tokenizer::kBos, 3, 4, Tokenizer::kUnk}));
+  EXPECT_EQ(t.Encode("\xff", false, false), (std::vector<int>{3, Tokenizer::kUnk}));
+}
+
 }  // namespace
 }  // namespace dapq::worker
