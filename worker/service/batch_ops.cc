@@ -42,10 +42,13 @@ absl::Status LocalBatchOps::Release(uint64_t id) {
 
 std::string SwapKey(uint64_t id) { return absl::StrCat("preempted-", id); }
 
+absl::Status LocalBatchOps::CheckStore() const {
+  if (store_ != nullptr) return absl::OkStatus();
+  return absl::FailedPreconditionError("preemption by swap needs the KV store (--kv_dir)");
+}
+
 absl::Status LocalBatchOps::SwapOut(uint64_t id) {
-  if (store_ == nullptr) {
-    return absl::FailedPreconditionError("preemption by swap needs the KV store (--kv_dir)");
-  }
+  DAPQ_RETURN_IF_ERROR(CheckStore());
   auto it = sequences_.find(id);
   if (it == sequences_.end()) {
     return absl::NotFoundError(absl::StrCat("swap out: no sequence ", id));
@@ -56,9 +59,7 @@ absl::Status LocalBatchOps::SwapOut(uint64_t id) {
 }
 
 absl::Status LocalBatchOps::SwapIn(uint64_t id, const compress::CompressionConfig& compression) {
-  if (store_ == nullptr) {
-    return absl::FailedPreconditionError("preemption by swap needs the KV store (--kv_dir)");
-  }
+  DAPQ_RETURN_IF_ERROR(CheckStore());
   DAPQ_ASSIGN_OR_RETURN(LoadResult loaded, LoadSession(*engine_, SwapKey(id), *store_,
                                                        FailedLoadPolicy::kFail, compression));
   sequences_[id] = std::move(loaded.sequence);

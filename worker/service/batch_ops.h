@@ -61,6 +61,8 @@ class LocalBatchOps final : public BatchOps {
   size_t size() const { return sequences_.size(); }
 
  private:
+  absl::Status CheckStore() const;  // FailedPrecondition without a store
+
   Engine* const engine_;
   kvstore::KvStore* const store_;
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;

@@ -16,14 +16,20 @@ dapq::v1::GroupCommand Command(dapq::v1::BatchOp::Kind kind) {
   return command;
 }
 
+// An operation on one sequence.
+dapq::v1::GroupCommand Command(dapq::v1::BatchOp::Kind kind, uint64_t id) {
+  dapq::v1::GroupCommand command = Command(kind);
+  command.mutable_batch_op()->add_ids(id);
+  return command;
+}
+
 }  // namespace
 
 absl::StatusOr<compress::CompressionStats> GroupBatchOps::PrefillCompressed(
     uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
     std::vector<float>* logits) {
-  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::PREFILL_COMPRESSED);
+  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::PREFILL_COMPRESSED, id);
   dapq::v1::BatchOp& op = *command.mutable_batch_op();
-  op.add_ids(id);
   op.mutable_tokens()->Assign(prompt.begin(), prompt.end());
   *op.mutable_compression() = compression_[id];
   DAPQ_RETURN_IF_ERROR(send_(command));
@@ -45,64 +51,61 @@ absl::Status GroupBatchOps::Step(std::span<const uint64_t> ids,
 }
 
 absl::Status GroupBatchOps::Release(uint64_t id) {
-  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::RELEASE);
-  command.mutable_batch_op()->add_ids(id);
-  DAPQ_RETURN_IF_ERROR(send_(command));
+  DAPQ_RETURN_IF_ERROR(send_(Command(dapq::v1::BatchOp::RELEASE, id)));
   return local_->Release(id);
 }
 
 absl::Status GroupBatchOps::SwapOut(uint64_t id) {
-  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::SWAP_OUT);
-  command.mutable_batch_op()->add_ids(id);
-  DAPQ_RETURN_IF_ERROR(send_(command));
+  DAPQ_RETURN_IF_ERROR(send_(Command(dapq::v1::BatchOp::SWAP_OUT, id)));
   return local_->SwapOut(id);
 }
 
 absl::Status GroupBatchOps::SwapIn(uint64_t id, const compress::CompressionConfig& compression) {
-  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::SWAP_IN);
-  command.mutable_batch_op()->add_ids(id);
+  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::SWAP_IN, id);
   *command.mutable_batch_op()->mutable_compression() = compression_[id];
   DAPQ_RETURN_IF_ERROR(send_(command));
   return local_->SwapIn(id, compression);
 }
 
 absl::Status RunBatchOpMessage(const dapq::v1::BatchOp& op, LocalBatchOps& ops) {
-  const std::vector<uint64_t> ids(op.ids().begin(), op.ids().end());
-  switch (op.kind()) {
-    case dapq::v1::BatchOp::STEP: {
-      if (op.lengths_size() != op.ids_size()) {
-        return absl::DataLossError("batch step: ids and lengths differ in number");
-      }
-      std::vector<std::vector<int>> tokens;
-      int offset = 0;
-      for (int32_t length : op.lengths()) {
-        if (length < 0 || offset + length > op.tokens_size()) {
-          return absl::DataLossError("batch step: lengths exceed the tokens sent");
-        }
-        tokens.emplace_back(op.tokens().begin() + offset, op.tokens().begin() + offset + length);
-        offset += length;
-      }
-      return ops.Step(ids, tokens, nullptr);
+  if (op.kind() == dapq::v1::BatchOp::STEP) {
+    if (op.lengths_size() != op.ids_size()) {
+      return absl::DataLossError("batch step: ids and lengths differ in number");
     }
+    std::vector<std::vector<int>> tokens;
+    int64_t offset = 0;
+    for (int32_t length : op.lengths()) {
+      if (length < 0 || offset + length > op.tokens_size()) {
+        return absl::DataLossError("batch step: lengths exceed the tokens sent");
+      }
+      tokens.emplace_back(op.tokens().begin() + offset, op.tokens().begin() + offset + length);
+      offset += length;
+    }
+    const std::vector<uint64_t> ids(op.ids().begin(), op.ids().end());
+    return ops.Step(ids, tokens, nullptr);
+  }
+  // Every other operation names one sequence.
+  if (op.ids_size() != 1) {
+    return absl::DataLossError(
+        absl::StrCat("batch operation ", op.kind(), ": one id expected, got ", op.ids_size()));
+  }
+  const uint64_t id = op.ids(0);
+  switch (op.kind()) {
     case dapq::v1::BatchOp::PREFILL_COMPRESSED: {
-      if (ids.size() != 1) return absl::DataLossError("batch prefill: one id expected");
       DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig config,
                             ToCompressionConfig(op.compression()));
       const std::vector<int> prompt(op.tokens().begin(), op.tokens().end());
       std::vector<float> logits;
-      return ops.PrefillCompressed(ids[0], prompt, config, &logits).status();
+      return ops.PrefillCompressed(id, prompt, config, &logits).status();
     }
     case dapq::v1::BatchOp::RELEASE:
-      if (ids.size() != 1) return absl::DataLossError("batch release: one id expected");
-      return ops.Release(ids[0]);
+      return ops.Release(id);
     case dapq::v1::BatchOp::SWAP_OUT:
-      if (ids.size() != 1) return absl::DataLossError("batch swap: one id expected");
-      return ops.SwapOut(ids[0]);
+      return ops.SwapOut(id);
     case dapq::v1::BatchOp::SWAP_IN: {
-      if (ids.size() != 1) return absl::DataLossError("batch swap: one id expected");
       DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig config,
                             ToCompressionConfig(op.compression()));
-      return ops.SwapIn(ids[0], config);
+      return ops.SwapIn(id, config);
     }
     default:
       return absl::DataLossError(absl::StrCat("unknown batch operation ", op.kind()));

@@ -5,8 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
-#include "worker/service/batch_ops.h"
-#include "worker/service/group_batch_ops.h"
 #include "worker/service/request_options.h"
 #include "worker/session_store.h"
 
@@ -163,45 +161,59 @@ absl::Status GroupDriver::RunDriver() {
   }
 }
 
+bool GroupDriver::AnswerIfCancelled(RequestChannel& channel) {
+  if (!channel.cancelled()) return false;
+  StreamEvent done;
+  done.done = true;
+  done.status = absl::CancelledError("cancelled while queued");
+  channel.Push(std::move(done));
+  return true;
+}
+
+absl::StatusOr<std::vector<int>> GroupDriver::PreparePrompt(
+    const dapq::v1::GenerateRequest& request, bool continuing, int next_position,
+    GenerateOptions* options) const {
+  DAPQ_ASSIGN_OR_RETURN(
+      std::vector<int> prompt,
+      PromptTokens(request, tokenizer_, engine_->config().vocab_size, continuing));
+  DAPQ_ASSIGN_OR_RETURN(*options, ToGenerateOptions(request));
+  DAPQ_RETURN_IF_ERROR(CheckContext(prompt.size(), options->max_new_tokens, next_position,
+                                    engine_->config().max_seq_len));
+  return prompt;
+}
+
+std::function<bool(int)> GroupDriver::StreamTo(RequestChannel* channel, int prev) const {
+  return [this, channel, prev](int token) mutable {
+    StreamEvent event;
+    event.token = token;
+    if (tokenizer_ != nullptr) event.text = tokenizer_->Decode(prev, token);
+    prev = token;
+    channel->Push(std::move(event));
+    return !channel->cancelled();
+  };
+}
+
 void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler& scheduler,
                              std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids,
-                             const RegisterCompression& register_compression) {
+                             GroupBatchOps& group) {
   const auto start = std::chrono::steady_clock::now();
-  if (channel->cancelled()) {
-    StreamEvent done;
-    done.done = true;
-    done.status = absl::CancelledError("cancelled while queued");
-    channel->Push(std::move(done));
-    return;
-  }
+  if (AnswerIfCancelled(*channel)) return;
   const dapq::v1::GenerateRequest& request = channel->request();
+  GenerateOptions options;
   absl::StatusOr<std::vector<int>> prompt =
-      PromptTokens(request, tokenizer_, engine_->config().vocab_size, /*continuing=*/false);
-  absl::StatusOr<GenerateOptions> options = ToGenerateOptions(request);
-  absl::Status status = prompt.ok() ? options.status() : prompt.status();
-  if (status.ok()) {
-    status =
-        CheckContext(prompt->size(), options->max_new_tokens, 0, engine_->config().max_seq_len);
-  }
+      PreparePrompt(request, /*continuing=*/false, /*next_position=*/0, &options);
+  absl::Status status = prompt.status();
   const uint64_t id = next_request_id_++;
   if (status.ok()) {
     ScheduledRequest r;
     r.id = id;
     r.prompt = *std::move(prompt);
-    r.options = *std::move(options);
+    r.options = std::move(options);
     r.start = start;
-    RequestChannel* raw = channel.get();
-    r.on_token = [this, raw, prev = r.prompt.back()](int token) mutable {
-      StreamEvent event;
-      event.token = token;
-      if (tokenizer_ != nullptr) event.text = tokenizer_->Decode(prev, token);
-      prev = token;
-      raw->Push(std::move(event));
-      return !raw->cancelled();
-    };
+    r.on_token = StreamTo(channel.get(), r.prompt.back());
     status = scheduler.Add(std::move(r));
     // Before the scheduler's first operation on it (admission happens in RunStep).
-    if (status.ok()) register_compression(id, request.compression());
+    if (status.ok()) group.Register(id, request.compression());
   }
   if (!status.ok()) {
     Complete(*channel, start, status, 0);
@@ -215,9 +227,17 @@ absl::Status GroupDriver::RunBatched() {
   LocalBatchOps local(engine_, options_.store);
   GroupBatchOps group(&local, [this](const dapq::v1::GroupCommand& c) { return SendCommand(c); });
   Scheduler scheduler(engine_, options_.scheduler, comm_ != nullptr ? &group : nullptr);
-  const RegisterCompression register_compression =
-      [&group](uint64_t id, const dapq::v1::CompressionOptions& c) { group.Register(id, c); };
   std::map<uint64_t, std::shared_ptr<RequestChannel>> ids;
+  // A finished request's last event; its session-less sequence's next position is reported.
+  const auto deliver = [&](const FinishedRequest& f) {
+    group.Unregister(f.id);
+    auto it = ids.find(f.id);
+    if (it == ids.end()) return;
+    const int generated = f.result.ok() ? static_cast<int>(f.result->tokens.size()) : 0;
+    const int next = f.result.ok() ? f.result->prompt_tokens + std::max(generated - 1, 0) : 0;
+    Complete(*it->second, f.start, f.result, next);
+    ids.erase(it);
+  };
   std::shared_ptr<RequestChannel> session_turn;  // waits for the batch to drain
   auto last_gather = std::chrono::steady_clock::now();
   while (true) {
@@ -247,20 +267,14 @@ absl::Status GroupDriver::RunBatched() {
       for (auto& channel : taken) Complete(*channel, std::chrono::steady_clock::now(), closing, 0);
       if (session_turn) Complete(*session_turn, std::chrono::steady_clock::now(), closing, 0);
       while (!scheduler.idle()) {
-        for (FinishedRequest& f : scheduler.RunStep()) {
-          group.Unregister(f.id);
-          Complete(*ids[f.id], f.start, f.result, 0);
-          ids.erase(f.id);
-        }
+        for (const FinishedRequest& f : scheduler.RunStep()) deliver(f);
       }
       FailQueued(closing);
       dapq::v1::GroupCommand command;
       command.set_kind(dapq::v1::GroupCommand::SHUTDOWN);
       return SendCommand(command);
     }
-    for (auto& channel : taken) {
-      AddToBatch(std::move(channel), scheduler, ids, register_compression);
-    }
+    for (auto& channel : taken) AddToBatch(std::move(channel), scheduler, ids, group);
     if (scheduler.idle()) {
       // A session's turn (alone, the lock-step way: every rank runs GENERATE, then gathers), or
       // an idle ping.
@@ -289,15 +303,7 @@ absl::Status GroupDriver::RunBatched() {
       wm.OnPreemptions("swap", swapped);
       wm.OnPreemptions("recompute", scheduler.preemptions() - preempted_before - swapped);
     }
-    for (FinishedRequest& f : finished) {
-      group.Unregister(f.id);
-      auto it = ids.find(f.id);
-      if (it == ids.end()) continue;
-      const int generated = f.result.ok() ? static_cast<int>(f.result->tokens.size()) : 0;
-      const int next = f.result.ok() ? f.result->prompt_tokens + std::max(generated - 1, 0) : 0;
-      Complete(*it->second, f.start, f.result, next);
-      ids.erase(it);
-    }
+    for (const FinishedRequest& f : finished) deliver(f);
     active_.store(scheduler.running());
     waiting_.store(scheduler.waiting());
     // KV usage for Status(): when the batch drains, and at least every idle_ping under load.
@@ -330,27 +336,17 @@ absl::Status GroupDriver::RunBatchOp(const dapq::v1::BatchOp& op) {
 
 bool GroupDriver::Serve(RequestChannel& channel) {
   bool sent = false;
-  StreamEvent done;
-  done.done = true;
   const auto start = std::chrono::steady_clock::now();
-  if (channel.cancelled()) {
-    done.status = absl::CancelledError("cancelled while queued");
-    channel.Push(std::move(done));
-    return false;
-  }
+  if (AnswerIfCancelled(channel)) return false;
   active_.store(1);
   const dapq::v1::GenerateRequest& request = channel.request();
   const Session* session =
       request.session_id().empty() ? nullptr : FindSession(request.session_id());
   const int next_position = session != nullptr ? static_cast<int>(session->tokens.size()) : 0;
+  GenerateOptions options;
   absl::StatusOr<std::vector<int>> prompt =
-      PromptTokens(request, tokenizer_, engine_->config().vocab_size, session != nullptr);
+      PreparePrompt(request, /*continuing=*/session != nullptr, next_position, &options);
   absl::Status status = prompt.status();
-  if (status.ok()) {
-    const GenerateOptions options = *ToGenerateOptions(request);  // validated by Submit
-    status = CheckContext(prompt->size(), options.max_new_tokens, next_position,
-                          engine_->config().max_seq_len);
-  }
   if (status.ok()) {
     dapq::v1::GroupCommand command;
     command.set_kind(dapq::v1::GroupCommand::GENERATE);
@@ -448,18 +444,8 @@ absl::StatusOr<GenerateResult> GroupDriver::Execute(const dapq::v1::GenerateRequ
     owned = engine_->NewSequence();
   }
   if (seq == nullptr) seq = owned.get();
-  int prev = prompt.back();
   std::function<bool(int)> on_token;
-  if (channel != nullptr) {
-    on_token = [&](int token) {
-      StreamEvent event;
-      event.token = token;
-      if (tokenizer_ != nullptr) event.text = tokenizer_->Decode(prev, token);
-      prev = token;
-      channel->Push(std::move(event));
-      return !channel->cancelled();
-    };
-  }
+  if (channel != nullptr) on_token = StreamTo(channel, prompt.back());
   absl::StatusOr<GenerateResult> result = engine_->Continue(*seq, prompt, options, on_token);
   *next_position = seq->next_position();
   if (!id.empty()) {

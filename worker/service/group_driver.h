@@ -30,6 +30,7 @@
 #include "kvstore/kv_store.h"
 #include "worker/comm/communicator.h"
 #include "worker/engine.h"
+#include "worker/service/group_batch_ops.h"
 #include "worker/service/request_channel.h"
 #include "worker/service/scheduler.h"
 #include "worker/service/worker_metrics.h"
@@ -105,12 +106,17 @@ class GroupDriver {
   // RunDriver with continuous batching (in-process groups).
   absl::Status RunBatched();
   // Queues `channel`'s request in `scheduler` (or answers it at once when it is cancelled or
-  // invalid); `ids` maps scheduler ids to channels.
-  using RegisterCompression =
-      std::function<void(uint64_t id, const dapq::v1::CompressionOptions& compression)>;
+  // invalid); `ids` maps scheduler ids to channels; `group` learns its compression options.
   void AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler& scheduler,
-                  std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids,
-                  const RegisterCompression& register_compression);
+                  std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids, GroupBatchOps& group);
+  // Answers a request cancelled while it waited in the queue; true when it did.
+  static bool AnswerIfCancelled(RequestChannel& channel);
+  // The request's prompt as token ids and its options, within the context from `next_position`.
+  absl::StatusOr<std::vector<int>> PreparePrompt(const dapq::v1::GenerateRequest& request,
+                                                 bool continuing, int next_position,
+                                                 GenerateOptions* options) const;
+  // Streams each sampled token (and its text after `prev`) to `channel`; false once cancelled.
+  std::function<bool(int)> StreamTo(RequestChannel* channel, int prev) const;
   // Followers: runs one operation of rank 0's continuous batch on this rank's sequences.
   absl::Status RunBatchOp(const dapq::v1::BatchOp& op);
   // Rank 0 of a batching group: a NOOP to the other ranks, then the KV usage gather they run

@@ -1,13 +1,15 @@
 // File: worker/service/scheduler.cc
 // Scheduler: admission against the KV pool, step planning (decode first, prompt chunks after),
-// sampling and stop conditions per request, preemption by recompute.
+// sampling and stop conditions per request, preemption by swap or recompute.
 #include "worker/service/scheduler.h"
 
 #include <algorithm>
 #include <limits>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/service/request_options.h"
 
 namespace dapq::worker::service {
 namespace {
@@ -53,11 +55,14 @@ long Scheduler::BlocksFor(const Entry& e) const {
   return per_head * c.n_layers * (c.n_kv_heads / engine_->options().tp);
 }
 
+long Scheduler::UsableBlocks() const {
+  const long cap = engine_->kv_pool(0).max_blocks();
+  return cap - static_cast<long>(options_.free_block_watermark * static_cast<double>(cap));
+}
+
 long Scheduler::FreeBlocks() const {
   const KvBlockPool& pool = engine_->kv_pool(0);
-  const long cap = pool.max_blocks();
-  if (cap == 0) return std::numeric_limits<long>::max();
-  const long keep = static_cast<long>(options_.free_block_watermark * static_cast<double>(cap));
+  if (pool.max_blocks() == 0) return std::numeric_limits<long>::max();
   // What the pool really has free (sequences outside the scheduler, such as sessions, hold
   // blocks too), less what the running sequences reserved and have not taken yet.
   long outstanding = 0;
@@ -67,37 +72,28 @@ long Scheduler::FreeBlocks() const {
         seq != nullptr ? static_cast<long>(seq->cache(0).bytes() / pool.block_bytes()) : 0;
     outstanding += std::max(0L, e->reserved_blocks - held);
   }
-  return cap - keep - pool.blocks_in_use() - outstanding;
+  return UsableBlocks() - pool.blocks_in_use() - outstanding;
 }
 
 absl::Status Scheduler::Add(ScheduledRequest request) {
   DAPQ_RETURN_IF_ERROR(options_.Validate());
   DAPQ_RETURN_IF_ERROR(request.options.Validate());
   if (request.prompt.empty()) return absl::InvalidArgumentError("scheduler: empty prompt");
-  const long total = static_cast<long>(request.prompt.size()) + request.options.max_new_tokens;
-  if (total > engine_->config().max_seq_len) {
-    return absl::OutOfRangeError(
-        absl::StrCat("prompt of ", request.prompt.size(),
-                     " tokens + max_new_tokens=", request.options.max_new_tokens,
-                     " exceeds the context limit ", engine_->config().max_seq_len));
-  }
+  DAPQ_RETURN_IF_ERROR(CheckContext(request.prompt.size(), request.options.max_new_tokens,
+                                    /*next_position=*/0, engine_->config().max_seq_len));
   if (request.start == std::chrono::steady_clock::time_point{}) {
     request.start = std::chrono::steady_clock::now();
   }
   auto e = std::make_unique<Entry>();
   e->feed = request.prompt;
-  e->started = request.start;
+  e->result.prompt_tokens = static_cast<int>(request.prompt.size());
   e->request = std::move(request);
   const long cap = engine_->kv_pool(0).max_blocks();
-  if (cap > 0) {
-    const long usable =
-        cap - static_cast<long>(options_.free_block_watermark * static_cast<double>(cap));
-    if (BlocksFor(*e) > usable) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "kv pool: the request needs ", BlocksFor(*e), " blocks per rank (prompt ", e->feed.size(),
-          " + max_new_tokens ", e->request.options.max_new_tokens,
-          " tokens), more than the pool's ", usable, " usable blocks (kv_pool_blocks=", cap, ")"));
-    }
+  if (const long need = BlocksFor(*e); cap > 0 && need > UsableBlocks()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "kv pool: the request needs ", need, " blocks per rank (prompt ", e->feed.size(),
+        " + max_new_tokens ", e->request.options.max_new_tokens, " tokens), more than the pool's ",
+        UsableBlocks(), " usable blocks (kv_pool_blocks=", cap, ")"));
   }
   waiting_.push_back(std::move(e));
   return absl::OkStatus();
@@ -114,8 +110,9 @@ FinishedRequest Scheduler::Finish(Entry& e, absl::Status status) {
     e.result.kv_used_bytes = seq->kv_used_bytes();
     e.result.kv_allocated_bytes = seq->kv_allocated_bytes();
   }
-  if (!e.result.tokens.empty())
-    e.result.decode_seconds = SecondsSince(e.started) - e.result.prefill_seconds;
+  if (!e.result.tokens.empty()) {
+    e.result.decode_seconds = SecondsSince(e.request.start) - e.result.prefill_seconds;
+  }
   f.result = status.ok() ? absl::StatusOr<GenerateResult>(e.result)
                          : absl::StatusOr<GenerateResult>(status);
   e.reserved_blocks = 0;
@@ -124,7 +121,7 @@ FinishedRequest Scheduler::Finish(Entry& e, absl::Status status) {
 }
 
 bool Scheduler::Accept(Entry& e, int token) {
-  if (e.result.tokens.empty()) e.result.prefill_seconds = SecondsSince(e.started);
+  if (e.result.tokens.empty()) e.result.prefill_seconds = SecondsSince(e.request.start);
   const bool keep_going = e.request.on_token ? e.request.on_token(token) : true;
   e.result.tokens.push_back(token);
   const auto& stops = engine_->config().stop_token_ids;
@@ -168,7 +165,9 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
         running_.push_back(std::move(owned));
         continue;
       }
-      // The saved KV is lost (a block failed verification): recompute instead.
+      // The saved KV is lost (a block failed verification): recompute instead, from a sequence
+      // every rank starts afresh (a rank whose own swap-in failed differently drops what it has).
+      ops_->Release(e.request.id).IgnoreError();
       PrepareRecompute(e);
     }
     e.fed = 0;
@@ -202,7 +201,6 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
         }
       }
     }
-    e.result.prompt_tokens = static_cast<int>(e.request.prompt.size());
     running_.push_back(std::move(owned));
   }
 }
@@ -222,8 +220,8 @@ void Scheduler::PreemptNewest() {
     waiting_.push_front(std::move(victim));
     return;
   }
-  FinishedRequest dropped = Finish(*victim, absl::OkStatus());  // releases its blocks
-  (void)dropped;
+  victim->reserved_blocks = 0;
+  ReleaseSequence(*victim);  // its blocks go back to the pool
   PrepareRecompute(*victim);
   waiting_.push_front(std::move(victim));
 }
@@ -291,8 +289,7 @@ std::vector<FinishedRequest> Scheduler::RunStep() {
     running_.clear();
     return finished;
   }
-  const int vocab = engine_->config().vocab_size;
-  std::vector<float> row(vocab);
+  const size_t vocab = static_cast<size_t>(engine_->config().vocab_size);
   std::vector<Entry*> done;
   for (size_t b = 0; b < members.size(); ++b) {
     Entry& e = *members[b];
@@ -305,8 +302,10 @@ std::vector<FinishedRequest> Scheduler::RunStep() {
         continue;
       }
     }
-    std::copy_n(&logits[b * vocab], vocab, row.begin());
-    if (Accept(e, e.sampler->Sample(row))) done.push_back(&e);
+    // Each row is sampled once; the sampler may overwrite it in place.
+    if (Accept(e, e.sampler->Sample(std::span<float>(logits).subspan(b * vocab, vocab)))) {
+      done.push_back(&e);
+    }
   }
   for (Entry* e : done) {
     finished.push_back(Finish(*e, absl::OkStatus()));

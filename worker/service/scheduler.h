@@ -106,13 +106,14 @@ class Scheduler {
     size_t fed = 0;
     int next = -1;  // the sampled token to feed next
     GenerateResult result;
-    std::chrono::steady_clock::time_point started;
     bool cancelled = false;
     bool swapped = false;  // its KV waits in the store
     int preemptions = 0;
     long reserved_blocks = 0;
   };
   long BlocksFor(const Entry& e) const;
+  // Capped pools: the pool's blocks less the free watermark.
+  long UsableBlocks() const;
   long FreeBlocks() const;
   // Moves waiting requests that fit into the batch; compressed ones are prefilled here.
   void Admit(std::vector<FinishedRequest>& finished);

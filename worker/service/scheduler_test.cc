@@ -241,6 +241,31 @@ TEST(SchedulerPoolTest, SwapWithoutAStoreFallsBackToRecompute) {
   EXPECT_EQ(run.swaps, 0);
 }
 
+// Requests that finish on admission (a compressed prompt whose one token comes from its own
+// prefill, or max_new_tokens 0) still report their prompt length.
+TEST(SchedulerStopTest, RequestsFinishedOnAdmissionReportTheirPrompt) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), EngineOptions()));
+  const std::vector<Case> cases = Cases(engine->config());
+  Scheduler scheduler(engine.get(), SchedulerOptions());
+  for (int max_new : {1, 0}) {
+    ScheduledRequest r;
+    r.id = static_cast<uint64_t>(max_new);
+    r.prompt = cases[1].prompt;  // compressed
+    r.options = cases[1].options;
+    r.options.max_new_tokens = max_new;
+    ASSERT_THAT(scheduler.Add(std::move(r)), IsOk());
+  }
+  const std::vector<FinishedRequest> finished = scheduler.RunStep();
+  ASSERT_EQ(finished.size(), 2u);
+  for (const FinishedRequest& f : finished) {
+    ASSERT_TRUE(f.result.ok()) << f.result.status();
+    EXPECT_EQ(f.result->prompt_tokens, static_cast<int>(cases[1].prompt.size()));
+    EXPECT_EQ(f.result->tokens.size(), f.id);
+  }
+  EXPECT_TRUE(scheduler.idle());
+  EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
+}
+
 TEST(SchedulerStopTest, CancelAndDeadlineOfOneLeaveTheOthersUnchanged) {
   ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), EngineOptions()));
   const std::vector<Case> cases = Cases(engine->config());

@@ -91,9 +91,8 @@ absl::Status RunWorker(const WorkerFlags& f) {
     peer_service = std::make_unique<kvstore::KvPeerService>(peer_tier.get());
     grpc::ServerBuilder peer_builder;
     peer_builder.AddListeningPort(f.kv_peer_listen, grpc::InsecureServerCredentials(), &peer_port);
-    peer_builder.SetMaxReceiveMessageSize(
-        static_cast<int>(kvstore::kMaxPeerBlockBytes + (1 << 20)));
-    peer_builder.SetMaxSendMessageSize(static_cast<int>(kvstore::kMaxPeerBlockBytes + (1 << 20)));
+    peer_builder.SetMaxReceiveMessageSize(kvstore::kMaxPeerMessageBytes);
+    peer_builder.SetMaxSendMessageSize(kvstore::kMaxPeerMessageBytes);
     peer_builder.RegisterService(peer_service.get());
     peer_server = peer_builder.BuildAndStart();
     if (peer_server == nullptr || peer_port == 0) {
