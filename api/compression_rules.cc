@@ -86,16 +86,17 @@ absl::Status ValidateCompressionOptions(const dapq::v1::CompressionOptions& o) {
   };
   if (absl::Status s = check_name("method", o.method(), kMethodNames); !s.ok()) return s;
   if (o.method().empty() || o.method() == "full") return absl::OkStatus();
-  const std::pair<absl::string_view,
-                  std::pair<const std::string*, std::span<const absl::string_view>>>
-      named[] = {{"content", {&o.content(), kContentNames}},
-                 {"positions", {&o.positions(), kPositionsNames}},
-                 {"pool", {&o.pool(), kPoolNames}},
-                 {"allocator", {&o.allocator(), kAllocatorNames}},
-                 {"storage", {&o.storage(), kStorageNames}},
-                 {"mode", {&o.mode(), kDapqModeNames}}};
-  for (const auto& [field, value] : named) {
-    if (absl::Status s = check_name(field, *value.first, value.second); !s.ok()) return s;
+  struct Named {
+    absl::string_view field;
+    const std::string& value;
+    std::span<const absl::string_view> names;
+  };
+  const Named named[] = {
+      {"content", o.content(), kContentNames}, {"positions", o.positions(), kPositionsNames},
+      {"pool", o.pool(), kPoolNames},          {"allocator", o.allocator(), kAllocatorNames},
+      {"storage", o.storage(), kStorageNames}, {"mode", o.mode(), kDapqModeNames}};
+  for (const Named& n : named) {
+    if (absl::Status s = check_name(n.field, n.value, n.names); !s.ok()) return s;
   }
   // Optional fields that are set hold explicit values: -1 (a config's "method default") is out
   // of range here.

@@ -33,8 +33,8 @@ absl::StatusOr<std::unique_ptr<GrpcPeerTier>> GrpcPeerTier::Create(
 GrpcPeerTier::GrpcPeerTier(const GrpcPeerTierOptions& options)
     : IndexedTier(options.tier), options_(options) {
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(static_cast<int>(kMaxPeerBlockBytes + (1 << 20)));
-  args.SetMaxSendMessageSize(static_cast<int>(kMaxPeerBlockBytes + (1 << 20)));
+  args.SetMaxReceiveMessageSize(kMaxPeerMessageBytes);
+  args.SetMaxSendMessageSize(kMaxPeerMessageBytes);
   stub_ = dapq::v1::KvPeer::NewStub(
       grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args));
 }

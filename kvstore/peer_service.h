@@ -12,6 +12,8 @@
 namespace dapq::kvstore {
 
 inline constexpr size_t kMaxPeerBlockBytes = 64ull << 20;
+// gRPC message limit of both ends of KvPeer: a block plus room for the key and framing.
+inline constexpr int kMaxPeerMessageBytes = static_cast<int>(kMaxPeerBlockBytes + (1 << 20));
 
 class KvPeerService final : public dapq::v1::KvPeer::Service {
  public:

@@ -107,28 +107,31 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
   int m = 0;
   for (size_t s = 0; s < slices.size(); ++s) {
     const BatchSlice& slice = slices[s];
-    const std::string where =
-        slices.size() > 1 ? absl::StrCat("forward: sequence ", s, ": ") : std::string("forward: ");
-    if (slice.tokens.empty()) return absl::InvalidArgumentError(where + "no tokens");
-    if (slice.cache == nullptr) return absl::InvalidArgumentError(where + "no cache");
+    // Built only for an error: this loop runs on every forward pass.
+    const auto where = [&] {
+      return slices.size() > 1 ? absl::StrCat("forward: sequence ", s, ": ")
+                               : std::string("forward: ");
+    };
+    if (slice.tokens.empty()) return absl::InvalidArgumentError(where() + "no tokens");
+    if (slice.cache == nullptr) return absl::InvalidArgumentError(where() + "no cache");
     for (size_t other = 0; other < s; ++other) {
       if (slices[other].cache == slice.cache) {
         return absl::InvalidArgumentError(
-            absl::StrCat(where, "the same cache as sequence ", other));
+            absl::StrCat(where(), "the same cache as sequence ", other));
       }
     }
     if (slice.positions.size() != slice.tokens.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, slice.tokens.size(), " tokens but ",
+      return absl::InvalidArgumentError(absl::StrCat(where(), slice.tokens.size(), " tokens but ",
                                                      slice.positions.size(), " positions"));
     }
     for (size_t i = 0; i < slice.tokens.size(); ++i) {
       if (slice.tokens[i] < 0 || slice.tokens[i] >= c_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(where, "token id ", slice.tokens[i],
+        return absl::InvalidArgumentError(absl::StrCat(where(), "token id ", slice.tokens[i],
                                                        " at index ", i, " outside [0, ",
                                                        c_.vocab_size, ")"));
       }
       if (slice.positions[i] < 0 || slice.positions[i] >= c_.max_seq_len) {
-        return absl::OutOfRangeError(absl::StrCat(where, "position ", slice.positions[i],
+        return absl::OutOfRangeError(absl::StrCat(where(), "position ", slice.positions[i],
                                                   " outside the context [0, ", c_.max_seq_len,
                                                   ")"));
       }

@@ -24,6 +24,9 @@ using ::testing::HasSubstr;
 
 // The address `dapq serve` writes to its cluster file (waiting for the file is bounded by serve
 // exiting).
+// The file `dapq serve` writes its address and pids to (StartServe passes --cluster_file).
+std::string ClusterFile(const std::string& dir) { return dir + "/cluster.json"; }
+
 std::string ServeAddress(launcher::ChildProcess& serve, const std::string& cluster_file) {
   std::string address;
   for (int i = 0; i < 600 && address.empty(); ++i) {
@@ -46,7 +49,7 @@ absl::StatusOr<launcher::ChildProcess> StartServe(const std::string& dir,
                                    "--port",         "0",
                                    "--metrics_port", "0",
                                    "--work_dir",     dir + "/work",
-                                   "--cluster_file", dir + "/cluster.json"};
+                                   "--cluster_file", ClusterFile(dir)};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return launcher::ChildProcess::Start(argv, dir + "/serve.log");
 }
@@ -54,7 +57,7 @@ absl::StatusOr<launcher::ChildProcess> StartServe(const std::string& dir,
 TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
   const std::string dir = testing::MakeTempDir("serve_cli");
   const std::string dapq = DAPQ_BINARY;
-  const std::string cluster_file = dir + "/cluster.json";
+  const std::string cluster_file = ClusterFile(dir);
   // Port 0 lets serve pick; the address is read from the cluster file (written at start).
   auto serve = StartServe(dir);
   ASSERT_TRUE(serve.ok()) << serve.status();
@@ -170,7 +173,7 @@ TEST(ServeCliTest, SessionsThroughARedisRemoteTierContinueIdentically) {
   const std::string url = absl::StrCat("redis://127.0.0.1:", (*redis)->port());
   const std::string dir = testing::MakeTempDir("serve_redis");
   const std::string dapq = DAPQ_BINARY;
-  const std::string cluster_file = dir + "/cluster.json";
+  const std::string cluster_file = ClusterFile(dir);
   auto serve = StartServe(dir, {"--kv_device_kib", "4", "--kv_host_kib", "4", "--kv_disk_mib", "0",
                                 "--kv_remote", url});
   ASSERT_TRUE(serve.ok()) << serve.status();
