@@ -255,13 +255,13 @@ struct AttentionInputs {
 };
 
 // The same inputs with K/V paged as the engine's KV cache holds them (worker/kv_cache.h): blocks
-// of kTokensPerBlock slots in a key pool and a value pool, read through [kv_heads, blocks] block
-// tables. Blocks lie in table order (as a prefill allocates them) or, with `shuffled`, at
+// of kTokensPerBlock slots (keys then values) in one pool, read through [kv_heads, blocks] tables
+// of block ids. Blocks lie in table order (as a prefill allocates them) or, with `shuffled`, at
 // random places (the worst case).
 struct PagedAttentionInputs : AttentionInputs {
   static constexpr int kTokensPerBlock = 16;
-  std::vector<float> k_pool, v_pool;
-  std::vector<const float*> k_table, v_table;
+  std::vector<float> pool;
+  std::vector<int32_t> table;
 
   PagedAttentionInputs(int q_tokens, int kv_len, bool shuffled)
       : AttentionInputs(q_tokens, kv_len) {
@@ -271,28 +271,28 @@ struct PagedAttentionInputs : AttentionInputs {
     std::vector<int> place(total);
     std::iota(place.begin(), place.end(), 0);
     if (shuffled) std::shuffle(place.begin(), place.end(), std::mt19937_64(14));
-    k_pool.assign(block_elems * total, 0.0f);
-    v_pool.assign(block_elems * total, 0.0f);
-    k_table.resize(total);
-    v_table.resize(total);
+    pool.assign(2 * block_elems * total, 0.0f);
+    table.resize(total);
     for (int h = 0; h < kKvHeads; ++h) {
       for (int b = 0; b < blocks; ++b) {
         const int e = h * blocks + b;
         const long src = static_cast<long>(h) * kv_len * kHeadDim + b * block_elems;
         const size_t n =
             static_cast<size_t>(std::min(kTokensPerBlock, kv_len - b * kTokensPerBlock)) * kHeadDim;
-        float* kd = k_pool.data() + block_elems * place[e];
-        float* vd = v_pool.data() + block_elems * place[e];
+        float* kd = pool.data() + 2 * block_elems * place[e];
+        float* vd = kd + block_elems;
         std::copy_n(k.data() + src, n, kd);
         std::copy_n(v.data() + src, n, vd);
-        k_table[e] = kd;
-        v_table[e] = vd;
+        table[e] = place[e];
       }
     }
     params.k = params.v = nullptr;
     params.kv_head_stride = 0;
-    params.k_blocks = k_table.data();
-    params.v_blocks = v_table.data();
+    params.block_table = table.data();
+    params.k_pool = pool.data();
+    params.v_pool = pool.data() + block_elems;
+    params.block_stride = static_cast<long>(2 * block_elems);
+    params.pool_blocks = total;
     params.tokens_per_block = kTokensPerBlock;
     params.blocks_per_head = blocks;
   }

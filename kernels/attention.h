@@ -21,12 +21,16 @@ namespace dapq::kernels {
 // kv_lens (optional, [kv_heads]): a valid length per KV head, overriding kv_len — compressed
 // caches in per-head storage hold a different number of slots per head.
 //
-// Paged K/V (k_blocks set; k, v and kv_head_stride are then unused): every KV head reads its
-// slots through a block table. k_blocks and v_blocks are [kv_heads, blocks_per_head] arrays of
-// block pointers (row h is KV head h's table); a block holds tokens_per_block (a power of two)
-// consecutive slots as a contiguous [tokens_per_block, head_dim] array, so slot s of head h is
-//   k_blocks[h * blocks_per_head + s / tokens_per_block] + (s % tokens_per_block) * head_dim.
-// Entries past a head's last needed block (ceil(len / tokens_per_block)) are not read. The
+// Paged K/V (block_table set; k, v and kv_head_stride are then unused): every KV head reads its
+// slots through a table of block ids into a pool (kvstore/block_pool.h's arena: ids, not
+// pointers, so the same tables serve a GPU copy of the pool). block_table is [kv_heads,
+// blocks_per_head] (row h is KV head h's table); block b holds tokens_per_block (a power of two)
+// consecutive slots as contiguous [tokens_per_block, head_dim] keys at k_pool + b * block_stride
+// and values at v_pool + b * block_stride, so slot s of head h's keys are at
+//   k_pool + block_table[h * blocks_per_head + s / tokens_per_block] * block_stride
+//          + (s % tokens_per_block) * head_dim.
+// Ids lie in [0, pool_blocks). Entries past a head's last needed block (ceil(len /
+// tokens_per_block)) are not read. The
 // result is bit-identical to the contiguous layout holding the same slots, for any block size:
 // prefill gathers blocks into its key tiles, decode walks them in slot order, and both keep the
 // contiguous summation order.
@@ -39,8 +43,11 @@ struct AttentionParams {
   long kv_head_stride = 0;
   int kv_len = 0;
   const int32_t* kv_lens = nullptr;
-  const float* const* k_blocks = nullptr;
-  const float* const* v_blocks = nullptr;
+  const int32_t* block_table = nullptr;
+  const float* k_pool = nullptr;
+  const float* v_pool = nullptr;
+  long block_stride = 0;  // elements from block id b to b + 1
+  long pool_blocks = 0;
   int tokens_per_block = 0;
   int blocks_per_head = 0;
   float* out = nullptr;

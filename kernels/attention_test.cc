@@ -125,20 +125,18 @@ void CheckPaged(AttentionParams p, int tokens_per_block, bool decode, uint64_t s
         std::max(blocks_per_head, (KvLength(p, h) + tokens_per_block - 1) / tokens_per_block);
   }
   const int num_blocks = p.kv_heads * blocks_per_head;
-  std::vector<int> order(num_blocks);  // table entry -> physical block
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), std::mt19937_64(seed));
+  std::vector<int32_t> table(num_blocks);  // table entry -> block id
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937_64(seed));
+  // The pool as the KV block pool lays it out: block b's keys, then its values, at b * stride.
   const size_t block_elems = static_cast<size_t>(tokens_per_block) * d;
-  std::vector<float> k_pool = Random(num_blocks * block_elems, seed + 7);  // junk past the ends
-  std::vector<float> v_pool = Random(num_blocks * block_elems, seed + 8);
-  std::vector<const float*> k_table(num_blocks), v_table(num_blocks);
+  const long stride = static_cast<long>(2 * block_elems);
+  std::vector<float> pool = Random(num_blocks * 2 * block_elems, seed + 7);  // junk past the ends
   for (int h = 0; h < p.kv_heads; ++h) {
     for (int b = 0; b < blocks_per_head; ++b) {
       const int entry = h * blocks_per_head + b;
-      float* kb = k_pool.data() + order[entry] * block_elems;
-      float* vb = v_pool.data() + order[entry] * block_elems;
-      k_table[entry] = kb;
-      v_table[entry] = vb;
+      float* kb = pool.data() + table[entry] * stride;
+      float* vb = kb + block_elems;
       const int begin = b * tokens_per_block;
       const int n = std::min(tokens_per_block, KvLength(p, h) - begin);
       if (n <= 0) continue;
@@ -151,8 +149,11 @@ void CheckPaged(AttentionParams p, int tokens_per_block, bool decode, uint64_t s
   AttentionParams paged = p;
   paged.k = paged.v = nullptr;
   paged.kv_head_stride = 0;
-  paged.k_blocks = k_table.data();
-  paged.v_blocks = v_table.data();
+  paged.block_table = table.data();
+  paged.k_pool = pool.data();
+  paged.v_pool = pool.data() + block_elems;
+  paged.block_stride = stride;
+  paged.pool_blocks = num_blocks;
   paged.tokens_per_block = tokens_per_block;
   paged.blocks_per_head = blocks_per_head;
   std::vector<float> out(expected.size(), -7.0f);
@@ -205,27 +206,35 @@ TEST(AttentionTest, PagedMatchesContiguousBitForBit) {
 }
 
 TEST(AttentionTest, PagedRejectsBadTables) {
-  float x = 0;
-  const float* table[2] = {&x, nullptr};
+  float x[32] = {};
+  const int32_t table[2] = {0, 5};
   AttentionParams p;
   p.q_tokens = 1;
   p.q_heads = p.kv_heads = 1;
   p.head_dim = 4;
-  p.q = &x;
-  p.out = &x;
+  p.q = x;
+  p.out = x;
   p.q_stride = p.out_stride = 4;
   p.kv_len = 3;
-  p.k_blocks = p.v_blocks = table;
+  p.block_table = table;
+  p.k_pool = p.v_pool = x;
+  p.pool_blocks = 4;
   p.tokens_per_block = 3;
+  p.block_stride = 12;
   p.blocks_per_head = 2;
   EXPECT_THAT(AttentionDecode(p),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("power of two")));
   p.tokens_per_block = 1;
+  p.block_stride = 4;
   EXPECT_THAT(AttentionDecode(p), StatusIs(absl::StatusCode::kInvalidArgument,
                                            ::testing::HasSubstr("blocks_per_head")));
   p.tokens_per_block = 2;
   EXPECT_THAT(AttentionDecode(p),
-              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("null block 1")));
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("block_stride=4")));
+  p.block_stride = 8;
+  EXPECT_THAT(AttentionDecode(p),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::HasSubstr("block id 5 (entry 1 of KV head 0) outside")));
 }
 
 TEST(AttentionTest, RejectsBadShapes) {

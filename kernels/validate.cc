@@ -72,13 +72,17 @@ absl::Status ValidateAttention(const AttentionParams& p) {
   if (p.q_heads % p.kv_heads != 0)
     return Bad("Attention",
                absl::StrCat("q_heads=", p.q_heads, " not a multiple of kv_heads=", p.kv_heads));
-  const bool paged = p.k_blocks != nullptr;
-  if (!p.q || !p.out || (paged ? !p.v_blocks : (!p.k || !p.v))) {
+  const bool paged = p.block_table != nullptr;
+  if (!p.q || !p.out || (paged ? (!p.k_pool || !p.v_pool) : (!p.k || !p.v))) {
     return Bad("Attention", "null pointer");
   }
   if (paged && (p.tokens_per_block <= 0 || (p.tokens_per_block & (p.tokens_per_block - 1)) != 0)) {
     return Bad("Attention",
                absl::StrCat("tokens_per_block=", p.tokens_per_block, " not a power of two"));
+  }
+  if (paged && p.block_stride < static_cast<long>(p.tokens_per_block) * p.head_dim) {
+    return Bad("Attention",
+               absl::StrCat("block_stride=", p.block_stride, " < tokens_per_block x head_dim"));
   }
   for (int h = 0; h < p.kv_heads; ++h) {
     const int len = KvLength(p, h);
@@ -95,8 +99,10 @@ absl::Status ValidateAttention(const AttentionParams& p) {
       const long first = static_cast<long>(h) * p.blocks_per_head;
       const int needed = (len + p.tokens_per_block - 1) / p.tokens_per_block;
       for (int b = 0; b < needed; ++b) {
-        if (p.k_blocks[first + b] == nullptr || p.v_blocks[first + b] == nullptr) {
-          return Bad("Attention", absl::StrCat("null block ", b, " of KV head ", h));
+        const int32_t id = p.block_table[first + b];
+        if (id < 0 || id >= p.pool_blocks) {
+          return Bad("Attention", absl::StrCat("block id ", id, " (entry ", b, " of KV head ", h,
+                                               ") outside the pool's ", p.pool_blocks, " blocks"));
         }
       }
     } else if (p.kv_heads > 1 && p.kv_head_stride < static_cast<long>(len) * p.head_dim) {

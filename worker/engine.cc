@@ -26,7 +26,7 @@ absl::Status EngineOptions::Validate(const ModelConfig& config) const {
         absl::StrCat("prefill_chunk=", prefill_chunk, " must be >= 1"));
   }
   DAPQ_RETURN_IF_ERROR(
-      KvBlockPool::Create(config.head_dim, kv_tokens_per_block, kv_max_blocks).status());
+      kvstore::BlockPool::Create(config.head_dim, kv_tokens_per_block, kv_max_blocks).status());
   return MakeRankShard(config, 0, tp).status();
 }
 
@@ -77,8 +77,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Mod
   DAPQ_ASSIGN_OR_RETURN(engine->comms_, CreateInProcessGroup(options.tp));
   for (int r = 0; r < options.tp; ++r) {
     DAPQ_ASSIGN_OR_RETURN(RankShard shard, MakeRankShard(model->config, r, options.tp));
-    DAPQ_ASSIGN_OR_RETURN(auto pool,
-                          KvBlockPool::Create(model->config.head_dim, options.kv_tokens_per_block,
+    DAPQ_ASSIGN_OR_RETURN(
+        auto pool, kvstore::BlockPool::Create(model->config.head_dim, options.kv_tokens_per_block,
                                               options.kv_max_blocks));
     engine->ranks_.push_back(
         std::make_unique<RankModel>(*model, shard, engine->comms_[r].get(), std::move(pool)));
@@ -107,8 +107,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::CreateRank(
   std::unique_ptr<Engine> engine(new Engine(model, options));
   engine->first_rank_ = rank;
   engine->comms_.push_back(std::move(comm));
-  DAPQ_ASSIGN_OR_RETURN(auto pool,
-                        KvBlockPool::Create(model->config.head_dim, options.kv_tokens_per_block,
+  DAPQ_ASSIGN_OR_RETURN(
+      auto pool, kvstore::BlockPool::Create(model->config.head_dim, options.kv_tokens_per_block,
                                             options.kv_max_blocks));
   engine->ranks_.push_back(
       std::make_unique<RankModel>(*model, shard, engine->comms_[0].get(), std::move(pool)));

@@ -141,7 +141,7 @@ class Engine {
   const EngineOptions& options() const { return options_; }
   bool is_driver() const { return first_rank_ == 0; }  // holds rank 0 (true in-process)
   // The paged KV block pool of local rank `local_rank` (usage figures for metrics and status).
-  const KvBlockPool& kv_pool(int local_rank) const { return ranks_[local_rank]->kv_pool(); }
+  const kvstore::BlockPool& kv_pool(int local_rank) const { return ranks_[local_rank]->kv_pool(); }
   int first_rank() const { return first_rank_; }  // global rank of this engine's first local rank
   int local_ranks() const { return static_cast<int>(ranks_.size()); }
 

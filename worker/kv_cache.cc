@@ -1,91 +1,18 @@
 // File: worker/kv_cache.cc
-// The KV block pool, and KvCache's block tables, slot bookkeeping and compaction.
+// KvCache's block tables, slot bookkeeping, copy-on-write and compaction.
 #include "worker/kv_cache.h"
 
 #include <algorithm>
 #include <cstring>
-#include <new>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
+#include "common/status_macros.h"
 
 namespace dapq::worker {
 
-absl::StatusOr<std::shared_ptr<KvBlockPool>> KvBlockPool::Create(int head_dim, int tokens_per_block,
-                                                                 long max_blocks) {
-  if (head_dim <= 0) return absl::InvalidArgumentError(absl::StrCat("head_dim=", head_dim));
-  if (tokens_per_block <= 0 || (tokens_per_block & (tokens_per_block - 1)) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("kv pool: tokens_per_block=", tokens_per_block, " must be a power of two"));
-  }
-  if (max_blocks < 0 || max_blocks > INT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat("kv pool: max_blocks=", max_blocks));
-  }
-  return std::shared_ptr<KvBlockPool>(new KvBlockPool(head_dim, tokens_per_block, max_blocks));
-}
-
-KvBlockPool::KvBlockPool(int head_dim, int tokens_per_block, long max_blocks)
-    : head_dim_(head_dim),
-      tokens_per_block_(tokens_per_block),
-      max_blocks_(max_blocks),
-      block_elems_(static_cast<size_t>(tokens_per_block) * head_dim) {}
-
-long KvBlockPool::blocks_in_use() const {
-  MutexLock lock(&mu_);
-  return in_use_;
-}
-
-long KvBlockPool::blocks_allocated() const {
-  MutexLock lock(&mu_);
-  return static_cast<long>(chunks_.size()) * kBlocksPerChunk;
-}
-
-absl::Status KvBlockPool::Allocate(int count, std::vector<Block>& out) {
-  if (count <= 0) return absl::OkStatus();
-  MutexLock lock(&mu_);
-  if (max_blocks_ > 0 && in_use_ + count > max_blocks_) {
-    return absl::ResourceExhaustedError(absl::StrCat("kv pool: ", count, " blocks requested, ",
-                                                     max_blocks_ - in_use_, " of ", max_blocks_,
-                                                     " free"));
-  }
-  const size_t chunk_elems = 2 * block_elems_ * kBlocksPerChunk;
-  while (static_cast<long>(free_.size()) < count) {
-    if (static_cast<long>(chunks_.size() + 1) * kBlocksPerChunk > INT32_MAX) {
-      return absl::ResourceExhaustedError("kv pool: block ids exhausted");
-    }
-    std::unique_ptr<float[]> chunk(new (std::nothrow) float[chunk_elems]());
-    if (chunk == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "kv pool: cannot allocate ", chunk_elems * sizeof(float), " bytes for more blocks"));
-    }
-    const int32_t first = static_cast<int32_t>(chunks_.size()) * kBlocksPerChunk;
-    chunks_.push_back(std::move(chunk));
-    // Highest id first so that blocks are handed out in ascending order.
-    for (int i = kBlocksPerChunk - 1; i >= 0; --i) free_.push_back(first + i);
-  }
-  for (int i = 0; i < count; ++i) {
-    const int32_t id = free_.back();
-    free_.pop_back();
-    float* chunk = chunks_[id / kBlocksPerChunk].get();
-    const size_t offset = static_cast<size_t>(id % kBlocksPerChunk) * block_elems_;
-    out.push_back({id, chunk + offset, chunk + kBlocksPerChunk * block_elems_ + offset});
-  }
-  in_use_ += count;
-  return absl::OkStatus();
-}
-
-void KvBlockPool::Free(std::span<const int32_t> ids) {
-  if (ids.empty()) return;
-  MutexLock lock(&mu_);
-  // In reverse, so that the blocks are handed out again in their old order.
-  for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
-    DAPQ_DCHECK(*it >= 0 && *it < static_cast<long>(chunks_.size()) * kBlocksPerChunk);
-    free_.push_back(*it);
-  }
-  in_use_ -= static_cast<long>(ids.size());
-}
-
-KvCache::KvCache(int n_layers, int kv_heads, int head_dim, std::shared_ptr<KvBlockPool> pool)
+KvCache::KvCache(int n_layers, int kv_heads, int head_dim, std::shared_ptr<kvstore::BlockPool> pool)
     : n_layers_(n_layers),
       kv_heads_(kv_heads),
       head_dim_(head_dim),
@@ -93,15 +20,13 @@ KvCache::KvCache(int n_layers, int kv_heads, int head_dim, std::shared_ptr<KvBlo
       pool_(std::move(pool)),
       lengths_(static_cast<size_t>(n_layers) * kv_heads, 0),
       positions_(lengths_.size()),
-      block_ids_(lengths_.size()),
-      k_blocks_(lengths_.size()),
-      v_blocks_(lengths_.size()) {
+      block_ids_(lengths_.size()) {
   DAPQ_CHECK(pool_->head_dim() == head_dim)
       << "kv cache: pool head_dim " << pool_->head_dim() << " != " << head_dim;
 }
 
 KvCache::KvCache(int n_layers, int kv_heads, int head_dim)
-    : KvCache(n_layers, kv_heads, head_dim, *KvBlockPool::Create(head_dim, 16)) {}
+    : KvCache(n_layers, kv_heads, head_dim, *kvstore::BlockPool::Create(head_dim, 16)) {}
 
 KvCache::~KvCache() { ReleaseAll(); }
 
@@ -113,9 +38,7 @@ KvCache::KvCache(KvCache&& other) noexcept
       pool_(std::move(other.pool_)),
       lengths_(std::move(other.lengths_)),
       positions_(std::move(other.positions_)),
-      block_ids_(std::move(other.block_ids_)),
-      k_blocks_(std::move(other.k_blocks_)),
-      v_blocks_(std::move(other.v_blocks_)) {
+      block_ids_(std::move(other.block_ids_)) {
   other.block_ids_.clear();
 }
 
@@ -130,38 +53,23 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
   lengths_ = std::move(other.lengths_);
   positions_ = std::move(other.positions_);
   block_ids_ = std::move(other.block_ids_);
-  k_blocks_ = std::move(other.k_blocks_);
-  v_blocks_ = std::move(other.v_blocks_);
   other.block_ids_.clear();
   return *this;
 }
 
-absl::StatusOr<KvCache> KvCache::Clone() const {
+KvCache KvCache::Clone() const {
   KvCache copy(n_layers_, kv_heads_, head_dim_, pool_);
-  for (int l = 0; l < n_layers_; ++l) {
-    for (int h = 0; h < kv_heads_; ++h) {
-      const int n = length(l, h);
-      std::vector<float> k(static_cast<size_t>(n) * head_dim_), v(k.size());
-      Gather(l, h, 0, n, k.data(), v.data());
-      absl::Status s = copy.AppendSlots(l, h, positions(l, h), k.data(), v.data());
-      if (!s.ok()) return s;
-    }
-  }
+  copy.lengths_ = lengths_;
+  copy.positions_ = positions_;
+  copy.block_ids_ = block_ids_;
+  for (const auto& ids : block_ids_) pool_->Retain(ids);
   return copy;
 }
 
-namespace {
-KvCache CloneOrDie(const KvCache& cache) {
-  absl::StatusOr<KvCache> copy = cache.Clone();
-  DAPQ_CHECK(copy.ok()) << copy.status();
-  return *std::move(copy);
-}
-}  // namespace
-
-KvCache::KvCache(const KvCache& other) : KvCache(CloneOrDie(other)) {}
+KvCache::KvCache(const KvCache& other) : KvCache(other.Clone()) {}
 
 KvCache& KvCache::operator=(const KvCache& other) {
-  if (this != &other) *this = CloneOrDie(other);
+  if (this != &other) *this = other.Clone();
   return *this;
 }
 
@@ -174,10 +82,37 @@ void KvCache::Shrink(long slab, int slots) {
   const size_t keep = (static_cast<size_t>(slots) + tokens_per_block_ - 1) / tokens_per_block_;
   std::vector<int32_t>& ids = block_ids_[slab];
   if (ids.size() <= keep) return;
-  pool_->Free(std::span<const int32_t>(ids).subspan(keep));
+  pool_->Release(std::span<const kvstore::BlockId>(ids).subspan(keep));
   ids.resize(keep);
-  k_blocks_[slab].resize(keep);
-  v_blocks_[slab].resize(keep);
+}
+
+absl::Status KvCache::MakeWritable(long slab, int index) {
+  kvstore::BlockId& id = block_ids_[slab][index];
+  if (pool_->RefCount(id) <= 1) return absl::OkStatus();
+  std::vector<kvstore::BlockId> fresh;
+  absl::Status s = pool_->Allocate(1, fresh);
+  if (!s.ok()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kv cache: no block to copy a shared block into: ", s.message()));
+  }
+  std::memcpy(pool_->keys(fresh[0]), pool_->keys(id), pool_->block_bytes());
+  const kvstore::BlockId shared = id;
+  id = fresh[0];
+  pool_->Release(std::span<const kvstore::BlockId>(&shared, 1));
+  return absl::OkStatus();
+}
+
+int KvCache::BlocksToAppend(long slab, int count) const {
+  if (count <= 0) return 0;
+  const long tpb = tokens_per_block_;
+  const std::vector<kvstore::BlockId>& ids = block_ids_[slab];
+  const long first = lengths_[slab] / tpb;
+  const long want = (lengths_[slab] + count + tpb - 1) / tpb;
+  int needed = static_cast<int>(std::max<long>(0, want - static_cast<long>(ids.size())));
+  for (long b = first; b < std::min<long>(want, ids.size()); ++b) {
+    if (pool_->RefCount(ids[b]) > 1) ++needed;
+  }
+  return needed;
 }
 
 int KvCache::max_length() const {
@@ -202,55 +137,49 @@ size_t KvCache::bytes() const {
 
 absl::Status KvCache::ReserveAppend(int count) {
   if (count < 0) return absl::InvalidArgumentError(absl::StrCat("kv cache: reserve ", count));
-  const long tpb = tokens_per_block_;
   int needed = 0;
-  std::vector<int> per_slab(lengths_.size());
   for (size_t slab = 0; slab < lengths_.size(); ++slab) {
-    const long want = (lengths_[slab] + count + tpb - 1) / tpb;
-    per_slab[slab] = static_cast<int>(std::max<long>(0, want - block_ids_[slab].size()));
-    needed += per_slab[slab];
+    needed += BlocksToAppend(static_cast<long>(slab), count);
   }
   if (needed == 0) return absl::OkStatus();
-  std::vector<KvBlockPool::Block> blocks;
+  std::vector<kvstore::BlockId> blocks;
   blocks.reserve(needed);
   absl::Status s = pool_->Allocate(needed, blocks);
   if (!s.ok()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("kv cache: no room for ", count, " more slots: ", s.message()));
   }
+  // Shared blocks in the write range become copies (in the blocks just taken), then new blocks
+  // extend the tables.
+  const long tpb = tokens_per_block_;
   size_t next = 0;
   for (size_t slab = 0; slab < lengths_.size(); ++slab) {
-    for (int i = 0; i < per_slab[slab]; ++i, ++next) {
-      block_ids_[slab].push_back(blocks[next].id);
-      k_blocks_[slab].push_back(blocks[next].k);
-      v_blocks_[slab].push_back(blocks[next].v);
+    std::vector<kvstore::BlockId>& ids = block_ids_[slab];
+    const long want = (lengths_[slab] + count + tpb - 1) / tpb;
+    for (long b = lengths_[slab] / tpb; b < std::min<long>(want, ids.size()); ++b) {
+      if (pool_->RefCount(ids[b]) <= 1) continue;
+      std::memcpy(pool_->keys(blocks[next]), pool_->keys(ids[b]), pool_->block_bytes());
+      const kvstore::BlockId shared = ids[b];
+      ids[b] = blocks[next++];
+      pool_->Release(std::span<const kvstore::BlockId>(&shared, 1));
     }
+    while (static_cast<long>(ids.size()) < want) ids.push_back(blocks[next++]);
   }
   return absl::OkStatus();
 }
 
-KvBlockTable KvCache::table(int layer, int head) const {
-  const long slab = Slab(layer, head);
-  KvBlockTable t;
-  t.k_blocks = k_blocks_[slab].data();
-  t.v_blocks = v_blocks_[slab].data();
-  t.tokens_per_block = tokens_per_block_;
-  t.length = lengths_[slab];
-  return t;
-}
-
 void KvCache::Gather(int layer, int head, int begin, int count, float* k, float* v) const {
   const long slab = Slab(layer, head);
-  DAPQ_DCHECK(begin >= 0 &&
-              begin + count <= static_cast<long>(k_blocks_[slab].size()) * tokens_per_block_);
+  const std::vector<kvstore::BlockId>& ids = block_ids_[slab];
+  DAPQ_DCHECK(begin >= 0 && begin + count <= static_cast<long>(ids.size()) * tokens_per_block_);
   const int tpb = tokens_per_block_;
   const long d = head_dim_;
   for (int s = begin; s < begin + count;) {
     const int in_block = s % tpb;
     const int n = std::min(tpb - in_block, begin + count - s);
     const long off = static_cast<long>(s - begin) * d;
-    if (k != nullptr) std::copy_n(k_blocks_[slab][s / tpb] + in_block * d, n * d, k + off);
-    if (v != nullptr) std::copy_n(v_blocks_[slab][s / tpb] + in_block * d, n * d, v + off);
+    if (k != nullptr) std::copy_n(pool_->keys(ids[s / tpb]) + in_block * d, n * d, k + off);
+    if (v != nullptr) std::copy_n(pool_->values(ids[s / tpb]) + in_block * d, n * d, v + off);
     s += n;
   }
 }
@@ -283,21 +212,19 @@ absl::Status KvCache::AppendSlots(int layer, int head, std::span<const int32_t> 
   const long slab = Slab(layer, head);
   const int count = static_cast<int>(positions.size());
   const long tpb = tokens_per_block_;
+  std::vector<kvstore::BlockId>& ids = block_ids_[slab];
   const long want = (lengths_[slab] + count + tpb - 1) / tpb;
-  const int more = static_cast<int>(std::max<long>(0, want - block_ids_[slab].size()));
-  if (more > 0) {
-    std::vector<KvBlockPool::Block> blocks;
-    absl::Status s = pool_->Allocate(more, blocks);
-    if (!s.ok()) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("kv cache: no room to restore ", count, " slots: ", s.message()));
-    }
-    for (const KvBlockPool::Block& b : blocks) {
-      block_ids_[slab].push_back(b.id);
-      k_blocks_[slab].push_back(b.k);
-      v_blocks_[slab].push_back(b.v);
-    }
+  const int more = static_cast<int>(std::max<long>(0, want - static_cast<long>(ids.size())));
+  std::vector<kvstore::BlockId> blocks;
+  absl::Status s = pool_->Allocate(more, blocks);
+  if (s.ok() && count > 0 && lengths_[slab] % tpb != 0)
+    s = MakeWritable(slab, lengths_[slab] / tpb);
+  if (!s.ok()) {
+    pool_->Release(blocks);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kv cache: no room to restore ", count, " slots: ", s.message()));
   }
+  ids.insert(ids.end(), blocks.begin(), blocks.end());
   const int start = lengths_[slab];
   for (int i = 0; i < count; ++i) {
     std::memcpy(key_slot(layer, head, start + i), k + static_cast<long>(i) * head_dim_,
@@ -319,6 +246,13 @@ absl::Status KvCache::Keep(int layer, int head, std::span<const int32_t> slots) 
           absl::StrCat("kv cache: keep-set of layer ", layer, " head ", head,
                        " must be ascending slots in [0, ", len, "); got ", slots[i], " at ", i));
     }
+  }
+  // Copy-on-write: the blocks this compaction writes into become private first.
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i] == static_cast<int>(i)) continue;
+    const int block = static_cast<int>(i) / tokens_per_block_;
+    DAPQ_RETURN_IF_ERROR(MakeWritable(slab, block));
+    i = static_cast<size_t>(block + 1) * tokens_per_block_ - 1;  // the rest of this block
   }
   std::vector<int32_t>& pos = positions_[slab];
   for (size_t i = 0; i < slots.size(); ++i) {
@@ -350,6 +284,33 @@ absl::Status KvCache::DropLast(int count) {
     Shrink(static_cast<long>(slab), lengths_[slab]);
   }
   return absl::OkStatus();
+}
+
+std::vector<kvstore::BlockId> KvCache::PrefixBlocks(int blocks) const {
+  std::vector<kvstore::BlockId> out;
+  out.reserve(static_cast<size_t>(blocks) * block_ids_.size());
+  for (int b = 0; b < blocks; ++b) {
+    for (size_t slab = 0; slab < block_ids_.size(); ++slab) {
+      DAPQ_DCHECK(lengths_[slab] >= (b + 1) * tokens_per_block_);
+      out.push_back(block_ids_[slab][b]);
+    }
+  }
+  return out;
+}
+
+void KvCache::AttachPrefix(std::span<const kvstore::BlockId> ids) {
+  const size_t slabs = block_ids_.size();
+  DAPQ_CHECK(max_length() == 0 && ids.size() % slabs == 0);
+  const int blocks = static_cast<int>(ids.size() / slabs);
+  const int slots = blocks * tokens_per_block_;
+  ReleaseAll();  // reserved but empty blocks, if any
+  for (size_t slab = 0; slab < slabs; ++slab) {
+    std::vector<kvstore::BlockId>& table = block_ids_[slab];
+    for (int b = 0; b < blocks; ++b) table.push_back(ids[static_cast<size_t>(b) * slabs + slab]);
+    positions_[slab].resize(slots);
+    std::iota(positions_[slab].begin(), positions_[slab].end(), 0);
+    lengths_[slab] = slots;
+  }
 }
 
 void KvCache::Clear() {

@@ -1,7 +1,8 @@
 // File: worker/kv_cache_test.cc
-// The KV block pool (cap, reuse, all-or-nothing) and the paged KvCache: slots across block
-// boundaries, ragged per-head compaction, blocks returned by Keep/DropLast/Clear/destruction,
-// ResourceExhausted leaving the cache unchanged, and moves.
+// The paged KvCache over the block pool (kvstore/block_pool_test.cc tests the pool): slots across
+// block boundaries, ragged per-head compaction, blocks returned by Keep/DropLast/Clear/
+// destruction, ResourceExhausted leaving the cache unchanged, moves, and copy-on-write of shared
+// blocks (clones and attached prefixes) that never changes what the other holder reads.
 #include "worker/kv_cache.h"
 
 #include <numeric>
@@ -38,32 +39,8 @@ std::vector<float> Keys(const KvCache& cache, int layer, int head) {
   return first;
 }
 
-TEST(KvBlockPoolTest, RejectsBadOptions) {
-  EXPECT_THAT(KvBlockPool::Create(kDim, 12).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("power of two")));
-  EXPECT_FALSE(KvBlockPool::Create(0, 16).ok());
-  EXPECT_FALSE(KvBlockPool::Create(kDim, 16, -1).ok());
-}
-
-TEST(KvBlockPoolTest, AllocateIsAllOrNothingAndReusesFreedBlocks) {
-  auto pool = *KvBlockPool::Create(kDim, 4, 5);
-  std::vector<KvBlockPool::Block> a;
-  ASSERT_TRUE(pool->Allocate(3, a).ok());
-  EXPECT_EQ(pool->blocks_in_use(), 3);
-  std::vector<KvBlockPool::Block> b;
-  EXPECT_THAT(pool->Allocate(3, b), StatusIs(absl::StatusCode::kResourceExhausted));
-  EXPECT_TRUE(b.empty());
-  EXPECT_EQ(pool->blocks_in_use(), 3);
-  std::vector<int32_t> ids = {a[0].id, a[1].id};
-  pool->Free(ids);
-  ASSERT_TRUE(pool->Allocate(4, b).ok());
-  EXPECT_EQ(pool->blocks_in_use(), 5);
-  EXPECT_EQ(pool->blocks_allocated(), KvBlockPool::kBlocksPerChunk);
-  EXPECT_EQ(pool->block_bytes(), 2 * 4 * kDim * sizeof(float));
-}
-
 TEST(KvCacheTest, SlotsCrossBlocksAndRaggedKeepReturnsBlocks) {
-  auto pool = *KvBlockPool::Create(kDim, 4);
+  auto pool = *kvstore::BlockPool::Create(kDim, 4);
   {
     KvCache cache(2, 2, kDim, pool);
     EXPECT_EQ(cache.tokens_per_block(), 4);
@@ -92,11 +69,10 @@ TEST(KvCacheTest, SlotsCrossBlocksAndRaggedKeepReturnsBlocks) {
     EXPECT_EQ(cache.num_blocks(1, 0), 1);
     EXPECT_EQ(cache.num_blocks(1, 1), 2);
     EXPECT_EQ(pool->blocks_in_use(), 9);
-    const KvBlockTable t = cache.table(1, 1);
-    EXPECT_EQ(t.length, 6);
-    EXPECT_EQ(t.tokens_per_block, 4);
-    EXPECT_EQ(t.k_blocks[1][kDim], 1109.0f);  // slot 5 = block 1, row 1
-    EXPECT_EQ(t.v_blocks[1][kDim], 1109.5f);
+    const std::span<const kvstore::BlockId> t = cache.block_ids(1, 1);
+    EXPECT_EQ(t.size(), 2u);
+    EXPECT_EQ(pool->keys(t[1])[kDim], 1109.0f);  // slot 5 = block 1, row 1
+    EXPECT_EQ(pool->values(t[1])[kDim], 1109.5f);
     EXPECT_THAT(cache.Keep(1, 1, std::vector<int32_t>{1, 1}),
                 StatusIs(absl::StatusCode::kInvalidArgument));
 
@@ -121,12 +97,12 @@ TEST(KvCacheTest, SlotsCrossBlocksAndRaggedKeepReturnsBlocks) {
     EXPECT_EQ(cache.num_blocks(0, 0), 3);
     EXPECT_EQ(pool->blocks_in_use(), 9);
 
-    absl::StatusOr<KvCache> clone = cache.Clone();
-    ASSERT_TRUE(clone.ok());
-    EXPECT_EQ(Keys(*clone, 1, 1), Keys(cache, 1, 1));
-    EXPECT_EQ(clone->total_slots(), cache.total_slots());
-    EXPECT_EQ(pool->blocks_in_use(), 18);
-    clone = absl::InternalError("drop the clone");
+    {
+      KvCache clone = cache.Clone();  // shares every block
+      EXPECT_EQ(Keys(clone, 1, 1), Keys(cache, 1, 1));
+      EXPECT_EQ(clone.total_slots(), cache.total_slots());
+      EXPECT_EQ(pool->blocks_in_use(), 9);
+    }
     EXPECT_EQ(pool->blocks_in_use(), 9);
 
     KvCache moved = std::move(cache);
@@ -147,7 +123,7 @@ TEST(KvCacheTest, SlotsCrossBlocksAndRaggedKeepReturnsBlocks) {
 }
 
 TEST(KvCacheTest, FullPoolIsResourceExhaustedAndChangesNothing) {
-  auto pool = *KvBlockPool::Create(kDim, 2, 5);
+  auto pool = *kvstore::BlockPool::Create(kDim, 2, 5);
   KvCache a(1, 2, kDim, pool);
   ASSERT_TRUE(a.ReserveAppend(4).ok());  // 2 heads x 2 blocks
   EXPECT_EQ(pool->blocks_in_use(), 4);
@@ -163,8 +139,71 @@ TEST(KvCacheTest, FullPoolIsResourceExhaustedAndChangesNothing) {
   EXPECT_EQ(b.length(0, 0), 2);
   EXPECT_THAT(b.AppendSlots(3, 0, pos, kv.data(), kv.data()),
               StatusIs(absl::StatusCode::kOutOfRange));
-  EXPECT_THAT(b.Clone().status(), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(pool->blocks_in_use(), 5);
+  // A write into a shared block needs a copy, and a full pool has none: nothing changes.
+  KvCache c = b.Clone();
+  EXPECT_THAT(c.AppendSlots(0, 0, std::span<const int32_t>(pos).first(1), kv.data(), kv.data()),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(c.Keep(0, 0, std::vector<int32_t>{1}),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(Keys(c, 0, 0), (std::vector<float>{0, 1}));
+  EXPECT_EQ(pool->blocks_in_use(), 5);
+}
+
+TEST(KvCacheTest, CopyOnWriteKeepsTheOtherHolderUnchanged) {
+  auto pool = *kvstore::BlockPool::Create(kDim, 4, 64);
+  KvCache a(1, 1, kDim, pool);
+  Append(a, 0, 0, 0, 6);  // block 0 full, block 1 half full
+  KvCache b = a.Clone();
+  EXPECT_EQ(pool->blocks_in_use(), 2);
+  // b appends into the shared, half-full block: it gets its own copy of that block only.
+  Append(b, 0, 0, 6, 1);
+  EXPECT_EQ(pool->blocks_in_use(), 3);
+  EXPECT_EQ(a.block_ids(0, 0)[0], b.block_ids(0, 0)[0]);
+  EXPECT_NE(a.block_ids(0, 0)[1], b.block_ids(0, 0)[1]);
+  EXPECT_EQ(Keys(a, 0, 0), (std::vector<float>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(Keys(b, 0, 0), (std::vector<float>{0, 1, 2, 3, 4, 5, 6}));
+  // A forward pass's reservation copies too.
+  KvCache c = a.Clone();
+  ASSERT_TRUE(c.ReserveAppend(1).ok());
+  *c.key_slot(0, 0, 6) = -9.0f;
+  const int32_t p6 = 6;
+  c.Commit(&p6, 1);
+  EXPECT_EQ(Keys(a, 0, 0), (std::vector<float>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(Keys(c, 0, 0), (std::vector<float>{0, 1, 2, 3, 4, 5, -9}));
+  // Compaction copies the blocks it writes into and leaves the others shared.
+  ASSERT_TRUE(b.Keep(0, 0, std::vector<int32_t>{0, 1, 2, 3, 5}).ok());
+  EXPECT_EQ(Keys(b, 0, 0), (std::vector<float>{0, 1, 2, 3, 5}));
+  EXPECT_EQ(b.block_ids(0, 0)[0], a.block_ids(0, 0)[0]);  // slots 0-3 stayed in place
+  EXPECT_EQ(Keys(a, 0, 0), (std::vector<float>{0, 1, 2, 3, 4, 5}));
+  ASSERT_TRUE(b.Keep(0, 0, std::vector<int32_t>{1, 4}).ok());
+  EXPECT_NE(b.block_ids(0, 0)[0], a.block_ids(0, 0)[0]);
+  EXPECT_EQ(Keys(b, 0, 0), (std::vector<float>{1, 5}));
+  EXPECT_EQ(Keys(a, 0, 0), (std::vector<float>{0, 1, 2, 3, 4, 5}));
+}
+
+TEST(KvCacheTest, PrefixBlocksAttachToAFreshCache) {
+  auto pool = *kvstore::BlockPool::Create(kDim, 2, 64);
+  KvCache a(2, 2, kDim, pool);
+  for (int l = 0; l < 2; ++l) {
+    for (int h = 0; h < 2; ++h) Append(a, l, h, 0, 5);
+  }
+  const std::vector<kvstore::BlockId> ids = a.PrefixBlocks(2);  // slots 0-3 of every slab
+  ASSERT_EQ(ids.size(), 2u * 4);
+  EXPECT_EQ(ids[1], a.block_ids(0, 1)[0]);
+  EXPECT_EQ(ids[4 + 3], a.block_ids(1, 1)[1]);
+  pool->Retain(ids);
+  KvCache b(2, 2, kDim, pool);
+  b.AttachPrefix(ids);
+  EXPECT_EQ(b.max_length(), 4);
+  EXPECT_EQ(Keys(b, 1, 1), (std::vector<float>{1100, 1101, 1102, 1103}));
+  EXPECT_EQ(std::vector<int32_t>(b.positions(1, 0).begin(), b.positions(1, 0).end()),
+            (std::vector<int32_t>{0, 1, 2, 3}));
+  Append(b, 1, 1, 4, 1);  // a new block: the shared ones are full
+  EXPECT_EQ(Keys(a, 1, 1), (std::vector<float>{1100, 1101, 1102, 1103, 1104}));
+  a.Clear();
+  b.Clear();
+  EXPECT_EQ(pool->blocks_in_use(), 0);
 }
 
 }  // namespace

@@ -69,13 +69,13 @@ absl::StatusOr<RankShard> MakeRankShard(const ModelConfig& c, int rank, int tp) 
 }
 
 RankModel::RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm,
-                     std::shared_ptr<KvBlockPool> kv_pool)
+                     std::shared_ptr<kvstore::BlockPool> kv_pool)
     : w_(weights), c_(weights.config), shard_(shard), comm_(comm), kv_pool_(std::move(kv_pool)) {
   auto inv = kernels::ComputeRopeInvFreq(c_.rope);
   DAPQ_CHECK(inv.ok()) << inv.status();  // the config was validated when loaded
   inv_freq_ = *std::move(inv);
   if (kv_pool_ == nullptr) {
-    auto pool = KvBlockPool::Create(c_.head_dim, 16);
+    auto pool = kvstore::BlockPool::Create(c_.head_dim, 16);
     DAPQ_CHECK(pool.ok()) << pool.status();  // head_dim validated with the config
     kv_pool_ = *std::move(pool);
   }
@@ -219,14 +219,13 @@ absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cac
     }
     blocks_per_head = std::max(blocks_per_head, cache.num_blocks(layer, h));
   }
-  k_table_.assign(static_cast<size_t>(shard_.kv_heads) * blocks_per_head, nullptr);
-  v_table_.assign(k_table_.size(), nullptr);
+  block_table_.assign(static_cast<size_t>(shard_.kv_heads) * blocks_per_head, -1);
   for (int h = 0; h < shard_.kv_heads; ++h) {
-    const KvBlockTable t = cache.table(layer, h);
-    const long row = static_cast<long>(h) * blocks_per_head;
-    std::copy_n(t.k_blocks, cache.num_blocks(layer, h), k_table_.begin() + row);
-    std::copy_n(t.v_blocks, cache.num_blocks(layer, h), v_table_.begin() + row);
+    const std::span<const kvstore::BlockId> ids = cache.block_ids(layer, h);
+    std::copy(ids.begin(), ids.end(),
+              block_table_.begin() + static_cast<long>(h) * blocks_per_head);
   }
+  const kvstore::BlockPool& pool = cache.pool();
   kernels::AttentionParams ap;
   ap.q_tokens = ms;
   ap.q_heads = shard_.heads;
@@ -234,8 +233,11 @@ absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cac
   ap.head_dim = hd;
   ap.q = &q_[static_cast<size_t>(row0) * q_dim];
   ap.q_stride = q_dim;
-  ap.k_blocks = k_table_.data();
-  ap.v_blocks = v_table_.data();
+  ap.block_table = block_table_.data();
+  ap.k_pool = pool.keys_base();
+  ap.v_pool = pool.values_base();
+  ap.block_stride = pool.block_stride();
+  ap.pool_blocks = pool.capacity();
   ap.tokens_per_block = cache.tokens_per_block();
   ap.blocks_per_head = blocks_per_head;
   ap.kv_len = kv_lens_[0];

@@ -59,11 +59,11 @@ class RankModel {
   // blocks from `kv_pool` (shared by the rank's sequences; its head_dim must be the model's); null:
   // an uncapped pool of 16-slot blocks.
   RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm,
-            std::shared_ptr<KvBlockPool> kv_pool = nullptr);
+            std::shared_ptr<kvstore::BlockPool> kv_pool = nullptr);
 
   const RankShard& shard() const { return shard_; }
   KvCache NewCache() const;
-  const KvBlockPool& kv_pool() const { return *kv_pool_; }
+  const kvstore::BlockPool& kv_pool() const { return *kv_pool_; }
 
   // Runs `tokens` at `positions` (absolute, explicit) through every layer, appending their K/V
   // to `cache`. When `logits` is non-empty (rank 0), it receives the last token's logits
@@ -96,11 +96,11 @@ class RankModel {
   RankShard shard_;
   Communicator* comm_;
   std::vector<float> inv_freq_;
-  std::shared_ptr<KvBlockPool> kv_pool_;
+  std::shared_ptr<kvstore::BlockPool> kv_pool_;
   // Scratch, sized for the largest chunk seen.
   std::vector<float> x_, xb_, q_, q_pre_, k_, v_, att_, out_, gate_, up_;
   std::vector<int32_t> kv_lens_, positions_;
-  std::vector<const float*> k_table_, v_table_;  // [kv_heads, blocks_per_head] of one layer
+  std::vector<int32_t> block_table_;  // [kv_heads, blocks_per_head] block ids of one layer
 };
 
 }  // namespace dapq::worker

@@ -4,7 +4,7 @@
 // O += P.V through OpenBLAS, keeping only (kQueryTile x group) x kKeyTile scores. Decode
 // processes one KV head's whole query group at once in two streaming passes (scores over the
 // keys, then the weighted sum over the values), reading each K and V row once, in slot order.
-// Paged K/V (AttentionParams::k_blocks): prefill gathers block by block into the same
+// Paged K/V (AttentionParams::block_table): prefill gathers block by block into the same
 // contiguous key tiles (a range inside one block is read in place), so its GEMMs and results are
 // bit-identical to the contiguous layout; decode walks the blocks in slot order with the same
 // arithmetic as over a slab. Either way the result does not depend on the block size.
@@ -30,22 +30,23 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 const float* KvRows(const AttentionParams& p, int kv_head, bool values, int begin, int count,
                     std::vector<float>& scratch) {
   const long d = p.head_dim;
-  if (p.k_blocks == nullptr) {
+  if (p.block_table == nullptr) {
     return (values ? p.v : p.k) + kv_head * p.kv_head_stride + begin * d;
   }
-  const float* const* table =
-      (values ? p.v_blocks : p.k_blocks) + static_cast<long>(kv_head) * p.blocks_per_head;
+  const int32_t* table = p.block_table + static_cast<long>(kv_head) * p.blocks_per_head;
+  const float* pool = values ? p.v_pool : p.k_pool;
+  const auto block = [&](int b) { return pool + table[b] * p.block_stride; };
   const int tpb = p.tokens_per_block;
-  if (count <= 0) return table[0];
+  if (count <= 0) return block(0);
   const int first = begin / tpb, last = (begin + count - 1) / tpb;
-  if (first == last) return table[first] + (begin % tpb) * d;
+  if (first == last) return block(first) + (begin % tpb) * d;
   if (scratch.size() < static_cast<size_t>(count) * d)
     scratch.resize(static_cast<size_t>(count) * d);
   float* dst = scratch.data();
   for (int s = begin; s < begin + count;) {
     const int in_block = s % tpb;
     const int n = std::min(tpb - in_block, begin + count - s);
-    std::copy_n(table[s / tpb] + in_block * d, n * d, dst);
+    std::copy_n(block(s / tpb) + in_block * d, n * d, dst);
     dst += n * d;
     s += n;
   }
@@ -57,14 +58,14 @@ const float* KvRows(const AttentionParams& p, int kv_head, bool values, int begi
 // one block at a time).
 template <typename F>
 void ForEachKvRun(const AttentionParams& p, int kv_head, bool values, int len, F&& fn) {
-  if (p.k_blocks == nullptr) {
+  if (p.block_table == nullptr) {
     fn(0, len, (values ? p.v : p.k) + kv_head * p.kv_head_stride);
     return;
   }
-  const float* const* table =
-      (values ? p.v_blocks : p.k_blocks) + static_cast<long>(kv_head) * p.blocks_per_head;
+  const int32_t* table = p.block_table + static_cast<long>(kv_head) * p.blocks_per_head;
+  const float* pool = values ? p.v_pool : p.k_pool;
   for (int b = 0, j0 = 0; j0 < len; ++b, j0 += p.tokens_per_block) {
-    fn(j0, std::min(p.tokens_per_block, len - j0), table[b]);
+    fn(j0, std::min(p.tokens_per_block, len - j0), pool + table[b] * p.block_stride);
   }
 }
 

@@ -583,7 +583,7 @@ size_t GroupDriver::SessionsKvBytes() const {
 absl::Status GroupDriver::GatherKvUsage() {
   // The live KV cache (the engine's paged pool) first, then the store's tiers.
   std::vector<kvstore::TierStats> local(1);
-  const KvBlockPool& pool = engine_->kv_pool(0);
+  const kvstore::BlockPool& pool = engine_->kv_pool(0);
   local[0].name = "cache";
   local[0].used_bytes = static_cast<size_t>(pool.blocks_in_use()) * pool.block_bytes();
   local[0].capacity_bytes = static_cast<size_t>(pool.max_blocks()) * pool.block_bytes();

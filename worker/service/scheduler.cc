@@ -61,7 +61,7 @@ long Scheduler::UsableBlocks() const {
 }
 
 long Scheduler::FreeBlocks() const {
-  const KvBlockPool& pool = engine_->kv_pool(0);
+  const kvstore::BlockPool& pool = engine_->kv_pool(0);
   if (pool.max_blocks() == 0) return std::numeric_limits<long>::max();
   // What the pool really has free (sequences outside the scheduler, such as sessions, hold
   // blocks too), less what the running sequences reserved and have not taken yet.

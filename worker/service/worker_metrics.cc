@@ -293,7 +293,7 @@ std::vector<prometheus::MetricFamily> KvStoreCollector::Collect() const {
   return out;
 }
 
-KvPoolCollector::KvPoolCollector(const KvBlockPool* pool, std::string group, int rank)
+KvPoolCollector::KvPoolCollector(const kvstore::BlockPool* pool, std::string group, int rank)
     : pool_(pool), group_(std::move(group)), rank_(std::to_string(rank)) {}
 
 std::vector<prometheus::MetricFamily> KvPoolCollector::Collect() const {

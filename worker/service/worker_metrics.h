@@ -102,11 +102,11 @@ class KvStoreCollector final : public prometheus::Collectable {
 // collector's registration.
 class KvPoolCollector final : public prometheus::Collectable {
  public:
-  KvPoolCollector(const KvBlockPool* pool, std::string group, int rank);
+  KvPoolCollector(const kvstore::BlockPool* pool, std::string group, int rank);
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
-  const KvBlockPool* const pool_;
+  const kvstore::BlockPool* const pool_;
   const std::string group_, rank_;
 };
 
