@@ -100,6 +100,7 @@ int Run(const std::string& model_spec, const std::vector<int>& lengths,
   const worker::ModelConfig& c = model->config;
   worker::EngineOptions eo;
   eo.prefill_chunk = 2048;
+  eo.prefix_cache = false;  // repeated prompts are measured, not reused
   auto engine_or = worker::Engine::Create(model, eo);
   if (!engine_or.ok()) return 1;
   worker::Engine& engine = **engine_or;

@@ -240,6 +240,7 @@ absl::StatusOr<std::unique_ptr<worker::Engine>> MakeEngine(
     std::shared_ptr<const worker::ModelWeights> model, int chunk) {
   worker::EngineOptions options;
   options.tp = 1;
+  options.prefix_cache = false;  // repeated prompts are measured, not reused
   options.prefill_chunk = chunk;
   DAPQ_ASSIGN_OR_RETURN(auto engine, worker::Engine::Create(std::move(model), options));
   // Warm-up: OpenBLAS threads, scratch buffers, first-touch of the weights' pages.

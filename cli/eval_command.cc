@@ -64,6 +64,9 @@ absl::Status RunEval(const EvalCommandOptions& o) {
                         worker::Tokenizer::Load(o.tokenizer, model->config.vocab_size));
   worker::EngineOptions engine_options;
   engine_options.tp = o.tp;
+  // Every configuration prefills the same prompts: each must compute them itself, so that the
+  // reference and the compressed runs differ only by compression.
+  engine_options.prefix_cache = false;
   DAPQ_ASSIGN_OR_RETURN(auto engine, worker::Engine::Create(model, engine_options));
 
   ev::EvalOptions eo;

@@ -8,6 +8,8 @@
 // The continuation's first token is the argmax of the last prompt token's logits, which every
 // method computes from the full cache; the T rows scored are those after feeding each of its T
 // tokens, so every scored distribution sees the compressed cache.
+// The engine should run with EngineOptions::prefix_cache off (dapq eval does): every
+// configuration then prefills the prompt itself, and the runs differ only by compression.
 // Thread-safety: uses the engine, which serves one call at a time.
 #ifndef DAPQ_EVAL_EVALUATOR_H_
 #define DAPQ_EVAL_EVALUATOR_H_

@@ -79,6 +79,7 @@ class EvaluatorTest : public ::testing::Test {
   std::unique_ptr<worker::Engine> MakeEngine(int tp) {
     worker::EngineOptions o;
     o.tp = tp;
+    o.prefix_cache = false;  // as dapq eval runs it: every configuration prefills the prompt
     auto e = worker::Engine::Create(model_, o);
     EXPECT_TRUE(e.ok()) << e.status();
     return e.ok() ? *std::move(e) : nullptr;

@@ -37,8 +37,8 @@ std::vector<uint64_t> PrefixKeys(std::span<const int> tokens, int tokens_per_blo
   keys.reserve(blocks);
   uint64_t key = kChainSeed ^ static_cast<uint64_t>(tokens_per_block);
   for (size_t b = 0; b < blocks; ++b) {
-    key = XXH3_64bits_withSeed(tokens.data() + b * tokens_per_block,
-                               tokens_per_block * sizeof(int), key);
+    key = XXH3_64bits_withSeed(tokens.data() + b * tokens_per_block, tokens_per_block * sizeof(int),
+                               key);
     keys.push_back(key);
   }
   return keys;
@@ -62,8 +62,8 @@ absl::StatusOr<std::shared_ptr<BlockPool>> BlockPool::Create(int head_dim, int t
   }
   const size_t page = PageSize();
   const size_t reserved = (capacity * block_bytes + page - 1) / page * page;
-  void* base = mmap(nullptr, reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
-                    0);
+  void* base =
+      mmap(nullptr, reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED) {
     return absl::ResourceExhaustedError(absl::StrCat("kv pool: cannot reserve ", reserved,
                                                      " bytes of address space for ", capacity,
@@ -124,7 +124,8 @@ absl::Status BlockPool::CommitChunkLocked() {
   const size_t page = PageSize();
   const size_t bytes = block_bytes();
   const size_t begin = committed_ * bytes / page * page;
-  const size_t end = std::min(reserved_bytes_, ((committed_ + count) * bytes + page - 1) / page * page);
+  const size_t end =
+      std::min(reserved_bytes_, ((committed_ + count) * bytes + page - 1) / page * page);
   if (count <= 0 ||
       mprotect(reinterpret_cast<char*>(base_) + begin, end - begin, PROT_READ | PROT_WRITE) != 0) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -132,7 +133,8 @@ absl::Status BlockPool::CommitChunkLocked() {
         " committed): ", count <= 0 ? "address space reserved" : std::strerror(errno)));
   }
   // Highest id first, so that blocks are handed out in ascending order.
-  for (long i = committed_ + count - 1; i >= committed_; --i) free_.push_back(static_cast<BlockId>(i));
+  for (long i = committed_ + count - 1; i >= committed_; --i)
+    free_.push_back(static_cast<BlockId>(i));
   committed_ += count;
   refcount_.resize(committed_, 0);
   cached_.resize(committed_, 0);
@@ -151,9 +153,9 @@ absl::Status BlockPool::Allocate(int count, std::vector<BlockId>& out) {
     if (idle) EvictLocked(it++);
   }
   if (AvailableLocked() < count) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("kv pool: ", count, " blocks requested, ", AvailableLocked(), " of ",
-                     capacity_, " free", max_blocks_ > 0 ? "" : " (memory)"));
+    return absl::ResourceExhaustedError(absl::StrCat("kv pool: ", count, " blocks requested, ",
+                                                     AvailableLocked(), " of ", capacity_, " free",
+                                                     max_blocks_ > 0 ? "" : " (memory)"));
   }
   while (static_cast<long>(free_.size()) < count) DAPQ_RETURN_IF_ERROR(CommitChunkLocked());
   for (int i = 0; i < count; ++i) {

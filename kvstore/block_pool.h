@@ -92,8 +92,8 @@ class BlockPool {
   // caller's order (per_entry ids: one per (layer, KV head)).
   // Adds the entries of keys[i] -> blocks[i * per_entry, (i + 1) * per_entry) that are not yet
   // present (the index retains their blocks); present ones are marked recently used.
-  void InsertPrefix(std::span<const uint64_t> keys, std::span<const BlockId> blocks,
-                    int per_entry) ABSL_LOCKS_EXCLUDED(mu_);
+  void InsertPrefix(std::span<const uint64_t> keys, std::span<const BlockId> blocks, int per_entry)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The longest run keys[0..n) present in the index: appends their blocks (per_entry per key,
   // retained for the caller) to `out` and returns n.
   int LookupPrefix(std::span<const uint64_t> keys, int per_entry, std::vector<BlockId>& out)

@@ -24,8 +24,8 @@ std::shared_ptr<BlockPool> Make(int head_dim, int tpb, long max_blocks) {
 }
 
 TEST(BlockPoolTest, RejectsBadOptions) {
-  EXPECT_THAT(BlockPool::Create(4, 12), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                 ::testing::HasSubstr("power of two")));
+  EXPECT_THAT(BlockPool::Create(4, 12),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("power of two")));
   EXPECT_THAT(BlockPool::Create(0, 16), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(BlockPool::Create(4, 16, -1), StatusIs(absl::StatusCode::kInvalidArgument));
 }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kvstore/block_pool.h"
 #include "worker/comm/in_process_communicator.h"
 #include "worker/compress/allocator.h"
 #include "worker/compress/query_collector.h"
@@ -153,6 +154,7 @@ absl::Status Engine::RunOnRanks(const std::function<absl::Status(int)>& fn) {
 absl::Status Engine::ForwardChunk(Sequence& seq, std::span<const int> tokens,
                                   std::span<const int32_t> positions, std::span<float> logits,
                                   bool all_logits, std::span<QueryObserver* const> observers) {
+  forwarded_tokens_.fetch_add(static_cast<int64_t>(tokens.size()), std::memory_order_relaxed);
   return RunOnRanks([&](int r) {
     const bool global_rank0 = first_rank_ + r == 0;
     return ranks_[r]->Forward(tokens, positions, seq.caches_[r],
@@ -204,6 +206,9 @@ absl::Status Engine::Step(std::span<const StepEntry> batch, std::vector<float>* 
     }
   }
   if (logits != nullptr) logits->assign(batch.size() * config().vocab_size, 0.0f);
+  for (const StepEntry& e : batch) {
+    forwarded_tokens_.fetch_add(static_cast<int64_t>(e.tokens.size()), std::memory_order_relaxed);
+  }
   DAPQ_RETURN_IF_ERROR(RunOnRanks([&](int r) {
     std::vector<BatchSlice> slices(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
@@ -232,10 +237,95 @@ absl::Status Engine::CheckPrefill(const Sequence& seq, size_t tokens) const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<int> Engine::AttachCachedPrefix(Sequence& seq, std::span<const int> prompt,
+                                               int keep_last) {
+  const bool fresh = seq.tokens_.empty() && seq.next_position_ == 0 && seq.cached_tokens() == 0;
+  keep_last = std::max(keep_last, 1);
+  if (!options_.prefix_cache || !fresh || static_cast<long>(prompt.size()) <= keep_last) return 0;
+  const std::vector<uint64_t> keys =
+      kvstore::PrefixKeys(prompt.first(prompt.size() - keep_last), options_.kv_tokens_per_block);
+  if (keys.empty()) return 0;
+  std::vector<std::vector<kvstore::BlockId>> found(ranks_.size());
+  std::vector<int> hits(ranks_.size(), 0);
+  const absl::Status looked_up = RunOnRanks([&](int r) -> absl::Status {
+    const int per_entry = config().n_layers * ranks_[r]->shard().kv_heads;
+    hits[r] = ranks_[r]->kv_pool().LookupPrefix(keys, per_entry, found[r]);
+    if (options_.tp == 1) return absl::OkStatus();
+    // Every rank takes the shortest run any rank holds (their pools evolve alike, but a rank's
+    // eviction must not desynchronise the group).
+    std::vector<int64_t> all(options_.tp, 0);
+    all[first_rank_ + r] = hits[r];
+    DAPQ_RETURN_IF_ERROR(comms_[r]->AllReduceSum(all.data(), all.size()));
+    hits[r] = static_cast<int>(*std::min_element(all.begin(), all.end()));
+    return absl::OkStatus();
+  });
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    const size_t per_entry = static_cast<size_t>(config().n_layers) * ranks_[r]->shard().kv_heads;
+    const size_t keep = looked_up.ok() ? hits[r] * per_entry : 0;
+    std::span<const kvstore::BlockId> ids(found[r]);
+    ranks_[r]->kv_pool().Release(ids.subspan(keep));
+    if (keep > 0) seq.caches_[r].AttachPrefix(ids.first(keep));
+  }
+  DAPQ_RETURN_IF_ERROR(looked_up);
+  const int reused = hits[0] * options_.kv_tokens_per_block;
+  seq.next_position_ = reused;
+  seq.reused_tokens_ = reused;
+  prefix_reused_tokens_.fetch_add(reused, std::memory_order_relaxed);
+  return reused;
+}
+
+absl::StatusOr<int> Engine::ReusePrefix(Sequence& seq, std::span<const int> prompt, int keep_last) {
+  DAPQ_ASSIGN_OR_RETURN(const int reused, AttachCachedPrefix(seq, prompt, keep_last));
+  if (reused > 0) seq.Record(FeedSegment::Kind::kPrefill, prompt.first(reused));
+  return reused;
+}
+
+void Engine::PublishPrefixTokens(const Sequence& seq, std::span<const int> tokens) {
+  const int tpb = options_.kv_tokens_per_block;
+  if (!options_.prefix_cache || seq.compressed_ || !seq.replayable_) return;
+  const int blocks = static_cast<int>(tokens.size()) / tpb;
+  if (blocks == 0) return;
+  const std::vector<uint64_t> keys = kvstore::PrefixKeys(tokens.first(blocks * tpb), tpb);
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    const KvCache& cache = seq.caches_[r];
+    // Every slab holds the tokens at positions 0, 1, ... (uncompressed, consecutive feeds).
+    if (cache.max_length() != static_cast<int>(tokens.size()) ||
+        cache.total_slots() !=
+            static_cast<long>(tokens.size()) * cache.n_layers() * cache.kv_heads()) {
+      return;
+    }
+    ranks_[r]->kv_pool().InsertPrefix(keys, cache.PrefixBlocks(blocks),
+                                      cache.n_layers() * cache.kv_heads());
+  }
+}
+
+void Engine::PublishPrefix(const Sequence& seq) { PublishPrefixTokens(seq, seq.tokens_); }
+
+void Engine::ClearPrefixCache() {
+  for (auto& rank : ranks_) rank->kv_pool().ClearPrefixes();
+}
+
+void Engine::ResetFresh(Sequence& seq) {
+  for (KvCache& cache : seq.caches_) cache.Clear();
+  seq.next_position_ = 0;
+  seq.reused_tokens_ = 0;
+}
+
 absl::Status Engine::Prefill(Sequence& seq, std::span<const int> tokens,
                              std::vector<float>* logits) {
-  DAPQ_RETURN_IF_ERROR(PrefillObserved(seq, tokens, logits, {}));
+  const bool fresh = seq.tokens_.empty() && seq.next_position_ == 0;
+  if (fresh) DAPQ_RETURN_IF_ERROR(CheckPrefill(seq, tokens.size()));
+  int reused = 0;
+  if (fresh) {
+    DAPQ_ASSIGN_OR_RETURN(reused, AttachCachedPrefix(seq, tokens, 1));
+  }
+  absl::Status s = PrefillObserved(seq, tokens.subspan(reused), logits, {});
+  if (!s.ok()) {
+    if (fresh) ResetFresh(seq);
+    return s;
+  }
   seq.Record(FeedSegment::Kind::kPrefill, tokens);
+  if (fresh) PublishPrefix(seq);
   return absl::OkStatus();
 }
 
@@ -262,6 +352,7 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
     Sequence& seq, std::span<const int> tokens, const compress::CompressionConfig& config,
     std::vector<float>* logits) {
   if (tokens.empty()) return absl::InvalidArgumentError("prefill: no tokens");
+  const bool fresh = seq.tokens_.empty() && seq.next_position_ == 0 && !seq.compressed_;
   const int n = seq.caches_[0].max_length() + static_cast<int>(tokens.size());
   DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig c, config.Resolve(n));
   compress::CompressionStats stats;
@@ -271,7 +362,17 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
   const std::vector<int> budgets = compress::LayerBudgets(c, n, m.n_layers);
   const bool fits = *std::min_element(budgets.begin(), budgets.end()) >= n;
   if (c.method == compress::Method::kFull || (fits && c.skip_within_budget)) {
-    DAPQ_RETURN_IF_ERROR(PrefillObserved(seq, tokens, logits, {}));
+    int reused = 0;
+    if (fresh) {
+      DAPQ_RETURN_IF_ERROR(CheckPrefill(seq, tokens.size()));
+      DAPQ_ASSIGN_OR_RETURN(reused, AttachCachedPrefix(seq, tokens, 1));
+    }
+    absl::Status s = PrefillObserved(seq, tokens.subspan(reused), logits, {});
+    if (!s.ok()) {
+      if (fresh) ResetFresh(seq);
+      return s;
+    }
+    if (fresh) PublishPrefixTokens(seq, tokens);
     seq.Record(FeedSegment::Kind::kCompressedPrefill, tokens);
     stats.slots_before = stats.slots_after = static_cast<long>(n) * m.n_layers * m.n_kv_heads;
     return stats;
@@ -297,7 +398,19 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
                                                                     s.kv_heads, m.head_dim));
     observers.push_back(collectors.back().get());
   }
-  DAPQ_RETURN_IF_ERROR(PrefillObserved(seq, tokens, logits, observers));
+  // Prefix reuse keeps what the scorer reads: the last window_rows prompt queries and the cache.
+  // Scorers that read every prompt query (H2O's accumulated attention, ExpectedAttention's
+  // statistics) prefill the whole prompt.
+  int reused = 0;
+  if (fresh && !needs.accumulated_attention && !needs.query_statistics) {
+    DAPQ_RETURN_IF_ERROR(CheckPrefill(seq, tokens.size()));
+    DAPQ_ASSIGN_OR_RETURN(reused, AttachCachedPrefix(seq, tokens, std::max(1, needs.window_rows)));
+  }
+  if (absl::Status s = PrefillObserved(seq, tokens.subspan(reused), logits, observers); !s.ok()) {
+    if (fresh) ResetFresh(seq);
+    return s;
+  }
+  if (fresh) PublishPrefixTokens(seq, tokens);  // before compression rewrites (copies) blocks
   const auto t0 = std::chrono::steady_clock::now();
   if (needs.pseudo_tokens > 0) {
     // DapQ forward mode: placeholder tokens (the last prompt token repeated) at n, n+1, ...
@@ -379,6 +492,7 @@ absl::StatusOr<GenerateResult> Engine::Continue(Sequence& seq, std::span<const i
   if (seq.tokens_.empty()) {
     DAPQ_ASSIGN_OR_RETURN(result.compression,
                           PrefillCompressed(seq, prompt, options.compression, &logits));
+    result.reused_prompt_tokens = seq.reused_tokens_;
   } else {
     DAPQ_RETURN_IF_ERROR(Prefill(seq, prompt, &logits));
   }

@@ -20,6 +20,8 @@
 #ifndef DAPQ_WORKER_ENGINE_H_
 #define DAPQ_WORKER_ENGINE_H_
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <span>
@@ -46,6 +48,10 @@ struct EngineOptions {
   // the sequence as it was.
   int kv_tokens_per_block = 16;
   long kv_max_blocks = 0;
+  // Prefix reuse (kvstore/block_pool.h's prefix index): a fresh sequence's prompt starts from the
+  // longest run of full blocks some earlier prompt left in the pool, and prefills only the rest;
+  // its own full blocks are published for later prompts when its prefill ends.
+  bool prefix_cache = true;
   absl::Status Validate(const ModelConfig& config) const;
 };
 
@@ -71,6 +77,8 @@ class Sequence {
   size_t kv_allocated_bytes() const;  // storage reserved over the local ranks
   size_t kv_used_bytes() const;       // valid slots x K and V over the local ranks
   bool compressed() const { return compressed_; }
+  // Prompt tokens taken from the prefix cache instead of being prefilled.
+  int reused_tokens() const { return reused_tokens_; }
   // Every token fed so far, and how (replayable() is false after a Forward at explicit,
   // non-consecutive positions).
   const std::vector<int>& tokens() const { return tokens_; }
@@ -86,6 +94,7 @@ class Sequence {
   std::vector<KvCache> caches_;
   int next_position_ = 0;
   bool compressed_ = false;  // the cache went through compression (slots != positions)
+  int reused_tokens_ = 0;
   std::vector<int> tokens_;
   std::vector<FeedSegment> segments_;
   bool replayable_ = true;
@@ -112,6 +121,7 @@ struct GenerateResult {
   double prefill_seconds = 0;  // prompt forward, up to the first sampled token
   double decode_seconds = 0;   // the remaining tokens
   bool stopped_at_stop_token = false;
+  int reused_prompt_tokens = 0;   // prompt tokens taken from the prefix cache, not prefilled
   int cached_tokens = 0;          // most KV slots of any (layer, KV head) at the end
   size_t kv_used_bytes = 0;       // valid KV bytes over the engine's local ranks at the end
   size_t kv_allocated_bytes = 0;  // KV storage reserved over the engine's local ranks
@@ -143,6 +153,12 @@ class Engine {
   // The paged KV block pool of local rank `local_rank` (usage figures for metrics and status).
   const kvstore::BlockPool& kv_pool(int local_rank) const { return ranks_[local_rank]->kv_pool(); }
   int first_rank() const { return first_rank_; }  // global rank of this engine's first local rank
+  // Tokens run through forward passes (every kind) and prompt tokens taken from the prefix cache
+  // instead, since creation.
+  int64_t forwarded_tokens() const { return forwarded_tokens_.load(std::memory_order_relaxed); }
+  int64_t prefix_reused_tokens() const {
+    return prefix_reused_tokens_.load(std::memory_order_relaxed);
+  }
   int local_ranks() const { return static_cast<int>(ranks_.size()); }
 
   std::unique_ptr<Sequence> NewSequence() const;
@@ -163,7 +179,20 @@ class Engine {
   // KV pool fails the whole step with ResourceExhausted and leaves every sequence's positions
   // and tokens as they were. Each entry is recorded as a decode (one token) or prefill feed.
   absl::Status Step(std::span<const StepEntry> batch, std::vector<float>* logits);
-  // Feeds tokens at next_position(), next_position()+1, ... in chunks of prefill_chunk.
+  // Prefix reuse (EngineOptions::prefix_cache; a no-op returning 0 when off). ReusePrefix gives
+  // the fresh sequence `seq` the longest cached run of full blocks of `prompt` that leaves at
+  // least keep_last (>= 1) tokens to prefill, recorded as a prefill of those tokens, and returns
+  // its length (a multiple of kv_tokens_per_block). The ranks of a group agree on the length (the
+  // shortest any rank holds). PublishPrefix offers the full blocks of `seq` (uncompressed, fed
+  // at consecutive positions from 0) to later prompts; Prefill and PrefillCompressed do both for
+  // fresh sequences themselves.
+  absl::StatusOr<int> ReusePrefix(Sequence& seq, std::span<const int> prompt, int keep_last = 1);
+  void PublishPrefix(const Sequence& seq);
+  // Drops every cached prefix (the blocks return to the pools unless sequences hold them).
+  void ClearPrefixCache();
+
+  // Feeds tokens at next_position(), next_position()+1, ... in chunks of prefill_chunk (a fresh
+  // sequence first takes what the prefix cache holds of them, then publishes its blocks).
   // OutOfRange when they would pass the context limit.
   absl::Status Prefill(Sequence& seq, std::span<const int> tokens, std::vector<float>* logits);
   // Prefill followed by KV-cache compression (COMPRESSION.md): the prompt's queries are
@@ -216,6 +245,12 @@ class Engine {
   absl::Status PrefillObserved(Sequence& seq, std::span<const int> tokens,
                                std::vector<float>* logits,
                                std::span<QueryObserver* const> observers);
+  // ReusePrefix without recording the tokens (the caller records the whole prompt).
+  absl::StatusOr<int> AttachCachedPrefix(Sequence& seq, std::span<const int> prompt, int keep_last);
+  // PublishPrefix for a sequence whose cache holds exactly `tokens`, at positions 0, 1, ...
+  void PublishPrefixTokens(const Sequence& seq, std::span<const int> tokens);
+  // A fresh sequence whose prefill failed is fresh again (no attached prefix).
+  void ResetFresh(Sequence& seq);
 
   std::shared_ptr<const ModelWeights> model_;
   EngineOptions options_;
@@ -223,6 +258,7 @@ class Engine {
   std::vector<std::unique_ptr<RankModel>> ranks_;
   int first_rank_ = 0;
   std::vector<float> inv_freq_;
+  std::atomic<int64_t> forwarded_tokens_{0}, prefix_reused_tokens_{0};
 };
 
 }  // namespace dapq::worker

@@ -64,6 +64,7 @@ class RankModel {
   const RankShard& shard() const { return shard_; }
   KvCache NewCache() const;
   const kvstore::BlockPool& kv_pool() const { return *kv_pool_; }
+  kvstore::BlockPool& kv_pool() { return *kv_pool_; }
 
   // Runs `tokens` at `positions` (absolute, explicit) through every layer, appending their K/V
   // to `cache`. When `logits` is non-empty (rank 0), it receives the last token's logits

@@ -96,6 +96,7 @@ TEST(TensorParallelTest, FullKvPoolFailsEveryRankAndTheGroupStaysUsable) {
   o.tp = 2;
   o.kv_tokens_per_block = 4;
   o.kv_max_blocks = tables * 5;  // 20 slots per (layer, KV head)
+  o.prefix_cache = false;        // b's prompt must need blocks of its own
   auto engine = Engine::Create(model, o);
   ASSERT_TRUE(engine.ok()) << engine.status();
   std::vector<int> prompt = {1};
