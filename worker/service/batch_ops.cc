@@ -19,6 +19,19 @@ absl::StatusOr<compress::CompressionStats> LocalBatchOps::PrefillCompressed(
   return stats;
 }
 
+absl::StatusOr<int> LocalBatchOps::ReusePrefix(uint64_t id, std::span<const int> prompt) {
+  std::unique_ptr<Sequence>& seq = sequences_[id];
+  seq = engine_->NewSequence();
+  absl::StatusOr<int> reused = engine_->ReusePrefix(*seq, prompt);
+  if (!reused.ok()) sequences_.erase(id);
+  return reused;
+}
+
+absl::Status LocalBatchOps::PublishPrefix(uint64_t id) {
+  if (auto it = sequences_.find(id); it != sequences_.end()) engine_->PublishPrefix(*it->second);
+  return absl::OkStatus();
+}
+
 absl::Status LocalBatchOps::Step(std::span<const uint64_t> ids,
                                  std::span<const std::vector<int>> tokens,
                                  std::vector<float>* logits) {

@@ -28,6 +28,12 @@ class BatchOps {
   virtual absl::StatusOr<compress::CompressionStats> PrefillCompressed(
       uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
       std::vector<float>* logits) = 0;
+  // A fresh sequence for `id` (replacing one it had) holding the longest cached prefix of
+  // `prompt` (Engine::ReusePrefix, at least one token left to feed); returns its length.
+  virtual absl::StatusOr<int> ReusePrefix(uint64_t id, std::span<const int> prompt) = 0;
+  // Offers the full blocks of the sequence of `id` to later prompts (Engine::PublishPrefix; a
+  // no-op for a compressed or unknown sequence).
+  virtual absl::Status PublishPrefix(uint64_t id) = 0;
   // One Engine::Step: entry i feeds tokens[i] to sequence ids[i] (created empty when new).
   virtual absl::Status Step(std::span<const uint64_t> ids, std::span<const std::vector<int>> tokens,
                             std::vector<float>* logits) = 0;
@@ -52,6 +58,8 @@ class LocalBatchOps final : public BatchOps {
   absl::StatusOr<compress::CompressionStats> PrefillCompressed(
       uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
       std::vector<float>* logits) override;
+  absl::StatusOr<int> ReusePrefix(uint64_t id, std::span<const int> prompt) override;
+  absl::Status PublishPrefix(uint64_t id) override;
   absl::Status Step(std::span<const uint64_t> ids, std::span<const std::vector<int>> tokens,
                     std::vector<float>* logits) override;
   absl::Status Release(uint64_t id) override;

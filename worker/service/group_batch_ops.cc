@@ -36,6 +36,18 @@ absl::StatusOr<compress::CompressionStats> GroupBatchOps::PrefillCompressed(
   return local_->PrefillCompressed(id, prompt, config, logits);
 }
 
+absl::StatusOr<int> GroupBatchOps::ReusePrefix(uint64_t id, std::span<const int> prompt) {
+  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::REUSE_PREFIX, id);
+  command.mutable_batch_op()->mutable_tokens()->Assign(prompt.begin(), prompt.end());
+  DAPQ_RETURN_IF_ERROR(send_(command));
+  return local_->ReusePrefix(id, prompt);
+}
+
+absl::Status GroupBatchOps::PublishPrefix(uint64_t id) {
+  DAPQ_RETURN_IF_ERROR(send_(Command(dapq::v1::BatchOp::PUBLISH_PREFIX, id)));
+  return local_->PublishPrefix(id);
+}
+
 absl::Status GroupBatchOps::Step(std::span<const uint64_t> ids,
                                  std::span<const std::vector<int>> tokens,
                                  std::vector<float>* logits) {
@@ -98,6 +110,12 @@ absl::Status RunBatchOpMessage(const dapq::v1::BatchOp& op, LocalBatchOps& ops) 
       std::vector<float> logits;
       return ops.PrefillCompressed(id, prompt, config, &logits).status();
     }
+    case dapq::v1::BatchOp::REUSE_PREFIX: {
+      const std::vector<int> prompt(op.tokens().begin(), op.tokens().end());
+      return ops.ReusePrefix(id, prompt).status();
+    }
+    case dapq::v1::BatchOp::PUBLISH_PREFIX:
+      return ops.PublishPrefix(id);
     case dapq::v1::BatchOp::RELEASE:
       return ops.Release(id);
     case dapq::v1::BatchOp::SWAP_OUT:

@@ -38,6 +38,8 @@ class GroupBatchOps final : public BatchOps {
   absl::StatusOr<compress::CompressionStats> PrefillCompressed(
       uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
       std::vector<float>* logits) override;
+  absl::StatusOr<int> ReusePrefix(uint64_t id, std::span<const int> prompt) override;
+  absl::Status PublishPrefix(uint64_t id) override;
   absl::Status Step(std::span<const uint64_t> ids, std::span<const std::vector<int>> tokens,
                     std::vector<float>* logits) override;
   absl::Status Release(uint64_t id) override;

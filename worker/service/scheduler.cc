@@ -8,6 +8,7 @@
 #include <span>
 
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "worker/service/request_options.h"
 
@@ -189,6 +190,11 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
         continue;
       }
       e.result.compression = *stats;
+      if (e.preemptions == 0) {
+        if (const Sequence* seq = ops_->Find(e.request.id)) {
+          e.result.reused_prompt_tokens = seq->reused_tokens();
+        }
+      }
       e.fed = e.request.prompt.size();
       if (e.fed == e.feed.size()) {
         if (e.result.tokens.empty()) {
@@ -200,6 +206,16 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
           e.next = e.result.tokens.back();
         }
       }
+    } else {
+      // The prompt (or, recomputing, everything fed so far) starts from the longest cached prefix.
+      absl::StatusOr<int> reused = ops_->ReusePrefix(e.request.id, e.feed);
+      e.has_sequence = reused.ok();
+      if (!reused.ok()) {
+        finished.push_back(Finish(e, reused.status()));
+        continue;
+      }
+      e.fed = static_cast<size_t>(*reused);
+      if (e.preemptions == 0) e.result.reused_prompt_tokens = *reused;
     }
     running_.push_back(std::move(owned));
   }
@@ -297,7 +313,11 @@ std::vector<FinishedRequest> Scheduler::RunStep() {
     if (!was_decode) {
       e.fed += chunks[b].size();
       if (e.fed < e.feed.size()) continue;  // mid-prompt: nothing to sample yet
-      if (!e.result.tokens.empty()) {       // a preempted sequence caught up
+      // Fed in full: its blocks serve later prompts with the same start.
+      if (absl::Status s = ops_->PublishPrefix(e.request.id); !s.ok()) {
+        DAPQ_LOG(WARNING) << "request " << e.request.id << ": publishing its prefix failed: " << s;
+      }
+      if (!e.result.tokens.empty()) {  // a preempted sequence caught up
         e.next = e.result.tokens.back();
         continue;
       }

@@ -4,12 +4,14 @@
 // steps, give exactly the tokens each gives alone (Engine::Generate, greedy); a capped pool
 // preempts by recompute or by swap to the KV store and still gives the same tokens; cancel and
 // deadline of one request leave the others' tokens unchanged; a request that can never fit is
-// ResourceExhausted naming the limit; the pool (and the store) are empty after every run.
+// ResourceExhausted naming the limit; questions over one shared document prefill it once
+// (prefix reuse); the pool (and the store) are empty after every run.
 #include "worker/service/scheduler.h"
 
 #include <map>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -122,6 +124,84 @@ TEST_P(SchedulerTest, MixedRequestsGiveTheTokensTheyGiveAlone) {
       EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
     }
   }
+}
+
+// Questions over one document (a ~90% common prefix), arriving after the first has prefilled it:
+// the later ones take the document's blocks from the prefix cache and prefill only their
+// question, full-cache and DapQ-compressed side by side, with the tokens each gives alone on an
+// engine without reuse.
+TEST_P(SchedulerTest, SharedDocumentIsPrefilledOnceInTheBatch) {
+  EngineOptions plain;
+  plain.tp = GetParam();
+  plain.prefix_cache = false;
+  ASSERT_OK_AND_ASSIGN(auto reference, Engine::Create(Stories(), plain));
+  EngineOptions eo = plain;
+  eo.prefix_cache = true;
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), eo));
+  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), engine->config().vocab_size);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::string document =
+      "Once upon a time, there was a little girl named Lily. She lived in a small house near the "
+      "woods with her mom and her dog Max. Every morning Lily and Max went for a walk. They saw "
+      "birds, trees and a big blue lake. One day Lily found a shiny red stone near the water. "
+      "She put it in her pocket and ran home to show her mom. Her mom smiled and said it was "
+      "the most beautiful stone she had ever seen.";
+  std::vector<Case> cases;
+  for (const char* question : {" What did Lily find?", " Who is Max?", " Where did they walk?",
+                               " Was the stone red?", " Who smiled?", " Where was the house?"}) {
+    Case c;
+    c.prompt = tok->Encode(document + question, /*add_bos=*/true, /*add_eos=*/false);
+    c.options.max_new_tokens = 10;
+    c.options.stop_at_stop_tokens = false;
+    if (cases.size() % 2 == 1) {
+      c.options.compression.method = compress::Method::kDapq;
+      c.options.compression.budget_tokens = 40;
+    }
+    cases.push_back(c);
+  }
+  const std::vector<std::vector<int>> alone = Alone(*reference, cases);
+  size_t shared = cases[0].prompt.size();  // tokens every prompt starts with
+  for (const Case& c : cases) {
+    size_t n = 0;
+    while (n < shared && n < c.prompt.size() && c.prompt[n] == cases[0].prompt[n]) ++n;
+    shared = n;
+  }
+  ASSERT_GE(shared * 10, cases[0].prompt.size() * 8);
+
+  Scheduler scheduler(engine.get(), SchedulerOptions{});
+  std::map<uint64_t, FinishedRequest> results;
+  for (int step = 0; step < 1000 && results.size() < cases.size(); ++step) {
+    // The first request at step 0, the others once its prompt is in (one 256-token step).
+    const size_t arrivals = step == 0 ? 1 : step == 2 ? cases.size() : 0;
+    for (size_t i = step == 0 ? 0 : 1; i < arrivals; ++i) {
+      ScheduledRequest r;
+      r.id = i;
+      r.prompt = cases[i].prompt;
+      r.options = cases[i].options;
+      ASSERT_THAT(scheduler.Add(std::move(r)), IsOk());
+    }
+    for (FinishedRequest& f : scheduler.RunStep()) results[f.id] = std::move(f);
+  }
+  ASSERT_EQ(results.size(), cases.size());
+  int64_t prompt_tokens = 0, reused = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const FinishedRequest& f = results.at(i);
+    ASSERT_TRUE(f.result.ok()) << "request " << i << ": " << f.result.status();
+    EXPECT_EQ(f.result->tokens, alone[i]) << "request " << i;
+    if (i == 0) {
+      EXPECT_EQ(f.result->reused_prompt_tokens, 0);
+    } else {
+      // The document's whole blocks, less the scorer's query window (prefilled) for DapQ.
+      EXPECT_GE(f.result->reused_prompt_tokens, static_cast<int>(shared) - 48) << "request " << i;
+      EXPECT_LE(f.result->reused_prompt_tokens, static_cast<int>(shared)) << "request " << i;
+    }
+    prompt_tokens += static_cast<int64_t>(cases[i].prompt.size());
+    reused += f.result->reused_prompt_tokens;
+  }
+  EXPECT_EQ(engine->prefix_reused_tokens(), reused);
+  // What ran: the prompts less what was reused, and every generated token but the last.
+  EXPECT_EQ(engine->forwarded_tokens(), prompt_tokens - reused + 6 * (10 - 1));
+  EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tp, SchedulerTest, ::testing::Values(1, 2));
