@@ -379,6 +379,7 @@ void GroupDriver::Complete(RequestChannel& channel, std::chrono::steady_clock::t
     const ModelConfig& m = engine_->config();
     dapq::v1::GenerationSummary& s = done.summary;
     s.set_prompt_tokens(result->prompt_tokens);
+    s.set_cached_prompt_tokens(result->reused_prompt_tokens);
     s.set_generated_tokens(static_cast<int>(result->tokens.size()));
     s.set_finish_reason(channel.cancelled()             ? "cancelled"
                         : result->stopped_at_stop_token ? "stop"
@@ -397,7 +398,8 @@ void GroupDriver::Complete(RequestChannel& channel, std::chrono::steady_clock::t
     if (options_.metrics) {
       WorkerMetrics& wm = *options_.metrics;
       wm.OnRequest(channel.cancelled() ? "cancelled" : "ok");
-      wm.OnTokens(result->prompt_tokens, static_cast<int>(result->tokens.size()));
+      wm.OnTokens(result->prompt_tokens - result->reused_prompt_tokens,
+                  static_cast<int>(result->tokens.size()), result->reused_prompt_tokens);
       const int later = static_cast<int>(result->tokens.size()) - 1;
       wm.ObserveLatency(s.ttft_seconds(), later > 0 ? result->decode_seconds / later : -1);
       wm.OnCompression(

@@ -44,6 +44,7 @@ struct WorkerFlags {
   int max_batch = 64, max_step_tokens = 256;
   std::string preemption = "recompute";
   bool no_batching = false;
+  bool no_prefix_cache = false;
   bool fail_on_bad_block = false;
   int ready_fd = -1;
   int kv_block_tokens = 16;
@@ -124,6 +125,7 @@ absl::Status RunWorker(const WorkerFlags& f) {
   engine_options.prefill_chunk = f.prefill_chunk;
   engine_options.kv_tokens_per_block = f.kv_block_tokens;
   engine_options.kv_max_blocks = f.kv_pool_blocks;
+  engine_options.prefix_cache = !f.no_prefix_cache;
   std::unique_ptr<Communicator> comm;
   std::unique_ptr<Engine> engine;
   if (f.tp == 1) {
@@ -283,6 +285,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--no_batching", f.no_batching,
                "run one request at a time (no continuous batching)");
+  app.add_flag("--no_prefix_cache", f.no_prefix_cache,
+               "prefill every prompt in full (default: a prompt starting with blocks an earlier "
+               "prompt left in the KV pool takes them and prefills only the rest)");
   app.add_option("--kv_block_tokens", f.kv_block_tokens,
                  "slots per block of the paged KV cache (a power of two)");
   app.add_option("--kv_pool_blocks", f.kv_pool_blocks,

@@ -38,6 +38,11 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& group, 
                           .Help("Prompt tokens prefilled")
                           .Register(r)
                           .Add(With({}))),
+      reused_tokens_(BuildCounter()
+                         .Name("dapq_worker_prefix_reused_tokens_total")
+                         .Help("Prompt tokens taken from the prefix cache instead of prefilled")
+                         .Register(r)
+                         .Add(With({}))),
       decode_tokens_(BuildCounter()
                          .Name("dapq_worker_decode_tokens_total")
                          .Help("Tokens generated")
@@ -174,8 +179,9 @@ void WorkerMetrics::OnRequest(const std::string& outcome) {
   requests_.Add(With({{"outcome", outcome}})).Increment();
 }
 
-void WorkerMetrics::OnTokens(int prefill, int decode) {
+void WorkerMetrics::OnTokens(int prefill, int decode, int reused) {
   prefill_tokens_.Increment(prefill);
+  reused_tokens_.Increment(reused);
   decode_tokens_.Increment(decode);
 }
 
@@ -301,12 +307,16 @@ std::vector<prometheus::MetricFamily> KvPoolCollector::Collect() const {
       {"dapq_kv_pool_used_blocks", "Blocks of the paged KV cache held by live sequences"},
       {"dapq_kv_pool_allocated_blocks", "Blocks of the paged KV cache allocated (used + free)"},
       {"dapq_kv_pool_capacity_blocks", "The pool's cap in blocks (0 = grows while memory lasts)"},
-      {"dapq_kv_pool_block_bytes", "Bytes of one block (K and V)"}};
+      {"dapq_kv_pool_block_bytes", "Bytes of one block (K and V)"},
+      {"dapq_kv_pool_cached_blocks",
+       "Blocks of the prefix cache (full prompt blocks kept for reuse; free when only it holds "
+       "them)"}};
   const double values[] = {
       static_cast<double>(pool_->blocks_in_use()), static_cast<double>(pool_->blocks_allocated()),
-      static_cast<double>(pool_->max_blocks()), static_cast<double>(pool_->block_bytes())};
+      static_cast<double>(pool_->max_blocks()), static_cast<double>(pool_->block_bytes()),
+      static_cast<double>(pool_->blocks_cached())};
   std::vector<prometheus::MetricFamily> out;
-  for (size_t i = 0; i < 4; ++i) {
+  for (size_t i = 0; i < std::size(values); ++i) {
     prometheus::MetricFamily family;
     family.name = kFamilies[i].first;
     family.help = kFamilies[i].second;

@@ -30,7 +30,8 @@ class WorkerMetrics final : public kvstore::KvStoreObserver {
   WorkerMetrics(prometheus::Registry& registry, const std::string& group, int rank);
 
   void OnRequest(const std::string& outcome);  // ok, error, cancelled
-  void OnTokens(int prefill, int decode);
+  // prefill: prompt tokens run through the model; reused: taken from the prefix cache instead.
+  void OnTokens(int prefill, int decode, int reused = 0);
   void ObserveLatency(double ttft_seconds, double time_per_output_token_seconds);
   void SetQueueDepth(int depth);
   void OnRejected();
@@ -59,6 +60,7 @@ class WorkerMetrics final : public kvstore::KvStoreObserver {
   std::vector<std::string> tiers_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Counter& prefill_tokens_;
+  prometheus::Counter& reused_tokens_;
   prometheus::Counter& decode_tokens_;
   prometheus::Histogram& ttft_;
   prometheus::Histogram& tpot_;
