@@ -83,12 +83,43 @@ void BM_Gemm(benchmark::State& state) {
 }
 // The linear layers of one Llama-3-8B block: wq/wo (4096x4096), wk/wv (1024x4096),
 // w1/w3 (14336x4096), w2 (4096x14336).
+// m = 1, 4, 16 run the small-m kernel (kernels/ref/small_gemm.h; decode, alone or batched).
 BENCHMARK(BM_Gemm)
     ->ArgNames({"m", "n", "k"})
-    ->ArgsProduct({{1, 128, 512}, {kDim}, {kDim}})
-    ->ArgsProduct({{1, 128, 512}, {kKvHeads * kHeadDim}, {kDim}})
-    ->ArgsProduct({{1, 128, 512}, {kFfn}, {kDim}})
-    ->ArgsProduct({{1, 128, 512}, {kDim}, {kFfn}})
+    ->ArgsProduct({{1, 4, 16, 128, 512}, {kDim}, {kDim}})
+    ->ArgsProduct({{1, 4, 16, 128, 512}, {kKvHeads * kHeadDim}, {kDim}})
+    ->ArgsProduct({{1, 4, 16, 128, 512}, {kFfn}, {kDim}})
+    ->ArgsProduct({{1, 4, 16, 128, 512}, {kDim}, {kFfn}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// The same small-m products through OpenBLAS alone (sgemv for m = 1, sgemm otherwise): what the
+// small-m kernel replaces.
+void BM_BlasSmallM(benchmark::State& state) {
+  const int m = static_cast<int>(state.range(0));
+  const int n = static_cast<int>(state.range(1));
+  const int kk = static_cast<int>(state.range(2));
+  const std::vector<float> a = RandomVector(static_cast<size_t>(m) * kk, 1);
+  const std::vector<float> w = RandomVector(static_cast<size_t>(n) * kk, 2, -0.02f, 0.02f);
+  std::vector<float> c(static_cast<size_t>(m) * n);
+  for (auto _ : state) {
+    if (m == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, kk, 1.0f, w.data(), kk, a.data(), 1, 0.0f,
+                  c.data(), 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, kk, 1.0f, a.data(), kk, w.data(),
+                  kk, 0.0f, c.data(), n);
+    }
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "FLOP/s", 2.0 * m * n * kk);
+  SetRate(state, "weight_B/s", 4.0 * n * kk);
+}
+BENCHMARK(BM_BlasSmallM)
+    ->ArgNames({"m", "n", "k"})
+    ->ArgsProduct({{1, 4, 16}, {kFfn}, {kDim}})
+    ->ArgsProduct({{1, 4, 16}, {kDim}, {kFfn}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

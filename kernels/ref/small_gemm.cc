@@ -1,0 +1,182 @@
+// File: kernels/ref/small_gemm.cc
+// SmallGemm: register tiles of R weight rows x M activation rows (AVX-512: 4 x 6 accumulators;
+// AVX2: 4 x 2), k streamed in vector steps with a masked (AVX-512) or scalar-padded (AVX2) tail,
+// one horizontal sum per output; weight-row tiles split over the kernel threads.
+#include "kernels/ref/small_gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kernels/ref/parallel_for.h"
+
+namespace dapq::kernels::ref {
+namespace {
+
+enum class Isa { kNone, kAvx2, kAvx512 };
+
+Isa DetectIsa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+  return Isa::kNone;
+}
+
+Isa TheIsa() {
+  static const Isa isa = DetectIsa();
+  return isa;
+}
+
+// Below this many multiply-adds one thread does the whole product (waking the pool costs more).
+constexpr long kParallelFmas = 1L << 20;
+
+// ---------------------------------------------------------------- AVX-512
+
+// How far ahead in a weight row the next cache line is requested (a hint; reading past the row's
+// end is harmless).
+constexpr int kPrefetchFloats = 512;
+
+template <int R, int M>
+__attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const float* b, long ldb,
+                                                int k, float* c, long ldc) {
+  __m512 acc[R][M];
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < M; ++i) acc[r][i] = _mm512_setzero_ps();
+  }
+  int kk = 0;
+  for (; kk + 16 <= k; kk += 16) {
+    __m512 w[R];
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(b + r * ldb + kk + kPrefetchFloats), _MM_HINT_T0);
+      w[r] = _mm512_loadu_ps(b + r * ldb + kk);
+    }
+    for (int i = 0; i < M; ++i) {
+      const __m512 x = _mm512_loadu_ps(a + i * lda + kk);
+      for (int r = 0; r < R; ++r) acc[r][i] = _mm512_fmadd_ps(w[r], x, acc[r][i]);
+    }
+  }
+  if (kk < k) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (k - kk)) - 1);
+    __m512 w[R];
+    for (int r = 0; r < R; ++r) w[r] = _mm512_maskz_loadu_ps(mask, b + r * ldb + kk);
+    for (int i = 0; i < M; ++i) {
+      const __m512 x = _mm512_maskz_loadu_ps(mask, a + i * lda + kk);
+      for (int r = 0; r < R; ++r) acc[r][i] = _mm512_fmadd_ps(w[r], x, acc[r][i]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < M; ++i) c[i * ldc + r] = _mm512_reduce_add_ps(acc[r][i]);
+  }
+}
+
+template <int R>
+__attribute__((target("avx512f"))) void Rows512(const GemmParams& p, int n) {
+  constexpr int kM = 6;
+  const float* b = p.b + static_cast<long>(n) * p.ldb;
+  for (int i0 = 0; i0 < p.m; i0 += kM) {
+    const float* a = p.a + static_cast<long>(i0) * p.lda;
+    float* c = p.c + static_cast<long>(i0) * p.ldc + n;
+    switch (std::min(kM, p.m - i0)) {
+      case 1: Tile512<R, 1>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
+      case 2: Tile512<R, 2>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
+      case 3: Tile512<R, 3>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
+      case 4: Tile512<R, 4>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
+      case 5: Tile512<R, 5>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
+      default: Tile512<R, 6>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- AVX2
+
+// The k tail (< 8) of one row, zero-padded to a full vector.
+__attribute__((target("avx2,fma"))) inline __m256 LoadTail256(const float* p, int n) {
+  alignas(32) float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int j = 0; j < n; ++j) buf[j] = p[j];
+  return _mm256_load_ps(buf);
+}
+
+__attribute__((target("avx2,fma"))) inline float Sum256(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+template <int R, int M>
+__attribute__((target("avx2,fma"))) void Tile256(const float* a, long lda, const float* b, long ldb,
+                                                 int k, float* c, long ldc) {
+  __m256 acc[R][M];
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < M; ++i) acc[r][i] = _mm256_setzero_ps();
+  }
+  int kk = 0;
+  for (; kk + 8 <= k; kk += 8) {
+    __m256 w[R];
+    for (int r = 0; r < R; ++r) w[r] = _mm256_loadu_ps(b + r * ldb + kk);
+    for (int i = 0; i < M; ++i) {
+      const __m256 x = _mm256_loadu_ps(a + i * lda + kk);
+      for (int r = 0; r < R; ++r) acc[r][i] = _mm256_fmadd_ps(w[r], x, acc[r][i]);
+    }
+  }
+  if (kk < k) {
+    __m256 w[R];
+    for (int r = 0; r < R; ++r) w[r] = LoadTail256(b + r * ldb + kk, k - kk);
+    for (int i = 0; i < M; ++i) {
+      const __m256 x = LoadTail256(a + i * lda + kk, k - kk);
+      for (int r = 0; r < R; ++r) acc[r][i] = _mm256_fmadd_ps(w[r], x, acc[r][i]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int i = 0; i < M; ++i) c[i * ldc + r] = Sum256(acc[r][i]);
+  }
+}
+
+template <int R>
+__attribute__((target("avx2,fma"))) void Rows256(const GemmParams& p, int n) {
+  constexpr int kM = 2;
+  const float* b = p.b + static_cast<long>(n) * p.ldb;
+  for (int i0 = 0; i0 < p.m; i0 += kM) {
+    const float* a = p.a + static_cast<long>(i0) * p.lda;
+    float* c = p.c + static_cast<long>(i0) * p.ldc + n;
+    if (p.m - i0 >= kM) {
+      Tile256<R, 2>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+    } else {
+      Tile256<R, 1>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+    }
+  }
+}
+
+// Weight rows [n0, n1): tiles of four, then single rows.
+void RunRows(Isa isa, const GemmParams& p, int n0, int n1) {
+  int n = n0;
+  for (; n + 4 <= n1; n += 4) isa == Isa::kAvx512 ? Rows512<4>(p, n) : Rows256<4>(p, n);
+  for (; n < n1; ++n) isa == Isa::kAvx512 ? Rows512<1>(p, n) : Rows256<1>(p, n);
+}
+
+}  // namespace
+
+const char* SmallGemmIsa() {
+  switch (TheIsa()) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "none";
+  }
+}
+
+bool SmallGemm(const GemmParams& p) {
+  const Isa isa = TheIsa();
+  if (isa == Isa::kNone || !p.trans_b || p.alpha != 1.0f || p.beta != 0.0f || p.m < 1 ||
+      p.m > kSmallGemmMaxM) {
+    return false;
+  }
+  const int tiles = (p.n + 3) / 4;
+  const auto run = [&](int t0, int t1) { RunRows(isa, p, t0 * 4, std::min(p.n, t1 * 4)); };
+  if (static_cast<long>(p.m) * p.n * p.k < kParallelFmas) {
+    run(0, tiles);
+  } else {
+    ParallelFor(tiles, run);
+  }
+  return true;
+}
+
+}  // namespace dapq::kernels::ref

@@ -1,0 +1,111 @@
+// File: kernels/ref/small_gemm_test.cc
+// SmallGemm against a double-precision product for every m it serves, k with vector tails,
+// n not a multiple of the tile, and row strides (fp32 tolerance from the operands' scale); each
+// row of A gives bit-identical outputs alone and in a batch, and on one or several threads;
+// products it does not serve are left to OpenBLAS. ParallelFor covers every index once.
+#include "kernels/ref/small_gemm.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/ref/parallel_for.h"
+#include "tests/util/tolerance.h"
+
+namespace dapq::kernels::ref {
+namespace {
+
+std::vector<float> Random(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+bool Served() { return std::strcmp(SmallGemmIsa(), "none") != 0; }
+
+TEST(SmallGemmTest, MatchesADoubleProductForEveryM) {
+  if (!Served()) GTEST_SKIP() << "this CPU has neither AVX2+FMA nor AVX-512F";
+  uint64_t seed = 1;
+  for (int m = 1; m <= kSmallGemmMaxM; ++m) {
+    for (int k : {1, 7, 16, 37, 100, 256}) {
+      const int n = 4 * (m % 3) + 7, lda = k + 3, ldb = k + 5, ldc = n + 2;
+      const std::vector<float> a = Random(static_cast<size_t>(m) * lda, seed++);
+      const std::vector<float> b = Random(static_cast<size_t>(n) * ldb, seed++);
+      std::vector<float> c(static_cast<size_t>(m) * ldc, -9.0f);
+      GemmParams p{m, n, k, a.data(), lda, b.data(), ldb, true, c.data(), ldc, 1.0f, 0.0f};
+      ASSERT_TRUE(SmallGemm(p));
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; ++j) {
+          double want = 0, scale = 0;  // the product, and the sum of its terms' magnitudes
+          for (int t = 0; t < k; ++t) {
+            const double term =
+                static_cast<double>(a[i * lda + t]) * b[static_cast<size_t>(j) * ldb + t];
+            want += term;
+            scale += std::abs(term);
+          }
+          ASSERT_NEAR(c[i * ldc + j], want, dapq::testing::Fp32Tolerance(scale, k)) << "m=" << m << " k=" << k << " (" << i
+                                                       << ", " << j << ")";
+        }
+        for (int j = n; j < ldc; ++j) ASSERT_EQ(c[i * ldc + j], -9.0f) << "past n";
+      }
+    }
+  }
+}
+
+TEST(SmallGemmTest, ARowGivesTheSameBitsAloneAndInABatch) {
+  if (!Served()) GTEST_SKIP() << "this CPU has neither AVX2+FMA nor AVX-512F";
+  // Large enough to run on the kernel threads.
+  const int n = 1030, k = 1029, m = kSmallGemmMaxM;
+  const std::vector<float> a = Random(static_cast<size_t>(m) * k, 7);
+  const std::vector<float> b = Random(static_cast<size_t>(n) * k, 8);
+  std::vector<float> batch(static_cast<size_t>(m) * n);
+  ASSERT_TRUE(SmallGemm({m, n, k, a.data(), k, b.data(), k, true, batch.data(), n, 1.0f, 0.0f}));
+  for (int i = 0; i < m; ++i) {
+    for (int rows : {1, 3}) {
+      if (i + rows > m) continue;
+      std::vector<float> alone(static_cast<size_t>(rows) * n);
+      ASSERT_TRUE(SmallGemm({rows, n, k, a.data() + static_cast<size_t>(i) * k, k, b.data(), k,
+                             true, alone.data(), n, 1.0f, 0.0f}));
+      ASSERT_EQ(std::memcmp(alone.data(), batch.data() + static_cast<size_t>(i) * n,
+                            alone.size() * sizeof(float)),
+                0)
+          << "rows " << i << ".." << i + rows - 1;
+    }
+  }
+}
+
+TEST(SmallGemmTest, LeavesOtherProductsToOpenBlas) {
+  float x = 1;
+  EXPECT_FALSE(SmallGemm({kSmallGemmMaxM + 1, 1, 1, &x, 1, &x, 1, true, &x, 1, 1.0f, 0.0f}));
+  EXPECT_FALSE(SmallGemm({1, 1, 1, &x, 1, &x, 1, false, &x, 1, 1.0f, 0.0f}));
+  EXPECT_FALSE(SmallGemm({1, 1, 1, &x, 1, &x, 1, true, &x, 1, 0.5f, 0.0f}));
+  EXPECT_FALSE(SmallGemm({1, 1, 1, &x, 1, &x, 1, true, &x, 1, 1.0f, 1.0f}));
+  EXPECT_EQ(x, 1.0f);
+}
+
+TEST(ParallelForTest, CoversEveryIndexOnceFromSeveralCallers) {
+  EXPECT_GE(KernelThreads(), 1);
+  constexpr int kN = 1000;
+  std::vector<std::atomic<int>> hits(kN);
+  auto body = [&](int begin, int end) {
+    for (int i = begin; i < end; ++i) hits[i].fetch_add(1);
+  };
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 3; ++t) {
+    callers.emplace_back([&] {
+      for (int rep = 0; rep < 50; ++rep) ParallelFor(kN, body);
+    });
+  }
+  for (auto& t : callers) t.join();
+  for (int i = 0; i < kN; ++i) ASSERT_EQ(hits[i].load(), 150) << i;
+  ParallelFor(0, body);  // nothing to do
+}
+
+}  // namespace
+}  // namespace dapq::kernels::ref
