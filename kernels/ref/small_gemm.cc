@@ -77,12 +77,24 @@ __attribute__((target("avx512f"))) void Rows512(const GemmParams& p, int n) {
     const float* a = p.a + static_cast<long>(i0) * p.lda;
     float* c = p.c + static_cast<long>(i0) * p.ldc + n;
     switch (std::min(kM, p.m - i0)) {
-      case 1: Tile512<R, 1>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
-      case 2: Tile512<R, 2>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
-      case 3: Tile512<R, 3>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
-      case 4: Tile512<R, 4>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
-      case 5: Tile512<R, 5>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
-      default: Tile512<R, 6>(a, p.lda, b, p.ldb, p.k, c, p.ldc); break;
+      case 1:
+        Tile512<R, 1>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        break;
+      case 2:
+        Tile512<R, 2>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        break;
+      case 3:
+        Tile512<R, 3>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        break;
+      case 4:
+        Tile512<R, 4>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        break;
+      case 5:
+        Tile512<R, 5>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        break;
+      default:
+        Tile512<R, 6>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        break;
     }
   }
 }
@@ -157,9 +169,12 @@ void RunRows(Isa isa, const GemmParams& p, int n0, int n1) {
 
 const char* SmallGemmIsa() {
   switch (TheIsa()) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    default: return "none";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    default:
+      return "none";
   }
 }
 

@@ -49,8 +49,8 @@ TEST(SmallGemmTest, MatchesADoubleProductForEveryM) {
             want += term;
             scale += std::abs(term);
           }
-          ASSERT_NEAR(c[i * ldc + j], want, dapq::testing::Fp32Tolerance(scale, k)) << "m=" << m << " k=" << k << " (" << i
-                                                       << ", " << j << ")";
+          ASSERT_NEAR(c[i * ldc + j], want, dapq::testing::Fp32Tolerance(scale, k))
+              << "m=" << m << " k=" << k << " (" << i << ", " << j << ")";
         }
         for (int j = n; j < ldc; ++j) ASSERT_EQ(c[i * ldc + j], -9.0f) << "past n";
       }

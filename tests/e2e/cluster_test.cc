@@ -382,6 +382,57 @@ std::vector<std::vector<int>> ReferenceSession(const std::vector<std::string>& t
   return out;
 }
 
+// Session turns run in the continuous batch beside plain streams: four sessions send their three
+// turns one after another while the other sessions and plain requests stream; every turn
+// continues its session exactly (the in-process reference), and steps batched several sequences.
+// TP=2: the session's sequence joins and leaves the batch on both ranks (SESSION_BEGIN/END).
+TEST(ClusterSessionTest, SessionTurnsShareTheBatchAndContinueIdentically) {
+  auto cluster = StartCluster("cluster_session_batch", testing::Stories260KPath(), 1, 2);
+  const std::vector<std::string> turns = {kStory, " Then the dog came.", " They went home."};
+  const std::vector<std::vector<int>> expected = ReferenceSession(turns, 24);
+  constexpr int kSessions = 4;
+  std::vector<std::thread> clients;
+  std::vector<std::vector<Completion>> got(kSessions, std::vector<Completion>(turns.size()));
+  for (int s = 0; s < kSessions; ++s) {
+    clients.emplace_back([&, s] {
+      // The turns of one session are sent one after another on one thread, but a plain request
+      // from another thread keeps each step busy meanwhile.
+      for (size_t t = 0; t < turns.size(); ++t) {
+        dapq::v1::GenerateRequest r;
+        r.set_text(turns[t]);
+        r.set_max_new_tokens(24);
+        r.set_session_id(absl::StrCat("batched-", s));
+        r.mutable_compression()->set_method("dapq");
+        r.mutable_compression()->set_budget_tokens(8);
+        got[s][t] = Complete(cluster->address(), r);
+      }
+    });
+  }
+  std::vector<Completion> plain(kSessions);
+  for (int i = 0; i < kSessions; ++i) {
+    clients.emplace_back([&, i] { plain[i] = Complete(cluster->address(), StoryRequest(60)); });
+  }
+  for (std::thread& t : clients) t.join();
+  const std::vector<int> plain_expected = Reference(testing::Stories260KPath(), StoryRequest(60));
+  for (int s = 0; s < kSessions; ++s) {
+    for (size_t t = 0; t < turns.size(); ++t) {
+      ASSERT_TRUE(got[s][t].status.ok()) << got[s][t].status.error_message();
+      EXPECT_EQ(Tokens(got[s][t]), expected[t]) << "session " << s << " turn " << t;
+    }
+    ASSERT_TRUE(plain[s].status.ok()) << plain[s].status.error_message();
+    EXPECT_EQ(Tokens(plain[s]), plain_expected) << "plain request " << s;
+  }
+  const testing::CommandResult metrics = testing::RunCommand(
+      absl::StrCat("curl -s http://127.0.0.1:", cluster->worker_metrics_port(0, 0), "/metrics"));
+  std::smatch count, single;
+  ASSERT_TRUE(std::regex_search(
+      metrics.out, count, std::regex("dapq_worker_step_sequences_count\\{[^}]*\\} ([0-9.e+]+)")));
+  ASSERT_TRUE(std::regex_search(
+      metrics.out, single,
+      std::regex("dapq_worker_step_sequences_bucket\\{[^}]*le=\"1\"[^}]*\\} ([0-9.e+]+)")));
+  EXPECT_GT(std::stod(count[1].str()), std::stod(single[1].str())) << "no step batched two";
+}
+
 TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
   auto cluster = StartCluster("cluster_session", testing::Stories260KPath(), 1, 2, true, 64,
                               [](launcher::LocalClusterOptions& o) {

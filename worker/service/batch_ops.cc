@@ -48,6 +48,14 @@ absl::Status LocalBatchOps::Step(std::span<const uint64_t> ids,
   return engine_->Step(entries, logits);
 }
 
+std::unique_ptr<Sequence> LocalBatchOps::Take(uint64_t id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return nullptr;
+  std::unique_ptr<Sequence> seq = std::move(it->second);
+  sequences_.erase(it);
+  return seq;
+}
+
 absl::Status LocalBatchOps::Release(uint64_t id) {
   sequences_.erase(id);
   return absl::OkStatus();

@@ -67,6 +67,10 @@ class LocalBatchOps final : public BatchOps {
   absl::Status SwapIn(uint64_t id, const compress::CompressionConfig& compression) override;
   const Sequence* Find(uint64_t id) const override;
   size_t size() const { return sequences_.size(); }
+  // A session's sequence joins the batch as `id` (replacing one it had); Take hands it back
+  // (null for an unknown id).
+  void Adopt(uint64_t id, std::unique_ptr<Sequence> seq) { sequences_[id] = std::move(seq); }
+  std::unique_ptr<Sequence> Take(uint64_t id);
 
  private:
   absl::Status CheckStore() const;  // FailedPrecondition without a store

@@ -16,14 +16,17 @@ dapq::v1::GroupCommand Command(dapq::v1::BatchOp::Kind kind) {
   return command;
 }
 
-// An operation on one sequence.
 dapq::v1::GroupCommand Command(dapq::v1::BatchOp::Kind kind, uint64_t id) {
+  return BatchCommand(kind, id);
+}
+
+}  // namespace
+
+dapq::v1::GroupCommand BatchCommand(dapq::v1::BatchOp::Kind kind, uint64_t id) {
   dapq::v1::GroupCommand command = Command(kind);
   command.mutable_batch_op()->add_ids(id);
   return command;
 }
-
-}  // namespace
 
 absl::StatusOr<compress::CompressionStats> GroupBatchOps::PrefillCompressed(
     uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,

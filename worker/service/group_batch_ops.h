@@ -53,6 +53,9 @@ class GroupBatchOps final : public BatchOps {
   std::map<uint64_t, dapq::v1::CompressionOptions> compression_;
 };
 
+// A BATCH command for one operation on the sequence of request `id`.
+dapq::v1::GroupCommand BatchCommand(dapq::v1::BatchOp::Kind kind, uint64_t id);
+
 // The other ranks: runs one received operation on `ops`. DataLoss for a malformed message;
 // otherwise the operation's own status (identical on every rank).
 absl::Status RunBatchOpMessage(const dapq::v1::BatchOp& op, LocalBatchOps& ops);

@@ -193,17 +193,37 @@ std::function<bool(int)> GroupDriver::StreamTo(RequestChannel* channel, int prev
   };
 }
 
-void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler& scheduler,
-                             std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids,
-                             GroupBatchOps& group) {
+void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, BatchState& batch) {
   const auto start = std::chrono::steady_clock::now();
   if (AnswerIfCancelled(*channel)) return;
   const dapq::v1::GenerateRequest& request = channel->request();
+  const std::string& sid = request.session_id();
+  if (!sid.empty() && batch.active_sessions.count(sid) > 0) {
+    batch.deferred[sid].push_back(std::move(channel));  // after the session's current turn
+    return;
+  }
+  const Session* session = sid.empty() ? nullptr : FindSession(sid);
+  const int next_position = session != nullptr ? static_cast<int>(session->tokens.size()) : 0;
   GenerateOptions options;
   absl::StatusOr<std::vector<int>> prompt =
-      PreparePrompt(request, /*continuing=*/false, /*next_position=*/0, &options);
+      PreparePrompt(request, /*continuing=*/session != nullptr, next_position, &options);
   absl::Status status = prompt.status();
   const uint64_t id = next_request_id_++;
+  bool continuing = false, began = false;
+  if (status.ok() && !sid.empty()) {
+    // Every rank moves the session's sequence (restored from its store if need be) into the
+    // batch under this request's id.
+    dapq::v1::GroupCommand command = BatchCommand(dapq::v1::BatchOp::SESSION_BEGIN, id);
+    command.mutable_batch_op()->set_session_id(sid);
+    *command.mutable_batch_op()->mutable_compression() = request.compression();
+    status = SendCommand(command);
+    if (status.ok()) {
+      absl::StatusOr<bool> joined = BeginBatchedSession(id, sid, options.compression, batch.local);
+      status = joined.status();
+      began = joined.ok();
+      continuing = joined.ok() && *joined;
+    }
+  }
   if (status.ok()) {
     ScheduledRequest r;
     r.id = id;
@@ -211,52 +231,137 @@ void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler&
     r.options = std::move(options);
     r.start = start;
     r.on_token = StreamTo(channel.get(), r.prompt.back());
-    status = scheduler.Add(std::move(r));
+    r.continuing = continuing;
+    r.keep_sequence = !sid.empty();
+    status = batch.scheduler.Add(std::move(r));
     // Before the scheduler's first operation on it (admission happens in RunStep).
-    if (status.ok()) group.Register(id, request.compression());
+    if (status.ok()) batch.group.Register(id, request.compression());
+  }
+  if (!status.ok() && began) {
+    // The turn never ran: the session stays as it was (its sequence back in the table).
+    GenerateResult none;
+    EndSessionEverywhere(id, &none, batch).IgnoreError();
   }
   if (!status.ok()) {
     Complete(*channel, start, status, 0);
     return;
   }
-  ids[id] = std::move(channel);
+  if (!sid.empty()) batch.active_sessions.insert(sid);
+  batch.ids[id] = std::move(channel);
+}
+
+absl::StatusOr<bool> GroupDriver::BeginBatchedSession(uint64_t id, const std::string& sid,
+                                                      const compress::CompressionConfig& requested,
+                                                      LocalBatchOps& ops) {
+  Session* session = FindSession(sid);
+  batched_sessions_[id] = {sid, session != nullptr ? session->compression : requested};
+  if (session == nullptr) return false;  // its first turn: a fresh sequence
+  std::unique_ptr<Sequence> seq = std::move(session->seq);
+  if (seq == nullptr) {
+    absl::StatusOr<std::unique_ptr<Sequence>> restored = RestoreSession(sid, *session);
+    if (!restored.ok()) {
+      batched_sessions_.erase(id);
+      DropSession(sid);
+      return restored.status();
+    }
+    seq = *std::move(restored);
+  }
+  ops.Adopt(id, std::move(seq));
+  return true;
+}
+
+absl::StatusOr<int> GroupDriver::EndBatchedSession(uint64_t id, const GenerateResult* result,
+                                                   LocalBatchOps& ops) {
+  auto it = batched_sessions_.find(id);
+  if (it == batched_sessions_.end()) {
+    return absl::DataLossError(absl::StrCat("session end for request ", id, ", which has none"));
+  }
+  const BatchedSession ended = std::move(it->second);
+  batched_sessions_.erase(it);
+  std::unique_ptr<Sequence> seq = ops.Take(id);
+  absl::Status kept = absl::OkStatus();
+  if (result != nullptr && seq != nullptr) {
+    Sequence* raw = seq.get();
+    kept = KeepSession(ended.id, std::move(seq), raw, *result, ended.compression);
+  }
+  if (result == nullptr || !kept.ok()) DropSession(ended.id);
+  sessions_count_.store(static_cast<int>(sessions_.size()));
+  kv_bytes_.store(static_cast<int64_t>(SessionsKvBytes()) * kv_scale_);
+  DAPQ_RETURN_IF_ERROR(kept);
+  auto session = sessions_.find(ended.id);
+  return session != sessions_.end() ? static_cast<int>(session->second.tokens.size()) : 0;
+}
+
+absl::StatusOr<int> GroupDriver::EndSessionEverywhere(uint64_t id, const GenerateResult* result,
+                                                      BatchState& batch) {
+  dapq::v1::GroupCommand command = BatchCommand(dapq::v1::BatchOp::SESSION_END, id);
+  command.mutable_batch_op()->set_keep(result != nullptr);
+  if (result != nullptr) {
+    command.mutable_batch_op()->mutable_tokens()->Assign(result->tokens.begin(),
+                                                         result->tokens.end());
+  }
+  DAPQ_RETURN_IF_ERROR(SendCommand(command));
+  return EndBatchedSession(id, result, batch.local);
+}
+
+void GroupDriver::Deliver(const FinishedRequest& f, BatchState& batch) {
+  batch.group.Unregister(f.id);
+  auto it = batch.ids.find(f.id);
+  if (it == batch.ids.end()) return;
+  std::shared_ptr<RequestChannel> channel = std::move(it->second);
+  batch.ids.erase(it);
+  absl::StatusOr<GenerateResult> result = f.result;
+  const int generated = result.ok() ? static_cast<int>(result->tokens.size()) : 0;
+  int next = result.ok() ? result->prompt_tokens + std::max(generated - 1, 0) : 0;
+  const std::string& sid = channel->request().session_id();
+  if (!sid.empty()) {
+    // Every rank keeps the turn's sequence as the session (feeding the last token, saving it),
+    // or drops the session when the turn failed.
+    const bool keep = result.ok() && f.sequence_kept;
+    absl::StatusOr<int> ended = EndSessionEverywhere(f.id, keep ? &*result : nullptr, batch);
+    if (keep && ended.ok()) next = *ended;
+    if (keep && !ended.ok()) result = ended.status();
+    batch.active_sessions.erase(sid);
+  }
+  Complete(*channel, f.start, result, next);
+  if (sid.empty()) return;
+  // The session's next turn, if one came meanwhile.
+  auto waiting = batch.deferred.find(sid);
+  if (waiting == batch.deferred.end()) return;
+  std::shared_ptr<RequestChannel> next_turn = std::move(waiting->second.front());
+  waiting->second.pop_front();
+  if (waiting->second.empty()) batch.deferred.erase(waiting);
+  AddToBatch(std::move(next_turn), batch);
 }
 
 absl::Status GroupDriver::RunBatched() {
   // Multi-process: the scheduler's operations go to the other ranks first (GroupBatchOps).
   LocalBatchOps local(engine_, options_.store);
   GroupBatchOps group(&local, [this](const dapq::v1::GroupCommand& c) { return SendCommand(c); });
-  Scheduler scheduler(engine_, options_.scheduler, comm_ != nullptr ? &group : nullptr);
-  std::map<uint64_t, std::shared_ptr<RequestChannel>> ids;
-  // A finished request's last event; its session-less sequence's next position is reported.
-  const auto deliver = [&](const FinishedRequest& f) {
-    group.Unregister(f.id);
-    auto it = ids.find(f.id);
-    if (it == ids.end()) return;
-    const int generated = f.result.ok() ? static_cast<int>(f.result->tokens.size()) : 0;
-    const int next = f.result.ok() ? f.result->prompt_tokens + std::max(generated - 1, 0) : 0;
-    Complete(*it->second, f.start, f.result, next);
-    ids.erase(it);
+  Scheduler scheduler(engine_, options_.scheduler,
+                      comm_ != nullptr ? static_cast<BatchOps*>(&group) : &local);
+  BatchState batch{local, group, scheduler};
+  const auto fail_all = [&](const absl::Status& why) {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [sid, channels] : batch.deferred) {
+      for (auto& channel : channels) Complete(*channel, now, why, 0);
+    }
+    batch.deferred.clear();
+    FailQueued(why);
   };
-  std::shared_ptr<RequestChannel> session_turn;  // waits for the batch to drain
   auto last_gather = std::chrono::steady_clock::now();
   while (true) {
     std::deque<std::shared_ptr<RequestChannel>> taken;
     bool stop = false;
     {
       MutexLock lock(&mu_);
-      if (scheduler.idle() && session_turn == nullptr) {
+      if (scheduler.idle()) {
         cv_.WaitFor(&mu_, options_.idle_ping, [&] { return shutdown_ || !queue_.empty(); });
       }
       stop = shutdown_;
-      while (!stop && session_turn == nullptr && !queue_.empty()) {
-        std::shared_ptr<RequestChannel> channel = std::move(queue_.front());
+      while (!stop && !queue_.empty()) {
+        taken.push_back(std::move(queue_.front()));
         queue_.pop_front();
-        if (!channel->request().session_id().empty()) {
-          session_turn = std::move(channel);
-        } else {
-          taken.push_back(std::move(channel));
-        }
       }
       if (options_.metrics) options_.metrics->SetQueueDepth(static_cast<int>(queue_.size()));
     }
@@ -265,28 +370,18 @@ absl::Status GroupDriver::RunBatched() {
       const absl::Status closing = absl::UnavailableError(
           absl::StrCat("worker group ", options_.group_id, " is shutting down"));
       for (auto& channel : taken) Complete(*channel, std::chrono::steady_clock::now(), closing, 0);
-      if (session_turn) Complete(*session_turn, std::chrono::steady_clock::now(), closing, 0);
       while (!scheduler.idle()) {
-        for (const FinishedRequest& f : scheduler.RunStep()) deliver(f);
+        for (const FinishedRequest& f : scheduler.RunStep()) Deliver(f, batch);
       }
-      FailQueued(closing);
+      fail_all(closing);
       dapq::v1::GroupCommand command;
       command.set_kind(dapq::v1::GroupCommand::SHUTDOWN);
       return SendCommand(command);
     }
-    for (auto& channel : taken) AddToBatch(std::move(channel), scheduler, ids, group);
+    for (auto& channel : taken) AddToBatch(std::move(channel), batch);
+    if (broken_.load()) break;
     if (scheduler.idle()) {
-      // A session's turn (alone, the lock-step way: every rank runs GENERATE, then gathers), or
-      // an idle ping.
-      absl::Status usage;
-      if (session_turn != nullptr) {
-        const bool sent = Serve(*session_turn);
-        session_turn = nullptr;
-        if (sent && !broken_.load()) usage = GatherKvUsage();
-      } else {
-        usage = PingAndGather();
-      }
-      if (!usage.ok()) broken_.store(true);
+      if (!PingAndGather().ok()) broken_.store(true);
       if (broken_.load()) break;
       continue;
     }
@@ -303,7 +398,7 @@ absl::Status GroupDriver::RunBatched() {
       wm.OnPreemptions("swap", swapped);
       wm.OnPreemptions("recompute", scheduler.preemptions() - preempted_before - swapped);
     }
-    for (const FinishedRequest& f : finished) deliver(f);
+    for (const FinishedRequest& f : finished) Deliver(f, batch);
     active_.store(scheduler.running());
     waiting_.store(scheduler.waiting());
     // KV usage for Status(): when the batch drains, and at least every idle_ping under load.
@@ -317,8 +412,10 @@ absl::Status GroupDriver::RunBatched() {
   if (options_.metrics) options_.metrics->SetHealthy(false);
   const absl::Status down = absl::UnavailableError(
       absl::StrCat("worker group ", options_.group_id, " lost a rank and is down"));
-  for (auto& [id, channel] : ids) Complete(*channel, std::chrono::steady_clock::now(), down, 0);
-  FailQueued(down);
+  for (auto& [id, channel] : batch.ids) {
+    Complete(*channel, std::chrono::steady_clock::now(), down, 0);
+  }
+  fail_all(down);
   return absl::UnavailableError(absl::StrCat("worker group ", options_.group_id, " broke"));
 }
 
@@ -331,7 +428,22 @@ absl::Status GroupDriver::RunBatchOp(const dapq::v1::BatchOp& op) {
   if (follower_ops_ == nullptr) {
     follower_ops_ = std::make_unique<LocalBatchOps>(engine_, options_.store);
   }
-  return RunBatchOpMessage(op, *follower_ops_);
+  const bool session_op =
+      op.kind() == dapq::v1::BatchOp::SESSION_BEGIN || op.kind() == dapq::v1::BatchOp::SESSION_END;
+  if (!session_op) return RunBatchOpMessage(op, *follower_ops_);
+  // Session turns touch the session table, which the driver owns.
+  if (op.ids_size() != 1) {
+    return absl::DataLossError(
+        absl::StrCat("batch session operation: one id expected, got ", op.ids_size()));
+  }
+  if (op.kind() == dapq::v1::BatchOp::SESSION_BEGIN) {
+    DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig requested,
+                          ToCompressionConfig(op.compression()));
+    return BeginBatchedSession(op.ids(0), op.session_id(), requested, *follower_ops_).status();
+  }
+  GenerateResult result;
+  result.tokens.assign(op.tokens().begin(), op.tokens().end());
+  return EndBatchedSession(op.ids(0), op.keep() ? &result : nullptr, *follower_ops_).status();
 }
 
 bool GroupDriver::Serve(RequestChannel& channel) {

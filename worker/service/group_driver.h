@@ -6,7 +6,10 @@
 // each sampled token from rank 0). Ranks > 0 run RunFollower(). When idle, rank 0 broadcasts a
 // NOOP every `idle_ping` so a dead rank is noticed without traffic.
 // Sessions: every rank keeps the same table session id -> Sequence (LRU, max_sessions), because
-// every rank sees the same commands in the same order.
+// every rank sees the same commands in the same order. With continuous batching a session's turn
+// runs in the batch like any request: its sequence moves from the table into the batch
+// (SESSION_BEGIN, restored from the KV store if need be) and back when the turn ends
+// (SESSION_END: the last token fed, saved); a later turn of the same session waits for it.
 // A communicator failure breaks the group for good: the request gets UNAVAILABLE, later
 // requests too, and RunDriver returns (the process then exits and the coordinator reroutes).
 // Thread-safety: Submit/Status/Shutdown from any thread; RunDriver/RunFollower on one thread.
@@ -20,6 +23,7 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -55,8 +59,8 @@ struct GroupDriverOptions {
   // address, empty when there is none.
   std::string kv_remote;
   std::string kv_peer;
-  // Continuous batching (worker/service/scheduler.h): requests without a session run together,
-  // one engine step for all; a session's turn runs alone once the batch has drained. In a
+  // Continuous batching (worker/service/scheduler.h): requests run together, one engine step for
+  // all, session turns included (one turn per session at a time). In a
   // multi-process group rank 0 plans and sends every batch operation to the other ranks
   // (GroupCommand BATCH). false: one request at a time.
   bool continuous_batching = true;
@@ -105,10 +109,35 @@ class GroupDriver {
   bool Serve(RequestChannel& channel);
   // RunDriver with continuous batching (in-process groups).
   absl::Status RunBatched();
-  // Queues `channel`'s request in `scheduler` (or answers it at once when it is cancelled or
-  // invalid); `ids` maps scheduler ids to channels; `group` learns its compression options.
-  void AddToBatch(std::shared_ptr<RequestChannel> channel, Scheduler& scheduler,
-                  std::map<uint64_t, std::shared_ptr<RequestChannel>>& ids, GroupBatchOps& group);
+  // Rank 0's continuous batch: the ops (this rank's sequences, and the group's), the scheduler,
+  // the channels of its requests by scheduler id, and the session turns in it or waiting.
+  struct BatchState {
+    LocalBatchOps& local;
+    GroupBatchOps& group;
+    Scheduler& scheduler;
+    std::map<uint64_t, std::shared_ptr<RequestChannel>> ids;
+    std::set<std::string> active_sessions;
+    std::map<std::string, std::deque<std::shared_ptr<RequestChannel>>> deferred;
+  };
+  // Queues `channel`'s request in the batch (or answers it at once when it is cancelled or
+  // invalid); a session's turn joins with its sequence, or waits while its session has one in.
+  void AddToBatch(std::shared_ptr<RequestChannel> channel, BatchState& batch);
+  // A finished request's last event; a session turn's sequence returns to the table first, and
+  // the session's next waiting turn joins.
+  void Deliver(const FinishedRequest& f, BatchState& batch);
+  // Every rank: session `sid`'s turn joins the batch as request `id` on `ops` (its sequence from
+  // the table, or restored from the store); true when it continues earlier turns. A failed
+  // restore (agreed by the ranks) drops the session. `requested`: a first turn's compression.
+  absl::StatusOr<bool> BeginBatchedSession(uint64_t id, const std::string& sid,
+                                           const compress::CompressionConfig& requested,
+                                           LocalBatchOps& ops);
+  // Every rank: request `id`'s turn ended; with `result`, its sequence becomes the session
+  // (KeepSession) and the session's next position is returned; without, the session is dropped.
+  absl::StatusOr<int> EndBatchedSession(uint64_t id, const GenerateResult* result,
+                                        LocalBatchOps& ops);
+  // Rank 0: EndBatchedSession on every rank (a SESSION_END command, then here).
+  absl::StatusOr<int> EndSessionEverywhere(uint64_t id, const GenerateResult* result,
+                                           BatchState& batch);
   // Answers a request cancelled while it waited in the queue; true when it did.
   static bool AnswerIfCancelled(RequestChannel& channel);
   // The request's prompt as token ids and its options, within the context from `next_position`.
@@ -163,6 +192,11 @@ class GroupDriver {
   std::list<std::string> lru_;                   // most recent first
   uint64_t next_request_id_ = 1;                 // scheduler ids of batched requests
   std::unique_ptr<LocalBatchOps> follower_ops_;  // followers' sequences of the batch
+  struct BatchedSession {
+    std::string id;
+    compress::CompressionConfig compression;  // the session's (its first turn's)
+  };
+  std::map<uint64_t, BatchedSession> batched_sessions_;  // session turns in the batch, by request
 };
 
 // True for the statuses that mean the group itself failed (a rank or the transport is gone), as

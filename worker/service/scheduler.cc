@@ -50,8 +50,12 @@ void Scheduler::ReleaseSequence(Entry& e) {
 long Scheduler::BlocksFor(const Entry& e) const {
   const ModelConfig& c = engine_->config();
   const long tokens_per_block = engine_->options().kv_tokens_per_block;
-  const long length = static_cast<long>(e.feed.size()) + e.request.options.max_new_tokens -
-                      static_cast<long>(e.result.tokens.size()) + (e.result.tokens.empty() ? 0 : 1);
+  long length = static_cast<long>(e.feed.size()) + e.request.options.max_new_tokens -
+                static_cast<long>(e.result.tokens.size()) + (e.result.tokens.empty() ? 0 : 1);
+  if (e.request.continuing) {  // after the slots its earlier turns hold
+    const Sequence* seq = ops_->Find(e.request.id);
+    if (seq != nullptr && e.result.tokens.empty() && e.fed == 0) length += seq->cached_tokens();
+  }
   const long per_head = (length + tokens_per_block - 1) / tokens_per_block;
   return per_head * c.n_layers * (c.n_kv_heads / engine_->options().tp);
 }
@@ -86,6 +90,7 @@ absl::Status Scheduler::Add(ScheduledRequest request) {
     request.start = std::chrono::steady_clock::now();
   }
   auto e = std::make_unique<Entry>();
+  e->has_sequence = request.continuing;
   e->feed = request.prompt;
   e->result.prompt_tokens = static_cast<int>(request.prompt.size());
   e->request = std::move(request);
@@ -117,7 +122,12 @@ FinishedRequest Scheduler::Finish(Entry& e, absl::Status status) {
   f.result = status.ok() ? absl::StatusOr<GenerateResult>(e.result)
                          : absl::StatusOr<GenerateResult>(status);
   e.reserved_blocks = 0;
-  ReleaseSequence(e);  // its blocks go back to the pool
+  if (status.ok() && e.request.keep_sequence && e.has_sequence) {
+    f.sequence_kept = true;  // the caller takes it from the ops
+    e.has_sequence = false;
+  } else {
+    ReleaseSequence(e);  // its blocks go back to the pool
+  }
   return f;
 }
 
@@ -172,7 +182,9 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
       PrepareRecompute(e);
     }
     e.fed = 0;
-    if (e.request.options.compression.method != compress::Method::kFull) {
+    if (e.request.continuing) {
+      // A session's next turn: its prompt is fed in the batch after the earlier turns.
+    } else if (e.request.options.compression.method != compress::Method::kFull) {
       // Scoring needs every query of this prompt: its prefill runs alone, then it decodes in the
       // batch (a preempted request feeds its earlier tokens in the batch first).
       std::vector<float> logits;
@@ -221,9 +233,22 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
   }
 }
 
-void Scheduler::PreemptNewest() {
-  std::unique_ptr<Entry> victim = std::move(running_.back());
-  running_.pop_back();
+void Scheduler::PreemptNewest(std::vector<FinishedRequest>& finished) {
+  // A session's continuing turn is never preempted (recomputing it would need its whole
+  // history): the newest other sequence goes; when there is none, the newest turn fails.
+  auto newest = std::find_if(running_.rbegin(), running_.rend(),
+                             [](const auto& e) { return !e->request.continuing; });
+  if (newest == running_.rend()) {
+    Entry& e = *running_.back();
+    finished.push_back(
+        Finish(e, absl::ResourceExhaustedError(absl::StrCat(
+                      "request ", e.request.id,
+                      ": the KV pool ran out and only continuing session turns hold it"))));
+    running_.pop_back();
+    return;
+  }
+  std::unique_ptr<Entry> victim = std::move(*newest);
+  running_.erase(std::next(newest).base());
   ++victim->preemptions;
   ++preemptions_;
   if (options_.preemption == Preemption::kSwap && victim->has_sequence &&
@@ -297,7 +322,7 @@ std::vector<FinishedRequest> Scheduler::RunStep() {
   const absl::Status stepped = ops_->Step(ids, chunks, &logits);
   for (Entry* e : members) e->has_sequence = true;
   if (absl::IsResourceExhausted(stepped)) {
-    PreemptNewest();
+    PreemptNewest(finished);
     return finished;
   }
   if (!stepped.ok()) {

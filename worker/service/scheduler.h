@@ -62,6 +62,12 @@ struct ScheduledRequest {
   // When the request reached the scheduler (its time to first token counts from here; default:
   // the time of Add). Reported back in FinishedRequest.
   std::chrono::steady_clock::time_point start{};
+  // A session's turn: `continuing` when the ops already hold its sequence under `id` (earlier
+  // turns: the prompt is fed after them, never compressed or taken from the prefix cache, and the
+  // sequence is never preempted); `keep_sequence` leaves the sequence in the ops when the
+  // request finishes well (FinishedRequest::sequence_kept), for the caller to take.
+  bool continuing = false;
+  bool keep_sequence = false;
 };
 
 struct FinishedRequest {
@@ -70,6 +76,7 @@ struct FinishedRequest {
   bool cancelled = false;
   int preemptions = 0;
   std::chrono::steady_clock::time_point start;
+  bool sequence_kept = false;  // keep_sequence and it finished well: the ops still hold it
 };
 
 class Scheduler {
@@ -123,8 +130,9 @@ class Scheduler {
 
   // Drops e's sequence, if any.
   void ReleaseSequence(Entry& e);
-  // Preempts the newest running sequence (swap or recompute) and queues it first.
-  void PreemptNewest();
+  // Preempts the newest running sequence that is not a continuing session turn (swap or
+  // recompute) and queues it first; with none, fails the newest turn (into `finished`).
+  void PreemptNewest(std::vector<FinishedRequest>& finished);
   // e will feed every token it has seen but the last sampled one (fed when it decodes again).
   static void PrepareRecompute(Entry& e);
 

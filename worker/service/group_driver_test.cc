@@ -1,0 +1,113 @@
+// File: worker/service/group_driver_test.cc
+// The group driver over an in-process stories260K engine with continuous batching: a session's
+// turns submitted all at once run one after another inside the batch (a later turn waits for the
+// one before it) beside plain requests, and give the tokens of the same turns run sequentially
+// on the engine; an unknown compression method fails only its request.
+#include "worker/service/group_driver.h"
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/util/stories_model.h"
+#include "tests/util/test_paths.h"
+#include "worker/session_store.h"
+
+namespace dapq::worker::service {
+namespace {
+
+constexpr int kNewTokens = 12;
+const char* const kTurns[] = {"Once upon a time, there was a little dog named Max.",
+                              " He liked to run.", " One day he found a ball."};
+
+// Collects a request's tokens and final status.
+struct Outcome {
+  std::vector<int> tokens;
+  absl::Status status;
+};
+
+Outcome Drain(RequestChannel& channel) {
+  Outcome out;
+  StreamEvent event;
+  while (channel.Pop(&event, std::chrono::seconds(60))) {
+    if (event.done) {
+      out.status = event.status;
+      return out;
+    }
+    out.tokens.push_back(event.token);
+  }
+  out.status = absl::DeadlineExceededError("no final event");
+  return out;
+}
+
+dapq::v1::GenerateRequest Turn(int t, const std::string& session) {
+  dapq::v1::GenerateRequest r;
+  r.set_text(kTurns[t]);
+  r.set_max_new_tokens(kNewTokens);
+  r.set_ignore_stop_tokens(true);
+  r.set_session_id(session);
+  return r;
+}
+
+TEST(GroupDriverTest, SessionTurnsSubmittedTogetherRunInOrderInsideTheBatch) {
+  auto model = dapq::testing::SharedStories260K();
+  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), model->config.vocab_size);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  // The reference: the turns one after another on one sequence, as a session continues.
+  std::vector<std::vector<int>> expected;
+  {
+    auto engine = *Engine::Create(model, EngineOptions());
+    auto seq = engine->NewSequence();
+    for (int t = 0; t < 3; ++t) {
+      GenerateOptions o;
+      o.max_new_tokens = kNewTokens;
+      o.stop_at_stop_tokens = false;
+      auto r = engine->Continue(*seq, tok->Encode(kTurns[t], t == 0, false), o);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_TRUE(EndSessionTurn(*engine, *seq, *r, "reference", nullptr).ok());
+      expected.push_back(r->tokens);
+    }
+  }
+  auto engine = *Engine::Create(model, EngineOptions());
+  GroupDriverOptions options;
+  options.idle_ping = std::chrono::milliseconds(50);
+  GroupDriver driver(engine.get(), nullptr, &*tok, options);
+  std::thread runner([&] { EXPECT_TRUE(driver.RunDriver().ok()); });
+
+  // Two sessions' turns and two plain requests, all queued before the first step.
+  std::vector<std::shared_ptr<RequestChannel>> a, b;
+  std::vector<std::shared_ptr<RequestChannel>> plain;
+  for (int t = 0; t < 3; ++t) {
+    a.push_back(*driver.Submit(Turn(t, "a")));
+    b.push_back(*driver.Submit(Turn(t, "b")));
+    dapq::v1::GenerateRequest p = Turn(0, "");
+    p.set_max_new_tokens(30);
+    plain.push_back(*driver.Submit(p));
+  }
+  dapq::v1::GenerateRequest bad = Turn(0, "");
+  bad.mutable_compression()->set_method("no-such-method");
+  // Rejected when submitted, or by its final event: only that request fails either way.
+  absl::StatusOr<std::shared_ptr<RequestChannel>> failing = driver.Submit(bad);
+  for (int t = 0; t < 3; ++t) {
+    const Outcome oa = Drain(*a[t]), ob = Drain(*b[t]);
+    ASSERT_TRUE(oa.status.ok()) << oa.status;
+    ASSERT_TRUE(ob.status.ok()) << ob.status;
+    EXPECT_EQ(oa.tokens, expected[t]) << "session a turn " << t;
+    EXPECT_EQ(ob.tokens, expected[t]) << "session b turn " << t;
+  }
+  for (auto& p : plain) {
+    const Outcome o = Drain(*p);
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(o.tokens.size(), 30u);
+  }
+  EXPECT_EQ(failing.ok() ? Drain(**failing).status.code() : failing.status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(driver.Status().sessions(), 2);
+  driver.Shutdown();
+  runner.join();
+}
+
+}  // namespace
+}  // namespace dapq::worker::service
