@@ -88,7 +88,7 @@ BENCHMARK(BM_Gemm)
     ->ArgNames({"m", "n", "k"})
     ->ArgsProduct({{1, 4, 16, 128, 512}, {kDim}, {kDim}})
     ->ArgsProduct({{1, 4, 16, 128, 512}, {kKvHeads * kHeadDim}, {kDim}})
-    ->ArgsProduct({{1, 4, 16, 128, 512}, {kFfn}, {kDim}})
+    ->ArgsProduct({{1, 4, 16, 32, 64, 128, 512}, {kFfn}, {kDim}})
     ->ArgsProduct({{1, 4, 16, 128, 512}, {kDim}, {kFfn}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
@@ -118,8 +118,8 @@ void BM_BlasSmallM(benchmark::State& state) {
 }
 BENCHMARK(BM_BlasSmallM)
     ->ArgNames({"m", "n", "k"})
-    ->ArgsProduct({{1, 4, 16}, {kFfn}, {kDim}})
-    ->ArgsProduct({{1, 4, 16}, {kDim}, {kFfn}})
+    ->ArgsProduct({{1, 4, 16, 32, 64}, {kFfn}, {kDim}})
+    ->ArgsProduct({{1, 4, 16, 32, 64}, {kDim}, {kFfn}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
