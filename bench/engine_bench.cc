@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
 #include "common/status_macros.h"
+#include "kernels/ref/small_gemm.h"
 #include "worker/engine.h"
 #include "worker/model_loader.h"
 
@@ -381,8 +382,10 @@ absl::Status Run(const Options& opt) {
   const unsigned nproc = std::max(1u, std::thread::hardware_concurrency());
   std::printf("# dapq_engine_bench\n\n");
   std::printf("- model: `%s`\n", opt.model.c_str());
-  std::printf("- hardware threads: %u; OpenBLAS: %s, %d threads, core %s\n\n", nproc,
+  std::printf("- hardware threads: %u; OpenBLAS: %s, %d threads, core %s\n", nproc,
               openblas_get_config(), openblas_get_num_threads(), openblas_get_corename());
+  std::printf("- small-m GEMM (m <= %d): %s\n\n", kernels::ref::kSmallGemmMaxM,
+              kernels::ref::SmallGemmIsa());
   if (opt.only_batched) {
     Progress(absl::StrCat("loading ", opt.model));
     DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights, worker::LoadModel(opt.model));

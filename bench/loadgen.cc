@@ -8,7 +8,8 @@
 // address from Admin.ClusterStatus) and prints the coordinator's added TTFT p50. Usage:
 // dapq_loadgen (--coordinator host:port | --start_cluster --model M [--tokenizer T]
 //          [--groups G] [--tp T]) [--streams 4] [--requests 64] [--max_new_tokens 64]
-//          [--prompt text | --prompt_tokens K] [--method dapq --budget 16] [--direct]
+//          [--prompt text | --prompt_tokens K [--shared_prefix_tokens P]]
+//          [--method dapq --budget 16] [--direct]
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -48,6 +49,9 @@ struct Options {
   int max_new_tokens = 64;
   std::string prompt;
   int prompt_tokens = 100;
+  // The first shared_prefix_tokens of every request's token prompt are the same (a document
+  // many questions share, for the workers' prefix cache); the rest differ per request.
+  int shared_prefix_tokens = 0;
   int vocab = 512;
   std::string method;
   int budget = 0;
@@ -64,13 +68,16 @@ struct Result {
   std::map<std::string, int> errors;  // gRPC code name -> count
 };
 
-dapq::v1::GenerateRequest MakeRequest(const Options& o) {
+// Request `index`'s prompt: seeded, so every run sends the same prompts; past the shared prefix
+// each request's tokens are its own (the workers' prefix cache reuses only what is shared).
+dapq::v1::GenerateRequest MakeRequest(const Options& o, uint64_t index) {
   dapq::v1::GenerateRequest r;
   if (!o.prompt.empty()) {
     r.set_text(o.prompt);
   } else {
-    uint64_t x = 0x9E3779B97F4A7C15ull;  // seeded, so every run sends the same prompt
+    uint64_t x = 0x9E3779B97F4A7C15ull;
     for (int i = 0; i < o.prompt_tokens; ++i) {
+      if (i == o.shared_prefix_tokens) x ^= (index + 1) * 0xD1B54A32D192ED03ull;
       x = x * 6364136223846793005ull + 1442695040888963407ull;
       r.mutable_token_ids()->add_ids(3 + static_cast<int>((x >> 33) % (o.vocab - 3)));
     }
@@ -84,11 +91,14 @@ dapq::v1::GenerateRequest MakeRequest(const Options& o) {
   return r;
 }
 
+// Requests made by this process so far (the next request's prompt index).
+std::atomic<uint64_t> prompts_sent{0};
+
 // Runs the load through `stub` (Inference or WorkerGroup: the same Generate signature).
 template <typename Stub>
 Result RunLoad(const std::string& label, Stub& stub, const Options& o) {
-  const dapq::v1::GenerateRequest request = MakeRequest(o);
   {  // one untimed warm-up request: connects the channel before the clock starts
+    const dapq::v1::GenerateRequest request = MakeRequest(o, UINT64_MAX);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o.timeout_s));
     auto reader = stub.Generate(&ctx, request);
@@ -106,7 +116,9 @@ Result RunLoad(const std::string& label, Stub& stub, const Options& o) {
   for (int t = 0; t < o.streams; ++t) {
     threads.emplace_back([&] {
       Result local;
-      while (next.fetch_add(1) < o.requests) {
+      for (int index = next.fetch_add(1); index < o.requests; index = next.fetch_add(1)) {
+        // Prompts differ across the runs of a sweep too.
+        const dapq::v1::GenerateRequest request = MakeRequest(o, prompts_sent.fetch_add(1));
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o.timeout_s));
         const auto sent = Clock::now();
@@ -304,7 +316,11 @@ int main(int argc, char** argv) {
   app.add_option("--max_new_tokens", o.max_new_tokens, "new tokens per request")
       ->capture_default_str();
   app.add_option("--prompt", o.prompt, "text prompt (instead of --prompt_tokens)");
-  app.add_option("--prompt_tokens", o.prompt_tokens, "seeded random prompt token ids")
+  app.add_option("--prompt_tokens", o.prompt_tokens,
+                 "seeded random prompt token ids, different for every request")
+      ->capture_default_str();
+  app.add_option("--shared_prefix_tokens", o.shared_prefix_tokens,
+                 "the first N prompt tokens are the same in every request (prefix cache)")
       ->capture_default_str();
   app.add_option("--vocab", o.vocab, "token ids are drawn from [3, vocab)")->capture_default_str();
   app.add_option("--method", o.method, "compression method (dapq, snapkv, ...; default full)");
