@@ -53,33 +53,45 @@ void SetRate(benchmark::State& state, const char* name, double per_iteration) {
                                             benchmark::Counter::kIsRate);
 }
 
-// Gemm through the kernel API: y[m, n] = x[m, k] . W[n, k]^T, W a weight in (out, in) layout.
-// m == 1 is the decode GEMV (memory bound: compare weight B/s with memcpy); m >= 128 is prefill.
+// The operands of one linear layer y[m, n] = x[m, k] . W[n, k]^T (W in (out, in) layout) from a
+// benchmark's (m, n, k) arguments, and the rates it reports.
+struct LinearInputs {
+  int m, n, k;
+  std::vector<float> x, w, y;
+  explicit LinearInputs(const benchmark::State& state)
+      : m(static_cast<int>(state.range(0))),
+        n(static_cast<int>(state.range(1))),
+        k(static_cast<int>(state.range(2))),
+        x(RandomVector(static_cast<size_t>(m) * k, 1)),
+        w(RandomVector(static_cast<size_t>(n) * k, 2, -0.02f, 0.02f)),
+        y(static_cast<size_t>(m) * n) {}
+  void SetRates(benchmark::State& state) const {
+    SetRate(state, "FLOP/s", 2.0 * m * n * k);
+    SetRate(state, "weight_B/s", 4.0 * n * k);
+  }
+};
+
+// Gemm through the kernel API. m == 1 is the decode GEMV (memory bound: compare weight B/s with
+// memcpy); m >= 128 is prefill.
 void BM_Gemm(benchmark::State& state) {
-  const int m = static_cast<int>(state.range(0));
-  const int n = static_cast<int>(state.range(1));
-  const int kk = static_cast<int>(state.range(2));
-  const std::vector<float> a = RandomVector(static_cast<size_t>(m) * kk, 1);
-  const std::vector<float> w = RandomVector(static_cast<size_t>(n) * kk, 2, -0.02f, 0.02f);
-  std::vector<float> c(static_cast<size_t>(m) * n);
+  LinearInputs in(state);
   k::GemmParams p;
-  p.m = m;
-  p.n = n;
-  p.k = kk;
-  p.a = a.data();
-  p.lda = kk;
-  p.b = w.data();
-  p.ldb = kk;
+  p.m = in.m;
+  p.n = in.n;
+  p.k = in.k;
+  p.a = in.x.data();
+  p.lda = in.k;
+  p.b = in.w.data();
+  p.ldb = in.k;
   p.trans_b = true;
-  p.c = c.data();
-  p.ldc = n;
+  p.c = in.y.data();
+  p.ldc = in.n;
   for (auto _ : state) {
     if (!Ok(state, k::Gemm(p))) break;
-    benchmark::DoNotOptimize(c.data());
+    benchmark::DoNotOptimize(in.y.data());
     benchmark::ClobberMemory();
   }
-  SetRate(state, "FLOP/s", 2.0 * m * n * kk);
-  SetRate(state, "weight_B/s", 4.0 * n * kk);
+  in.SetRates(state);
 }
 // The linear layers of one Llama-3-8B block: wq/wo (4096x4096), wk/wv (1024x4096),
 // w1/w3 (14336x4096), w2 (4096x14336).
@@ -96,25 +108,19 @@ BENCHMARK(BM_Gemm)
 // The same small-m products through OpenBLAS alone (sgemv for m = 1, sgemm otherwise): what the
 // small-m kernel replaces.
 void BM_BlasSmallM(benchmark::State& state) {
-  const int m = static_cast<int>(state.range(0));
-  const int n = static_cast<int>(state.range(1));
-  const int kk = static_cast<int>(state.range(2));
-  const std::vector<float> a = RandomVector(static_cast<size_t>(m) * kk, 1);
-  const std::vector<float> w = RandomVector(static_cast<size_t>(n) * kk, 2, -0.02f, 0.02f);
-  std::vector<float> c(static_cast<size_t>(m) * n);
+  LinearInputs in(state);
   for (auto _ : state) {
-    if (m == 1) {
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, kk, 1.0f, w.data(), kk, a.data(), 1, 0.0f,
-                  c.data(), 1);
+    if (in.m == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, in.n, in.k, 1.0f, in.w.data(), in.k, in.x.data(), 1,
+                  0.0f, in.y.data(), 1);
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, kk, 1.0f, a.data(), kk, w.data(),
-                  kk, 0.0f, c.data(), n);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, in.m, in.n, in.k, 1.0f, in.x.data(),
+                  in.k, in.w.data(), in.k, 0.0f, in.y.data(), in.n);
     }
-    benchmark::DoNotOptimize(c.data());
+    benchmark::DoNotOptimize(in.y.data());
     benchmark::ClobberMemory();
   }
-  SetRate(state, "FLOP/s", 2.0 * m * n * kk);
-  SetRate(state, "weight_B/s", 4.0 * n * kk);
+  in.SetRates(state);
 }
 BENCHMARK(BM_BlasSmallM)
     ->ArgNames({"m", "n", "k"})

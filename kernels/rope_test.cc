@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/util/random.h"
 #include "tests/util/status_matchers.h"
 #include "tests/util/tolerance.h"
 
@@ -19,13 +20,7 @@ namespace {
 using ::dapq::testing::Fp32Tolerance;
 using ::dapq::testing::StatusIs;
 
-std::vector<float> Random(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(-1, 1);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+std::vector<float> Random(size_t n, uint64_t seed) { return testing::UniformFloats(n, seed); }
 
 TEST(RopeTest, InterleavedMatchesLlama2cFormula) {
   const int hd = 8, heads = 2;

@@ -32,12 +32,7 @@ struct Request {
 std::vector<Request> Requests(const ModelConfig& config) {
   auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), config.vocab_size);
   EXPECT_TRUE(tok.ok()) << tok.status();
-  const std::string document =
-      "Once upon a time, there was a little girl named Lily. She lived in a small house near the "
-      "woods with her mom and her dog Max. Every morning Lily and Max went for a walk. They saw "
-      "birds, trees and a big blue lake. One day Lily found a shiny red stone near the water. "
-      "She put it in her pocket and ran home to show her mom. Her mom smiled and said it was "
-      "the most beautiful stone she had ever seen. Lily was very happy.";
+  const std::string document = dapq::testing::kStoryDocument;
   const std::vector<std::string> questions = {" What did Lily find?", " Who is Max?",
                                               " Where did they walk?", " What did mom say?",
                                               " Why was Lily happy?"};

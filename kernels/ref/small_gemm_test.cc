@@ -14,18 +14,13 @@
 
 #include "gtest/gtest.h"
 #include "kernels/ref/parallel_for.h"
+#include "tests/util/random.h"
 #include "tests/util/tolerance.h"
 
 namespace dapq::kernels::ref {
 namespace {
 
-std::vector<float> Random(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+std::vector<float> Random(size_t n, uint64_t seed) { return testing::UniformFloats(n, seed); }
 
 bool Served() { return std::strcmp(SmallGemmIsa(), "none") != 0; }
 

@@ -77,14 +77,12 @@ std::vector<std::vector<int>> Alone(Engine& engine, const std::vector<Case>& cas
   return out;
 }
 
-// Runs every case through a scheduler, adding case i at a step drawn from `seed`; returns the
-// results by id (= case index).
-std::map<uint64_t, FinishedRequest> RunScheduled(Engine& engine, const std::vector<Case>& cases,
-                                                 const SchedulerOptions& options, uint64_t seed) {
+// Runs every case through a scheduler, adding case i at step arrival[i]; returns the results by
+// id (= case index).
+std::map<uint64_t, FinishedRequest> RunArrivals(Engine& engine, const std::vector<Case>& cases,
+                                                const SchedulerOptions& options,
+                                                const std::vector<int>& arrival) {
   Scheduler scheduler(&engine, options);
-  std::mt19937_64 rng(seed);
-  std::vector<int> arrival(cases.size());
-  for (int& a : arrival) a = static_cast<int>(rng() % 8);
   std::map<uint64_t, FinishedRequest> results;
   for (int step = 0; step < 5000 && results.size() < cases.size(); ++step) {
     for (size_t i = 0; i < cases.size(); ++i) {
@@ -99,6 +97,15 @@ std::map<uint64_t, FinishedRequest> RunScheduled(Engine& engine, const std::vect
   }
   EXPECT_TRUE(scheduler.idle());
   return results;
+}
+
+// RunArrivals with arrival steps drawn from `seed`.
+std::map<uint64_t, FinishedRequest> RunScheduled(Engine& engine, const std::vector<Case>& cases,
+                                                 const SchedulerOptions& options, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int> arrival(cases.size());
+  for (int& a : arrival) a = static_cast<int>(rng() % 8);
+  return RunArrivals(engine, cases, options, arrival);
 }
 
 class SchedulerTest : public ::testing::TestWithParam<int> {};
@@ -140,12 +147,7 @@ TEST_P(SchedulerTest, SharedDocumentIsPrefilledOnceInTheBatch) {
   ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), eo));
   auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), engine->config().vocab_size);
   ASSERT_TRUE(tok.ok()) << tok.status();
-  const std::string document =
-      "Once upon a time, there was a little girl named Lily. She lived in a small house near the "
-      "woods with her mom and her dog Max. Every morning Lily and Max went for a walk. They saw "
-      "birds, trees and a big blue lake. One day Lily found a shiny red stone near the water. "
-      "She put it in her pocket and ran home to show her mom. Her mom smiled and said it was "
-      "the most beautiful stone she had ever seen.";
+  const std::string document = dapq::testing::kStoryDocument;
   std::vector<Case> cases;
   for (const char* question : {" What did Lily find?", " Who is Max?", " Where did they walk?",
                                " Was the stone red?", " Who smiled?", " Where was the house?"}) {
@@ -168,20 +170,10 @@ TEST_P(SchedulerTest, SharedDocumentIsPrefilledOnceInTheBatch) {
   }
   ASSERT_GE(shared * 10, cases[0].prompt.size() * 8);
 
-  Scheduler scheduler(engine.get(), SchedulerOptions{});
-  std::map<uint64_t, FinishedRequest> results;
-  for (int step = 0; step < 1000 && results.size() < cases.size(); ++step) {
-    // The first request at step 0, the others once its prompt is in (one 256-token step).
-    const size_t arrivals = step == 0 ? 1 : step == 2 ? cases.size() : 0;
-    for (size_t i = step == 0 ? 0 : 1; i < arrivals; ++i) {
-      ScheduledRequest r;
-      r.id = i;
-      r.prompt = cases[i].prompt;
-      r.options = cases[i].options;
-      ASSERT_THAT(scheduler.Add(std::move(r)), IsOk());
-    }
-    for (FinishedRequest& f : scheduler.RunStep()) results[f.id] = std::move(f);
-  }
+  // The first request at step 0, the others once its prompt is in (one 256-token step).
+  std::vector<int> arrival(cases.size(), 2);
+  arrival[0] = 0;
+  const auto results = RunArrivals(*engine, cases, SchedulerOptions{}, arrival);
   ASSERT_EQ(results.size(), cases.size());
   int64_t prompt_tokens = 0, reused = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
