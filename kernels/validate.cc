@@ -20,7 +20,11 @@ absl::Status Bad(const char* op, const std::string& what) {
 absl::Status ValidateGemm(const GemmParams& p) {
   if (p.m < 0 || p.n < 0 || p.k < 0)
     return Bad("Gemm", absl::StrCat("negative shape m=", p.m, " n=", p.n, " k=", p.k));
-  if (!p.a || !p.b || !p.c) return Bad("Gemm", "null pointer");
+  const bool bf16 = p.b_dtype == DType::kBF16;
+  if (!p.a || !p.c || (bf16 ? !p.b_bf16 : !p.b)) return Bad("Gemm", "null pointer");
+  if (bf16 && (!p.trans_b || p.alpha != 1.0f || p.beta != 0.0f)) {
+    return Bad("Gemm", "bf16 weights need trans_b, alpha 1 and beta 0 (a linear layer)");
+  }
   if (p.lda < p.k) return Bad("Gemm", absl::StrCat("lda=", p.lda, " < k=", p.k));
   if (p.ldb < (p.trans_b ? p.k : p.n))
     return Bad("Gemm", absl::StrCat("ldb=", p.ldb, " too small"));

@@ -1,7 +1,8 @@
 // File: kernels/ref/small_gemm.cc
 // SmallGemm: register tiles of R weight rows x M activation rows (AVX-512: 4 x 6 accumulators;
-// AVX2: 4 x 2), k streamed in vector steps with a masked (AVX-512) or scalar-padded (AVX2) tail,
-// one horizontal sum per output; weight-row tiles split over the kernel threads.
+// AVX2: 4 x 2), k streamed in vector steps with a zero-padded tail, one horizontal sum per
+// output; weight-row tiles split over the kernel threads. Weights are fp32 or bf16 (widened in
+// registers: a shift into the upper half of each lane).
 #include "kernels/ref/small_gemm.h"
 
 #include <immintrin.h>
@@ -36,8 +37,24 @@ constexpr long kParallelFmas = 1L << 20;
 // end is harmless).
 constexpr int kPrefetchFloats = 512;
 
-template <int R, int M>
-__attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const float* b, long ldb,
+// 16 weights widened to fp32: loaded as they are (fp32) or shifted into the upper half (bf16).
+__attribute__((target("avx512f"))) inline __m512 Load512(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+__attribute__((target("avx512f"))) inline __m512 Load512(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+// The k tail (n < 16 elements), zero-padded.
+template <typename T>
+__attribute__((target("avx512f"))) inline __m512 LoadTail512(const T* p, int n) {
+  T buf[16] = {};
+  for (int j = 0; j < n; ++j) buf[j] = p[j];
+  return Load512(buf);
+}
+
+template <int R, int M, typename T>
+__attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const T* b, long ldb,
                                                 int k, float* c, long ldc) {
   __m512 acc[R][M];
   for (int r = 0; r < R; ++r) {
@@ -48,7 +65,7 @@ __attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const 
     __m512 w[R];
     for (int r = 0; r < R; ++r) {
       _mm_prefetch(reinterpret_cast<const char*>(b + r * ldb + kk + kPrefetchFloats), _MM_HINT_T0);
-      w[r] = _mm512_loadu_ps(b + r * ldb + kk);
+      w[r] = Load512(b + r * ldb + kk);
     }
     for (int i = 0; i < M; ++i) {
       const __m512 x = _mm512_loadu_ps(a + i * lda + kk);
@@ -56,11 +73,10 @@ __attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const 
     }
   }
   if (kk < k) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << (k - kk)) - 1);
     __m512 w[R];
-    for (int r = 0; r < R; ++r) w[r] = _mm512_maskz_loadu_ps(mask, b + r * ldb + kk);
+    for (int r = 0; r < R; ++r) w[r] = LoadTail512(b + r * ldb + kk, k - kk);
     for (int i = 0; i < M; ++i) {
-      const __m512 x = _mm512_maskz_loadu_ps(mask, a + i * lda + kk);
+      const __m512 x = LoadTail512(a + i * lda + kk, k - kk);
       for (int r = 0; r < R; ++r) acc[r][i] = _mm512_fmadd_ps(w[r], x, acc[r][i]);
     }
   }
@@ -69,31 +85,31 @@ __attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const 
   }
 }
 
-template <int R>
-__attribute__((target("avx512f"))) void Rows512(const GemmParams& p, int n) {
+template <int R, typename T>
+__attribute__((target("avx512f"))) void Rows512(const GemmParams& p, const T* weights, int n) {
   constexpr int kM = 6;
-  const float* b = p.b + static_cast<long>(n) * p.ldb;
+  const T* b = weights + static_cast<long>(n) * p.ldb;
   for (int i0 = 0; i0 < p.m; i0 += kM) {
     const float* a = p.a + static_cast<long>(i0) * p.lda;
     float* c = p.c + static_cast<long>(i0) * p.ldc + n;
     switch (std::min(kM, p.m - i0)) {
       case 1:
-        Tile512<R, 1>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 1, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
         break;
       case 2:
-        Tile512<R, 2>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 2, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
         break;
       case 3:
-        Tile512<R, 3>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 3, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
         break;
       case 4:
-        Tile512<R, 4>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 4, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
         break;
       case 5:
-        Tile512<R, 5>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 5, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
         break;
       default:
-        Tile512<R, 6>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 6, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
         break;
     }
   }
@@ -101,11 +117,20 @@ __attribute__((target("avx512f"))) void Rows512(const GemmParams& p, int n) {
 
 // ---------------------------------------------------------------- AVX2
 
+// 8 weights widened to fp32 (see Load512).
+__attribute__((target("avx2,fma"))) inline __m256 Load256(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+__attribute__((target("avx2,fma"))) inline __m256 Load256(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
 // The k tail (< 8) of one row, zero-padded to a full vector.
-__attribute__((target("avx2,fma"))) inline __m256 LoadTail256(const float* p, int n) {
-  alignas(32) float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+template <typename T>
+__attribute__((target("avx2,fma"))) inline __m256 LoadTail256(const T* p, int n) {
+  T buf[8] = {};
   for (int j = 0; j < n; ++j) buf[j] = p[j];
-  return _mm256_load_ps(buf);
+  return Load256(buf);
 }
 
 __attribute__((target("avx2,fma"))) inline float Sum256(__m256 v) {
@@ -114,8 +139,8 @@ __attribute__((target("avx2,fma"))) inline float Sum256(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-template <int R, int M>
-__attribute__((target("avx2,fma"))) void Tile256(const float* a, long lda, const float* b, long ldb,
+template <int R, int M, typename T>
+__attribute__((target("avx2,fma"))) void Tile256(const float* a, long lda, const T* b, long ldb,
                                                  int k, float* c, long ldc) {
   __m256 acc[R][M];
   for (int r = 0; r < R; ++r) {
@@ -124,7 +149,7 @@ __attribute__((target("avx2,fma"))) void Tile256(const float* a, long lda, const
   int kk = 0;
   for (; kk + 8 <= k; kk += 8) {
     __m256 w[R];
-    for (int r = 0; r < R; ++r) w[r] = _mm256_loadu_ps(b + r * ldb + kk);
+    for (int r = 0; r < R; ++r) w[r] = Load256(b + r * ldb + kk);
     for (int i = 0; i < M; ++i) {
       const __m256 x = _mm256_loadu_ps(a + i * lda + kk);
       for (int r = 0; r < R; ++r) acc[r][i] = _mm256_fmadd_ps(w[r], x, acc[r][i]);
@@ -143,26 +168,29 @@ __attribute__((target("avx2,fma"))) void Tile256(const float* a, long lda, const
   }
 }
 
-template <int R>
-__attribute__((target("avx2,fma"))) void Rows256(const GemmParams& p, int n) {
+template <int R, typename T>
+__attribute__((target("avx2,fma"))) void Rows256(const GemmParams& p, const T* weights, int n) {
   constexpr int kM = 2;
-  const float* b = p.b + static_cast<long>(n) * p.ldb;
+  const T* b = weights + static_cast<long>(n) * p.ldb;
   for (int i0 = 0; i0 < p.m; i0 += kM) {
     const float* a = p.a + static_cast<long>(i0) * p.lda;
     float* c = p.c + static_cast<long>(i0) * p.ldc + n;
     if (p.m - i0 >= kM) {
-      Tile256<R, 2>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+      Tile256<R, 2, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
     } else {
-      Tile256<R, 1>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+      Tile256<R, 1, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
     }
   }
 }
 
 // Weight rows [n0, n1): tiles of four, then single rows.
-void RunRows(Isa isa, const GemmParams& p, int n0, int n1) {
+template <typename T>
+void RunRows(Isa isa, const GemmParams& p, const T* weights, int n0, int n1) {
   int n = n0;
-  for (; n + 4 <= n1; n += 4) isa == Isa::kAvx512 ? Rows512<4>(p, n) : Rows256<4>(p, n);
-  for (; n < n1; ++n) isa == Isa::kAvx512 ? Rows512<1>(p, n) : Rows256<1>(p, n);
+  for (; n + 4 <= n1; n += 4) {
+    isa == Isa::kAvx512 ? Rows512<4>(p, weights, n) : Rows256<4>(p, weights, n);
+  }
+  for (; n < n1; ++n) isa == Isa::kAvx512 ? Rows512<1>(p, weights, n) : Rows256<1>(p, weights, n);
 }
 
 }  // namespace
@@ -185,7 +213,14 @@ bool SmallGemm(const GemmParams& p) {
     return false;
   }
   const int tiles = (p.n + 3) / 4;
-  const auto run = [&](int t0, int t1) { RunRows(isa, p, t0 * 4, std::min(p.n, t1 * 4)); };
+  const auto run = [&](int t0, int t1) {
+    const int n0 = t0 * 4, n1 = std::min(p.n, t1 * 4);
+    if (p.b_dtype == DType::kBF16) {
+      RunRows(isa, p, p.b_bf16, n0, n1);
+    } else {
+      RunRows(isa, p, p.b, n0, n1);
+    }
+  };
   if (static_cast<long>(p.m) * p.n * p.k < kParallelFmas) {
     run(0, tiles);
   } else {

@@ -7,8 +7,9 @@
 // Every output element is one fixed sequence of vector multiply-adds over k followed by one fixed
 // lane reduction, whatever m, the tile shapes or the threads: a row of A gives bit-identical
 // outputs alone or in a batch (decode alone and in a continuous batch agree exactly).
-// Instruction sets: AVX-512F (16 lanes) or AVX2+FMA (8 lanes), chosen at run time; other CPUs
-// return false and the caller uses OpenBLAS.
+// Weights fp32 or bf16 (GemmParams::b_dtype): bf16 rows are widened in registers, so decode
+// reads half the bytes. Instruction sets: AVX-512F (16 lanes) or AVX2+FMA (8 lanes), chosen at
+// run time; other CPUs return false and the caller uses OpenBLAS.
 #ifndef DAPQ_KERNELS_REF_SMALL_GEMM_H_
 #define DAPQ_KERNELS_REF_SMALL_GEMM_H_
 

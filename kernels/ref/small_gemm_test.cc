@@ -2,12 +2,14 @@
 // SmallGemm against a double-precision product for every m it serves, k with vector tails,
 // n not a multiple of the tile, and row strides (fp32 tolerance from the operands' scale); each
 // row of A gives bit-identical outputs alone and in a batch, and on one or several threads;
-// products it does not serve are left to OpenBLAS. ParallelFor covers every index once.
+// products it does not serve are left to OpenBLAS. bf16 weights (rounding, small m in our kernel,
+// large m in widened panels) against a double product. ParallelFor covers every index once.
 #include "kernels/ref/small_gemm.h"
 
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <thread>
 #include <vector>
@@ -73,6 +75,65 @@ TEST(SmallGemmTest, ARowGivesTheSameBitsAloneAndInABatch) {
           << "rows " << i << ".." << i + rows - 1;
     }
   }
+}
+
+TEST(Bf16Test, RoundsToNearestEvenAndKeepsSpecials) {
+  EXPECT_EQ(FloatToBf16(1.0f), 0x3f80);
+  EXPECT_EQ(Bf16ToFloat(FloatToBf16(-2.5f)), -2.5f);
+  // 1 + 2^-8 lies halfway between two bf16 values: ties go to the even one (1.0).
+  EXPECT_EQ(Bf16ToFloat(FloatToBf16(1.0f + 1.0f / 256)), 1.0f);
+  EXPECT_EQ(Bf16ToFloat(FloatToBf16(1.0f + 3.0f / 256)), 1.0f + 4.0f / 256);
+  EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(std::nanf("")))));
+  EXPECT_TRUE(std::isinf(Bf16ToFloat(FloatToBf16(std::numeric_limits<float>::infinity()))));
+  for (float f : {0.1f, -3.3f, 1234.5f, 1e-30f}) {  // half a unit: at most 2^-8 relative
+    EXPECT_NEAR(Bf16ToFloat(FloatToBf16(f)), f, std::abs(f) / 256) << f;
+  }
+}
+
+// bf16 weights through the kernel API, small m (our kernel) and large m (widened panels for
+// OpenBLAS), against a double product over the same (bf16-rounded) weights.
+TEST(Bf16GemmTest, MatchesADoubleProductOverTheRoundedWeights) {
+  uint64_t seed = 40;
+  for (int m : {1, 5, 16, 64, 70, 200}) {
+    for (int k : {9, 64, 131}) {
+      const int n = 150, lda = k + 1, ldb = k + 3, ldc = n + 1;
+      const std::vector<float> a = Random(static_cast<size_t>(m) * lda, seed++);
+      const std::vector<float> wf = Random(static_cast<size_t>(n) * ldb, seed++);
+      std::vector<uint16_t> w(wf.size());
+      for (size_t i = 0; i < w.size(); ++i) w[i] = FloatToBf16(wf[i]);
+      std::vector<float> c(static_cast<size_t>(m) * ldc, -9.0f);
+      GemmParams p{m, n, k, a.data(), lda, nullptr, ldb, true, c.data(), ldc, 1.0f, 0.0f};
+      p.b_dtype = DType::kBF16;
+      p.b_bf16 = w.data();
+      ASSERT_TRUE(Gemm(p).ok());
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; ++j) {
+          double want = 0, scale = 0;
+          for (int t = 0; t < k; ++t) {
+            const double term = static_cast<double>(a[i * lda + t]) *
+                                Bf16ToFloat(w[static_cast<size_t>(j) * ldb + t]);
+            want += term;
+            scale += std::abs(term);
+          }
+          ASSERT_NEAR(c[i * ldc + j], want, dapq::testing::Fp32Tolerance(scale, k))
+              << "m=" << m << " k=" << k << " (" << i << ", " << j << ")";
+        }
+        ASSERT_EQ(c[i * ldc + n], -9.0f) << "past n";
+      }
+    }
+  }
+}
+
+TEST(Bf16GemmTest, RejectsWhatIsNotALinearLayer) {
+  float x = 0;
+  uint16_t w = 0;
+  GemmParams p{1, 1, 1, &x, 1, nullptr, 1, true, &x, 1, 1.0f, 0.0f};
+  p.b_dtype = DType::kBF16;
+  EXPECT_FALSE(Gemm(p).ok());  // no bf16 pointer
+  p.b_bf16 = &w;
+  EXPECT_TRUE(Gemm(p).ok());
+  p.beta = 1.0f;
+  EXPECT_FALSE(Gemm(p).ok());
 }
 
 TEST(SmallGemmTest, LeavesOtherProductsToOpenBlas) {
