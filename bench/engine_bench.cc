@@ -45,6 +45,7 @@ using SgemvFn = decltype(&cblas_sgemv);
 
 struct Options {
   std::string model = "synthetic:llama3-8b-2l";
+  std::string weights_dtype = "fp32";
   std::vector<int> prompt_lengths = {512, 2048, 8192};
   std::vector<int> prefill_chunks = {1024, 2048};
   int decode_prompt = 512;
@@ -381,14 +382,15 @@ absl::Status RunBatchedSection(const Options& opt,
 absl::Status Run(const Options& opt) {
   const unsigned nproc = std::max(1u, std::thread::hardware_concurrency());
   std::printf("# dapq_engine_bench\n\n");
-  std::printf("- model: `%s`\n", opt.model.c_str());
+  std::printf("- model: `%s`, weights %s\n", opt.model.c_str(), opt.weights_dtype.c_str());
   std::printf("- hardware threads: %u; OpenBLAS: %s, %d threads, core %s\n", nproc,
               openblas_get_config(), openblas_get_num_threads(), openblas_get_corename());
   std::printf("- small-m GEMM (m <= %d): %s\n\n", kernels::ref::kSmallGemmMaxM,
               kernels::ref::SmallGemmIsa());
   if (opt.only_batched) {
     Progress(absl::StrCat("loading ", opt.model));
-    DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights, worker::LoadModel(opt.model));
+    DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights,
+                          worker::LoadModelAs(opt.model, opt.weights_dtype));
     return RunBatchedSection(opt, std::make_shared<const worker::ModelWeights>(std::move(weights)));
   }
 
@@ -479,7 +481,8 @@ absl::Status Run(const Options& opt) {
   // Load the model.
   Progress(absl::StrCat("loading ", opt.model));
   auto t_load = std::chrono::steady_clock::now();
-  DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights, worker::LoadModel(opt.model));
+  DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights,
+                        worker::LoadModelAs(opt.model, opt.weights_dtype));
   auto model = std::make_shared<const worker::ModelWeights>(std::move(weights));
   const worker::ModelConfig& config = model->config;
   const ModelCost cost = CostOf(config);
@@ -564,6 +567,8 @@ int main(int argc, char** argv) {
   dapq::bench::Options opt;
   CLI::App app{"dapq_engine_bench: engine prefill/decode throughput against hardware limits"};
   app.add_option("--model", opt.model, "model spec (synthetic:<shape>[-<N>l], HF dir, .bin)")
+      ->capture_default_str();
+  app.add_option("--weights_dtype", opt.weights_dtype, "fp32 | bf16 (linear layers)")
       ->capture_default_str();
   app.add_option("--prompt_lengths", opt.prompt_lengths, "prefill prompt lengths")
       ->delimiter(',')

@@ -37,7 +37,8 @@ absl::Status GenerateCommandOptions::Validate() const {
 absl::Status RunGenerate(const GenerateCommandOptions& o) {
   DAPQ_RETURN_IF_ERROR(o.Validate());
   const auto load_start = std::chrono::steady_clock::now();
-  DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights, worker::LoadModel(o.model));
+  DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights,
+                        worker::LoadModelAs(o.model, o.weights_dtype));
   auto model = std::make_shared<const worker::ModelWeights>(std::move(weights));
   const worker::ModelConfig& config = model->config;
   std::fprintf(
@@ -177,6 +178,9 @@ void AddGenerateCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--top_p", opts->top_p, "nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", opts->seed, "sampling and random-prompt seed")->capture_default_str();
   cmd->add_option("--tp", opts->tp, "tensor-parallel ranks (threads)")->capture_default_str();
+  cmd->add_option("--weights_dtype", opts->weights_dtype,
+                  "fp32 | bf16: what the linear layers multiply with (bf16 reads half the bytes)")
+      ->capture_default_str();
   cmd->add_option("--prefill_chunk", opts->prefill_chunk, "prompt tokens per forward pass")
       ->capture_default_str();
   cmd->add_flag("--print_ids", opts->print_ids, "print token ids instead of text");

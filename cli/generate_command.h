@@ -13,12 +13,13 @@
 namespace dapq::cli {
 
 struct GenerateCommandOptions {
-  std::string model;         // llama2.c .bin, HF directory, or synthetic:<shape>
-  std::string tokenizer;     // llama2.c tokenizer .bin; required unless prompt_tokens > 0
-  std::string prompt;        // text (empty: start from BOS alone)
-  int prompt_tokens = 0;     // > 0: use this many seeded random token ids instead of text
-  int steps = 256;           // new tokens to generate
-  float temperature = 0.0f;  // 0 = greedy
+  std::string model;                   // llama2.c .bin, HF directory, or synthetic:<shape>
+  std::string weights_dtype = "fp32";  // fp32 | bf16 (linear layers)
+  std::string tokenizer;               // llama2.c tokenizer .bin; required unless prompt_tokens > 0
+  std::string prompt;                  // text (empty: start from BOS alone)
+  int prompt_tokens = 0;               // > 0: use this many seeded random token ids instead of text
+  int steps = 256;                     // new tokens to generate
+  float temperature = 0.0f;            // 0 = greedy
   float top_p = 0.9f;
   uint64_t seed = 42;
   int tp = 1;

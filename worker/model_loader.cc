@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "worker/hf_loader.h"
 #include "worker/llama2c_loader.h"
 #include "worker/synthetic_model.h"
@@ -20,6 +21,14 @@ absl::StatusOr<ModelWeights> LoadModel(const std::string& spec) {
     return absl::NotFoundError(absl::StrCat("model: no such file or directory: ", spec));
   }
   return LoadLlama2cModel(spec);
+}
+
+absl::StatusOr<ModelWeights> LoadModelAs(const std::string& model,
+                                         const std::string& weights_dtype) {
+  DAPQ_ASSIGN_OR_RETURN(const kernels::DType dtype, ParseWeightsDtype(weights_dtype));
+  DAPQ_ASSIGN_OR_RETURN(ModelWeights weights, LoadModel(model));
+  DAPQ_RETURN_IF_ERROR(ConvertLinearWeights(weights, dtype));
+  return weights;
 }
 
 }  // namespace dapq::worker

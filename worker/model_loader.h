@@ -12,6 +12,9 @@
 namespace dapq::worker {
 
 absl::StatusOr<ModelWeights> LoadModel(const std::string& spec);
+// LoadModel, then ConvertLinearWeights to `weights_dtype` ("fp32" or "bf16", --weights_dtype).
+absl::StatusOr<ModelWeights> LoadModelAs(const std::string& model,
+                                         const std::string& weights_dtype);
 
 }  // namespace dapq::worker
 

@@ -19,7 +19,16 @@ namespace dapq::worker {
 namespace {
 
 // y[m, n] = x[m, k] . W^T where W's rows are a slice with row stride ldw; plus bias when given.
-absl::Status Linear(int m, int n, int k, const float* x, int ldx, const float* w, int ldw, float* y,
+// One weight matrix as the linear layers multiply with it: fp32, or bf16 when the model's
+// weights were converted (ModelWeights::weights_dtype).
+struct Weight {
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
+  // The matrix from element `offset` on (a rank's slice: rows, or a column block with ldw).
+  Weight At(long offset) const { return {f32 + offset, bf16 != nullptr ? bf16 + offset : nullptr}; }
+};
+
+absl::Status Linear(int m, int n, int k, const float* x, int ldx, Weight w, int ldw, float* y,
                     const float* bias = nullptr) {
   kernels::GemmParams g;
   g.m = m;
@@ -27,7 +36,11 @@ absl::Status Linear(int m, int n, int k, const float* x, int ldx, const float* w
   g.k = k;
   g.a = x;
   g.lda = ldx;
-  g.b = w;
+  g.b = w.f32;
+  if (w.bf16 != nullptr) {
+    g.b_dtype = kernels::DType::kBF16;
+    g.b_bf16 = w.bf16;
+  }
   g.ldb = ldw;
   g.trans_b = true;
   g.c = y;
@@ -201,7 +214,8 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
       DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm));
     }
   }
-  return Linear(rows, c_.vocab_size, dim, xb_.data(), dim, w_.classifier, dim, logits.data());
+  return Linear(rows, c_.vocab_size, dim, xb_.data(), dim,
+                Weight{w_.classifier, w_.classifier_bf16}, dim, logits.data());
 }
 
 absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cache) {
@@ -267,12 +281,15 @@ absl::Status RankModel::Layer(int layer, std::span<const BatchSlice> slices,
   // Attention block.
   kernels::RmsNormParams norm{m, dim, x_.data(), dim, lw.attn_norm, xb_.data(), dim, c_.norm_eps};
   DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm));
-  DAPQ_RETURN_IF_ERROR(Linear(m, q_dim, dim, xb_.data(), dim, lw.wq + q_row0 * dim, dim, q_.data(),
+  DAPQ_RETURN_IF_ERROR(Linear(m, q_dim, dim, xb_.data(), dim,
+                              Weight{lw.wq, lw.bf16.wq}.At(q_row0 * dim), dim, q_.data(),
                               lw.bq ? lw.bq + q_row0 : nullptr));
-  DAPQ_RETURN_IF_ERROR(Linear(m, kv_dim, dim, xb_.data(), dim, lw.wk + kv_row0 * dim, dim,
-                              k_.data(), lw.bk ? lw.bk + kv_row0 : nullptr));
-  DAPQ_RETURN_IF_ERROR(Linear(m, kv_dim, dim, xb_.data(), dim, lw.wv + kv_row0 * dim, dim,
-                              v_.data(), lw.bv ? lw.bv + kv_row0 : nullptr));
+  DAPQ_RETURN_IF_ERROR(Linear(m, kv_dim, dim, xb_.data(), dim,
+                              Weight{lw.wk, lw.bf16.wk}.At(kv_row0 * dim), dim, k_.data(),
+                              lw.bk ? lw.bk + kv_row0 : nullptr));
+  DAPQ_RETURN_IF_ERROR(Linear(m, kv_dim, dim, xb_.data(), dim,
+                              Weight{lw.wv, lw.bf16.wv}.At(kv_row0 * dim), dim, v_.data(),
+                              lw.bv ? lw.bv + kv_row0 : nullptr));
   if (observer != nullptr) q_pre_.assign(q_.begin(), q_.end());
   kernels::RopeParams rq{
       m, shard_.heads, hd, q_.data(), q_dim, positions, inv_freq_.data(), c_.rope.layout};
@@ -295,8 +312,8 @@ absl::Status RankModel::Layer(int layer, std::span<const BatchSlice> slices,
   }
 
   // wo is [dim, n_heads * hd]: this rank multiplies by its column block (row split).
-  DAPQ_RETURN_IF_ERROR(
-      Linear(m, dim, q_dim, att_.data(), q_dim, lw.wo + q_row0, c_.q_dim(), out_.data()));
+  DAPQ_RETURN_IF_ERROR(Linear(m, dim, q_dim, att_.data(), q_dim,
+                              Weight{lw.wo, lw.bf16.wo}.At(q_row0), c_.q_dim(), out_.data()));
   DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(out_.data(), out_.size()));
   for (size_t i = 0; i < out_.size(); ++i) x_[i] += out_[i];
 
@@ -307,11 +324,14 @@ absl::Status RankModel::Layer(int layer, std::span<const BatchSlice> slices,
   up_.resize(md * f);
   kernels::RmsNormParams fnorm{m, dim, x_.data(), dim, lw.ffn_norm, xb_.data(), dim, c_.norm_eps};
   DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(fnorm));
-  DAPQ_RETURN_IF_ERROR(Linear(m, f, dim, xb_.data(), dim, lw.w1 + f0 * dim, dim, gate_.data()));
-  DAPQ_RETURN_IF_ERROR(Linear(m, f, dim, xb_.data(), dim, lw.w3 + f0 * dim, dim, up_.data()));
+  DAPQ_RETURN_IF_ERROR(Linear(m, f, dim, xb_.data(), dim, Weight{lw.w1, lw.bf16.w1}.At(f0 * dim),
+                              dim, gate_.data()));
+  DAPQ_RETURN_IF_ERROR(
+      Linear(m, f, dim, xb_.data(), dim, Weight{lw.w3, lw.bf16.w3}.At(f0 * dim), dim, up_.data()));
   kernels::SwiGluParams act{m, f, gate_.data(), f, up_.data(), f, gate_.data(), f};
   DAPQ_RETURN_IF_ERROR(kernels::SwiGlu(act));
-  DAPQ_RETURN_IF_ERROR(Linear(m, dim, f, gate_.data(), f, lw.w2 + f0, c_.hidden_dim, out_.data()));
+  DAPQ_RETURN_IF_ERROR(Linear(m, dim, f, gate_.data(), f, Weight{lw.w2, lw.bf16.w2}.At(f0),
+                              c_.hidden_dim, out_.data()));
   DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(out_.data(), out_.size()));
   for (size_t i = 0; i < out_.size(); ++i) x_[i] += out_[i];
   return absl::OkStatus();

@@ -4,14 +4,24 @@
 // converted/synthetic weights, read-only mappings for fp32 files), so pointers stay valid for the
 // object's lifetime, across moves. Tensor-parallel ranks read slices of these full matrices
 // through strides; nothing is copied per rank.
+// Weights dtype: fp32 as loaded; ConvertLinearWeights(kBF16) adds a bf16 copy of every linear
+// layer's matrix (and the classifier), which the engine then multiplies with (kernels::Gemm
+// widens bf16 to fp32 in registers): decode reads half the bytes. Norms and embeddings stay
+// fp32. The fp32 matrices stay loaded too in this version (a mapped file's pages are reclaimable
+// by the kernel once untouched; converted or synthetic weights are not).
 // Thread-safety: immutable after loading; shared read-only by every rank thread.
 #ifndef DAPQ_WORKER_MODEL_WEIGHTS_H_
 #define DAPQ_WORKER_MODEL_WEIGHTS_H_
 
+#include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/mapped_file.h"
+#include "kernels/types.h"
 #include "worker/model_config.h"
 
 namespace dapq::worker {
@@ -29,6 +39,11 @@ struct LayerWeights {
   const float* w1 = nullptr;         // gate: [hidden_dim, dim]
   const float* w2 = nullptr;         // down: [dim, hidden_dim]
   const float* w3 = nullptr;         // up:   [hidden_dim, dim]
+  // The same matrices in bf16, set when the model's weights_dtype is kBF16.
+  struct Bf16 {
+    const uint16_t *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr;
+    const uint16_t *w1 = nullptr, *w2 = nullptr, *w3 = nullptr;
+  } bf16;
 };
 
 class ModelWeights {
@@ -44,10 +59,14 @@ class ModelWeights {
   const float* final_norm = nullptr;       // [dim]
   const float* classifier = nullptr;       // [vocab_size, dim] (== token_embedding when tied)
   std::vector<LayerWeights> layers;
+  // What the linear layers multiply with: kF32, or kBF16 (LayerWeights::bf16, classifier_bf16).
+  kernels::DType weights_dtype = kernels::DType::kF32;
+  const uint16_t* classifier_bf16 = nullptr;
 
   // Storage helpers for loaders.
   float* AllocateOwned(size_t count);  // zero-initialised heap buffer owned by this
-  void KeepMapping(MappedFile file);   // keeps a mapping alive with the weights
+  uint16_t* AllocateOwnedBf16(size_t count);
+  void KeepMapping(MappedFile file);  // keeps a mapping alive with the weights
   size_t OwnedBytes() const { return owned_bytes_; }
 
   // Checks that every required pointer is set (null bias pointers allowed unless attention_bias).
@@ -55,9 +74,17 @@ class ModelWeights {
 
  private:
   std::vector<std::unique_ptr<float[]>> owned_;
+  std::vector<std::unique_ptr<uint16_t[]>> owned_bf16_;
   std::vector<MappedFile> mappings_;
   size_t owned_bytes_ = 0;
 };
+
+// Makes `dtype` the weights' linear-layer dtype: kBF16 adds the bf16 copies (rounded to nearest
+// even); kF32 keeps the fp32 matrices (a no-op on fp32 weights). InvalidArgument on bf16
+// weights asked for kF32 (the fp32 matrices are gone only if a loader never kept them).
+absl::Status ConvertLinearWeights(ModelWeights& weights, kernels::DType dtype);
+// Parses "fp32" or "bf16" (--weights_dtype); InvalidArgument naming the flag otherwise.
+absl::StatusOr<kernels::DType> ParseWeightsDtype(const std::string& name);
 
 }  // namespace dapq::worker
 

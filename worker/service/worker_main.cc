@@ -31,6 +31,7 @@ namespace {
 
 struct WorkerFlags {
   std::string model, tokenizer, group_id = "g0", rendezvous_dir, listen = "127.0.0.1:0";
+  std::string weights_dtype = "fp32";
   std::string coordinator, advertise_host = "127.0.0.1", gloo_host = "127.0.0.1";
   int tp = 1, rank = 0, prefill_chunk = 1024, max_queue = 16, max_sessions = 64;
   int heartbeat_ms = 500, gloo_timeout_s = 120;
@@ -113,7 +114,7 @@ absl::Status RunWorker(const WorkerFlags& f) {
   // "<metrics port>[ <KvPeer port>]", before the group forms.
   ReportReady(f.ready_fd, peer_port > 0 ? absl::StrCat(metrics_server->port(), " ", peer_port)
                                         : std::to_string(metrics_server->port()));
-  DAPQ_ASSIGN_OR_RETURN(ModelWeights weights, LoadModel(f.model));
+  DAPQ_ASSIGN_OR_RETURN(ModelWeights weights, LoadModelAs(f.model, f.weights_dtype));
   auto model = std::make_shared<const ModelWeights>(std::move(weights));
   std::unique_ptr<Tokenizer> tokenizer;
   if (!f.tokenizer.empty()) {
@@ -245,6 +246,9 @@ int main(int argc, char** argv) {
   dapq::worker::service::WorkerFlags f;
   CLI::App app{"dapq-worker: one tensor-parallel rank of a DapQ Serve worker group"};
   app.add_option("--model", f.model, "llama2.c .bin, HF directory or synthetic:<name>")->required();
+  app.add_option("--weights_dtype", f.weights_dtype,
+                 "fp32 | bf16: what the linear layers multiply with (bf16 reads half the bytes)")
+      ->capture_default_str();
   app.add_option("--tokenizer", f.tokenizer, "tokenizer.bin (text prompts)");
   app.add_option("--tp", f.tp, "ranks in the group");
   app.add_option("--rank", f.rank, "this process's rank");
