@@ -39,7 +39,8 @@ std::vector<double> LogSoftmax(const float* x, int n) {
 }
 
 // Teacher-forces prompt + the fp32 engine's greedy continuation through both engines.
-Agreement Compare(std::shared_ptr<const ModelWeights> fp32, std::shared_ptr<const ModelWeights> bf16,
+Agreement Compare(std::shared_ptr<const ModelWeights> fp32,
+                  std::shared_ptr<const ModelWeights> bf16,
                   const std::vector<std::vector<int>>& prompts, int tp) {
   EngineOptions o;
   o.tp = tp;
