@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "kvstore/block_pool.h"
 #include "worker/service/request_options.h"
 
 namespace dapq::worker::service {
@@ -93,6 +94,13 @@ absl::Status Scheduler::Add(ScheduledRequest request) {
   e->has_sequence = request.continuing;
   e->feed = request.prompt;
   e->result.prompt_tokens = static_cast<int>(request.prompt.size());
+  const int tpb = engine_->options().kv_tokens_per_block;
+  const size_t share_blocks = (kSharedPrefixTokens + tpb - 1) / tpb;
+  if (engine_->options().prefix_cache && !request.continuing &&
+      request.prompt.size() > share_blocks * tpb) {
+    e->share_key = kvstore::PrefixKeys(
+        std::span<const int>(request.prompt).first(share_blocks * tpb), tpb)[share_blocks - 1];
+  }
   e->request = std::move(request);
   const long cap = engine_->kv_pool(0).max_blocks();
   if (const long need = BlocksFor(*e); cap > 0 && need > UsableBlocks()) {
@@ -150,11 +158,19 @@ bool Scheduler::Accept(Entry& e, int token) {
   return false;
 }
 
+bool Scheduler::WaitsForSharedPrefix(const Entry& e) const {
+  if (e.share_key == 0 || e.swapped || e.preemptions > 0) return false;
+  return std::any_of(running_.begin(), running_.end(), [&](const std::unique_ptr<Entry>& r) {
+    return r->share_key == e.share_key && !r->published;
+  });
+}
+
 void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
   while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
     Entry& e = *waiting_.front();
     const long need = BlocksFor(e);
-    if (need > FreeBlocks()) break;  // first come, first served: nothing overtakes it
+    if (need > FreeBlocks()) break;      // first come, first served: nothing overtakes it
+    if (WaitsForSharedPrefix(e)) break;  // its prefix is being computed: take it next step
     std::unique_ptr<Entry> owned = std::move(waiting_.front());
     waiting_.pop_front();
     if (e.request.options.max_new_tokens == 0) {
@@ -202,6 +218,7 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
         continue;
       }
       e.result.compression = *stats;
+      e.published = true;  // the engine publishes its blocks before compressing
       if (e.preemptions == 0) {
         if (const Sequence* seq = ops_->Find(e.request.id)) {
           e.result.reused_prompt_tokens = seq->reused_tokens();
@@ -339,6 +356,7 @@ std::vector<FinishedRequest> Scheduler::RunStep() {
       e.fed += chunks[b].size();
       if (e.fed < e.feed.size()) continue;  // mid-prompt: nothing to sample yet
       // Fed in full: its blocks serve later prompts with the same start.
+      e.published = true;
       if (absl::Status s = ops_->PublishPrefix(e.request.id); !s.ok()) {
         DAPQ_LOG(WARNING) << "request " << e.request.id << ": publishing its prefix failed: " << s;
       }

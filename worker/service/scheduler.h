@@ -7,6 +7,9 @@
 // tokens first, then prompt chunks filling the step's token budget, so a long prompt cannot
 // stall the streams already decoding. Each request has its own sampler, stop tokens,
 // max_new_tokens, deadline and cancellation (its on_token returning false).
+// Prefix reuse (EngineOptions::prefix_cache): a request starts from the longest cached run of its
+// prompt's full blocks, and a request sharing its first 64 tokens with a prompt still prefilling
+// in the batch waits for that prompt's blocks instead of computing them again.
 // Compression: a request with a method other than full is prefilled alone when admitted
 // (Engine::PrefillCompressed: scoring needs every prompt query of that sequence), then decodes in
 // the batch like any other; different methods and budgets run side by side.
@@ -117,7 +120,17 @@ class Scheduler {
     bool swapped = false;  // its KV waits in the store
     int preemptions = 0;
     long reserved_blocks = 0;
+    // Prefix reuse: the key of the prompt's kSharedPrefixTokens-th token block (0: none), and
+    // whether its full blocks are published yet.
+    uint64_t share_key = 0;
+    bool published = false;
   };
+  // A request whose first kSharedPrefixTokens tokens equal those of a prompt still prefilling in
+  // the batch waits until that prompt's blocks are published, then takes them: a wave of
+  // questions over one document prefills the document once.
+  static constexpr int kSharedPrefixTokens = 64;
+  // Whether `e` should wait for a running prompt with the same start (see kSharedPrefixTokens).
+  bool WaitsForSharedPrefix(const Entry& e) const;
   long BlocksFor(const Entry& e) const;
   // Capped pools: the pool's blocks less the free watermark.
   long UsableBlocks() const;

@@ -133,13 +133,13 @@ TEST_P(SchedulerTest, MixedRequestsGiveTheTokensTheyGiveAlone) {
   }
 }
 
-// Questions over one document (a ~90% common prefix), arriving after the first has prefilled it:
-// the later ones take the document's blocks from the prefix cache and prefill only their
-// question, full-cache and DapQ-compressed side by side, with the tokens each gives alone on an
-// engine without reuse.
-TEST_P(SchedulerTest, SharedDocumentIsPrefilledOnceInTheBatch) {
+// Questions over one document (a ~90% common prefix): the later ones take the document's blocks
+// from the prefix cache and prefill only their question, full-cache and DapQ-compressed side by
+// side, with the tokens each gives alone on an engine without reuse. They arrive after the first
+// has prefilled the document, or all at once (then they wait one step for its blocks).
+void RunSharedDocument(int tp, bool together) {
   EngineOptions plain;
-  plain.tp = GetParam();
+  plain.tp = tp;
   plain.prefix_cache = false;
   ASSERT_OK_AND_ASSIGN(auto reference, Engine::Create(Stories(), plain));
   EngineOptions eo = plain;
@@ -170,8 +170,9 @@ TEST_P(SchedulerTest, SharedDocumentIsPrefilledOnceInTheBatch) {
   }
   ASSERT_GE(shared * 10, cases[0].prompt.size() * 8);
 
-  // The first request at step 0, the others once its prompt is in (one 256-token step).
-  std::vector<int> arrival(cases.size(), 2);
+  // The first request at step 0, the others once its prompt is in (one 256-token step), or with
+  // it.
+  std::vector<int> arrival(cases.size(), together ? 0 : 2);
   arrival[0] = 0;
   const auto results = RunArrivals(*engine, cases, SchedulerOptions{}, arrival);
   ASSERT_EQ(results.size(), cases.size());
@@ -194,6 +195,14 @@ TEST_P(SchedulerTest, SharedDocumentIsPrefilledOnceInTheBatch) {
   // What ran: the prompts less what was reused, and every generated token but the last.
   EXPECT_EQ(engine->forwarded_tokens(), prompt_tokens - reused + 6 * (10 - 1));
   EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
+}
+
+TEST_P(SchedulerTest, SharedDocumentIsPrefilledOnceInTheBatch) {
+  RunSharedDocument(GetParam(), /*together=*/false);
+}
+
+TEST_P(SchedulerTest, SharedDocumentArrivingTogetherIsPrefilledOnce) {
+  RunSharedDocument(GetParam(), /*together=*/true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tp, SchedulerTest, ::testing::Values(1, 2));
