@@ -59,6 +59,8 @@ absl::Status EvalCommandOptions::Validate() const {
 absl::Status RunEval(const EvalCommandOptions& o) {
   DAPQ_RETURN_IF_ERROR(o.Validate());
   DAPQ_ASSIGN_OR_RETURN(worker::ModelWeights weights, worker::LoadLlama2cModel(o.model));
+  DAPQ_ASSIGN_OR_RETURN(const kernels::DType dtype, worker::ParseWeightsDtype(o.weights_dtype));
+  DAPQ_RETURN_IF_ERROR(worker::ConvertLinearWeights(weights, dtype));
   auto model = std::make_shared<const worker::ModelWeights>(std::move(weights));
   DAPQ_ASSIGN_OR_RETURN(const worker::Tokenizer tokenizer,
                         worker::Tokenizer::Load(o.tokenizer, model->config.vocab_size));
@@ -133,6 +135,9 @@ void AddEvalCommand(CLI::App& app, CommandRunner& runner) {
                 "DapQ content x positions ablation (default on)");
   cmd->add_flag("--plots,!--no_plots", opts->plots, "render PNGs with gnuplot (default on)");
   cmd->add_option("--tp", opts->tp, "tensor-parallel ranks (threads)")->capture_default_str();
+  cmd->add_option("--weights_dtype", opts->weights_dtype,
+                  "fp32 | bf16 linear-layer weights (the full-cache reference uses them too)")
+      ->capture_default_str();
   compression->Register(cmd, /*with_method=*/false);
   runner.Add(cmd, [opts, compression]() -> absl::Status {
     DAPQ_ASSIGN_OR_RETURN(opts->dapq, compression->ToConfig());

@@ -29,6 +29,7 @@ struct EvalCommandOptions {
   bool ablation = true;
   bool plots = true;  // run gnuplot
   int tp = 1;
+  std::string weights_dtype = "fp32";  // fp32 | bf16 linear layers (the reference uses them too)
   worker::compress::CompressionConfig dapq;  // from the compression flags (method ignored)
   std::string command;                       // quoted in results.md
   absl::Status Validate() const;
