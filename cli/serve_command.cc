@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -50,8 +51,15 @@ absl::Status RunServe(const ServeOptions& o) {
   sigprocmask(SIG_BLOCK, &set, nullptr);
   const int sigfd = signalfd(-1, &set, SFD_CLOEXEC);
 
+  // Batch jobs may name files under the directory serve runs in, unless told otherwise.
+  launcher::LocalClusterOptions cluster_options = o.cluster;
+  if (cluster_options.batch_dir.empty()) {
+    cluster_options.batch_dir = std::filesystem::current_path().string();
+  } else if (cluster_options.batch_dir == "none") {
+    cluster_options.batch_dir.clear();
+  }
   DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<launcher::LocalCluster> cluster,
-                        launcher::LocalCluster::Start(o.cluster));
+                        launcher::LocalCluster::Start(cluster_options));
   std::fprintf(stderr, "dapq serve: starting %d group(s) x %d rank(s) of %s; logs in %s/logs\n",
                o.cluster.groups, o.cluster.tp, o.cluster.model.c_str(),
                cluster->work_dir().c_str());
@@ -129,6 +137,9 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--work_dir", c.work_dir,
                   "logs, rendezvous and batch.db (default: a new /tmp dir)");
   cmd->add_option("--db", c.db, "batch job database (default: <work_dir>/batch.db)");
+  cmd->add_option("--batch_dir", c.batch_dir,
+                  "the only directory batch jobs may read items from or write results to "
+                  "(default: the current directory; \"none\": items inline only)");
   cmd->add_option("--prefill_chunk", c.prefill_chunk, "prompt tokens per forward pass")
       ->capture_default_str();
   cmd->add_option("--max_in_flight", c.max_in_flight, "coordinator admission limit")

@@ -14,12 +14,14 @@
 namespace dapq::coordinator {
 namespace {
 
-absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> ReadJsonl(const std::string& path) {
+absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> ReadJsonl(const BatchPaths& paths,
+                                                                 const std::string& path) {
   if (path.empty() || path[0] != '/') {
     return absl::InvalidArgumentError(
         absl::StrCat("jsonl_path: '", path, "' must be an absolute path on the coordinator"));
   }
-  std::ifstream in(path);
+  DAPQ_ASSIGN_OR_RETURN(const std::string resolved, paths.Input(path, "jsonl_path"));
+  std::ifstream in(resolved);
   if (!in) return absl::NotFoundError(absl::StrCat("jsonl_path: cannot open '", path, "'"));
   return api::ReadBatchItems(in, "jsonl_path");
 }
@@ -46,7 +48,7 @@ dapq::v1::BatchJob ToBatchJob(const JobInfo& info) {
 }
 
 absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> BatchItems(
-    const dapq::v1::SubmitBatchRequest& request, int max_seq_len) {
+    const dapq::v1::SubmitBatchRequest& request, int max_seq_len, const BatchPaths& paths) {
   const bool inline_items = request.items_size() > 0;
   if (inline_items == !request.jsonl_path().empty()) {
     return absl::InvalidArgumentError("items / jsonl_path: set exactly one of the two");
@@ -55,7 +57,8 @@ absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> BatchItems(
   if (inline_items) {
     items.assign(request.items().begin(), request.items().end());
   } else {
-    absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> read = ReadJsonl(request.jsonl_path());
+    absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> read =
+        ReadJsonl(paths, request.jsonl_path());
     if (!read.ok()) return read.status();
     if (read->empty()) return absl::InvalidArgumentError("jsonl_path: the file holds no items");
     items = std::move(*read);
@@ -82,12 +85,18 @@ grpc::Status BatchService::SubmitBatch(grpc::ServerContext*,
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "output_path: must be an absolute path on the coordinator");
   }
+  std::string output_path;
+  if (!request->output_path().empty()) {
+    absl::StatusOr<std::string> out = paths_.Output(request->output_path(), "output_path");
+    if (!out.ok()) return FromAbsl(out.status());
+    output_path = *std::move(out);
+  }
   absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> items =
-      BatchItems(*request, registry_->min_max_seq_len());
+      BatchItems(*request, registry_->min_max_seq_len(), paths_);
   if (!items.ok()) return FromAbsl(items.status());
   JobSpec spec;
   spec.name = request->name();
-  spec.output_path = request->output_path();
+  spec.output_path = output_path;
   spec.max_attempts = request->max_attempts() == 0 ? 3 : request->max_attempts();
   std::vector<std::string> serialized;
   serialized.reserve(items->size());

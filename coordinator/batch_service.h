@@ -1,11 +1,13 @@
 // File: coordinator/batch_service.h
 // dapq.v1.Batch on the coordinator: validates and stores submitted jobs (inline items or a JSONL
-// file on the coordinator's filesystem, merged over the job's defaults), reports progress,
+// file under the coordinator's batch directory, batch_paths.h; merged over the job's defaults),
+// reports progress,
 // cancels, and streams finished items' results in index order.
 // Thread-safety: gRPC calls it from many threads; the store and runner are thread-safe.
 #ifndef DAPQ_COORDINATOR_BATCH_SERVICE_H_
 #define DAPQ_COORDINATOR_BATCH_SERVICE_H_
 
+#include "coordinator/batch_paths.h"
 #include "coordinator/batch_runner.h"
 #include "coordinator/batch_store.h"
 #include "dapq/v1/batch.grpc.pb.h"
@@ -14,8 +16,10 @@ namespace dapq::coordinator {
 
 class BatchService final : public dapq::v1::Batch::Service {
  public:
-  BatchService(BatchStore* store, BatchRunner* runner, GroupRegistry* registry)
-      : store_(store), runner_(runner), registry_(registry) {}
+  // `paths`: which server-side files clients may name (none by default).
+  BatchService(BatchStore* store, BatchRunner* runner, GroupRegistry* registry,
+               BatchPaths paths = *BatchPaths::Create(""))
+      : store_(store), runner_(runner), registry_(registry), paths_(std::move(paths)) {}
 
   grpc::Status SubmitBatch(grpc::ServerContext* context,
                            const dapq::v1::SubmitBatchRequest* request,
@@ -36,12 +40,14 @@ class BatchService final : public dapq::v1::Batch::Service {
   BatchStore* const store_;
   BatchRunner* const runner_;
   GroupRegistry* const registry_;
+  const BatchPaths paths_;
 };
 
 // The items of a submission, merged over its defaults and validated (errors name items[i] or
-// the JSONL line).
+// the JSONL line); a jsonl_path must pass `paths` (none by default).
 absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> BatchItems(
-    const dapq::v1::SubmitBatchRequest& request, int max_seq_len);
+    const dapq::v1::SubmitBatchRequest& request, int max_seq_len,
+    const BatchPaths& paths = *BatchPaths::Create(""));
 
 dapq::v1::BatchJob ToBatchJob(const JobInfo& info);
 

@@ -23,6 +23,7 @@ namespace {
 
 struct CoordinatorFlags {
   std::string listen = "127.0.0.1:50051", db = "dapq-batch.db";
+  std::string batch_dir;  // "" = clients may name no server-side files
   std::string metrics_listen = "127.0.0.1:9400";
   int ready_fd = -1;
   int max_in_flight = 64, heartbeat_ms = 500, items_per_group = 2;
@@ -59,7 +60,8 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
 
   InferenceService inference(&router, &metrics);
   RegistryService registry_service(&registry, registry_options.heartbeat_interval);
-  BatchService batch(store.get(), &runner, &registry);
+  DAPQ_ASSIGN_OR_RETURN(BatchPaths batch_paths, BatchPaths::Create(f.batch_dir));
+  BatchService batch(store.get(), &runner, &registry, std::move(batch_paths));
   AdminService admin(&registry, &router, store.get());
   grpc::ServerBuilder builder;
   int port = 0;
@@ -96,6 +98,9 @@ int main(int argc, char** argv) {
   CLI::App app{"dapq-coordinator: routes requests and batch jobs over DapQ Serve worker groups"};
   app.add_option("--listen", f.listen, "address to serve on (port 0 = any free port)");
   app.add_option("--db", f.db, "SQLite file of the batch jobs");
+  app.add_option("--batch_dir", f.batch_dir,
+                 "the only directory batch jsonl_path/output_path may name (resolved, links "
+                 "followed); unset: batch items must come inline");
   app.add_option("--metrics_listen", f.metrics_listen, "/metrics address (port 0 = any)");
   app.add_option("--ready_fd", f.ready_fd,
                  "write \"<port> <metrics port>\" to this descriptor once serving");

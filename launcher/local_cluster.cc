@@ -113,6 +113,7 @@ absl::Status LocalCluster::StartCoordinator() {
       {"--metrics_listen", absl::StrCat("127.0.0.1:", coordinator_metrics_port_)},
       {"--ready_fd", "3"}};
   for (const auto& [flag, value] : flags) argv.insert(argv.end(), {flag, value});
+  if (!o.batch_dir.empty()) argv.insert(argv.end(), {"--batch_dir", o.batch_dir});
   DAPQ_ASSIGN_OR_RETURN(
       ChildProcess p,
       ChildProcess::Start(argv, o.work_dir + "/logs/coordinator.log", /*ready_pipe=*/true));

@@ -25,6 +25,9 @@ struct LocalClusterOptions {
   int port = 0;          // the coordinator's port on 127.0.0.1 (0 = a free one)
   std::string work_dir;  // logs, rendezvous, batch.db ("" = a new directory under /tmp)
   std::string db;        // batch store ("" = work_dir/batch.db)
+  // The coordinator's --batch_dir: the only directory batch jobs may name files in ("" = none:
+  // items inline only).
+  std::string batch_dir;
   int prefill_chunk = 1024;
   int max_in_flight = 64;
   int heartbeat_ms = 200;

@@ -159,7 +159,11 @@ TEST(RequestRulesTest, CliCoordinatorAndWorkerGiveTheSameVerdicts) {
 
     dapq::v1::SubmitBatchRequest submit;
     submit.set_jsonl_path(path);
-    ExpectVerdict(row, coordinator::BatchItems(submit, /*max_seq_len=*/0).status(), "coordinator");
+    ExpectVerdict(
+        row,
+        coordinator::BatchItems(submit, /*max_seq_len=*/0, *coordinator::BatchPaths::Create(dir))
+            .status(),
+        "coordinator");
 
     absl::StatusOr<dapq::v1::GenerateRequest> parsed = api::ParseBatchItem(OneLine(row.line), "");
     if (parsed.ok()) {

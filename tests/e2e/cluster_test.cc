@@ -697,8 +697,10 @@ TEST_P(ClusterContinuousBatchingTest, ConcurrentStreamsShareStepsAndMatchTheEngi
 INSTANTIATE_TEST_SUITE_P(Tp, ClusterContinuousBatchingTest, ::testing::Values(1, 2));
 
 TEST(ClusterBatchTest, CoordinatorKilledMidJobResumesEveryItemExactlyOnce) {
-  auto cluster = StartCluster("cluster_batch", testing::Stories260KPath(), 2, 1);
-  const std::string out = testing::MakeTempDir("cluster_batch_out") + "/results.jsonl";
+  const std::string out_dir = testing::MakeTempDir("cluster_batch_out");
+  auto cluster = StartCluster("cluster_batch", testing::Stories260KPath(), 2, 1, true, 64,
+                              [&](launcher::LocalClusterOptions& o) { o.batch_dir = out_dir; });
+  const std::string out = out_dir + "/results.jsonl";
   dapq::v1::SubmitBatchRequest submit;
   submit.set_name("resume");
   submit.set_output_path(out);

@@ -49,7 +49,8 @@ absl::StatusOr<launcher::ChildProcess> StartServe(const std::string& dir,
                                    "--port",         "0",
                                    "--metrics_port", "0",
                                    "--work_dir",     dir + "/work",
-                                   "--cluster_file", ClusterFile(dir)};
+                                   "--cluster_file", ClusterFile(dir),
+                                   "--batch_dir",    dir};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return launcher::ChildProcess::Start(argv, dir + "/serve.log");
 }
