@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace dapq::coordinator {
 namespace {
@@ -29,8 +30,65 @@ double FreePoolShare(const dapq::v1::GroupStatus& status) {
 
 GroupRegistry::GroupRegistry(const GroupRegistryOptions& options) : options_(options) {}
 
-void GroupRegistry::Heartbeat(const dapq::v1::GroupStatus& status) {
+absl::Status ValidateHeartbeat(const dapq::v1::GroupStatus& s) {
+  const auto bad = [](absl::string_view field, const auto& value, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("status.", field, "=", value, ": ", why));
+  };
+  if (s.group_id().empty() || s.group_id().size() > 128) {
+    return bad("group_id", absl::StrCat("'", s.group_id().substr(0, 128), "'"),
+               "must hold 1 to 128 characters");
+  }
+  if (s.address().empty() || s.address().size() > 256) {
+    return bad("address", absl::StrCat("'", s.address().substr(0, 256), "'"),
+               "must hold 1 to 256 characters");
+  }
+  constexpr int64_t kMaxCount = int64_t{1} << 20;
+  if (s.tp() < 1 || s.tp() > kMaxCount) return bad("tp", s.tp(), "outside [1, 2^20]");
+  if (s.max_seq_len() < 0 || s.max_seq_len() > kMaxCount * 64) {
+    return bad("max_seq_len", s.max_seq_len(), "outside [0, 2^26]");
+  }
+  const std::pair<const char*, int64_t> counts[] = {
+      {"queue_depth", s.queue_depth()},       {"active", s.active()},
+      {"in_flight", s.in_flight()},           {"sessions", s.sessions()},
+      {"batch_capacity", s.batch_capacity()}, {"waiting", s.waiting()}};
+  for (const auto& [field, value] : counts) {
+    if (value < 0 || value > kMaxCount) return bad(field, value, "outside [0, 2^20]");
+  }
+  if (s.kv_bytes_used() < 0) return bad("kv_bytes_used", s.kv_bytes_used(), "negative");
+  if (s.requests_served() < 0) return bad("requests_served", s.requests_served(), "negative");
+  if (s.ranks_size() > s.tp()) return bad("ranks", s.ranks_size(), "more entries than tp");
+  for (const auto& rank : s.ranks()) {
+    if (rank.tiers_size() > 16) return bad("ranks.tiers", rank.tiers_size(), "more than 16");
+    for (const auto& tier : rank.tiers()) {
+      if (tier.used_bytes() < 0 || tier.capacity_bytes() < 0 || tier.blocks() < 0) {
+        return bad("ranks.tiers", tier.tier(), "negative usage");
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+int GroupRegistry::known_groups() const {
   MutexLock lock(&mu_);
+  return static_cast<int>(groups_.size());
+}
+
+absl::Status GroupRegistry::Heartbeat(const dapq::v1::GroupStatus& status) {
+  if (absl::Status s = ValidateHeartbeat(status); !s.ok()) return s;
+  MutexLock lock(&mu_);
+  const auto now = std::chrono::steady_clock::now();
+  const auto forget = options_.forget_after_missed * options_.heartbeat_interval;
+  for (auto it = groups_.begin(); it != groups_.end();) {
+    if (it->first != status.group_id() && now - it->second.last_heartbeat > forget &&
+        it->second.in_flight == 0) {
+      for (auto s = sessions_.begin(); s != sessions_.end();) {
+        s = s->second == it->first ? sessions_.erase(s) : std::next(s);
+      }
+      it = groups_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   Group& g = groups_[status.group_id()];
   if (g.stub == nullptr || g.channel_address != status.address()) {
     grpc::ChannelArguments args;
@@ -40,9 +98,10 @@ void GroupRegistry::Heartbeat(const dapq::v1::GroupStatus& status) {
     g.channel_address = status.address();
   }
   g.status = status;
-  g.last_heartbeat = std::chrono::steady_clock::now();
+  g.last_heartbeat = now;
   g.failed = false;
   g.failure.clear();
+  return absl::OkStatus();
 }
 
 bool GroupRegistry::Healthy(const Group& g, std::chrono::steady_clock::time_point now,

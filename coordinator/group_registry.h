@@ -6,7 +6,9 @@
 // waiting at the worker, over the sequences it batches), then the most free KV-pool blocks, then
 // the fewest KV bytes.
 // A group is unhealthy when it says so, when it missed heartbeats for `missed_heartbeats`
-// intervals, or when a call to it failed with a group failure (until its next heartbeat).
+// intervals, or when a call to it failed with a group failure (until its next heartbeat). A group
+// silent for `forget_after_missed` intervals is forgotten (with its sessions): group ids that
+// come and go do not accumulate. Heartbeats are validated first (ValidateHeartbeat).
 // Thread-safety: thread-safe.
 #ifndef DAPQ_COORDINATOR_GROUP_REGISTRY_H_
 #define DAPQ_COORDINATOR_GROUP_REGISTRY_H_
@@ -28,6 +30,7 @@ namespace dapq::coordinator {
 struct GroupRegistryOptions {
   std::chrono::milliseconds heartbeat_interval{500};
   int missed_heartbeats = 4;
+  int forget_after_missed = 120;
   size_t max_sessions = 100000;  // session table entries (oldest dropped beyond)
 };
 
@@ -37,12 +40,19 @@ struct GroupLease {
   std::shared_ptr<dapq::v1::WorkerGroup::Stub> stub;
 };
 
+// InvalidArgument naming the field for a heartbeat no worker sends: a missing or oversized id or
+// address, a tp or context outside [1, 2^20], a negative or absurd load, more rank or tier
+// entries than a group has.
+absl::Status ValidateHeartbeat(const dapq::v1::GroupStatus& status);
+
 class GroupRegistry {
  public:
   explicit GroupRegistry(const GroupRegistryOptions& options);
 
-  // Registers or refreshes a group from its heartbeat.
-  void Heartbeat(const dapq::v1::GroupStatus& status);
+  // Registers or refreshes a group from its heartbeat (ValidateHeartbeat's errors, nothing
+  // changed), and forgets groups silent for forget_after_missed intervals.
+  absl::Status Heartbeat(const dapq::v1::GroupStatus& status);
+  int known_groups() const;  // healthy or not
   // Picks a healthy group not in `exclude` (session affinity first) and counts the request in
   // flight there. Unavailable naming the reason when there is none.
   absl::StatusOr<GroupLease> Acquire(const std::string& session_id,

@@ -1,11 +1,14 @@
 // File: coordinator/group_registry_test.cc
 // Routing over worker groups by their reported batch capacity and free KV pool, and the batch
-// capacity the batch runner fills (heartbeats fed directly; no worker is contacted).
+// capacity the batch runner fills (heartbeats fed directly; no worker is contacted); heartbeat
+// validation and forgetting silent groups.
 #include "coordinator/group_registry.h"
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/util/status_matchers.h"
 
@@ -16,6 +19,7 @@ dapq::v1::GroupStatus Group(const std::string& id, int capacity, double pool_use
   dapq::v1::GroupStatus s;
   s.set_group_id(id);
   s.set_address("127.0.0.1:1");  // never called here
+  s.set_tp(1);
   s.set_healthy(true);
   s.set_batch_capacity(capacity);
   dapq::v1::TierUsage* cache = s.add_ranks()->add_tiers();
@@ -33,8 +37,8 @@ std::string Pick(GroupRegistry& registry) {
 
 TEST(GroupRegistryTest, RoutesByLoadPerBatchSlot) {
   GroupRegistry registry(GroupRegistryOptions{});
-  registry.Heartbeat(Group("g0", 1));   // one request at a time
-  registry.Heartbeat(Group("g1", 64));  // batches 64 sequences
+  ASSERT_TRUE(registry.Heartbeat(Group("g0", 1)).ok());   // one request at a time
+  ASSERT_TRUE(registry.Heartbeat(Group("g1", 64)).ok());  // batches 64 sequences
   std::vector<std::string> picks;
   for (int i = 0; i < 6; ++i) picks.push_back(Pick(registry));
   // g0 takes the first (a tie, by name); then 1/1 > k/64 sends everything else to g1.
@@ -44,18 +48,59 @@ TEST(GroupRegistryTest, RoutesByLoadPerBatchSlot) {
 
 TEST(GroupRegistryTest, EqualLoadGoesToTheGroupWithMoreFreeKvPool) {
   GroupRegistry registry(GroupRegistryOptions{});
-  registry.Heartbeat(Group("g0", 8, /*pool_used=*/0.9));
-  registry.Heartbeat(Group("g1", 8, /*pool_used=*/0.1));
+  ASSERT_TRUE(registry.Heartbeat(Group("g0", 8, /*pool_used=*/0.9)).ok());
+  ASSERT_TRUE(registry.Heartbeat(Group("g1", 8, /*pool_used=*/0.1)).ok());
   EXPECT_EQ(Pick(registry), "g1");
 }
 
 TEST(GroupRegistryTest, WorkersWithoutACapacityCountAsOneSlot) {
   GroupRegistry registry(GroupRegistryOptions{});
-  registry.Heartbeat(Group("g0", 0));
-  registry.Heartbeat(Group("g1", 0));
+  ASSERT_TRUE(registry.Heartbeat(Group("g0", 0)).ok());
+  ASSERT_TRUE(registry.Heartbeat(Group("g1", 0)).ok());
   EXPECT_EQ(Pick(registry), "g0");
   EXPECT_EQ(Pick(registry), "g1");
   EXPECT_EQ(registry.batch_capacity(2), 4);
+}
+
+TEST(GroupRegistryTest, RejectsHeartbeatsNoWorkerSends) {
+  GroupRegistry registry(GroupRegistryOptions{});
+  const std::vector<std::pair<std::string, std::function<void(dapq::v1::GroupStatus&)>>> bad = {
+      {"group_id", [](auto& s) { s.set_group_id(""); }},
+      {"group_id", [](auto& s) { s.set_group_id(std::string(200, 'g')); }},
+      {"address", [](auto& s) { s.set_address(""); }},
+      {"tp", [](auto& s) { s.set_tp(0); }},
+      {"queue_depth", [](auto& s) { s.set_queue_depth(-1); }},
+      {"batch_capacity", [](auto& s) { s.set_batch_capacity(1 << 30); }},
+      {"kv_bytes_used", [](auto& s) { s.set_kv_bytes_used(-5); }},
+      {"ranks", [](auto& s) { s.add_ranks(); }},  // two ranks for tp 1
+      {"ranks.tiers", [](auto& s) { s.mutable_ranks(0)->mutable_tiers(0)->set_used_bytes(-1); }},
+  };
+  for (const auto& [field, corrupt] : bad) {
+    dapq::v1::GroupStatus s = Group("g0", 4);
+    corrupt(s);
+    EXPECT_THAT(registry.Heartbeat(s), testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                                         ::testing::HasSubstr("status." + field)));
+  }
+  EXPECT_EQ(registry.known_groups(), 0);  // nothing registered
+  EXPECT_TRUE(registry.Heartbeat(Group("g0", 4)).ok());
+  EXPECT_EQ(registry.known_groups(), 1);
+}
+
+TEST(GroupRegistryTest, ForgetsGroupsThatStoppedBeatingUnlessRequestsRunThere) {
+  GroupRegistryOptions options;
+  options.forget_after_missed = 0;  // any silence: forgotten at the next heartbeat of another
+  GroupRegistry registry(options);
+  ASSERT_TRUE(registry.Heartbeat(Group("gone", 4)).ok());
+  ASSERT_TRUE(registry.Heartbeat(Group("g1", 4)).ok());
+  EXPECT_EQ(registry.known_groups(), 1);
+  absl::StatusOr<GroupLease> lease = registry.Acquire("", {});
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_EQ(lease->group_id, "g1");
+  ASSERT_TRUE(registry.Heartbeat(Group("g2", 4)).ok());
+  EXPECT_EQ(registry.known_groups(), 2);  // g1 has a request in flight: kept
+  registry.Release(*lease, false, "", "");
+  ASSERT_TRUE(registry.Heartbeat(Group("g2", 4)).ok());
+  EXPECT_EQ(registry.known_groups(), 1);
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/grpc_status.h"
+
 namespace dapq::coordinator {
 namespace {
 
@@ -59,12 +61,9 @@ grpc::Status InferenceService::Complete(grpc::ServerContext* context,
 grpc::Status RegistryService::Heartbeat(grpc::ServerContext*,
                                         const dapq::v1::HeartbeatRequest* request,
                                         dapq::v1::HeartbeatResponse* response) {
-  const dapq::v1::GroupStatus& s = request->status();
-  if (s.group_id().empty() || s.address().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "status.group_id and status.address are required");
+  if (absl::Status s = registry_->Heartbeat(request->status()); !s.ok()) {
+    return ToGrpcStatus(s);
   }
-  registry_->Heartbeat(s);
   response->set_interval_ms(interval_.count());
   return grpc::Status::OK;
 }
