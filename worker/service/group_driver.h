@@ -1,10 +1,12 @@
 // File: worker/service/group_driver.h
 // Drives one worker group (the TP ranks of one model replica) in lock step. Rank 0 runs
-// RunDriver(): it takes requests from a bounded queue one at a time, validates and tokenizes
-// them, broadcasts each as a GroupCommand to the other ranks over the group's communicator, and
-// every rank then runs the same engine call on its slice of the model (the engine broadcasts
-// each sampled token from rank 0). Ranks > 0 run RunFollower(). When idle, rank 0 broadcasts a
-// NOOP every `idle_ping` so a dead rank is noticed without traffic.
+// RunDriver(): it takes requests from a bounded queue, validates and tokenizes them, and runs
+// them in a continuous batch (worker/service/scheduler.h), sending every batch operation as a
+// GroupCommand to the other ranks over the group's communicator; every rank then runs the same
+// engine call on its slice of the model. Without batching it runs one request at a time, each
+// broadcast as one GENERATE command (the engine broadcasts each sampled token from rank 0).
+// Ranks > 0 run RunFollower(). When idle, rank 0 broadcasts a NOOP every `idle_ping` so a dead
+// rank is noticed without traffic.
 // Sessions: every rank keeps the same table session id -> Sequence (LRU, max_sessions), because
 // every rank sees the same commands in the same order. With continuous batching a session's turn
 // runs in the batch like any request: its sequence moves from the table into the batch
@@ -107,7 +109,7 @@ class GroupDriver {
   absl::StatusOr<dapq::v1::GroupCommand> ReceiveCommand();
   // Runs one request; true when its command was broadcast (every rank ran it).
   bool Serve(RequestChannel& channel);
-  // RunDriver with continuous batching (in-process groups).
+  // RunDriver with continuous batching (in-process and multi-process groups).
   absl::Status RunBatched();
   // Rank 0's continuous batch: the ops (this rank's sequences, and the group's), the scheduler,
   // the channels of its requests by scheduler id, and the session turns in it or waiting.
