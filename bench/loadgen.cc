@@ -333,5 +333,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dapq_loadgen: --streams and --requests must be >= 1\n");
     return 2;
   }
+  if (o.shared_prefix_tokens < 0 || o.shared_prefix_tokens > o.prompt_tokens) {
+    std::fprintf(stderr,
+                 "dapq_loadgen: --shared_prefix_tokens=%d must be in [0, --prompt_tokens=%d]\n",
+                 o.shared_prefix_tokens, o.prompt_tokens);
+    return 2;
+  }
   return dapq::bench::Run(o);
 }
