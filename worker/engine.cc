@@ -239,9 +239,10 @@ absl::Status Engine::CheckPrefill(const Sequence& seq, size_t tokens) const {
 
 absl::StatusOr<int> Engine::AttachCachedPrefix(Sequence& seq, std::span<const int> prompt,
                                                int keep_last) {
-  const bool fresh = seq.tokens_.empty() && seq.next_position_ == 0 && seq.cached_tokens() == 0;
   keep_last = std::max(keep_last, 1);
-  if (!options_.prefix_cache || !fresh || static_cast<long>(prompt.size()) <= keep_last) return 0;
+  if (!options_.prefix_cache || !seq.fresh() || static_cast<long>(prompt.size()) <= keep_last) {
+    return 0;
+  }
   const std::vector<uint64_t> keys =
       kvstore::PrefixKeys(prompt.first(prompt.size() - keep_last), options_.kv_tokens_per_block);
   if (keys.empty()) return 0;
@@ -305,27 +306,30 @@ void Engine::ClearPrefixCache() {
   for (auto& rank : ranks_) rank->kv_pool().ClearPrefixes();
 }
 
-void Engine::ResetFresh(Sequence& seq) {
-  for (KvCache& cache : seq.caches_) cache.Clear();
-  seq.next_position_ = 0;
-  seq.reused_tokens_ = 0;
+absl::Status Engine::PrefillWithPrefixCache(Sequence& seq, std::span<const int> tokens,
+                                            std::vector<float>* logits,
+                                            std::span<QueryObserver* const> observers,
+                                            int keep_last) {
+  if (!seq.fresh()) return PrefillObserved(seq, tokens, logits, observers);
+  DAPQ_RETURN_IF_ERROR(CheckPrefill(seq, tokens.size()));
+  int reused = 0;
+  if (keep_last > 0) {
+    DAPQ_ASSIGN_OR_RETURN(reused, AttachCachedPrefix(seq, tokens, keep_last));
+  }
+  if (absl::Status s = PrefillObserved(seq, tokens.subspan(reused), logits, observers); !s.ok()) {
+    for (KvCache& cache : seq.caches_) cache.Clear();  // fresh again: no half-attached prefix
+    seq.next_position_ = 0;
+    seq.reused_tokens_ = 0;
+    return s;
+  }
+  PublishPrefixTokens(seq, tokens);  // before any compression rewrites (copies) blocks
+  return absl::OkStatus();
 }
 
 absl::Status Engine::Prefill(Sequence& seq, std::span<const int> tokens,
                              std::vector<float>* logits) {
-  const bool fresh = seq.tokens_.empty() && seq.next_position_ == 0;
-  if (fresh) DAPQ_RETURN_IF_ERROR(CheckPrefill(seq, tokens.size()));
-  int reused = 0;
-  if (fresh) {
-    DAPQ_ASSIGN_OR_RETURN(reused, AttachCachedPrefix(seq, tokens, 1));
-  }
-  absl::Status s = PrefillObserved(seq, tokens.subspan(reused), logits, {});
-  if (!s.ok()) {
-    if (fresh) ResetFresh(seq);
-    return s;
-  }
+  DAPQ_RETURN_IF_ERROR(PrefillWithPrefixCache(seq, tokens, logits, {}, /*keep_last=*/1));
   seq.Record(FeedSegment::Kind::kPrefill, tokens);
-  if (fresh) PublishPrefix(seq);
   return absl::OkStatus();
 }
 
@@ -352,7 +356,6 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
     Sequence& seq, std::span<const int> tokens, const compress::CompressionConfig& config,
     std::vector<float>* logits) {
   if (tokens.empty()) return absl::InvalidArgumentError("prefill: no tokens");
-  const bool fresh = seq.tokens_.empty() && seq.next_position_ == 0 && !seq.compressed_;
   const int n = seq.caches_[0].max_length() + static_cast<int>(tokens.size());
   DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig c, config.Resolve(n));
   compress::CompressionStats stats;
@@ -362,17 +365,7 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
   const std::vector<int> budgets = compress::LayerBudgets(c, n, m.n_layers);
   const bool fits = *std::min_element(budgets.begin(), budgets.end()) >= n;
   if (c.method == compress::Method::kFull || (fits && c.skip_within_budget)) {
-    int reused = 0;
-    if (fresh) {
-      DAPQ_RETURN_IF_ERROR(CheckPrefill(seq, tokens.size()));
-      DAPQ_ASSIGN_OR_RETURN(reused, AttachCachedPrefix(seq, tokens, 1));
-    }
-    absl::Status s = PrefillObserved(seq, tokens.subspan(reused), logits, {});
-    if (!s.ok()) {
-      if (fresh) ResetFresh(seq);
-      return s;
-    }
-    if (fresh) PublishPrefixTokens(seq, tokens);
+    DAPQ_RETURN_IF_ERROR(PrefillWithPrefixCache(seq, tokens, logits, {}, /*keep_last=*/1));
     seq.Record(FeedSegment::Kind::kCompressedPrefill, tokens);
     stats.slots_before = stats.slots_after = static_cast<long>(n) * m.n_layers * m.n_kv_heads;
     return stats;
@@ -401,16 +394,9 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
   // Prefix reuse keeps what the scorer reads: the last window_rows prompt queries and the cache.
   // Scorers that read every prompt query (H2O's accumulated attention, ExpectedAttention's
   // statistics) prefill the whole prompt.
-  int reused = 0;
-  if (fresh && !needs.accumulated_attention && !needs.query_statistics) {
-    DAPQ_RETURN_IF_ERROR(CheckPrefill(seq, tokens.size()));
-    DAPQ_ASSIGN_OR_RETURN(reused, AttachCachedPrefix(seq, tokens, std::max(1, needs.window_rows)));
-  }
-  if (absl::Status s = PrefillObserved(seq, tokens.subspan(reused), logits, observers); !s.ok()) {
-    if (fresh) ResetFresh(seq);
-    return s;
-  }
-  if (fresh) PublishPrefixTokens(seq, tokens);  // before compression rewrites (copies) blocks
+  const bool reusable = !needs.accumulated_attention && !needs.query_statistics;
+  DAPQ_RETURN_IF_ERROR(PrefillWithPrefixCache(seq, tokens, logits, observers,
+                                              reusable ? std::max(1, needs.window_rows) : 0));
   const auto t0 = std::chrono::steady_clock::now();
   if (needs.pseudo_tokens > 0) {
     // DapQ forward mode: placeholder tokens (the last prompt token repeated) at n, n+1, ...

@@ -79,6 +79,8 @@ class Sequence {
   bool compressed() const { return compressed_; }
   // Prompt tokens taken from the prefix cache instead of being prefilled.
   int reused_tokens() const { return reused_tokens_; }
+  // Nothing fed yet (prefix reuse applies).
+  bool fresh() const { return tokens_.empty() && next_position_ == 0 && cached_tokens() == 0; }
   // Every token fed so far, and how (replayable() is false after a Forward at explicit,
   // non-consecutive positions).
   const std::vector<int>& tokens() const { return tokens_; }
@@ -249,8 +251,12 @@ class Engine {
   absl::StatusOr<int> AttachCachedPrefix(Sequence& seq, std::span<const int> prompt, int keep_last);
   // PublishPrefix for a sequence whose cache holds exactly `tokens`, at positions 0, 1, ...
   void PublishPrefixTokens(const Sequence& seq, std::span<const int> tokens);
-  // A fresh sequence whose prefill failed is fresh again (no attached prefix).
-  void ResetFresh(Sequence& seq);
+  // PrefillObserved; a fresh sequence first takes what the prefix cache holds of `tokens`
+  // (leaving keep_last to prefill; 0: no reuse), publishes its full blocks afterwards, and is
+  // fresh again when the prefill fails. Records nothing.
+  absl::Status PrefillWithPrefixCache(Sequence& seq, std::span<const int> tokens,
+                                      std::vector<float>* logits,
+                                      std::span<QueryObserver* const> observers, int keep_last);
 
   std::shared_ptr<const ModelWeights> model_;
   EngineOptions options_;

@@ -86,6 +86,13 @@ void KvCache::Shrink(long slab, int slots) {
   ids.resize(keep);
 }
 
+void KvCache::ReplaceWithCopy(kvstore::BlockId& id, kvstore::BlockId copy) {
+  std::memcpy(pool_->keys(copy), pool_->keys(id), pool_->block_bytes());
+  const kvstore::BlockId shared = id;
+  id = copy;
+  pool_->Release(std::span<const kvstore::BlockId>(&shared, 1));
+}
+
 absl::Status KvCache::MakeWritable(long slab, int index) {
   kvstore::BlockId& id = block_ids_[slab][index];
   if (pool_->RefCount(id) <= 1) return absl::OkStatus();
@@ -95,11 +102,19 @@ absl::Status KvCache::MakeWritable(long slab, int index) {
     return absl::ResourceExhaustedError(
         absl::StrCat("kv cache: no block to copy a shared block into: ", s.message()));
   }
-  std::memcpy(pool_->keys(fresh[0]), pool_->keys(id), pool_->block_bytes());
-  const kvstore::BlockId shared = id;
-  id = fresh[0];
-  pool_->Release(std::span<const kvstore::BlockId>(&shared, 1));
+  ReplaceWithCopy(id, fresh[0]);
   return absl::OkStatus();
+}
+
+void KvCache::ExtendForAppend(long slab, int count, std::span<const kvstore::BlockId> blocks,
+                              size_t& next) {
+  const long tpb = tokens_per_block_;
+  std::vector<kvstore::BlockId>& ids = block_ids_[slab];
+  const long want = (lengths_[slab] + count + tpb - 1) / tpb;
+  for (long b = lengths_[slab] / tpb; b < std::min<long>(want, ids.size()); ++b) {
+    if (pool_->RefCount(ids[b]) > 1) ReplaceWithCopy(ids[b], blocks[next++]);
+  }
+  while (static_cast<long>(ids.size()) < want) ids.push_back(blocks[next++]);
 }
 
 int KvCache::BlocksToAppend(long slab, int count) const {
@@ -149,21 +164,9 @@ absl::Status KvCache::ReserveAppend(int count) {
     return absl::ResourceExhaustedError(
         absl::StrCat("kv cache: no room for ", count, " more slots: ", s.message()));
   }
-  // Shared blocks in the write range become copies (in the blocks just taken), then new blocks
-  // extend the tables.
-  const long tpb = tokens_per_block_;
   size_t next = 0;
   for (size_t slab = 0; slab < lengths_.size(); ++slab) {
-    std::vector<kvstore::BlockId>& ids = block_ids_[slab];
-    const long want = (lengths_[slab] + count + tpb - 1) / tpb;
-    for (long b = lengths_[slab] / tpb; b < std::min<long>(want, ids.size()); ++b) {
-      if (pool_->RefCount(ids[b]) <= 1) continue;
-      std::memcpy(pool_->keys(blocks[next]), pool_->keys(ids[b]), pool_->block_bytes());
-      const kvstore::BlockId shared = ids[b];
-      ids[b] = blocks[next++];
-      pool_->Release(std::span<const kvstore::BlockId>(&shared, 1));
-    }
-    while (static_cast<long>(ids.size()) < want) ids.push_back(blocks[next++]);
+    ExtendForAppend(static_cast<long>(slab), count, blocks, next);
   }
   return absl::OkStatus();
 }
@@ -211,20 +214,13 @@ absl::Status KvCache::AppendSlots(int layer, int head, std::span<const int32_t> 
   }
   const long slab = Slab(layer, head);
   const int count = static_cast<int>(positions.size());
-  const long tpb = tokens_per_block_;
-  std::vector<kvstore::BlockId>& ids = block_ids_[slab];
-  const long want = (lengths_[slab] + count + tpb - 1) / tpb;
-  const int more = static_cast<int>(std::max<long>(0, want - static_cast<long>(ids.size())));
   std::vector<kvstore::BlockId> blocks;
-  absl::Status s = pool_->Allocate(more, blocks);
-  if (s.ok() && count > 0 && lengths_[slab] % tpb != 0)
-    s = MakeWritable(slab, lengths_[slab] / tpb);
-  if (!s.ok()) {
-    pool_->Release(blocks);
+  if (absl::Status s = pool_->Allocate(BlocksToAppend(slab, count), blocks); !s.ok()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("kv cache: no room to restore ", count, " slots: ", s.message()));
   }
-  ids.insert(ids.end(), blocks.begin(), blocks.end());
+  size_t next = 0;
+  ExtendForAppend(slab, count, blocks, next);
   const int start = lengths_[slab];
   for (int i = 0; i < count; ++i) {
     std::memcpy(key_slot(layer, head, start + i), k + static_cast<long>(i) * head_dim_,

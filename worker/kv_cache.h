@@ -130,8 +130,15 @@ class KvCache {
   // ResourceExhausted (nothing changed) when the pool has no block for the copy.
   absl::Status MakeWritable(long slab, int index);
   // Blocks `slab` needs before writing `count` slots after its length: new ones, and a copy
-  // of a shared, partly filled last block.
+  // of each shared block in that range (a partly filled last one, reserved ones a clone shares).
   int BlocksToAppend(long slab, int count) const;
+  // Makes room for those `count` slots with BlocksToAppend(slab, count) blocks taken from
+  // `blocks` at `next` (advanced): copies of the shared blocks first, then new blocks.
+  void ExtendForAppend(long slab, int count, std::span<const kvstore::BlockId> blocks,
+                       size_t& next);
+  // Points `id` at `copy` (a block of refcount 1) holding the shared block's contents, and drops
+  // this cache's reference to the shared one.
+  void ReplaceWithCopy(kvstore::BlockId& id, kvstore::BlockId copy);
   void ReleaseAll();
 
   int n_layers_, kv_heads_, head_dim_, tokens_per_block_;
