@@ -16,11 +16,15 @@ dapq::v1::GroupCommand Command(dapq::v1::BatchOp::Kind kind) {
   return command;
 }
 
-dapq::v1::GroupCommand Command(dapq::v1::BatchOp::Kind kind, uint64_t id) {
-  return BatchCommand(kind, id);
-}
-
 }  // namespace
+
+absl::StatusOr<uint64_t> BatchOpId(const dapq::v1::BatchOp& op) {
+  if (op.ids_size() != 1) {
+    return absl::DataLossError(
+        absl::StrCat("batch operation ", op.kind(), ": one id expected, got ", op.ids_size()));
+  }
+  return op.ids(0);
+}
 
 dapq::v1::GroupCommand BatchCommand(dapq::v1::BatchOp::Kind kind, uint64_t id) {
   dapq::v1::GroupCommand command = Command(kind);
@@ -31,7 +35,7 @@ dapq::v1::GroupCommand BatchCommand(dapq::v1::BatchOp::Kind kind, uint64_t id) {
 absl::StatusOr<compress::CompressionStats> GroupBatchOps::PrefillCompressed(
     uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
     std::vector<float>* logits) {
-  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::PREFILL_COMPRESSED, id);
+  dapq::v1::GroupCommand command = BatchCommand(dapq::v1::BatchOp::PREFILL_COMPRESSED, id);
   dapq::v1::BatchOp& op = *command.mutable_batch_op();
   op.mutable_tokens()->Assign(prompt.begin(), prompt.end());
   *op.mutable_compression() = compression_[id];
@@ -40,14 +44,14 @@ absl::StatusOr<compress::CompressionStats> GroupBatchOps::PrefillCompressed(
 }
 
 absl::StatusOr<int> GroupBatchOps::ReusePrefix(uint64_t id, std::span<const int> prompt) {
-  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::REUSE_PREFIX, id);
+  dapq::v1::GroupCommand command = BatchCommand(dapq::v1::BatchOp::REUSE_PREFIX, id);
   command.mutable_batch_op()->mutable_tokens()->Assign(prompt.begin(), prompt.end());
   DAPQ_RETURN_IF_ERROR(send_(command));
   return local_->ReusePrefix(id, prompt);
 }
 
 absl::Status GroupBatchOps::PublishPrefix(uint64_t id) {
-  DAPQ_RETURN_IF_ERROR(send_(Command(dapq::v1::BatchOp::PUBLISH_PREFIX, id)));
+  DAPQ_RETURN_IF_ERROR(send_(BatchCommand(dapq::v1::BatchOp::PUBLISH_PREFIX, id)));
   return local_->PublishPrefix(id);
 }
 
@@ -66,17 +70,17 @@ absl::Status GroupBatchOps::Step(std::span<const uint64_t> ids,
 }
 
 absl::Status GroupBatchOps::Release(uint64_t id) {
-  DAPQ_RETURN_IF_ERROR(send_(Command(dapq::v1::BatchOp::RELEASE, id)));
+  DAPQ_RETURN_IF_ERROR(send_(BatchCommand(dapq::v1::BatchOp::RELEASE, id)));
   return local_->Release(id);
 }
 
 absl::Status GroupBatchOps::SwapOut(uint64_t id) {
-  DAPQ_RETURN_IF_ERROR(send_(Command(dapq::v1::BatchOp::SWAP_OUT, id)));
+  DAPQ_RETURN_IF_ERROR(send_(BatchCommand(dapq::v1::BatchOp::SWAP_OUT, id)));
   return local_->SwapOut(id);
 }
 
 absl::Status GroupBatchOps::SwapIn(uint64_t id, const compress::CompressionConfig& compression) {
-  dapq::v1::GroupCommand command = Command(dapq::v1::BatchOp::SWAP_IN, id);
+  dapq::v1::GroupCommand command = BatchCommand(dapq::v1::BatchOp::SWAP_IN, id);
   *command.mutable_batch_op()->mutable_compression() = compression_[id];
   DAPQ_RETURN_IF_ERROR(send_(command));
   return local_->SwapIn(id, compression);
@@ -100,11 +104,7 @@ absl::Status RunBatchOpMessage(const dapq::v1::BatchOp& op, LocalBatchOps& ops) 
     return ops.Step(ids, tokens, nullptr);
   }
   // Every other operation names one sequence.
-  if (op.ids_size() != 1) {
-    return absl::DataLossError(
-        absl::StrCat("batch operation ", op.kind(), ": one id expected, got ", op.ids_size()));
-  }
-  const uint64_t id = op.ids(0);
+  DAPQ_ASSIGN_OR_RETURN(const uint64_t id, BatchOpId(op));
   switch (op.kind()) {
     case dapq::v1::BatchOp::PREFILL_COMPRESSED: {
       DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig config,

@@ -53,8 +53,10 @@ class GroupBatchOps final : public BatchOps {
   std::map<uint64_t, dapq::v1::CompressionOptions> compression_;
 };
 
-// A BATCH command for one operation on the sequence of request `id`.
+// A BATCH command for one operation on the sequence of request `id`, and the id a received
+// one-sequence operation names (DataLoss unless it names exactly one).
 dapq::v1::GroupCommand BatchCommand(dapq::v1::BatchOp::Kind kind, uint64_t id);
+absl::StatusOr<uint64_t> BatchOpId(const dapq::v1::BatchOp& op);
 
 // The other ranks: runs one received operation on `ops`. DataLoss for a malformed message;
 // otherwise the operation's own status (identical on every rank).

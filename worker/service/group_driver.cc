@@ -432,18 +432,15 @@ absl::Status GroupDriver::RunBatchOp(const dapq::v1::BatchOp& op) {
       op.kind() == dapq::v1::BatchOp::SESSION_BEGIN || op.kind() == dapq::v1::BatchOp::SESSION_END;
   if (!session_op) return RunBatchOpMessage(op, *follower_ops_);
   // Session turns touch the session table, which the driver owns.
-  if (op.ids_size() != 1) {
-    return absl::DataLossError(
-        absl::StrCat("batch session operation: one id expected, got ", op.ids_size()));
-  }
+  DAPQ_ASSIGN_OR_RETURN(const uint64_t id, BatchOpId(op));
   if (op.kind() == dapq::v1::BatchOp::SESSION_BEGIN) {
     DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig requested,
                           ToCompressionConfig(op.compression()));
-    return BeginBatchedSession(op.ids(0), op.session_id(), requested, *follower_ops_).status();
+    return BeginBatchedSession(id, op.session_id(), requested, *follower_ops_).status();
   }
   GenerateResult result;
   result.tokens.assign(op.tokens().begin(), op.tokens().end());
-  return EndBatchedSession(op.ids(0), op.keep() ? &result : nullptr, *follower_ops_).status();
+  return EndBatchedSession(id, op.keep() ? &result : nullptr, *follower_ops_).status();
 }
 
 bool GroupDriver::Serve(RequestChannel& channel) {
