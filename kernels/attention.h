@@ -30,7 +30,9 @@ namespace dapq::kernels {
 //   k_pool + block_table[h * blocks_per_head + s / tokens_per_block] * block_stride
 //          + (s % tokens_per_block) * head_dim.
 // Ids lie in [0, pool_blocks). Entries past a head's last needed block (ceil(len /
-// tokens_per_block)) are not read. The
+// tokens_per_block)) are not read. The pool holds kv_dtype elements (fp32, bf16 or fp16;
+// block_stride counts them); the kernels widen them to fp32 as they read, and all arithmetic
+// is fp32. The contiguous layout is fp32 only. For fp32 the
 // result is bit-identical to the contiguous layout holding the same slots, for any block size:
 // prefill gathers blocks into its key tiles, decode walks them in slot order, and both keep the
 // contiguous summation order.
@@ -44,8 +46,9 @@ struct AttentionParams {
   int kv_len = 0;
   const int32_t* kv_lens = nullptr;
   const int32_t* block_table = nullptr;
-  const float* k_pool = nullptr;
-  const float* v_pool = nullptr;
+  DType kv_dtype = DType::kF32;  // element type of k_pool / v_pool
+  const void* k_pool = nullptr;
+  const void* v_pool = nullptr;
   long block_stride = 0;  // elements from block id b to b + 1
   long pool_blocks = 0;
   int tokens_per_block = 0;

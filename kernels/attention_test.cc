@@ -2,7 +2,9 @@
 // Tiled prefill and decode attention against a naive double-precision softmax(qk)v, over GQA
 // groups, awkward sizes (1, primes, tiles +- 1), and a cache holding earlier tokens (past > 0);
 // paged K/V (block tables, shuffled blocks, ragged per-head lengths) against the contiguous
-// layout, bit for bit. Tolerances: tests/util/tolerance.h.
+// layout, bit for bit, with the pool in fp32, bf16 or fp16 (against the contiguous layout holding
+// the same rounded values); every instruction-set level this CPU has (cpu_isa.h). The vectorised
+// exponential against expf. Tolerances: tests/util/tolerance.h.
 #include "kernels/attention.h"
 
 #include <algorithm>
@@ -13,12 +15,27 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/convert.h"
+#include "kernels/ref/attention_simd.h"
+#include "kernels/ref/cpu_isa.h"
 #include "tests/util/status_matchers.h"
 #include "tests/util/tolerance.h"
 
 namespace dapq::kernels {
 namespace {
 using ::dapq::testing::StatusIs;
+
+// Runs `body` once per instruction-set level this CPU has (the best one last, left in force).
+template <typename F>
+void ForEachIsa(F&& body) {
+  for (ref::Isa isa : {ref::Isa::kNone, ref::Isa::kAvx2, ref::Isa::kAvx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(ref::DetectedIsa())) break;
+    ref::ForceIsaForTesting(isa);
+    SCOPED_TRACE(ref::IsaName(isa));
+    body();
+  }
+  ref::ForceIsaForTesting(ref::DetectedIsa());
+}
 
 struct Case {
   int q_tokens, kv_len, q_heads, kv_heads, head_dim;
@@ -96,25 +113,46 @@ TEST(AttentionTest, PrefillMatchesNaive) {
   const Case cases[] = {{1, 1, 1, 1, 8},       {5, 5, 8, 4, 8},     {13, 13, 6, 2, 2},
                         {64, 64, 4, 4, 16},    {65, 65, 4, 1, 16},  {257, 257, 2, 2, 8},
                         {300, 321, 4, 2, 128}, {70, 600, 2, 1, 64}, {1, 513, 4, 2, 8}};
-  uint64_t seed = 100;
-  for (const Case& c : cases) Check(c, false, seed++);
+  ForEachIsa([&] {
+    uint64_t seed = 100;
+    for (const Case& c : cases) Check(c, false, seed++);
+  });
 }
 
 TEST(AttentionTest, DecodeMatchesNaive) {
   const Case cases[] = {
       {1, 1, 1, 1, 8}, {1, 17, 8, 4, 8}, {1, 1000, 32, 8, 128}, {3, 40, 4, 2, 16}};
-  uint64_t seed = 200;
-  for (const Case& c : cases) Check(c, true, seed++);
+  ForEachIsa([&] {
+    uint64_t seed = 200;
+    for (const Case& c : cases) Check(c, true, seed++);
+  });
+}
+
+// `values` rounded to `dtype` and widened back.
+std::vector<float> Rounded(const float* values, size_t n, DType dtype) {
+  std::vector<uint16_t> half(n);
+  std::vector<float> out(values, values + n);
+  if (dtype == DType::kF32) return out;
+  ConvertFromFloat(values, dtype, half.data(), static_cast<long>(n));
+  ConvertToFloat(dtype, half.data(), out.data(), static_cast<long>(n));
+  return out;
 }
 
 // Runs `p` contiguously and again with its K/V copied into shuffled blocks of tokens_per_block
-// slots read through block tables; the outputs must be identical bit for bit.
-void CheckPaged(AttentionParams p, int tokens_per_block, bool decode, uint64_t seed) {
+// slots of `dtype` read through block tables; the outputs must be identical bit for bit (the
+// contiguous run reads the K/V rounded to dtype).
+void CheckPaged(AttentionParams p, int tokens_per_block, bool decode, uint64_t seed,
+                DType dtype = DType::kF32) {
   SCOPED_TRACE(::testing::Message()
                << "q_tokens=" << p.q_tokens << " heads=" << p.q_heads << "/" << p.kv_heads
                << " d=" << p.head_dim << " tokens_per_block=" << tokens_per_block
-               << " decode=" << decode << " seed=" << seed);
+               << " decode=" << decode << " seed=" << seed << " kv_dtype=" << DTypeName(dtype));
   const int d = p.head_dim;
+  const size_t slab_elems = static_cast<size_t>(p.kv_heads) * p.kv_head_stride;
+  const std::vector<float> k = Rounded(p.k, slab_elems, dtype);
+  const std::vector<float> v = Rounded(p.v, slab_elems, dtype);
+  p.k = k.data();
+  p.v = v.data();
   std::vector<float> expected(static_cast<size_t>(p.q_tokens) * p.out_stride, -7.0f);
   p.out = expected.data();
   ASSERT_TRUE((decode ? AttentionDecode(p) : AttentionPrefill(p)).ok());
@@ -131,27 +169,29 @@ void CheckPaged(AttentionParams p, int tokens_per_block, bool decode, uint64_t s
   // The pool as the KV block pool lays it out: block b's keys, then its values, at b * stride.
   const size_t block_elems = static_cast<size_t>(tokens_per_block) * d;
   const long stride = static_cast<long>(2 * block_elems);
-  std::vector<float> pool = Random(num_blocks * 2 * block_elems, seed + 7);  // junk past the ends
+  const size_t elem = DTypeSize(dtype);
+  const std::vector<float> junk = Random(num_blocks * 2 * block_elems, seed + 7);  // past the ends
+  std::vector<std::byte> pool(junk.size() * elem);
+  ConvertFromFloat(junk.data(), dtype, pool.data(), static_cast<long>(junk.size()));
   for (int h = 0; h < p.kv_heads; ++h) {
     for (int b = 0; b < blocks_per_head; ++b) {
       const int entry = h * blocks_per_head + b;
-      float* kb = pool.data() + table[entry] * stride;
-      float* vb = kb + block_elems;
+      std::byte* kb = pool.data() + table[entry] * stride * elem;
+      std::byte* vb = kb + block_elems * elem;
       const int begin = b * tokens_per_block;
       const int n = std::min(tokens_per_block, KvLength(p, h) - begin);
       if (n <= 0) continue;
-      std::memcpy(kb, p.k + h * p.kv_head_stride + static_cast<long>(begin) * d,
-                  n * d * sizeof(float));
-      std::memcpy(vb, p.v + h * p.kv_head_stride + static_cast<long>(begin) * d,
-                  n * d * sizeof(float));
+      ConvertFromFloat(p.k + h * p.kv_head_stride + static_cast<long>(begin) * d, dtype, kb, n * d);
+      ConvertFromFloat(p.v + h * p.kv_head_stride + static_cast<long>(begin) * d, dtype, vb, n * d);
     }
   }
   AttentionParams paged = p;
   paged.k = paged.v = nullptr;
   paged.kv_head_stride = 0;
   paged.block_table = table.data();
+  paged.kv_dtype = dtype;
   paged.k_pool = pool.data();
-  paged.v_pool = pool.data() + block_elems;
+  paged.v_pool = pool.data() + block_elems * elem;
   paged.block_stride = stride;
   paged.pool_blocks = num_blocks;
   paged.tokens_per_block = tokens_per_block;
@@ -195,12 +235,17 @@ TEST(AttentionTest, PagedMatchesContiguousBitForBit) {
     p.kv_len = c.kv_lens[0];
     p.kv_lens = c.kv_lens.data();
     p.out_stride = c.q_heads * c.head_dim;
-    for (int tpb : {1, 2, 16, 64, 256, 1024}) {
-      for (bool decode : {false, true}) {
-        if (decode && c.q_tokens > 3) continue;
-        CheckPaged(p, tpb, decode, seed);
+    ForEachIsa([&] {
+      for (int tpb : {1, 2, 16, 64, 256, 1024}) {
+        for (bool decode : {false, true}) {
+          if (decode && c.q_tokens > 3) continue;
+          for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+            if (dtype != DType::kF32 && tpb != 16 && tpb != 1) continue;
+            CheckPaged(p, tpb, decode, seed, dtype);
+          }
+        }
       }
-    }
+    });
     ++seed;
   }
 }
@@ -256,6 +301,37 @@ TEST(AttentionTest, RejectsBadShapes) {
   p.kv_len = 1;
   EXPECT_THAT(AttentionDecode(p),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("kv_len")));
+  p.kv_len = 2;
+  p.kv_dtype = DType::kBF16;  // 2-byte K/V come only through block tables
+  EXPECT_THAT(AttentionDecode(p),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("kv_dtype=bf16")));
+}
+
+// The vectorised exponential within 4 ulp of expf over the softmax's range (shifted scores are
+// <= 0), exact 1 at 0, 0 far below; the row sum within fp32 tolerance of a double sum.
+TEST(AttentionTest, VectorExpMatchesExpf) {
+  std::vector<float> x;
+  for (float t = -100.0f; t <= 0.0f; t += 0.0137f) x.push_back(t);
+  x.push_back(0.0f);
+  x.push_back(-1e30f);
+  ForEachIsa([&] {
+    std::vector<float> e = x;
+    const float sum = ref::ExpShiftedSum(e.data(), static_cast<int>(e.size()), 0.0f);
+    double want_sum = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float want = std::exp(x[i]);
+      want_sum += want;
+      if (want < 2.5e-38f) {  // at expf's subnormal edge we may flush to 0
+        ASSERT_LE(e[i], 2.5e-38f) << x[i];
+        continue;
+      }
+      ASSERT_LE(std::fabs(e[i] - want), 4 * std::nextafter(want, 2 * want) - 4 * want) << x[i];
+    }
+    EXPECT_EQ(e[e.size() - 2], 1.0f);
+    EXPECT_EQ(e.back(), 0.0f);
+    EXPECT_NEAR(sum, want_sum, ::dapq::testing::Fp32Tolerance(want_sum, x.size()));
+    EXPECT_EQ(ref::RowMax(x.data(), static_cast<int>(x.size())), 0.0f);
+  });
 }
 
 }  // namespace

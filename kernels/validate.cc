@@ -80,6 +80,10 @@ absl::Status ValidateAttention(const AttentionParams& p) {
   if (!p.q || !p.out || (paged ? (!p.k_pool || !p.v_pool) : (!p.k || !p.v))) {
     return Bad("Attention", "null pointer");
   }
+  if (!paged && p.kv_dtype != DType::kF32) {
+    return Bad("Attention", absl::StrCat("kv_dtype=", DTypeName(p.kv_dtype),
+                                         " needs paged K/V (block_table); contiguous K/V is fp32"));
+  }
   if (paged && (p.tokens_per_block <= 0 || (p.tokens_per_block & (p.tokens_per_block - 1)) != 0)) {
     return Bad("Attention",
                absl::StrCat("tokens_per_block=", p.tokens_per_block, " not a power of two"));

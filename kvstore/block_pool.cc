@@ -45,7 +45,8 @@ std::vector<uint64_t> PrefixKeys(std::span<const int> tokens, int tokens_per_blo
 }
 
 absl::StatusOr<std::shared_ptr<BlockPool>> BlockPool::Create(int head_dim, int tokens_per_block,
-                                                             long max_blocks) {
+                                                             long max_blocks,
+                                                             kernels::DType dtype) {
   if (head_dim <= 0) return absl::InvalidArgumentError(absl::StrCat("head_dim=", head_dim));
   if (tokens_per_block <= 0 || (tokens_per_block & (tokens_per_block - 1)) != 0) {
     return absl::InvalidArgumentError(
@@ -54,7 +55,8 @@ absl::StatusOr<std::shared_ptr<BlockPool>> BlockPool::Create(int head_dim, int t
   if (max_blocks < 0 || max_blocks > INT32_MAX) {
     return absl::InvalidArgumentError(absl::StrCat("kv pool: max_blocks=", max_blocks));
   }
-  const size_t block_bytes = 2 * sizeof(float) * static_cast<size_t>(tokens_per_block) * head_dim;
+  const size_t block_bytes =
+      2 * static_cast<size_t>(kernels::DTypeSize(dtype)) * tokens_per_block * head_dim;
   long capacity = max_blocks;
   if (capacity == 0) {
     capacity = static_cast<long>(std::min<size_t>(INT32_MAX, PhysicalBytes() / block_bytes));
@@ -70,16 +72,17 @@ absl::StatusOr<std::shared_ptr<BlockPool>> BlockPool::Create(int head_dim, int t
                                                      " blocks: ", std::strerror(errno)));
   }
   return std::shared_ptr<BlockPool>(new BlockPool(head_dim, tokens_per_block, max_blocks, capacity,
-                                                  static_cast<float*>(base), reserved));
+                                                  dtype, static_cast<std::byte*>(base), reserved));
 }
 
 BlockPool::BlockPool(int head_dim, int tokens_per_block, long max_blocks, long capacity,
-                     float* base, size_t reserved_bytes)
+                     kernels::DType dtype, std::byte* base, size_t reserved_bytes)
     : head_dim_(head_dim),
       tokens_per_block_(tokens_per_block),
       max_blocks_(max_blocks),
       capacity_(capacity),
       block_elems_(static_cast<size_t>(tokens_per_block) * head_dim),
+      dtype_(dtype),
       base_(base),
       reserved_bytes_(reserved_bytes) {}
 
@@ -126,8 +129,7 @@ absl::Status BlockPool::CommitChunkLocked() {
   const size_t begin = committed_ * bytes / page * page;
   const size_t end =
       std::min(reserved_bytes_, ((committed_ + count) * bytes + page - 1) / page * page);
-  if (count <= 0 ||
-      mprotect(reinterpret_cast<char*>(base_) + begin, end - begin, PROT_READ | PROT_WRITE) != 0) {
+  if (count <= 0 || mprotect(base_ + begin, end - begin, PROT_READ | PROT_WRITE) != 0) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "kv pool: cannot commit ", count * bytes, " bytes for more blocks (", committed_,
         " committed): ", count <= 0 ? "address space reserved" : std::strerror(errno)));

@@ -3,7 +3,8 @@
 // one arena, block b at base + b * block_stride, so block tables hold ids, never pointers, and
 // the same tables can later live in GPU memory. A block holds tokens_per_block (a power of two)
 // consecutive slots of one (layer, KV head): keys [tokens_per_block, head_dim] (post-RoPE) then
-// values [tokens_per_block, head_dim], fp32.
+// values [tokens_per_block, head_dim], in the pool's element type (fp32, bf16 or fp16:
+// --kv_dtype). fp32 is the exact reference; the 2-byte types halve every block.
 //
 // Blocks are reference-counted: sequences share blocks (a forked sequence, a cached prompt
 // prefix), and a holder that writes into a shared block copies it first (copy-on-write;
@@ -24,6 +25,7 @@
 #ifndef DAPQ_KVSTORE_BLOCK_POOL_H_
 #define DAPQ_KVSTORE_BLOCK_POOL_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -35,6 +37,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
+#include "kernels/types.h"
 
 namespace dapq::kvstore {
 
@@ -49,9 +52,11 @@ class BlockPool {
  public:
   static constexpr int kBlocksPerChunk = 256;
 
-  // tokens_per_block: a power of two; max_blocks: the cap (0: grow while memory lasts).
-  static absl::StatusOr<std::shared_ptr<BlockPool>> Create(int head_dim, int tokens_per_block,
-                                                           long max_blocks = 0);
+  // tokens_per_block: a power of two; max_blocks: the cap (0: grow while memory lasts);
+  // dtype: the element type of the stored keys and values.
+  static absl::StatusOr<std::shared_ptr<BlockPool>> Create(
+      int head_dim, int tokens_per_block, long max_blocks = 0,
+      kernels::DType dtype = kernels::DType::kF32);
   ~BlockPool();
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
@@ -60,17 +65,19 @@ class BlockPool {
   int tokens_per_block() const { return tokens_per_block_; }
   long max_blocks() const { return max_blocks_; }
   long capacity() const { return capacity_; }  // ids are in [0, capacity)
-  size_t block_bytes() const { return 2 * block_elems_ * sizeof(float); }
+  kernels::DType dtype() const { return dtype_; }
+  size_t element_bytes() const { return static_cast<size_t>(kernels::DTypeSize(dtype_)); }
+  size_t block_bytes() const { return 2 * block_elems_ * element_bytes(); }
 
-  // Arena addressing: block b's keys at keys_base() + b * block_stride(), its values at
-  // values_base() + b * block_stride() (elements).
-  const float* keys_base() const { return base_; }
-  const float* values_base() const { return base_ + block_elems_; }
+  // Arena addressing: block b's keys at keys_base() + b * block_stride() elements of dtype(),
+  // its values at values_base() + b * block_stride(); keys(b) and values(b) are those addresses.
+  const std::byte* keys_base() const { return base_; }
+  const std::byte* values_base() const { return base_ + block_elems_ * element_bytes(); }
   long block_stride() const { return static_cast<long>(2 * block_elems_); }
-  float* keys(BlockId id) { return base_ + id * static_cast<long>(2 * block_elems_); }
-  float* values(BlockId id) { return keys(id) + block_elems_; }
-  const float* keys(BlockId id) const { return base_ + id * static_cast<long>(2 * block_elems_); }
-  const float* values(BlockId id) const { return keys(id) + block_elems_; }
+  std::byte* keys(BlockId id) { return base_ + id * block_bytes(); }
+  std::byte* values(BlockId id) { return keys(id) + block_elems_ * element_bytes(); }
+  const std::byte* keys(BlockId id) const { return base_ + id * block_bytes(); }
+  const std::byte* values(BlockId id) const { return keys(id) + block_elems_ * element_bytes(); }
 
   // Blocks held by sequences (excludes the blocks only the prefix index holds).
   long blocks_in_use() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -108,8 +115,8 @@ class BlockPool {
   };
   using Lru = std::list<Entry>;  // most recently used first
 
-  BlockPool(int head_dim, int tokens_per_block, long max_blocks, long capacity, float* base,
-            size_t reserved_bytes);
+  BlockPool(int head_dim, int tokens_per_block, long max_blocks, long capacity,
+            kernels::DType dtype, std::byte* base, size_t reserved_bytes);
   void ReleaseLocked(BlockId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RetainLocked(BlockId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictLocked(Lru::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -121,7 +128,8 @@ class BlockPool {
   const long max_blocks_;
   const long capacity_;
   const size_t block_elems_;  // tokens_per_block * head_dim (per K or V)
-  float* const base_;
+  const kernels::DType dtype_;
+  std::byte* const base_;
   const size_t reserved_bytes_;
   mutable Mutex mu_;
   long committed_ ABSL_GUARDED_BY(mu_) = 0;  // blocks [0, committed_) are backed

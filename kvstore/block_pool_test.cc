@@ -30,18 +30,20 @@ TEST(BlockPoolTest, RejectsBadOptions) {
   EXPECT_THAT(BlockPool::Create(4, 16, -1), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+float* Floats(std::byte* p) { return reinterpret_cast<float*>(p); }
+
 TEST(BlockPoolTest, BlocksAreArenaOffsetsAndTheCapChangesNothing) {
   auto pool = Make(3, 4, 5);
   std::vector<BlockId> a;
   ASSERT_THAT(pool->Allocate(3, a), IsOk());
   EXPECT_EQ(a, (std::vector<BlockId>{0, 1, 2}));
   for (BlockId id : a) {
-    EXPECT_EQ(pool->keys(id), pool->keys_base() + id * pool->block_stride());
-    EXPECT_EQ(pool->values(id), pool->values_base() + id * pool->block_stride());
-    std::fill_n(pool->keys(id), 12, 1.0f + id);  // writable
-    std::fill_n(pool->values(id), 12, -1.0f - id);
+    EXPECT_EQ(pool->keys(id), pool->keys_base() + id * pool->block_stride() * sizeof(float));
+    EXPECT_EQ(pool->values(id), pool->values_base() + id * pool->block_stride() * sizeof(float));
+    std::fill_n(Floats(pool->keys(id)), 12, 1.0f + id);  // writable
+    std::fill_n(Floats(pool->values(id)), 12, -1.0f - id);
   }
-  EXPECT_EQ(pool->keys(2)[11], 3.0f);
+  EXPECT_EQ(Floats(pool->keys(2))[11], 3.0f);
   std::vector<BlockId> b;
   EXPECT_THAT(pool->Allocate(3, b),
               StatusIs(absl::StatusCode::kResourceExhausted, ::testing::HasSubstr("2 of 5 free")));
@@ -56,13 +58,30 @@ TEST(BlockPoolTest, BlocksAreArenaOffsetsAndTheCapChangesNothing) {
 
 TEST(BlockPoolTest, UncappedPoolCommitsChunksWithoutMovingTheBase) {
   auto pool = Make(8, 16, 0);
-  const float* base = pool->keys_base();
+  const std::byte* base = pool->keys_base();
   std::vector<BlockId> ids;
   ASSERT_THAT(pool->Allocate(BlockPool::kBlocksPerChunk + 1, ids), IsOk());
   EXPECT_EQ(pool->blocks_allocated(), 2 * BlockPool::kBlocksPerChunk);
   EXPECT_EQ(pool->keys_base(), base);
-  pool->values(ids.back())[16 * 8 - 1] = 7.0f;  // the last element of the newest block
+  Floats(pool->values(ids.back()))[16 * 8 - 1] = 7.0f;  // the last element of the newest block
   pool->Release(ids);
+}
+
+TEST(BlockPoolTest, TwoByteElementsHalveTheBlocks) {
+  ASSERT_OK_AND_ASSIGN(auto fp32, BlockPool::Create(8, 16, 4));
+  for (kernels::DType dtype : {kernels::DType::kBF16, kernels::DType::kF16}) {
+    ASSERT_OK_AND_ASSIGN(auto pool, BlockPool::Create(8, 16, 4, dtype));
+    EXPECT_EQ(pool->dtype(), dtype);
+    EXPECT_EQ(pool->element_bytes(), 2u);
+    EXPECT_EQ(pool->block_bytes() * 2, fp32->block_bytes());
+    EXPECT_EQ(pool->block_stride(), fp32->block_stride());  // in elements
+    std::vector<BlockId> ids;
+    ASSERT_THAT(pool->Allocate(4, ids), IsOk());
+    EXPECT_EQ(pool->keys(3), pool->keys_base() + 3 * pool->block_bytes());
+    EXPECT_EQ(pool->values(3), pool->keys(3) + 16 * 8 * 2);
+    pool->values(3)[16 * 8 * 2 - 1] = std::byte{7};  // the last byte of the last block
+    pool->Release(ids);
+  }
 }
 
 TEST(BlockPoolTest, ReferenceCountsFreeOnTheLastRelease) {

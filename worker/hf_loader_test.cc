@@ -14,6 +14,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/types.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/status_matchers.h"
 #include "tests/util/test_paths.h"
@@ -154,7 +155,8 @@ class HfLoaderTest : public ::testing::Test {
         if (dtype == SafetensorsDType::kF32) {
           data.append(reinterpret_cast<const char*>(&v), 4);
         } else {
-          const uint16_t bits = dtype == SafetensorsDType::kBF16 ? F32ToBF16(v) : F32ToF16(v);
+          const uint16_t bits =
+              dtype == SafetensorsDType::kBF16 ? kernels::FloatToBf16(v) : F32ToF16(v);
           data.append(reinterpret_cast<const char*>(&bits), 2);
         }
       }
@@ -172,7 +174,7 @@ class HfLoaderTest : public ::testing::Test {
   // fp32 -> fp16 for values that are exact in fp16 (the test only uses such values).
   static uint16_t F32ToF16(float v) {
     for (uint32_t bits = 0; bits < 0x10000; ++bits) {
-      if (F16ToF32(static_cast<uint16_t>(bits)) == v) return static_cast<uint16_t>(bits);
+      if (kernels::F16ToFloat(static_cast<uint16_t>(bits)) == v) return static_cast<uint16_t>(bits);
     }
     ADD_FAILURE() << v << " is not exact in fp16";
     return 0;
@@ -567,7 +569,8 @@ TEST_F(HfLoaderTest, Bf16CheckpointLoadsBf16RoundedValues) {
     const std::vector<float>& orig = Find(tensors, name).data;
     ASSERT_NE(got, nullptr) << name;
     for (size_t i = 0; i < orig.size(); ++i) {
-      ASSERT_EQ(got[i], BF16ToF32(F32ToBF16(orig[i]))) << name << "[" << i << "]";
+      ASSERT_EQ(got[i], kernels::Bf16ToFloat(kernels::FloatToBf16(orig[i])))
+          << name << "[" << i << "]";
     }
   };
   check(w.token_embedding, "model.embed_tokens.weight");

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
 #include "common/status_macros.h"
+#include "kernels/convert.h"
 
 namespace dapq::worker {
 
@@ -171,18 +172,27 @@ absl::Status KvCache::ReserveAppend(int count) {
   return absl::OkStatus();
 }
 
+void KvCache::WriteSlot(int layer, int head, int slot, const float* k, const float* v) {
+  const long slab = Slab(layer, head);
+  DAPQ_DCHECK(slot >= 0 && slot < static_cast<long>(block_ids_[slab].size()) * tokens_per_block_);
+  const kernels::DType dtype = pool_->dtype();
+  if (k != nullptr) kernels::ConvertFromFloat(k, dtype, SlotAddress(slab, slot, false), head_dim_);
+  if (v != nullptr) kernels::ConvertFromFloat(v, dtype, SlotAddress(slab, slot, true), head_dim_);
+}
+
 void KvCache::Gather(int layer, int head, int begin, int count, float* k, float* v) const {
   const long slab = Slab(layer, head);
-  const std::vector<kvstore::BlockId>& ids = block_ids_[slab];
-  DAPQ_DCHECK(begin >= 0 && begin + count <= static_cast<long>(ids.size()) * tokens_per_block_);
+  DAPQ_DCHECK(begin >= 0 &&
+              begin + count <= static_cast<long>(block_ids_[slab].size()) * tokens_per_block_);
   const int tpb = tokens_per_block_;
   const long d = head_dim_;
+  const kernels::DType dtype = pool_->dtype();
   for (int s = begin; s < begin + count;) {
-    const int in_block = s % tpb;
-    const int n = std::min(tpb - in_block, begin + count - s);
+    // A run of slots inside one block is contiguous in the pool.
+    const int n = std::min(tpb - s % tpb, begin + count - s);
     const long off = static_cast<long>(s - begin) * d;
-    if (k != nullptr) std::copy_n(pool_->keys(ids[s / tpb]) + in_block * d, n * d, k + off);
-    if (v != nullptr) std::copy_n(pool_->values(ids[s / tpb]) + in_block * d, n * d, v + off);
+    if (k != nullptr) kernels::ConvertToFloat(dtype, SlotAddress(slab, s, false), k + off, n * d);
+    if (v != nullptr) kernels::ConvertToFloat(dtype, SlotAddress(slab, s, true), v + off, n * d);
     s += n;
   }
 }
@@ -223,10 +233,8 @@ absl::Status KvCache::AppendSlots(int layer, int head, std::span<const int32_t> 
   ExtendForAppend(slab, count, blocks, next);
   const int start = lengths_[slab];
   for (int i = 0; i < count; ++i) {
-    std::memcpy(key_slot(layer, head, start + i), k + static_cast<long>(i) * head_dim_,
-                head_dim_ * sizeof(float));
-    std::memcpy(value_slot(layer, head, start + i), v + static_cast<long>(i) * head_dim_,
-                head_dim_ * sizeof(float));
+    WriteSlot(layer, head, start + i, k + static_cast<long>(i) * head_dim_,
+              v + static_cast<long>(i) * head_dim_);
   }
   positions_[slab].insert(positions_[slab].end(), positions.begin(), positions.end());
   lengths_[slab] += count;
@@ -251,14 +259,14 @@ absl::Status KvCache::Keep(int layer, int head, std::span<const int32_t> slots) 
     i = static_cast<size_t>(block + 1) * tokens_per_block_ - 1;  // the rest of this block
   }
   std::vector<int32_t>& pos = positions_[slab];
+  const size_t row_bytes = head_dim_ * pool_->element_bytes();
   for (size_t i = 0; i < slots.size(); ++i) {
     const int src = slots[i];
     if (src == static_cast<int>(i)) continue;
     // src > i: moving forward never overwrites a slot still to be read.
-    std::memmove(key_slot(layer, head, static_cast<int>(i)), key_slot(layer, head, src),
-                 head_dim_ * sizeof(float));
-    std::memmove(value_slot(layer, head, static_cast<int>(i)), value_slot(layer, head, src),
-                 head_dim_ * sizeof(float));
+    const int dst = static_cast<int>(i);
+    std::memmove(SlotAddress(slab, dst, false), SlotAddress(slab, src, false), row_bytes);
+    std::memmove(SlotAddress(slab, dst, true), SlotAddress(slab, src, true), row_bytes);
     pos[i] = pos[src];
   }
   pos.resize(slots.size());

@@ -3,11 +3,13 @@
 // (kvstore/block_pool.h).
 //
 // Layout (ARCHITECTURE.md §5): a block holds tokens_per_block (a power of two) consecutive slots
-// of ONE (layer, local KV head), keys then values, fp32. Every (layer, KV head) of a sequence has
+// of ONE (layer, local KV head), keys then values. Every (layer, KV head) of a sequence has
 // its own block table (block ids in slot order) and its own valid length, so the `shared`
 // storage mode (every head of a layer equally long) and the ragged `per_head` mode after
 // per-head compression are the same structure. Slot s of (layer, head) lives in table entry
-// s / tokens_per_block at row s % tokens_per_block; the attention kernels read K/V through these
+// s / tokens_per_block at row s % tokens_per_block, stored in the pool's element type (fp32, bf16
+// or fp16): writes round fp32 rows into it and Gather widens them back, so callers only ever see
+// fp32. The attention kernels read K/V (in the pool's type) through these
 // tables and the pool's arena (kernels::AttentionParams::block_table). Besides the slots, each
 // table keeps the absolute position of every slot: slots and positions diverge after
 // compression (the next token's position is not a slot count).
@@ -76,20 +78,14 @@ class KvCache {
   int num_blocks(int layer, int head) const {
     return static_cast<int>(block_ids_[Slab(layer, head)].size());
   }
-  // Slot `slot` (< num_blocks * tokens_per_block) of (layer, head): [head_dim] keys or values.
-  // Writing is for slots this cache reserved (ReserveAppend made their blocks private).
-  float* key_slot(int layer, int head, int slot) {
-    return pool_->keys(block_ids_[Slab(layer, head)][slot / tokens_per_block_]) +
-           static_cast<long>(slot % tokens_per_block_) * head_dim_;
-  }
-  float* value_slot(int layer, int head, int slot) {
-    return pool_->values(block_ids_[Slab(layer, head)][slot / tokens_per_block_]) +
-           static_cast<long>(slot % tokens_per_block_) * head_dim_;
-  }
+  // Stores fp32 keys k and values v ([head_dim] each; either may be null) in slot `slot`
+  // (< num_blocks * tokens_per_block) of (layer, head), rounded to the pool's element type.
+  // For slots this cache reserved (ReserveAppend made their blocks private).
+  void WriteSlot(int layer, int head, int slot, const float* k, const float* v);
   // Copies slots [begin, begin + count) of (layer, head) contiguously into k and v
-  // ([count, head_dim] each; either may be null). Slots past length are the ones written but
-  // not yet committed (a forward pass's observer). REQUIRES: begin + count <= num_blocks *
-  // tokens_per_block.
+  // ([count, head_dim] each, widened to fp32; either may be null). Slots past length are the ones
+  // written but not yet committed (a forward pass's observer). REQUIRES: begin + count <=
+  // num_blocks * tokens_per_block.
   void Gather(int layer, int head, int begin, int count, float* k, float* v) const;
   // The first n slots of every head of a layer, contiguous: k and v (either may be null) are
   // resized to [kv_heads, n, head_dim] (head stride n * head_dim). REQUIRES: as Gather's.
@@ -121,9 +117,19 @@ class KvCache {
   void AttachPrefix(std::span<const kvstore::BlockId> ids);
 
   size_t bytes() const;  // blocks held x block bytes
+  size_t slot_bytes() const { return 2 * pool_->element_bytes() * head_dim_; }  // K and V
 
  private:
   long Slab(int layer, int head) const { return static_cast<long>(layer) * kv_heads_ + head; }
+  // Where slot `slot` of `slab`'s keys (values when `values`) lives in the pool.
+  std::byte* SlotAddress(long slab, int slot, bool values) {
+    const kvstore::BlockId id = block_ids_[slab][slot / tokens_per_block_];
+    return (values ? pool_->values(id) : pool_->keys(id)) +
+           static_cast<size_t>(slot % tokens_per_block_) * head_dim_ * pool_->element_bytes();
+  }
+  const std::byte* SlotAddress(long slab, int slot, bool values) const {
+    return const_cast<KvCache*>(this)->SlotAddress(slab, slot, values);
+  }
   // Returns the blocks of `slab` past those covering `slots` slots to the pool.
   void Shrink(long slab, int slots);
   // Copy-on-write: block `index` of `slab` becomes this cache's own (a copy when shared).

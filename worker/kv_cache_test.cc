@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/types.h"
 #include "tests/util/status_matchers.h"
 
 namespace dapq::worker {
@@ -71,8 +72,8 @@ TEST(KvCacheTest, SlotsCrossBlocksAndRaggedKeepReturnsBlocks) {
     EXPECT_EQ(pool->blocks_in_use(), 9);
     const std::span<const kvstore::BlockId> t = cache.block_ids(1, 1);
     EXPECT_EQ(t.size(), 2u);
-    EXPECT_EQ(pool->keys(t[1])[kDim], 1109.0f);  // slot 5 = block 1, row 1
-    EXPECT_EQ(pool->values(t[1])[kDim], 1109.5f);
+    EXPECT_EQ(reinterpret_cast<const float*>(pool->keys(t[1]))[kDim], 1109.0f);  // block 1, row 1
+    EXPECT_EQ(reinterpret_cast<const float*>(pool->values(t[1]))[kDim], 1109.5f);
     EXPECT_THAT(cache.Keep(1, 1, std::vector<int32_t>{1, 1}),
                 StatusIs(absl::StatusCode::kInvalidArgument));
 
@@ -83,7 +84,10 @@ TEST(KvCacheTest, SlotsCrossBlocksAndRaggedKeepReturnsBlocks) {
     EXPECT_EQ(cache.num_blocks(0, 0), 4);  // 10 + 3 slots
     for (int l = 0; l < 2; ++l) {
       for (int h = 0; h < 2; ++h) {
-        for (int i = 0; i < 3; ++i) *cache.key_slot(l, h, cache.length(l, h) + i) = -1.0f - i;
+        for (int i = 0; i < 3; ++i) {
+          const std::vector<float> row(kDim, -1.0f - i);
+          cache.WriteSlot(l, h, cache.length(l, h) + i, row.data(), row.data());
+        }
       }
     }
     const int32_t pos[3] = {10, 11, 12};
@@ -166,7 +170,8 @@ TEST(KvCacheTest, CopyOnWriteKeepsTheOtherHolderUnchanged) {
   // A forward pass's reservation copies too.
   KvCache c = a.Clone();
   ASSERT_TRUE(c.ReserveAppend(1).ok());
-  *c.key_slot(0, 0, 6) = -9.0f;
+  const std::vector<float> row(kDim, -9.0f);
+  c.WriteSlot(0, 0, 6, row.data(), nullptr);
   const int32_t p6 = 6;
   c.Commit(&p6, 1);
   EXPECT_EQ(Keys(a, 0, 0), (std::vector<float>{0, 1, 2, 3, 4, 5}));
@@ -204,6 +209,34 @@ TEST(KvCacheTest, PrefixBlocksAttachToAFreshCache) {
   a.Clear();
   b.Clear();
   EXPECT_EQ(pool->blocks_in_use(), 0);
+}
+
+// A bf16 or fp16 pool: slots are stored rounded (half the bytes), read back widened, and
+// compaction and copy-on-write move the 2-byte rows intact.
+TEST(KvCacheTest, TwoByteElementsRoundOnWriteAndMoveIntact) {
+  for (kernels::DType dtype : {kernels::DType::kBF16, kernels::DType::kF16}) {
+    SCOPED_TRACE(kernels::DTypeName(dtype));
+    const auto round = [&](float x) {
+      return dtype == kernels::DType::kBF16 ? kernels::Bf16ToFloat(kernels::FloatToBf16(x))
+                                            : kernels::F16ToFloat(kernels::FloatToF16(x));
+    };
+    auto pool = *kvstore::BlockPool::Create(kDim, 4, 0, dtype);
+    KvCache cache(1, 2, kDim, pool);
+    EXPECT_EQ(cache.slot_bytes(), 2u * 2 * kDim);
+    Append(cache, 0, 1, 0, 10);  // keys 100..109, values +0.5
+    EXPECT_EQ(cache.bytes(), 3 * pool->block_bytes());
+    std::vector<float> expected;
+    for (int i = 0; i < 10; ++i) expected.push_back(round(100.0f + i));
+    EXPECT_EQ(Keys(cache, 0, 1), expected);
+    KvCache clone = cache.Clone();
+    ASSERT_TRUE(cache.Keep(0, 1, std::vector<int32_t>{3, 7, 9}).ok());
+    EXPECT_EQ(Keys(cache, 0, 1), (std::vector<float>{expected[3], expected[7], expected[9]}));
+    EXPECT_EQ(Keys(clone, 0, 1), expected);  // the copy-on-write left the clone's blocks alone
+    std::vector<float> v(3 * kDim);
+    cache.Gather(0, 1, 0, 3, nullptr, v.data());
+    EXPECT_EQ(v[kDim], round(107.5f));
+    EXPECT_EQ(v[2 * kDim + kDim - 1], round(109.5f));
+  }
 }
 
 }  // namespace

@@ -228,8 +228,7 @@ absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cac
     kv_lens_[h] = start + ms;
     for (int t = 0; t < ms; ++t) {
       const size_t src = static_cast<size_t>(row0 + t) * kv_dim + h * hd;
-      std::memcpy(cache.key_slot(layer, h, start + t), &k_[src], hd * sizeof(float));
-      std::memcpy(cache.value_slot(layer, h, start + t), &v_[src], hd * sizeof(float));
+      cache.WriteSlot(layer, h, start + t, &k_[src], &v_[src]);
     }
     blocks_per_head = std::max(blocks_per_head, cache.num_blocks(layer, h));
   }
@@ -248,6 +247,7 @@ absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cac
   ap.q = &q_[static_cast<size_t>(row0) * q_dim];
   ap.q_stride = q_dim;
   ap.block_table = block_table_.data();
+  ap.kv_dtype = pool.dtype();
   ap.k_pool = pool.keys_base();
   ap.v_pool = pool.values_base();
   ap.block_stride = pool.block_stride();

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/types.h"
 #include "nlohmann/json.hpp"
 
 namespace dapq::worker {
@@ -289,40 +289,6 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<NamedTe
   return absl::OkStatus();
 }
 
-float F16ToF32(uint16_t bits) {
-  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
-  const uint32_t exponent = (bits >> 10) & 0x1fu;
-  uint32_t mantissa = bits & 0x3ffu;
-  uint32_t out;
-  if (exponent == 0) {
-    if (mantissa == 0) {
-      out = sign;  // +-0
-    } else {
-      // Subnormal: value = mantissa * 2^-24. Normalise so the leading 1 becomes implicit.
-      uint32_t e = 127 - 15 + 1;
-      while ((mantissa & 0x400u) == 0) {
-        mantissa <<= 1;
-        --e;
-      }
-      out = sign | (e << 23) | ((mantissa & 0x3ffu) << 13);
-    }
-  } else if (exponent == 0x1f) {
-    out = sign | 0x7f800000u | (mantissa << 13);  // inf, or NaN with its payload
-  } else {
-    out = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  return std::bit_cast<float>(out);
-}
-
-float BF16ToF32(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
-
-uint16_t F32ToBF16(float value) {
-  const uint32_t bits = std::bit_cast<uint32_t>(value);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>((bits + rounding) >> 16);
-}
-
 void ConvertToF32(const TensorView& view, float* out) {
   const size_t n = static_cast<size_t>(view.NumElements());
   if (view.dtype == SafetensorsDType::kF32) {
@@ -333,7 +299,7 @@ void ConvertToF32(const TensorView& view, float* out) {
   for (size_t i = 0; i < n; ++i) {
     uint16_t bits;
     std::memcpy(&bits, view.data + 2 * i, sizeof(bits));
-    out[i] = f16 ? F16ToF32(bits) : BF16ToF32(bits);
+    out[i] = f16 ? kernels::F16ToFloat(bits) : kernels::Bf16ToFloat(bits);
   }
 }
 

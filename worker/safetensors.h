@@ -88,13 +88,6 @@ struct NamedTensor {
 // data for a non-empty tensor; the errno-derived code (naming the path) for I/O failures.
 absl::Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>& tensors);
 
-// IEEE binary16 -> binary32, exact, including subnormals, +-0, +-inf and NaN (payload kept).
-float F16ToF32(uint16_t bits);
-// bfloat16 -> binary32 (exact: the upper 16 bits of a float).
-float BF16ToF32(uint16_t bits);
-// binary32 -> bfloat16 with round-to-nearest-even; NaN stays a (quiet) NaN.
-uint16_t F32ToBF16(float value);
-
 // Decodes `view` into `out` (view.NumElements() floats). Handles unaligned data.
 void ConvertToF32(const TensorView& view, float* out);
 

@@ -14,6 +14,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/types.h"
 #include "tests/util/status_matchers.h"
 #include "tests/util/test_paths.h"
 
@@ -131,23 +132,24 @@ TEST_F(SafetensorsTest, WriterRejectsBadTensors) {
 }
 
 TEST(SafetensorsConversionTest, F16DecodesKnownValues) {
-  EXPECT_EQ(F16ToF32(0x3C00), 1.0f);
-  EXPECT_EQ(F16ToF32(0xC000), -2.0f);
-  EXPECT_EQ(F16ToF32(0x3555), 0.333251953125f);
-  EXPECT_EQ(F16ToF32(0x7BFF), 65504.0f);                  // largest finite
-  EXPECT_EQ(F16ToF32(0x0400), std::ldexp(1.0f, -14));     // smallest normal
-  EXPECT_EQ(F16ToF32(0x0001), std::ldexp(1.0f, -24));     // smallest subnormal
-  EXPECT_EQ(F16ToF32(0x03FF), std::ldexp(1023.0f, -24));  // largest subnormal
-  EXPECT_EQ(F16ToF32(0x8200), -std::ldexp(1.0f, -15));    // negative subnormal
-  EXPECT_EQ(F16ToF32(0x0000), 0.0f);
-  EXPECT_FALSE(std::signbit(F16ToF32(0x0000)));
-  EXPECT_TRUE(std::signbit(F16ToF32(0x8000)));
-  EXPECT_EQ(F16ToF32(0x8000), 0.0f);
-  EXPECT_EQ(F16ToF32(0x7C00), std::numeric_limits<float>::infinity());
-  EXPECT_EQ(F16ToF32(0xFC00), -std::numeric_limits<float>::infinity());
-  EXPECT_TRUE(std::isnan(F16ToF32(0x7E00)));
-  EXPECT_TRUE(std::isnan(F16ToF32(0x7C01)));  // signalling-NaN pattern stays NaN, not inf
-  EXPECT_TRUE(std::isnan(F16ToF32(0xFE00)));
+  EXPECT_EQ(kernels::F16ToFloat(0x3C00), 1.0f);
+  EXPECT_EQ(kernels::F16ToFloat(0xC000), -2.0f);
+  EXPECT_EQ(kernels::F16ToFloat(0x3555), 0.333251953125f);
+  EXPECT_EQ(kernels::F16ToFloat(0x7BFF), 65504.0f);                  // largest finite
+  EXPECT_EQ(kernels::F16ToFloat(0x0400), std::ldexp(1.0f, -14));     // smallest normal
+  EXPECT_EQ(kernels::F16ToFloat(0x0001), std::ldexp(1.0f, -24));     // smallest subnormal
+  EXPECT_EQ(kernels::F16ToFloat(0x03FF), std::ldexp(1023.0f, -24));  // largest subnormal
+  EXPECT_EQ(kernels::F16ToFloat(0x8200), -std::ldexp(1.0f, -15));    // negative subnormal
+  EXPECT_EQ(kernels::F16ToFloat(0x0000), 0.0f);
+  EXPECT_FALSE(std::signbit(kernels::F16ToFloat(0x0000)));
+  EXPECT_TRUE(std::signbit(kernels::F16ToFloat(0x8000)));
+  EXPECT_EQ(kernels::F16ToFloat(0x8000), 0.0f);
+  EXPECT_EQ(kernels::F16ToFloat(0x7C00), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(kernels::F16ToFloat(0xFC00), -std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(kernels::F16ToFloat(0x7E00)));
+  EXPECT_TRUE(
+      std::isnan(kernels::F16ToFloat(0x7C01)));  // signalling-NaN pattern stays NaN, not inf
+  EXPECT_TRUE(std::isnan(kernels::F16ToFloat(0xFE00)));
 }
 
 TEST(SafetensorsConversionTest, F16DecodingIsExactForEveryFiniteValue) {
@@ -158,32 +160,33 @@ TEST(SafetensorsConversionTest, F16DecodingIsExactForEveryFiniteValue) {
         exponent == 0 ? std::ldexp(static_cast<float>(mantissa), -24)
                       : std::ldexp(1.0f + mantissa / 1024.0f, static_cast<int>(exponent) - 15);
     const float expected = (bits & 0x8000) ? -magnitude : magnitude;
-    ASSERT_EQ(F16ToF32(static_cast<uint16_t>(bits)), expected) << "bits=" << bits;
+    ASSERT_EQ(kernels::F16ToFloat(static_cast<uint16_t>(bits)), expected) << "bits=" << bits;
   }
 }
 
 TEST(SafetensorsConversionTest, BF16DecodesKnownValues) {
-  EXPECT_EQ(BF16ToF32(0x3F80), 1.0f);
-  EXPECT_EQ(BF16ToF32(0xC040), -3.0f);
-  EXPECT_EQ(BF16ToF32(0x3EAB), 0.333984375f);
-  EXPECT_EQ(BF16ToF32(0x0080), std::numeric_limits<float>::min());  // smallest normal
-  EXPECT_EQ(BF16ToF32(0x0001), std::ldexp(1.0f, -133));             // smallest subnormal
-  EXPECT_EQ(BF16ToF32(0x7F80), std::numeric_limits<float>::infinity());
-  EXPECT_EQ(BF16ToF32(0xFF80), -std::numeric_limits<float>::infinity());
-  EXPECT_TRUE(std::isnan(BF16ToF32(0x7FC0)));
-  EXPECT_TRUE(std::signbit(BF16ToF32(0x8000)));
+  EXPECT_EQ(kernels::Bf16ToFloat(0x3F80), 1.0f);
+  EXPECT_EQ(kernels::Bf16ToFloat(0xC040), -3.0f);
+  EXPECT_EQ(kernels::Bf16ToFloat(0x3EAB), 0.333984375f);
+  EXPECT_EQ(kernels::Bf16ToFloat(0x0080), std::numeric_limits<float>::min());  // smallest normal
+  EXPECT_EQ(kernels::Bf16ToFloat(0x0001), std::ldexp(1.0f, -133));             // smallest subnormal
+  EXPECT_EQ(kernels::Bf16ToFloat(0x7F80), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(kernels::Bf16ToFloat(0xFF80), -std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(kernels::Bf16ToFloat(0x7FC0)));
+  EXPECT_TRUE(std::signbit(kernels::Bf16ToFloat(0x8000)));
 }
 
 TEST(SafetensorsConversionTest, F32ToBF16RoundsToNearestEven) {
-  EXPECT_EQ(F32ToBF16(1.0f), 0x3F80);
-  EXPECT_EQ(F32ToBF16(-3.0f), 0xC040);
-  EXPECT_EQ(F32ToBF16(1.0f + std::ldexp(1.0f, -8)), 0x3F80);      // tie -> even (down)
-  EXPECT_EQ(F32ToBF16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3F82);  // tie -> even (up)
-  EXPECT_EQ(F32ToBF16(1.0f + std::ldexp(1.0f, -9)), 0x3F80);      // below half -> down
-  EXPECT_EQ(F32ToBF16(1.0f + 3 * std::ldexp(1.0f, -9)), 0x3F81);  // above half -> up
-  EXPECT_EQ(F32ToBF16(std::numeric_limits<float>::infinity()), 0x7F80);
-  EXPECT_TRUE(std::isnan(BF16ToF32(F32ToBF16(std::numeric_limits<float>::quiet_NaN()))));
-  EXPECT_EQ(F32ToBF16(std::numeric_limits<float>::max()), 0x7F80);  // rounds up to inf
+  EXPECT_EQ(kernels::FloatToBf16(1.0f), 0x3F80);
+  EXPECT_EQ(kernels::FloatToBf16(-3.0f), 0xC040);
+  EXPECT_EQ(kernels::FloatToBf16(1.0f + std::ldexp(1.0f, -8)), 0x3F80);      // tie -> even (down)
+  EXPECT_EQ(kernels::FloatToBf16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3F82);  // tie -> even (up)
+  EXPECT_EQ(kernels::FloatToBf16(1.0f + std::ldexp(1.0f, -9)), 0x3F80);      // below half -> down
+  EXPECT_EQ(kernels::FloatToBf16(1.0f + 3 * std::ldexp(1.0f, -9)), 0x3F81);  // above half -> up
+  EXPECT_EQ(kernels::FloatToBf16(std::numeric_limits<float>::infinity()), 0x7F80);
+  EXPECT_TRUE(std::isnan(
+      kernels::Bf16ToFloat(kernels::FloatToBf16(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_EQ(kernels::FloatToBf16(std::numeric_limits<float>::max()), 0x7F80);  // rounds up to inf
 }
 
 TEST_F(SafetensorsTest, ReadsF16AndBF16Tensors) {

@@ -1,20 +1,27 @@
 // File: kernels/ref/attention_ref.cc
 // CPU attention. Prefill is tiled with an online softmax (flash-attention form): for each
 // (KV head, query tile) it stacks the GQA group's queries and walks key tiles, S = Q.K^T and
-// O += P.V through OpenBLAS, keeping only (kQueryTile x group) x kKeyTile scores. Decode
-// processes one KV head's whole query group at once in two streaming passes (scores over the
-// keys, then the weighted sum over the values), reading each K and V row once, in slot order.
+// O += P.V through OpenBLAS, keeping only (kQueryTile x group) x kKeyTile scores; the
+// exponentials are vectorised (attention_simd.h). Decode processes one KV head's whole query
+// group at once in two streaming passes (scores over the keys, then the weighted sum over the
+// values), reading each K and V row once, in slot order (attention_simd.h's DecodeHead), the
+// (query token, KV head) pairs split over the kernel threads.
 // Paged K/V (AttentionParams::block_table): prefill gathers block by block into the same
-// contiguous key tiles (a range inside one block is read in place), so its GEMMs and results are
-// bit-identical to the contiguous layout; decode walks the blocks in slot order with the same
-// arithmetic as over a slab. Either way the result does not depend on the block size.
+// contiguous key tiles (a range inside one fp32 block is read in place; bf16 and fp16 rows are
+// widened into the tile), so its GEMMs and results are bit-identical to the contiguous layout;
+// decode walks the blocks in slot order with the same arithmetic as over a slab. Either way the
+// result does not depend on the block size.
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <limits>
 #include <vector>
 
+#include "kernels/convert.h"
+#include "kernels/ref/attention_simd.h"
+#include "kernels/ref/parallel_for.h"
 #include "kernels/ref/ref_ops.h"
 
 namespace dapq::kernels::ref {
@@ -23,6 +30,8 @@ namespace {
 constexpr int kQueryTile = 64;
 constexpr int kKeyTile = 256;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Below this many multiply-adds one thread decodes every head (waking the pool costs more).
+constexpr long kParallelDecodeFmas = 1L << 18;
 
 // Slots [begin, begin + count) of KV head kv_head's keys (values when `values`) as a contiguous
 // [count, head_dim] array: in the slab, in the one block holding them all, or gathered from the
@@ -34,52 +43,29 @@ const float* KvRows(const AttentionParams& p, int kv_head, bool values, int begi
     return (values ? p.v : p.k) + kv_head * p.kv_head_stride + begin * d;
   }
   const int32_t* table = p.block_table + static_cast<long>(kv_head) * p.blocks_per_head;
-  const float* pool = values ? p.v_pool : p.k_pool;
-  const auto block = [&](int b) { return pool + table[b] * p.block_stride; };
+  const auto* pool = static_cast<const std::byte*>(values ? p.v_pool : p.k_pool);
+  const long elem = DTypeSize(p.kv_dtype);
+  // Row `row` of block entry b.
+  const auto at = [&](int b, int row) {
+    return pool + (table[b] * p.block_stride + row * d) * elem;
+  };
   const int tpb = p.tokens_per_block;
-  if (count <= 0) return block(0);
+  if (count <= 0) return reinterpret_cast<const float*>(at(0, 0));
   const int first = begin / tpb, last = (begin + count - 1) / tpb;
-  if (first == last) return block(first) + (begin % tpb) * d;
+  if (first == last && p.kv_dtype == DType::kF32) {
+    return reinterpret_cast<const float*>(at(first, begin % tpb));
+  }
   if (scratch.size() < static_cast<size_t>(count) * d)
     scratch.resize(static_cast<size_t>(count) * d);
   float* dst = scratch.data();
   for (int s = begin; s < begin + count;) {
     const int in_block = s % tpb;
     const int n = std::min(tpb - in_block, begin + count - s);
-    std::copy_n(block(s / tpb) + in_block * d, n * d, dst);
+    ConvertToFloat(p.kv_dtype, at(s / tpb, in_block), dst, n * d);
     dst += n * d;
     s += n;
   }
   return scratch.data();
-}
-
-// Calls fn(first_slot, count, rows) over slots [0, len) of KV head kv_head's keys (values when
-// `values`) in slot order, each call a contiguous [count, head_dim] run (the slab at once, or
-// one block at a time).
-template <typename F>
-void ForEachKvRun(const AttentionParams& p, int kv_head, bool values, int len, F&& fn) {
-  if (p.block_table == nullptr) {
-    fn(0, len, (values ? p.v : p.k) + kv_head * p.kv_head_stride);
-    return;
-  }
-  const int32_t* table = p.block_table + static_cast<long>(kv_head) * p.blocks_per_head;
-  const float* pool = values ? p.v_pool : p.k_pool;
-  for (int b = 0, j0 = 0; j0 < len; ++b, j0 += p.tokens_per_block) {
-    fn(j0, std::min(p.tokens_per_block, len - j0), pool + table[b] * p.block_stride);
-  }
-}
-
-// a . b over n floats in a fixed order: 8 interleaved partial sums (vectorised by the compiler
-// without reassociation), combined pairwise, then the tail.
-inline float Dot(const float* a, const float* b, int n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
-  }
-  float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
 }
 
 struct PrefillScratch {
@@ -125,15 +111,9 @@ void PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, PrefillS
         std::fill(srow, srow + cols, 0.0f);
         continue;
       }
-      float tile_max = kNegInf;
-      for (int c = 0; c < visible; ++c) tile_max = std::max(tile_max, srow[c]);
-      const float new_max = std::max(s.row_max[r], tile_max);
+      const float new_max = std::max(s.row_max[r], RowMax(srow, visible));
       const float correction = std::exp(s.row_max[r] - new_max);  // exp(-inf) = 0 on first tile
-      float sum = 0.0f;
-      for (int c = 0; c < visible; ++c) {
-        srow[c] = std::exp(srow[c] - new_max);
-        sum += srow[c];
-      }
+      const float sum = ExpShiftedSum(srow, visible, new_max);
       std::fill(srow + visible, srow + cols, 0.0f);
       s.row_sum[r] = s.row_sum[r] * correction + sum;
       s.row_max[r] = new_max;
@@ -177,40 +157,46 @@ absl::Status AttentionDecodeRef(const AttentionParams& p) {
   const int d = p.head_dim;
   const int group = p.q_heads / p.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  thread_local std::vector<float> scores;
-  for (int t = 0; t < p.q_tokens; ++t) {
-    for (int kvh = 0; kvh < p.kv_heads; ++kvh) {
-      const int len = KvLength(p, kvh) - p.q_tokens + t + 1;
-      scores.resize(static_cast<size_t>(group) * len);
-      const float* q = p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kvh) * group * d;
-      float* out = p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(kvh) * group * d;
-      // scores[g, j] = scale * q_g . k_j, one pass over the keys for the whole group.
-      ForEachKvRun(p, kvh, false, len, [&](int j0, int n, const float* k) {
-        for (int j = 0; j < n; ++j) {
-          const float* kj = k + static_cast<long>(j) * d;
-          for (int g = 0; g < group; ++g) {
-            scores[static_cast<long>(g) * len + j0 + j] =
-                scale * Dot(q + static_cast<long>(g) * d, kj, d);
-          }
-        }
-      });
-      SoftmaxParams sm{group, len, scores.data(), len};
-      SoftmaxRef(sm).IgnoreError();  // validated shapes; the reference cannot fail
-      // out_g = sum_j p[g, j] v_j in slot order, one pass over the values.
-      for (int g = 0; g < group; ++g) {
-        std::fill(out + static_cast<long>(g) * d, out + static_cast<long>(g + 1) * d, 0.0f);
+  const bool paged = p.block_table != nullptr;
+  // One task per (query token, KV head).
+  const auto run = [&](int task0, int task1) {
+    thread_local std::vector<float> scores, acc, inv_sums;
+    for (int task = task0; task < task1; ++task) {
+      const int t = task / p.kv_heads, kvh = task % p.kv_heads;
+      DecodeHeadArgs a;
+      a.head_dim = d;
+      a.group = group;
+      a.len = KvLength(p, kvh) - p.q_tokens + t + 1;
+      a.scale = scale;
+      a.q = p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kvh) * group * d;
+      a.out = p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(kvh) * group * d;
+      a.dtype = paged ? p.kv_dtype : DType::kF32;
+      if (paged) {
+        a.k = p.k_pool;
+        a.v = p.v_pool;
+        a.table = p.block_table + static_cast<long>(kvh) * p.blocks_per_head;
+        a.block_stride = p.block_stride;
+        a.tokens_per_block = p.tokens_per_block;
+      } else {
+        a.k = p.k + kvh * p.kv_head_stride;
+        a.v = p.v + kvh * p.kv_head_stride;
       }
-      ForEachKvRun(p, kvh, true, len, [&](int j0, int n, const float* v) {
-        for (int j = 0; j < n; ++j) {
-          const float* vj = v + static_cast<long>(j) * d;
-          for (int g = 0; g < group; ++g) {
-            const float w = scores[static_cast<long>(g) * len + j0 + j];
-            float* o = out + static_cast<long>(g) * d;
-            for (int i = 0; i < d; ++i) o[i] += w * vj[i];
-          }
-        }
-      });
+      scores.resize(static_cast<size_t>(group) * a.len);
+      acc.resize(static_cast<size_t>(group) * d);
+      inv_sums.resize(group);
+      a.scores = scores.data();
+      a.acc = acc.data();
+      a.inv_sums = inv_sums.data();
+      DecodeHead(a);
     }
+  };
+  const int tasks = p.q_tokens * p.kv_heads;
+  long work = 0;  // multiply-adds
+  for (int h = 0; h < p.kv_heads; ++h) work += 2L * KvLength(p, h) * d * group * p.q_tokens;
+  if (tasks > 1 && work >= kParallelDecodeFmas) {
+    ParallelFor(tasks, run);
+  } else {
+    run(0, tasks);
   }
   return absl::OkStatus();
 }

@@ -7,26 +7,18 @@
 
 #include <immintrin.h>
 
+// GCC 12's AVX-512 intrinsics headers warn about their own _mm512_undefined_* placeholders
+// wherever they inline (GCC bug 105593); nothing in this file is uninitialised.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 #include <algorithm>
 
+#include "kernels/ref/cpu_isa.h"
 #include "kernels/ref/parallel_for.h"
 
 namespace dapq::kernels::ref {
 namespace {
-
-enum class Isa { kNone, kAvx2, kAvx512 };
-
-Isa DetectIsa() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-  return Isa::kNone;
-}
-
-Isa TheIsa() {
-  static const Isa isa = DetectIsa();
-  return isa;
-}
 
 // Below this many multiply-adds one thread does the whole product (waking the pool costs more).
 constexpr long kParallelFmas = 1L << 20;
@@ -195,19 +187,10 @@ void RunRows(Isa isa, const GemmParams& p, const T* weights, int n0, int n1) {
 
 }  // namespace
 
-const char* SmallGemmIsa() {
-  switch (TheIsa()) {
-    case Isa::kAvx512:
-      return "avx512";
-    case Isa::kAvx2:
-      return "avx2";
-    default:
-      return "none";
-  }
-}
+const char* SmallGemmIsa() { return IsaName(CpuIsa()); }
 
 bool SmallGemm(const GemmParams& p) {
-  const Isa isa = TheIsa();
+  const Isa isa = CpuIsa();
   if (isa == Isa::kNone || !p.trans_b || p.alpha != 1.0f || p.beta != 0.0f || p.m < 1 ||
       p.m > kSmallGemmMaxM) {
     return false;
