@@ -46,6 +46,7 @@ using SgemvFn = decltype(&cblas_sgemv);
 struct Options {
   std::string model = "synthetic:llama3-8b-2l";
   std::string weights_dtype = "fp32";
+  std::string kv_dtype = "fp32";
   std::vector<int> prompt_lengths = {512, 2048, 8192};
   std::vector<int> prefill_chunks = {1024, 2048};
   int decode_prompt = 512;
@@ -184,10 +185,10 @@ Bandwidth MeasureBandwidth(size_t bytes, int threads, int repeats) {
 struct ModelCost {
   double linear_params_per_layer = 0;  // wq, wk, wv, wo, w1, w2, w3
   double weight_bytes_per_token = 0;   // every weight a decode step reads (fp32)
-  double kv_bytes_per_slot = 0;        // K + V, all layers, per cached token
+  double kv_bytes_per_slot = 0;        // K + V, all layers, per cached token (kv_dtype)
 };
 
-ModelCost CostOf(const worker::ModelConfig& c) {
+ModelCost CostOf(const worker::ModelConfig& c, kernels::DType kv_dtype) {
   ModelCost cost;
   const double dim = c.dim, q = c.q_dim(), kv = c.kv_dim(), f = c.hidden_dim;
   cost.linear_params_per_layer = dim * q + 2 * dim * kv + q * dim + 3 * dim * f;
@@ -196,7 +197,8 @@ ModelCost CostOf(const worker::ModelConfig& c) {
   // Layers, final norm, classifier, and the one embedding row looked up.
   cost.weight_bytes_per_token =
       4.0 * (per_layer * c.n_layers + dim + static_cast<double>(c.vocab_size) * dim + dim);
-  cost.kv_bytes_per_slot = static_cast<double>(c.kv_bytes_per_token());
+  cost.kv_bytes_per_slot =
+      static_cast<double>(c.kv_bytes_per_token()) * kernels::DTypeSize(kv_dtype) / sizeof(float);
   return cost;
 }
 
@@ -239,9 +241,10 @@ struct DecodeResult {
 };
 
 absl::StatusOr<std::unique_ptr<worker::Engine>> MakeEngine(
-    std::shared_ptr<const worker::ModelWeights> model, int chunk) {
+    std::shared_ptr<const worker::ModelWeights> model, int chunk, const Options& opt) {
   worker::EngineOptions options;
   options.tp = 1;
+  DAPQ_ASSIGN_OR_RETURN(options.kv_dtype, worker::ParseKvDtype(opt.kv_dtype));
   options.prefix_cache = false;  // repeated prompts are measured, not reused
   options.prefill_chunk = chunk;
   DAPQ_ASSIGN_OR_RETURN(auto engine, worker::Engine::Create(std::move(model), options));
@@ -351,7 +354,7 @@ absl::StatusOr<BatchedDecode> RunBatchedDecode(worker::Engine& engine, int batch
 
 absl::Status RunBatchedSection(const Options& opt,
                                std::shared_ptr<const worker::ModelWeights> model) {
-  DAPQ_ASSIGN_OR_RETURN(auto engine, MakeEngine(model, opt.prefill_chunks.front()));
+  DAPQ_ASSIGN_OR_RETURN(auto engine, MakeEngine(model, opt.prefill_chunks.front(), opt));
   std::printf(
       "## Batched decode (Engine::Step, tp=1)\n\n"
       "Each batch: B sequences of %d prompt tokens decode together, %d timed steps (one untimed "
@@ -382,7 +385,8 @@ absl::Status RunBatchedSection(const Options& opt,
 absl::Status Run(const Options& opt) {
   const unsigned nproc = std::max(1u, std::thread::hardware_concurrency());
   std::printf("# dapq_engine_bench\n\n");
-  std::printf("- model: `%s`, weights %s\n", opt.model.c_str(), opt.weights_dtype.c_str());
+  std::printf("- model: `%s`, weights %s, KV cache %s\n", opt.model.c_str(),
+              opt.weights_dtype.c_str(), opt.kv_dtype.c_str());
   std::printf("- hardware threads: %u; OpenBLAS: %s, %d threads, core %s\n", nproc,
               openblas_get_config(), openblas_get_num_threads(), openblas_get_corename());
   std::printf("- small-m GEMM (m <= %d): %s\n\n", kernels::ref::kSmallGemmMaxM,
@@ -485,7 +489,8 @@ absl::Status Run(const Options& opt) {
                         worker::LoadModelAs(opt.model, opt.weights_dtype));
   auto model = std::make_shared<const worker::ModelWeights>(std::move(weights));
   const worker::ModelConfig& config = model->config;
-  const ModelCost cost = CostOf(config);
+  DAPQ_ASSIGN_OR_RETURN(const kernels::DType kv_dtype, worker::ParseKvDtype(opt.kv_dtype));
+  const ModelCost cost = CostOf(config, kv_dtype);
   Progress(absl::StrCat("loaded in ", SecondsSince(t_load), " s: ", config.DebugString()));
 
   // (b) Prefill.
@@ -500,7 +505,7 @@ absl::Status Run(const Options& opt) {
       if (repeat) continue;
       if (engine == nullptr) {
         Progress(absl::StrCat("engine tp=1 prefill_chunk=", chunk, " (warm-up)"));
-        DAPQ_ASSIGN_OR_RETURN(engine, MakeEngine(model, chunk));
+        DAPQ_ASSIGN_OR_RETURN(engine, MakeEngine(model, chunk, opt));
       }
       Progress(absl::StrCat("prefill ", tokens, " tokens, chunk ", chunk));
       DAPQ_ASSIGN_OR_RETURN(PrefillResult r, RunPrefill(*engine, cost, tokens, opt.seed));
@@ -529,7 +534,7 @@ absl::Status Run(const Options& opt) {
   // (c) Decode.
   Progress(absl::StrCat("decode ", opt.decode_steps, " steps after a ", opt.decode_prompt,
                         "-token prompt"));
-  DAPQ_ASSIGN_OR_RETURN(auto engine, MakeEngine(model, opt.prefill_chunks.front()));
+  DAPQ_ASSIGN_OR_RETURN(auto engine, MakeEngine(model, opt.prefill_chunks.front(), opt));
   DAPQ_ASSIGN_OR_RETURN(DecodeResult d,
                         RunDecode(*engine, cost, opt.decode_prompt, opt.decode_steps, opt.seed));
   // Memory bandwidth on a shared host drifts over minutes: measure it again next to the decode
@@ -569,6 +574,8 @@ int main(int argc, char** argv) {
   app.add_option("--model", opt.model, "model spec (synthetic:<shape>[-<N>l], HF dir, .bin)")
       ->capture_default_str();
   app.add_option("--weights_dtype", opt.weights_dtype, "fp32 | bf16 (linear layers)")
+      ->capture_default_str();
+  app.add_option("--kv_dtype", opt.kv_dtype, "fp32 | bf16 | fp16 (the KV cache)")
       ->capture_default_str();
   app.add_option("--prompt_lengths", opt.prompt_lengths, "prefill prompt lengths")
       ->delimiter(',')

@@ -69,6 +69,7 @@ absl::Status RunEval(const EvalCommandOptions& o) {
   // Every configuration prefills the same prompts: each must compute them itself, so that the
   // reference and the compressed runs differ only by compression.
   engine_options.prefix_cache = false;
+  DAPQ_ASSIGN_OR_RETURN(engine_options.kv_dtype, worker::ParseKvDtype(o.kv_dtype));
   DAPQ_ASSIGN_OR_RETURN(auto engine, worker::Engine::Create(model, engine_options));
 
   ev::EvalOptions eo;
@@ -137,6 +138,9 @@ void AddEvalCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--tp", opts->tp, "tensor-parallel ranks (threads)")->capture_default_str();
   cmd->add_option("--weights_dtype", opts->weights_dtype,
                   "fp32 | bf16 linear-layer weights (the full-cache reference uses them too)")
+      ->capture_default_str();
+  cmd->add_option("--kv_dtype", opts->kv_dtype,
+                  "fp32 | bf16 | fp16 KV cache (the full-cache reference uses it too)")
       ->capture_default_str();
   compression->Register(cmd, /*with_method=*/false);
   runner.Add(cmd, [opts, compression]() -> absl::Status {

@@ -30,6 +30,7 @@ struct EvalCommandOptions {
   bool plots = true;  // run gnuplot
   int tp = 1;
   std::string weights_dtype = "fp32";  // fp32 | bf16 linear layers (the reference uses them too)
+  std::string kv_dtype = "fp32";       // fp32 | bf16 | fp16 KV cache (the reference's too)
   worker::compress::CompressionConfig dapq;  // from the compression flags (method ignored)
   std::string command;                       // quoted in results.md
   absl::Status Validate() const;

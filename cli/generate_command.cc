@@ -54,6 +54,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   worker::EngineOptions engine_options;
   engine_options.tp = o.tp;
   engine_options.prefill_chunk = o.prefill_chunk;
+  DAPQ_ASSIGN_OR_RETURN(engine_options.kv_dtype, worker::ParseKvDtype(o.kv_dtype));
   DAPQ_ASSIGN_OR_RETURN(auto engine, worker::Engine::Create(model, engine_options));
 
   // A session's earlier turns, from the KV store.
@@ -180,6 +181,9 @@ void AddGenerateCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--tp", opts->tp, "tensor-parallel ranks (threads)")->capture_default_str();
   cmd->add_option("--weights_dtype", opts->weights_dtype,
                   "fp32 | bf16: what the linear layers multiply with (bf16 reads half the bytes)")
+      ->capture_default_str();
+  cmd->add_option("--kv_dtype", opts->kv_dtype,
+                  "fp32 | bf16 | fp16: element type of the KV cache (2-byte types halve it)")
       ->capture_default_str();
   cmd->add_option("--prefill_chunk", opts->prefill_chunk, "prompt tokens per forward pass")
       ->capture_default_str();

@@ -15,6 +15,7 @@ namespace dapq::cli {
 struct GenerateCommandOptions {
   std::string model;                   // llama2.c .bin, HF directory, or synthetic:<shape>
   std::string weights_dtype = "fp32";  // fp32 | bf16 (linear layers)
+  std::string kv_dtype = "fp32";       // fp32 | bf16 | fp16 (the KV cache)
   std::string tokenizer;               // llama2.c tokenizer .bin; required unless prompt_tokens > 0
   std::string prompt;                  // text (empty: start from BOS alone)
   int prompt_tokens = 0;               // > 0: use this many seeded random token ids instead of text

@@ -6,8 +6,10 @@
 
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/convert.h"
 
 namespace dapq::kvstore {
 namespace {
@@ -20,7 +22,7 @@ constexpr uint64_t kSeed = 0xDA90;
 struct Header {
   uint32_t magic;
   uint16_t version;
-  uint16_t reserved;
+  uint16_t dtype;  // kernels::DType; 0 (fp32) in blocks written before the field existed
   uint64_t model_fingerprint;
   uint64_t config_fingerprint;
   int32_t layer;
@@ -44,6 +46,9 @@ absl::StatusOr<Header> ParseHeader(absl::string_view bytes) {
   std::memcpy(&h, bytes.data(), sizeof(h));
   if (h.magic != kMagic) return Corrupt("bad magic");
   if (h.version != kVersion) return Corrupt(absl::StrCat("unknown version ", h.version));
+  if (h.dtype > static_cast<uint16_t>(kernels::DType::kF16)) {
+    return Corrupt(absl::StrCat("unknown element type ", h.dtype));
+  }
   if (h.kv_heads <= 0 || h.head_dim <= 0 || h.num_tokens < 0 || h.kv_heads > (1 << 16) ||
       h.head_dim > (1 << 16)) {
     return Corrupt("bad header sizes");
@@ -53,7 +58,8 @@ absl::StatusOr<Header> ParseHeader(absl::string_view bytes) {
   using Wide = unsigned __int128;
   const Wide floats = Wide{2} * static_cast<Wide>(h.kv_heads) * static_cast<Wide>(h.num_tokens) *
                       static_cast<Wide>(h.head_dim);
-  const Wide wide_total = sizeof(h) + Wide{4} * static_cast<Wide>(h.num_tokens) + 4 * floats + 8;
+  const Wide elem = kernels::DTypeSize(static_cast<kernels::DType>(h.dtype));
+  const Wide wide_total = sizeof(h) + Wide{4} * static_cast<Wide>(h.num_tokens) + elem * floats + 8;
   if (wide_total != bytes.size()) {
     const bool truncated = wide_total > bytes.size();
     return Corrupt(absl::StrCat(truncated ? "truncated: " : "oversized: ", bytes.size(),
@@ -84,7 +90,7 @@ absl::StatusOr<std::string> EncodeBlock(const BlockMeta& meta, std::span<const i
   }
   Header h{kMagic,
            kVersion,
-           0,
+           static_cast<uint16_t>(meta.dtype),
            meta.model_fingerprint,
            meta.config_fingerprint,
            meta.layer,
@@ -92,11 +98,14 @@ absl::StatusOr<std::string> EncodeBlock(const BlockMeta& meta, std::span<const i
            meta.kv_heads,
            meta.head_dim,
            static_cast<int32_t>(positions.size())};
+  const size_t payload_bytes = payload.size() * kernels::DTypeSize(meta.dtype);
   std::string out;
-  out.reserve(sizeof(h) + positions.size_bytes() + payload.size_bytes() + 8);
+  out.reserve(sizeof(h) + positions.size_bytes() + payload_bytes + 8);
   out.append(reinterpret_cast<const char*>(&h), sizeof(h));
   out.append(reinterpret_cast<const char*>(positions.data()), positions.size_bytes());
-  out.append(reinterpret_cast<const char*>(payload.data()), payload.size_bytes());
+  out.resize(out.size() + payload_bytes);
+  kernels::ConvertFromFloat(payload.data(), meta.dtype, out.data() + out.size() - payload_bytes,
+                            static_cast<long>(payload.size()));
   const uint64_t sum = XXH64(out.data(), out.size(), kSeed);
   out.append(reinterpret_cast<const char*>(&sum), sizeof(sum));
   return out;
@@ -110,12 +119,25 @@ absl::StatusOr<DecodedBlock> DecodeBlock(absl::string_view bytes) {
   const Header& h = *parsed;
   const size_t floats = 2ull * h.kv_heads * h.num_tokens * static_cast<size_t>(h.head_dim);
   DecodedBlock b;
-  b.meta = {h.model_fingerprint, h.config_fingerprint, h.layer,
-            h.kv_head_begin,     h.kv_heads,           h.head_dim};
+  b.meta = {h.model_fingerprint,
+            h.config_fingerprint,
+            h.layer,
+            h.kv_head_begin,
+            h.kv_heads,
+            h.head_dim,
+            static_cast<kernels::DType>(h.dtype)};
   b.positions.resize(h.num_tokens);
   std::memcpy(b.positions.data(), bytes.data() + sizeof(h), 4ull * h.num_tokens);
   b.payload.resize(floats);
-  std::memcpy(b.payload.data(), bytes.data() + sizeof(h) + 4ull * h.num_tokens, 4 * floats);
+  // The payload may sit at any alignment inside `bytes`: 2-byte elements are copied out first.
+  const char* payload = bytes.data() + sizeof(h) + 4ull * h.num_tokens;
+  if (b.meta.dtype == kernels::DType::kF32) {
+    std::memcpy(b.payload.data(), payload, 4 * floats);
+  } else {
+    std::vector<uint16_t> half(floats);
+    std::memcpy(half.data(), payload, 2 * floats);
+    kernels::ConvertToFloat(b.meta.dtype, half.data(), b.payload.data(), static_cast<long>(floats));
+  }
   return b;
 }
 

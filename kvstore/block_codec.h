@@ -1,7 +1,9 @@
 // File: kvstore/block_codec.h
 // The on-disk / on-wire form of a KV block that leaves the device tier: a fixed header (magic,
-// version, model and compression-config fingerprints, layer, KV heads, head_dim, token count),
-// the absolute positions of its tokens, the K and V payload, and an xxh64 checksum of all of it.
+// version, element type, model and compression-config fingerprints, layer, KV heads, head_dim,
+// token count), the absolute positions of its tokens, the K and V payload in the element type
+// (fp32, or bf16/fp16 at half the bytes: a cache kept in a 2-byte type leaves the device tier
+// as it is), and an xxh64 checksum of all of it. Callers hand and receive fp32 payloads.
 // A block that fails to decode is never used (invariant 5): DataLoss says why.
 // Thread-safety: pure functions.
 #ifndef DAPQ_KVSTORE_BLOCK_CODEC_H_
@@ -14,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "kernels/types.h"
 
 namespace dapq::kvstore {
 
@@ -24,16 +27,18 @@ struct BlockMeta {
   int32_t kv_head_begin = 0;
   int32_t kv_heads = 0;
   int32_t head_dim = 0;
+  kernels::DType dtype = kernels::DType::kF32;  // how the payload is stored
   bool operator==(const BlockMeta&) const = default;
 };
 
 struct DecodedBlock {
   BlockMeta meta;
   std::vector<int32_t> positions;  // [num_tokens]
-  std::vector<float> payload;      // K then V: [2, kv_heads, num_tokens, head_dim]
+  std::vector<float> payload;      // K then V: [2, kv_heads, num_tokens, head_dim], widened
 };
 
-// payload.size() must be 2 * kv_heads * positions.size() * head_dim (InvalidArgument otherwise).
+// payload.size() must be 2 * kv_heads * positions.size() * head_dim (InvalidArgument otherwise);
+// it is stored rounded to meta.dtype.
 absl::StatusOr<std::string> EncodeBlock(const BlockMeta& meta, std::span<const int32_t> positions,
                                         std::span<const float> payload);
 // DataLoss for a bad magic, unknown version, truncated or oversized bytes, sizes that disagree,

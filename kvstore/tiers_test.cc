@@ -81,6 +81,39 @@ TEST(BlockCodecTest, RoundTripsAndDetectsDamage) {
   EXPECT_THAT(EncodeBlock(bad, pos, payload), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// A bf16 or fp16 block stores half the payload bytes, decodes to the rounded values, and
+// re-encodes byte-identically (rounding an already rounded value changes nothing); an unknown
+// element type is DataLoss.
+TEST(BlockCodecTest, TwoByteBlocksHalveThePayloadAndRoundTrip) {
+  const std::string fp32 = MakeBlock(1, 16, 2);
+  ASSERT_OK_AND_ASSIGN(DecodedBlock wide, DecodeBlock(fp32));
+  const size_t payload_bytes = wide.payload.size() * sizeof(float);
+  for (kernels::DType dtype : {kernels::DType::kBF16, kernels::DType::kF16}) {
+    SCOPED_TRACE(kernels::DTypeName(dtype));
+    BlockMeta meta = wide.meta;
+    meta.dtype = dtype;
+    ASSERT_OK_AND_ASSIGN(std::string bytes, EncodeBlock(meta, wide.positions, wide.payload));
+    EXPECT_EQ(bytes.size(), fp32.size() - payload_bytes / 2);
+    ASSERT_OK_AND_ASSIGN(DecodedBlock b, DecodeBlock(bytes));
+    EXPECT_EQ(b.meta, meta);
+    EXPECT_EQ(b.positions, wide.positions);
+    ASSERT_EQ(b.payload.size(), wide.payload.size());
+    for (size_t i = 0; i < b.payload.size(); ++i) {
+      const float x = wide.payload[i];
+      const float want = dtype == kernels::DType::kBF16
+                             ? kernels::Bf16ToFloat(kernels::FloatToBf16(x))
+                             : kernels::F16ToFloat(kernels::FloatToF16(x));
+      ASSERT_EQ(b.payload[i], want) << i;
+    }
+    ASSERT_OK_AND_ASSIGN(std::string again, EncodeBlock(b.meta, b.positions, b.payload));
+    EXPECT_EQ(again, bytes);
+    std::string unknown = bytes;
+    unknown[6] = 9;  // the element-type field
+    EXPECT_THAT(DecodeBlock(unknown),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("unknown element type 9")));
+  }
+}
+
 TEST(MemoryTierTest, CapacityAndWatermarks) {
   ASSERT_OK_AND_ASSIGN(auto tier, MemoryTier::Create({"host", 5000, 0.6, 0.3}));
   const std::string b = MakeBlock(0, 16, 2);  // 2164 bytes

@@ -27,8 +27,17 @@ absl::Status EngineOptions::Validate(const ModelConfig& config) const {
         absl::StrCat("prefill_chunk=", prefill_chunk, " must be >= 1"));
   }
   DAPQ_RETURN_IF_ERROR(
-      kvstore::BlockPool::Create(config.head_dim, kv_tokens_per_block, kv_max_blocks).status());
+      kvstore::BlockPool::Create(config.head_dim, kv_tokens_per_block, kv_max_blocks, kv_dtype)
+          .status());
   return MakeRankShard(config, 0, tp).status();
+}
+
+absl::StatusOr<kernels::DType> ParseKvDtype(const std::string& name) {
+  if (name == "fp32") return kernels::DType::kF32;
+  if (name == "bf16") return kernels::DType::kBF16;
+  if (name == "fp16") return kernels::DType::kF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("kv_dtype: '", name, "' is not one of fp32, bf16, fp16"));
 }
 
 absl::Status GenerateOptions::Validate() const {
@@ -65,7 +74,7 @@ size_t Sequence::kv_allocated_bytes() const {
 
 size_t Sequence::kv_used_bytes() const {
   size_t total = 0;
-  for (const KvCache& c : caches_) total += c.total_slots() * c.head_dim() * 2 * sizeof(float);
+  for (const KvCache& c : caches_) total += c.total_slots() * c.slot_bytes();
   return total;
 }
 
@@ -80,7 +89,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Mod
     DAPQ_ASSIGN_OR_RETURN(RankShard shard, MakeRankShard(model->config, r, options.tp));
     DAPQ_ASSIGN_OR_RETURN(
         auto pool, kvstore::BlockPool::Create(model->config.head_dim, options.kv_tokens_per_block,
-                                              options.kv_max_blocks));
+                                              options.kv_max_blocks, options.kv_dtype));
     engine->ranks_.push_back(
         std::make_unique<RankModel>(*model, shard, engine->comms_[r].get(), std::move(pool)));
   }
@@ -110,7 +119,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::CreateRank(
   engine->comms_.push_back(std::move(comm));
   DAPQ_ASSIGN_OR_RETURN(
       auto pool, kvstore::BlockPool::Create(model->config.head_dim, options.kv_tokens_per_block,
-                                            options.kv_max_blocks));
+                                            options.kv_max_blocks, options.kv_dtype));
   engine->ranks_.push_back(
       std::make_unique<RankModel>(*model, shard, engine->comms_[0].get(), std::move(pool)));
   DAPQ_ASSIGN_OR_RETURN(engine->inv_freq_, kernels::ComputeRopeInvFreq(model->config.rope));

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/types.h"
 #include "worker/comm/communicator.h"
 #include "worker/compress/compression_config.h"
 #include "worker/compress/compressor.h"
@@ -48,12 +49,18 @@ struct EngineOptions {
   // the sequence as it was.
   int kv_tokens_per_block = 16;
   long kv_max_blocks = 0;
+  // Element type of the KV cache (--kv_dtype): fp32 (exact), bf16 or fp16 (half the bytes per
+  // block; keys and values are rounded as they are written, attention reads them widened).
+  kernels::DType kv_dtype = kernels::DType::kF32;
   // Prefix reuse (kvstore/block_pool.h's prefix index): a fresh sequence's prompt starts from the
   // longest run of full blocks some earlier prompt left in the pool, and prefills only the rest;
   // its own full blocks are published for later prompts when its prefill ends.
   bool prefix_cache = true;
   absl::Status Validate(const ModelConfig& config) const;
 };
+
+// Parses "fp32", "bf16" or "fp16" (--kv_dtype); InvalidArgument naming the flag otherwise.
+absl::StatusOr<kernels::DType> ParseKvDtype(const std::string& name);
 
 // How tokens entered a sequence, so that a session can be recomputed exactly (replayed) when its
 // stored KV fails to load.

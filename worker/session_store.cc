@@ -176,7 +176,8 @@ absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::s
           payload.resize(2 * elems);
           cache.Gather(l, h, static_cast<int>(b0), static_cast<int>(count), payload.data(),
                        payload.data() + elems);
-          kvstore::BlockMeta meta{model_fp, 0, l, rank * m.kv_heads + h, 1, c.head_dim};
+          const kvstore::BlockMeta meta{
+              model_fp, 0, l, rank * m.kv_heads + h, 1, c.head_dim, cache.pool().dtype()};
           DAPQ_ASSIGN_OR_RETURN(std::string block,
                                 kvstore::EncodeBlock(meta, pos.subspan(b0, count), payload));
           DAPQ_RETURN_IF_ERROR(store.Put(

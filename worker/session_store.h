@@ -1,19 +1,20 @@
 // File: worker/session_store.h
 // Sessions in the tiered KV store: after a request of a session finishes, its (compressed) KV
 // is saved as blocks — per rank, layer and KV head, tokens_per_block slots each, with their
-// positions, checksummed (kvstore/block_codec.h) — plus a manifest (next position, every token
-// fed and how, per-slab lengths). The store spills idle sessions down the tiers. The session's
-// next request restores the blocks into a fresh Sequence that continues from the right position
-// and generates exactly what a sequence that never left the device would.
-// A block that fails verification (or is missing) is never used; the failed-load policy decides:
-// kRecompute replays the session's recorded feeds (Engine::Replay: the same caches, bit for
-// bit), kFail returns DataLoss naming the block.
-// Keys: "<session>.m" (manifest), "<session>.r<rank>.l<layer>.h<head>.b<index>" (global rank).
-// A multi-process engine (Engine::CreateRank) saves and loads only its own rank's blocks: each
-// rank of a group has its own store. The failed-load policy then applies per rank; the group
-// driver agrees on recomputing across ranks (worker/service/group_driver.h).
-// Session ids: api::ValidateSessionId (1-128 characters of [A-Za-z0-9_-]).
-// Thread-safety: as the Engine (one call at a time per engine); the store is thread-safe.
+// positions, checksummed (kvstore/block_codec.h), in the cache's element type (--kv_dtype; a
+// bf16 or fp16 block is half the bytes and restores exactly) — plus a manifest (next position,
+// every token fed and how, per-slab lengths). The store spills idle sessions down the tiers. The
+// session's next request restores the blocks into a fresh Sequence that continues from the right
+// position and generates exactly what a sequence that never left the device would. A block that
+// fails verification (or is missing) is never used; the failed-load policy decides: kRecompute
+// replays the session's recorded feeds (Engine::Replay: the same caches, bit for bit), kFail
+// returns DataLoss naming the block. Keys: "<session>.m" (manifest),
+// "<session>.r<rank>.l<layer>.h<head>.b<index>" (global rank). A multi-process engine
+// (Engine::CreateRank) saves and loads only its own rank's blocks: each rank of a group has its own
+// store. The failed-load policy then applies per rank; the group driver agrees on recomputing
+// across ranks (worker/service/group_driver.h). Session ids: api::ValidateSessionId (1-128
+// characters of [A-Za-z0-9_-]). Thread-safety: as the Engine (one call at a time per engine); the
+// store is thread-safe.
 #ifndef DAPQ_WORKER_SESSION_STORE_H_
 #define DAPQ_WORKER_SESSION_STORE_H_
 

@@ -20,13 +20,16 @@ namespace {
 using ::dapq::testing::IsOk;
 using ::dapq::testing::StatusIs;
 
-class SessionStoreTest : public ::testing::Test {
+// Every test runs with the KV cache in fp32, bf16 and fp16: 2-byte caches are stored as they
+// are (half the bytes) and restore bit for bit.
+class SessionStoreTest : public ::testing::TestWithParam<kernels::DType> {
  protected:
   void SetUp() override {
     auto w = LoadLlama2cModel(dapq::testing::Stories260KPath());
     ASSERT_TRUE(w.ok());
     EngineOptions o;
     o.tp = 2;
+    o.kv_dtype = GetParam();
     auto e = Engine::Create(std::make_shared<const ModelWeights>(*std::move(w)), o);
     ASSERT_TRUE(e.ok());
     engine_ = *std::move(e);
@@ -104,7 +107,7 @@ class SessionStoreTest : public ::testing::Test {
   GenerateOptions options_;
 };
 
-TEST_F(SessionStoreTest, RestoredFromEveryTierContinuesIdentically) {
+TEST_P(SessionStoreTest, RestoredFromEveryTierContinuesIdentically) {
   struct Case {
     size_t device, host;
     int expect_tier;  // where the session's blocks end up
@@ -128,7 +131,7 @@ TEST_F(SessionStoreTest, RestoredFromEveryTierContinuesIdentically) {
   }
 }
 
-TEST_F(SessionStoreTest, DiskResidentSessionSurvivesRestart) {
+TEST_P(SessionStoreTest, DiskResidentSessionSurvivesRestart) {
   {
     ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1024, 1024)));
     SaveTurn1(*store);
@@ -142,7 +145,7 @@ TEST_F(SessionStoreTest, DiskResidentSessionSurvivesRestart) {
   EXPECT_EQ(ContinueTurn2(*loaded.sequence), reference_tokens_);
 }
 
-TEST_F(SessionStoreTest, CorruptedAndMissingBlocksFollowThePolicy) {
+TEST_P(SessionStoreTest, CorruptedAndMissingBlocksFollowThePolicy) {
   ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1024, 1024)));
   auto saved = SaveTurn1(*store);
   ASSERT_THAT(store->PersistAll(), IsOk());
@@ -174,7 +177,7 @@ TEST_F(SessionStoreTest, CorruptedAndMissingBlocksFollowThePolicy) {
   EXPECT_EQ(ContinueTurn2(*loaded.sequence), reference_tokens_);
 }
 
-TEST_F(SessionStoreTest, BadAndUnknownSessions) {
+TEST_P(SessionStoreTest, BadAndUnknownSessions) {
   ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 20, 1 << 20)));
   EXPECT_THAT(LoadSession(*engine_, "nobody", *store, FailedLoadPolicy::kFail, {}),
               StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("session_id")));
@@ -189,7 +192,7 @@ TEST_F(SessionStoreTest, BadAndUnknownSessions) {
 
 // Manifests whose counts are negative (cast to size_t they would wrap the size check) or whose
 // lengths are negative are DataLoss, never an out-of-range read.
-TEST_F(SessionStoreTest, MalformedManifestCountsAreDataLoss) {
+TEST_P(SessionStoreTest, MalformedManifestCountsAreDataLoss) {
   ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 20, 1 << 20)));
   const ModelConfig& c = engine_->config();
   const uint64_t model_fp = kvstore::Fingerprint(c.DebugString());
@@ -217,6 +220,13 @@ TEST_F(SessionStoreTest, MalformedManifestCountsAreDataLoss) {
                 StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("malformed")));
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(KvDtypes, SessionStoreTest,
+                         ::testing::Values(kernels::DType::kF32, kernels::DType::kBF16,
+                                           kernels::DType::kF16),
+                         [](const ::testing::TestParamInfo<kernels::DType>& info) {
+                           return std::string(kernels::DTypeName(info.param));
+                         });
 
 }  // namespace
 }  // namespace dapq::worker

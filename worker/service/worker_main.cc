@@ -31,7 +31,7 @@ namespace {
 
 struct WorkerFlags {
   std::string model, tokenizer, group_id = "g0", rendezvous_dir, listen = "127.0.0.1:0";
-  std::string weights_dtype = "fp32";
+  std::string weights_dtype = "fp32", kv_dtype = "fp32";
   std::string coordinator, advertise_host = "127.0.0.1", gloo_host = "127.0.0.1";
   int tp = 1, rank = 0, prefill_chunk = 1024, max_queue = 16, max_sessions = 64;
   int heartbeat_ms = 500, gloo_timeout_s = 120;
@@ -127,6 +127,7 @@ absl::Status RunWorker(const WorkerFlags& f) {
   engine_options.kv_tokens_per_block = f.kv_block_tokens;
   engine_options.kv_max_blocks = f.kv_pool_blocks;
   engine_options.prefix_cache = !f.no_prefix_cache;
+  DAPQ_ASSIGN_OR_RETURN(engine_options.kv_dtype, ParseKvDtype(f.kv_dtype));
   std::unique_ptr<Communicator> comm;
   std::unique_ptr<Engine> engine;
   if (f.tp == 1) {
@@ -248,6 +249,9 @@ int main(int argc, char** argv) {
   app.add_option("--model", f.model, "llama2.c .bin, HF directory or synthetic:<name>")->required();
   app.add_option("--weights_dtype", f.weights_dtype,
                  "fp32 | bf16: what the linear layers multiply with (bf16 reads half the bytes)")
+      ->capture_default_str();
+  app.add_option("--kv_dtype", f.kv_dtype,
+                 "fp32 | bf16 | fp16: element type of the KV cache (2-byte types halve it)")
       ->capture_default_str();
   app.add_option("--tokenizer", f.tokenizer, "tokenizer.bin (text prompts)");
   app.add_option("--tp", f.tp, "ranks in the group");
