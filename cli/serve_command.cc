@@ -166,7 +166,7 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--worker_arg", c.worker_args,
                   "an extra dapq-worker flag for every rank, repeatable, e.g. "
                   "--worker_arg=--max_batch --worker_arg=32 (see dapq-worker --help: --max_batch, "
-                  "--max_step_tokens, --preemption, --kv_pool_blocks, ...)");
+                  "--max_step_tokens, --preemption, --kv_pool_blocks, --kv_dtype, ...)");
   runner.Add(cmd, [o]() { return RunServe(*o); });
 }
 
