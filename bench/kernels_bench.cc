@@ -15,6 +15,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <numeric>
 #include <random>
@@ -24,6 +25,7 @@
 #include "bench/bench_util.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
+#include "kernels/convert.h"
 #include "kernels/gemm.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
@@ -294,21 +296,22 @@ struct AttentionInputs {
 // The same inputs with K/V paged as the engine's KV cache holds them (worker/kv_cache.h): blocks
 // of kTokensPerBlock slots (keys then values) in one pool, read through [kv_heads, blocks] tables
 // of block ids. Blocks lie in table order (as a prefill allocates them) or, with `shuffled`, at
-// random places (the worst case).
+// random places (the worst case). The pool holds `dtype` elements (--kv_dtype).
 struct PagedAttentionInputs : AttentionInputs {
   static constexpr int kTokensPerBlock = 16;
-  std::vector<float> pool;
+  std::vector<std::byte> pool;
   std::vector<int32_t> table;
 
-  PagedAttentionInputs(int q_tokens, int kv_len, bool shuffled)
+  PagedAttentionInputs(int q_tokens, int kv_len, bool shuffled, k::DType dtype = k::DType::kF32)
       : AttentionInputs(q_tokens, kv_len) {
+    const size_t elem = k::DTypeSize(dtype);
     const int blocks = (kv_len + kTokensPerBlock - 1) / kTokensPerBlock;
     const size_t block_elems = static_cast<size_t>(kTokensPerBlock) * kHeadDim;
     const int total = kKvHeads * blocks;
     std::vector<int> place(total);
     std::iota(place.begin(), place.end(), 0);
     if (shuffled) std::shuffle(place.begin(), place.end(), std::mt19937_64(14));
-    pool.assign(2 * block_elems * total, 0.0f);
+    pool.assign(2 * block_elems * total * elem, std::byte{0});
     table.resize(total);
     for (int h = 0; h < kKvHeads; ++h) {
       for (int b = 0; b < blocks; ++b) {
@@ -316,18 +319,19 @@ struct PagedAttentionInputs : AttentionInputs {
         const long src = static_cast<long>(h) * kv_len * kHeadDim + b * block_elems;
         const size_t n =
             static_cast<size_t>(std::min(kTokensPerBlock, kv_len - b * kTokensPerBlock)) * kHeadDim;
-        float* kd = pool.data() + 2 * block_elems * place[e];
-        float* vd = kd + block_elems;
-        std::copy_n(k.data() + src, n, kd);
-        std::copy_n(v.data() + src, n, vd);
+        std::byte* kd = pool.data() + 2 * block_elems * place[e] * elem;
+        std::byte* vd = kd + block_elems * elem;
+        k::ConvertFromFloat(k.data() + src, dtype, kd, static_cast<long>(n));
+        k::ConvertFromFloat(v.data() + src, dtype, vd, static_cast<long>(n));
         table[e] = place[e];
       }
     }
     params.k = params.v = nullptr;
     params.kv_head_stride = 0;
     params.block_table = table.data();
+    params.kv_dtype = dtype;
     params.k_pool = pool.data();
-    params.v_pool = pool.data() + block_elems;
+    params.v_pool = pool.data() + block_elems * elem;
     params.block_stride = static_cast<long>(2 * block_elems);
     params.pool_blocks = total;
     params.tokens_per_block = kTokensPerBlock;
@@ -359,6 +363,7 @@ BENCHMARK(BM_AttentionPrefill)
     ->ArgName("tokens")
     ->Arg(512)
     ->Arg(2048)
+    ->Arg(8192)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_AttentionPrefillPaged)
@@ -375,14 +380,17 @@ void RunAttentionDecode(benchmark::State& state, const AttentionInputs& in) {
     benchmark::DoNotOptimize(in.out.data());
     benchmark::ClobberMemory();
   }
-  SetRate(state, "KV_B/s", 4.0 * 2.0 * kKvHeads * static_cast<double>(kv_len) * kHeadDim);
+  const double elem = k::DTypeSize(in.params.kv_dtype);
+  SetRate(state, "KV_B/s", elem * 2.0 * kKvHeads * static_cast<double>(kv_len) * kHeadDim);
 }
 void BM_AttentionDecode(benchmark::State& state) {
   RunAttentionDecode(state, AttentionInputs(1, static_cast<int>(state.range(0))));
 }
+// kv_dtype: 0 fp32, 1 bf16, 2 fp16.
 void BM_AttentionDecodePaged(benchmark::State& state) {
-  RunAttentionDecode(
-      state, PagedAttentionInputs(1, static_cast<int>(state.range(0)), state.range(1) != 0));
+  RunAttentionDecode(state,
+                     PagedAttentionInputs(1, static_cast<int>(state.range(0)), state.range(1) != 0,
+                                          static_cast<k::DType>(state.range(2))));
 }
 BENCHMARK(BM_AttentionDecode)
     ->ArgName("kv_len")
@@ -392,8 +400,8 @@ BENCHMARK(BM_AttentionDecode)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 BENCHMARK(BM_AttentionDecodePaged)
-    ->ArgNames({"kv_len", "shuffled"})
-    ->ArgsProduct({{2048, 8192, 32768}, {0, 1}})
+    ->ArgNames({"kv_len", "shuffled", "kv_dtype"})
+    ->ArgsProduct({{2048, 8192, 32768}, {0, 1}, {0, 1, 2}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

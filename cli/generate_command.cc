@@ -135,8 +135,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   const int decoded = static_cast<int>(r.tokens.size()) - 1;
   // Every position consumed so far (earlier turns of a session included) at full size, in the
   // cache's element type.
-  const double full_kib = static_cast<double>(seq->next_position()) *
-                          config.kv_bytes_per_token() *
+  const double full_kib = static_cast<double>(seq->next_position()) * config.kv_bytes_per_token() *
                           kernels::DTypeSize(engine_options.kv_dtype) / sizeof(float) / 1024.0;
   std::fprintf(stderr,
                "tp=%d prompt=%d tokens, generated=%zu tokens%s\n"
@@ -157,8 +156,8 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   }
   std::fprintf(stderr,
                "kv cache (%s): %.1f KiB used vs %.1f KiB for the full cache (%.1f KiB reserved)\n",
-               kernels::DTypeName(engine_options.kv_dtype), seq->kv_used_bytes() / 1024.0,
-               full_kib, r.kv_allocated_bytes / 1024.0);
+               kernels::DTypeName(engine_options.kv_dtype), seq->kv_used_bytes() / 1024.0, full_kib,
+               r.kv_allocated_bytes / 1024.0);
   return absl::OkStatus();
 }
 

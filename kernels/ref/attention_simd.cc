@@ -48,6 +48,7 @@ struct V {
   DAPQ_SIMD static void Store(float* p, Reg x) { _mm512_storeu_ps(p, x); }
   DAPQ_SIMD static Reg Fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   DAPQ_SIMD static Reg Add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  DAPQ_SIMD static Reg Mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
   DAPQ_SIMD static Reg Max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
   DAPQ_SIMD static float ReduceAdd(Reg x) { return _mm512_reduce_add_ps(x); }
   DAPQ_SIMD static float ReduceMax(Reg x) { return _mm512_reduce_max_ps(x); }
@@ -93,6 +94,7 @@ struct V {
   DAPQ_SIMD static void Store(float* p, Reg x) { _mm256_storeu_ps(p, x); }
   DAPQ_SIMD static Reg Fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
   DAPQ_SIMD static Reg Add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  DAPQ_SIMD static Reg Mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
   DAPQ_SIMD static Reg Max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
   DAPQ_SIMD static float ReduceAdd(Reg x) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
