@@ -28,7 +28,7 @@ namespace dapq::kernels::ref {
 namespace {
 
 constexpr int kQueryTile = 64;
-constexpr int kKeyTile = 256;
+constexpr int kKeyTile = 512;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Below this many multiply-adds one thread decodes every head (waking the pool costs more).
 constexpr long kParallelDecodeFmas = 1L << 18;
