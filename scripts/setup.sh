@@ -9,7 +9,7 @@ PACKAGES=(
   clang-format-14
   libabsl-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  libopenblas-dev
+  libopenblas-dev libdnnl-dev
   libxxhash-dev libhiredis-dev redis-server redis-tools
   libgloo-dev libsqlite3-dev prometheus-cpp-dev prometheus libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev

@@ -1,13 +1,15 @@
 // File: kernels/ref/gemm_ref.cc
 // CPU GEMM: small-m products (decode, alone or batched) through SmallGemm, which streams the
 // weights once; the rest through OpenBLAS (sgemv for m == 1 where SmallGemm does not run). bf16
-// weights outside SmallGemm are widened to fp32 a panel of rows at a time for OpenBLAS: the
-// widening reads the weights once per call, which a prefill chunk's m rows amortise.
+// weights outside SmallGemm go to oneDNN's bf16 matmul (bf16_matmul.h); without oneDNN they are
+// widened to fp32 a panel of rows at a time for OpenBLAS: the widening reads the weights once per
+// call, which a prefill chunk's m rows amortise.
 #include <cblas.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "kernels/ref/bf16_matmul.h"
 #include "kernels/ref/ref_ops.h"
 #include "kernels/ref/small_gemm.h"
 
@@ -37,7 +39,7 @@ absl::Status GemmRef(const GemmParams& p) {
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
   if (SmallGemm(p)) return absl::OkStatus();
   if (p.b_dtype == DType::kBF16) {
-    GemmBf16Panels(p);
+    if (!Bf16Matmul(p)) GemmBf16Panels(p);
     return absl::OkStatus();
   }
   if (p.m == 1 && p.trans_b) {

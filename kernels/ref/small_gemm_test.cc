@@ -3,7 +3,8 @@
 // n not a multiple of the tile, and row strides (fp32 tolerance from the operands' scale); each
 // row of A gives bit-identical outputs alone and in a batch, and on one or several threads;
 // products it does not serve are left to OpenBLAS. bf16 weights (rounding, small m in our kernel,
-// large m in widened panels) against a double product. ParallelFor covers every index once.
+// large m in oneDNN or widened panels) against a double product. ParallelFor covers every index
+// once.
 #include "kernels/ref/small_gemm.h"
 
 #include <atomic>
@@ -11,10 +12,12 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/ref/bf16_matmul.h"
 #include "kernels/ref/parallel_for.h"
 #include "tests/util/random.h"
 #include "tests/util/tolerance.h"
@@ -90,9 +93,12 @@ TEST(Bf16Test, RoundsToNearestEvenAndKeepsSpecials) {
   }
 }
 
-// bf16 weights through the kernel API, small m (our kernel) and large m (widened panels for
-// OpenBLAS), against a double product over the same (bf16-rounded) weights.
+// bf16 weights through the kernel API, small m (our kernel) and large m (oneDNN's bf16 matmul,
+// or widened panels for OpenBLAS without it), against a double product over the same
+// (bf16-rounded) weights, and for oneDNN over the bf16-rounded activations too (what it
+// multiplies; an unrounded product would be off by far more than the fp32 tolerance).
 TEST(Bf16GemmTest, MatchesADoubleProductOverTheRoundedWeights) {
+  const bool onednn = std::string(Bf16MatmulBackend()) != "none";
   uint64_t seed = 40;
   for (int m : {1, 5, 16, 64, 70, 200}) {
     for (int k : {9, 64, 131}) {
@@ -106,11 +112,13 @@ TEST(Bf16GemmTest, MatchesADoubleProductOverTheRoundedWeights) {
       p.b_dtype = DType::kBF16;
       p.b_bf16 = w.data();
       ASSERT_TRUE(Gemm(p).ok());
+      const bool rounded_a = onednn && m > kSmallGemmMaxM;
       for (int i = 0; i < m; ++i) {
         for (int j = 0; j < n; ++j) {
           double want = 0, scale = 0;
           for (int t = 0; t < k; ++t) {
-            const double term = static_cast<double>(a[i * lda + t]) *
+            const float x = a[i * lda + t];
+            const double term = static_cast<double>(rounded_a ? Bf16ToFloat(FloatToBf16(x)) : x) *
                                 Bf16ToFloat(w[static_cast<size_t>(j) * ldb + t]);
             want += term;
             scale += std::abs(term);
@@ -121,6 +129,34 @@ TEST(Bf16GemmTest, MatchesADoubleProductOverTheRoundedWeights) {
         ASSERT_EQ(c[i * ldc + n], -9.0f) << "past n";
       }
     }
+  }
+}
+
+// In-process TP ranks run the same large-m bf16 product at once (one oneDNN primitive per shape):
+// each thread's result is bit-identical to the product run alone.
+TEST(Bf16GemmTest, ConcurrentCallersGetTheirOwnResults) {
+  const int m = 96, n = 130, k = 72;
+  constexpr int kThreads = 4;
+  std::vector<std::vector<float>> a(kThreads), c(kThreads), alone(kThreads);
+  std::vector<uint16_t> w(static_cast<size_t>(n) * k);
+  const std::vector<float> wf = Random(w.size(), 77);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = FloatToBf16(wf[i]);
+  const auto run = [&](int t, std::vector<float>& out) {
+    out.assign(static_cast<size_t>(m) * n, 0.0f);
+    GemmParams p{m, n, k, a[t].data(), k, nullptr, k, true, out.data(), n, 1.0f, 0.0f};
+    p.b_dtype = DType::kBF16;
+    p.b_bf16 = w.data();
+    for (int rep = 0; rep < 20; ++rep) EXPECT_TRUE(Gemm(p).ok());
+  };
+  for (int t = 0; t < kThreads; ++t) {
+    a[t] = Random(static_cast<size_t>(m) * k, 80 + t);
+    run(t, alone[t]);
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) threads.emplace_back([&, t] { run(t, c[t]); });
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(std::memcmp(c[t].data(), alone[t].data(), c[t].size() * sizeof(float)), 0) << t;
   }
 }
 
