@@ -33,6 +33,9 @@
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
 #include "common/status_macros.h"
+#include "kernels/convert.h"
+#include "kernels/gemm.h"
+#include "kernels/ref/bf16_matmul.h"
 #include "kernels/ref/small_gemm.h"
 #include "worker/engine.h"
 #include "worker/model_loader.h"
@@ -103,6 +106,31 @@ GemmResult TimeSgemm(SgemmFn sgemm, const GemmShape& s, int repeats, std::vector
   }
   r.flops_per_s = 2.0 * s.m * s.n * s.k / r.seconds;
   if (c_out != nullptr) *c_out = std::move(c);
+  return r;
+}
+
+// The same product with the weight in bf16, through the engine's GEMM (kernels/gemm.h: oneDNN's
+// bf16 matmul at these m where the build has it, else the weights widened for OpenBLAS).
+GemmResult TimeBf16Gemm(const GemmShape& s, int repeats) {
+  const std::vector<float> a = RandomVector(static_cast<size_t>(s.m) * s.k, 101);
+  const std::vector<float> bf = RandomVector(static_cast<size_t>(s.n) * s.k, 102, -0.02f, 0.02f);
+  std::vector<uint16_t> b(bf.size());
+  kernels::ConvertFromFloat(bf.data(), kernels::DType::kBF16, b.data(),
+                            static_cast<long>(b.size()));
+  std::vector<float> c(static_cast<size_t>(s.m) * s.n);
+  kernels::GemmParams p{s.m, s.n,  s.k,      a.data(), s.k,  nullptr,
+                        s.k, true, c.data(), s.n,      1.0f, 0.0f};
+  p.b_dtype = kernels::DType::kBF16;
+  p.b_bf16 = b.data();
+  GemmResult r{s};
+  r.seconds = 1e30;
+  for (int i = 0; i <= repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!kernels::Gemm(p).ok()) return r;
+    const double t = SecondsSince(t0);
+    if (i > 0 || repeats == 0) r.seconds = std::min(r.seconds, t);
+  }
+  r.flops_per_s = 2.0 * s.m * s.n * s.k / r.seconds;
   return r;
 }
 
@@ -184,19 +212,23 @@ Bandwidth MeasureBandwidth(size_t bytes, int threads, int repeats) {
 
 struct ModelCost {
   double linear_params_per_layer = 0;  // wq, wk, wv, wo, w1, w2, w3
-  double weight_bytes_per_token = 0;   // every weight a decode step reads (fp32)
+  double weight_bytes_per_token = 0;   // every weight a decode step reads (weights_dtype)
   double kv_bytes_per_slot = 0;        // K + V, all layers, per cached token (kv_dtype)
 };
 
-ModelCost CostOf(const worker::ModelConfig& c, kernels::DType kv_dtype) {
+ModelCost CostOf(const worker::ModelConfig& c, kernels::DType weights_dtype,
+                 kernels::DType kv_dtype) {
   ModelCost cost;
   const double dim = c.dim, q = c.q_dim(), kv = c.kv_dim(), f = c.hidden_dim;
   cost.linear_params_per_layer = dim * q + 2 * dim * kv + q * dim + 3 * dim * f;
   const double biases = c.attention_bias ? q + 2 * kv : 0;
   const double per_layer = cost.linear_params_per_layer + biases + 2 * dim;  // + two norms
-  // Layers, final norm, classifier, and the one embedding row looked up.
-  cost.weight_bytes_per_token =
-      4.0 * (per_layer * c.n_layers + dim + static_cast<double>(c.vocab_size) * dim + dim);
+  // Layers, final norm, classifier, and the one embedding row looked up; the linear layers and
+  // the classifier in weights_dtype, the rest fp32.
+  const double linear =
+      cost.linear_params_per_layer * c.n_layers + static_cast<double>(c.vocab_size) * dim;
+  const double other = (biases + 2 * dim) * c.n_layers + dim + dim;
+  cost.weight_bytes_per_token = kernels::DTypeSize(weights_dtype) * linear + 4.0 * other;
   cost.kv_bytes_per_slot =
       static_cast<double>(c.kv_bytes_per_token()) * kernels::DTypeSize(kv_dtype) / sizeof(float);
   return cost;
@@ -421,11 +453,28 @@ absl::Status Run(const Options& opt) {
   }
   double gemm_limit = 0;
   for (const GemmResult& r : openblas) gemm_limit = std::max(gemm_limit, r.flops_per_s);
+  // With bf16 weights the prefill's limit is the bf16 GEMM's.
+  const bool bf16_weights = opt.weights_dtype == "bf16";
+  std::vector<GemmResult> bf16_gemm;
+  double bf16_limit = 0;
+  if (bf16_weights) {
+    for (const GemmShape& s : shapes) {
+      Progress(absl::StrCat("bf16 GEMM (", kernels::ref::Bf16MatmulBackend(), ") m=", s.m,
+                            " n=", s.n, " k=", s.k));
+      bf16_gemm.push_back(TimeBf16Gemm(s, opt.repeats));
+      bf16_limit = std::max(bf16_limit, bf16_gemm.back().flops_per_s);
+    }
+  }
 
   std::printf("## Hardware limits (this process)\n\n| limit | value |\n|---|---|\n");
   for (const GemmResult& r : openblas) {
     std::printf("| OpenBLAS sgemm m=%d n=%d k=%d (%s shape) | %.1f GFLOP/s |\n", r.shape.m,
                 r.shape.n, r.shape.k, r.shape.what, Giga(r.flops_per_s));
+  }
+  for (const GemmResult& r : bf16_gemm) {
+    std::printf("| bf16 GEMM (%s) m=%d n=%d k=%d (%s shape) | %.1f GFLOP/s |\n",
+                kernels::ref::Bf16MatmulBackend(), r.shape.m, r.shape.n, r.shape.k, r.shape.what,
+                Giga(r.flops_per_s));
   }
   for (size_t t = 0; t < memcpy_bw.size(); ++t) {
     std::printf("| memcpy %d MiB, %zu thread(s), best of %d (read + write) | %.2f GB/s |\n",
@@ -490,7 +539,7 @@ absl::Status Run(const Options& opt) {
   auto model = std::make_shared<const worker::ModelWeights>(std::move(weights));
   const worker::ModelConfig& config = model->config;
   DAPQ_ASSIGN_OR_RETURN(const kernels::DType kv_dtype, worker::ParseKvDtype(opt.kv_dtype));
-  const ModelCost cost = CostOf(config, kv_dtype);
+  const ModelCost cost = CostOf(config, model->weights_dtype, kv_dtype);
   Progress(absl::StrCat("loaded in ", SecondsSince(t_load), " s: ", config.DebugString()));
 
   // (b) Prefill.
@@ -516,12 +565,14 @@ absl::Status Run(const Options& opt) {
   std::printf(
       "## Prefill (tp=1)\n\n"
       "| prompt tokens | chunk | seconds | tok/s | linear GFLOP | attention GFLOP | achieved "
-      "GFLOP/s | / sgemm limit |\n|---|---|---|---|---|---|---|---|\n");
+      "GFLOP/s | / sgemm limit | / bf16 GEMM limit |\n|---|---|---|---|---|---|---|---|---|\n");
   for (const PrefillResult& r : prefill) {
     const double achieved = r.flops.total() / r.seconds;
-    std::printf("| %d | %d | %.2f | %.1f | %.1f | %.1f | %.1f | %.2f |\n", r.tokens, r.chunk,
+    char vs_bf16[16] = "-";
+    if (bf16_limit > 0) std::snprintf(vs_bf16, sizeof(vs_bf16), "%.2f", achieved / bf16_limit);
+    std::printf("| %d | %d | %.2f | %.1f | %.1f | %.1f | %.1f | %.2f | %s |\n", r.tokens, r.chunk,
                 r.seconds, r.tokens / r.seconds, Giga(r.flops.linear), Giga(r.flops.attention),
-                Giga(achieved), achieved / gemm_limit);
+                Giga(achieved), achieved / gemm_limit, vs_bf16);
   }
   std::printf(
       "\nFLOPs: linear = 2 x tokens x %.0f params/layer x %d layers; attention = 4 x head_dim x "
@@ -556,9 +607,10 @@ absl::Status Run(const Options& opt) {
               1e3 * d.seconds / d.steps, d.steps / d.seconds, bytes_per_token / 1e6, Giga(bw),
               bw / decode_limit, decode_limit / bytes_per_token);
   std::printf(
-      "\nWeights read per token: %.1f MB (all layers + classifier, fp32); KV: %.3f MB per "
-      "cached token.\n\n",
-      cost.weight_bytes_per_token / 1e6, cost.kv_bytes_per_slot / 1e6);
+      "\nWeights read per token: %.1f MB (all layers + classifier, linear layers in %s); KV: %.3f "
+      "MB per cached token (%s).\n\n",
+      cost.weight_bytes_per_token / 1e6, opt.weights_dtype.c_str(), cost.kv_bytes_per_slot / 1e6,
+      opt.kv_dtype.c_str());
   engine.reset();  // one engine's scratch at a time
 
   // (d) Batched decode.

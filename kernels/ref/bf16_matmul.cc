@@ -1,8 +1,10 @@
 // File: kernels/ref/bf16_matmul.cc
 // oneDNN matmul: src [m, k] bf16 (the fp32 activations rounded, contiguous), weights the [n, k]
 // row-major bf16 matrix described to oneDNN as [k, n] with strides (1, ldb), dst [m, n] fp32
-// with row stride ldc. One primitive per (m, n, k, ldb, ldc), created on first use, run with
-// the calling thread's own scratchpad.
+// with row stride ldc. Creating a primitive compiles its kernels (17-170 ms per shape here), so m
+// is rounded up to a multiple of kRowBucket (zero rows in, the extra rows of C dropped): prompts
+// of every length then share a bounded set of primitives, created on first use and kept. Each
+// call runs with the calling thread's own scratchpad.
 #include "kernels/ref/bf16_matmul.h"
 
 #if DAPQ_HAVE_DNNL
@@ -28,6 +30,8 @@ using Dims = dnnl::memory::dims;
 using DataType = dnnl::memory::data_type;
 using Shape = std::tuple<int, int, int, int, int>;  // m, n, k, ldb, ldc
 
+constexpr int kRowBucket = 64;
+
 dnnl::engine& Engine() {
   static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
   return *engine;
@@ -38,18 +42,19 @@ struct Matmul {
   dnnl::matmul primitive;
 };
 
-const Matmul& PrimitiveFor(const GemmParams& p) {
+// p's primitive for `rows` rows of A (m rounded up) and C's row stride `ldc`.
+const Matmul& PrimitiveFor(const GemmParams& p, int rows, int ldc) {
   static std::mutex mu;
   static std::map<Shape, std::unique_ptr<Matmul>>* cache =
       new std::map<Shape, std::unique_ptr<Matmul>>();
-  const Shape shape{p.m, p.n, p.k, p.ldb, p.ldc};
+  const Shape shape{rows, p.n, p.k, p.ldb, ldc};
   std::lock_guard<std::mutex> lock(mu);
   std::unique_ptr<Matmul>& slot = (*cache)[shape];
   if (slot == nullptr) {
     auto mm = std::make_unique<Matmul>();
-    mm->src = dnnl::memory::desc(Dims{p.m, p.k}, DataType::bf16, Dims{p.k, 1});
+    mm->src = dnnl::memory::desc(Dims{rows, p.k}, DataType::bf16, Dims{p.k, 1});
     mm->weights = dnnl::memory::desc(Dims{p.k, p.n}, DataType::bf16, Dims{1, p.ldb});
-    mm->dst = dnnl::memory::desc(Dims{p.m, p.n}, DataType::f32, Dims{p.ldc, 1});
+    mm->dst = dnnl::memory::desc(Dims{rows, p.n}, DataType::f32, Dims{ldc, 1});
     // The caller's scratchpad: the library's own is shared, and in-process TP ranks run the
     // same primitive at once.
     dnnl::primitive_attr attr;
@@ -68,17 +73,22 @@ const Matmul& PrimitiveFor(const GemmParams& p) {
 bool Bf16Matmul(const GemmParams& p) {
   if (p.b_dtype != DType::kBF16 || !p.trans_b || p.alpha != 1.0f || p.beta != 0.0f) return false;
   thread_local std::vector<uint16_t> a16;
+  thread_local std::vector<float> c_rows;  // C of a rounded-up m
   thread_local std::vector<std::byte> scratch;
   thread_local dnnl::stream* stream = new dnnl::stream(Engine());
-  a16.resize(static_cast<size_t>(p.m) * p.k);
+  const int rows = (p.m + kRowBucket - 1) / kRowBucket * kRowBucket;
+  a16.resize(static_cast<size_t>(rows) * p.k);
   for (int r = 0; r < p.m; ++r) {
     ConvertFromFloat(p.a + static_cast<long>(r) * p.lda, DType::kBF16,
                      a16.data() + static_cast<size_t>(r) * p.k, p.k);
   }
-  const Matmul& mm = PrimitiveFor(p);
+  std::fill(a16.begin() + static_cast<size_t>(p.m) * p.k, a16.end(), uint16_t{0});
+  const bool padded = rows != p.m;
+  if (padded) c_rows.resize(static_cast<size_t>(rows) * p.n);
+  const Matmul& mm = PrimitiveFor(p, rows, padded ? p.n : p.ldc);
   dnnl::memory src(mm.src, Engine(), a16.data());
   dnnl::memory weights(mm.weights, Engine(), const_cast<uint16_t*>(p.b_bf16));
-  dnnl::memory dst(mm.dst, Engine(), p.c);
+  dnnl::memory dst(mm.dst, Engine(), padded ? c_rows.data() : p.c);
   scratch.resize(std::max<size_t>(1, mm.scratchpad.get_size()));
   dnnl::memory pad(mm.scratchpad, Engine(), scratch.data());
   mm.primitive.execute(*stream, {{DNNL_ARG_SRC, src},
@@ -86,6 +96,12 @@ bool Bf16Matmul(const GemmParams& p) {
                                  {DNNL_ARG_DST, dst},
                                  {DNNL_ARG_SCRATCHPAD, pad}});
   stream->wait();
+  if (padded) {
+    for (int r = 0; r < p.m; ++r) {
+      std::copy_n(c_rows.data() + static_cast<size_t>(r) * p.n, p.n,
+                  p.c + static_cast<long>(r) * p.ldc);
+    }
+  }
   return true;
 }
 
