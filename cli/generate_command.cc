@@ -55,6 +55,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   engine_options.tp = o.tp;
   engine_options.prefill_chunk = o.prefill_chunk;
   DAPQ_ASSIGN_OR_RETURN(engine_options.kv_dtype, worker::ParseKvDtype(o.kv_dtype));
+  engine_options.cpu_threads = o.threads;
   DAPQ_ASSIGN_OR_RETURN(auto engine, worker::Engine::Create(model, engine_options));
 
   // A session's earlier turns, from the KV store.
@@ -181,6 +182,9 @@ void AddGenerateCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--top_p", opts->top_p, "nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", opts->seed, "sampling and random-prompt seed")->capture_default_str();
   cmd->add_option("--tp", opts->tp, "tensor-parallel ranks (threads)")->capture_default_str();
+  cmd->add_option("--threads", opts->threads,
+                  "CPU threads for the kernels, shared by the tp ranks (0 = every core)")
+      ->capture_default_str();
   cmd->add_option("--weights_dtype", opts->weights_dtype,
                   "fp32 | bf16: what the linear layers multiply with (bf16 reads half the bytes)")
       ->capture_default_str();

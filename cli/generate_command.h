@@ -24,6 +24,7 @@ struct GenerateCommandOptions {
   float top_p = 0.9f;
   uint64_t seed = 42;
   int tp = 1;
+  int threads = 0;  // CPU threads for the kernels (0 = every core), shared by the tp ranks
   int prefill_chunk = 1024;
   bool print_ids = false;                           // print token ids instead of text
   worker::compress::CompressionConfig compression;  // applied at the end of prefill

@@ -9,7 +9,9 @@ add_library(dapq_dnnl INTERFACE)
 add_library(dapq::dnnl ALIAS dapq_dnnl)
 if(DAPQ_DNNL_INCLUDE AND DAPQ_DNNL_LIBRARY)
   target_include_directories(dapq_dnnl INTERFACE ${DAPQ_DNNL_INCLUDE})
-  target_link_libraries(dapq_dnnl INTERFACE ${DAPQ_DNNL_LIBRARY})
+  # gomp: oneDNN's OpenMP runtime (GCC's, found by the compiler driver); we size its team per
+  # caller through omp_set_num_threads.
+  target_link_libraries(dapq_dnnl INTERFACE ${DAPQ_DNNL_LIBRARY} gomp)
   target_compile_definitions(dapq_dnnl INTERFACE DAPQ_HAVE_DNNL=1)
   message(STATUS "dapq: oneDNN ${DAPQ_DNNL_LIBRARY} (bf16 prefill GEMM)")
 else()

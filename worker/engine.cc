@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/cpu_threads.h"
 #include "kvstore/block_pool.h"
 #include "worker/comm/in_process_communicator.h"
 #include "worker/compress/allocator.h"
@@ -25,6 +26,10 @@ absl::Status EngineOptions::Validate(const ModelConfig& config) const {
   if (prefill_chunk < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("prefill_chunk=", prefill_chunk, " must be >= 1"));
+  }
+  if (cpu_threads < 0 || cpu_threads > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads=", cpu_threads, " must be in [0, 4096] (0: every core)"));
   }
   DAPQ_RETURN_IF_ERROR(
       kvstore::BlockPool::Create(config.head_dim, kv_tokens_per_block, kv_max_blocks, kv_dtype)
@@ -84,6 +89,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Mod
   DAPQ_RETURN_IF_ERROR(model->config.Validate());
   DAPQ_RETURN_IF_ERROR(options.Validate(model->config));
   std::unique_ptr<Engine> engine(new Engine(model, options));
+  kernels::SetCpuThreads(options.cpu_threads, options.tp);
   DAPQ_ASSIGN_OR_RETURN(engine->comms_, CreateInProcessGroup(options.tp));
   for (int r = 0; r < options.tp; ++r) {
     DAPQ_ASSIGN_OR_RETURN(RankShard shard, MakeRankShard(model->config, r, options.tp));
@@ -115,6 +121,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::CreateRank(
   }
   DAPQ_ASSIGN_OR_RETURN(RankShard shard, MakeRankShard(model->config, rank, options.tp));
   std::unique_ptr<Engine> engine(new Engine(model, options));
+  kernels::SetCpuThreads(options.cpu_threads, 1);  // this process runs one rank
   engine->first_rank_ = rank;
   engine->comms_.push_back(std::move(comm));
   DAPQ_ASSIGN_OR_RETURN(

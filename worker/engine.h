@@ -52,6 +52,10 @@ struct EngineOptions {
   // Element type of the KV cache (--kv_dtype): fp32 (exact), bf16 or fp16 (half the bytes per
   // block; keys and values are rounded as they are written, attention reads them widened).
   kernels::DType kv_dtype = kernels::DType::kF32;
+  // CPU threads the kernels use in this process (kernels/cpu_threads.h; --threads), shared by
+  // the tp in-process ranks; 0: every core (or OPENBLAS_NUM_THREADS). Process-wide: the engine
+  // created last sets it.
+  int cpu_threads = 0;
   // Prefix reuse (kvstore/block_pool.h's prefix index): a fresh sequence's prompt starts from the
   // longest run of full blocks some earlier prompt left in the pool, and prefills only the rest;
   // its own full blocks are published for later prompts when its prefill ends.

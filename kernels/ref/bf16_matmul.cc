@@ -8,6 +8,8 @@
 #include "kernels/ref/bf16_matmul.h"
 
 #if DAPQ_HAVE_DNNL
+#include <omp.h>
+
 #include <algorithm>
 #include <cstddef>
 #include <dnnl.hpp>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "kernels/convert.h"
+#include "kernels/cpu_threads.h"
 #endif
 
 namespace dapq::kernels::ref {
@@ -76,6 +79,9 @@ bool Bf16Matmul(const GemmParams& p) {
   thread_local std::vector<float> c_rows;  // C of a rounded-up m
   thread_local std::vector<std::byte> scratch;
   thread_local dnnl::stream* stream = new dnnl::stream(Engine());
+  // oneDNN's OpenMP team for this thread: its share of the kernel threads (cpu_threads.h).
+  const int team = CpuThreadsPerCaller();
+  if (omp_get_max_threads() != team) omp_set_num_threads(team);
   const int rows = (p.m + kRowBucket - 1) / kRowBucket * kRowBucket;
   a16.resize(static_cast<size_t>(rows) * p.k);
   for (int r = 0; r < p.m; ++r) {

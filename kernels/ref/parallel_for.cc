@@ -6,6 +6,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -30,6 +31,10 @@ class Pool {
   }
 
   int threads() const { return threads_; }
+  int limit() const { return limit_.load(std::memory_order_relaxed); }
+  void set_limit(int limit) {
+    limit_.store(std::clamp(limit, 1, threads_), std::memory_order_relaxed);
+  }
 
   // false when another loop holds the pool.
   bool TryRun(int n, const std::function<void(int, int)>& fn) {
@@ -39,6 +44,7 @@ class Pool {
       std::lock_guard<std::mutex> lock(mu_);
       fn_ = &fn;
       n_ = n;
+      active_ = limit();
       pending_ = threads_ - 1;
       ++generation_;
     }
@@ -51,9 +57,11 @@ class Pool {
   }
 
  private:
+  // Workers past the active count (set_limit) get empty shares.
   void RunShare(int index, int n, const std::function<void(int, int)>& fn) const {
-    const long begin = static_cast<long>(n) * index / threads_;
-    const long end = static_cast<long>(n) * (index + 1) / threads_;
+    if (index >= active_) return;
+    const long begin = static_cast<long>(n) * index / active_;
+    const long end = static_cast<long>(n) * (index + 1) / active_;
     if (begin < end) fn(static_cast<int>(begin), static_cast<int>(end));
   }
 
@@ -77,6 +85,8 @@ class Pool {
   }
 
   const int threads_;
+  std::atomic<int> limit_{threads_};
+  int active_ = 1;   // threads sharing the current loop (set under mu_ before the wake-up)
   std::mutex busy_;  // one loop at a time
   std::mutex mu_;
   std::condition_variable wake_, done_;
@@ -95,12 +105,14 @@ Pool& ThePool() {
 
 }  // namespace
 
-int KernelThreads() { return ThePool().threads(); }
+int KernelThreads() { return ThePool().limit(); }
+
+void SetKernelThreads(int threads) { ThePool().set_limit(threads); }
 
 void ParallelFor(int n, const std::function<void(int, int)>& fn) {
   if (n <= 0) return;
   Pool& pool = ThePool();
-  if (pool.threads() == 1 || n == 1 || !pool.TryRun(n, fn)) fn(0, n);
+  if (pool.limit() == 1 || n == 1 || !pool.TryRun(n, fn)) fn(0, n);
 }
 
 }  // namespace dapq::kernels::ref

@@ -19,6 +19,8 @@ void ParallelFor(int n, const std::function<void(int, int)>& fn);
 
 // Threads ParallelFor uses at most (the caller included).
 int KernelThreads();
+// Lowers (or restores) that number, between 1 and the pool's size (kernels/cpu_threads.h).
+void SetKernelThreads(int threads);
 
 }  // namespace dapq::kernels::ref
 

@@ -7,6 +7,9 @@
 // once.
 #include "kernels/ref/small_gemm.h"
 
+#include <cblas.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu_threads.h"
 #include "kernels/ref/bf16_matmul.h"
 #include "kernels/ref/parallel_for.h"
 #include "tests/util/random.h"
@@ -158,6 +162,30 @@ TEST(Bf16GemmTest, ConcurrentCallersGetTheirOwnResults) {
   for (int t = 0; t < kThreads; ++t) {
     EXPECT_EQ(std::memcmp(c[t].data(), alone[t].data(), c[t].size() * sizeof(float)), 0) << t;
   }
+}
+
+// SetCpuThreads bounds every pool: ParallelFor's shares, OpenBLAS's threads, and the per-caller
+// share concurrent callers get; 0 restores the default.
+TEST(CpuThreadsTest, BoundsThePoolsAndSplitsBetweenCallers) {
+  const int all = CpuThreads();
+  SetCpuThreads(1);
+  EXPECT_EQ(CpuThreads(), 1);
+  EXPECT_EQ(KernelThreads(), 1);
+  EXPECT_EQ(openblas_get_num_threads(), 1);
+  std::atomic<int> calls{0};
+  ParallelFor(100, [&](int begin, int end) {
+    ++calls;
+    EXPECT_EQ(begin, 0);
+    EXPECT_EQ(end, 100);
+  });
+  EXPECT_EQ(calls.load(), 1);  // one share: the caller ran it all
+  SetCpuThreads(0, 2);
+  EXPECT_EQ(CpuThreads(), all);
+  EXPECT_GE(KernelThreads(), 1);
+  EXPECT_LE(KernelThreads(), all);
+  EXPECT_EQ(CpuThreadsPerCaller(), std::max(1, all / 2));
+  SetCpuThreads(0);
+  EXPECT_EQ(CpuThreadsPerCaller(), all);
 }
 
 TEST(Bf16GemmTest, RejectsWhatIsNotALinearLayer) {

@@ -33,7 +33,7 @@ struct WorkerFlags {
   std::string model, tokenizer, group_id = "g0", rendezvous_dir, listen = "127.0.0.1:0";
   std::string weights_dtype = "fp32", kv_dtype = "fp32";
   std::string coordinator, advertise_host = "127.0.0.1", gloo_host = "127.0.0.1";
-  int tp = 1, rank = 0, prefill_chunk = 1024, max_queue = 16, max_sessions = 64;
+  int tp = 1, rank = 0, prefill_chunk = 1024, max_queue = 16, max_sessions = 64, threads = 0;
   int heartbeat_ms = 500, gloo_timeout_s = 120;
   std::string metrics_listen = "127.0.0.1:0";
   std::string kv_dir;  // sessions in the tiered KV store, disk tier under kv_dir/<group>-r<rank>
@@ -128,6 +128,7 @@ absl::Status RunWorker(const WorkerFlags& f) {
   engine_options.kv_max_blocks = f.kv_pool_blocks;
   engine_options.prefix_cache = !f.no_prefix_cache;
   DAPQ_ASSIGN_OR_RETURN(engine_options.kv_dtype, ParseKvDtype(f.kv_dtype));
+  engine_options.cpu_threads = f.threads;
   std::unique_ptr<Communicator> comm;
   std::unique_ptr<Engine> engine;
   if (f.tp == 1) {
@@ -252,6 +253,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--kv_dtype", f.kv_dtype,
                  "fp32 | bf16 | fp16: element type of the KV cache (2-byte types halve it)")
+      ->capture_default_str();
+  app.add_option("--threads", f.threads,
+                 "CPU threads for this rank's kernels (OpenBLAS, oneDNN, our loops); 0 = every "
+                 "core. Ranks sharing a machine should split the cores between them")
       ->capture_default_str();
   app.add_option("--tokenizer", f.tokenizer, "tokenizer.bin (text prompts)");
   app.add_option("--tp", f.tp, "ranks in the group");
