@@ -27,7 +27,7 @@ constexpr long kParallelFmas = 1L << 20;
 
 // How far ahead in a weight row the next cache line is requested (a hint; reading past the row's
 // end is harmless).
-constexpr int kPrefetchFloats = 512;
+constexpr int kPrefetchBytes = 2048;
 
 // 16 weights widened to fp32: loaded as they are (fp32) or shifted into the upper half (bf16).
 __attribute__((target("avx512f"))) inline __m512 Load512(const float* p) {
@@ -55,8 +55,13 @@ __attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const 
   int kk = 0;
   for (; kk + 16 <= k; kk += 16) {
     __m512 w[R];
+    // One prefetch per 64-byte line: every step for fp32, every other one for bf16.
+    const bool new_line = (kk * sizeof(T)) % 64 == 0;
     for (int r = 0; r < R; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(b + r * ldb + kk + kPrefetchFloats), _MM_HINT_T0);
+      if (new_line) {
+        _mm_prefetch(reinterpret_cast<const char*>(b + r * ldb + kk) + kPrefetchBytes,
+                     _MM_HINT_T0);
+      }
       w[r] = Load512(b + r * ldb + kk);
     }
     for (int i = 0; i < M; ++i) {
