@@ -180,10 +180,14 @@ __attribute__((target("avx2,fma"))) void Rows256(const GemmParams& p, const T* w
   }
 }
 
-// Weight rows [n0, n1): tiles of four, then single rows.
+// Weight rows [n0, n1): tiles of eight (AVX-512, m <= 2: more weight rows streaming at once,
+// which a decode step needs to reach the memory bandwidth), of four, then single rows.
 template <typename T>
 void RunRows(Isa isa, const GemmParams& p, const T* weights, int n0, int n1) {
   int n = n0;
+  if (isa == Isa::kAvx512 && p.m <= 2) {
+    for (; n + 8 <= n1; n += 8) Rows512<8>(p, weights, n);
+  }
   for (; n + 4 <= n1; n += 4) {
     isa == Isa::kAvx512 ? Rows512<4>(p, weights, n) : Rows256<4>(p, weights, n);
   }
