@@ -59,8 +59,7 @@ __attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const 
     const bool new_line = (kk * sizeof(T)) % 64 == 0;
     for (int r = 0; r < R; ++r) {
       if (new_line) {
-        _mm_prefetch(reinterpret_cast<const char*>(b + r * ldb + kk) + kPrefetchBytes,
-                     _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(b + r * ldb + kk) + kPrefetchBytes, _MM_HINT_T0);
       }
       w[r] = Load512(b + r * ldb + kk);
     }
