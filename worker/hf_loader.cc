@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "common/mapped_file.h"
 #include "common/status_macros.h"
+#include "kernels/convert.h"
 #include "nlohmann/json.hpp"
 #include "worker/safetensors.h"
 
@@ -251,24 +252,44 @@ class TensorIndex {
   // holds aligned F32 data, else into a buffer owned by `w`.
   absl::StatusOr<const float*> Take(const std::string& name, const std::vector<int64_t>& shape,
                                     ModelWeights* w) {
-    auto it = tensors_.find(name);
-    if (it == tensors_.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", name, "' is missing from the checkpoint in ", dir_));
-    }
-    const TensorView& view = it->second.view;
-    if (view.shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor '", name, "' in ", files_[it->second.file].path(), " has shape ",
-          ShapeString(view.shape), ", expected ", ShapeString(shape), " from config.json"));
-    }
+    DAPQ_ASSIGN_OR_RETURN(const Entry* entry, Find(name, shape));
+    const TensorView& view = entry->view;
     if (view.dtype == SafetensorsDType::kF32 &&
         reinterpret_cast<uintptr_t>(view.data) % alignof(float) == 0) {
-      mapped_[it->second.file] = true;
+      mapped_[entry->file] = true;
       return reinterpret_cast<const float*>(view.data);
     }
     float* out = w->AllocateOwned(static_cast<size_t>(view.NumElements()));
     ConvertToF32(view, out);
+    return out;
+  }
+
+  // The tensor `name` as bf16, after checking its shape: points into the mapping when the file
+  // holds aligned BF16 data, else rounds F32/F16 element by element into a buffer owned by `w`
+  // (never an fp32 copy of the whole tensor).
+  absl::StatusOr<const uint16_t*> TakeBf16(const std::string& name,
+                                           const std::vector<int64_t>& shape, ModelWeights* w) {
+    DAPQ_ASSIGN_OR_RETURN(const Entry* entry, Find(name, shape));
+    const TensorView& view = entry->view;
+    if (view.dtype == SafetensorsDType::kBF16 &&
+        reinterpret_cast<uintptr_t>(view.data) % alignof(uint16_t) == 0) {
+      mapped_[entry->file] = true;
+      return reinterpret_cast<const uint16_t*>(view.data);
+    }
+    const size_t n = static_cast<size_t>(view.NumElements());
+    uint16_t* out = w->AllocateOwnedBf16(n);
+    constexpr size_t kStep = 4096;  // widened a slice at a time
+    std::vector<float> slice(std::min(n, kStep));
+    for (size_t i = 0; i < n; i += kStep) {
+      const size_t count = std::min(kStep, n - i);
+      TensorView part = view;
+      part.shape = {static_cast<int64_t>(count)};
+      part.data = view.data + i * SafetensorsDTypeSize(view.dtype);
+      part.bytes = count * SafetensorsDTypeSize(view.dtype);
+      ConvertToF32(part, slice.data());
+      kernels::ConvertFromFloat(slice.data(), kernels::DType::kBF16, out + i,
+                                static_cast<long>(count));
+    }
     return out;
   }
 
@@ -284,6 +305,22 @@ class TensorIndex {
     size_t file;
     TensorView view;
   };
+
+  // The entry of `name`, its shape checked against config.json's.
+  absl::StatusOr<const Entry*> Find(const std::string& name, const std::vector<int64_t>& shape) {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "' is missing from the checkpoint in ", dir_));
+    }
+    const TensorView& view = it->second.view;
+    if (view.shape != shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", name, "' in ", files_[it->second.file].path(), " has shape ",
+          ShapeString(view.shape), ", expected ", ShapeString(shape), " from config.json"));
+    }
+    return &it->second;
+  }
   std::string dir_;
   std::vector<SafetensorsFile> files_;
   std::vector<bool> mapped_;  // some weight points into files_[i]'s mapping
@@ -301,7 +338,10 @@ std::string DirectoryBasename(const std::string& dir) {
 
 }  // namespace
 
-absl::StatusOr<ModelWeights> LoadHfModel(const std::string& dir) {
+absl::StatusOr<ModelWeights> LoadHfModel(const std::string& dir, kernels::DType linear_dtype) {
+  if (linear_dtype == kernels::DType::kF16) {
+    return absl::InvalidArgumentError("weights_dtype: fp16 linear layers are not supported");
+  }
   std::error_code ec;
   const fs::file_status st = fs::status(dir, ec);
   if (!fs::exists(st)) {
@@ -332,14 +372,33 @@ absl::StatusOr<ModelWeights> LoadHfModel(const std::string& dir) {
   DAPQ_ASSIGN_OR_RETURN(w.token_embedding,
                         index.Take("model.embed_tokens.weight", {vocab, dim}, &w));
   DAPQ_ASSIGN_OR_RETURN(w.final_norm, index.Take("model.norm.weight", {dim}, &w));
+  const bool bf16 = linear_dtype == kernels::DType::kBF16;
+  w.weights_dtype = linear_dtype;
+  // A linear matrix: fp32, or bf16 without an fp32 copy.
+  const auto linear = [&](const std::string& name, const std::vector<int64_t>& shape,
+                          const float** f32, const uint16_t** b16) -> absl::Status {
+    if (bf16) {
+      DAPQ_ASSIGN_OR_RETURN(*b16, index.TakeBf16(name, shape, &w));
+    } else {
+      DAPQ_ASSIGN_OR_RETURN(*f32, index.Take(name, shape, &w));
+    }
+    return absl::OkStatus();
+  };
   if (c.tied_embeddings) {
     w.classifier = w.token_embedding;
+    if (bf16) {
+      const size_t n = static_cast<size_t>(vocab) * dim;
+      uint16_t* copy = w.AllocateOwnedBf16(n);
+      kernels::ConvertFromFloat(w.token_embedding, kernels::DType::kBF16, copy,
+                                static_cast<long>(n));
+      w.classifier_bf16 = copy;
+    }
   } else if (!index.Has("lm_head.weight")) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor 'lm_head.weight' is missing from the checkpoint in ", dir,
                      " and tie_word_embeddings is false"));
   } else {
-    DAPQ_ASSIGN_OR_RETURN(w.classifier, index.Take("lm_head.weight", {vocab, dim}, &w));
+    DAPQ_RETURN_IF_ERROR(linear("lm_head.weight", {vocab, dim}, &w.classifier, &w.classifier_bf16));
   }
   w.layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -353,10 +412,10 @@ absl::StatusOr<ModelWeights> LoadHfModel(const std::string& dir) {
     }
     LayerWeights& lw = w.layers[l];
     DAPQ_ASSIGN_OR_RETURN(lw.attn_norm, index.Take(p + "input_layernorm.weight", {dim}, &w));
-    DAPQ_ASSIGN_OR_RETURN(lw.wq, index.Take(p + "self_attn.q_proj.weight", {q_dim, dim}, &w));
-    DAPQ_ASSIGN_OR_RETURN(lw.wk, index.Take(p + "self_attn.k_proj.weight", {kv_dim, dim}, &w));
-    DAPQ_ASSIGN_OR_RETURN(lw.wv, index.Take(p + "self_attn.v_proj.weight", {kv_dim, dim}, &w));
-    DAPQ_ASSIGN_OR_RETURN(lw.wo, index.Take(p + "self_attn.o_proj.weight", {dim, q_dim}, &w));
+    DAPQ_RETURN_IF_ERROR(linear(p + "self_attn.q_proj.weight", {q_dim, dim}, &lw.wq, &lw.bf16.wq));
+    DAPQ_RETURN_IF_ERROR(linear(p + "self_attn.k_proj.weight", {kv_dim, dim}, &lw.wk, &lw.bf16.wk));
+    DAPQ_RETURN_IF_ERROR(linear(p + "self_attn.v_proj.weight", {kv_dim, dim}, &lw.wv, &lw.bf16.wv));
+    DAPQ_RETURN_IF_ERROR(linear(p + "self_attn.o_proj.weight", {dim, q_dim}, &lw.wo, &lw.bf16.wo));
     if (c.attention_bias) {
       DAPQ_ASSIGN_OR_RETURN(lw.bq, index.Take(p + "self_attn.q_proj.bias", {q_dim}, &w));
       DAPQ_ASSIGN_OR_RETURN(lw.bk, index.Take(p + "self_attn.k_proj.bias", {kv_dim}, &w));
@@ -364,9 +423,9 @@ absl::StatusOr<ModelWeights> LoadHfModel(const std::string& dir) {
     }
     DAPQ_ASSIGN_OR_RETURN(lw.ffn_norm,
                           index.Take(p + "post_attention_layernorm.weight", {dim}, &w));
-    DAPQ_ASSIGN_OR_RETURN(lw.w1, index.Take(p + "mlp.gate_proj.weight", {hidden, dim}, &w));
-    DAPQ_ASSIGN_OR_RETURN(lw.w2, index.Take(p + "mlp.down_proj.weight", {dim, hidden}, &w));
-    DAPQ_ASSIGN_OR_RETURN(lw.w3, index.Take(p + "mlp.up_proj.weight", {hidden, dim}, &w));
+    DAPQ_RETURN_IF_ERROR(linear(p + "mlp.gate_proj.weight", {hidden, dim}, &lw.w1, &lw.bf16.w1));
+    DAPQ_RETURN_IF_ERROR(linear(p + "mlp.down_proj.weight", {dim, hidden}, &lw.w2, &lw.bf16.w2));
+    DAPQ_RETURN_IF_ERROR(linear(p + "mlp.up_proj.weight", {hidden, dim}, &lw.w3, &lw.bf16.w3));
   }
   index.KeepMappings(&w);
   DAPQ_RETURN_IF_ERROR(c.Validate());

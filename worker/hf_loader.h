@@ -34,8 +34,11 @@
 
 namespace dapq::worker {
 
-// `dir`: the checkpoint directory. config.name is its basename.
-absl::StatusOr<ModelWeights> LoadHfModel(const std::string& dir);
+// `dir`: the checkpoint directory. config.name is its basename. linear_dtype kBF16 loads every
+// linear matrix (and lm_head) as bf16 only: BF16 tensors are used in place in the mapping, F32
+// and F16 ones rounded to bf16 without an fp32 copy (ModelWeights::weights_dtype kBF16).
+absl::StatusOr<ModelWeights> LoadHfModel(const std::string& dir,
+                                         kernels::DType linear_dtype = kernels::DType::kF32);
 
 }  // namespace dapq::worker
 

@@ -594,6 +594,53 @@ TEST_F(HfLoaderTest, Bf16CheckpointLoadsBf16RoundedValues) {
       SameFloats(w.layers[0].w1, Find(tensors, "model.layers.0.mlp.gate_proj.weight").data));
 }
 
+// Loaded as bf16 (--weights_dtype bf16), a BF16 checkpoint's linear matrices are used in place
+// in the mapping, and an F32 one's are rounded straight to bf16: both hold exactly what loading
+// fp32 and converting gives, with no fp32 copy of any linear matrix.
+TEST_F(HfLoaderTest, Bf16LoadUsesBf16TensorsInPlaceAndNeverWidensLinearLayers) {
+  const std::vector<Tensor> tensors = TinyTensors();
+  for (SafetensorsDType file_dtype : {SafetensorsDType::kBF16, SafetensorsDType::kF32}) {
+    SCOPED_TRACE(SafetensorsDTypeName(file_dtype));
+    std::filesystem::remove(dir_ + "/model.safetensors");
+    WriteConfig(TinyConfig());
+    WriteMixed(
+        "model.safetensors", tensors, [&](const Tensor&) { return file_dtype; },
+        /*misalign=*/false);
+    ASSERT_OK_AND_ASSIGN(ModelWeights direct, LoadHfModel(dir_, kernels::DType::kBF16));
+    ASSERT_OK_AND_ASSIGN(ModelWeights converted, LoadHfModel(dir_));
+    ASSERT_THAT(ConvertLinearWeights(converted, kernels::DType::kBF16), IsOk());
+    EXPECT_EQ(direct.weights_dtype, kernels::DType::kBF16);
+    const auto same = [](const uint16_t* a, const uint16_t* b, size_t n) {
+      return a != nullptr && b != nullptr && std::memcmp(a, b, n * sizeof(uint16_t)) == 0;
+    };
+    const ModelConfig& c = direct.config;
+    const size_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
+    for (int l = 0; l < kLayers; ++l) {
+      const LayerWeights& a = direct.layers[l];
+      const LayerWeights& b = converted.layers[l];
+      EXPECT_EQ(a.wq, nullptr);  // no fp32 linear matrix
+      EXPECT_EQ(a.w2, nullptr);
+      EXPECT_TRUE(same(a.bf16.wq, b.bf16.wq, q * dim)) << l;
+      EXPECT_TRUE(same(a.bf16.wk, b.bf16.wk, kv * dim)) << l;
+      EXPECT_TRUE(same(a.bf16.wv, b.bf16.wv, kv * dim)) << l;
+      EXPECT_TRUE(same(a.bf16.wo, b.bf16.wo, dim * q)) << l;
+      EXPECT_TRUE(same(a.bf16.w1, b.bf16.w1, hidden * dim)) << l;
+      EXPECT_TRUE(same(a.bf16.w2, b.bf16.w2, dim * hidden)) << l;
+      EXPECT_TRUE(same(a.bf16.w3, b.bf16.w3, hidden * dim)) << l;
+    }
+    EXPECT_TRUE(same(direct.classifier_bf16, converted.classifier_bf16, c.vocab_size * dim));
+    EXPECT_EQ(direct.classifier, nullptr);  // untied lm_head: bf16 only
+    // BF16 in the file: the linear matrices are the mapping's bytes, so only the fp32
+    // embedding and norms were allocated.
+    if (file_dtype == SafetensorsDType::kBF16) {
+      EXPECT_EQ(direct.OwnedBytes(),
+                (static_cast<size_t>(c.vocab_size) * dim + (2 * kLayers + 1) * dim) * 4);
+    }
+  }
+  EXPECT_THAT(LoadHfModel(dir_, kernels::DType::kF16),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fp16")));
+}
+
 TEST_F(HfLoaderTest, UnalignedF32AndF16TensorsAreConverted) {
   std::vector<Tensor> tensors = TinyTensors();
   // Values exact in fp16 for the norm weights, which are stored as F16.

@@ -26,6 +26,8 @@ absl::StatusOr<ModelWeights> LoadModel(const std::string& spec) {
 absl::StatusOr<ModelWeights> LoadModelAs(const std::string& model,
                                          const std::string& weights_dtype) {
   DAPQ_ASSIGN_OR_RETURN(const kernels::DType dtype, ParseWeightsDtype(weights_dtype));
+  std::error_code ec;
+  if (std::filesystem::is_directory(model, ec)) return LoadHfModel(model, dtype);  // no fp32 copy
   DAPQ_ASSIGN_OR_RETURN(ModelWeights weights, LoadModel(model));
   DAPQ_RETURN_IF_ERROR(ConvertLinearWeights(weights, dtype));
   return weights;

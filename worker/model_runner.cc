@@ -25,7 +25,9 @@ struct Weight {
   const float* f32 = nullptr;
   const uint16_t* bf16 = nullptr;
   // The matrix from element `offset` on (a rank's slice: rows, or a column block with ldw).
-  Weight At(long offset) const { return {f32 + offset, bf16 != nullptr ? bf16 + offset : nullptr}; }
+  Weight At(long offset) const {
+    return {f32 != nullptr ? f32 + offset : nullptr, bf16 != nullptr ? bf16 + offset : nullptr};
+  }
 };
 
 absl::Status Linear(int m, int n, int k, const float* x, int ldx, Weight w, int ldw, float* y,

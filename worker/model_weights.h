@@ -4,11 +4,13 @@
 // converted/synthetic weights, read-only mappings for fp32 files), so pointers stay valid for the
 // object's lifetime, across moves. Tensor-parallel ranks read slices of these full matrices
 // through strides; nothing is copied per rank.
-// Weights dtype: fp32 as loaded; ConvertLinearWeights(kBF16) adds a bf16 copy of every linear
-// layer's matrix (and the classifier), which the engine then multiplies with (kernels::Gemm
-// widens bf16 to fp32 in registers): decode reads half the bytes. Norms and embeddings stay
-// fp32. The fp32 matrices stay loaded too in this version (a mapped file's pages are reclaimable
-// by the kernel once untouched; converted or synthetic weights are not).
+// Weights dtype: fp32 as loaded, or bf16 for every linear layer's matrix and the classifier,
+// which the engine then multiplies with (kernels/gemm.h): decode reads half the bytes. Norms and
+// embeddings stay fp32. A bf16 model holds no fp32 copy of those matrices: ConvertLinearWeights
+// frees them (heap buffers) or drops their pages (mapped files), and the HF loader asked for
+// bf16 reads BF16 tensors in place from the mapping and rounds F32/F16 ones straight to bf16, so
+// a model never needs its fp32 size in memory. The classifier's fp32 pointer stays only when it
+// is the token embedding (tied).
 // Thread-safety: immutable after loading; shared read-only by every rank thread.
 #ifndef DAPQ_WORKER_MODEL_WEIGHTS_H_
 #define DAPQ_WORKER_MODEL_WEIGHTS_H_
@@ -66,6 +68,9 @@ class ModelWeights {
   // Storage helpers for loaders.
   float* AllocateOwned(size_t count);  // zero-initialised heap buffer owned by this
   uint16_t* AllocateOwnedBf16(size_t count);
+  // Gives back the memory of `count` floats at `p` that no pointer uses any more: the heap buffer
+  // starting there, or the whole pages of a mapping inside the range (madvise DONTNEED).
+  void ReleaseFloats(const float* p, size_t count);
   void KeepMapping(MappedFile file);  // keeps a mapping alive with the weights
   size_t OwnedBytes() const { return owned_bytes_; }
 
@@ -79,9 +84,9 @@ class ModelWeights {
   size_t owned_bytes_ = 0;
 };
 
-// Makes `dtype` the weights' linear-layer dtype: kBF16 adds the bf16 copies (rounded to nearest
-// even); kF32 keeps the fp32 matrices (a no-op on fp32 weights). InvalidArgument on bf16
-// weights asked for kF32 (the fp32 matrices are gone only if a loader never kept them).
+// Makes `dtype` the weights' linear-layer dtype: kBF16 replaces the fp32 matrices by bf16 ones
+// (rounded to nearest even; the fp32 memory is released); kF32 is a no-op on fp32 weights.
+// InvalidArgument on bf16 weights asked for kF32 (the fp32 matrices are gone).
 absl::Status ConvertLinearWeights(ModelWeights& weights, kernels::DType dtype);
 // Parses "fp32" or "bf16" (--weights_dtype); InvalidArgument naming the flag otherwise.
 absl::StatusOr<kernels::DType> ParseWeightsDtype(const std::string& name);

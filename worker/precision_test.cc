@@ -207,12 +207,23 @@ TEST(ConvertLinearWeightsTest, SetsEveryMatrixAndParsesTheFlag) {
   auto w = MakeSyntheticModel("synthetic:tiny-gqa");
   ASSERT_TRUE(w.ok()) << w.status();
   const size_t before = w->OwnedBytes();
+  const float classifier3 = w->classifier[3];
+  ASSERT_FALSE(w->config.tied_embeddings);
   ASSERT_TRUE(ConvertLinearWeights(*w, kernels::DType::kBF16).ok());
   EXPECT_EQ(w->weights_dtype, kernels::DType::kBF16);
   EXPECT_NE(w->layers[0].bf16.w2, nullptr);
   EXPECT_EQ(kernels::Bf16ToFloat(w->classifier_bf16[3]),
-            kernels::Bf16ToFloat(kernels::FloatToBf16(w->classifier[3])));
-  EXPECT_GT(w->OwnedBytes(), before);
+            kernels::Bf16ToFloat(kernels::FloatToBf16(classifier3)));
+  // The fp32 matrices are gone, and so is their memory: every linear matrix and the (untied)
+  // classifier now takes 2 bytes per weight instead of 4.
+  EXPECT_EQ(w->layers[0].w2, nullptr);
+  EXPECT_EQ(w->classifier, nullptr);
+  const ModelConfig& c = w->config;
+  const size_t matrices =
+      static_cast<size_t>(c.n_layers) *
+          (2 * c.dim * c.q_dim() + 2 * c.dim * c.kv_dim() + 3 * c.dim * c.hidden_dim) +
+      static_cast<size_t>(c.vocab_size) * c.dim;
+  EXPECT_EQ(before - w->OwnedBytes(), 2 * matrices);
   EXPECT_TRUE(ConvertLinearWeights(*w, kernels::DType::kBF16).ok());  // already
   EXPECT_THAT(ConvertLinearWeights(*w, kernels::DType::kF32),
               StatusIs(absl::StatusCode::kInvalidArgument));
