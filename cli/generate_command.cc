@@ -14,6 +14,7 @@
 #include "cli/compression_flags.h"
 #include "cli/remote_generate.h"
 #include "common/status_macros.h"
+#include "kernels/cpu_threads.h"
 #include "kvstore/kv_store.h"
 #include "worker/engine.h"
 #include "worker/model_loader.h"
@@ -57,6 +58,9 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
   DAPQ_ASSIGN_OR_RETURN(engine_options.kv_dtype, worker::ParseKvDtype(o.kv_dtype));
   engine_options.cpu_threads = o.threads;
   DAPQ_ASSIGN_OR_RETURN(auto engine, worker::Engine::Create(model, engine_options));
+  std::fprintf(stderr, "kernels: %s; weights %s, KV cache %s\n",
+               kernels::CpuKernelsSummary().c_str(), kernels::DTypeName(model->weights_dtype),
+               kernels::DTypeName(engine_options.kv_dtype));
 
   // A session's earlier turns, from the KV store.
   std::unique_ptr<kvstore::KvStore> store;

@@ -9,6 +9,8 @@
 #ifndef DAPQ_KERNELS_CPU_THREADS_H_
 #define DAPQ_KERNELS_CPU_THREADS_H_
 
+#include <string>
+
 namespace dapq::kernels {
 
 // threads: in all (0: the default); callers: threads calling kernels at once (>= 1).
@@ -16,6 +18,10 @@ void SetCpuThreads(int threads, int callers = 1);
 // The threads set (or the default), and what each of `callers` concurrent callers gets.
 int CpuThreads();
 int CpuThreadsPerCaller();
+
+// One line for logs: the vector instruction set our kernels run, what multiplies bf16 at prefill
+// sizes, and the threads, e.g. "avx512 kernels, bf16 GEMM onednn 2.6.3, 2 threads".
+std::string CpuKernelsSummary();
 
 }  // namespace dapq::kernels
 

@@ -7,7 +7,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <string>
 
+#include "kernels/ref/bf16_matmul.h"
+#include "kernels/ref/cpu_isa.h"
 #include "kernels/ref/parallel_for.h"
 
 namespace dapq::kernels {
@@ -34,6 +37,13 @@ void SetCpuThreads(int threads, int callers) {
 int CpuThreads() {
   const int t = g_threads.load(std::memory_order_relaxed);
   return t > 0 ? t : DefaultThreads();
+}
+
+std::string CpuKernelsSummary() {
+  return std::string(ref::IsaName(ref::CpuIsa())) + " kernels, bf16 GEMM " +
+         (std::string(ref::Bf16MatmulBackend()) == "none" ? "widened to fp32 for OpenBLAS"
+                                                          : ref::Bf16MatmulBackend()) +
+         ", " + std::to_string(CpuThreads()) + " threads";
 }
 
 int CpuThreadsPerCaller() {

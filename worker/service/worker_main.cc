@@ -17,6 +17,7 @@
 #include "common/ready_fd.h"
 #include "common/status_macros.h"
 #include "common/termination.h"
+#include "kernels/cpu_threads.h"
 #include "kvstore/kv_store.h"
 #include "kvstore/memory_tier.h"
 #include "kvstore/peer_service.h"
@@ -206,6 +207,10 @@ absl::Status RunWorker(const WorkerFlags& f) {
       f.preemption == "swap" ? Preemption::kSwap : Preemption::kRecompute;
   if (peer_port > 0) driver_options.kv_peer = absl::StrCat(f.advertise_host, ":", peer_port);
   GroupDriver driver(engine.get(), comm.get(), tokenizer.get(), driver_options);
+  DAPQ_LOG(INFO) << "worker " << f.group_id << " rank " << f.rank << ": " << model->config.name
+                 << ", weights " << kernels::DTypeName(model->weights_dtype) << ", KV cache "
+                 << kernels::DTypeName(engine_options.kv_dtype) << ", "
+                 << kernels::CpuKernelsSummary();
 
   if (f.rank != 0) {
     WatchTerminationSignals([](int) { std::_Exit(0); });  // rank 0 stops the group
