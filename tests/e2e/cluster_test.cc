@@ -19,6 +19,7 @@
 #include "dapq/v1/kv.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/types.h"
 #include "launcher/local_cluster.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/batch_client.h"
@@ -45,12 +46,16 @@ std::string BinDir() { return launcher::ProgramDir() + "/../cli"; }
 
 // Tokens the in-process engine (tp=1) generates for `request` on `model`, the way a worker
 // interprets the request (same conversion code).
+// The in-process engine's tokens for `request` (tp=1), with the weights and KV cache in the given
+// types (the workers' --weights_dtype / --kv_dtype).
 std::vector<int> Reference(const std::string& model, const dapq::v1::GenerateRequest& request,
-                           bool with_tokenizer = true) {
-  auto weights = worker::LoadModel(model);
+                           bool with_tokenizer = true, const std::string& weights_dtype = "fp32",
+                           kernels::DType kv_dtype = kernels::DType::kF32) {
+  auto weights = worker::LoadModelAs(model, weights_dtype);
   EXPECT_TRUE(weights.ok()) << weights.status();
   auto m = std::make_shared<const worker::ModelWeights>(std::move(*weights));
   worker::EngineOptions o;
+  o.kv_dtype = kv_dtype;
   auto engine = worker::Engine::Create(m, o);
   EXPECT_TRUE(engine.ok());
   std::unique_ptr<worker::Tokenizer> tok;
@@ -356,6 +361,33 @@ TEST(ClusterGqaTest, SyntheticGqaGroupOverGlooMatchesTheInProcessEngine) {
     const Completion c = Complete(cluster->address(), request);
     ASSERT_TRUE(c.status.ok()) << c.status.error_message();
     EXPECT_EQ(Tokens(c), Reference(model, request, /*with_tokenizer=*/false)) << method;
+  }
+}
+
+// Workers started with --weights_dtype bf16 --kv_dtype bf16 (TP=2 over Gloo) generate exactly
+// what the in-process engine does with the same types, compressed or not: the flags reach the
+// engine of every rank.
+TEST(ClusterPrecisionTest, Bf16WeightsAndKvGroupMatchesTheInProcessEngine) {
+  const std::string model = "synthetic:tiny-gqa";
+  auto cluster = StartCluster("cluster_bf16", model, 1, 2, /*tokenizer=*/false, 64,
+                              [](launcher::LocalClusterOptions& o) {
+                                o.worker_args = {"--weights_dtype", "bf16", "--kv_dtype", "bf16"};
+                              });
+  int differs_from_fp32 = 0;
+  for (const std::string method : {"", "dapq"}) {
+    dapq::v1::GenerateRequest request;
+    for (int i = 0; i < 40; ++i) request.mutable_token_ids()->add_ids((i * 53 + 7) % 200);
+    request.set_max_new_tokens(48);
+    request.set_ignore_stop_tokens(true);
+    if (!method.empty()) {
+      request.mutable_compression()->set_method(method);
+      request.mutable_compression()->set_budget_tokens(10);
+    }
+    const Completion c = Complete(cluster->address(), request);
+    ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+    EXPECT_EQ(Tokens(c),
+              Reference(model, request, /*with_tokenizer=*/false, "bf16", kernels::DType::kBF16))
+        << method;
   }
 }
 
