@@ -28,8 +28,10 @@ std::atomic<int> g_threads{0}, g_per_caller{0};
 
 void SetCpuThreads(int threads, int callers) {
   const int total = threads > 0 ? threads : DefaultThreads();
-  openblas_set_num_threads(total);
+  // The kernel pool first: created on first use at OpenBLAS's count, it must see the default
+  // before OpenBLAS is lowered, or a later, larger budget could not be restored.
   ref::SetKernelThreads(total);
+  openblas_set_num_threads(total);
   g_threads.store(total, std::memory_order_relaxed);
   g_per_caller.store(std::max(1, total / std::max(1, callers)), std::memory_order_relaxed);
 }
