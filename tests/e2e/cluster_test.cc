@@ -346,18 +346,26 @@ TEST(ClusterBatchTest, BatchItemsOnAKilledGroupAreRerunOnTheOtherGroup) {
   (void)retried;
 }
 
+// 40 token ids ((i * stride + offset) % 200) for the synthetic model, max_new_tokens greedy
+// tokens past stop tokens, compressed with `method` to 10 tokens per head unless it is empty.
+dapq::v1::GenerateRequest SyntheticRequest(int stride, int offset, int max_new_tokens,
+                                           const std::string& method) {
+  dapq::v1::GenerateRequest request;
+  for (int i = 0; i < 40; ++i) request.mutable_token_ids()->add_ids((i * stride + offset) % 200);
+  request.set_max_new_tokens(max_new_tokens);
+  request.set_ignore_stop_tokens(true);
+  if (!method.empty()) {
+    request.mutable_compression()->set_method(method);
+    request.mutable_compression()->set_budget_tokens(10);
+  }
+  return request;
+}
+
 TEST(ClusterGqaTest, SyntheticGqaGroupOverGlooMatchesTheInProcessEngine) {
   const std::string model = "synthetic:tiny-gqa";
   auto cluster = StartCluster("cluster_gqa", model, 1, 2, /*tokenizer=*/false);
   for (const std::string method : {"", "dapq"}) {
-    dapq::v1::GenerateRequest request;
-    for (int i = 0; i < 40; ++i) request.mutable_token_ids()->add_ids((i * 37 + 11) % 200);
-    request.set_max_new_tokens(24);
-    request.set_ignore_stop_tokens(true);
-    if (!method.empty()) {
-      request.mutable_compression()->set_method(method);
-      request.mutable_compression()->set_budget_tokens(10);
-    }
+    const dapq::v1::GenerateRequest request = SyntheticRequest(37, 11, 24, method);
     const Completion c = Complete(cluster->address(), request);
     ASSERT_TRUE(c.status.ok()) << c.status.error_message();
     EXPECT_EQ(Tokens(c), Reference(model, request, /*with_tokenizer=*/false)) << method;
@@ -375,20 +383,17 @@ TEST(ClusterPrecisionTest, Bf16WeightsAndKvGroupMatchesTheInProcessEngine) {
                               });
   int differs_from_fp32 = 0;
   for (const std::string method : {"", "dapq"}) {
-    dapq::v1::GenerateRequest request;
-    for (int i = 0; i < 40; ++i) request.mutable_token_ids()->add_ids((i * 53 + 7) % 200);
-    request.set_max_new_tokens(48);
-    request.set_ignore_stop_tokens(true);
-    if (!method.empty()) {
-      request.mutable_compression()->set_method(method);
-      request.mutable_compression()->set_budget_tokens(10);
-    }
+    const dapq::v1::GenerateRequest request = SyntheticRequest(25, 7, 48, method);
     const Completion c = Complete(cluster->address(), request);
     ASSERT_TRUE(c.status.ok()) << c.status.error_message();
-    EXPECT_EQ(Tokens(c),
-              Reference(model, request, /*with_tokenizer=*/false, "bf16", kernels::DType::kBF16))
-        << method;
+    const std::vector<int> bf16 =
+        Reference(model, request, /*with_tokenizer=*/false, "bf16", kernels::DType::kBF16);
+    EXPECT_EQ(Tokens(c), bf16) << method;
+    differs_from_fp32 += bf16 != Reference(model, request, /*with_tokenizer=*/false);
   }
+  // Both requests tell the types apart (fp32 generates other tokens for them): a group that
+  // ignored the flags would fail above.
+  EXPECT_EQ(differs_from_fp32, 2);
 }
 
 // Tokens of a multi-turn session on the in-process engine (tp=1): each turn continues the same
