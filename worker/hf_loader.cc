@@ -387,11 +387,7 @@ absl::StatusOr<ModelWeights> LoadHfModel(const std::string& dir, kernels::DType 
   if (c.tied_embeddings) {
     w.classifier = w.token_embedding;
     if (bf16) {
-      const size_t n = static_cast<size_t>(vocab) * dim;
-      uint16_t* copy = w.AllocateOwnedBf16(n);
-      kernels::ConvertFromFloat(w.token_embedding, kernels::DType::kBF16, copy,
-                                static_cast<long>(n));
-      w.classifier_bf16 = copy;
+      w.classifier_bf16 = w.OwnedBf16Copy(w.token_embedding, static_cast<size_t>(vocab) * dim);
     }
   } else if (!index.Has("lm_head.weight")) {
     return absl::InvalidArgumentError(

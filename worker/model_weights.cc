@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/convert.h"
 
 namespace dapq::worker {
 
@@ -20,6 +21,12 @@ uint16_t* ModelWeights::AllocateOwnedBf16(size_t count) {
   owned_bf16_.push_back(std::make_unique<uint16_t[]>(count));
   owned_bytes_ += count * sizeof(uint16_t);
   return owned_bf16_.back().get();
+}
+
+const uint16_t* ModelWeights::OwnedBf16Copy(const float* src, size_t count) {
+  uint16_t* dst = AllocateOwnedBf16(count);
+  kernels::ConvertFromFloat(src, kernels::DType::kBF16, dst, static_cast<long>(count));
+  return dst;
 }
 
 void ModelWeights::KeepMapping(MappedFile file) { mappings_.push_back(std::move(file)); }
@@ -77,16 +84,6 @@ absl::Status ModelWeights::CheckComplete() const {
   return absl::OkStatus();
 }
 
-namespace {
-
-const uint16_t* ToBf16(ModelWeights& w, const float* src, size_t count) {
-  uint16_t* dst = w.AllocateOwnedBf16(count);
-  for (size_t i = 0; i < count; ++i) dst[i] = kernels::FloatToBf16(src[i]);
-  return dst;
-}
-
-}  // namespace
-
 absl::Status ConvertLinearWeights(ModelWeights& w, kernels::DType dtype) {
   if (dtype == w.weights_dtype) return absl::OkStatus();
   if (dtype == kernels::DType::kF32) {
@@ -99,7 +96,7 @@ absl::Status ConvertLinearWeights(ModelWeights& w, kernels::DType dtype) {
                kv = static_cast<size_t>(c.n_kv_heads) * c.head_dim, hidden = c.hidden_dim;
   // Each fp32 matrix is released as soon as its bf16 copy exists: the peak is one matrix over.
   const auto replace = [&w](const float*& f32, const uint16_t*& out, size_t count) {
-    out = ToBf16(w, f32, count);
+    out = w.OwnedBf16Copy(f32, count);
     w.ReleaseFloats(f32, count);
     f32 = nullptr;
   };
@@ -114,7 +111,7 @@ absl::Status ConvertLinearWeights(ModelWeights& w, kernels::DType dtype) {
   }
   const size_t classifier_count = static_cast<size_t>(c.vocab_size) * dim;
   if (w.classifier == w.token_embedding) {  // tied: the embedding lookup still reads it
-    w.classifier_bf16 = ToBf16(w, w.classifier, classifier_count);
+    w.classifier_bf16 = w.OwnedBf16Copy(w.classifier, classifier_count);
   } else {
     replace(w.classifier, w.classifier_bf16, classifier_count);
   }

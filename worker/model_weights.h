@@ -68,6 +68,8 @@ class ModelWeights {
   // Storage helpers for loaders.
   float* AllocateOwned(size_t count);  // zero-initialised heap buffer owned by this
   uint16_t* AllocateOwnedBf16(size_t count);
+  // A bf16 copy (rounded to nearest even) of `count` floats at `src`, owned by this.
+  const uint16_t* OwnedBf16Copy(const float* src, size_t count);
   // Gives back the memory of `count` floats at `p` that no pointer uses any more: the heap buffer
   // starting there, or the whole pages of a mapping inside the range (madvise DONTNEED).
   void ReleaseFloats(const float* p, size_t count);

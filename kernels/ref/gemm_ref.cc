@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/convert.h"
 #include "kernels/ref/bf16_matmul.h"
 #include "kernels/ref/ref_ops.h"
 #include "kernels/ref/small_gemm.h"
@@ -24,9 +25,8 @@ void GemmBf16Panels(const GemmParams& p) {
   for (int n0 = 0; n0 < p.n; n0 += kPanelRows) {
     const int rows = std::min(kPanelRows, p.n - n0);
     for (int r = 0; r < rows; ++r) {
-      const uint16_t* src = p.b_bf16 + static_cast<long>(n0 + r) * p.ldb;
-      float* dst = panel.data() + static_cast<size_t>(r) * p.k;
-      for (int j = 0; j < p.k; ++j) dst[j] = Bf16ToFloat(src[j]);
+      ConvertToFloat(DType::kBF16, p.b_bf16 + static_cast<long>(n0 + r) * p.ldb,
+                     panel.data() + static_cast<size_t>(r) * p.k, p.k);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.m, rows, p.k, 1.0f, p.a, p.lda,
                 panel.data(), p.k, 0.0f, p.c + n0, p.ldc);
