@@ -89,6 +89,20 @@ struct GemmResult {
   double seconds = 0;  // best single call
 };
 
+// The best time of `repeats` timed calls of fn after one untimed call (the one call is timed when
+// repeats is 0).
+template <typename F>
+double BestSeconds(int repeats, F&& fn) {
+  double best = 1e30;
+  for (int i = 0; i <= repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    const double t = SecondsSince(t0);
+    if (i > 0 || repeats == 0) best = std::min(best, t);
+  }
+  return best;
+}
+
 // Best of `repeats` timed calls (after one untimed call) of C[m, n] = A[m, k] . B[n, k]^T, the
 // way the engine calls it (row-major, weight transposed).
 GemmResult TimeSgemm(SgemmFn sgemm, const GemmShape& s, int repeats, std::vector<float>* c_out) {
@@ -96,14 +110,10 @@ GemmResult TimeSgemm(SgemmFn sgemm, const GemmShape& s, int repeats, std::vector
   const std::vector<float> b = RandomVector(static_cast<size_t>(s.n) * s.k, 102, -0.02f, 0.02f);
   std::vector<float> c(static_cast<size_t>(s.m) * s.n);
   GemmResult r{s};
-  r.seconds = 1e30;
-  for (int i = 0; i <= repeats; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
+  r.seconds = BestSeconds(repeats, [&] {
     sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, s.n, s.k, 1.0f, a.data(), s.k, b.data(),
           s.k, 0.0f, c.data(), s.n);
-    const double t = SecondsSince(t0);
-    if (i > 0 || repeats == 0) r.seconds = std::min(r.seconds, t);
-  }
+  });
   r.flops_per_s = 2.0 * s.m * s.n * s.k / r.seconds;
   if (c_out != nullptr) *c_out = std::move(c);
   return r;
@@ -123,13 +133,11 @@ GemmResult TimeBf16Gemm(const GemmShape& s, int repeats) {
   p.b_dtype = kernels::DType::kBF16;
   p.b_bf16 = b.data();
   GemmResult r{s};
-  r.seconds = 1e30;
-  for (int i = 0; i <= repeats; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    if (!kernels::Gemm(p).ok()) return r;
-    const double t = SecondsSince(t0);
-    if (i > 0 || repeats == 0) r.seconds = std::min(r.seconds, t);
-  }
+  absl::Status status;
+  r.seconds = BestSeconds(repeats, [&] {
+    if (status.ok()) status = kernels::Gemm(p);
+  });
+  if (!status.ok()) return r;  // no rate
   r.flops_per_s = 2.0 * s.m * s.n * s.k / r.seconds;
   return r;
 }
@@ -139,13 +147,9 @@ double TimeSgemv(SgemvFn sgemv, int n, int k, int repeats, std::vector<float>* y
   const std::vector<float> w = RandomVector(static_cast<size_t>(n) * k, 103, -0.02f, 0.02f);
   const std::vector<float> x = RandomVector(k, 104);
   std::vector<float> y(n);
-  double best = 1e30;
-  for (int i = 0; i <= repeats; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
+  const double best = BestSeconds(repeats, [&] {
     sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w.data(), k, x.data(), 1, 0.0f, y.data(), 1);
-    const double t = SecondsSince(t0);
-    if (i > 0 || repeats == 0) best = std::min(best, t);
-  }
+  });
   if (y_out != nullptr) *y_out = std::move(y);
   return 4.0 * n * k / best;
 }
