@@ -340,7 +340,7 @@ absl::Status GroupDriver::RunBatched() {
   GroupBatchOps group(&local, [this](const dapq::v1::GroupCommand& c) { return SendCommand(c); });
   Scheduler scheduler(engine_, options_.scheduler,
                       comm_ != nullptr ? static_cast<BatchOps*>(&group) : &local);
-  BatchState batch{local, group, scheduler};
+  BatchState batch{local, group, scheduler, {}, {}, {}};
   const auto fail_all = [&](const absl::Status& why) {
     const auto now = std::chrono::steady_clock::now();
     for (auto& [sid, channels] : batch.deferred) {
