@@ -15,6 +15,23 @@ absl::Status Prefixed(const absl::Status& s, absl::string_view where) {
   return absl::Status(s.code(), absl::StrCat(where, s.message()));
 }
 
+absl::Status ValidateChatPrompt(const dapq::v1::ChatPrompt& chat) {
+  if (chat.messages().empty()) return absl::InvalidArgumentError("prompt.chat.messages is empty");
+  if (chat.messages_size() > kMaxChatMessages) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt.chat.messages: ", chat.messages_size(),
+                                                   " messages; at most ", kMaxChatMessages));
+  }
+  for (int i = 0; i < chat.messages_size(); ++i) {
+    const std::string& role = chat.messages(i).role();
+    if (role != "system" && role != "user" && role != "assistant") {
+      return absl::InvalidArgumentError(absl::StrCat("prompt.chat.messages[", i, "].role=\"",
+                                                     role.substr(0, 32),
+                                                     "\" must be system, user or assistant"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateModelFree(const dapq::v1::GenerateRequest& r, int max_seq_len) {
   const size_t bytes = r.ByteSizeLong();
   if (bytes > kMaxRequestBytes) {
@@ -38,8 +55,21 @@ absl::Status ValidateModelFree(const dapq::v1::GenerateRequest& r, int max_seq_l
       }
       prompt_tokens = r.token_ids().ids_size();
       break;
+    case dapq::v1::GenerateRequest::kChat:
+      if (absl::Status c = ValidateChatPrompt(r.chat()); !c.ok()) return c;
+      break;
     case dapq::v1::GenerateRequest::PROMPT_NOT_SET:
-      return absl::InvalidArgumentError("prompt: set prompt.text or prompt.token_ids");
+      return absl::InvalidArgumentError("prompt: set prompt.text, prompt.token_ids or prompt.chat");
+  }
+  if (r.stop_size() > kMaxStopSequences) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop: ", r.stop_size(), " sequences; at most ", kMaxStopSequences));
+  }
+  for (int i = 0; i < r.stop_size(); ++i) {
+    if (r.stop(i).empty() || r.stop(i).size() > kMaxStopSequenceBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stop[", i, "]: must be 1-", kMaxStopSequenceBytes, " bytes, got ", r.stop(i).size()));
+    }
   }
   if (r.max_new_tokens() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -26,15 +26,22 @@ inline constexpr size_t kMaxRequestBytes = 4 << 20;
 // Session ids: 1 to kMaxSessionIdChars characters of [A-Za-z0-9_-].
 inline constexpr size_t kMaxSessionIdChars = 128;
 
+// Stop sequences: at most this many, each 1 to kMaxStopSequenceBytes bytes (OpenAI's limits).
+inline constexpr int kMaxStopSequences = 4;
+inline constexpr size_t kMaxStopSequenceBytes = 256;
+// A chat prompt holds 1 to kMaxChatMessages messages.
+inline constexpr int kMaxChatMessages = 1024;
+
 absl::Status ValidateSessionId(absl::string_view id, absl::string_view field = "session_id");
 
 // max_new_tokens with the default applied.
 int EffectiveMaxNewTokens(const dapq::v1::GenerateRequest& request);
 
-// Everything a request must satisfy without a model: a prompt (non-empty text, or non-empty
-// non-negative token ids), max_new_tokens >= 0, sampling.temperature >= 0, sampling.top_p in
-// [0, 1] (0 = off), the compression options (api/compression_rules.h), the session id, the
-// size limit, and, when `max_seq_len` > 0, token ids + max_new_tokens within it.
+// Everything a request must satisfy without a model: a prompt (non-empty text, non-empty
+// non-negative token ids, or chat messages with known roles), the stop sequences, max_new_tokens >=
+// 0, sampling.temperature >= 0, sampling.top_p in [0, 1] (0 = off), the compression options
+// (api/compression_rules.h), the session id, the size limit, and, when `max_seq_len` > 0, token ids
+// + max_new_tokens within it.
 absl::Status ValidateGenerateRequest(const dapq::v1::GenerateRequest& request, int max_seq_len = 0,
                                      absl::string_view where = "");
 

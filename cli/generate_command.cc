@@ -18,16 +18,13 @@
 #include "kvstore/kv_store.h"
 #include "worker/engine.h"
 #include "worker/model_loader.h"
+#include "worker/prompt_codec.h"
 #include "worker/session_store.h"
-#include "worker/tokenizer.h"
 
 namespace dapq::cli {
 
 absl::Status GenerateCommandOptions::Validate() const {
   if (model.empty()) return absl::InvalidArgumentError("--model is required");
-  if (tokenizer.empty() && prompt_tokens <= 0) {
-    return absl::InvalidArgumentError("--tokenizer is required unless --prompt_tokens is set");
-  }
   if (prompt_tokens < 0) return absl::InvalidArgumentError("--prompt_tokens must be >= 0");
   if (steps < 0)
     return absl::InvalidArgumentError(absl::StrCat("--steps=", steps, " must be >= 0"));
@@ -46,11 +43,14 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
       stderr, "model: %s (loaded in %.2f s)\n", config.DebugString().c_str(),
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
 
-  std::unique_ptr<worker::Tokenizer> tokenizer;
-  if (!o.tokenizer.empty()) {
-    DAPQ_ASSIGN_OR_RETURN(worker::Tokenizer t,
-                          worker::Tokenizer::Load(o.tokenizer, config.vocab_size));
-    tokenizer = std::make_unique<worker::Tokenizer>(std::move(t));
+  // --tokenizer, or the HF model directory's own tokenizer.json.
+  DAPQ_ASSIGN_OR_RETURN(worker::LoadedPromptCodec codec,
+                        worker::LoadPromptCodec(o.model, o.tokenizer, "", config.vocab_size));
+  const tokenizer::TextTokenizer* tokenizer = codec.tokenizer.get();
+  if (tokenizer == nullptr && o.prompt_tokens <= 0) {
+    return absl::InvalidArgumentError(
+        "--tokenizer is required unless --prompt_tokens is set (or --model is a Hugging Face "
+        "directory holding tokenizer.json)");
   }
   worker::EngineOptions engine_options;
   engine_options.tp = o.tp;
@@ -93,7 +93,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
       return absl::InvalidArgumentError(
           "--prompt (with --tokenizer) is required to continue a session");
     }
-    prompt = tokenizer->Encode(o.prompt, /*add_bos=*/false, /*add_eos=*/false);
+    prompt = tokenizer->Encode(o.prompt, /*add_special_tokens=*/false);
   } else if (o.prompt_tokens > 0) {
     std::mt19937_64 rng(o.seed);
     prompt.push_back(config.bos_token_id);
@@ -101,7 +101,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o) {
       prompt.push_back(static_cast<int>(rng() % static_cast<uint64_t>(config.vocab_size)));
     }
   } else {
-    prompt = tokenizer->Encode(o.prompt, /*add_bos=*/true, /*add_eos=*/false);
+    prompt = tokenizer->Encode(o.prompt, /*add_special_tokens=*/true);
   }
 
   worker::GenerateOptions gen;
@@ -177,7 +177,9 @@ void AddGenerateCommand(CLI::App& app, CommandRunner& runner) {
                   "host:port of a cluster (dapq serve): generate there instead of in-process");
   cmd->add_option("--timeout_s", opts->timeout_s,
                   "with --coordinator: request deadline (0 = none)");
-  cmd->add_option("--tokenizer", opts->tokenizer, "llama2.c tokenizer .bin");
+  cmd->add_option("--tokenizer", opts->tokenizer,
+                  "llama2.c tokenizer.bin or a Hugging Face tokenizer.json (default: the HF "
+                  "model directory's own)");
   cmd->add_option("--prompt", opts->prompt, "prompt text (default: BOS only)");
   cmd->add_option("--prompt_tokens", opts->prompt_tokens,
                   "use N seeded random token ids as the prompt (synthetic models)");

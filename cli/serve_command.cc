@@ -30,7 +30,8 @@ void WriteClusterFile(launcher::LocalCluster& c, const std::string& path) {
   std::ofstream out(path + ".tmp");
   out << "{\"address\": \"" << c.address() << "\", \"work_dir\": \"" << c.work_dir()
       << "\", \"coordinator_pid\": " << c.coordinator().pid()
-      << ", \"coordinator_metrics_port\": " << c.coordinator_metrics_port() << ", \"workers\": [";
+      << ", \"coordinator_metrics_port\": " << c.coordinator_metrics_port()
+      << ", \"http_port\": " << c.http_port() << ", \"workers\": [";
   for (int g = 0; g < c.options().groups; ++g) {
     for (int r = 0; r < c.options().tp; ++r) {
       out << (g + r > 0 ? ", " : "") << "{\"group\": \"g" << g << "\", \"rank\": " << r
@@ -69,6 +70,9 @@ absl::Status RunServe(const ServeOptions& o) {
   if (!ready.ok()) return ready.status();
   std::printf("dapq serve: ready at %s (%d groups x tp=%d)\n", cluster->address().c_str(),
               o.cluster.groups, o.cluster.tp);
+  if (cluster->http_port() > 0) {
+    std::printf("dapq serve: OpenAI HTTP API at http://127.0.0.1:%d/v1\n", cluster->http_port());
+  }
   std::fflush(stdout);
 
   // Wait for a signal or for the coordinator to exit. A group that lost a process is stopped and
@@ -129,7 +133,16 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
   c.metrics_port = 9400;
   cmd->add_option("--model", c.model, "model for every group (llama2.c .bin, HF dir, synthetic:)")
       ->required();
-  cmd->add_option("--tokenizer", c.tokenizer, "tokenizer.bin (text prompts)");
+  cmd->add_option("--tokenizer", c.tokenizer,
+                  "llama2.c tokenizer.bin or a Hugging Face tokenizer.json (default: the model "
+                  "directory's tokenizer.json when it has one)");
+  cmd->add_option("--chat_template", c.chat_template,
+                  "chat prompts: llama3, llama2, mistral, chatml, or a Jinja template file of "
+                  "one of these families (default: the model's tokenizer_config.json)");
+  cmd->add_option("--http_port", c.http_port,
+                  "the coordinator's OpenAI-compatible HTTP API on 127.0.0.1 (0 = a free port, "
+                  "-1 = off)")
+      ->capture_default_str();
   cmd->add_option("--groups", c.groups, "worker groups")->capture_default_str();
   cmd->add_option("--tp", c.tp, "ranks (processes) per group")->capture_default_str();
   cmd->add_option("--port", c.port, "coordinator port on 127.0.0.1 (0 = a free one)")

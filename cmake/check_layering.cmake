@@ -10,26 +10,28 @@
 #   proto/       -> (nothing; .proto only)
 #   api/         -> common, proto            request rules shared by coordinator, worker, cli
 #   kernels/     -> common
+#   tokenizer/   -> common                   llama2.c-independent text tokenizers (tokenizer.json)
 #   kvstore/     -> common, kernels, proto
-#   worker/      -> common, kernels, kvstore, proto, api
+#   worker/      -> common, kernels, kvstore, proto, api, tokenizer
 #   coordinator/ -> common, proto, api        never kernels, kvstore or worker
 #   launcher/    -> common, proto            local processes and clusters
-#   eval/        -> common, kernels, kvstore, worker
-#   cli/         -> common, proto, api, kernels, kvstore, worker, coordinator, launcher, eval
+#   eval/        -> common, kernels, kvstore, worker, tokenizer
+#   cli/         -> common, proto, api, kernels, tokenizer, kvstore, worker, coordinator, launcher, eval
 #   bench/       -> everything but cli/ and tests/
 # Usage: cmake -DSOURCE_DIR=<repo root> -P check_layering.cmake
 set(allowed_common "")
 set(allowed_proto "")
 set(allowed_api common proto)
 set(allowed_kernels common)
+set(allowed_tokenizer common)
 set(allowed_kvstore common kernels proto)
-set(allowed_worker common kernels kvstore proto api)
+set(allowed_worker common kernels kvstore proto api tokenizer)
 set(allowed_coordinator common proto api)
 set(allowed_launcher common proto)
-set(allowed_eval common kernels kvstore worker)
-set(allowed_cli common proto api kernels kvstore worker coordinator launcher eval)
-set(allowed_bench common proto api kernels kvstore worker coordinator launcher eval bench)
-set(layers common proto api kernels kvstore worker coordinator launcher eval cli bench tests)
+set(allowed_eval common kernels kvstore worker tokenizer)
+set(allowed_cli common proto api kernels tokenizer kvstore worker coordinator launcher eval)
+set(allowed_bench common proto api kernels tokenizer kvstore worker coordinator launcher eval bench)
+set(layers common proto api kernels tokenizer kvstore worker coordinator launcher eval cli bench tests)
 
 file(GLOB_RECURSE sources RELATIVE ${SOURCE_DIR}
   ${SOURCE_DIR}/*.h ${SOURCE_DIR}/*.cc ${SOURCE_DIR}/*.cu ${SOURCE_DIR}/*.cuh)

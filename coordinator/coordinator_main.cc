@@ -16,6 +16,7 @@
 #include "coordinator/batch_runner.h"
 #include "coordinator/batch_service.h"
 #include "coordinator/coordinator_metrics.h"
+#include "coordinator/http_server.h"
 #include "coordinator/inference_service.h"
 
 namespace dapq::coordinator {
@@ -27,6 +28,7 @@ struct CoordinatorFlags {
   std::string metrics_listen = "127.0.0.1:9400";
   int ready_fd = -1;
   int max_in_flight = 64, heartbeat_ms = 500, items_per_group = 2;
+  int http_port = -1;  // the OpenAI HTTP API: -1 = off, 0 = any free port
 };
 
 absl::Status RunCoordinator(const CoordinatorFlags& f) {
@@ -76,16 +78,30 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("could not listen on --listen=", f.listen));
   }
+  const std::string host = f.listen.substr(0, f.listen.rfind(':'));
+  std::unique_ptr<HttpServer> http;
+  if (f.http_port >= 0) {
+    HttpServerOptions http_options;
+    http_options.host = host;
+    http_options.port = f.http_port;
+    http_options.max_threads = f.max_in_flight + 8;
+    DAPQ_ASSIGN_OR_RETURN(http, HttpServer::Start(http_options, &router, &registry, &metrics));
+  }
   runner.Start();
-  ReportReady(f.ready_fd, absl::StrCat(port, " ", metrics_server->port()));
+  ReportReady(f.ready_fd,
+              absl::StrCat(port, " ", metrics_server->port(), " ", http ? http->port() : 0));
   std::printf("dapq-coordinator: serving on %s:%d (batch store %s, metrics on port %d)\n",
-              f.listen.substr(0, f.listen.rfind(':')).c_str(), port, f.db.c_str(),
-              metrics_server->port());
+              host.c_str(), port, f.db.c_str(), metrics_server->port());
+  if (http) {
+    std::printf("dapq-coordinator: OpenAI HTTP API on http://%s:%d/v1\n", host.c_str(),
+                http->port());
+  }
   std::fflush(stdout);
   WatchTerminationSignals([&server](int) {
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   });
   server->Wait();
+  if (http) http->Stop();
   return absl::OkStatus();
 }
 
@@ -103,7 +119,13 @@ int main(int argc, char** argv) {
                  "followed); unset: batch items must come inline");
   app.add_option("--metrics_listen", f.metrics_listen, "/metrics address (port 0 = any)");
   app.add_option("--ready_fd", f.ready_fd,
-                 "write \"<port> <metrics port>\" to this descriptor once serving");
+                 "write \"<port> <metrics port> <http port or 0>\" to this descriptor once "
+                 "serving");
+  app.add_option("--http_port", f.http_port,
+                 "serve the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
+                 "/v1/models, /health) on this port of --listen's host; 0 = any free port, -1 "
+                 "= off")
+      ->capture_default_str();
   app.add_option("--max_in_flight", f.max_in_flight, "requests admitted at once");
   app.add_option("--heartbeat_ms", f.heartbeat_ms, "heartbeat interval expected from groups");
   app.add_option("--items_per_group", f.items_per_group,

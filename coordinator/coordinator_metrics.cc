@@ -42,8 +42,16 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& r)
                 .Name("dapq_coordinator_ttft_seconds")
                 .Help("Request arrival at the coordinator to its first streamed token")
                 .Register(r)
-                .Add({}, LatencyBuckets())) {
+                .Add({}, LatencyBuckets())),
+      http_responses_(prometheus::BuildCounter()
+                          .Name("dapq_coordinator_http_responses_total")
+                          .Help("OpenAI HTTP API responses, by path and HTTP status")
+                          .Register(r)) {
   requests_.Add({{"code", "OK"}});
+}
+
+void CoordinatorMetrics::OnHttpResponse(const std::string& path, int http_status) {
+  http_responses_.Add({{"path", path}, {"status", std::to_string(http_status)}}).Increment();
 }
 
 void CoordinatorMetrics::OnRequest(const grpc::Status& status) {

@@ -25,10 +25,13 @@ class CoordinatorMetrics {
   explicit CoordinatorMetrics(prometheus::Registry& registry);
   void OnRequest(const grpc::Status& status);
   void ObserveTtft(double seconds);
+  // One answer of the HTTP API (`path` is the route, e.g. /v1/completions).
+  void OnHttpResponse(const std::string& path, int http_status);
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Histogram& ttft_;
+  prometheus::Family<prometheus::Counter>& http_responses_;
 };
 
 class CoordinatorCollector final : public prometheus::Collectable {

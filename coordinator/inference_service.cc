@@ -7,16 +7,17 @@
 #include "common/grpc_status.h"
 
 namespace dapq::coordinator {
-namespace {
 
-grpc::Status RunForClient(RequestRouter* router, CoordinatorMetrics* metrics,
-                          grpc::ServerContext* context, const dapq::v1::GenerateRequest& request,
-                          const std::function<bool(const dapq::v1::GenerateResponse&)>& sink) {
-  RunInfo info;
+grpc::Status RunWithMetrics(RequestRouter* router, CoordinatorMetrics* metrics,
+                            const dapq::v1::GenerateRequest& request,
+                            std::chrono::system_clock::time_point deadline,
+                            const std::function<bool()>& cancelled,
+                            const std::function<bool(const dapq::v1::GenerateResponse&)>& sink,
+                            RunInfo* info) {
   const auto start = std::chrono::steady_clock::now();
   bool first = true;
   const grpc::Status status = router->Run(
-      request, context->deadline(), [context] { return context->IsCancelled(); },
+      request, deadline, cancelled,
       [&](const dapq::v1::GenerateResponse& r) {
         if (first && r.token_ids_size() > 0 && metrics != nullptr) {
           first = false;
@@ -25,11 +26,23 @@ grpc::Status RunForClient(RequestRouter* router, CoordinatorMetrics* metrics,
         }
         return sink(r);
       },
-      &info);
+      info);
+  if (metrics != nullptr) metrics->OnRequest(status);
+  return status;
+}
+
+namespace {
+
+grpc::Status RunForClient(RequestRouter* router, CoordinatorMetrics* metrics,
+                          grpc::ServerContext* context, const dapq::v1::GenerateRequest& request,
+                          const std::function<bool(const dapq::v1::GenerateResponse&)>& sink) {
+  RunInfo info;
+  const grpc::Status status = RunWithMetrics(
+      router, metrics, request, context->deadline(), [context] { return context->IsCancelled(); },
+      sink, &info);
   if (!info.retry_after_ms.empty()) {
     context->AddTrailingMetadata("retry-after-ms", info.retry_after_ms);
   }
-  if (metrics != nullptr) metrics->OnRequest(status);
   return status;
 }
 

@@ -39,6 +39,15 @@ class RegistryService final : public dapq::v1::Registry::Service {
   const std::chrono::milliseconds interval_;
 };
 
+// Runs `request` through `router` for a client of either API (gRPC or HTTP), recording the
+// coordinator's request and TTFT metrics (`metrics` may be null).
+grpc::Status RunWithMetrics(RequestRouter* router, CoordinatorMetrics* metrics,
+                            const dapq::v1::GenerateRequest& request,
+                            std::chrono::system_clock::time_point deadline,
+                            const std::function<bool()>& cancelled,
+                            const std::function<bool(const dapq::v1::GenerateResponse&)>& sink,
+                            RunInfo* info);
+
 // Appends one streamed message to a completion being collected.
 void AppendToCompletion(const dapq::v1::GenerateResponse& part, dapq::v1::CompleteResponse* out);
 

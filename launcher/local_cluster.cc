@@ -114,18 +114,24 @@ absl::Status LocalCluster::StartCoordinator() {
       {"--ready_fd", "3"}};
   for (const auto& [flag, value] : flags) argv.insert(argv.end(), {flag, value});
   if (!o.batch_dir.empty()) argv.insert(argv.end(), {"--batch_dir", o.batch_dir});
+  if (o.http_port >= 0) {
+    // A restart keeps the port the first start bound.
+    argv.insert(argv.end(),
+                {"--http_port", std::to_string(http_port_ > 0 ? http_port_ : o.http_port)});
+  }
   DAPQ_ASSIGN_OR_RETURN(
       ChildProcess p,
       ChildProcess::Start(argv, o.work_dir + "/logs/coordinator.log", /*ready_pipe=*/true));
   coordinator_ = std::make_unique<ChildProcess>(std::move(p));
   DAPQ_ASSIGN_OR_RETURN(const std::string ready,
                         coordinator_->ReadReadyLine(std::chrono::seconds(60)));
-  int bound = 0, metrics = 0;
-  if (std::sscanf(ready.c_str(), "%d %d", &bound, &metrics) != 2) {
+  int bound = 0, metrics = 0, http = 0;
+  if (std::sscanf(ready.c_str(), "%d %d %d", &bound, &metrics, &http) != 3) {
     return absl::InternalError(absl::StrCat("coordinator: unexpected ready line '", ready, "'"));
   }
   address_ = absl::StrCat("127.0.0.1:", bound);
   coordinator_metrics_port_ = metrics;
+  http_port_ = http;
   return absl::OkStatus();
 }
 
@@ -149,6 +155,7 @@ absl::Status LocalCluster::StartWorker(int group, int rank) {
       {"--ready_fd", "3"}};
   for (const auto& [flag, value] : flags) argv.insert(argv.end(), {flag, value});
   if (!o.tokenizer.empty()) argv.insert(argv.end(), {"--tokenizer", o.tokenizer});
+  if (!o.chat_template.empty()) argv.insert(argv.end(), {"--chat_template", o.chat_template});
   if (o.kv_store) {
     argv.insert(argv.end(), {"--kv_dir", o.work_dir + "/kv"});
     if (o.kv_device_kib > 0) {

@@ -21,8 +21,10 @@ namespace dapq::launcher {
 struct LocalClusterOptions {
   std::string bin_dir;  // holds dapq-coordinator and dapq-worker ("" = next to this program)
   std::string model, tokenizer;
+  std::string chat_template;  // the workers' --chat_template ("" = the model's own)
   int groups = 1, tp = 2;
   int port = 0;          // the coordinator's port on 127.0.0.1 (0 = a free one)
+  int http_port = -1;    // its OpenAI HTTP API (-1 = off, 0 = a free port)
   std::string work_dir;  // logs, rendezvous, batch.db ("" = a new directory under /tmp)
   std::string db;        // batch store ("" = work_dir/batch.db)
   // The coordinator's --batch_dir: the only directory batch jobs may name files in ("" = none:
@@ -66,6 +68,7 @@ class LocalCluster {
   ChildProcess& coordinator() { return *coordinator_; }
   ChildProcess& worker(int group, int rank) { return *workers_[group * options_.tp + rank]; }
   int coordinator_metrics_port() const { return coordinator_metrics_port_; }
+  int http_port() const { return http_port_; }  // 0 when the HTTP API is off
   int worker_metrics_port(int group, int rank) const {
     return worker_metrics_ports_[group * options_.tp + rank];
   }
@@ -90,6 +93,7 @@ class LocalCluster {
   LocalClusterOptions options_;
   std::string address_;
   int coordinator_metrics_port_ = 0;
+  int http_port_ = 0;
   std::vector<int> worker_metrics_ports_;
   std::unique_ptr<ChildProcess> coordinator_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;

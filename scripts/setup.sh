@@ -15,7 +15,17 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox curl
+  libcpp-httplib-dev libpcre2-dev libicu-dev
 )
+# Node.js runs the test peers of tests/npm (the JS tokenizers, the OpenAI client); a machine
+# that already has node (any packaging) keeps it. A tree without tests/ (the Docker build stage
+# copies this script alone) needs neither.
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+NPM_PEERS="$ROOT/tests/npm"
+if [[ -f "$NPM_PEERS/package.json" ]] &&
+   { ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; }; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -33,4 +43,15 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: all packages present"
+fi
+
+# The npm test peers, pinned by tests/npm/package-lock.json (the npm registry).
+if [[ -f "$NPM_PEERS/package.json" ]]; then
+  if [[ ! -f "$NPM_PEERS/node_modules/.package-lock.json" ||
+        "$NPM_PEERS/package-lock.json" -nt "$NPM_PEERS/node_modules/.package-lock.json" ]]; then
+    echo "setup: npm ci in tests/npm"
+    (cd "$NPM_PEERS" && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    echo "setup: tests/npm packages present"
+  fi
 fi

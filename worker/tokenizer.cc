@@ -1,9 +1,10 @@
 // File: worker/tokenizer.cc
-// llama2.c BPE tokenizer: loading with bounds checks, encode, decode.
+// llama2.c BPE tokenizer: loading with bounds checks, encode (heap-based merging), decode.
 #include "worker/tokenizer.h"
 
 #include <cstdint>
 #include <cstring>
+#include <queue>
 
 #include "absl/strings/str_cat.h"
 #include "common/mapped_file.h"
@@ -71,6 +72,7 @@ std::vector<int> Tokenizer::Encode(std::string_view text, bool add_bos, bool add
     if (space >= 0) tokens.push_back(space);
   }
   // One token per UTF-8 character; byte fallback when the character is not a piece.
+  std::string key;
   for (size_t i = 0; i < text.size();) {
     size_t len = 1;
     const auto lead = static_cast<unsigned char>(text[i]);
@@ -87,9 +89,10 @@ std::vector<int> Tokenizer::Encode(std::string_view text, bool add_bos, bool add
         break;
       }
     }
-    const int id = Lookup(text.substr(i, len));
-    if (id >= 0) {
-      tokens.push_back(id);
+    key.assign(text.substr(i, len));
+    const auto it = index_.find(key);
+    if (it != index_.end()) {
+      tokens.push_back(it->second);
     } else {
       // Byte fallback: byte b is id b + 3, or <unk> when the vocabulary has no such id (fewer
       // than 259 pieces).
@@ -100,26 +103,57 @@ std::vector<int> Tokenizer::Encode(std::string_view text, bool add_bos, bool add
     }
     i += len;
   }
-  // Merge the best-scoring adjacent pair until none merges.
-  const size_t first = add_bos ? 1 : 0;
-  while (true) {
-    float best_score = -1e10f;
-    int best_id = -1;
-    size_t best_idx = 0;
-    for (size_t i = first; i + 1 < tokens.size(); ++i) {
-      const int id = Lookup(pieces_[tokens[i]] + pieces_[tokens[i + 1]]);
-      if (id >= 0 && scores_[id] > best_score) {
-        best_score = scores_[id];
-        best_id = id;
-        best_idx = i;
-      }
-    }
-    if (best_id < 0) break;
-    tokens[best_idx] = best_id;
-    tokens.erase(tokens.begin() + static_cast<long>(best_idx) + 1);
+  // Merge the best-scoring adjacent pair until none merges; ties go to the leftmost pair. The
+  // symbols form a linked list and the candidate pairs a max-heap on (score, -position) with
+  // lazy invalidation, so this is O(n log n): a merged symbol keeps its left part's position,
+  // and positions stay in text order.
+  const int first = add_bos ? 1 : 0;
+  const int n = static_cast<int>(tokens.size());
+  std::vector<int> next(n);
+  std::vector<int> prev(n);
+  for (int i = 0; i < n; ++i) {
+    next[i] = i + 1 < n ? i + 1 : -1;
+    prev[i] = i - 1;
   }
-  if (add_eos) tokens.push_back(kEos);
-  return tokens;
+  struct Candidate {
+    float score;
+    int pos;
+    int left;  // the token ids the pair had when it was pushed
+    int right;
+    int merged;
+    bool operator<(const Candidate& o) const {  // lower priority
+      return score != o.score ? score < o.score : pos > o.pos;
+    }
+  };
+  std::priority_queue<Candidate> heap;
+  auto push = [&](int pos) {
+    if (pos < first || next[pos] < 0) return;
+    key.assign(pieces_[tokens[pos]]);
+    key.append(pieces_[tokens[next[pos]]]);
+    const auto it = index_.find(key);
+    // The quadratic scan started from a best score of -1e10 and needed a strictly higher one.
+    if (it == index_.end() || !(scores_[it->second] > -1e10f)) return;
+    heap.push({scores_[it->second], pos, tokens[pos], tokens[next[pos]], it->second});
+  };
+  for (int i = first; i + 1 < n; ++i) push(i);
+  std::vector<bool> alive(n, true);
+  while (!heap.empty()) {
+    const Candidate c = heap.top();
+    heap.pop();
+    const int r = next[c.pos];
+    if (!alive[c.pos] || r < 0 || tokens[c.pos] != c.left || tokens[r] != c.right) continue;
+    tokens[c.pos] = c.merged;
+    alive[r] = false;
+    next[c.pos] = next[r];
+    if (next[r] >= 0) prev[next[r]] = c.pos;
+    if (prev[c.pos] >= 0) push(prev[c.pos]);
+    push(c.pos);
+  }
+  std::vector<int> out;
+  out.reserve(n + 1);
+  for (int i = n > 0 ? 0 : -1; i >= 0; i = next[i]) out.push_back(tokens[i]);
+  if (add_eos) out.push_back(kEos);
+  return out;
 }
 
 std::string Tokenizer::Decode(int prev_token, int token) const {
@@ -134,13 +168,9 @@ std::string Tokenizer::Decode(int prev_token, int token) const {
   return std::string(piece);
 }
 
-std::string Tokenizer::DecodeAll(const std::vector<int>& tokens, int prev_token) const {
-  std::string out;
-  for (int t : tokens) {
-    out += Decode(prev_token, t);
-    prev_token = t;
-  }
-  return out;
+int Tokenizer::SpecialTokenId(std::string_view content) const {
+  const int id = Lookup(content);
+  return id == kUnk || id == kBos || id == kEos ? id : -1;
 }
 
 }  // namespace dapq::worker

@@ -14,23 +14,29 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "tokenizer/text_tokenizer.h"
 
 namespace dapq::worker {
 
-class Tokenizer {
+class Tokenizer final : public tokenizer::TextTokenizer {
  public:
   // NotFound for a missing file; InvalidArgument for a truncated or malformed one (names the
   // token index and offset).
   static absl::StatusOr<Tokenizer> Load(const std::string& path, int vocab_size);
 
   std::vector<int> Encode(std::string_view text, bool add_bos, bool add_eos) const;
-  // The text of `token` when it follows `prev_token`.
-  std::string Decode(int prev_token, int token) const;
-  // Decodes a whole sequence (the first token's predecessor is taken as `prev_token`).
-  std::string DecodeAll(const std::vector<int>& tokens, int prev_token) const;
+  // TextTokenizer: `add_special_tokens` adds BOS (never EOS).
+  std::vector<int> Encode(std::string_view text, bool add_special_tokens) const override {
+    return Encode(text, add_special_tokens, /*add_eos=*/false);
+  }
+  // The text of `token` when it follows `prev_token` (BOS and EOS decode to their pieces, as in
+  // llama2.c).
+  std::string Decode(int prev_token, int token) const override;
+  int SpecialTokenId(std::string_view content) const override;
 
-  int vocab_size() const { return static_cast<int>(pieces_.size()); }
+  int vocab_size() const override { return static_cast<int>(pieces_.size()); }
   const std::string& piece(int id) const { return pieces_[id]; }
+  float score(int id) const { return scores_[id]; }
   static constexpr int kUnk = 0;  // byte fallback ids past a small vocabulary map here
   static constexpr int kBos = 1;
   static constexpr int kEos = 2;

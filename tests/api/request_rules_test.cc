@@ -208,5 +208,38 @@ TEST(RequestRulesTest, DefaultMaxNewTokensIsSharedByCoordinatorAndWorker) {
   EXPECT_EQ(api::EffectiveMaxNewTokens(request), api::kDefaultMaxNewTokens);
 }
 
+// Chat prompts and stop sequences have no batch JSONL form; the coordinator and the worker
+// judge them through the shared ValidateGenerateRequest.
+TEST(RequestRulesTest, ChatPromptAndStopSequences) {
+  dapq::v1::GenerateRequest request;
+  dapq::v1::ChatMessage* m = request.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("Hi");
+  request.add_stop("\n");
+  EXPECT_TRUE(api::ValidateGenerateRequest(request).ok());
+  EXPECT_TRUE(worker::service::ToGenerateOptions(request).ok());
+
+  dapq::v1::GenerateRequest bad_role = request;
+  bad_role.mutable_chat()->mutable_messages(0)->set_role("tool");
+  EXPECT_THAT(std::string(api::ValidateGenerateRequest(bad_role).message()),
+              ::testing::HasSubstr("prompt.chat.messages[0].role"));
+
+  dapq::v1::GenerateRequest no_messages = request;
+  no_messages.mutable_chat()->clear_messages();
+  EXPECT_THAT(std::string(api::ValidateGenerateRequest(no_messages).message()),
+              ::testing::HasSubstr("prompt.chat.messages is empty"));
+
+  dapq::v1::GenerateRequest many_stops = request;
+  for (int i = 0; i < 4; ++i) many_stops.add_stop("x");
+  EXPECT_EQ(api::ValidateGenerateRequest(many_stops).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(api::ValidateGenerateRequest(many_stops).message()),
+              ::testing::HasSubstr("stop: 5 sequences"));
+
+  dapq::v1::GenerateRequest empty_stop = request;
+  empty_stop.set_stop(0, "");
+  EXPECT_THAT(std::string(worker::service::ToGenerateOptions(empty_stop).status().message()),
+              ::testing::HasSubstr("stop[0]"));
+}
+
 }  // namespace
 }  // namespace dapq

@@ -63,7 +63,8 @@ std::vector<int> Reference(const std::string& model, const dapq::v1::GenerateReq
     tok = std::make_unique<worker::Tokenizer>(
         *worker::Tokenizer::Load(testing::Tok512Path(), m->config.vocab_size));
   }
-  auto prompt = worker::service::PromptTokens(request, tok.get(), m->config.vocab_size, false);
+  auto prompt = worker::service::PromptTokens(request, worker::service::PromptCodec{tok.get()},
+                                              m->config.vocab_size, false);
   EXPECT_TRUE(prompt.ok()) << prompt.status();
   auto options = worker::service::ToGenerateOptions(request);
   EXPECT_TRUE(options.ok()) << options.status();

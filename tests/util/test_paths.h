@@ -11,6 +11,10 @@ namespace dapq::testing {
 inline std::string SharedModelPath(const std::string& file) { return "../shared/models/" + file; }
 inline std::string Stories260KPath() { return SharedModelPath("stories260K.bin"); }
 inline std::string Tok512Path() { return SharedModelPath("tok512.bin"); }
+// A file of the npm test peers (tests/npm, installed by scripts/setup.sh with `npm ci`).
+inline std::string NpmModulePath(const std::string& file) {
+  return "tests/npm/node_modules/" + file;
+}
 
 // A fresh, empty directory under the test temp dir, unique to this process.
 std::string MakeTempDir(const std::string& name);

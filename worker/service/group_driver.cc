@@ -3,6 +3,7 @@
 #include "worker/service/group_driver.h"
 
 #include "absl/strings/str_cat.h"
+#include "api/stop_sequences.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "worker/service/request_options.h"
@@ -31,7 +32,8 @@ bool IsGroupFailure(const absl::Status& status) {
   }
 }
 
-GroupDriver::GroupDriver(Engine* engine, Communicator* comm, const Tokenizer* tokenizer,
+GroupDriver::GroupDriver(Engine* engine, Communicator* comm,
+                         const tokenizer::TextTokenizer* tokenizer,
                          const GroupDriverOptions& options)
     : engine_(engine),
       comm_(comm),
@@ -47,7 +49,15 @@ absl::StatusOr<std::shared_ptr<RequestChannel>> GroupDriver::Submit(
   if (options_.store != nullptr && !request.session_id().empty()) {
     options_.store->Prefetch(request.session_id());
   }
-  auto channel = std::make_shared<RequestChannel>(std::move(request));
+  // Tokenized here, on the caller's thread: the driver's thread only runs the model.
+  const PromptCodec codec{tokenizer_, options_.chat_template};
+  TokenizedPrompt prompt;
+  prompt.fresh = PromptTokens(request, codec, engine_->config().vocab_size, false);
+  DAPQ_RETURN_IF_ERROR(prompt.fresh.status());
+  if (!request.session_id().empty()) {
+    prompt.continuing = PromptTokens(request, codec, engine_->config().vocab_size, true);
+  }
+  auto channel = std::make_shared<RequestChannel>(std::move(request), std::move(prompt));
   MutexLock lock(&mu_);
   if (broken_.load() || shutdown_) {
     return absl::UnavailableError(
@@ -170,26 +180,32 @@ bool GroupDriver::AnswerIfCancelled(RequestChannel& channel) {
   return true;
 }
 
-absl::StatusOr<std::vector<int>> GroupDriver::PreparePrompt(
-    const dapq::v1::GenerateRequest& request, bool continuing, int next_position,
-    GenerateOptions* options) const {
-  DAPQ_ASSIGN_OR_RETURN(
-      std::vector<int> prompt,
-      PromptTokens(request, tokenizer_, engine_->config().vocab_size, continuing));
-  DAPQ_ASSIGN_OR_RETURN(*options, ToGenerateOptions(request));
+absl::StatusOr<std::vector<int>> GroupDriver::PreparePrompt(const RequestChannel& channel,
+                                                            bool continuing, int next_position,
+                                                            GenerateOptions* options) const {
+  DAPQ_ASSIGN_OR_RETURN(std::vector<int> prompt,
+                        continuing ? channel.prompt().continuing : channel.prompt().fresh);
+  DAPQ_ASSIGN_OR_RETURN(*options, ToGenerateOptions(channel.request()));
   DAPQ_RETURN_IF_ERROR(CheckContext(prompt.size(), options->max_new_tokens, next_position,
                                     engine_->config().max_seq_len));
   return prompt;
 }
 
 std::function<bool(int)> GroupDriver::StreamTo(RequestChannel* channel, int prev) const {
-  return [this, channel, prev](int token) mutable {
+  const auto& stops = channel->request().stop();
+  auto filter = std::make_shared<api::StopSequenceFilter>(
+      std::vector<std::string>(stops.begin(), stops.end()));
+  return [this, channel, prev, filter](int token) mutable {
     StreamEvent event;
     event.token = token;
     if (tokenizer_ != nullptr) event.text = tokenizer_->Decode(prev, token);
     prev = token;
+    if (!channel->request().stop().empty()) {
+      filter->Push(event.text);
+      if (filter->stopped()) channel->MarkStopSequence();
+    }
     channel->Push(std::move(event));
-    return !channel->cancelled();
+    return !channel->cancelled() && !channel->stop_sequence();
   };
 }
 
@@ -206,7 +222,7 @@ void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, BatchState
   const int next_position = session != nullptr ? static_cast<int>(session->tokens.size()) : 0;
   GenerateOptions options;
   absl::StatusOr<std::vector<int>> prompt =
-      PreparePrompt(request, /*continuing=*/session != nullptr, next_position, &options);
+      PreparePrompt(*channel, /*continuing=*/session != nullptr, next_position, &options);
   absl::Status status = prompt.status();
   const uint64_t id = next_request_id_++;
   bool continuing = false, began = false;
@@ -454,7 +470,7 @@ bool GroupDriver::Serve(RequestChannel& channel) {
   const int next_position = session != nullptr ? static_cast<int>(session->tokens.size()) : 0;
   GenerateOptions options;
   absl::StatusOr<std::vector<int>> prompt =
-      PreparePrompt(request, /*continuing=*/session != nullptr, next_position, &options);
+      PreparePrompt(channel, /*continuing=*/session != nullptr, next_position, &options);
   absl::Status status = prompt.status();
   if (status.ok()) {
     dapq::v1::GroupCommand command;
@@ -490,9 +506,9 @@ void GroupDriver::Complete(RequestChannel& channel, std::chrono::steady_clock::t
     s.set_prompt_tokens(result->prompt_tokens);
     s.set_cached_prompt_tokens(result->reused_prompt_tokens);
     s.set_generated_tokens(static_cast<int>(result->tokens.size()));
-    s.set_finish_reason(channel.cancelled()             ? "cancelled"
-                        : result->stopped_at_stop_token ? "stop"
-                                                        : "length");
+    s.set_finish_reason(channel.cancelled()                                        ? "cancelled"
+                        : result->stopped_at_stop_token || channel.stop_sequence() ? "stop"
+                                                                                   : "length");
     s.set_queue_seconds(SecondsBetween(channel.enqueued(), start));
     s.set_ttft_seconds(s.queue_seconds() + result->prefill_seconds);
     s.set_prefill_seconds(result->prefill_seconds);

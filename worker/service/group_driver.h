@@ -34,13 +34,14 @@
 #include "dapq/v1/admin.pb.h"
 #include "dapq/v1/worker.pb.h"
 #include "kvstore/kv_store.h"
+#include "tokenizer/text_tokenizer.h"
+#include "worker/chat_template.h"
 #include "worker/comm/communicator.h"
 #include "worker/engine.h"
 #include "worker/service/group_batch_ops.h"
 #include "worker/service/request_channel.h"
 #include "worker/service/scheduler.h"
 #include "worker/service/worker_metrics.h"
-#include "worker/tokenizer.h"
 
 namespace dapq::worker::service {
 
@@ -67,14 +68,17 @@ struct GroupDriverOptions {
   // (GroupCommand BATCH). false: one request at a time.
   bool continuous_batching = true;
   SchedulerOptions scheduler;
+  // Renders chat prompts (null: the group rejects them).
+  const ChatTemplate* chat_template = nullptr;
 };
 
 class GroupDriver {
  public:
   // `engine` holds this process's ranks; `comm` is the group's communicator when the ranks are
-  // separate processes (null when every rank is in this process). `tokenizer` may be null.
-  // All must outlive the driver.
-  GroupDriver(Engine* engine, Communicator* comm, const Tokenizer* tokenizer,
+  // separate processes (null when every rank is in this process). `tokenizer` may be null
+  // (token-id prompts only); so may `options.chat_template` (no chat prompts). All must outlive
+  // the driver.
+  GroupDriver(Engine* engine, Communicator* comm, const tokenizer::TextTokenizer* tokenizer,
               const GroupDriverOptions& options);
 
   // Rank 0. Queues a request: ResourceExhausted when the queue is full, Unavailable once the
@@ -143,10 +147,10 @@ class GroupDriver {
   // Answers a request cancelled while it waited in the queue; true when it did.
   static bool AnswerIfCancelled(RequestChannel& channel);
   // The request's prompt as token ids and its options, within the context from `next_position`.
-  absl::StatusOr<std::vector<int>> PreparePrompt(const dapq::v1::GenerateRequest& request,
-                                                 bool continuing, int next_position,
-                                                 GenerateOptions* options) const;
-  // Streams each sampled token (and its text after `prev`) to `channel`; false once cancelled.
+  absl::StatusOr<std::vector<int>> PreparePrompt(const RequestChannel& channel, bool continuing,
+                                                 int next_position, GenerateOptions* options) const;
+  // Streams each sampled token (and its text after `prev`) to `channel`; false once cancelled
+  // or once the text reached one of the request's stop sequences.
   std::function<bool(int)> StreamTo(RequestChannel* channel, int prev) const;
   // Followers: runs one operation of rank 0's continuous batch on this rank's sequences.
   absl::Status RunBatchOp(const dapq::v1::BatchOp& op);
@@ -173,7 +177,7 @@ class GroupDriver {
 
   Engine* const engine_;
   Communicator* const comm_;
-  const Tokenizer* const tokenizer_;
+  const tokenizer::TextTokenizer* const tokenizer_;
   const GroupDriverOptions options_;
   const int kv_scale_;  // ranks per local rank (KV bytes are reported for the whole group)
 

@@ -14,6 +14,7 @@
 #include "tests/util/stories_model.h"
 #include "tests/util/test_paths.h"
 #include "worker/session_store.h"
+#include "worker/tokenizer.h"
 
 namespace dapq::worker::service {
 namespace {

@@ -10,8 +10,10 @@
 #include <chrono>
 #include <deque>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/mutex.h"
 #include "dapq/v1/inference.pb.h"
 
@@ -25,12 +27,24 @@ struct StreamEvent {
   dapq::v1::GenerationSummary summary;
 };
 
+// The prompt's token ids, tokenized on the RPC handler's thread before the request is queued
+// (never on the driver's): as a fresh sequence, and, for a session's request, also as the
+// continuation of that session (the driver learns which applies when the turn starts). An
+// error is answered when the turn starts, as before.
+struct TokenizedPrompt {
+  absl::StatusOr<std::vector<int>> fresh = std::vector<int>();
+  absl::StatusOr<std::vector<int>> continuing = std::vector<int>();
+};
+
 class RequestChannel {
  public:
-  explicit RequestChannel(dapq::v1::GenerateRequest request)
-      : request_(std::move(request)), enqueued_(std::chrono::steady_clock::now()) {}
+  explicit RequestChannel(dapq::v1::GenerateRequest request, TokenizedPrompt prompt = {})
+      : request_(std::move(request)),
+        prompt_(std::move(prompt)),
+        enqueued_(std::chrono::steady_clock::now()) {}
 
   const dapq::v1::GenerateRequest& request() const { return request_; }
+  const TokenizedPrompt& prompt() const { return prompt_; }
   std::chrono::steady_clock::time_point enqueued() const { return enqueued_; }
 
   void Push(StreamEvent event) {
@@ -48,11 +62,16 @@ class RequestChannel {
   }
   void Cancel() { cancelled_.store(true); }
   bool cancelled() const { return cancelled_.load(); }
+  // The generated text reached one of the request's stop sequences (the driver's thread only).
+  void MarkStopSequence() { stop_sequence_ = true; }
+  bool stop_sequence() const { return stop_sequence_; }
 
  private:
   const dapq::v1::GenerateRequest request_;
+  const TokenizedPrompt prompt_;
   const std::chrono::steady_clock::time_point enqueued_;
   std::atomic<bool> cancelled_{false};
+  bool stop_sequence_ = false;
   Mutex mu_;
   CondVar cv_;
   std::deque<StreamEvent> events_ ABSL_GUARDED_BY(mu_);

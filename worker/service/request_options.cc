@@ -71,19 +71,38 @@ absl::StatusOr<GenerateOptions> ToGenerateOptions(const dapq::v1::GenerateReques
 }
 
 absl::StatusOr<std::vector<int>> PromptTokens(const dapq::v1::GenerateRequest& request,
-                                              const Tokenizer* tokenizer, int vocab_size,
+                                              const PromptCodec& codec, int vocab_size,
                                               bool continuing) {
   std::vector<int> tokens;
   switch (request.prompt_case()) {
     case dapq::v1::GenerateRequest::kText:
       if (request.text().empty()) return absl::InvalidArgumentError("prompt.text is empty");
-      if (tokenizer == nullptr) {
+      if (codec.tokenizer == nullptr) {
         return absl::InvalidArgumentError(
             "prompt.text: this worker group has no tokenizer; send prompt.token_ids");
       }
-      tokens = tokenizer->Encode(request.text(), /*add_bos=*/!continuing, /*add_eos=*/false);
+      tokens = codec.tokenizer->Encode(request.text(), /*add_special_tokens=*/!continuing);
       if (tokens.empty()) return absl::InvalidArgumentError("prompt.text encodes to no tokens");
       return tokens;
+    case dapq::v1::GenerateRequest::kChat: {
+      if (codec.tokenizer == nullptr) {
+        return absl::InvalidArgumentError(
+            "prompt.chat: this worker group has no tokenizer; send prompt.token_ids");
+      }
+      if (codec.chat_template == nullptr) {
+        return absl::InvalidArgumentError(
+            "prompt.chat: this worker group's model has no chat template (start the worker "
+            "with --chat_template)");
+      }
+      if (continuing) {
+        return absl::InvalidArgumentError(
+            "prompt.chat: a session's later turns take prompt.text or prompt.token_ids");
+      }
+      DAPQ_ASSIGN_OR_RETURN(const std::string text, codec.chat_template->Render(request.chat()));
+      tokens = codec.tokenizer->Encode(text, /*add_special_tokens=*/false);
+      if (tokens.empty()) return absl::InvalidArgumentError("prompt.chat encodes to no tokens");
+      return tokens;
+    }
     case dapq::v1::GenerateRequest::kTokenIds:
       if (request.token_ids().ids().empty()) {
         return absl::InvalidArgumentError("prompt.token_ids is empty");
@@ -100,7 +119,7 @@ absl::StatusOr<std::vector<int>> PromptTokens(const dapq::v1::GenerateRequest& r
     case dapq::v1::GenerateRequest::PROMPT_NOT_SET:
       break;
   }
-  return absl::InvalidArgumentError("prompt: set prompt.text or prompt.token_ids");
+  return absl::InvalidArgumentError("prompt: set prompt.text, prompt.token_ids or prompt.chat");
 }
 
 absl::Status CheckContext(size_t prompt_tokens, int max_new_tokens, int next_position,

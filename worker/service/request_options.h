@@ -9,8 +9,9 @@
 
 #include "absl/status/statusor.h"
 #include "dapq/v1/inference.pb.h"
+#include "tokenizer/text_tokenizer.h"
+#include "worker/chat_template.h"
 #include "worker/engine.h"
-#include "worker/tokenizer.h"
 
 namespace dapq::worker::service {
 
@@ -23,11 +24,19 @@ absl::StatusOr<compress::CompressionConfig> ToCompressionConfig(
 // included.
 absl::StatusOr<GenerateOptions> ToGenerateOptions(const dapq::v1::GenerateRequest& request);
 
-// The prompt as token ids: `text` encoded with `tokenizer` (BOS first unless `continuing` a
-// session), or `token_ids` checked against the vocabulary. `tokenizer` may be null (then only
-// token ids are accepted).
+// What a worker group turns prompts with: its tokenizer and chat template (either may be null;
+// then only token ids, or no chat prompts, are accepted).
+struct PromptCodec {
+  const tokenizer::TextTokenizer* tokenizer = nullptr;
+  const ChatTemplate* chat_template = nullptr;
+};
+
+// The prompt as token ids: `text` encoded with the tokenizer (its special tokens, e.g. BOS,
+// first unless `continuing` a session), `chat` rendered through the chat template and encoded
+// (the template writes its own special tokens; a session's later turns cannot be chat prompts),
+// or `token_ids` checked against the vocabulary.
 absl::StatusOr<std::vector<int>> PromptTokens(const dapq::v1::GenerateRequest& request,
-                                              const Tokenizer* tokenizer, int vocab_size,
+                                              const PromptCodec& codec, int vocab_size,
                                               bool continuing);
 
 // OutOfRange naming the field when the prompt plus max_new_tokens, from `next_position`, pass

@@ -24,6 +24,7 @@
 #include "kvstore/remote_tier.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/model_loader.h"
+#include "worker/prompt_codec.h"
 #include "worker/service/group_driver.h"
 #include "worker/service/worker_service.h"
 
@@ -31,7 +32,8 @@ namespace dapq::worker::service {
 namespace {
 
 struct WorkerFlags {
-  std::string model, tokenizer, group_id = "g0", rendezvous_dir, listen = "127.0.0.1:0";
+  std::string model, served_model_name, tokenizer, chat_template, group_id = "g0", rendezvous_dir,
+                                                                  listen = "127.0.0.1:0";
   std::string weights_dtype = "fp32", kv_dtype = "fp32";
   std::string coordinator, advertise_host = "127.0.0.1", gloo_host = "127.0.0.1";
   int tp = 1, rank = 0, prefill_chunk = 1024, max_queue = 16, max_sessions = 64, threads = 0;
@@ -117,10 +119,12 @@ absl::Status RunWorker(const WorkerFlags& f) {
                                         : std::to_string(metrics_server->port()));
   DAPQ_ASSIGN_OR_RETURN(ModelWeights weights, LoadModelAs(f.model, f.weights_dtype));
   auto model = std::make_shared<const ModelWeights>(std::move(weights));
-  std::unique_ptr<Tokenizer> tokenizer;
-  if (!f.tokenizer.empty()) {
-    DAPQ_ASSIGN_OR_RETURN(Tokenizer t, Tokenizer::Load(f.tokenizer, model->config.vocab_size));
-    tokenizer = std::make_unique<Tokenizer>(std::move(t));
+  // Only rank 0 turns text into tokens; the other ranks receive token ids.
+  LoadedPromptCodec codec;
+  if (f.rank == 0) {
+    DAPQ_ASSIGN_OR_RETURN(
+        codec, LoadPromptCodec(f.model, f.tokenizer, f.chat_template, model->config.vocab_size));
+    DAPQ_LOG(INFO) << "worker " << f.group_id << ": " << codec.describe();
   }
   EngineOptions engine_options;
   engine_options.tp = f.tp;
@@ -206,7 +210,8 @@ absl::Status RunWorker(const WorkerFlags& f) {
   driver_options.scheduler.preemption =
       f.preemption == "swap" ? Preemption::kSwap : Preemption::kRecompute;
   if (peer_port > 0) driver_options.kv_peer = absl::StrCat(f.advertise_host, ":", peer_port);
-  GroupDriver driver(engine.get(), comm.get(), tokenizer.get(), driver_options);
+  if (codec.chat_template) driver_options.chat_template = &*codec.chat_template;
+  GroupDriver driver(engine.get(), comm.get(), codec.tokenizer.get(), driver_options);
   DAPQ_LOG(INFO) << "worker " << f.group_id << " rank " << f.rank << ": " << model->config.name
                  << ", weights " << kernels::DTypeName(model->weights_dtype) << ", KV cache "
                  << kernels::DTypeName(engine_options.kv_dtype) << ", "
@@ -223,7 +228,8 @@ absl::Status RunWorker(const WorkerFlags& f) {
   int port = 0;
   builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(4 << 20);
-  WorkerGroupService service(&driver, f.model);
+  WorkerGroupService service(
+      &driver, f.served_model_name.empty() ? model->config.name : f.served_model_name);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -263,7 +269,15 @@ int main(int argc, char** argv) {
                  "CPU threads for this rank's kernels (OpenBLAS, oneDNN, our loops); 0 = every "
                  "core. Ranks sharing a machine should split the cores between them")
       ->capture_default_str();
-  app.add_option("--tokenizer", f.tokenizer, "tokenizer.bin (text prompts)");
+  app.add_option("--tokenizer", f.tokenizer,
+                 "llama2.c tokenizer.bin, or a Hugging Face tokenizer.json (or its directory); "
+                 "default: the model directory's tokenizer.json when it has one");
+  app.add_option("--served_model_name", f.served_model_name,
+                 "the model's name in the coordinator's APIs (OpenAI `model`); default: the "
+                 "model file's stem or the HF directory's name");
+  app.add_option("--chat_template", f.chat_template,
+                 "chat prompts: a family (llama3, llama2, mistral, chatml) or a Jinja template "
+                 "file of one; default: the tokenizer directory's tokenizer_config.json");
   app.add_option("--tp", f.tp, "ranks in the group");
   app.add_option("--rank", f.rank, "this process's rank");
   app.add_option("--group_id", f.group_id, "the group's name");
