@@ -397,44 +397,34 @@ std::string OpenAiResponseBuilder::FinishReason(const dapq::v1::GenerationSummar
   return "length";
 }
 
-std::string OpenAiResponseBuilder::ChunkJson(std::string_view delta) const {
+// One streamed chunk: `content` as the completion's text or the chat delta's content (a chat
+// delta may carry the role instead), and the finish reason (null until the last chunk).
+std::string OpenAiResponseBuilder::StreamChunk(const json& chat_delta, std::string_view text,
+                                               const json& finish_reason) const {
   json j = {{"id", id_}, {"created", created_}, {"model", model_}};
   if (endpoint_ == OpenAiEndpoint::kCompletions) {
     j["object"] = "text_completion";
     j["choices"] = json::array(
-        {{{"index", 0}, {"text", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+        {{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_reason}}});
   } else {
     j["object"] = "chat.completion.chunk";
     j["choices"] =
-        json::array({{{"index", 0}, {"delta", {{"content", delta}}}, {"finish_reason", nullptr}}});
+        json::array({{{"index", 0}, {"delta", chat_delta}, {"finish_reason", finish_reason}}});
   }
   return Dump(j);
 }
 
+std::string OpenAiResponseBuilder::ChunkJson(std::string_view delta) const {
+  return StreamChunk({{"content", delta}}, delta, nullptr);
+}
+
 std::string OpenAiResponseBuilder::RoleChunkJson() const {
-  json j = {
-      {"id", id_}, {"created", created_}, {"model", model_}, {"object", "chat.completion.chunk"}};
-  j["choices"] = json::array({{{"index", 0},
-                               {"delta", {{"role", "assistant"}, {"content", ""}}},
-                               {"finish_reason", nullptr}}});
-  return Dump(j);
+  return StreamChunk({{"role", "assistant"}, {"content", ""}}, "", nullptr);
 }
 
 std::string OpenAiResponseBuilder::FinishChunkJson(
     const dapq::v1::GenerationSummary& summary) const {
-  json j = {{"id", id_}, {"created", created_}, {"model", model_}};
-  if (endpoint_ == OpenAiEndpoint::kCompletions) {
-    j["object"] = "text_completion";
-    j["choices"] = json::array({{{"index", 0},
-                                 {"text", ""},
-                                 {"logprobs", nullptr},
-                                 {"finish_reason", FinishReason(summary)}}});
-  } else {
-    j["object"] = "chat.completion.chunk";
-    j["choices"] = json::array(
-        {{{"index", 0}, {"delta", json::object()}, {"finish_reason", FinishReason(summary)}}});
-  }
-  return Dump(j);
+  return StreamChunk(json::object(), "", FinishReason(summary));
 }
 
 namespace {

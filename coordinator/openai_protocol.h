@@ -18,6 +18,7 @@
 #include "api/stop_sequences.h"
 #include "dapq/v1/inference.pb.h"
 #include "grpcpp/support/status.h"
+#include "nlohmann/json.hpp"
 
 namespace dapq::coordinator {
 
@@ -82,6 +83,8 @@ class OpenAiResponseBuilder {
 
  private:
   std::string FinishReason(const dapq::v1::GenerationSummary& summary) const;
+  std::string StreamChunk(const nlohmann::json& chat_delta, std::string_view text,
+                          const nlohmann::json& finish_reason) const;
 
   const OpenAiEndpoint endpoint_;
   const std::string model_;

@@ -165,13 +165,9 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const Json& spec, const Spe
   if (type == "Replace") {
     DAPQ_ASSIGN_OR_RETURN(const PatternSpec pattern, GetPattern(spec, "pattern", ctx));
     DAPQ_ASSIGN_OR_RETURN(std::string content, GetString(spec, "content", ctx));
-    std::unique_ptr<Regex> regex;
-    if (pattern.is_regex) {
-      auto compiled = Regex::Compile(pattern.text);
-      if (!compiled.ok()) return ctx.Invalid(std::string(compiled.status().message()));
-      regex = *std::move(compiled);
-    }
-    return std::make_unique<ReplaceDecoder>(pattern.is_regex ? "" : pattern.text, std::move(regex),
+    auto regex = Regex::CompileIfRegex(pattern);
+    if (!regex.ok()) return ctx.Invalid(std::string(regex.status().message()));
+    return std::make_unique<ReplaceDecoder>(pattern.is_regex ? "" : pattern.text, *std::move(regex),
                                             std::move(content));
   }
   if (type == "Strip") {

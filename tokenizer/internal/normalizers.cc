@@ -182,14 +182,10 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const Json& spec,
   if (type == "Replace") {
     DAPQ_ASSIGN_OR_RETURN(const PatternSpec pattern, GetPattern(spec, "pattern", ctx));
     DAPQ_ASSIGN_OR_RETURN(std::string content, GetString(spec, "content", ctx));
-    std::unique_ptr<Regex> regex;
-    if (pattern.is_regex) {
-      auto compiled = Regex::Compile(pattern.text);
-      if (!compiled.ok()) return ctx.Invalid(std::string(compiled.status().message()));
-      regex = *std::move(compiled);
-    }
+    auto regex = Regex::CompileIfRegex(pattern);
+    if (!regex.ok()) return ctx.Invalid(std::string(regex.status().message()));
     return std::make_unique<ReplaceNormalizer>(pattern.is_regex ? "" : pattern.text,
-                                               std::move(regex), std::move(content));
+                                               *std::move(regex), std::move(content));
   }
   if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
   if (type == "Strip") {

@@ -43,6 +43,11 @@ std::string EscapeLiteral(std::string_view literal) {
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<Regex>> Regex::CompileIfRegex(const PatternSpec& pattern) {
+  if (!pattern.is_regex) return std::unique_ptr<Regex>();
+  return Compile(pattern.text);
+}
+
 absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern) {
   int error = 0;
   PCRE2_SIZE offset = 0;

@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "tokenizer/internal/spec.h"
 
 namespace dapq::tokenizer::internal {
 
@@ -24,6 +25,8 @@ class Regex {
   static absl::StatusOr<std::unique_ptr<Regex>> Compile(std::string_view pattern);
   // A regex matching `literal` exactly.
   static absl::StatusOr<std::unique_ptr<Regex>> Literal(std::string_view literal);
+  // The compiled regex of a {"Regex": ...} pattern object; null for a {"String": ...} one.
+  static absl::StatusOr<std::unique_ptr<Regex>> CompileIfRegex(const PatternSpec& pattern);
   ~Regex();
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
