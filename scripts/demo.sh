@@ -30,10 +30,10 @@ echo "== generate through the coordinator (TP=2 group, DapQ budget 24 per layer 
 $DAPQ generate --coordinator "127.0.0.1:$PORT" \
   --prompt "$PROMPT" --steps 120 --method dapq --budget 24 "$@"
 echo
-echo "== the same service through the OpenAI HTTP API (curl, DapQ budget 24, stop at the first '.') =="
-curl -sS "http://127.0.0.1:$HTTP_PORT/v1/completions" -H 'Content-Type: application/json' -d '{
-  "prompt": "Once upon a time, there was a little girl named Lily.", "max_tokens": 60,
-  "temperature": 0, "stop": ["."], "kv_compression": {"method": "dapq", "budget": 24}}'
+echo "== the same prompt through the OpenAI HTTP API (curl; DapQ budget 24; stop at the first '.') =="
+curl -sS "http://127.0.0.1:$HTTP_PORT/v1/completions" -H 'Content-Type: application/json' \
+  -d "$(printf '{"prompt": "%s", "max_tokens": 60, "temperature": 0, "stop": ["."],
+        "kv_compression": {"method": "dapq", "budget": 24}}' "$PROMPT")"
 echo
 echo
 $DAPQ status --coordinator "127.0.0.1:$PORT"

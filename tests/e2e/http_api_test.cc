@@ -316,6 +316,12 @@ TEST_F(HttpApiTest, BadRequestsGetOpenAiErrorsAndTheServerStaysUp) {
     EXPECT_THAT(j["error"]["message"].get<std::string>(), HasSubstr(c.message)) << c.body;
     EXPECT_TRUE(j["error"].contains("type"));
   }
+  // A deadline that passes while the group works: 504 with OpenAI's error object.
+  const testing::CommandResult late =
+      Post("/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 400})",
+           "-H 'X-Request-Timeout-Ms: 1'");
+  EXPECT_THAT(late.out, HasSubstr("HTTP 504"));
+  EXPECT_THAT(late.out, HasSubstr("\"timeout_error\""));
   auto [ok, status] = PostJson("/v1/completions", R"({"prompt": "Hi", "max_tokens": 2})");
   EXPECT_EQ(status, 200) << ok;
   EXPECT_THAT(Metrics(), HasSubstr("dapq_coordinator_http_responses_total{path=\"/v1/completions\","
