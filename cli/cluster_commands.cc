@@ -12,6 +12,7 @@
 #include "api/request_rules.h"
 #include "cli/batch_file.h"
 #include "cli/command.h"
+#include "common/auth_token.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "dapq/v1/batch.grpc.pb.h"
@@ -103,6 +104,7 @@ absl::Status WaitForJob(dapq::v1::Batch::Stub& stub, const std::string& id) {
   const bool tty = isatty(STDERR_FILENO);
   while (true) {
     grpc::ClientContext context;
+    AttachClientToken(&context);
     dapq::v1::GetBatchRequest request;
     request.set_job_id(id);
     dapq::v1::BatchJob job;
@@ -148,6 +150,7 @@ absl::Status Submit(const BatchOptions& o) {
   }
   auto stub = dapq::v1::Batch::NewStub(Connect(o.coordinator));
   grpc::ClientContext context;
+  AttachClientToken(&context);
   dapq::v1::SubmitBatchResponse response;
   if (grpc::Status s = stub->SubmitBatch(&context, request, &response); !s.ok()) {
     return FromGrpcStatus(s);
@@ -162,6 +165,7 @@ absl::Status Status(const BatchOptions& o) {
   auto stub = dapq::v1::Batch::NewStub(Connect(o.coordinator));
   if (o.wait) return WaitForJob(*stub, o.job_id);
   grpc::ClientContext context;
+  AttachClientToken(&context);
   if (o.job_id.empty()) {
     dapq::v1::ListBatchesResponse list;
     if (grpc::Status s = stub->ListBatches(&context, {}, &list); !s.ok()) return FromGrpcStatus(s);
@@ -179,6 +183,7 @@ absl::Status Status(const BatchOptions& o) {
 absl::Status Results(const BatchOptions& o) {
   auto stub = dapq::v1::Batch::NewStub(Connect(o.coordinator));
   grpc::ClientContext context;
+  AttachClientToken(&context);
   dapq::v1::StreamBatchResultsRequest request;
   request.set_job_id(o.job_id);
   request.set_follow(o.follow);
@@ -207,6 +212,7 @@ absl::Status Results(const BatchOptions& o) {
 absl::Status Cancel(const BatchOptions& o) {
   auto stub = dapq::v1::Batch::NewStub(Connect(o.coordinator));
   grpc::ClientContext context;
+  AttachClientToken(&context);
   dapq::v1::CancelBatchRequest request;
   request.set_job_id(o.job_id);
   dapq::v1::BatchJob job;
@@ -228,7 +234,7 @@ void AddStatusCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--coordinator", *coordinator, "host:port")->capture_default_str();
   cmd->add_option("--wait_s", *wait_s, "wait up to this long for readiness")->capture_default_str();
   cmd->add_option("--groups", *groups, "ready means at least this many healthy groups");
-  runner.Add(cmd, [=]() { return RunStatus(*coordinator, *wait_s, *groups); });
+  runner.Add(cmd, WithAuthToken(cmd, [=]() { return RunStatus(*coordinator, *wait_s, *groups); }));
 }
 
 void AddBatchCommand(CLI::App& app, CommandRunner& runner) {
@@ -255,10 +261,10 @@ void AddBatchCommand(CLI::App& app, CommandRunner& runner) {
   results->add_flag("--follow", o->follow, "wait for the job to finish");
   CLI::App* cancel = batch->add_subcommand("cancel", "cancel a job's pending items");
   cancel->add_option("job_id", o->job_id, "job id")->required();
-  runner.Add(submit, [o]() { return Submit(*o); });
-  runner.Add(status, [o]() { return Status(*o); });
-  runner.Add(results, [o]() { return Results(*o); });
-  runner.Add(cancel, [o]() { return Cancel(*o); });
+  runner.Add(submit, WithAuthToken(submit, [o]() { return Submit(*o); }));
+  runner.Add(status, WithAuthToken(status, [o]() { return Status(*o); }));
+  runner.Add(results, WithAuthToken(results, [o]() { return Results(*o); }));
+  runner.Add(cancel, WithAuthToken(cancel, [o]() { return Cancel(*o); }));
 }
 
 }  // namespace dapq::cli

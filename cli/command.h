@@ -8,11 +8,14 @@
 #define DAPQ_CLI_COMMAND_H_
 
 #include <functional>
+#include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "common/auth_token.h"
 
 namespace dapq::cli {
 
@@ -32,6 +35,22 @@ class CommandRunner {
  private:
   std::vector<std::pair<CLI::App*, std::function<absl::Status()>>> commands_;
 };
+
+// Adds --auth_token_file to `cmd` (a command that calls the coordinator) and returns `action`
+// preceded by loading that token, or $DAPQ_AUTH_TOKEN without the flag (common/auth_token.h).
+inline std::function<absl::Status()> WithAuthToken(CLI::App* cmd,
+                                                   std::function<absl::Status()> action) {
+  auto file = std::make_shared<std::string>();
+  cmd->add_option("--auth_token_file", *file,
+                  "a file holding the bearer token for the coordinator (default: "
+                  "$DAPQ_AUTH_TOKEN)");
+  return [file, action = std::move(action)]() -> absl::Status {
+    absl::StatusOr<std::string> token = LoadClientToken(*file);
+    if (!token.ok()) return token.status();
+    SetClientToken(*std::move(token));
+    return action();
+  };
+}
 
 void AddGenerateCommand(CLI::App& app, CommandRunner& runner);
 void AddConvertCommand(CLI::App& app, CommandRunner& runner);

@@ -207,14 +207,14 @@ void AddGenerateCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_flag("--fail_on_bad_block", opts->fail_on_bad_block,
                 "a stored block that fails verification is an error (default: recompute)");
   compression->Register(cmd);
-  runner.Add(cmd, [opts, compression]() -> absl::Status {
-    DAPQ_ASSIGN_OR_RETURN(opts->compression, compression->ToConfig());
-    if (!opts->coordinator.empty()) {
-      opts->session_remote = opts->session;
-      return RunRemoteGenerate(opts->coordinator, *opts, *compression);
-    }
-    return RunGenerate(*opts);
-  });
+  runner.Add(cmd, WithAuthToken(cmd, [opts, compression]() -> absl::Status {
+               DAPQ_ASSIGN_OR_RETURN(opts->compression, compression->ToConfig());
+               if (!opts->coordinator.empty()) {
+                 opts->session_remote = opts->session;
+                 return RunRemoteGenerate(opts->coordinator, *opts, *compression);
+               }
+               return RunGenerate(*opts);
+             }));
 }
 
 }  // namespace dapq::cli

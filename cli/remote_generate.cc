@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "api/request_rules.h"
+#include "common/auth_token.h"
 #include "common/grpc_status.h"
 #include "dapq/v1/inference.grpc.pb.h"
 
@@ -63,6 +64,7 @@ absl::Status RunRemoteGenerate(const std::string& coordinator, const GenerateCom
   auto stub = dapq::v1::Inference::NewStub(
       grpc::CreateChannel(coordinator, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
+  AttachClientToken(&context);
   if (o.timeout_s > 0) {
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o.timeout_s));
   }

@@ -139,6 +139,9 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--chat_template", c.chat_template,
                   "chat prompts: llama3, llama2, mistral, chatml, or a Jinja template file of "
                   "one of these families (default: the model's tokenizer_config.json)");
+  cmd->add_option("--auth_token_file", c.auth_token_file,
+                  "require bearer tokens on the public APIs: \"TENANT TOKEN\" lines (clients: "
+                  "--auth_token_file with one token, or $DAPQ_AUTH_TOKEN)");
   cmd->add_option("--http_port", c.http_port,
                   "the coordinator's OpenAI-compatible HTTP API on 127.0.0.1 (0 = a free port, "
                   "-1 = off)")

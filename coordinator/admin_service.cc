@@ -4,11 +4,16 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/grpc_status.h"
+
 namespace dapq::coordinator {
 
-grpc::Status AdminService::ClusterStatus(grpc::ServerContext*,
+grpc::Status AdminService::ClusterStatus(grpc::ServerContext* context,
                                          const dapq::v1::ClusterStatusRequest*,
                                          dapq::v1::ClusterStatusResponse* response) {
+  if (absl::StatusOr<std::string> tenant = CallTenant(auth_, *context); !tenant.ok()) {
+    return ToGrpcStatus(tenant.status());
+  }
   bool ready = false;
   for (dapq::v1::GroupStatus& g : registry_->Snapshot()) {
     ready = ready || g.healthy();

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "api/batch_items.h"
+#include "api/tenant_scope.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 
@@ -73,9 +74,21 @@ absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> BatchItems(
   return items;
 }
 
-grpc::Status BatchService::SubmitBatch(grpc::ServerContext*,
+absl::StatusOr<JobInfo> BatchService::OwnJob(const std::string& job_id,
+                                             const std::string& tenant) const {
+  absl::StatusOr<JobInfo> job = store_->GetJob(job_id);
+  // Another tenant's job is answered like a job that does not exist: nothing leaks.
+  if (job.ok() && job->spec.tenant != tenant) {
+    return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+  }
+  return job;
+}
+
+grpc::Status BatchService::SubmitBatch(grpc::ServerContext* context,
                                        const dapq::v1::SubmitBatchRequest* request,
                                        dapq::v1::SubmitBatchResponse* response) {
+  absl::StatusOr<std::string> tenant = CallTenant(auth_, *context);
+  if (!tenant.ok()) return FromAbsl(tenant.status());
   if (request->max_attempts() < 0 || request->max_attempts() > 10) {
     return grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,
@@ -94,7 +107,11 @@ grpc::Status BatchService::SubmitBatch(grpc::ServerContext*,
   absl::StatusOr<std::vector<dapq::v1::GenerateRequest>> items =
       BatchItems(*request, registry_->min_max_seq_len(), paths_);
   if (!items.ok()) return FromAbsl(items.status());
+  for (dapq::v1::GenerateRequest& item : *items) {  // sessions are the tenant's own
+    item.set_session_id(api::ScopedSessionId(*tenant, item.session_id()));
+  }
   JobSpec spec;
+  spec.tenant = *tenant;
   spec.name = request->name();
   spec.output_path = output_path;
   spec.max_attempts = request->max_attempts() == 0 ? 3 : request->max_attempts();
@@ -109,31 +126,41 @@ grpc::Status BatchService::SubmitBatch(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status BatchService::GetBatch(grpc::ServerContext*, const dapq::v1::GetBatchRequest* request,
+grpc::Status BatchService::GetBatch(grpc::ServerContext* context,
+                                    const dapq::v1::GetBatchRequest* request,
                                     dapq::v1::BatchJob* response) {
-  absl::StatusOr<JobInfo> job = store_->GetJob(request->job_id());
+  absl::StatusOr<std::string> tenant = CallTenant(auth_, *context);
+  if (!tenant.ok()) return FromAbsl(tenant.status());
+  absl::StatusOr<JobInfo> job = OwnJob(request->job_id(), *tenant);
   if (!job.ok()) return FromAbsl(job.status());
   runner_->EnsureResultsWritten(*job);  // "finished" implies the results file is there
   *response = ToBatchJob(*job);
   return grpc::Status::OK;
 }
 
-grpc::Status BatchService::ListBatches(grpc::ServerContext*,
+grpc::Status BatchService::ListBatches(grpc::ServerContext* context,
                                        const dapq::v1::ListBatchesRequest* request,
                                        dapq::v1::ListBatchesResponse* response) {
+  absl::StatusOr<std::string> tenant = CallTenant(auth_, *context);
+  if (!tenant.ok()) return FromAbsl(tenant.status());
   if (request->limit() < 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "limit must be >= 0");
   }
   absl::StatusOr<std::vector<JobInfo>> jobs =
-      store_->ListJobs(request->limit() == 0 ? 100 : request->limit());
+      store_->ListTenantJobs(request->limit() == 0 ? 100 : request->limit(), *tenant);
   if (!jobs.ok()) return FromAbsl(jobs.status());
   for (const JobInfo& j : *jobs) *response->add_jobs() = ToBatchJob(j);
   return grpc::Status::OK;
 }
 
-grpc::Status BatchService::CancelBatch(grpc::ServerContext*,
+grpc::Status BatchService::CancelBatch(grpc::ServerContext* context,
                                        const dapq::v1::CancelBatchRequest* request,
                                        dapq::v1::BatchJob* response) {
+  absl::StatusOr<std::string> tenant = CallTenant(auth_, *context);
+  if (!tenant.ok()) return FromAbsl(tenant.status());
+  if (absl::StatusOr<JobInfo> own = OwnJob(request->job_id(), *tenant); !own.ok()) {
+    return FromAbsl(own.status());
+  }
   if (absl::Status s = store_->CancelJob(request->job_id()); !s.ok()) return FromAbsl(s);
   runner_->Wake();
   absl::StatusOr<JobInfo> job = store_->GetJob(request->job_id());
@@ -145,9 +172,11 @@ grpc::Status BatchService::CancelBatch(grpc::ServerContext*,
 grpc::Status BatchService::StreamBatchResults(
     grpc::ServerContext* context, const dapq::v1::StreamBatchResultsRequest* request,
     grpc::ServerWriter<dapq::v1::BatchItemResult>* writer) {
+  absl::StatusOr<std::string> tenant = CallTenant(auth_, *context);
+  if (!tenant.ok()) return FromAbsl(tenant.status());
   int next = 0;
   while (true) {
-    absl::StatusOr<JobInfo> job = store_->GetJob(request->job_id());
+    absl::StatusOr<JobInfo> job = OwnJob(request->job_id(), *tenant);
     if (!job.ok()) return FromAbsl(job.status());
     absl::StatusOr<std::vector<ItemRecord>> items = store_->ListItems(request->job_id(), next, 256);
     if (!items.ok()) return FromAbsl(items.status());

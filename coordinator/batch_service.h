@@ -10,16 +10,22 @@
 #include "coordinator/batch_paths.h"
 #include "coordinator/batch_runner.h"
 #include "coordinator/batch_store.h"
+#include "coordinator/tenant_auth.h"
 #include "dapq/v1/batch.grpc.pb.h"
 
 namespace dapq::coordinator {
 
 class BatchService final : public dapq::v1::Batch::Service {
  public:
-  // `paths`: which server-side files clients may name (none by default).
+  // `paths`: which server-side files clients may name (none by default). `auth` (may be null:
+  // authentication off) names the tenant of every call; a tenant sees only its own jobs.
   BatchService(BatchStore* store, BatchRunner* runner, GroupRegistry* registry,
-               BatchPaths paths = *BatchPaths::Create(""))
-      : store_(store), runner_(runner), registry_(registry), paths_(std::move(paths)) {}
+               BatchPaths paths = *BatchPaths::Create(""), const TenantAuth* auth = nullptr)
+      : store_(store),
+        runner_(runner),
+        registry_(registry),
+        paths_(std::move(paths)),
+        auth_(auth) {}
 
   grpc::Status SubmitBatch(grpc::ServerContext* context,
                            const dapq::v1::SubmitBatchRequest* request,
@@ -40,7 +46,11 @@ class BatchService final : public dapq::v1::Batch::Service {
   BatchStore* const store_;
   BatchRunner* const runner_;
   GroupRegistry* const registry_;
+  // The job when `tenant` submitted it; NOT_FOUND otherwise.
+  absl::StatusOr<JobInfo> OwnJob(const std::string& job_id, const std::string& tenant) const;
+
   const BatchPaths paths_;
+  const TenantAuth* const auth_;
 };
 
 // The items of a submission, merged over its defaults and validated (errors name items[i] or

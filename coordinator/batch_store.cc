@@ -192,14 +192,15 @@ absl::StatusOr<std::string> BatchStore::CreateJob(const JobSpec& spec,
   SqliteDb* db = db_.get();
   DAPQ_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(db));
   DAPQ_ASSIGN_OR_RETURN(Statement job, db->Prepare(R"sql(
-INSERT INTO jobs (name, options, output_path, max_attempts, state, created_unix_ms, total)
-VALUES (?, ?, ?, ?, 0, ?, ?))sql"));
+INSERT INTO jobs (name, options, output_path, max_attempts, state, created_unix_ms, total, tenant)
+VALUES (?, ?, ?, ?, 0, ?, ?, ?))sql"));
   job.BindText(1, spec.name)
       .BindBlob(2, spec.options)
       .BindText(3, spec.output_path)
       .BindInt(4, spec.max_attempts)
       .BindInt(5, NowUnixMs())
-      .BindInt(6, static_cast<int64_t>(item_requests.size()));
+      .BindInt(6, static_cast<int64_t>(item_requests.size()))
+      .BindText(7, spec.tenant);
   DAPQ_RETURN_IF_ERROR(job.Run());
   const int64_t seq = db->LastInsertRowId();
   DAPQ_ASSIGN_OR_RETURN(
@@ -217,7 +218,8 @@ VALUES (?, ?, ?, ?, 0, ?, ?))sql"));
 absl::StatusOr<JobInfo> BatchStore::GetJobLocked(int64_t seq) {
   SqliteDb* db = db_.get();
   DAPQ_ASSIGN_OR_RETURN(Statement q, db->Prepare(R"sql(
-SELECT name, options, output_path, max_attempts, state, created_unix_ms, finished_unix_ms, total
+SELECT name, options, output_path, max_attempts, state, created_unix_ms, finished_unix_ms, total,
+       tenant
 FROM jobs WHERE seq = ?)sql"));
   q.BindInt(1, seq);
   DAPQ_ASSIGN_OR_RETURN(bool row, q.Step());
@@ -232,6 +234,7 @@ FROM jobs WHERE seq = ?)sql"));
   info.created_unix_ms = q.ColumnInt(5);
   info.finished_unix_ms = q.ColumnInt(6);
   info.total = static_cast<int>(q.ColumnInt(7));
+  info.spec.tenant = q.ColumnBytes(8);
 
   // The IN list makes this a covering range scan of items_by_state per state.
   DAPQ_ASSIGN_OR_RETURN(
@@ -272,11 +275,29 @@ absl::StatusOr<JobInfo> BatchStore::GetJob(std::string_view id) {
 }
 
 absl::StatusOr<std::vector<JobInfo>> BatchStore::ListJobs(int limit) {
+  return ListJobsWhere(limit, nullptr);
+}
+
+absl::StatusOr<std::vector<JobInfo>> BatchStore::ListTenantJobs(int limit,
+                                                                std::string_view tenant) {
+  const std::string t(tenant);
+  return ListJobsWhere(limit, &t);
+}
+
+absl::StatusOr<std::vector<JobInfo>> BatchStore::ListJobsWhere(int limit,
+                                                               const std::string* tenant) {
   if (limit < 0) return absl::InvalidArgumentError(absl::StrCat("ListJobs: limit ", limit));
   MutexLock lock(&mu_);
-  DAPQ_ASSIGN_OR_RETURN(Statement q,
-                        db_->Prepare("SELECT seq FROM jobs ORDER BY seq DESC LIMIT ?"));
-  q.BindInt(1, limit);
+  DAPQ_ASSIGN_OR_RETURN(
+      Statement q,
+      db_->Prepare(tenant == nullptr
+                       ? "SELECT seq FROM jobs ORDER BY seq DESC LIMIT ?"
+                       : "SELECT seq FROM jobs WHERE tenant = ? ORDER BY seq DESC LIMIT ?"));
+  if (tenant != nullptr) {
+    q.BindText(1, *tenant).BindInt(2, limit);
+  } else {
+    q.BindInt(1, limit);
+  }
   std::vector<JobInfo> jobs;
   for (;;) {
     DAPQ_ASSIGN_OR_RETURN(bool row, q.Step());

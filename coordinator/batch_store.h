@@ -66,6 +66,7 @@ struct JobSpec {
   std::string options;      // opaque, e.g. serialized request defaults
   std::string output_path;  // "" = none
   int max_attempts = 3;
+  std::string tenant;  // who submitted it ("" = anonymous, authentication off)
 };
 
 struct JobInfo {
@@ -118,6 +119,8 @@ class BatchStore {
   absl::StatusOr<JobInfo> GetJob(std::string_view id);
   // Newest first; at most `limit` (>= 0) jobs.
   absl::StatusOr<std::vector<JobInfo>> ListJobs(int limit);
+  // The newest `limit` jobs of one tenant.
+  absl::StatusOr<std::vector<JobInfo>> ListTenantJobs(int limit, std::string_view tenant);
   // Pending items -> cancelled and the job -> kCancelled; running items may still complete
   // (their result is kept) or fail. OK again while running items drain; FailedPrecondition
   // once the job has finished.
@@ -153,6 +156,7 @@ class BatchStore {
              std::unique_ptr<internal::SqliteDb> db, int recovered);
 
   absl::StatusOr<JobInfo> GetJobLocked(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<JobInfo>> ListJobsWhere(int limit, const std::string* tenant);
   // Common part of CompleteItem / FailItem / ReleaseItem.
   enum class Outcome { kComplete, kFail, kRelease };
   absl::Status FinishAttempt(std::string_view job_id, int index, int attempt, Outcome outcome,

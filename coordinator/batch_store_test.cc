@@ -395,6 +395,44 @@ TEST(BatchStoreTest, OneOwnerAtATime) {
   EXPECT_THAT(BatchStore::Open(path), IsOk());
 }
 
+TEST(BatchStoreTest, JobsBelongToTheirTenant) {
+  ASSERT_OK_AND_ASSIGN(auto store, BatchStore::Open(DbPath("tenants")));
+  JobSpec alice = Spec("a1");
+  alice.tenant = "alice";
+  JobSpec bob = Spec("b1");
+  bob.tenant = "bob";
+  ASSERT_OK_AND_ASSIGN(std::string a1, store->CreateJob(alice, Requests(1)));
+  ASSERT_OK_AND_ASSIGN(std::string b1, store->CreateJob(bob, Requests(1)));
+  ASSERT_OK_AND_ASSIGN(std::string a2, store->CreateJob(alice, Requests(2)));
+  ASSERT_OK_AND_ASSIGN(JobInfo job, store->GetJob(b1));
+  EXPECT_EQ(job.spec.tenant, "bob");
+  ASSERT_OK_AND_ASSIGN(std::vector<JobInfo> jobs, store->ListTenantJobs(10, "alice"));
+  ASSERT_THAT(jobs, SizeIs(2));
+  EXPECT_EQ(jobs[0].id, a2);
+  EXPECT_EQ(jobs[1].id, a1);
+  ASSERT_OK_AND_ASSIGN(jobs, store->ListTenantJobs(10, "carol"));
+  EXPECT_THAT(jobs, SizeIs(0));
+  ASSERT_OK_AND_ASSIGN(jobs, store->ListJobs(10));  // every tenant's
+  EXPECT_THAT(jobs, SizeIs(3));
+}
+
+TEST(BatchStoreTest, AVersionOneStoreMigratesKeepingItsJobsAnonymous) {
+  const std::string path = DbPath("migrate_v1");
+  {  // a store as schema version 1 wrote it: no tenant column
+    ASSERT_OK_AND_ASSIGN(auto store, BatchStore::Open(path));
+    ASSERT_OK_AND_ASSIGN(std::string id, store->CreateJob(Spec("old"), Requests(1)));
+  }
+  RawSql(path,
+         "DROP INDEX jobs_by_tenant; ALTER TABLE jobs DROP COLUMN tenant; "
+         "PRAGMA user_version = 1");
+  EXPECT_EQ(RawQuery(path, "PRAGMA user_version"), "1");
+  ASSERT_OK_AND_ASSIGN(auto store, BatchStore::Open(path));
+  EXPECT_EQ(RawQuery(path, "PRAGMA user_version"), "2");
+  ASSERT_OK_AND_ASSIGN(JobInfo job, store->GetJob("job-000001"));
+  EXPECT_EQ(job.spec.name, "old");
+  EXPECT_EQ(job.spec.tenant, "");
+}
+
 TEST(BatchStoreTest, FilesThatAreNotBatchStoresGiveClearErrors) {
   const std::string dir = MakeTempDir("not_a_store");
   std::mt19937_64 rng(7);

@@ -18,6 +18,7 @@
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/http_server.h"
 #include "coordinator/inference_service.h"
+#include "coordinator/tenant_auth.h"
 
 namespace dapq::coordinator {
 namespace {
@@ -28,7 +29,9 @@ struct CoordinatorFlags {
   std::string metrics_listen = "127.0.0.1:9400";
   int ready_fd = -1;
   int max_in_flight = 64, heartbeat_ms = 500, items_per_group = 2;
-  int http_port = -1;  // the OpenAI HTTP API: -1 = off, 0 = any free port
+  int http_port = -1;           // the OpenAI HTTP API: -1 = off, 0 = any free port
+  std::string internal_listen;  // Registry (worker heartbeats) only here; "" = on --listen
+  std::string auth_token_file;  // "TENANT TOKEN" lines; "" = no authentication
 };
 
 absl::Status RunCoordinator(const CoordinatorFlags& f) {
@@ -60,23 +63,46 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   metrics_server->Register(metrics_registry);
   metrics_server->Register(collector);
 
-  InferenceService inference(&router, &metrics);
+  std::unique_ptr<TenantAuth> auth;
+  if (!f.auth_token_file.empty()) {
+    DAPQ_ASSIGN_OR_RETURN(auth, TenantAuth::Load(f.auth_token_file));
+    std::printf("dapq-coordinator: bearer tokens of %d tenant(s) required on the public APIs\n",
+                auth->tenants());
+  } else {
+    std::printf("dapq-coordinator: no --auth_token_file: the public APIs take every caller\n");
+  }
+  InferenceService inference(&router, &metrics, auth.get());
   RegistryService registry_service(&registry, registry_options.heartbeat_interval);
   DAPQ_ASSIGN_OR_RETURN(BatchPaths batch_paths, BatchPaths::Create(f.batch_dir));
-  BatchService batch(store.get(), &runner, &registry, std::move(batch_paths));
-  AdminService admin(&registry, &router, store.get());
+  BatchService batch(store.get(), &runner, &registry, std::move(batch_paths), auth.get());
+  AdminService admin(&registry, &router, store.get(), auth.get());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &port);
   // Larger than the 4 MiB request limit so oversized requests get a clear INVALID_ARGUMENT.
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.RegisterService(&inference);
-  builder.RegisterService(&registry_service);
   builder.RegisterService(&batch);
   builder.RegisterService(&admin);
+  if (f.internal_listen.empty()) builder.RegisterService(&registry_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("could not listen on --listen=", f.listen));
+  }
+  // The internal surface (worker groups' heartbeats) on a listener of its own, which the
+  // public network need not reach.
+  std::unique_ptr<grpc::Server> internal;
+  int internal_port = 0;
+  if (!f.internal_listen.empty()) {
+    grpc::ServerBuilder internal_builder;
+    internal_builder.AddListeningPort(f.internal_listen, grpc::InsecureServerCredentials(),
+                                      &internal_port);
+    internal_builder.RegisterService(&registry_service);
+    internal = internal_builder.BuildAndStart();
+    if (internal == nullptr || internal_port == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("could not listen on --internal_listen=", f.internal_listen));
+    }
   }
   const std::string host = f.listen.substr(0, f.listen.rfind(':'));
   std::unique_ptr<HttpServer> http;
@@ -85,11 +111,12 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
     http_options.host = host;
     http_options.port = f.http_port;
     http_options.max_threads = f.max_in_flight + 8;
-    DAPQ_ASSIGN_OR_RETURN(http, HttpServer::Start(http_options, &router, &registry, &metrics));
+    DAPQ_ASSIGN_OR_RETURN(
+        http, HttpServer::Start(http_options, &router, &registry, &metrics, auth.get()));
   }
   runner.Start();
-  ReportReady(f.ready_fd,
-              absl::StrCat(port, " ", metrics_server->port(), " ", http ? http->port() : 0));
+  ReportReady(f.ready_fd, absl::StrCat(port, " ", metrics_server->port(), " ",
+                                       http ? http->port() : 0, " ", internal_port));
   std::printf("dapq-coordinator: serving on %s:%d (batch store %s, metrics on port %d)\n",
               host.c_str(), port, f.db.c_str(), metrics_server->port());
   if (http) {
@@ -97,10 +124,17 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
                 http->port());
   }
   std::fflush(stdout);
-  WatchTerminationSignals([&server](int) {
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (internal) {
+    std::printf("dapq-coordinator: worker groups register on the internal port %d\n",
+                internal_port);
+  }
+  WatchTerminationSignals([&server, &internal](int) {
+    const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
+    server->Shutdown(deadline);
+    if (internal) internal->Shutdown(deadline);
   });
   server->Wait();
+  if (internal) internal->Wait();
   if (http) http->Stop();
   return absl::OkStatus();
 }
@@ -119,8 +153,14 @@ int main(int argc, char** argv) {
                  "followed); unset: batch items must come inline");
   app.add_option("--metrics_listen", f.metrics_listen, "/metrics address (port 0 = any)");
   app.add_option("--ready_fd", f.ready_fd,
-                 "write \"<port> <metrics port> <http port or 0>\" to this descriptor once "
-                 "serving");
+                 "write \"<port> <metrics port> <http port or 0> <internal port or 0>\" to this "
+                 "descriptor once serving");
+  app.add_option("--internal_listen", f.internal_listen,
+                 "serve the worker groups' Registry (heartbeats) only on this address (port 0 = "
+                 "any free port), not on --listen; unset: on --listen");
+  app.add_option("--auth_token_file", f.auth_token_file,
+                 "require a bearer token on the public APIs (gRPC and HTTP): a file of "
+                 "\"TENANT TOKEN\" lines; a tenant's sessions and batch jobs are its own");
   app.add_option("--http_port", f.http_port,
                  "serve the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
                  "/v1/models, /health) on this port of --listen's host; 0 = any free port, -1 "

@@ -126,12 +126,14 @@ bool WriteEvent(httplib::DataSink& sink, const std::string& payload) {
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
                                                               RequestRouter* router,
                                                               GroupRegistry* registry,
-                                                              CoordinatorMetrics* metrics) {
+                                                              CoordinatorMetrics* metrics,
+                                                              const TenantAuth* auth) {
   std::unique_ptr<HttpServer> s(new HttpServer());
   s->server_ = std::make_unique<httplib::Server>();
   s->router_ = router;
   s->registry_ = registry;
   s->metrics_ = metrics;
+  s->auth_ = auth;
   const int threads = std::max(4, options.max_threads);
   s->server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   s->Routes();
@@ -152,6 +154,19 @@ HttpServer::~HttpServer() { Stop(); }
 void HttpServer::Stop() {
   if (server_ != nullptr) server_->stop();
   if (thread_.joinable()) thread_.join();
+}
+
+bool HttpServer::Authorized(const httplib::Request& req, httplib::Response& res) const {
+  if (auth_ == nullptr) return true;
+  absl::StatusOr<std::string> tenant = auth_->Authenticate(req.get_header_value("Authorization"));
+  if (tenant.ok()) return true;
+  OpenAiError e;
+  e.http_status = 401;
+  e.code = "invalid_api_key";
+  e.message = std::string(tenant.status().message());
+  res.set_header("WWW-Authenticate", "Bearer");
+  ReplyError(res, e);
+  return false;
 }
 
 void HttpServer::Routes() {
@@ -194,7 +209,8 @@ void HttpServer::Routes() {
     ReplyJson(res, healthy > 0 ? 200 : 503, j.dump());
   });
 
-  svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+  svr.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!Authorized(req, res)) return;
     nlohmann::json data = nlohmann::json::array();
     for (const std::string& m : ServedModels(*registry_)) {
       data.push_back({{"id", m}, {"object", "model"}, {"created", 0}, {"owned_by", "dapq"}});
@@ -204,6 +220,7 @@ void HttpServer::Routes() {
 
   auto generation = [this](OpenAiEndpoint endpoint) {
     return [this, endpoint](const httplib::Request& req, httplib::Response& res) {
+      if (!Authorized(req, res)) return;
       OpenAiRequest r;
       if (std::optional<OpenAiError> e = ParseOpenAiRequest(req.body, endpoint, &r)) {
         return ReplyError(res, *e);

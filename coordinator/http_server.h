@@ -20,10 +20,13 @@
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/group_registry.h"
 #include "coordinator/request_router.h"
+#include "coordinator/tenant_auth.h"
 
 namespace httplib {
 class Server;
-}
+struct Request;
+struct Response;
+}  // namespace httplib
 
 namespace dapq::coordinator {
 
@@ -35,12 +38,14 @@ struct HttpServerOptions {
 
 class HttpServer {
  public:
-  // Binds and starts serving; `metrics` may be null. The router, registry and metrics must
+  // Binds and starts serving; `metrics` may be null, so may `auth` (authentication off; else
+  // every route but /health needs `Authorization: Bearer <token>`, 401 otherwise). All must
   // outlive the server.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const HttpServerOptions& options,
                                                            RequestRouter* router,
                                                            GroupRegistry* registry,
-                                                           CoordinatorMetrics* metrics);
+                                                           CoordinatorMetrics* metrics,
+                                                           const TenantAuth* auth = nullptr);
   ~HttpServer();  // Stop()
   void Stop();
   int port() const { return port_; }
@@ -48,11 +53,14 @@ class HttpServer {
  private:
   HttpServer() = default;
   void Routes();
+  // False (and the 401 answer written) unless the request carries a valid token.
+  bool Authorized(const httplib::Request& req, httplib::Response& res) const;
 
   std::unique_ptr<httplib::Server> server_;
   RequestRouter* router_ = nullptr;
   GroupRegistry* registry_ = nullptr;
   CoordinatorMetrics* metrics_ = nullptr;
+  const TenantAuth* auth_ = nullptr;
   int port_ = 0;
   std::thread thread_;
 };

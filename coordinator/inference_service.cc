@@ -4,9 +4,23 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "api/request_rules.h"
+#include "api/tenant_scope.h"
 #include "common/grpc_status.h"
+#include "common/status_macros.h"
 
 namespace dapq::coordinator {
+
+absl::StatusOr<dapq::v1::GenerateRequest> ScopeToTenant(const dapq::v1::GenerateRequest& request,
+                                                        const std::string& tenant) {
+  dapq::v1::GenerateRequest scoped = request;
+  if (!tenant.empty() && !request.session_id().empty()) {
+    // The client's id is checked as sent; its scoped form always has the id syntax.
+    DAPQ_RETURN_IF_ERROR(api::ValidateSessionId(request.session_id()));
+    scoped.set_session_id(api::ScopedSessionId(tenant, request.session_id()));
+  }
+  return scoped;
+}
 
 grpc::Status RunWithMetrics(RequestRouter* router, CoordinatorMetrics* metrics,
                             const dapq::v1::GenerateRequest& request,
@@ -34,11 +48,20 @@ grpc::Status RunWithMetrics(RequestRouter* router, CoordinatorMetrics* metrics,
 namespace {
 
 grpc::Status RunForClient(RequestRouter* router, CoordinatorMetrics* metrics,
-                          grpc::ServerContext* context, const dapq::v1::GenerateRequest& request,
+                          const TenantAuth* auth, grpc::ServerContext* context,
+                          const dapq::v1::GenerateRequest& request,
                           const std::function<bool(const dapq::v1::GenerateResponse&)>& sink) {
+  absl::StatusOr<std::string> tenant = CallTenant(auth, *context);
+  if (!tenant.ok()) {
+    const grpc::Status denied = ToGrpcStatus(tenant.status());
+    if (metrics != nullptr) metrics->OnRequest(denied);
+    return denied;
+  }
+  absl::StatusOr<dapq::v1::GenerateRequest> scoped = ScopeToTenant(request, *tenant);
+  if (!scoped.ok()) return ToGrpcStatus(scoped.status());
   RunInfo info;
   const grpc::Status status = RunWithMetrics(
-      router, metrics, request, context->deadline(), [context] { return context->IsCancelled(); },
+      router, metrics, *scoped, context->deadline(), [context] { return context->IsCancelled(); },
       sink, &info);
   if (!info.retry_after_ms.empty()) {
     context->AddTrailingMetadata("retry-after-ms", info.retry_after_ms);
@@ -57,14 +80,14 @@ void AppendToCompletion(const dapq::v1::GenerateResponse& part, dapq::v1::Comple
 grpc::Status InferenceService::Generate(grpc::ServerContext* context,
                                         const dapq::v1::GenerateRequest* request,
                                         grpc::ServerWriter<dapq::v1::GenerateResponse>* writer) {
-  return RunForClient(router_, metrics_, context, *request,
+  return RunForClient(router_, metrics_, auth_, context, *request,
                       [writer](const dapq::v1::GenerateResponse& r) { return writer->Write(r); });
 }
 
 grpc::Status InferenceService::Complete(grpc::ServerContext* context,
                                         const dapq::v1::GenerateRequest* request,
                                         dapq::v1::CompleteResponse* response) {
-  return RunForClient(router_, metrics_, context, *request,
+  return RunForClient(router_, metrics_, auth_, context, *request,
                       [response](const dapq::v1::GenerateResponse& r) {
                         AppendToCompletion(r, response);
                         return true;

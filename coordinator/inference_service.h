@@ -7,6 +7,7 @@
 
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/request_router.h"
+#include "coordinator/tenant_auth.h"
 #include "dapq/v1/inference.grpc.pb.h"
 #include "dapq/v1/worker.grpc.pb.h"
 
@@ -14,9 +15,10 @@ namespace dapq::coordinator {
 
 class InferenceService final : public dapq::v1::Inference::Service {
  public:
-  // `metrics` may be null.
-  InferenceService(RequestRouter* router, CoordinatorMetrics* metrics)
-      : router_(router), metrics_(metrics) {}
+  // `metrics` may be null; so may `auth` (authentication off: every caller is tenant "").
+  InferenceService(RequestRouter* router, CoordinatorMetrics* metrics,
+                   const TenantAuth* auth = nullptr)
+      : router_(router), metrics_(metrics), auth_(auth) {}
   grpc::Status Generate(grpc::ServerContext* context, const dapq::v1::GenerateRequest* request,
                         grpc::ServerWriter<dapq::v1::GenerateResponse>* writer) override;
   grpc::Status Complete(grpc::ServerContext* context, const dapq::v1::GenerateRequest* request,
@@ -25,6 +27,7 @@ class InferenceService final : public dapq::v1::Inference::Service {
  private:
   RequestRouter* const router_;
   CoordinatorMetrics* const metrics_;
+  const TenantAuth* const auth_;
 };
 
 class RegistryService final : public dapq::v1::Registry::Service {
@@ -38,6 +41,11 @@ class RegistryService final : public dapq::v1::Registry::Service {
   GroupRegistry* const registry_;
   const std::chrono::milliseconds interval_;
 };
+
+// `request` as the worker groups see it: its session id scoped to `tenant`
+// (api/tenant_scope.h). InvalidArgument for a malformed client session id.
+absl::StatusOr<dapq::v1::GenerateRequest> ScopeToTenant(const dapq::v1::GenerateRequest& request,
+                                                        const std::string& tenant);
 
 // Runs `request` through `router` for a client of either API (gRPC or HTTP), recording the
 // coordinator's request and TTFT metrics (`metrics` may be null).

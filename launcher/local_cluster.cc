@@ -12,9 +12,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth_token.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "dapq/v1/admin.grpc.pb.h"
@@ -65,6 +68,24 @@ absl::Status LocalClusterOptions::Validate() const {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The token of the first "TENANT TOKEN" line of a coordinator's --auth_token_file.
+absl::StatusOr<std::string> FirstServerToken(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("auth_token_file ", path, ": cannot open"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (const size_t hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    std::istringstream fields(line);
+    std::string tenant, token;
+    if (fields >> tenant >> token) return token;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("auth_token_file ", path, ": no token"));
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
     const LocalClusterOptions& options) {
   DAPQ_RETURN_IF_ERROR(options.Validate());
@@ -83,6 +104,11 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
         absl::StrCat("cannot create the work directory ", o.work_dir, ": ", ec.message()));
   }
   if (o.db.empty()) o.db = (std::filesystem::path(o.work_dir) / "batch.db").string();
+  if (!o.auth_token_file.empty()) {
+    // The launcher's own calls (WaitReady) go as the file's first tenant.
+    DAPQ_ASSIGN_OR_RETURN(std::string token, FirstServerToken(o.auth_token_file));
+    SetClientToken(std::move(token));
+  }
   // Ports the caller did not fix are chosen by the processes themselves (bind to port 0) and
   // reported back through their ready pipes: no window in which another process takes them.
   const int ranks = o.groups * o.tp;
@@ -114,6 +140,12 @@ absl::Status LocalCluster::StartCoordinator() {
       {"--ready_fd", "3"}};
   for (const auto& [flag, value] : flags) argv.insert(argv.end(), {flag, value});
   if (!o.batch_dir.empty()) argv.insert(argv.end(), {"--batch_dir", o.batch_dir});
+  if (!o.auth_token_file.empty()) {
+    argv.insert(argv.end(), {"--auth_token_file", o.auth_token_file});
+  }
+  // Worker groups register on an internal port of their own, never on the public one; a
+  // restart keeps the port the workers know.
+  argv.insert(argv.end(), {"--internal_listen", absl::StrCat("127.0.0.1:", internal_port_)});
   if (o.http_port >= 0) {
     // A restart keeps the port the first start bound.
     argv.insert(argv.end(),
@@ -125,13 +157,14 @@ absl::Status LocalCluster::StartCoordinator() {
   coordinator_ = std::make_unique<ChildProcess>(std::move(p));
   DAPQ_ASSIGN_OR_RETURN(const std::string ready,
                         coordinator_->ReadReadyLine(std::chrono::seconds(60)));
-  int bound = 0, metrics = 0, http = 0;
-  if (std::sscanf(ready.c_str(), "%d %d %d", &bound, &metrics, &http) != 3) {
+  int bound = 0, metrics = 0, http = 0, internal = 0;
+  if (std::sscanf(ready.c_str(), "%d %d %d %d", &bound, &metrics, &http, &internal) != 4) {
     return absl::InternalError(absl::StrCat("coordinator: unexpected ready line '", ready, "'"));
   }
   address_ = absl::StrCat("127.0.0.1:", bound);
   coordinator_metrics_port_ = metrics;
   http_port_ = http;
+  internal_port_ = internal;
   return absl::OkStatus();
 }
 
@@ -147,7 +180,7 @@ absl::Status LocalCluster::StartWorker(int group, int rank) {
       // A fresh directory per start of the group: Gloo's keys of a failed attempt stay behind.
       {"--rendezvous_dir",
        absl::StrCat(o.work_dir, "/rendezvous/", group_id, "-", group_starts_[group])},
-      {"--coordinator", address_},
+      {"--coordinator", absl::StrCat("127.0.0.1:", internal_port_)},
       {"--heartbeat_ms", std::to_string(o.heartbeat_ms)},
       {"--prefill_chunk", std::to_string(o.prefill_chunk)},
       {"--max_queue", std::to_string(o.worker_max_queue)},
@@ -238,6 +271,7 @@ absl::StatusOr<dapq::v1::ClusterStatusResponse> WaitForCluster(const std::string
   std::string last = "no answer";
   while (true) {
     grpc::ClientContext context;
+    AttachClientToken(&context);
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
     dapq::v1::ClusterStatusResponse status;
     const grpc::Status s = stub->ClusterStatus(&context, {}, &status);
@@ -246,6 +280,9 @@ absl::StatusOr<dapq::v1::ClusterStatusResponse> WaitForCluster(const std::string
       for (const auto& g : status.groups()) healthy += g.healthy() ? 1 : 0;
       if (status.ready() && healthy >= groups) return status;
       last = absl::StrCat(healthy, " of ", groups, " groups healthy");
+    } else if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+               s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+      return FromGrpcStatus(s);  // waiting will not change the answer
     } else {
       last = s.error_message();
     }

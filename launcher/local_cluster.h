@@ -23,8 +23,11 @@ struct LocalClusterOptions {
   std::string model, tokenizer;
   std::string chat_template;  // the workers' --chat_template ("" = the model's own)
   int groups = 1, tp = 2;
-  int port = 0;          // the coordinator's port on 127.0.0.1 (0 = a free one)
-  int http_port = -1;    // its OpenAI HTTP API (-1 = off, 0 = a free port)
+  int port = 0;        // the coordinator's port on 127.0.0.1 (0 = a free one)
+  int http_port = -1;  // its OpenAI HTTP API (-1 = off, 0 = a free port)
+  // The coordinator's --auth_token_file ("TENANT TOKEN" lines; "" = no authentication). The
+  // cluster's own calls (WaitReady) go as the first tenant.
+  std::string auth_token_file;
   std::string work_dir;  // logs, rendezvous, batch.db ("" = a new directory under /tmp)
   std::string db;        // batch store ("" = work_dir/batch.db)
   // The coordinator's --batch_dir: the only directory batch jobs may name files in ("" = none:
@@ -94,6 +97,7 @@ class LocalCluster {
   std::string address_;
   int coordinator_metrics_port_ = 0;
   int http_port_ = 0;
+  int internal_port_ = 0;  // the coordinator's Registry (0 until it first started)
   std::vector<int> worker_metrics_ports_;
   std::unique_ptr<ChildProcess> coordinator_;
   std::vector<std::unique_ptr<ChildProcess>> workers_;

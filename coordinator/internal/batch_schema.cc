@@ -40,6 +40,11 @@ CREATE TABLE items (
 );
 CREATE INDEX items_by_state ON items (state, job_seq, idx);
 )sql",
+    // 1 -> 2: jobs belong to the tenant that submitted them ('' = anonymous).
+    R"sql(
+ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_by_tenant ON jobs (tenant, seq);
+)sql",
 };
 static_assert(std::size(kMigrations) == kBatchSchemaVersion);
 

@@ -26,7 +26,7 @@
 
 namespace dapq::coordinator::internal {
 
-inline constexpr int kBatchSchemaVersion = 1;
+inline constexpr int kBatchSchemaVersion = 2;
 inline constexpr int64_t kBatchApplicationId = 0x44617051;  // "DapQ"
 inline constexpr int kBusyTimeoutMs = 5000;
 

@@ -445,7 +445,8 @@ std::vector<ComposeWorker> ComposeWorkers(const YAML::Node& compose) {
     w.metrics_port = PortOf(FlagValue(command, "--metrics_listen"));
     EXPECT_FALSE(w.group.empty()) << w.service;
     EXPECT_FALSE(w.metrics_port.empty()) << w.service << ": no --metrics_listen";
-    EXPECT_EQ(FlagValue(command, "--coordinator"), "coordinator:50051") << w.service;
+    // Workers register on the coordinator's internal port, never the public one.
+    EXPECT_EQ(FlagValue(command, "--coordinator"), "coordinator:50052") << w.service;
     EXPECT_EQ(FlagValue(command, "--advertise_host"), w.service) << w.service;
     EXPECT_EQ(FlagValue(command, "--gloo_host"), w.service) << w.service;
     EXPECT_THAT(StringList(s["volumes"]),
@@ -493,6 +494,8 @@ TEST(DeployComposeTest, HasCoordinatorMonitoringAndCompleteWorkerGroups) {
   EXPECT_EQ(coordinator.at(0), "dapq-coordinator");
   EXPECT_EQ(PortOf(FlagValue(coordinator, "--metrics_listen")), "9400");
   EXPECT_EQ(FlagValue(coordinator, "--listen"), "0.0.0.0:50051");
+  EXPECT_EQ(FlagValue(coordinator, "--internal_listen"), "0.0.0.0:50052");
+  EXPECT_FALSE(FlagValue(coordinator, "--auth_token_file").empty());
   EXPECT_FALSE(FlagValue(coordinator, "--db").empty());
 }
 
