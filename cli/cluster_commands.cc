@@ -15,6 +15,7 @@
 #include "common/auth_token.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
+#include "common/tls.h"
 #include "dapq/v1/batch.grpc.pb.h"
 #include "launcher/local_cluster.h"
 #include "nlohmann/json.hpp"
@@ -23,7 +24,7 @@ namespace dapq::cli {
 namespace {
 
 std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
-  return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  return ClientChannel(address);
 }
 
 std::string Bytes(int64_t b) {

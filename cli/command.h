@@ -16,6 +16,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "common/auth_token.h"
+#include "common/tls.h"
 
 namespace dapq::cli {
 
@@ -36,18 +37,26 @@ class CommandRunner {
   std::vector<std::pair<CLI::App*, std::function<absl::Status()>>> commands_;
 };
 
-// Adds --auth_token_file to `cmd` (a command that calls the coordinator) and returns `action`
-// preceded by loading that token, or $DAPQ_AUTH_TOKEN without the flag (common/auth_token.h).
+// Adds the client credential flags to `cmd` (a command that calls the coordinator):
+// --auth_token_file (default $DAPQ_AUTH_TOKEN; common/auth_token.h) and --tls_ca, --tls_cert,
+// --tls_key (common/tls.h). Returns `action` preceded by loading them.
 inline std::function<absl::Status()> WithAuthToken(CLI::App* cmd,
                                                    std::function<absl::Status()> action) {
   auto file = std::make_shared<std::string>();
+  auto tls = std::make_shared<TlsFiles>();
   cmd->add_option("--auth_token_file", *file,
                   "a file holding the bearer token for the coordinator (default: "
                   "$DAPQ_AUTH_TOKEN)");
-  return [file, action = std::move(action)]() -> absl::Status {
+  cmd->add_option("--tls_ca", tls->ca, "PEM CA to verify a TLS coordinator with");
+  cmd->add_option("--tls_cert", tls->cert, "PEM client certificate (optional, with --tls_key)");
+  cmd->add_option("--tls_key", tls->key, "PEM private key of --tls_cert");
+  cmd->add_option("--tls_server_name", tls->server_name,
+                  "the name in the coordinator's certificate, when not its address's host");
+  return [file, tls, action = std::move(action)]() -> absl::Status {
     absl::StatusOr<std::string> token = LoadClientToken(*file);
     if (!token.ok()) return token.status();
     SetClientToken(*std::move(token));
+    if (absl::Status s = SetClientTls(*tls); !s.ok()) return s;
     return action();
   };
 }

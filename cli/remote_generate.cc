@@ -12,6 +12,7 @@
 #include "api/request_rules.h"
 #include "common/auth_token.h"
 #include "common/grpc_status.h"
+#include "common/tls.h"
 #include "dapq/v1/inference.grpc.pb.h"
 
 namespace dapq::cli {
@@ -61,8 +62,7 @@ absl::Status RunRemoteGenerate(const std::string& coordinator, const GenerateCom
   if (!request.ok()) return request.status();
   // The coordinator's rules, checked before the request leaves (the same verdict either way).
   if (absl::Status s = api::ValidateGenerateRequest(*request); !s.ok()) return s;
-  auto stub = dapq::v1::Inference::NewStub(
-      grpc::CreateChannel(coordinator, grpc::InsecureChannelCredentials()));
+  auto stub = dapq::v1::Inference::NewStub(ClientChannel(coordinator));
   grpc::ClientContext context;
   AttachClientToken(&context);
   if (o.timeout_s > 0) {

@@ -24,6 +24,7 @@ struct ServeOptions {
   int ready_timeout_s = 120;
   int max_group_restarts = 5;  // per group; 0 = never restart a group
   std::string cluster_file;    // JSON with the address and every pid, for scripts and tests
+  std::string tls = "none";    // "auto": a throwaway CA under <work_dir>/tls
 };
 
 void WriteClusterFile(launcher::LocalCluster& c, const std::string& path) {
@@ -59,6 +60,26 @@ absl::Status RunServe(const ServeOptions& o) {
   } else if (cluster_options.batch_dir == "none") {
     cluster_options.batch_dir.clear();
   }
+  if (o.tls == "auto") {
+    if (cluster_options.tls.enabled()) {
+      return absl::InvalidArgumentError("--tls auto makes its own certificates: drop --tls_*");
+    }
+    if (cluster_options.work_dir.empty()) {
+      std::string tmpl = (std::filesystem::temp_directory_path() / "dapq-serve-XXXXXX").string();
+      if (mkdtemp(tmpl.data()) == nullptr) return absl::UnavailableError("mkdtemp failed");
+      cluster_options.work_dir = tmpl;
+    }
+    DAPQ_ASSIGN_OR_RETURN(cluster_options.tls,
+                          launcher::MakeThrowawayTls(cluster_options.work_dir + "/tls"));
+    std::fprintf(stderr,
+                 "dapq serve: TLS with a throwaway CA; clients: --tls_ca %s (or --tls_cert %s "
+                 "--tls_key %s)\n",
+                 cluster_options.tls.ca.c_str(), cluster_options.tls.cert.c_str(),
+                 cluster_options.tls.key.c_str());
+  } else if (o.tls != "none") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls=", o.tls, ": auto or none (or give --tls_cert/--tls_key/--tls_ca)"));
+  }
   DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<launcher::LocalCluster> cluster,
                         launcher::LocalCluster::Start(cluster_options));
   std::fprintf(stderr, "dapq serve: starting %d group(s) x %d rank(s) of %s; logs in %s/logs\n",
@@ -71,7 +92,8 @@ absl::Status RunServe(const ServeOptions& o) {
   std::printf("dapq serve: ready at %s (%d groups x tp=%d)\n", cluster->address().c_str(),
               o.cluster.groups, o.cluster.tp);
   if (cluster->http_port() > 0) {
-    std::printf("dapq serve: OpenAI HTTP API at http://127.0.0.1:%d/v1\n", cluster->http_port());
+    std::printf("dapq serve: OpenAI HTTP API at %s://127.0.0.1:%d/v1\n",
+                cluster_options.tls.enabled() ? "https" : "http", cluster->http_port());
   }
   std::fflush(stdout);
 
@@ -139,6 +161,13 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--chat_template", c.chat_template,
                   "chat prompts: llama3, llama2, mistral, chatml, or a Jinja template file of "
                   "one of these families (default: the model's tokenizer_config.json)");
+  cmd->add_option("--tls", o->tls,
+                  "auto: TLS everywhere (mutual between the processes) with a throwaway CA made "
+                  "under <work_dir>/tls; none: plaintext on loopback, or the --tls_* files")
+      ->capture_default_str();
+  cmd->add_option("--tls_cert", c.tls.cert, "PEM certificate for every process");
+  cmd->add_option("--tls_key", c.tls.key, "PEM private key of --tls_cert");
+  cmd->add_option("--tls_ca", c.tls.ca, "PEM CA of the cluster");
   cmd->add_option("--auth_token_file", c.auth_token_file,
                   "require bearer tokens on the public APIs: \"TENANT TOKEN\" lines (clients: "
                   "--auth_token_file with one token, or $DAPQ_AUTH_TOKEN)");

@@ -12,6 +12,7 @@
 #include "common/ready_fd.h"
 #include "common/status_macros.h"
 #include "common/termination.h"
+#include "common/tls.h"
 #include "coordinator/admin_service.h"
 #include "coordinator/batch_runner.h"
 #include "coordinator/batch_service.h"
@@ -29,9 +30,11 @@ struct CoordinatorFlags {
   std::string metrics_listen = "127.0.0.1:9400";
   int ready_fd = -1;
   int max_in_flight = 64, heartbeat_ms = 500, items_per_group = 2;
-  int http_port = -1;           // the OpenAI HTTP API: -1 = off, 0 = any free port
-  std::string internal_listen;  // Registry (worker heartbeats) only here; "" = on --listen
-  std::string auth_token_file;  // "TENANT TOKEN" lines; "" = no authentication
+  int http_port = -1;            // the OpenAI HTTP API: -1 = off, 0 = any free port
+  std::string internal_listen;   // Registry (worker heartbeats) only here; "" = on --listen
+  std::string auth_token_file;   // "TENANT TOKEN" lines; "" = no authentication
+  TlsFiles tls;                  // TLS on every listener and towards the worker groups
+  bool allow_plaintext = false;  // plaintext on a non-loopback address
 };
 
 absl::Status RunCoordinator(const CoordinatorFlags& f) {
@@ -78,7 +81,12 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   AdminService admin(&registry, &router, store.get(), auth.get());
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &port);
+  DAPQ_ASSIGN_OR_RETURN(
+      auto public_creds,
+      MakeServerCredentials(f.tls, /*require_client_cert=*/false, f.listen, f.allow_plaintext));
+  // The coordinator calls worker groups with its own certificate (they require one).
+  DAPQ_RETURN_IF_ERROR(SetClientTls(f.tls));
+  builder.AddListeningPort(f.listen, public_creds, &port);
   // Larger than the 4 MiB request limit so oversized requests get a clear INVALID_ARGUMENT.
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.RegisterService(&inference);
@@ -95,8 +103,11 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   int internal_port = 0;
   if (!f.internal_listen.empty()) {
     grpc::ServerBuilder internal_builder;
-    internal_builder.AddListeningPort(f.internal_listen, grpc::InsecureServerCredentials(),
-                                      &internal_port);
+    // Mutual TLS: only peers whose certificate the cluster CA signed may register a group.
+    DAPQ_ASSIGN_OR_RETURN(auto internal_creds,
+                          MakeServerCredentials(f.tls, /*require_client_cert=*/true,
+                                                f.internal_listen, f.allow_plaintext));
+    internal_builder.AddListeningPort(f.internal_listen, internal_creds, &internal_port);
     internal_builder.RegisterService(&registry_service);
     internal = internal_builder.BuildAndStart();
     if (internal == nullptr || internal_port == 0) {
@@ -111,6 +122,9 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
     http_options.host = host;
     http_options.port = f.http_port;
     http_options.max_threads = f.max_in_flight + 8;
+    http_options.tls_cert = f.tls.cert;
+    http_options.tls_key = f.tls.key;
+    http_options.allow_plaintext = f.allow_plaintext;
     DAPQ_ASSIGN_OR_RETURN(
         http, HttpServer::Start(http_options, &router, &registry, &metrics, auth.get()));
   }
@@ -158,6 +172,17 @@ int main(int argc, char** argv) {
   app.add_option("--internal_listen", f.internal_listen,
                  "serve the worker groups' Registry (heartbeats) only on this address (port 0 = "
                  "any free port), not on --listen; unset: on --listen");
+  app.add_option("--tls_cert", f.tls.cert, "PEM certificate of this process (TLS on every port)");
+  app.add_option("--tls_server_name", f.tls.server_name,
+                 "check peers' certificates against this name instead of their address "
+                 "(one cluster certificate for every process)");
+  app.add_option("--tls_key", f.tls.key, "PEM private key of --tls_cert");
+  app.add_option("--tls_ca", f.tls.ca,
+                 "PEM CA that signed the cluster's certificates: the internal port and the "
+                 "worker groups accept only peers it signed");
+  app.add_flag("--allow_plaintext", f.allow_plaintext,
+               "serve plaintext on a non-loopback address (a network you trust); without TLS "
+               "files plaintext is otherwise allowed on loopback only");
   app.add_option("--auth_token_file", f.auth_token_file,
                  "require a bearer token on the public APIs (gRPC and HTTP): a file of "
                  "\"TENANT TOKEN\" lines; a tenant's sessions and batch jobs are its own");

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/tls.h"
 
 namespace dapq::coordinator {
 namespace {
@@ -93,8 +94,7 @@ absl::Status GroupRegistry::Heartbeat(const dapq::v1::GroupStatus& status) {
   if (g.stub == nullptr || g.channel_address != status.address()) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
-    g.stub = dapq::v1::WorkerGroup::NewStub(
-        grpc::CreateCustomChannel(status.address(), grpc::InsecureChannelCredentials(), args));
+    g.stub = dapq::v1::WorkerGroup::NewStub(ClientChannel(status.address(), args));
     g.channel_address = status.address();
   }
   g.status = status;

@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/mutex.h"
+#include "common/tls.h"
 #include "coordinator/inference_service.h"
 #include "coordinator/openai_protocol.h"
 #include "nlohmann/json.hpp"
@@ -129,7 +130,22 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
                                                               CoordinatorMetrics* metrics,
                                                               const TenantAuth* auth) {
   std::unique_ptr<HttpServer> s(new HttpServer());
-  s->server_ = std::make_unique<httplib::Server>();
+  if (!options.tls_cert.empty()) {
+    auto tls =
+        std::make_unique<httplib::SSLServer>(options.tls_cert.c_str(), options.tls_key.c_str());
+    if (!tls->is_valid()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "HTTP API: cannot use --tls_cert ", options.tls_cert, " / --tls_key ", options.tls_key));
+    }
+    s->server_ = std::move(tls);
+  } else {
+    if (!options.allow_plaintext && !IsLoopbackAddress(options.host + ":0")) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "plain HTTP on ", options.host,
+          " (not a loopback address): give --tls_cert and --tls_key, or --allow_plaintext"));
+    }
+    s->server_ = std::make_unique<httplib::Server>();
+  }
   s->router_ = router;
   s->registry_ = registry;
   s->metrics_ = metrics;

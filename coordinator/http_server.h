@@ -34,6 +34,10 @@ struct HttpServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;          // 0 = any free port
   int max_threads = 64;  // connections served at once (a streamed request holds one)
+  // HTTPS with these PEM files; without them plain HTTP, on loopback only unless
+  // allow_plaintext.
+  std::string tls_cert, tls_key;
+  bool allow_plaintext = false;
 };
 
 class HttpServer {

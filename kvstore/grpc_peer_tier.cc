@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
+#include "common/tls.h"
 #include "kvstore/block_codec.h"
 #include "kvstore/peer_service.h"
 
@@ -35,8 +36,7 @@ GrpcPeerTier::GrpcPeerTier(const GrpcPeerTierOptions& options)
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxPeerMessageBytes);
   args.SetMaxSendMessageSize(kMaxPeerMessageBytes);
-  stub_ = dapq::v1::KvPeer::NewStub(
-      grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args));
+  stub_ = dapq::v1::KvPeer::NewStub(ClientChannel(options.address, args));
 }
 
 void GrpcPeerTier::SetDeadline(grpc::ClientContext& ctx) const {

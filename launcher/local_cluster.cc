@@ -20,6 +20,7 @@
 #include "common/auth_token.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
+#include "common/tls.h"
 #include "dapq/v1/admin.grpc.pb.h"
 
 namespace dapq::launcher {
@@ -70,6 +71,12 @@ absl::Status LocalClusterOptions::Validate() const {
 
 namespace {
 
+void AddTlsFlags(const TlsFiles& tls, std::vector<std::string>* argv) {
+  if (!tls.enabled()) return;
+  argv->insert(argv->end(), {"--tls_cert", tls.cert, "--tls_key", tls.key, "--tls_ca", tls.ca});
+  if (!tls.server_name.empty()) argv->insert(argv->end(), {"--tls_server_name", tls.server_name});
+}
+
 // The token of the first "TENANT TOKEN" line of a coordinator's --auth_token_file.
 absl::StatusOr<std::string> FirstServerToken(const std::string& path) {
   std::ifstream in(path);
@@ -104,6 +111,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
         absl::StrCat("cannot create the work directory ", o.work_dir, ": ", ec.message()));
   }
   if (o.db.empty()) o.db = (std::filesystem::path(o.work_dir) / "batch.db").string();
+  DAPQ_RETURN_IF_ERROR(SetClientTls(o.tls));  // the launcher's own calls (WaitReady)
   if (!o.auth_token_file.empty()) {
     // The launcher's own calls (WaitReady) go as the file's first tenant.
     DAPQ_ASSIGN_OR_RETURN(std::string token, FirstServerToken(o.auth_token_file));
@@ -143,6 +151,7 @@ absl::Status LocalCluster::StartCoordinator() {
   if (!o.auth_token_file.empty()) {
     argv.insert(argv.end(), {"--auth_token_file", o.auth_token_file});
   }
+  AddTlsFlags(o.tls, &argv);
   // Worker groups register on an internal port of their own, never on the public one; a
   // restart keeps the port the workers know.
   argv.insert(argv.end(), {"--internal_listen", absl::StrCat("127.0.0.1:", internal_port_)});
@@ -187,6 +196,7 @@ absl::Status LocalCluster::StartWorker(int group, int rank) {
       {"--metrics_listen", absl::StrCat("127.0.0.1:", worker_metrics_ports_[group * o.tp + rank])},
       {"--ready_fd", "3"}};
   for (const auto& [flag, value] : flags) argv.insert(argv.end(), {flag, value});
+  AddTlsFlags(o.tls, &argv);
   if (!o.tokenizer.empty()) argv.insert(argv.end(), {"--tokenizer", o.tokenizer});
   if (!o.chat_template.empty()) argv.insert(argv.end(), {"--chat_template", o.chat_template});
   if (o.kv_store) {
@@ -265,8 +275,7 @@ void LocalCluster::Stop() {
 absl::StatusOr<dapq::v1::ClusterStatusResponse> WaitForCluster(const std::string& address,
                                                                int groups,
                                                                std::chrono::milliseconds timeout) {
-  auto stub =
-      dapq::v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto stub = dapq::v1::Admin::NewStub(ClientChannel(address));
   const auto end = std::chrono::steady_clock::now() + timeout;
   std::string last = "no answer";
   while (true) {
@@ -311,6 +320,38 @@ absl::StatusOr<dapq::v1::ClusterStatusResponse> LocalCluster::WaitReady(
           absl::StrCat(s.status().message(), "; logs in ", options_.work_dir, "/logs"));
     }
   }
+}
+
+absl::StatusOr<TlsFiles> MakeThrowawayTls(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  TlsFiles f;
+  f.cert = dir + "/cluster.crt";
+  f.key = dir + "/cluster.key";
+  f.ca = dir + "/ca.crt";
+  const std::string ca_key = dir + "/ca.key", csr = dir + "/cluster.csr", ext = dir + "/ext.cnf";
+  std::ofstream(ext) << "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                     << "extendedKeyUsage=serverAuth,clientAuth\n";
+  const std::string quiet = " >>'" + dir + "/openssl.log' 2>&1";
+  const std::string commands[] = {
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 "
+      "-subj '/CN=dapq throwaway CA' -keyout '" +
+          ca_key + "' -out '" + f.ca + "'",
+      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+      "-subj '/CN=localhost' -keyout '" +
+          f.key + "' -out '" + csr + "'",
+      "openssl x509 -req -in '" + csr + "' -CA '" + f.ca + "' -CAkey '" + ca_key +
+          "' -CAcreateserial -days 30 -extfile '" + ext + "' -out '" + f.cert + "'"};
+  for (const std::string& c : commands) {
+    if (std::system((c + quiet).c_str()) != 0) {
+      return absl::UnavailableError(
+          absl::StrCat("openssl failed making a throwaway CA (see ", dir, "/openssl.log)"));
+    }
+  }
+  std::filesystem::permissions(f.key, std::filesystem::perms::owner_read, ec);
+  std::filesystem::permissions(ca_key, std::filesystem::perms::owner_read, ec);
+  return f;
 }
 
 }  // namespace dapq::launcher

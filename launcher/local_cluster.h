@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/tls.h"
 #include "dapq/v1/admin.pb.h"
 #include "launcher/child_process.h"
 
@@ -28,6 +29,9 @@ struct LocalClusterOptions {
   // The coordinator's --auth_token_file ("TENANT TOKEN" lines; "" = no authentication). The
   // cluster's own calls (WaitReady) go as the first tenant.
   std::string auth_token_file;
+  // TLS for every process (mutual on the internal ports); empty = plaintext on loopback.
+  // `dapq serve --tls auto` fills it with MakeThrowawayTls.
+  TlsFiles tls;
   std::string work_dir;  // logs, rendezvous, batch.db ("" = a new directory under /tmp)
   std::string db;        // batch store ("" = work_dir/batch.db)
   // The coordinator's --batch_dir: the only directory batch jobs may name files in ("" = none:
@@ -71,7 +75,8 @@ class LocalCluster {
   ChildProcess& coordinator() { return *coordinator_; }
   ChildProcess& worker(int group, int rank) { return *workers_[group * options_.tp + rank]; }
   int coordinator_metrics_port() const { return coordinator_metrics_port_; }
-  int http_port() const { return http_port_; }  // 0 when the HTTP API is off
+  int http_port() const { return http_port_; }          // 0 when the HTTP API is off
+  int internal_port() const { return internal_port_; }  // the coordinator's Registry
   int worker_metrics_port(int group, int rank) const {
     return worker_metrics_ports_[group * options_.tp + rank];
   }
@@ -110,6 +115,10 @@ absl::StatusOr<int> FreeLoopbackPort();
 std::string ProgramDir();
 // Polls Admin.ClusterStatus at `address` until it is ready with `groups` healthy groups (0 =
 // any) or `timeout` passes.
+// A throwaway CA and one certificate it signed (SANs localhost and 127.0.0.1, for server and
+// client use) under `dir`, made with the openssl command: enough for a cluster on this machine.
+absl::StatusOr<TlsFiles> MakeThrowawayTls(const std::string& dir);
+
 absl::StatusOr<dapq::v1::ClusterStatusResponse> WaitForCluster(const std::string& address,
                                                                int groups,
                                                                std::chrono::milliseconds timeout);

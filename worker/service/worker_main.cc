@@ -17,6 +17,7 @@
 #include "common/ready_fd.h"
 #include "common/status_macros.h"
 #include "common/termination.h"
+#include "common/tls.h"
 #include "kernels/cpu_threads.h"
 #include "kvstore/kv_store.h"
 #include "kvstore/memory_tier.h"
@@ -53,10 +54,14 @@ struct WorkerFlags {
   int ready_fd = -1;
   int kv_block_tokens = 16;
   long kv_pool_blocks = 0;
+  TlsFiles tls;  // mutual TLS on the group API and KvPeer, and towards the coordinator
+  bool allow_plaintext = false;
 };
 
 absl::Status RunWorker(const WorkerFlags& f) {
   if (f.model.empty()) return absl::InvalidArgumentError("--model is required");
+  // Heartbeats, the remote KV tier and peers go out with this rank's certificate.
+  DAPQ_RETURN_IF_ERROR(SetClientTls(f.tls));
   if (f.tp < 1) return absl::InvalidArgumentError(absl::StrCat("--tp=", f.tp, " must be >= 1"));
   if (f.rank < 0 || f.rank >= f.tp) {
     return absl::InvalidArgumentError(
@@ -95,7 +100,11 @@ absl::Status RunWorker(const WorkerFlags& f) {
                               "peer", static_cast<size_t>(f.kv_peer_mib) << 20, 1.0, 1.0}));
     peer_service = std::make_unique<kvstore::KvPeerService>(peer_tier.get());
     grpc::ServerBuilder peer_builder;
-    peer_builder.AddListeningPort(f.kv_peer_listen, grpc::InsecureServerCredentials(), &peer_port);
+    // Mutual TLS: only processes with a certificate of the cluster CA use this memory.
+    DAPQ_ASSIGN_OR_RETURN(auto peer_creds,
+                          MakeServerCredentials(f.tls, /*require_client_cert=*/true,
+                                                f.kv_peer_listen, f.allow_plaintext));
+    peer_builder.AddListeningPort(f.kv_peer_listen, peer_creds, &peer_port);
     peer_builder.SetMaxReceiveMessageSize(kvstore::kMaxPeerMessageBytes);
     peer_builder.SetMaxSendMessageSize(kvstore::kMaxPeerMessageBytes);
     peer_builder.RegisterService(peer_service.get());
@@ -226,7 +235,10 @@ absl::Status RunWorker(const WorkerFlags& f) {
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &port);
+  // Mutual TLS: the group's API takes requests from the coordinator (the cluster CA's) only.
+  DAPQ_ASSIGN_OR_RETURN(auto creds, MakeServerCredentials(f.tls, /*require_client_cert=*/true,
+                                                          f.listen, f.allow_plaintext));
+  builder.AddListeningPort(f.listen, creds, &port);
   builder.SetMaxReceiveMessageSize(4 << 20);
   WorkerGroupService service(
       &driver, f.served_model_name.empty() ? model->config.name : f.served_model_name);
@@ -278,6 +290,15 @@ int main(int argc, char** argv) {
   app.add_option("--chat_template", f.chat_template,
                  "chat prompts: a family (llama3, llama2, mistral, chatml) or a Jinja template "
                  "file of one; default: the tokenizer directory's tokenizer_config.json");
+  app.add_option("--tls_cert", f.tls.cert, "PEM certificate of this rank (mutual TLS)");
+  app.add_option("--tls_server_name", f.tls.server_name,
+                 "check peers' certificates against this name instead of their address "
+                 "(one cluster certificate for every process)");
+  app.add_option("--tls_key", f.tls.key, "PEM private key of --tls_cert");
+  app.add_option("--tls_ca", f.tls.ca,
+                 "PEM CA of the cluster: the group API and KvPeer accept only peers it signed");
+  app.add_flag("--allow_plaintext", f.allow_plaintext,
+               "serve plaintext on a non-loopback address (a network you trust)");
   app.add_option("--tp", f.tp, "ranks in the group");
   app.add_option("--rank", f.rank, "this process's rank");
   app.add_option("--group_id", f.group_id, "the group's name");

@@ -6,6 +6,7 @@
 
 #include "common/grpc_status.h"
 #include "common/logging.h"
+#include "common/tls.h"
 
 namespace dapq::worker::service {
 namespace {
@@ -70,8 +71,7 @@ dapq::v1::GroupStatus WorkerGroupService::CurrentStatus() const {
 
 HeartbeatSender::HeartbeatSender(std::string coordinator, const WorkerGroupService* service,
                                  std::chrono::milliseconds interval)
-    : stub_(dapq::v1::Registry::NewStub(
-          grpc::CreateChannel(coordinator, grpc::InsecureChannelCredentials()))),
+    : stub_(dapq::v1::Registry::NewStub(ClientChannel(coordinator))),
       service_(service),
       interval_(interval),
       thread_([this] { Run(); }) {}
