@@ -30,17 +30,20 @@ struct CoordinatorFlags {
   std::string metrics_listen = "127.0.0.1:9400";
   int ready_fd = -1;
   int max_in_flight = 64, heartbeat_ms = 500, items_per_group = 2;
-  int http_port = -1;            // the OpenAI HTTP API: -1 = off, 0 = any free port
-  std::string internal_listen;   // Registry (worker heartbeats) only here; "" = on --listen
-  std::string auth_token_file;   // "TENANT TOKEN" lines; "" = no authentication
-  TlsFiles tls;                  // TLS on every listener and towards the worker groups
-  bool allow_plaintext = false;  // plaintext on a non-loopback address
+  int http_port = -1;              // the OpenAI HTTP API: -1 = off, 0 = any free port
+  std::string internal_listen;     // Registry (worker heartbeats) only here; "" = on --listen
+  std::string auth_token_file;     // "TENANT TOKEN" lines; "" = no authentication
+  TlsFiles tls;                    // TLS on every listener and towards the worker groups
+  int max_streams_per_tenant = 0;  // 0 = no per-tenant limit
+  int max_request_s = 600;         // server-side deadline of every request and batch item
+  bool allow_plaintext = false;    // plaintext on a non-loopback address
 };
 
 absl::Status RunCoordinator(const CoordinatorFlags& f) {
   if (f.max_in_flight < 1) return absl::InvalidArgumentError("--max_in_flight must be >= 1");
   if (f.heartbeat_ms < 10) return absl::InvalidArgumentError("--heartbeat_ms must be >= 10");
   if (f.items_per_group < 1) return absl::InvalidArgumentError("--items_per_group must be >= 1");
+  if (f.max_request_s < 0) return absl::InvalidArgumentError("--max_request_s must be >= 0");
   DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<BatchStore> store, BatchStore::Open(f.db));
   if (store->recovered_items() > 0) {
     std::printf("dapq-coordinator: resuming %d batch items interrupted by the last stop\n",
@@ -51,6 +54,7 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   GroupRegistry registry(registry_options);
   RequestRouterOptions router_options;
   router_options.max_in_flight = f.max_in_flight;
+  router_options.max_request_time = std::chrono::seconds(f.max_request_s);
   RequestRouter router(&registry, router_options);
   BatchRunnerOptions runner_options;
   runner_options.items_per_group = f.items_per_group;
@@ -74,7 +78,8 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   } else {
     std::printf("dapq-coordinator: no --auth_token_file: the public APIs take every caller\n");
   }
-  InferenceService inference(&router, &metrics, auth.get());
+  TenantLimiter limiter(f.max_streams_per_tenant);
+  InferenceService inference(&router, &metrics, auth.get(), &limiter);
   RegistryService registry_service(&registry, registry_options.heartbeat_interval);
   DAPQ_ASSIGN_OR_RETURN(BatchPaths batch_paths, BatchPaths::Create(f.batch_dir));
   BatchService batch(store.get(), &runner, &registry, std::move(batch_paths), auth.get());
@@ -126,7 +131,7 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
     http_options.tls_key = f.tls.key;
     http_options.allow_plaintext = f.allow_plaintext;
     DAPQ_ASSIGN_OR_RETURN(
-        http, HttpServer::Start(http_options, &router, &registry, &metrics, auth.get()));
+        http, HttpServer::Start(http_options, &router, &registry, &metrics, auth.get(), &limiter));
   }
   runner.Start();
   ReportReady(f.ready_fd, absl::StrCat(port, " ", metrics_server->port(), " ",
@@ -192,6 +197,14 @@ int main(int argc, char** argv) {
                  "= off")
       ->capture_default_str();
   app.add_option("--max_in_flight", f.max_in_flight, "requests admitted at once");
+  app.add_option("--max_streams_per_tenant", f.max_streams_per_tenant,
+                 "requests one tenant may have in flight (gRPC and HTTP; 0 = no limit); beyond: "
+                 "RESOURCE_EXHAUSTED with a retry hint")
+      ->capture_default_str();
+  app.add_option("--max_request_s", f.max_request_s,
+                 "server-side deadline of every request and batch item attempt, whatever the "
+                 "client asks (0 = none)")
+      ->capture_default_str();
   app.add_option("--heartbeat_ms", f.heartbeat_ms, "heartbeat interval expected from groups");
   app.add_option("--items_per_group", f.items_per_group,
                  "batch items run per group at once, at least (a group that batches takes its "

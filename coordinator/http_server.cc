@@ -124,11 +124,9 @@ bool WriteEvent(httplib::DataSink& sink, const std::string& payload) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
-                                                              RequestRouter* router,
-                                                              GroupRegistry* registry,
-                                                              CoordinatorMetrics* metrics,
-                                                              const TenantAuth* auth) {
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
+    const HttpServerOptions& options, RequestRouter* router, GroupRegistry* registry,
+    CoordinatorMetrics* metrics, const TenantAuth* auth, TenantLimiter* limiter) {
   std::unique_ptr<HttpServer> s(new HttpServer());
   if (!options.tls_cert.empty()) {
     auto tls =
@@ -150,6 +148,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   s->registry_ = registry;
   s->metrics_ = metrics;
   s->auth_ = auth;
+  s->limiter_ = limiter;
   const int threads = std::max(4, options.max_threads);
   s->server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   s->Routes();
@@ -172,17 +171,18 @@ void HttpServer::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-bool HttpServer::Authorized(const httplib::Request& req, httplib::Response& res) const {
-  if (auth_ == nullptr) return true;
+std::optional<std::string> HttpServer::Authorized(const httplib::Request& req,
+                                                  httplib::Response& res) const {
+  if (auth_ == nullptr) return std::string();
   absl::StatusOr<std::string> tenant = auth_->Authenticate(req.get_header_value("Authorization"));
-  if (tenant.ok()) return true;
+  if (tenant.ok()) return *std::move(tenant);
   OpenAiError e;
   e.http_status = 401;
   e.code = "invalid_api_key";
   e.message = std::string(tenant.status().message());
   res.set_header("WWW-Authenticate", "Bearer");
   ReplyError(res, e);
-  return false;
+  return std::nullopt;
 }
 
 void HttpServer::Routes() {
@@ -236,7 +236,8 @@ void HttpServer::Routes() {
 
   auto generation = [this](OpenAiEndpoint endpoint) {
     return [this, endpoint](const httplib::Request& req, httplib::Response& res) {
-      if (!Authorized(req, res)) return;
+      const std::optional<std::string> tenant = Authorized(req, res);
+      if (!tenant) return;
       OpenAiRequest r;
       if (std::optional<OpenAiError> e = ParseOpenAiRequest(req.body, endpoint, &r)) {
         return ReplyError(res, *e);
@@ -256,6 +257,17 @@ void HttpServer::Routes() {
         return ReplyError(res, e);
       }
       const std::string model = r.model.empty() ? *models.begin() : r.model;
+      // The tenant's share of the coordinator, held until the response is complete (a
+      // stream's provider keeps it).
+      auto slot = std::make_shared<TenantLimiter::Slot>();
+      if (limiter_ != nullptr) {
+        if (absl::Status s = limiter_->Acquire(*tenant, slot.get()); !s.ok()) {
+          return ReplyError(res,
+                            ErrorFromStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                                         std::string(s.message()))),
+                            "200");
+        }
+      }
       auto gen = std::make_shared<Generation>(router_, metrics_, r.request, DeadlineOf(req));
       auto first = std::make_shared<dapq::v1::GenerateResponse>();
       if (!gen->Next(first.get()) && !gen->status().ok()) {
@@ -278,7 +290,7 @@ void HttpServer::Routes() {
       res.set_header("Cache-Control", "no-cache");
       res.set_chunked_content_provider(
           "text/event-stream",
-          [gen, first, builder, endpoint, include_usage](size_t, httplib::DataSink& sink) {
+          [gen, first, builder, endpoint, include_usage, slot](size_t, httplib::DataSink& sink) {
             if (endpoint == OpenAiEndpoint::kChatCompletions &&
                 !WriteEvent(sink, builder->RoleChunkJson())) {
               gen->Cancel();

@@ -13,6 +13,7 @@
 #define DAPQ_COORDINATOR_HTTP_SERVER_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -21,6 +22,7 @@
 #include "coordinator/group_registry.h"
 #include "coordinator/request_router.h"
 #include "coordinator/tenant_auth.h"
+#include "coordinator/tenant_limiter.h"
 
 namespace httplib {
 class Server;
@@ -49,7 +51,8 @@ class HttpServer {
                                                            RequestRouter* router,
                                                            GroupRegistry* registry,
                                                            CoordinatorMetrics* metrics,
-                                                           const TenantAuth* auth = nullptr);
+                                                           const TenantAuth* auth = nullptr,
+                                                           TenantLimiter* limiter = nullptr);
   ~HttpServer();  // Stop()
   void Stop();
   int port() const { return port_; }
@@ -57,14 +60,15 @@ class HttpServer {
  private:
   HttpServer() = default;
   void Routes();
-  // False (and the 401 answer written) unless the request carries a valid token.
-  bool Authorized(const httplib::Request& req, httplib::Response& res) const;
+  // The caller's tenant, or nullopt with the 401 answer written.
+  std::optional<std::string> Authorized(const httplib::Request& req, httplib::Response& res) const;
 
   std::unique_ptr<httplib::Server> server_;
   RequestRouter* router_ = nullptr;
   GroupRegistry* registry_ = nullptr;
   CoordinatorMetrics* metrics_ = nullptr;
   const TenantAuth* auth_ = nullptr;
+  TenantLimiter* limiter_ = nullptr;
   int port_ = 0;
   std::thread thread_;
 };

@@ -48,8 +48,8 @@ grpc::Status RunWithMetrics(RequestRouter* router, CoordinatorMetrics* metrics,
 namespace {
 
 grpc::Status RunForClient(RequestRouter* router, CoordinatorMetrics* metrics,
-                          const TenantAuth* auth, grpc::ServerContext* context,
-                          const dapq::v1::GenerateRequest& request,
+                          const TenantAuth* auth, TenantLimiter* limiter,
+                          grpc::ServerContext* context, const dapq::v1::GenerateRequest& request,
                           const std::function<bool(const dapq::v1::GenerateResponse&)>& sink) {
   absl::StatusOr<std::string> tenant = CallTenant(auth, *context);
   if (!tenant.ok()) {
@@ -59,6 +59,15 @@ grpc::Status RunForClient(RequestRouter* router, CoordinatorMetrics* metrics,
   }
   absl::StatusOr<dapq::v1::GenerateRequest> scoped = ScopeToTenant(request, *tenant);
   if (!scoped.ok()) return ToGrpcStatus(scoped.status());
+  TenantLimiter::Slot slot;
+  if (limiter != nullptr) {
+    if (absl::Status s = limiter->Acquire(*tenant, &slot); !s.ok()) {
+      context->AddTrailingMetadata("retry-after-ms", "200");
+      const grpc::Status limited = ToGrpcStatus(s);
+      if (metrics != nullptr) metrics->OnRequest(limited);
+      return limited;
+    }
+  }
   RunInfo info;
   const grpc::Status status = RunWithMetrics(
       router, metrics, *scoped, context->deadline(), [context] { return context->IsCancelled(); },
@@ -80,14 +89,14 @@ void AppendToCompletion(const dapq::v1::GenerateResponse& part, dapq::v1::Comple
 grpc::Status InferenceService::Generate(grpc::ServerContext* context,
                                         const dapq::v1::GenerateRequest* request,
                                         grpc::ServerWriter<dapq::v1::GenerateResponse>* writer) {
-  return RunForClient(router_, metrics_, auth_, context, *request,
+  return RunForClient(router_, metrics_, auth_, limiter_, context, *request,
                       [writer](const dapq::v1::GenerateResponse& r) { return writer->Write(r); });
 }
 
 grpc::Status InferenceService::Complete(grpc::ServerContext* context,
                                         const dapq::v1::GenerateRequest* request,
                                         dapq::v1::CompleteResponse* response) {
-  return RunForClient(router_, metrics_, auth_, context, *request,
+  return RunForClient(router_, metrics_, auth_, limiter_, context, *request,
                       [response](const dapq::v1::GenerateResponse& r) {
                         AppendToCompletion(r, response);
                         return true;

@@ -8,6 +8,7 @@
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/request_router.h"
 #include "coordinator/tenant_auth.h"
+#include "coordinator/tenant_limiter.h"
 #include "dapq/v1/inference.grpc.pb.h"
 #include "dapq/v1/worker.grpc.pb.h"
 
@@ -16,9 +17,10 @@ namespace dapq::coordinator {
 class InferenceService final : public dapq::v1::Inference::Service {
  public:
   // `metrics` may be null; so may `auth` (authentication off: every caller is tenant "").
+  // `limiter` (may be null) bounds each tenant's requests in flight.
   InferenceService(RequestRouter* router, CoordinatorMetrics* metrics,
-                   const TenantAuth* auth = nullptr)
-      : router_(router), metrics_(metrics), auth_(auth) {}
+                   const TenantAuth* auth = nullptr, TenantLimiter* limiter = nullptr)
+      : router_(router), metrics_(metrics), auth_(auth), limiter_(limiter) {}
   grpc::Status Generate(grpc::ServerContext* context, const dapq::v1::GenerateRequest* request,
                         grpc::ServerWriter<dapq::v1::GenerateResponse>* writer) override;
   grpc::Status Complete(grpc::ServerContext* context, const dapq::v1::GenerateRequest* request,
@@ -28,6 +30,7 @@ class InferenceService final : public dapq::v1::Inference::Service {
   RequestRouter* const router_;
   CoordinatorMetrics* const metrics_;
   const TenantAuth* const auth_;
+  TenantLimiter* const limiter_;
 };
 
 class RegistryService final : public dapq::v1::Registry::Service {

@@ -53,8 +53,9 @@ class CancelWatcher {
 }  // namespace
 
 bool IsGroupFailure(const grpc::Status& status) {
+  // Transport failures only (gRPC reports a lost connection as UNAVAILABLE, a reset stream as
+  // UNKNOWN): an INTERNAL answer is about that request, which fails alone.
   return status.error_code() == grpc::StatusCode::UNAVAILABLE ||
-         status.error_code() == grpc::StatusCode::INTERNAL ||
          status.error_code() == grpc::StatusCode::UNKNOWN;
 }
 
@@ -81,6 +82,9 @@ grpc::Status RequestRouter::Run(
                      " requests in flight); retry after ", options_.retry_after_ms, " ms"));
   }
   info->admitted = true;
+  if (options_.max_request_time.count() > 0) {
+    deadline = std::min(deadline, std::chrono::system_clock::now() + options_.max_request_time);
+  }
   struct Admission {
     std::atomic<int>* n;
     ~Admission() { n->fetch_sub(1); }

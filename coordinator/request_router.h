@@ -21,6 +21,8 @@ namespace dapq::coordinator {
 struct RequestRouterOptions {
   int max_in_flight = 64;  // requests admitted at once (streams + batch items)
   int retry_after_ms = 200;
+  // Every request ends by then at the latest, whatever the client asked (0 = no cap).
+  std::chrono::seconds max_request_time{600};
 };
 
 // Outcome details a caller may want besides the status.

@@ -9,6 +9,7 @@
 
 #include "api/request_rules.h"
 #include "api/tenant_scope.h"
+#include "coordinator/tenant_limiter.h"
 
 namespace dapq::coordinator {
 namespace {
@@ -83,6 +84,25 @@ TEST(TenantScopeTest, SessionIdsAreScopedPerTenant) {
     EXPECT_TRUE(api::ValidateSessionId(scoped).ok()) << scoped;
     EXPECT_TRUE(seen.insert(scoped).second) << scoped;
   }
+}
+
+TEST(TenantLimiterTest, EachTenantHasItsOwnShare) {
+  TenantLimiter limiter(2);
+  TenantLimiter::Slot a1, a2, a3, b1;
+  ASSERT_TRUE(limiter.Acquire("alice", &a1).ok());
+  ASSERT_TRUE(limiter.Acquire("alice", &a2).ok());
+  const absl::Status third = limiter.Acquire("alice", &a3);
+  EXPECT_EQ(third.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(third.message()), HasSubstr("tenant alice has 2 requests in flight"));
+  EXPECT_TRUE(limiter.Acquire("bob", &b1).ok());  // alice's load does not block bob
+  {
+    TenantLimiter::Slot done = std::move(a1);  // a finished request frees its slot
+  }
+  EXPECT_EQ(limiter.in_flight("alice"), 1);
+  EXPECT_TRUE(limiter.Acquire("alice", &a3).ok());
+  TenantLimiter unlimited(0);
+  TenantLimiter::Slot any;
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(unlimited.Acquire("x", &any).ok());
 }
 
 }  // namespace
