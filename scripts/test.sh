@@ -15,6 +15,9 @@ bash scripts/build.sh cpu
 echo "== CPU tests"
 ctest --test-dir build -L cpu --output-on-failure -j2 --timeout 600
 
+echo "== overload test (label slow: twice the admission capacity for 60 s, run alone)"
+ctest --test-dir build -L slow --output-on-failure --timeout 600
+
 echo "== KV store tests under ThreadSanitizer"
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDAPQ_CUDA=OFF \
   -DDAPQ_SANITIZE=thread >/dev/null
