@@ -296,9 +296,12 @@ absl::StatusOr<int> GroupDriver::EndBatchedSession(uint64_t id, const GenerateRe
   batched_sessions_.erase(it);
   std::unique_ptr<Sequence> seq = ops.Take(id);
   absl::Status kept = absl::OkStatus();
-  if (result != nullptr && seq != nullptr) {
-    Sequence* raw = seq.get();
-    kept = KeepSession(ended.id, std::move(seq), raw, *result, ended.compression);
+  if (result != nullptr) {
+    if (seq != nullptr) {
+      Sequence* raw = seq.get();
+      kept = KeepSession(ended.id, std::move(seq), raw, *result, ended.compression);
+    }
+    kept = AgreeOnSessionSave(ended.id, kept);
   }
   if (result == nullptr || !kept.ok()) DropSession(ended.id);
   sessions_count_.store(static_cast<int>(sessions_.size()));
@@ -578,6 +581,7 @@ absl::StatusOr<GenerateResult> GroupDriver::Execute(const dapq::v1::GenerateRequ
   if (!id.empty()) {
     absl::Status kept = result.status();
     if (kept.ok()) kept = KeepSession(id, std::move(owned), seq, *result, compression);
+    kept = AgreeOnSessionSave(id, kept);
     if (kept.ok()) {
       *next_position = static_cast<int>(sessions_[id].tokens.size());
     } else {
@@ -633,6 +637,17 @@ absl::Status GroupDriver::KeepSession(const std::string& id, std::unique_ptr<Seq
   }
   while (static_cast<int>(sessions_.size()) > options_.max_sessions) DropSession(lru_.back());
   return absl::OkStatus();
+}
+
+absl::Status GroupDriver::AgreeOnSessionSave(const std::string& id, absl::Status kept) {
+  if (comm_ == nullptr || comm_->size() <= 1) return kept;  // one process: one outcome
+  int64_t failed = kept.ok() ? 0 : 1;
+  if (absl::Status s = comm_->AllReduceSum(&failed, 1); !s.ok()) return s;  // the group broke
+  if (failed == 0 || !kept.ok()) return kept;
+  DropSession(id);
+  return absl::FailedPreconditionError(absl::StrCat(
+      "session_id ", id, ": this turn's KV could not be saved on ", failed,
+      " other rank(s) of the group, so the session was dropped on every rank; start it again"));
 }
 
 void GroupDriver::DropSession(const std::string& id) {

@@ -166,6 +166,11 @@ class GroupDriver {
   absl::StatusOr<std::unique_ptr<Sequence>> RestoreSession(const std::string& id,
                                                            const Session& session);
   // Records the turn's sequence under `id` (EndSessionTurn: feeds the last sampled token, saves).
+  // Every rank of a multi-process group runs this after a session save, in the same order:
+  // when the save failed on any rank, every rank drops the session (else the next turn would
+  // find it on some ranks only and run mismatched collectives). Returns this rank's outcome, or
+  // FailedPrecondition when another rank failed.
+  absl::Status AgreeOnSessionSave(const std::string& id, absl::Status kept);
   absl::Status KeepSession(const std::string& id, std::unique_ptr<Sequence> owned, Sequence* seq,
                            const GenerateResult& result,
                            const compress::CompressionConfig& compression);
