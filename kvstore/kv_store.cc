@@ -325,6 +325,17 @@ std::vector<std::string> KvStore::KeysOf(const std::string& session) const {
 
 bool KvStore::HasSession(const std::string& session) const { return !KeysOf(session).empty(); }
 
+std::vector<std::string> KvStore::Sessions() const {
+  MutexLock lock(&mu_);
+  std::vector<std::string> sessions;
+  for (const auto& [key, e] : index_) {
+    if (sessions.empty() || sessions.back() != e.session) sessions.push_back(e.session);
+  }
+  std::sort(sessions.begin(), sessions.end());
+  sessions.erase(std::unique(sessions.begin(), sessions.end()), sessions.end());
+  return sessions;
+}
+
 void KvStore::SetActive(const std::string& session, bool active) {
   MutexLock lock(&mu_);
   active_[session] = active;

@@ -95,6 +95,8 @@ class KvStore {
   absl::StatusOr<std::string> Get(const std::string& key);
   absl::Status EraseSession(const std::string& session);
   std::vector<std::string> KeysOf(const std::string& session) const;
+  // Every session with a block in the store (recovered ones included), sorted.
+  std::vector<std::string> Sessions() const;
   bool HasSession(const std::string& session) const;
   // Blocks of active sessions are spilled after idle ones.
   void SetActive(const std::string& session, bool active);

@@ -136,6 +136,28 @@ TEST(KvStoreTest, DiskBlocksSurviveARestart) {
   }
 }
 
+TEST(KvStoreTest, SessionsListsRecoveredSessionsSoOrphansCanBeCollected) {
+  const std::string dir = dapq::testing::MakeTempDir("kv_store_sessions");
+  {
+    ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions(dir)));
+    EXPECT_TRUE(store->Sessions().empty());
+    for (const char* s : {"b", "a"}) {
+      for (int i = 0; i < 4; ++i) {
+        ASSERT_THAT(store->Put(s, absl::StrCat(s, ".", i), Block(i)), IsOk());
+      }
+    }
+    EXPECT_EQ(store->Sessions(), (std::vector<std::string>{"a", "b"}));
+    ASSERT_THAT(store->Spill(), IsOk());
+    ASSERT_THAT(store->PersistAll(), IsOk());
+  }
+  // A restarted worker finds both on disk and collects them (worker_main does this).
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions(dir)));
+  ASSERT_EQ(store->Sessions(), (std::vector<std::string>{"a", "b"}));
+  for (const std::string& s : store->Sessions()) ASSERT_THAT(store->EraseSession(s), IsOk());
+  EXPECT_TRUE(store->Sessions().empty());
+  for (const TierStats& t : store->Stats()) EXPECT_EQ(t.blocks, 0) << t.name;
+}
+
 struct Transfer {
   int from, to;
   size_t bytes;

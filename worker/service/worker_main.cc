@@ -192,6 +192,16 @@ absl::Status RunWorker(const WorkerFlags& f) {
     so.remote = remote.get();
     so.observer = &metrics;
     DAPQ_ASSIGN_OR_RETURN(store, kvstore::KvStore::Open(so));
+    // The session table starts empty, so blocks a previous run left on the persistent tiers
+    // (the disk tier survives restarts) belong to no session: collect them.
+    const std::vector<std::string> orphans = store->Sessions();
+    for (const std::string& session : orphans) {
+      DAPQ_RETURN_IF_ERROR(store->EraseSession(session));
+    }
+    if (!orphans.empty()) {
+      DAPQ_LOG(INFO) << "worker " << f.group_id << " rank " << f.rank << ": collected "
+                     << orphans.size() << " orphaned session(s) left by a previous run";
+    }
     std::vector<std::string> names;
     for (const kvstore::TierStats& t : store->Stats()) names.push_back(t.name);
     metrics.SetTierNames(std::move(names));
