@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "common/termination.h"
 #include "common/tls.h"
+#include "common/tls_flags.h"
 #include "coordinator/admin_service.h"
 #include "coordinator/batch_runner.h"
 #include "coordinator/batch_service.h"
@@ -177,17 +178,7 @@ int main(int argc, char** argv) {
   app.add_option("--internal_listen", f.internal_listen,
                  "serve the worker groups' Registry (heartbeats) only on this address (port 0 = "
                  "any free port), not on --listen; unset: on --listen");
-  app.add_option("--tls_cert", f.tls.cert, "PEM certificate of this process (TLS on every port)");
-  app.add_option("--tls_server_name", f.tls.server_name,
-                 "check peers' certificates against this name instead of their address "
-                 "(one cluster certificate for every process)");
-  app.add_option("--tls_key", f.tls.key, "PEM private key of --tls_cert");
-  app.add_option("--tls_ca", f.tls.ca,
-                 "PEM CA that signed the cluster's certificates: the internal port and the "
-                 "worker groups accept only peers it signed");
-  app.add_flag("--allow_plaintext", f.allow_plaintext,
-               "serve plaintext on a non-loopback address (a network you trust); without TLS "
-               "files plaintext is otherwise allowed on loopback only");
+  AddServerTlsFlags(app, &f.tls, &f.allow_plaintext);
   app.add_option("--auth_token_file", f.auth_token_file,
                  "require a bearer token on the public APIs (gRPC and HTTP): a file of "
                  "\"TENANT TOKEN\" lines; a tenant's sessions and batch jobs are its own");

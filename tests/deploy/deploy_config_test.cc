@@ -626,8 +626,13 @@ TEST_F(DeployWorkerEntrypointTest, PassesFlagsThroughWithoutTensorParallelism) {
 // ---------------------------------------------------------------- flags
 
 // The flags a binary defines, read from its main (CLI11 add_option/add_flag).
+// The flags a binary's main file registers, including those of the flag helpers it calls
+// (common/tls_flags.h's AddServerTlsFlags).
 std::set<std::string> DefinedFlags(const std::string& main_file) {
-  const std::string source = ReadFile(Root() / main_file);
+  std::string source = ReadFile(Root() / main_file);
+  if (source.find("AddServerTlsFlags(") != std::string::npos) {
+    source += ReadFile(Root() / "common/tls_flags.h");
+  }
   const std::regex flag_re("add_(option|flag)\\(\"(--[a-z0-9_]+)\"");
   std::set<std::string> flags;
   for (std::sregex_iterator it(source.begin(), source.end(), flag_re), end; it != end; ++it) {

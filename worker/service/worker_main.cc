@@ -18,6 +18,7 @@
 #include "common/status_macros.h"
 #include "common/termination.h"
 #include "common/tls.h"
+#include "common/tls_flags.h"
 #include "kernels/cpu_threads.h"
 #include "kvstore/kv_store.h"
 #include "kvstore/memory_tier.h"
@@ -300,15 +301,7 @@ int main(int argc, char** argv) {
   app.add_option("--chat_template", f.chat_template,
                  "chat prompts: a family (llama3, llama2, mistral, chatml) or a Jinja template "
                  "file of one; default: the tokenizer directory's tokenizer_config.json");
-  app.add_option("--tls_cert", f.tls.cert, "PEM certificate of this rank (mutual TLS)");
-  app.add_option("--tls_server_name", f.tls.server_name,
-                 "check peers' certificates against this name instead of their address "
-                 "(one cluster certificate for every process)");
-  app.add_option("--tls_key", f.tls.key, "PEM private key of --tls_cert");
-  app.add_option("--tls_ca", f.tls.ca,
-                 "PEM CA of the cluster: the group API and KvPeer accept only peers it signed");
-  app.add_flag("--allow_plaintext", f.allow_plaintext,
-               "serve plaintext on a non-loopback address (a network you trust)");
+  AddServerTlsFlags(app, &f.tls, &f.allow_plaintext);
   app.add_option("--tp", f.tp, "ranks in the group");
   app.add_option("--rank", f.rank, "this process's rank");
   app.add_option("--group_id", f.group_id, "the group's name");
