@@ -116,8 +116,8 @@ std::optional<OpenAiError> ParseMessages(const json& body, dapq::v1::GenerateReq
       content = c.get<std::string>();
     } else if (c.is_array()) {  // content parts: only text
       for (size_t k = 0; k < c.size(); ++k) {
-        if (!c[k].is_object() || c[k].value("type", "") != "text" || !c[k].contains("text") ||
-            !c[k]["text"].is_string()) {
+        if (!c[k].is_object() || !c[k].contains("type") || c[k]["type"] != "text" ||
+            !c[k].contains("text") || !c[k]["text"].is_string()) {
           return Invalid(absl::StrCat(where, ".content[", k, "]"),
                          absl::StrCat(where, ".content[", k,
                                       "]: only {\"type\": \"text\", \"text\": ...} parts are "
@@ -199,7 +199,9 @@ std::optional<OpenAiError> RefuseUnsupported(const json& body) {
       !(body["best_of"].is_number_integer() && body["best_of"].get<int64_t>() == 1)) {
     return refuse("best_of", "only best_of = 1 is supported");
   }
-  if (body.value("echo", false) == true) return refuse("echo", "not supported");
+  if (body.contains("echo") && !body["echo"].is_null() && body["echo"] != false) {
+    return refuse("echo", "not supported");
+  }
   if (body.contains("logprobs") && !body["logprobs"].is_null() && body["logprobs"] != false) {
     return refuse("logprobs", "not supported");
   }
@@ -288,8 +290,16 @@ std::optional<OpenAiError> ParseOpenAiRequest(std::string_view body_text, OpenAi
     if (!body["stream"].is_boolean()) return Invalid("stream", "stream: expected a boolean");
     out->stream = body["stream"].get<bool>();
   }
-  if (body.contains("stream_options") && body["stream_options"].is_object()) {
-    out->include_usage = body["stream_options"].value("include_usage", false);
+  if (body.contains("stream_options") && !body["stream_options"].is_null()) {
+    const json& so = body["stream_options"];
+    if (!so.is_object()) return Invalid("stream_options", "stream_options: expected an object");
+    if (so.contains("include_usage") && !so["include_usage"].is_null()) {
+      if (!so["include_usage"].is_boolean()) {
+        return Invalid("stream_options.include_usage",
+                       "stream_options.include_usage: expected a boolean");
+      }
+      out->include_usage = so["include_usage"].get<bool>();
+    }
   }
   if (auto e = ParseCompression(body, r.mutable_compression())) return e;
   // The shared request rules (the same verdicts as the gRPC API), with OpenAI's names.

@@ -117,6 +117,14 @@ TEST(OpenAiProtocolTest, BadRequestsNameTheParam) {
        "messages[0].role", "not supported"},
       {R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})",
        OpenAiEndpoint::kChatCompletions, "messages[0].content[0]", "text"},
+      // Mistyped optional fields are 400s naming them, never exceptions (found by fuzzing).
+      {R"({"messages": [{"role": "user", "content": [{"type": 1, "text": "x"}]}]})",
+       OpenAiEndpoint::kChatCompletions, "messages[0].content[0]", "text"},
+      {R"({"prompt": "x", "echo": "yes"})", OpenAiEndpoint::kCompletions, "echo", "not supported"},
+      {R"({"prompt": "x", "stream_options": {"include_usage": 1}})", OpenAiEndpoint::kCompletions,
+       "stream_options.include_usage", "boolean"},
+      {R"({"prompt": "x", "stream_options": 3})", OpenAiEndpoint::kCompletions, "stream_options",
+       "object"},
   };
   for (const Case& c : cases) {
     OpenAiError e = MustFail(c.body, c.endpoint);
@@ -127,6 +135,13 @@ TEST(OpenAiProtocolTest, BadRequestsNameTheParam) {
     EXPECT_EQ(j["error"]["type"], "invalid_request_error");
     EXPECT_EQ(j["error"]["param"], c.param);
   }
+}
+
+TEST(OpenAiProtocolTest, NullOptionalFieldsMeanTheirDefaults) {
+  OpenAiRequest r = MustParse(R"({"prompt": "x", "echo": null, "stream_options": null,
+                                  "n": null, "logprobs": null})",
+                              OpenAiEndpoint::kCompletions);
+  EXPECT_FALSE(r.include_usage);
 }
 
 TEST(OpenAiProtocolTest, MalformedJsonIsA400WithNullParam) {

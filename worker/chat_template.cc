@@ -47,7 +47,9 @@ absl::StatusOr<ChatTemplate> FromConfigJson(const std::string& text, const std::
   if (tmpl.is_array()) {
     nlohmann::json chosen;
     for (const nlohmann::json& t : tmpl) {
-      if (t.is_object() && t.value("name", "") == "default") chosen = t.value("template", "");
+      if (t.is_object() && t.contains("name") && t["name"] == "default" && t.contains("template")) {
+        chosen = t["template"];
+      }
     }
     tmpl = chosen;
   }
@@ -137,6 +139,7 @@ ChatTemplate ChatTemplate::WithSpecialTokens(std::string bos, std::string eos) c
 }
 
 absl::StatusOr<std::string> ChatTemplate::Render(const dapq::v1::ChatPrompt& chat) const {
+  if (chat.messages().empty()) return absl::InvalidArgumentError("prompt.chat.messages is empty");
   std::string out;
   switch (family_) {
     case ChatFamily::kLlama3:

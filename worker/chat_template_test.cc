@@ -89,6 +89,17 @@ TEST(ChatTemplateTest, InstructFamiliesRejectBrokenTurnOrder) {
   EXPECT_THAT(std::string(only_system.status().message()), HasSubstr("needs a user message"));
 }
 
+TEST(ChatTemplateTest, AnEmptyConversationIsInvalidInEveryFamily) {
+  // Found by request_proto_fuzzer: RenderInstruct read messages(0) of an empty prompt.
+  for (const char* family : {"llama3", "llama2", "mistral", "chatml"}) {
+    auto t = ChatTemplate::ForFamily(family);
+    ASSERT_TRUE(t.ok());
+    auto rendered = t->Render(dapq::v1::ChatPrompt());
+    EXPECT_EQ(rendered.status().code(), absl::StatusCode::kInvalidArgument) << family;
+    EXPECT_THAT(std::string(rendered.status().message()), HasSubstr("messages is empty"));
+  }
+}
+
 TEST(ChatTemplateTest, RecognisesByMarkers) {
   EXPECT_EQ(ChatTemplate::Recognise("{{ '[INST] ' + m + ' [/INST]' }}", "t")->family(),
             ChatFamily::kMistral);
