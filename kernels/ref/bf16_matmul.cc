@@ -78,7 +78,8 @@ bool Bf16Matmul(const GemmParams& p) {
   thread_local std::vector<uint16_t> a16;
   thread_local std::vector<float> c_rows;  // C of a rounded-up m
   thread_local std::vector<std::byte> scratch;
-  thread_local dnnl::stream* stream = new dnnl::stream(Engine());
+  // Destroyed at thread exit, before the function-static engine it was made with.
+  thread_local std::unique_ptr<dnnl::stream> stream = std::make_unique<dnnl::stream>(Engine());
   // oneDNN's OpenMP team for this thread: its share of the kernel threads (cpu_threads.h).
   const int team = CpuThreadsPerCaller();
   if (omp_get_max_threads() != team) omp_set_num_threads(team);
