@@ -140,7 +140,9 @@ std::optional<OpenAiError> ParseCompression(const json& body, dapq::v1::Compress
   if (!body.contains("kv_compression") || body["kv_compression"].is_null()) return std::nullopt;
   const json& k = body["kv_compression"];
   if (!k.is_object()) return Invalid("kv_compression", "kv_compression: expected an object");
-  for (const auto& [key, v] : k.items()) {
+  for (const auto& item : k.items()) {  // not a structured binding: lambdas capture these
+    const std::string& key = item.key();
+    const json& v = item.value();
     const std::string param = "kv_compression." + key;
     auto need_int = [&]() -> std::optional<OpenAiError> {
       if (!v.is_number_integer() || v.get<int64_t>() < INT32_MIN || v.get<int64_t>() > INT32_MAX) {

@@ -126,6 +126,8 @@ absl::StatusOr<DecodedBlock> DecodeBlock(absl::string_view bytes) {
             h.kv_heads,
             h.head_dim,
             static_cast<kernels::DType>(h.dtype)};
+  // A block may hold no tokens: memcpy must not see the null data() of an empty vector.
+  if (h.num_tokens == 0) return b;
   b.positions.resize(h.num_tokens);
   std::memcpy(b.positions.data(), bytes.data() + sizeof(h), 4ull * h.num_tokens);
   b.payload.resize(floats);

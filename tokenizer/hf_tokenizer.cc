@@ -126,6 +126,15 @@ absl::StatusOr<std::unique_ptr<HfTokenizer::Impl>> HfTokenizer::Impl::Build(
   int max_id = impl->model->max_id();
   for (const AddedToken& t : impl->added) max_id = std::max(max_id, t.id);
   impl->vocab_size = max_id + 1;
+  // Encode returns what the post-processor adds: ids outside the vocabulary would reach the model.
+  if (impl->post_processor != nullptr) {
+    for (const int id : impl->post_processor->AddedIds()) {
+      if (id < 0 || id >= impl->vocab_size) {
+        return SpecContext{file, "post_processor"}.Invalid(absl::StrCat(
+            "adds token id ", id, ", outside the vocabulary [0, ", impl->vocab_size, ")"));
+      }
+    }
+  }
   impl->added_index.assign(impl->vocab_size, -1);
   for (size_t i = 0; i < impl->added.size(); ++i) {
     const AddedToken& t = impl->added[i];

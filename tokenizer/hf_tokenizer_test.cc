@@ -377,6 +377,34 @@ TEST(HfTokenizerLoadTest, BadFieldsAreInvalidArgument) {
   }
 }
 
+// Found by tests/fuzz/hf_tokenizer_json_fuzzer: a post-processor whose ids lie outside the
+// vocabulary made Encode return them (the mini vocabulary is {a: 0, b: 1, ab: 2}), and a token
+// id near 2^30 sized the per-id tables at tens of gigabytes. Both are InvalidArgument at load.
+TEST(HfTokenizerLoadTest, TokenIdsOutsideTheVocabularyOrHugeAreInvalidArgument) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"post_processor", R"({"type": "RobertaProcessing", "sep": ["b", 1], "cls": ["<s>", 4]})"},
+      {"post_processor", R"({"type": "BertProcessing", "sep": ["b", 1], "cls": ["<s>", -1]})"},
+      {"post_processor",
+       R"({"type": "Sequence", "processors": [{"type": "TemplateProcessing",
+           "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}],
+           "special_tokens": {"<s>": {"id": "<s>", "ids": [4294967297]}}}]})"},
+      {"model", R"({"type": "BPE", "vocab": {"a": 1073741824}, "merges": []})"},
+      {"added_tokens", R"([{"id": 1073741824, "content": "x"}])"},
+  };
+  for (const auto& [field, value] : cases) {
+    EXPECT_THAT(HfTokenizer::FromJson(MiniJson(field, value), "mini.json"),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("mini.json")))
+        << value;
+  }
+  // Ids inside the vocabulary still frame the sequence.
+  auto ok = HfTokenizer::FromJson(
+      MiniJson("post_processor",
+               R"({"type": "RobertaProcessing", "sep": ["b", 1], "cls": ["a", 0]})"),
+      "mini.json");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)->Encode("ab", true), (std::vector<int>{0, 2, 1}));
+}
+
 TEST(HfTokenizerLoadTest, ContinuingSubwordPrefixIsUnimplemented) {
   auto t =
       HfTokenizer::FromJson(MiniJson("model", R"({"type": "BPE", "vocab": {"a": 0}, "merges": [],

@@ -26,6 +26,13 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
+// The largest sizes a config.json may declare. The loader allocates the RoPE table (head_dim / 2
+// floats) and one entry per layer before it reads any tensor, so without bounds a few bytes of
+// config asked for gigabytes (found by tests/fuzz/hf_config_fuzzer: head_dim = 2e9 allocated
+// 4 GB), and num_attention_heads x head_dim overflowed an int. Real models stay far below.
+constexpr int kMaxDim = 1 << 20;     // every width, the vocabulary, and heads x head_dim
+constexpr int kMaxLayers = 1 << 12;  // num_hidden_layers
+
 // Typed access to the fields of one JSON object of config.json. Errors name the field (with
 // `prefix_` for nested objects, e.g. "rope_scaling.factor") and the file. A null value is treated
 // as absent.
@@ -73,11 +80,12 @@ class ConfigFields {
     return IntValue(key, *v);
   }
 
-  // A required (or defaulted) integer that must be > 0.
-  absl::StatusOr<int> PositiveInt(const char* key,
-                                  std::optional<int> fallback = std::nullopt) const {
+  // A required (or defaulted) integer that must be in [1, max].
+  absl::StatusOr<int> PositiveInt(const char* key, std::optional<int> fallback = std::nullopt,
+                                  int max = kMaxDim) const {
     DAPQ_ASSIGN_OR_RETURN(int v, Int(key, fallback));
     if (v <= 0) return BadValue(key, absl::StrCat("= ", v, " must be > 0"));
+    if (v > max) return BadValue(key, absl::StrCat("= ", v, " exceeds the limit of ", max));
     return v;
   }
 
@@ -162,7 +170,7 @@ absl::Status ParseConfig(const Json& root, const std::string& file, ModelConfig*
   }
   DAPQ_ASSIGN_OR_RETURN(c->dim, f.PositiveInt("hidden_size"));
   DAPQ_ASSIGN_OR_RETURN(c->hidden_dim, f.PositiveInt("intermediate_size"));
-  DAPQ_ASSIGN_OR_RETURN(c->n_layers, f.PositiveInt("num_hidden_layers"));
+  DAPQ_ASSIGN_OR_RETURN(c->n_layers, f.PositiveInt("num_hidden_layers", std::nullopt, kMaxLayers));
   DAPQ_ASSIGN_OR_RETURN(c->n_heads, f.PositiveInt("num_attention_heads"));
   DAPQ_ASSIGN_OR_RETURN(c->n_kv_heads, f.PositiveInt("num_key_value_heads", c->n_heads));
   if (f.Find("head_dim") == nullptr && c->dim % c->n_heads != 0) {
@@ -172,8 +180,14 @@ absl::Status ParseConfig(const Json& root, const std::string& file, ModelConfig*
                                                   c->n_heads, " and no head_dim is given"));
   }
   DAPQ_ASSIGN_OR_RETURN(c->head_dim, f.PositiveInt("head_dim", c->dim / c->n_heads));
+  if (int64_t{c->n_heads} * c->head_dim > kMaxDim) {
+    return f.BadValue("num_attention_heads",
+                      absl::StrCat("= ", c->n_heads, " x head_dim = ", c->head_dim,
+                                   " exceeds the limit of ", kMaxDim));
+  }
   DAPQ_ASSIGN_OR_RETURN(c->vocab_size, f.PositiveInt("vocab_size"));
-  DAPQ_ASSIGN_OR_RETURN(c->max_seq_len, f.PositiveInt("max_position_embeddings"));
+  DAPQ_ASSIGN_OR_RETURN(c->max_seq_len,
+                        f.PositiveInt("max_position_embeddings", std::nullopt, INT_MAX));
   DAPQ_ASSIGN_OR_RETURN(double eps, f.Number("rms_norm_eps"));
   c->norm_eps = static_cast<float>(eps);
   DAPQ_ASSIGN_OR_RETURN(double theta, f.Number("rope_theta", 10000.0));

@@ -354,6 +354,31 @@ TEST_F(HfLoaderTest, BadFieldValuesAreInvalid) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bos_token_id")));
 }
 
+// Found by tests/fuzz/hf_config_fuzzer: head_dim = 2e9 made the loader allocate a 4 GB RoPE table
+// before reading any tensor. Sizes are bounded; heads x head_dim too (it overflowed an int).
+TEST_F(HfLoaderTest, HugeSizesAreInvalidBeforeAnyAllocation) {
+  WriteF32("model.safetensors", TinyTensors());
+  for (const auto& [field, value] :
+       std::vector<std::pair<const char*, Json>>{{"head_dim", 2000000000},
+                                                 {"hidden_size", 1 << 24},
+                                                 {"intermediate_size", 1 << 21},
+                                                 {"num_hidden_layers", 1 << 20},
+                                                 {"vocab_size", 1 << 30}}) {
+    Json config = TinyConfig();
+    config[field] = value;
+    WriteConfig(config);
+    EXPECT_THAT(LoadHfModel(dir_), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            AllOf(HasSubstr(field), HasSubstr("limit"))))
+        << field;
+  }
+  Json config = TinyConfig();
+  config["head_dim"] = 1 << 20;
+  WriteConfig(config);
+  EXPECT_THAT(LoadHfModel(dir_),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("num_attention_heads"), HasSubstr("x head_dim"))));
+}
+
 TEST_F(HfLoaderTest, OptionalFieldsTakeTheirDefaults) {
   Json config = TinyConfig();
   for (const char* field :

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -14,6 +15,13 @@ namespace {
 
 constexpr int kHeaderInts = 7;
 constexpr long kMaxDim = 1 << 20;
+
+using Wide = unsigned __int128;
+
+std::string ByteCount(Wide bytes) {
+  if (bytes > std::numeric_limits<uint64_t>::max()) return "more than 2^64";
+  return absl::StrCat(static_cast<uint64_t>(bytes));
+}
 
 absl::Status HeaderError(const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(
@@ -70,13 +78,19 @@ absl::StatusOr<ModelWeights> LoadLlama2cModel(const std::string& path) {
                              3 * layers * hidden * dim + dim +
                              (c.tied_embeddings ? 0 : vocab * dim);
   const long freq_floats = static_cast<long>(c.max_seq_len) * c.head_dim;  // real + imag halves
-  const size_t expected = header_bytes + sizeof(float) * (weight_floats + freq_floats);
-  const size_t expected_min = header_bytes + sizeof(float) * weight_floats;
-  if (file.size() != expected && file.size() != expected_min) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "llama2.c checkpoint ", path, ": ", file.size() < expected_min ? "truncated" : "wrong size",
-        ": ", file.size(), " bytes, the header (", c.DebugString(), ") implies ", expected,
-        " bytes (or ", expected_min, " without the legacy RoPE tables)"));
+  // With every dimension <= 2^20 the float counts fit a long (< 7 * 2^60), but their byte counts
+  // do not fit 64 bits: in size_t a crafted 28-byte header whose byte count wraps past 2^64 to
+  // 28 passed this check, and the weight pointers ran gigabytes past the mapping (found with
+  // tests/fuzz/llama2c_loader_fuzzer's pointer check). Compared in 128 bits.
+  const Wide expected =
+      Wide{header_bytes} + Wide{sizeof(float)} * Wide(weight_floats + freq_floats);
+  const Wide expected_min = Wide{header_bytes} + Wide{sizeof(float)} * Wide(weight_floats);
+  if (Wide{file.size()} != expected && Wide{file.size()} != expected_min) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("llama2.c checkpoint ", path, ": ",
+                     file.size() < expected_min ? "truncated" : "wrong size", ": ", file.size(),
+                     " bytes, the header (", c.DebugString(), ") implies ", ByteCount(expected),
+                     " bytes (or ", ByteCount(expected_min), " without the legacy RoPE tables)"));
   }
 
   const float* p = reinterpret_cast<const float*>(file.data() + header_bytes);
@@ -99,7 +113,7 @@ absl::StatusOr<ModelWeights> LoadLlama2cModel(const std::string& path) {
   w.final_norm = take(dim);
   take(freq_floats);  // legacy freq_cis_real / freq_cis_imag: RoPE is recomputed
   w.classifier =
-      c.tied_embeddings ? w.token_embedding : (file.size() == expected ? p : p - freq_floats);
+      c.tied_embeddings ? w.token_embedding : (Wide{file.size()} == expected ? p : p - freq_floats);
   w.KeepMapping(std::move(file));
   DAPQ_RETURN_IF_ERROR(w.CheckComplete());
   return w;

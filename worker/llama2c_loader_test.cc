@@ -15,6 +15,7 @@
 namespace dapq::worker {
 namespace {
 using ::dapq::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::string WriteFile(const std::string& name, const std::string& bytes) {
@@ -92,6 +93,19 @@ TEST(Llama2cLoaderTest, WrongSizeHeaderIsRejected) {
   // A header claiming a bigger hidden size than the weights hold.
   EXPECT_THAT(LoadLlama2cModel(WriteFile("h1.bin", WithHeaderField(Stories(), 1, 256))),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("implies")));
+}
+
+// A 28-byte header whose weights take exactly 2^64 bytes (dim = hidden = 2^20, 599186 layers, one
+// head, a tied vocabulary of 898779, no RoPE tables): in size_t the implied size wrapped to the
+// 28 bytes of the header and the model loaded with weight pointers gigabytes past the file.
+TEST(Llama2cLoaderTest, ImpliedSizeThatWrapsPast2To64IsTruncated) {
+  std::string header;
+  for (const int32_t v : {1 << 20, 1 << 20, 599186, 1, 1, 898779, 1}) {
+    header.append(reinterpret_cast<const char*>(&v), 4);
+  }
+  EXPECT_THAT(LoadLlama2cModel(WriteFile("wrap.bin", header)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("truncated"), HasSubstr("more than 2^64"))));
 }
 
 }  // namespace

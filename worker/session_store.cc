@@ -93,10 +93,11 @@ absl::Status ReadBlocks(Engine& engine, const std::string& session, const Manife
     const int rank = engine.first_rank() + r;  // keys carry the global rank
     for (int l = 0; l < m.n_layers; ++l) {
       for (int h = 0; h < m.kv_heads; ++h, ++slab) {
-        const int length = m.lengths[slab];
-        const int blocks = (length + m.tokens_per_block - 1) / m.tokens_per_block;
-        for (int b = 0; b < blocks; ++b) {
-          const std::string key = BlockKey(session, rank, l, h, b);
+        // In 64 bits: a manifest's length near INT_MAX plus tokens_per_block overflowed an int.
+        const int64_t length = m.lengths[slab];
+        const int64_t blocks = (length + m.tokens_per_block - 1) / m.tokens_per_block;
+        for (int64_t b = 0; b < blocks; ++b) {
+          const std::string key = BlockKey(session, rank, l, h, static_cast<int>(b));
           absl::StatusOr<std::string> bytes = store.Get(key);
           if (absl::IsNotFound(bytes.status())) {
             return absl::DataLossError(absl::StrCat("block ", key, " is missing"));

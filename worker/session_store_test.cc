@@ -221,6 +221,30 @@ TEST_P(SessionStoreTest, MalformedManifestCountsAreDataLoss) {
   }
 }
 
+// Found by tests/fuzz/session_manifest_fuzzer: a slab length near INT32_MAX plus a large
+// tokens_per_block overflowed the block count (an int), which wrapped negative, so no block was
+// read and the session "loaded" without its KV. The count is 64-bit now: the missing blocks are
+// DataLoss.
+TEST_P(SessionStoreTest, HugeManifestLengthsAreReadNotWrapped) {
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 20, 1 << 20)));
+  const ModelConfig& c = engine_->config();
+  const int tp = engine_->options().tp;
+  const int kv_heads = c.n_kv_heads / tp;
+  // version, tp, layers, kv_heads, head_dim, tokens_per_block, next_position, compressed,
+  // the counts of tokens, segments and lengths, then the lengths.
+  std::vector<int32_t> v = {
+      1, tp, c.n_layers, kv_heads, c.head_dim, 1 << 30, 4, 0, 0, 0, tp * c.n_layers * kv_heads};
+  v.push_back(INT32_MAX);
+  v.resize(v.size() + tp * c.n_layers * kv_heads - 1, 0);
+  const std::vector<float> payload(2 * v.size(), 0.0f);
+  ASSERT_OK_AND_ASSIGN(
+      std::string block,
+      kvstore::EncodeBlock({kvstore::Fingerprint(c.DebugString()), 0, -1, 0, 1, 1}, v, payload));
+  ASSERT_THAT(store->Put("huge", "huge.m", std::move(block)), IsOk());
+  EXPECT_THAT(LoadSession(*engine_, "huge", *store, FailedLoadPolicy::kFail, {}),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("missing")));
+}
+
 INSTANTIATE_TEST_SUITE_P(KvDtypes, SessionStoreTest,
                          ::testing::Values(kernels::DType::kF32, kernels::DType::kBF16,
                                            kernels::DType::kF16),

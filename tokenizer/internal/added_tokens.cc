@@ -24,7 +24,9 @@ absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const Json& list, const
     if (!t.is_object()) return c.Invalid("expected an object");
     AddedToken a;
     DAPQ_ASSIGN_OR_RETURN(const long long id, GetInt(t, "id", -1, c));
-    if (id < 0 || id > (1 << 30)) return c.Invalid("missing or invalid \"id\"");
+    if (id < 0 || id > kMaxTokenId) {
+      return c.Invalid(absl::StrCat("missing or invalid \"id\" (0 to ", kMaxTokenId, ")"));
+    }
     a.id = static_cast<int>(id);
     DAPQ_ASSIGN_OR_RETURN(a.content, GetString(t, "content", c));
     DAPQ_ASSIGN_OR_RETURN(a.single_word, GetBool(t, "single_word", false, c));

@@ -62,8 +62,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Make(const Json& spec, const
   m->vocab_.reserve(vocab->size());
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<long long>() < 0 ||
-        it.value().get<long long>() > (1 << 30)) {
-      return ctx.Invalid(absl::StrCat("vocab entry \"", it.key(), "\" has no valid id"));
+        it.value().get<long long>() > kMaxTokenId) {
+      return ctx.Invalid(
+          absl::StrCat("vocab entry \"", it.key(), "\" has no valid id (0 to ", kMaxTokenId, ")"));
     }
     const int id = static_cast<int>(it.value().get<long long>());
     m->vocab_.emplace(it.key(), id);

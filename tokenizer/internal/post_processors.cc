@@ -2,6 +2,8 @@
 // The post-processor implementations and their factory.
 #include "tokenizer/internal/post_processors.h"
 
+#include <climits>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -29,6 +31,11 @@ class TemplatePostProcessor final : public PostProcessor {
     }
     *ids = std::move(out);
   }
+  std::vector<int> AddedIds() const override {
+    std::vector<int> out;
+    for (const TemplatePiece& p : pieces_) out.insert(out.end(), p.ids.begin(), p.ids.end());
+    return out;
+  }
 
  private:
   std::vector<TemplatePiece> pieces_;
@@ -37,6 +44,7 @@ class TemplatePostProcessor final : public PostProcessor {
 class NoOpPostProcessor final : public PostProcessor {
  public:
   void Apply(std::vector<int>* /*ids*/) const override {}
+  std::vector<int> AddedIds() const override { return {}; }
 };
 
 class SequencePostProcessor final : public PostProcessor {
@@ -45,6 +53,14 @@ class SequencePostProcessor final : public PostProcessor {
       : steps_(std::move(steps)) {}
   void Apply(std::vector<int>* ids) const override {
     for (const auto& s : steps_) s->Apply(ids);
+  }
+  std::vector<int> AddedIds() const override {
+    std::vector<int> out;
+    for (const auto& s : steps_) {
+      const std::vector<int> ids = s->AddedIds();
+      out.insert(out.end(), ids.begin(), ids.end());
+    }
+    return out;
   }
 
  private:
@@ -74,7 +90,7 @@ absl::StatusOr<std::vector<TemplatePiece>> ParseTemplate(const Json& spec, const
     DAPQ_ASSIGN_OR_RETURN(const Json* ids, GetArray(*def, "ids", c));
     TemplatePiece p;
     for (const Json& id : *ids) {
-      if (!id.is_number_integer() || id.get<long long>() < 0) {
+      if (!id.is_number_integer() || id.get<long long>() < 0 || id.get<long long>() > INT_MAX) {
         return c.Invalid(absl::StrCat("special token \"", name, "\" has a bad id"));
       }
       p.ids.push_back(static_cast<int>(id.get<long long>()));
@@ -87,7 +103,8 @@ absl::StatusOr<std::vector<TemplatePiece>> ParseTemplate(const Json& spec, const
 // BertProcessing / RobertaProcessing: "cls": [token, id], "sep": [token, id].
 absl::StatusOr<int> PairId(const Json& spec, const char* key, const SpecContext& ctx) {
   const Json* v = FindField(spec, key);
-  if (v == nullptr || !v->is_array() || v->size() != 2 || !(*v)[1].is_number_integer()) {
+  if (v == nullptr || !v->is_array() || v->size() != 2 || !(*v)[1].is_number_integer() ||
+      (*v)[1].get<long long>() < 0 || (*v)[1].get<long long>() > INT_MAX) {
     return ctx.Invalid(absl::StrCat("\"", key, "\" is not [token, id]"));
   }
   return static_cast<int>((*v)[1].get<long long>());

@@ -19,10 +19,12 @@ class PostProcessor {
   virtual ~PostProcessor() = default;
   // Frames the ids of one sequence (`ids` is the "A" sequence).
   virtual void Apply(std::vector<int>* ids) const = 0;
+  // Every id Apply may add (the loader checks them against the vocabulary).
+  virtual std::vector<int> AddedIds() const = 0;
 };
 
 // Unimplemented naming the type for unknown post-processors; InvalidArgument for a template that
-// names an undefined special token.
+// names an undefined special token, or an id that is negative or does not fit an int.
 absl::StatusOr<std::unique_ptr<PostProcessor>> MakePostProcessor(const Json& spec,
                                                                  const SpecContext& ctx);
 

@@ -18,6 +18,12 @@ namespace dapq::tokenizer::internal {
 
 using Json = nlohmann::json;
 
+// The largest token id a tokenizer.json may use (vocabulary and added tokens). The tokenizer
+// keeps per-id tables sized by the largest id, so an id near 2^30 in a 60-byte file asked for tens
+// of gigabytes (found by tests/fuzz/hf_tokenizer_json_fuzzer); real vocabularies stay far below
+// (Llama-3: 128,256; Qwen2: 151,665; Gemma: 262,144).
+inline constexpr long long kMaxTokenId = (1 << 21) - 1;
+
 // Where a component sits: the file name and the JSON path ("normalizer.normalizers[1]").
 struct SpecContext {
   std::string file;
