@@ -58,6 +58,10 @@ absl::Status CheckCompressionNumbers(const CompressionNumbers& c, const Compress
   if (c.query_window != -1 && c.query_window < 1) {
     return Bad(n.query_window, absl::StrCat("=", c.query_window, " must be >= 1"));
   }
+  if (c.streaming_chunk < 0 || c.streaming_chunk > kMaxStreamingChunk) {
+    return Bad(n.streaming_chunk, absl::StrCat("=", c.streaming_chunk, " must be in [0, ",
+                                               kMaxStreamingChunk, "] (0: compress once)"));
+  }
   return absl::OkStatus();
 }
 
@@ -115,6 +119,7 @@ absl::Status ValidateCompressionOptions(const dapq::v1::CompressionOptions& o) {
   if (o.has_sinks()) numbers.sinks = o.sinks();
   if (o.has_pool_kernel()) numbers.pool_kernel = o.pool_kernel();
   if (o.has_query_window()) numbers.query_window = o.query_window();
+  numbers.streaming_chunk = o.streaming_chunk();
   if (absl::Status s = CheckCompressionNumbers(numbers, kRequestFieldNames); !s.ok()) return s;
   if (absl::Status s = CheckCompressionCombination(o.method(), o.allocator(), o.storage());
       !s.ok()) {

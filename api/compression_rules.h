@@ -41,26 +41,30 @@ absl::StatusOr<int> FindName(absl::string_view field, absl::string_view name,
 
 // How the numeric fields are called where they are checked.
 struct CompressionFieldNames {
-  absl::string_view budget_tokens, budget_ratio, window, sinks, pool_kernel, query_window;
+  absl::string_view budget_tokens, budget_ratio, window, sinks, pool_kernel, query_window,
+      streaming_chunk;
 };
 // dapq.v1.CompressionOptions fields of a request.
 inline constexpr CompressionFieldNames kRequestFieldNames = {
-    "compression.budget_tokens", "compression.budget_ratio", "compression.window",
-    "compression.sinks",         "compression.pool_kernel",  "compression.query_window"};
+    "compression.budget_tokens",  "compression.budget_ratio", "compression.window",
+    "compression.sinks",          "compression.pool_kernel",  "compression.query_window",
+    "compression.streaming_chunk"};
 // `dapq` flags and CompressionConfig fields.
 inline constexpr CompressionFieldNames kConfigFieldNames = {
-    "budget", "budget_ratio", "window", "sinks", "pool_kernel", "query_window"};
+    "budget", "budget_ratio", "window", "sinks", "pool_kernel", "query_window", "streaming_chunk"};
 
 // The numeric options of a compression method other than full; -1 = the method's default for
 // window, sinks, pool_kernel and query_window.
 struct CompressionNumbers {
-  int64_t budget_tokens = 0;  // > 0, or 0 when the budget is a ratio
-  double budget_ratio = 0.0;  // in (0, 1], or 0 when the budget is in tokens
-  int64_t window = -1;        // >= 0
-  int64_t sinks = -1;         // >= 0; window + sinks <= budget_tokens
-  int64_t pool_kernel = -1;   // odd, >= 1
-  int64_t query_window = -1;  // >= 1
+  int64_t budget_tokens = 0;    // > 0, or 0 when the budget is a ratio
+  double budget_ratio = 0.0;    // in (0, 1], or 0 when the budget is in tokens
+  int64_t window = -1;          // >= 0
+  int64_t sinks = -1;           // >= 0; window + sinks <= budget_tokens
+  int64_t pool_kernel = -1;     // odd, >= 1
+  int64_t query_window = -1;    // >= 1
+  int64_t streaming_chunk = 0;  // >= 0 (0: one-shot), at most kMaxStreamingChunk
 };
+inline constexpr int64_t kMaxStreamingChunk = 1 << 24;
 
 // Exactly one budget form, and every range above.
 absl::Status CheckCompressionNumbers(const CompressionNumbers& numbers,

@@ -36,6 +36,11 @@ void CompressionFlags::Register(CLI::App* app, bool with_method) {
   app->add_option("--storage", storage, "keep-sets: shared (per layer) | per_head")
       ->capture_default_str();
   app->add_option("--compress_seed", c.seed, "seed of random content / the random method");
+  app->add_option("--streaming_chunk", c.streaming_chunk,
+                  "streaming compression: prefill in chunks of this many tokens, evicting back "
+                  "to the budget after each (0: compress once, after the prompt)");
+  app->add_flag("--every_turn", c.every_turn,
+                "a session's later turns compress again (retained cache + the new turn)");
 }
 
 absl::StatusOr<worker::compress::CompressionConfig> CompressionFlags::ToConfig() const {

@@ -53,6 +53,8 @@ absl::StatusOr<dapq::v1::GenerateRequest> ToGenerateRequest(const GenerateComman
   c.set_storage(f.storage);
   c.set_mode(f.mode);
   c.set_seed(n.seed);
+  c.set_streaming_chunk(n.streaming_chunk);
+  c.set_every_turn(n.every_turn);
   return r;
 }
 

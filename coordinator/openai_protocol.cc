@@ -176,11 +176,17 @@ std::optional<OpenAiError> ParseCompression(const json& body, dapq::v1::Compress
       if (!(e = need_string())) c->set_storage(v.get<std::string>());
     } else if (key == "pool") {
       if (!(e = need_string())) c->set_pool(v.get<std::string>());
+    } else if (key == "streaming_chunk") {
+      if (!(e = need_int())) c->set_streaming_chunk(static_cast<int32_t>(v.get<int64_t>()));
+    } else if (key == "every_turn") {
+      if (!v.is_boolean()) return Invalid(param, param + ": expected true or false");
+      c->set_every_turn(v.get<bool>());
     } else {
       return Invalid(param, absl::StrCat(param,
                                          ": unknown field (method, budget, budget_ratio, "
                                          "window, sinks, pool_kernel, query_window, "
-                                         "allocator, storage, pool)"));
+                                         "allocator, storage, pool, streaming_chunk, "
+                                         "every_turn)"));
     }
     if (e) return e;
   }

@@ -93,6 +93,11 @@ long BlockPool::blocks_in_use() const {
   return referenced_ - cached_idle_;
 }
 
+long BlockPool::peak_blocks_referenced() const {
+  MutexLock lock(&mu_);
+  return peak_referenced_;
+}
+
 long BlockPool::blocks_allocated() const {
   MutexLock lock(&mu_);
   return committed_;
@@ -167,6 +172,7 @@ absl::Status BlockPool::Allocate(int count, std::vector<BlockId>& out) {
     out.push_back(id);
   }
   referenced_ += count;
+  peak_referenced_ = std::max(peak_referenced_, referenced_);
   return absl::OkStatus();
 }
 

@@ -82,8 +82,10 @@ class BlockPool {
   // Blocks held by sequences (excludes the blocks only the prefix index holds).
   long blocks_in_use() const ABSL_LOCKS_EXCLUDED(mu_);
   long blocks_allocated() const ABSL_LOCKS_EXCLUDED(mu_);  // committed memory, in blocks
-  long blocks_cached() const ABSL_LOCKS_EXCLUDED(mu_);     // in the prefix index
-  long cached_idle() const ABSL_LOCKS_EXCLUDED(mu_);       // ... and held by nothing else
+  // The most blocks ever referenced at once (held by sequences or the prefix index).
+  long peak_blocks_referenced() const ABSL_LOCKS_EXCLUDED(mu_);
+  long blocks_cached() const ABSL_LOCKS_EXCLUDED(mu_);  // in the prefix index
+  long cached_idle() const ABSL_LOCKS_EXCLUDED(mu_);    // ... and held by nothing else
   long prefix_entries() const ABSL_LOCKS_EXCLUDED(mu_);
   int RefCount(BlockId id) const ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -137,6 +139,7 @@ class BlockPool {
   std::vector<int32_t> refcount_ ABSL_GUARDED_BY(mu_);  // [committed_]
   std::vector<uint8_t> cached_ ABSL_GUARDED_BY(mu_);    // in the prefix index
   long referenced_ ABSL_GUARDED_BY(mu_) = 0;            // blocks with a reference
+  long peak_referenced_ ABSL_GUARDED_BY(mu_) = 0;       // the most referenced_ has been
   long cached_count_ ABSL_GUARDED_BY(mu_) = 0;
   long cached_idle_ ABSL_GUARDED_BY(mu_) = 0;  // cached with reference count 1
   Lru lru_ ABSL_GUARDED_BY(mu_);

@@ -372,23 +372,23 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
     Sequence& seq, std::span<const int> tokens, const compress::CompressionConfig& config,
     std::vector<float>* logits) {
   if (tokens.empty()) return absl::InvalidArgumentError("prefill: no tokens");
-  const int n = seq.caches_[0].max_length() + static_cast<int>(tokens.size());
+  // Positions, not slots, size the budget: identical on every rank even when an earlier
+  // per-head compression left this rank's heads shorter than another's. For a fresh sequence
+  // they are the prompt's slots.
+  const int n = seq.next_position_ + static_cast<int>(tokens.size());
   DAPQ_ASSIGN_OR_RETURN(const compress::CompressionConfig c, config.Resolve(n));
   compress::CompressionStats stats;
   stats.config = c.DebugString();
   const ModelConfig& m = this->config();
   stats.prompt_slots = n;
   const std::vector<int> budgets = compress::LayerBudgets(c, n, m.n_layers);
-  const bool fits = *std::min_element(budgets.begin(), budgets.end()) >= n;
+  const int min_budget = *std::min_element(budgets.begin(), budgets.end());
+  const bool fits = min_budget >= n;  // for a compressed cache: its slots fit even more so
   if (c.method == compress::Method::kFull || (fits && c.skip_within_budget)) {
     DAPQ_RETURN_IF_ERROR(PrefillWithPrefixCache(seq, tokens, logits, {}, /*keep_last=*/1));
     seq.Record(FeedSegment::Kind::kCompressedPrefill, tokens);
     stats.slots_before = stats.slots_after = static_cast<long>(n) * m.n_layers * m.n_kv_heads;
     return stats;
-  }
-  if (seq.compressed_) {
-    return absl::FailedPreconditionError(
-        "compression: the sequence's cache is already compressed; compress a fresh sequence");
   }
   DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<compress::Scorer> scorer, compress::MakeScorer(c));
   const compress::ScorerNeeds needs = scorer->Needs();
@@ -399,43 +399,59 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
         absl::StrCat("compression: dapq forward mode needs ", needs.pseudo_tokens,
                      " positions after the prompt, beyond the context limit ", m.max_seq_len));
   }
-  std::vector<std::unique_ptr<compress::QueryCollector>> collectors;
+  const size_t chunk =
+      c.streaming_chunk > 0 ? static_cast<size_t>(c.streaming_chunk) : tokens.size();
+  if (chunk < tokens.size() && chunk < static_cast<size_t>(needs.window_rows)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("compression: streaming_chunk=", c.streaming_chunk, " is shorter than the ",
+                     needs.window_rows, " prompt queries ", compress::MethodName(c.method),
+                     " scores with; use a chunk of at least that many tokens"));
+  }
+  std::vector<std::unique_ptr<compress::QueryCollector>> owned;
+  std::vector<compress::QueryCollector*> collectors;
   std::vector<QueryObserver*> observers;
   for (const auto& rank : ranks_) {
     const RankShard& s = rank->shard();
-    collectors.push_back(std::make_unique<compress::QueryCollector>(needs, m.n_layers, s.heads,
-                                                                    s.kv_heads, m.head_dim));
-    observers.push_back(collectors.back().get());
+    owned.push_back(std::make_unique<compress::QueryCollector>(needs, m.n_layers, s.heads,
+                                                               s.kv_heads, m.head_dim));
+    collectors.push_back(owned.back().get());
+    observers.push_back(owned.back().get());
   }
   // Prefix reuse keeps what the scorer reads: the last window_rows prompt queries and the cache.
   // Scorers that read every prompt query (H2O's accumulated attention, ExpectedAttention's
   // statistics) prefill the whole prompt.
   const bool reusable = !needs.accumulated_attention && !needs.query_statistics;
-  DAPQ_RETURN_IF_ERROR(PrefillWithPrefixCache(seq, tokens, logits, observers,
-                                              reusable ? std::max(1, needs.window_rows) : 0));
-  const auto t0 = std::chrono::steady_clock::now();
-  if (needs.pseudo_tokens > 0) {
-    // DapQ forward mode: placeholder tokens (the last prompt token repeated) at n, n+1, ...
-    std::vector<int> placeholder(needs.pseudo_tokens, tokens.back());
-    std::vector<int32_t> positions(needs.pseudo_tokens);
-    for (int i = 0; i < needs.pseudo_tokens; ++i) positions[i] = seq.next_position_ + i;
-    for (auto& col : collectors) col->set_capturing_pseudo(true);
-    DAPQ_RETURN_IF_ERROR(ForwardChunk(seq, placeholder, positions, {}, false, observers));
-    for (auto& cache : seq.caches_) DAPQ_RETURN_IF_ERROR(cache.DropLast(needs.pseudo_tokens));
+  const int keep_last = reusable ? std::max(1, needs.window_rows) : 0;
+  // Streaming (COMPRESSION.md): chunk by chunk, each followed by a compression back to the
+  // budget once the prompt seen so far exceeds it, so the cache never holds more than budget +
+  // chunk slots per (layer, KV head). H2O's accumulated scores ride along with the kept slots.
+  std::vector<std::vector<std::vector<float>>> carried(ranks_.size());
+  long evicted = 0;
+  for (size_t begin = 0; begin < tokens.size(); begin += chunk) {
+    const std::span<const int> piece =
+        tokens.subspan(begin, std::min(chunk, tokens.size() - begin));
+    const bool last = begin + piece.size() == tokens.size();
+    for (size_t r = 0; r < collectors.size(); ++r) {
+      collectors[r]->StartChunk();
+      for (size_t i = 0; i < carried[r].size(); ++i) {
+        const int kv_heads = ranks_[r]->shard().kv_heads;
+        collectors[r]->SeedAttention(static_cast<int>(i) / kv_heads, static_cast<int>(i) % kv_heads,
+                                     carried[r][i]);
+      }
+    }
+    DAPQ_RETURN_IF_ERROR(
+        PrefillWithPrefixCache(seq, piece, last ? logits : nullptr, observers, keep_last));
+    if (!last && seq.next_position_ <= min_budget) continue;  // nothing to evict yet
+    const auto t0 = std::chrono::steady_clock::now();
+    DAPQ_ASSIGN_OR_RETURN(const long dropped, CompressCached(seq, c, *scorer, collectors, budgets,
+                                                             piece.back(), &carried));
+    stats.seconds += SecondsSince(t0);
+    evicted += dropped;
+    ++stats.compressions;
   }
-  stats.slots_before = 0;
-  for (const KvCache& cache : seq.caches_) stats.slots_before += cache.total_slots();
-  DAPQ_RETURN_IF_ERROR(RunOnRanks([&](int r) {
-    compress::RankContext ctx;
-    ctx.model = &m;
-    ctx.shard = ranks_[r]->shard();
-    ctx.inv_freq = inv_freq_.data();
-    ctx.comm = comms_[r].get();
-    ctx.next_position = seq.next_position_;
-    return compress::CompressRank(c, *scorer, *collectors[r], ctx, budgets, seq.caches_[r]);
-  }));
   stats.slots_after = 0;
   for (const KvCache& cache : seq.caches_) stats.slots_after += cache.total_slots();
+  stats.slots_before = stats.slots_after + evicted;
   if (multi_process()) {
     // Over the whole group, so that every rank reports the same stats.
     int64_t slots[2] = {stats.slots_before, stats.slots_after};
@@ -443,12 +459,46 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
     stats.slots_before = slots[0];
     stats.slots_after = slots[1];
   }
-  stats.seconds = SecondsSince(t0);
   stats.compressed = true;
   stats.layer_budgets = budgets;
   seq.compressed_ = true;
   seq.Record(FeedSegment::Kind::kCompressedPrefill, tokens);
   return stats;
+}
+
+absl::StatusOr<long> Engine::CompressCached(Sequence& seq, const compress::CompressionConfig& c,
+                                            const compress::Scorer& scorer,
+                                            std::span<compress::QueryCollector* const> collectors,
+                                            const std::vector<int>& budgets, int last_token,
+                                            std::vector<std::vector<std::vector<float>>>* carried) {
+  const compress::ScorerNeeds needs = scorer.Needs();
+  if (needs.pseudo_tokens > 0) {
+    // DapQ forward mode: placeholder tokens (the last token fed, repeated) at the positions that
+    // follow it, run through the model and dropped again.
+    std::vector<int> placeholder(needs.pseudo_tokens, last_token);
+    std::vector<int32_t> positions(needs.pseudo_tokens);
+    for (int i = 0; i < needs.pseudo_tokens; ++i) positions[i] = seq.next_position_ + i;
+    const std::vector<QueryObserver*> observers(collectors.begin(), collectors.end());
+    for (compress::QueryCollector* col : collectors) col->set_capturing_pseudo(true);
+    absl::Status forwarded = ForwardChunk(seq, placeholder, positions, {}, false, observers);
+    for (compress::QueryCollector* col : collectors) col->set_capturing_pseudo(false);
+    DAPQ_RETURN_IF_ERROR(forwarded);
+    for (auto& cache : seq.caches_) DAPQ_RETURN_IF_ERROR(cache.DropLast(needs.pseudo_tokens));
+  }
+  long before = 0, after = 0;
+  for (const KvCache& cache : seq.caches_) before += cache.total_slots();
+  DAPQ_RETURN_IF_ERROR(RunOnRanks([&](int r) {
+    compress::RankContext ctx;
+    ctx.model = &config();
+    ctx.shard = ranks_[r]->shard();
+    ctx.inv_freq = inv_freq_.data();
+    ctx.comm = comms_[r].get();
+    ctx.next_position = seq.next_position_;
+    return compress::CompressRank(c, scorer, *collectors[r], ctx, budgets, seq.caches_[r],
+                                  needs.accumulated_attention ? &(*carried)[r] : nullptr);
+  }));
+  for (const KvCache& cache : seq.caches_) after += cache.total_slots();
+  return before - after;
 }
 
 absl::Status Engine::PrefillAllLogits(Sequence& seq, std::span<const int> tokens,
@@ -491,7 +541,8 @@ absl::StatusOr<GenerateResult> Engine::Continue(Sequence& seq, std::span<const i
   Sampler sampler(options.sampling);
   std::vector<float> logits;
   const auto t0 = std::chrono::steady_clock::now();
-  if (seq.tokens_.empty()) {
+  if (seq.tokens_.empty() ||
+      (options.compression.every_turn && options.compression.method != compress::Method::kFull)) {
     DAPQ_ASSIGN_OR_RETURN(result.compression,
                           PrefillCompressed(seq, prompt, options.compression, &logits));
     result.reused_prompt_tokens = seq.reused_tokens_;

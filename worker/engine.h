@@ -210,10 +210,17 @@ class Engine {
   absl::Status Prefill(Sequence& seq, std::span<const int> tokens, std::vector<float>* logits);
   // Prefill followed by KV-cache compression (COMPRESSION.md): the prompt's queries are
   // collected while it runs, then every rank scores its KV heads, the ranks agree on the keep-set
-  // through exact integer all-reduces, and the caches are compacted. The sequence must be fresh
-  // (FailedPrecondition otherwise). Method full, or a prompt within the budget, is a plain
-  // prefill (bit-identical). `logits` are the last prompt token's, from the full cache. The
-  // stats' slot counts are over the whole group (identical on every rank).
+  // through exact integer all-reduces, and the caches are compacted. Method full, or a prompt
+  // within the budget, is a plain prefill (bit-identical). `logits` are the last prompt token's,
+  // from the full cache (of the last chunk when streaming). The stats' slot counts are over the
+  // whole group (identical on every rank).
+  // Streaming (config.streaming_chunk > 0): the prompt runs in chunks of that many tokens and the
+  // cache is compressed back to the budget after each chunk once the positions seen exceed it,
+  // so it never holds more than budget + chunk slots per (layer, KV head); with a chunk at least
+  // as long as the prompt this is the one-shot compression, bit for bit. A sequence that holds
+  // slots already (a session's next turn, compressed or not) is compressed with them: the budget
+  // then covers its retained slots and the new ones. The budget is sized by positions
+  // (next_position() + tokens), identical on every rank.
   absl::StatusOr<compress::CompressionStats> PrefillCompressed(
       Sequence& seq, std::span<const int> tokens, const compress::CompressionConfig& config,
       std::vector<float>* logits);
@@ -258,6 +265,15 @@ class Engine {
   absl::Status PrefillObserved(Sequence& seq, std::span<const int> tokens,
                                std::vector<float>* logits,
                                std::span<QueryObserver* const> observers);
+  // One compression of `seq`'s cache as it stands (a whole prompt, or a streamed prompt's
+  // chunks so far): DapQ forward mode's placeholder pass (copies of last_token), then
+  // CompressRank on every rank. carried: H2O's scores of the kept slots, per local rank.
+  // Returns the slots evicted over the local ranks.
+  absl::StatusOr<long> CompressCached(Sequence& seq, const compress::CompressionConfig& c,
+                                      const compress::Scorer& scorer,
+                                      std::span<compress::QueryCollector* const> collectors,
+                                      const std::vector<int>& budgets, int last_token,
+                                      std::vector<std::vector<std::vector<float>>>* carried);
   // ReusePrefix without recording the tokens (the caller records the whole prompt).
   absl::StatusOr<int> AttachCachedPrefix(Sequence& seq, std::span<const int> prompt, int keep_last);
   // PublishPrefix for a sequence whose cache holds exactly `tokens`, at positions 0, 1, ...

@@ -33,6 +33,9 @@ constexpr Shape kShapes[] = {
     // Small shapes for tests: GQA group 4, uneven FFN split, Llama-3 scaling that bites at 64.
     {"tiny-gqa", 128, 201, 3, 16, 4, 8, 320, 2048, 10000.0f, 4.0f, 64, false, false},
     {"tiny-mha", 64, 160, 2, 4, 4, 16, 300, 1024, 10000.0f, 0.0f, 0, true, true},
+    // Long contexts (streaming compression): Llama-3 RoPE (theta 500000, factor 8 from 8192) to
+    // 2,097,152 positions, GQA group 4, widths small enough for a million tokens on one core.
+    {"tiny-long", 64, 160, 2, 8, 2, 8, 320, 2097152, 500000.0f, 8.0f, 8192, false, false},
 };
 
 // splitmix64 finaliser: a counter-based generator, so any element can be produced independently.

@@ -36,7 +36,8 @@ std::vector<int> AdaptiveHeadBudgets(std::span<const int64_t> importance, int he
   for (int h = 0; h < heads; ++h) {
     std::vector<std::pair<int64_t, int>> mine;
     for (int j = 0; j < n; ++j) {
-      if (eligible[j]) mine.emplace_back(importance[static_cast<long>(h) * n + j], j);
+      if (eligible[static_cast<long>(h) * n + j])
+        mine.emplace_back(importance[static_cast<long>(h) * n + j], j);
     }
     std::sort(mine.begin(), mine.end(), [](const auto& a, const auto& b) {
       return a.first != b.first ? a.first > b.first : a.second < b.second;

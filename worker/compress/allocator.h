@@ -22,9 +22,10 @@ namespace dapq::worker::compress {
 // prompt of n slots. Uniform and pyramid; adaptive starts from the uniform budgets.
 std::vector<int> LayerBudgets(const CompressionConfig& config, int n, int n_layers);
 
-// AdaKV: selectable slots per head. importance: [heads, n]; eligible[j] false for slots that
-// are kept anyway (sinks, window). Each head gets min(eligible, floor + its share of the global
-// top of the remaining scores); ties by (score desc, head asc, slot asc).
+// AdaKV: selectable slots per head. importance: [heads, n]; eligible: [heads, n], false for
+// slots that are kept anyway (sinks, window) or past a head's length. Each head gets min(eligible,
+// floor + its share of the global top of the remaining scores); ties by (score desc, head asc, slot
+// asc).
 std::vector<int> AdaptiveHeadBudgets(std::span<const int64_t> importance, int heads, int n,
                                      std::span<const bool> eligible, int selectable_per_head,
                                      float floor_fraction);

@@ -76,6 +76,7 @@ absl::Status CompressionConfig::Validate() const {
   numbers.sinks = sinks;
   numbers.pool_kernel = pool_kernel;
   numbers.query_window = query_window;
+  numbers.streaming_chunk = streaming_chunk;
   if (absl::Status s = api::CheckCompressionNumbers(numbers, api::kConfigFieldNames); !s.ok()) {
     return Bad(std::string(s.message()));
   }
@@ -170,6 +171,8 @@ std::string CompressionConfig::DebugString() const {
   }
   absl::StrAppend(&s, " allocator=", NameOf(allocator, api::kAllocatorNames),
                   " storage=", NameOf(storage, api::kStorageNames));
+  if (streaming_chunk > 0) absl::StrAppend(&s, " streaming_chunk=", streaming_chunk);
+  if (every_turn) absl::StrAppend(&s, " every_turn");
   return s;
 }
 

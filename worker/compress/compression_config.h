@@ -66,6 +66,12 @@ struct CompressionConfig {
   // Prompts whose every layer fits the budget are not compressed (a plain prefill). false runs
   // the compressor anyway, which then keeps every token (tests of the full-cache invariant).
   bool skip_within_budget = true;
+  // Streaming compression (Engine::PrefillCompressed): prefill in chunks of this many tokens,
+  // compressing back to the budget after each; 0 compresses once, at the end of prefill.
+  int streaming_chunk = 0;
+  // A session's later turns compress again (retained slots + the new turn); otherwise only the
+  // first turn is compressed and later turns are plain prefills.
+  bool every_turn = false;
 
   // InvalidArgument naming the field: budget <= 0 or both/neither budget forms, ratio outside
   // (0, 1], window or sinks negative or window + sinks > budget tokens, even pool kernel, ...

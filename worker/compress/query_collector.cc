@@ -46,29 +46,87 @@ absl::Status QueryCollector::OnQueries(int layer, int m, const int32_t* position
       l.positions.erase(l.positions.begin(), l.positions.begin() + excess);
     }
   }
-  if (needs_.accumulated_attention) {
-    // Every KV head has the same length during an uncompressed prefill.
-    const int n = kv_lens[0];
-    std::vector<float> grown(static_cast<size_t>(kv_heads_) * n, 0.0f);
-    for (int h = 0; h < kv_heads_; ++h) {
-      std::copy(l.attention.begin() + static_cast<long>(h) * l.attention_n,
-                l.attention.begin() + static_cast<long>(h + 1) * l.attention_n,
-                grown.begin() + static_cast<long>(h) * n);
-    }
-    l.attention.swap(grown);
-    l.attention_n = n;
-    std::vector<float> keys;  // the layer's keys gathered from its block tables
-    cache.GatherLayer(layer, n, &keys, nullptr);
-    DAPQ_RETURN_IF_ERROR(internal::AccumulateCausalAttention(
-        q_post, m, q_heads_, kv_heads_, head_dim_, keys.data(), static_cast<long>(n) * head_dim_, n,
-        l.attention.data()));
-  }
+  if (needs_.accumulated_attention)
+    DAPQ_RETURN_IF_ERROR(AccumulateAttention(l, layer, m, q_post, kv_lens, cache));
   if (needs_.query_statistics) {
     internal::AccumulateQueryMoments(q_pre, m, q_heads_, head_dim_, l.q_sum.data(),
                                      l.q_outer.data());
     l.q_count += m;
   }
   return absl::OkStatus();
+}
+
+void QueryCollector::StartChunk() {
+  for (Layer& l : layers_) {
+    l.pseudo_q_post.clear();
+    l.attention.clear();
+    l.attention_n = 0;
+    l.attention_len.clear();
+  }
+}
+
+void QueryCollector::SeedAttention(int layer, int head, std::span<const float> carried) {
+  Layer& l = layers_[layer];
+  if (l.attention_len.empty()) l.attention_len.assign(kv_heads_, 0);
+  const int n = std::max<int>(l.attention_n, carried.size());
+  Regrow(l, n);
+  std::copy(carried.begin(), carried.end(), l.attention.begin() + static_cast<long>(head) * n);
+  l.attention_len[head] = static_cast<int32_t>(carried.size());
+}
+
+void QueryCollector::Regrow(Layer& l, int n) const {
+  if (n == l.attention_n) return;
+  std::vector<float> grown(static_cast<size_t>(kv_heads_) * n, 0.0f);
+  for (int h = 0; h < kv_heads_ && l.attention_n > 0; ++h) {
+    const long from = static_cast<long>(h) * l.attention_n;
+    std::copy(l.attention.begin() + from, l.attention.begin() + from + l.attention_len[h],
+              grown.begin() + static_cast<long>(h) * n);
+  }
+  l.attention.swap(grown);
+  l.attention_n = n;
+}
+
+absl::Status QueryCollector::AccumulateAttention(Layer& l, int layer, int m, const float* q_post,
+                                                 std::span<const int32_t> kv_lens,
+                                                 const KvCache& cache) const {
+  if (l.attention_len.empty()) l.attention_len.assign(kv_heads_, 0);
+  const int n = *std::max_element(kv_lens.begin(), kv_lens.end());
+  Regrow(l, n);
+  std::copy(kv_lens.begin(), kv_lens.end(), l.attention_len.begin());
+  const bool ragged = std::any_of(kv_lens.begin(), kv_lens.end(), [&](int x) { return x != n; });
+  std::vector<float> keys;  // keys gathered from the block tables
+  if (!ragged) {
+    cache.GatherLayer(layer, n, &keys, nullptr);
+    return internal::AccumulateCausalAttention(q_post, m, q_heads_, kv_heads_, head_dim_,
+                                               keys.data(), static_cast<long>(n) * head_dim_, n,
+                                               l.attention.data());
+  }
+  // A cache compressed per head before: every KV head over its own slots, with its query group.
+  const int group = q_heads_ / kv_heads_;
+  std::vector<float> q(static_cast<size_t>(m) * group * head_dim_);
+  for (int h = 0; h < kv_heads_; ++h) {
+    const int len = kv_lens[h];
+    for (int t = 0; t < m; ++t) {
+      const float* from = q_post + (static_cast<long>(t) * q_heads_ + h * group) * head_dim_;
+      std::copy(from, from + static_cast<long>(group) * head_dim_,
+                q.begin() + static_cast<long>(t) * group * head_dim_);
+    }
+    keys.resize(static_cast<size_t>(len) * head_dim_);
+    cache.Gather(layer, h, 0, len, keys.data(), nullptr);
+    DAPQ_RETURN_IF_ERROR(internal::AccumulateCausalAttention(
+        q.data(), m, group, 1, head_dim_, keys.data(), static_cast<long>(len) * head_dim_, len,
+        l.attention.data() + static_cast<long>(h) * n));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<float> QueryCollector::AttentionKept(int layer, int head,
+                                                 std::span<const int32_t> keep) const {
+  const Layer& l = layers_[layer];
+  std::vector<float> out;
+  out.reserve(keep.size());
+  for (int32_t j : keep) out.push_back(l.attention[static_cast<long>(head) * l.attention_n + j]);
+  return out;
 }
 
 void QueryCollector::Fill(int layer, ScoringInputs& in) const {

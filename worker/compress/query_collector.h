@@ -7,6 +7,7 @@
 #ifndef DAPQ_WORKER_COMPRESS_QUERY_COLLECTOR_H_
 #define DAPQ_WORKER_COMPRESS_QUERY_COLLECTOR_H_
 
+#include <span>
 #include <vector>
 
 #include "worker/compress/scorer.h"
@@ -25,19 +26,38 @@ class QueryCollector final : public QueryObserver {
                          const float* q_post, std::span<const int32_t> kv_lens,
                          const KvCache& cache) override;
 
-  // Fills the collected fields of `in` for `layer`.
+  // A streamed prompt's next chunk: forgets the placeholder queries and H2O's attention (the
+  // window queries are replaced by the chunk's own; query statistics run on over every chunk).
+  void StartChunk();
+  // H2O across the chunks of a streamed prompt: starts the accumulated attention of (layer,
+  // head) from the scores its retained slots carried out of the previous chunk's compression.
+  // Before the chunk's first OnQueries.
+  void SeedAttention(int layer, int head, std::span<const float> carried);
+  // The accumulated attention of (layer, head)'s slots `keep` (the scores they carry on).
+  std::vector<float> AttentionKept(int layer, int head, std::span<const int32_t> keep) const;
+
+  // Fills the collected fields of `in` for `layer`. The accumulated attention is laid out
+  // [kv_heads, longest head's slots], each head's row valid for its own length.
   void Fill(int layer, ScoringInputs& in) const;
 
  private:
   struct Layer {
     std::vector<float> q_pre, q_post;  // [rows, q_heads, head_dim], the last window_rows
     std::vector<int32_t> positions;
-    std::vector<float> pseudo_q_post;  // forward mode
-    std::vector<float> attention;      // H2O: [kv_heads, n]
-    int attention_n = 0;
+    std::vector<float> pseudo_q_post;    // forward mode
+    std::vector<float> attention;        // H2O: [kv_heads, attention_n]
+    int attention_n = 0;                 // the longest head's slots
+    std::vector<int32_t> attention_len;  // [kv_heads] valid slots of each row
     std::vector<double> q_sum, q_outer;  // ExpectedAttention
     long q_count = 0;
   };
+
+  // Widens every row of l.attention to n slots, keeping each head's valid prefix.
+  void Regrow(Layer& l, int n) const;
+  // H2O: adds the attention of m new queries (causal; the cache already holds their keys) to
+  // every key of each KV head.
+  absl::Status AccumulateAttention(Layer& l, int layer, int m, const float* q_post,
+                                   std::span<const int32_t> kv_lens, const KvCache& cache) const;
 
   ScorerNeeds needs_;
   int q_heads_, kv_heads_, head_dim_;

@@ -66,14 +66,46 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> SelectLayer(const CompressionC
     return absl::InternalError(
         absl::StrCat("selector: ", scores.size(), " scores for ", heads, " heads x ", n, " slots"));
   }
-  std::vector<float> pooled(scores.size());
-  kernels::Pool1dParams pool{heads, n, c.pool_kernel, c.pool, scores.data(), pooled.data()};
-  DAPQ_RETURN_IF_ERROR(kernels::Pool1d(pool));
+  std::vector<int> len(heads, n);
+  if (!ctx.lengths.empty()) {
+    if (ctx.lengths.size() != static_cast<size_t>(heads)) {
+      return absl::InternalError(
+          absl::StrCat("selector: ", ctx.lengths.size(), " head lengths for ", heads, " heads"));
+    }
+    for (int h = 0; h < heads; ++h) {
+      if (ctx.lengths[h] < 0 || ctx.lengths[h] > n) {
+        return absl::InternalError(absl::StrCat("selector: head ", h, " holds ", ctx.lengths[h],
+                                                " slots, outside [0, ", n, "]"));
+      }
+      len[h] = ctx.lengths[h];
+    }
+  }
+  // Pooling over each head's evictable prefix only: the window is kept anyway, and its scores
+  // must not raise its neighbours' (SnapKV pools scores[..., :-window]).
+  std::vector<float> pooled(scores.begin(), scores.end());
+  for (int h = 0; h < heads; ++h) {
+    const int evictable =
+        len[h] - ClampFixed(std::min(ctx.budget, len[h]), c.window, c.sinks).window;
+    if (evictable <= 0) continue;
+    const long row = static_cast<long>(h) * n;
+    kernels::Pool1dParams pool{1,      evictable,           c.pool_kernel,
+                               c.pool, scores.data() + row, pooled.data() + row};
+    DAPQ_RETURN_IF_ERROR(kernels::Pool1d(pool));
+  }
   std::vector<int64_t> fixed(pooled.size());
   for (size_t i = 0; i < pooled.size(); ++i) fixed[i] = ToFixedPoint(pooled[i]);
 
   std::vector<std::vector<int32_t>> keep(heads);
   if (c.storage == Storage::kShared) {
+    for (int h = 0; h < heads; ++h) {
+      if (len[h] != n) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("compression: shared storage needs every KV head of a layer equally "
+                         "long, head ",
+                         ctx.kv_head_begin + h, " holds ", len[h], " slots, another ", n,
+                         " (the cache was compressed per head before)"));
+      }
+    }
     std::vector<int64_t> importance(n, 0);
     for (int h = 0; h < heads; ++h) {
       for (int j = 0; j < n; ++j) importance[j] += fixed[static_cast<long>(h) * n + j];
@@ -85,25 +117,39 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> SelectLayer(const CompressionC
   }
   if (c.allocator != Allocator::kAdaptive) {
     for (int h = 0; h < heads; ++h) {
-      keep[h] = SelectKeepSet(std::span(fixed).subspan(static_cast<long>(h) * n, n), n, ctx.budget,
-                              c.window, c.sinks);
+      keep[h] = SelectKeepSet(std::span(fixed).subspan(static_cast<long>(h) * n, len[h]), len[h],
+                              ctx.budget, c.window, c.sinks);
     }
     return keep;
   }
-  // Adaptive: every rank needs every head's importance to derive the same budgets.
-  std::vector<int64_t> all(static_cast<size_t>(ctx.kv_heads_total) * n, 0);
-  std::copy(fixed.begin(), fixed.end(), all.begin() + static_cast<long>(ctx.kv_head_begin) * n);
+  // Adaptive: every rank needs every head's length and importance to derive the same budgets.
+  std::vector<int64_t> lengths(ctx.kv_heads_total, 0);
+  for (int h = 0; h < heads; ++h) lengths[ctx.kv_head_begin + h] = len[h];
+  DAPQ_RETURN_IF_ERROR(ctx.comm->AllReduceSum(lengths.data(), lengths.size()));
+  const int n_all = static_cast<int>(*std::max_element(lengths.begin(), lengths.end()));
+  std::vector<int64_t> all(static_cast<size_t>(ctx.kv_heads_total) * n_all, 0);
+  for (int h = 0; h < heads; ++h) {
+    std::copy(fixed.begin() + static_cast<long>(h) * n,
+              fixed.begin() + static_cast<long>(h) * n + len[h],
+              all.begin() + static_cast<long>(ctx.kv_head_begin + h) * n_all);
+  }
   DAPQ_RETURN_IF_ERROR(ctx.comm->AllReduceSum(all.data(), all.size()));
-  const int budget = std::min(ctx.budget, n);
+  const int budget = std::min(ctx.budget, n_all);
   const Fixed f = ClampFixed(budget, c.window, c.sinks);
-  std::unique_ptr<bool[]> eligible(new bool[n]);  // sinks and window are kept anyway
-  for (int j = 0; j < n; ++j) eligible[j] = j >= f.sinks && j < n - f.window;
-  const std::vector<int> budgets =
-      AdaptiveHeadBudgets(all, ctx.kv_heads_total, n, std::span<const bool>(eligible.get(), n),
-                          budget - f.window - f.sinks, c.adaptive_floor);
+  // Sinks, window and slots past a head's length are not selectable.
+  std::unique_ptr<bool[]> eligible(new bool[all.size()]);
+  for (int g = 0; g < ctx.kv_heads_total; ++g) {
+    const int length = static_cast<int>(lengths[g]);
+    for (int j = 0; j < n_all; ++j) {
+      eligible[static_cast<long>(g) * n_all + j] = j >= f.sinks && j < length - f.window;
+    }
+  }
+  const std::vector<int> budgets = AdaptiveHeadBudgets(
+      all, ctx.kv_heads_total, n_all, std::span<const bool>(eligible.get(), all.size()),
+      budget - f.window - f.sinks, c.adaptive_floor);
   for (int h = 0; h < heads; ++h) {
     const int g = ctx.kv_head_begin + h;
-    keep[h] = SelectKeepSet(std::span(all).subspan(static_cast<long>(g) * n, n), n,
+    keep[h] = SelectKeepSet(std::span(all).subspan(static_cast<long>(g) * n_all, len[h]), len[h],
                             budgets[g] + f.window + f.sinks, f.window, f.sinks);
   }
   return keep;

@@ -28,16 +28,22 @@ std::vector<int32_t> SelectKeepSet(std::span<const int64_t> importance, int n, i
                                    int window, int sinks);
 
 struct SelectionContext {
-  int n = 0;               // slots per KV head
+  int n = 0;               // slots per KV head (the longest local head's when `lengths` is set)
   int kv_heads = 0;        // local KV heads
   int kv_head_begin = 0;   // global index of the first local head
   int kv_heads_total = 0;  // KV heads of the layer over all ranks
   int budget = 0;          // this layer's budget per head (allocator output)
   Communicator* comm = nullptr;
+  // Valid slots of each local KV head ([kv_heads], each <= n) for a cache compressed before,
+  // whose heads may differ in length (per_head storage); empty: every head holds n. Scores past
+  // a head's length are ignored.
+  std::span<const int32_t> lengths;
 };
 
-// scores: [kv_heads, n] raw scorer output. Returns a keep-set per local KV head (identical
-// rows in shared storage).
+// scores: [kv_heads, n] raw scorer output. Pooling covers each head's evictable prefix only
+// (its slots before the window, as SnapKV pools scores[..., :-window]): the window's scores do
+// not leak into its neighbours'. Returns a keep-set per local KV head (identical rows in shared
+// storage, which needs equally long heads).
 absl::StatusOr<std::vector<std::vector<int32_t>>> SelectLayer(const CompressionConfig& config,
                                                               const SelectionContext& ctx,
                                                               std::span<const float> scores);

@@ -84,10 +84,23 @@ TEST(AllocatorTest, AdaptiveGivesFloorsThenGlobalTop) {
   // Two heads, 6 eligible slots, 2 selectable per head, floor 50% -> 1 each, 2 by global top.
   const std::vector<int64_t> imp = {100, 90, 80, 1, 1, 1,   // head 0: strong
                                     5,   4,  3,  2, 1, 0};  // head 1: weak
-  bool eligible[6] = {true, true, true, true, true, true};
+  bool eligible[12];
+  std::fill(eligible, eligible + 12, true);
   const std::vector<int> budgets =
-      AdaptiveHeadBudgets(imp, 2, 6, std::span<const bool>(eligible, 6), 2, 0.5f);
+      AdaptiveHeadBudgets(imp, 2, 6, std::span<const bool>(eligible, 12), 2, 0.5f);
   EXPECT_THAT(budgets, ElementsAre(3, 1));
+}
+
+TEST(AllocatorTest, AdaptiveSkipsSlotsPastAHeadsLength) {
+  // Head 1 holds 2 slots only: it can take no more than those, the rest goes to head 0.
+  const std::vector<int64_t> imp = {1, 1, 1, 1, 1, 1,   // head 0
+                                    9, 9, 9, 9, 9, 9};  // head 1: slots 2.. are padding
+  bool eligible[12];
+  std::fill(eligible, eligible + 12, true);
+  std::fill(eligible + 8, eligible + 12, false);
+  const std::vector<int> budgets =
+      AdaptiveHeadBudgets(imp, 2, 6, std::span<const bool>(eligible, 12), 3, 0.0f);
+  EXPECT_THAT(budgets, ElementsAre(4, 2));
 }
 
 }  // namespace

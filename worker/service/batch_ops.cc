@@ -12,10 +12,11 @@ absl::StatusOr<compress::CompressionStats> LocalBatchOps::PrefillCompressed(
     uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
     std::vector<float>* logits) {
   std::unique_ptr<Sequence>& seq = sequences_[id];
-  seq = engine_->NewSequence();
+  const bool adopted = seq != nullptr;  // a session's turn compressed again
+  if (!adopted) seq = engine_->NewSequence();
   absl::StatusOr<compress::CompressionStats> stats =
       engine_->PrefillCompressed(*seq, prompt, config, logits);
-  if (!stats.ok()) sequences_.erase(id);
+  if (!stats.ok() && !adopted) sequences_.erase(id);
   return stats;
 }
 

@@ -24,7 +24,9 @@ namespace dapq::worker::service {
 class BatchOps {
  public:
   virtual ~BatchOps() = default;
-  // A fresh sequence for `id` (replacing one it had), prefilled with `prompt` and compressed.
+  // A fresh sequence for `id`, prefilled with `prompt` and compressed; when the ops hold a
+  // sequence under `id` already (a session's turn, adopted), `prompt` is fed after its earlier
+  // turns and the whole cache compressed again (CompressionConfig::every_turn).
   virtual absl::StatusOr<compress::CompressionStats> PrefillCompressed(
       uint64_t id, std::span<const int> prompt, const compress::CompressionConfig& config,
       std::vector<float>* logits) = 0;

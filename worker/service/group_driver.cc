@@ -240,6 +240,15 @@ void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, BatchState
       continuing = joined.ok() && *joined;
     }
   }
+  dapq::v1::CompressionOptions compression = request.compression();
+  if (continuing) {
+    // A session compressed on every turn compresses this one with its first turn's settings.
+    const compress::CompressionConfig& first = batched_sessions_[id].compression;
+    if (first.every_turn && first.method != compress::Method::kFull) {
+      options.compression = first;
+      compression = ToCompressionOptions(first);
+    }
+  }
   if (status.ok()) {
     ScheduledRequest r;
     r.id = id;
@@ -251,7 +260,7 @@ void GroupDriver::AddToBatch(std::shared_ptr<RequestChannel> channel, BatchState
     r.keep_sequence = !sid.empty();
     status = batch.scheduler.Add(std::move(r));
     // Before the scheduler's first operation on it (admission happens in RunStep).
-    if (status.ok()) batch.group.Register(id, request.compression());
+    if (status.ok()) batch.group.Register(id, compression);
   }
   if (!status.ok() && began) {
     // The turn never ran: the session stays as it was (its sequence back in the table).

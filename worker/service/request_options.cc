@@ -41,6 +41,8 @@ absl::StatusOr<compress::CompressionConfig> ToCompressionConfig(
   if (o.has_sinks()) c.sinks = o.sinks();
   if (o.has_pool_kernel()) c.pool_kernel = o.pool_kernel();
   if (o.has_query_window()) c.query_window = o.query_window();
+  c.streaming_chunk = o.streaming_chunk();
+  c.every_turn = o.every_turn();
   c.seed = o.seed();
   DAPQ_RETURN_IF_ERROR(
       ParseNamed(o.content(), "compression.content", compress::ParseContent, &c.content));
@@ -54,6 +56,28 @@ absl::StatusOr<compress::CompressionConfig> ToCompressionConfig(
   DAPQ_RETURN_IF_ERROR(ParseNamed(o.mode(), "compression.mode", compress::ParseDapqMode, &c.mode));
   DAPQ_RETURN_IF_ERROR(InField(c.Validate(), "compression"));
   return c;
+}
+
+dapq::v1::CompressionOptions ToCompressionOptions(const compress::CompressionConfig& c) {
+  dapq::v1::CompressionOptions o;
+  o.set_method(std::string(compress::MethodName(c.method)));
+  if (c.method == compress::Method::kFull) return o;
+  o.set_budget_tokens(c.budget_tokens);
+  o.set_budget_ratio(c.budget_ratio);
+  if (c.window >= 0) o.set_window(c.window);
+  if (c.sinks >= 0) o.set_sinks(c.sinks);
+  if (c.pool_kernel >= 0) o.set_pool_kernel(c.pool_kernel);
+  if (c.query_window >= 0) o.set_query_window(c.query_window);
+  o.set_streaming_chunk(c.streaming_chunk);
+  o.set_every_turn(c.every_turn);
+  o.set_seed(c.seed);
+  o.set_content(std::string(api::kContentNames[static_cast<int>(c.content)]));
+  o.set_positions(std::string(api::kPositionsNames[static_cast<int>(c.positions)]));
+  o.set_pool(std::string(api::kPoolNames[static_cast<int>(c.pool)]));
+  o.set_allocator(std::string(api::kAllocatorNames[static_cast<int>(c.allocator)]));
+  o.set_storage(std::string(api::kStorageNames[static_cast<int>(c.storage)]));
+  o.set_mode(std::string(api::kDapqModeNames[static_cast<int>(c.mode)]));
+  return o;
 }
 
 absl::StatusOr<GenerateOptions> ToGenerateOptions(const dapq::v1::GenerateRequest& request) {

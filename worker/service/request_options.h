@@ -19,6 +19,11 @@ namespace dapq::worker::service {
 absl::StatusOr<compress::CompressionConfig> ToCompressionConfig(
     const dapq::v1::CompressionOptions& options);
 
+// The inverse, for a configuration that came from a request (fields a request cannot set keep
+// their defaults): what the driver sends its followers for a session turn compressed with the
+// session's first-turn configuration.
+dapq::v1::CompressionOptions ToCompressionOptions(const compress::CompressionConfig& config);
+
 // Sampling, compression and max_new_tokens of `request`, validated by the shared request rules
 // (api/request_rules.h: the same verdicts as the coordinator's and the CLI's), session id
 // included.

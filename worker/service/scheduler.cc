@@ -198,16 +198,19 @@ void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
       PrepareRecompute(e);
     }
     e.fed = 0;
-    if (e.request.continuing) {
+    const compress::CompressionConfig& compression = e.request.options.compression;
+    const bool compressed = compression.method != compress::Method::kFull;
+    if (e.request.continuing && !(compressed && compression.every_turn)) {
       // A session's next turn: its prompt is fed in the batch after the earlier turns.
-    } else if (e.request.options.compression.method != compress::Method::kFull) {
+    } else if (compressed) {
       // Scoring needs every query of this prompt: its prefill runs alone, then it decodes in the
       // batch (a preempted request feeds its earlier tokens in the batch first).
       std::vector<float> logits;
       absl::StatusOr<compress::CompressionStats> stats = ops_->PrefillCompressed(
           e.request.id, e.request.prompt, e.request.options.compression, &logits);
-      if (absl::IsResourceExhausted(stats.status())) {
+      if (absl::IsResourceExhausted(stats.status()) && !e.request.continuing) {
         // The pool is fuller than the reservations say (sequences outside the scheduler): wait.
+        // (A session's turn compressed again fails instead: its sequence was fed in part.)
         e.reserved_blocks = 0;
         waiting_.push_front(std::move(owned));
         break;
