@@ -204,8 +204,10 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
                   "per-rank KV store disk tier (0 = none, -1 = 4096 MiB)")
       ->capture_default_str();
   cmd->add_option("--kv_remote", c.kv_remote,
-                  "the KV store's last tier on every rank: redis://HOST:PORT or grpc://HOST:PORT "
-                  "(a worker started with --kv_peer_listen)");
+                  "the KV store's last tier on every rank: rediss://HOST:PORT (Redis over TLS "
+                  "with the --tls_* files), redis://HOST:PORT (plaintext, loopback only unless "
+                  "--worker_arg=--allow_plaintext) or grpc://HOST:PORT (a worker started with "
+                  "--kv_peer_listen)");
   cmd->add_option("--kv_remote_mib", c.kv_remote_mib,
                   "per-rank capacity on the remote tier (0 = 1024 MiB)");
   cmd->add_option("--worker_arg", c.worker_args,

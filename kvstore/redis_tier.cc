@@ -1,5 +1,6 @@
 // File: kvstore/redis_tier.cc
-// hiredis-backed tier: SET/GET/DEL of binary blocks, reconnects, eviction detection.
+// Redis-backed tier: SET/GET/DEL of binary blocks over a RedisConnection, reconnects, eviction
+// detection.
 #include "kvstore/redis_tier.h"
 
 #include <hiredis/hiredis.h>
@@ -9,12 +10,6 @@
 #include "kvstore/block_codec.h"
 
 namespace dapq::kvstore {
-namespace {
-struct ReplyDeleter {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
-}  // namespace
 
 absl::Status RedisTierOptions::Validate() const {
   DAPQ_RETURN_IF_ERROR(tier.Validate());
@@ -22,6 +17,12 @@ absl::Status RedisTierOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("redis tier: bad address ", host, ":", port));
   }
   if (timeout_ms <= 0) return absl::InvalidArgumentError("redis tier: timeout_ms must be > 0");
+  if (!tls.enabled() && (!tls.cert_pem.empty() || !tls.key_pem.empty())) {
+    return absl::InvalidArgumentError("redis tier: a TLS client certificate needs the CA too");
+  }
+  if (tls.cert_pem.empty() != tls.key_pem.empty()) {
+    return absl::InvalidArgumentError("redis tier: TLS needs both the client cert and its key");
+  }
   return absl::OkStatus();
 }
 
@@ -31,31 +32,47 @@ absl::StatusOr<std::unique_ptr<RedisTier>> RedisTier::Connect(const RedisTierOpt
   DAPQ_RETURN_IF_ERROR(options.Validate());
   std::unique_ptr<RedisTier> tier(new RedisTier(options));
   MutexLock lock(&tier->mu_);
-  DAPQ_RETURN_IF_ERROR(tier->EnsureConnectedLocked());
-  Reply pong(static_cast<redisReply*>(redisCommand(tier->ctx_, "PING")));
-  if (!pong) return tier->ConnectionErrorLocked("PING");
+  absl::StatusOr<RedisReply> pong = tier->CommandLocked("PING", {"PING"});
+  if (!pong.ok() && !options.tls.enabled() && tier->connected_once_) {
+    // Connected, then dropped or silent: what a TLS-only port does to a plaintext client.
+    return absl::Status(
+        pong.status().code(),
+        absl::StrCat(pong.status().message(), " (if the server accepts TLS only, use rediss://)"));
+  }
+  if (!pong.ok()) return pong.status();
+  const redisReply& reply = **pong;
+  if (reply.type == REDIS_REPLY_ERROR) {  // e.g. NOAUTH
+    return absl::UnavailableError(
+        absl::StrCat("redis ", tier->Address(), ": PING: ", std::string(reply.str, reply.len)));
+  }
   return tier;
 }
 
-RedisTier::~RedisTier() {
-  MutexLock lock(&mu_);
-  if (ctx_ != nullptr) redisFree(ctx_);
-}
+RedisTier::~RedisTier() = default;
 
-absl::Status RedisTier::EnsureConnectedLocked() {
-  if (ctx_ != nullptr) return absl::OkStatus();
-  const timeval tv{options_.timeout_ms / 1000, (options_.timeout_ms % 1000) * 1000};
-  ctx_ = redisConnectWithTimeout(options_.host.c_str(), options_.port, tv);
-  if (ctx_ == nullptr || ctx_->err) return ConnectionErrorLocked("connect");
-  redisSetTimeout(ctx_, tv);
-  return absl::OkStatus();
-}
-
-absl::Status RedisTier::ConnectionErrorLocked(const std::string& what) {
-  const std::string why = ctx_ != nullptr && ctx_->err ? ctx_->errstr : "no reply";
-  if (ctx_ != nullptr) redisFree(ctx_);
-  ctx_ = nullptr;  // reconnect on the next call
-  return absl::UnavailableError(absl::StrCat("redis ", Address(), ": ", what, ": ", why));
+absl::StatusOr<RedisReply> RedisTier::CommandLocked(absl::string_view what,
+                                                    std::initializer_list<absl::string_view> args) {
+  if (conn_ == nullptr) {
+    RedisConnectionOptions c;
+    c.host = options_.host;
+    c.port = options_.port;
+    c.timeout_ms = options_.timeout_ms;
+    c.tls = options_.tls;
+    absl::StatusOr<std::unique_ptr<RedisConnection>> opened = RedisConnection::Open(c);
+    if (!opened.ok()) {
+      return absl::Status(opened.status().code(),
+                          absl::StrCat("redis ", Address(), ": ", opened.status().message()));
+    }
+    conn_ = *std::move(opened);
+    connected_once_ = true;
+  }
+  absl::StatusOr<RedisReply> reply = conn_->Command(args);
+  if (!reply.ok()) {
+    conn_.reset();  // reconnect on the next call
+    return absl::Status(reply.status().code(), absl::StrCat("redis ", Address(), ": ", what, ": ",
+                                                            reply.status().message()));
+  }
+  return reply;
 }
 
 absl::Status RedisTier::Put(const std::string& key, std::string block) {
@@ -67,11 +84,9 @@ absl::Status RedisTier::Put(const std::string& key, std::string block) {
 
 absl::Status RedisTier::Set(const std::string& key, const std::string& block) {
   MutexLock lock(&mu_);
-  DAPQ_RETURN_IF_ERROR(EnsureConnectedLocked());
   const std::string full = options_.key_prefix + key;
-  Reply r(static_cast<redisReply*>(
-      redisCommand(ctx_, "SET %b %b", full.data(), full.size(), block.data(), block.size())));
-  if (!r) return ConnectionErrorLocked(absl::StrCat("SET ", key));
+  DAPQ_ASSIGN_OR_RETURN(RedisReply r,
+                        CommandLocked(absl::StrCat("SET ", key), {"SET", full, block}));
   if (r->type == REDIS_REPLY_ERROR) {
     // e.g. OOM command not allowed when used memory > 'maxmemory'
     return absl::ResourceExhaustedError(
@@ -83,10 +98,8 @@ absl::Status RedisTier::Set(const std::string& key, const std::string& block) {
 absl::StatusOr<std::string> RedisTier::Get(const std::string& key) {
   DAPQ_RETURN_IF_ERROR(CheckHeld(key));
   MutexLock lock(&mu_);
-  DAPQ_RETURN_IF_ERROR(EnsureConnectedLocked());
   const std::string full = options_.key_prefix + key;
-  Reply r(static_cast<redisReply*>(redisCommand(ctx_, "GET %b", full.data(), full.size())));
-  if (!r) return ConnectionErrorLocked(absl::StrCat("GET ", key));
+  DAPQ_ASSIGN_OR_RETURN(RedisReply r, CommandLocked(absl::StrCat("GET ", key), {"GET", full}));
   if (r->type == REDIS_REPLY_NIL) {
     return absl::DataLossError(
         absl::StrCat("redis ", Address(), ": block ", key, " was evicted by the server"));
@@ -106,10 +119,8 @@ absl::StatusOr<std::string> RedisTier::Get(const std::string& key) {
 absl::Status RedisTier::Erase(const std::string& key) {
   DAPQ_RETURN_IF_ERROR(Forget(key));
   MutexLock lock(&mu_);
-  DAPQ_RETURN_IF_ERROR(EnsureConnectedLocked());
   const std::string full = options_.key_prefix + key;
-  Reply r(static_cast<redisReply*>(redisCommand(ctx_, "DEL %b", full.data(), full.size())));
-  if (!r) return ConnectionErrorLocked(absl::StrCat("DEL ", key));
+  DAPQ_ASSIGN_OR_RETURN(RedisReply r, CommandLocked(absl::StrCat("DEL ", key), {"DEL", full}));
   return absl::OkStatus();
 }
 

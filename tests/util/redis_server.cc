@@ -1,5 +1,6 @@
 // File: tests/util/redis_server.cc
-// fork/exec of redis-server with its output on a pipe, readiness from its log line.
+// fork/exec of redis-server (plaintext or TLS) with its output on a pipe, readiness from its log
+// line.
 #include "tests/util/redis_server.h"
 
 #include <arpa/inet.h>
@@ -35,17 +36,33 @@ absl::StatusOr<int> PickFreePort() {
 }
 
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(std::vector<std::string> extra) {
+  absl::StatusOr<int> port = PickFreePort();
+  if (!port.ok()) return port.status();
+  return Launch(*port, {"--port", std::to_string(*port)}, std::move(extra));
+}
+
+absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::StartTls(const std::string& cert,
+                                                                   const std::string& key,
+                                                                   const std::string& ca,
+                                                                   std::vector<std::string> extra) {
+  absl::StatusOr<int> port = PickFreePort();
+  if (!port.ok()) return port.status();
+  return Launch(*port,
+                {"--port", "0", "--tls-port", std::to_string(*port), "--tls-cert-file", cert,
+                 "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "yes"},
+                std::move(extra));
+}
+
+absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Launch(int port,
+                                                                 std::vector<std::string> port_args,
+                                                                 std::vector<std::string> extra) {
   if (::access("/usr/bin/redis-server", X_OK) != 0) {
     return absl::FailedPreconditionError(
         "redis-server not installed (scripts/setup.sh installs it)");
   }
-  absl::StatusOr<int> port = PickFreePort();
-  if (!port.ok()) return port.status();
   int pipe_fds[2];
   if (::pipe(pipe_fds) != 0) return absl::InternalError("pipe failed");
   std::vector<std::string> args = {"/usr/bin/redis-server",
-                                   "--port",
-                                   std::to_string(*port),
                                    "--bind",
                                    "127.0.0.1",
                                    "--save",
@@ -58,6 +75,7 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(std::vector<std:
                                    "no",
                                    "--loglevel",
                                    "notice"};
+  args.insert(args.end(), port_args.begin(), port_args.end());
   args.insert(args.end(), extra.begin(), extra.end());
   const pid_t pid = ::fork();
   if (pid < 0) return absl::InternalError("fork failed");
@@ -74,7 +92,7 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(std::vector<std:
   ::close(pipe_fds[1]);
   auto server = std::make_unique<RedisServer>();
   server->pid_ = pid;
-  server->port_ = *port;
+  server->port_ = port;
   server->out_fd_ = pipe_fds[0];
   // Read the log until the server is ready (or dies / 20 s pass).
   std::string log;

@@ -43,7 +43,7 @@ struct WorkerFlags {
   std::string metrics_listen = "127.0.0.1:0";
   std::string kv_dir;  // sessions in the tiered KV store, disk tier under kv_dir/<group>-r<rank>
   int kv_device_kib = 64 << 10, kv_host_kib = 256 << 10, kv_disk_mib = 4096;
-  std::string kv_remote;  // the store's last tier: redis://host:port or grpc://host:port
+  std::string kv_remote;  // the store's last tier: rediss://, redis:// or grpc://host:port
   int kv_remote_mib = 1024;
   std::string kv_peer_listen;  // serve KvPeer (a memory tier other workers use as remote)
   int kv_peer_mib = 1024;
@@ -171,6 +171,8 @@ absl::Status RunWorker(const WorkerFlags& f) {
     ro.url = f.kv_remote;
     ro.capacity_bytes = static_cast<size_t>(f.kv_remote_mib) << 20;
     ro.key_prefix = absl::StrCat(f.group_id, "-r", f.rank);
+    ro.tls = f.tls;  // rediss:// checks the server against --tls_ca and presents --tls_cert
+    ro.allow_plaintext = f.allow_plaintext;  // redis:// beyond loopback
     absl::StatusOr<std::unique_ptr<kvstore::Tier>> opened = kvstore::OpenRemoteTier(ro);
     if (!opened.ok()) {
       const absl::string_view why = opened.status().message();
@@ -324,8 +326,10 @@ int main(int argc, char** argv) {
   app.add_option("--kv_host_kib", f.kv_host_kib, "KV store host tier capacity");
   app.add_option("--kv_disk_mib", f.kv_disk_mib, "KV store disk tier capacity (0 = no disk tier)");
   app.add_option("--kv_remote", f.kv_remote,
-                 "the KV store's last tier: redis://HOST:PORT (a Redis server) or grpc://HOST:PORT "
-                 "(another worker's --kv_peer_listen); keys are prefixed <group>-r<rank>");
+                 "the KV store's last tier: rediss://HOST:PORT (a Redis server over TLS: checked "
+                 "against --tls_ca, presenting --tls_cert), redis://HOST:PORT (plaintext: "
+                 "loopback only unless --allow_plaintext) or grpc://HOST:PORT (another worker's "
+                 "--kv_peer_listen); keys are prefixed <group>-r<rank>");
   app.add_option("--kv_remote_mib", f.kv_remote_mib, "capacity this rank may use on the remote");
   app.add_option("--kv_peer_listen", f.kv_peer_listen,
                  "serve KvPeer here (HOST:PORT, port 0 = any): a memory tier other workers use "
