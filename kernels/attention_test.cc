@@ -120,8 +120,10 @@ TEST(AttentionTest, PrefillMatchesNaive) {
 }
 
 TEST(AttentionTest, DecodeMatchesNaive) {
-  const Case cases[] = {
-      {1, 1, 1, 1, 8}, {1, 17, 8, 4, 8}, {1, 1000, 32, 8, 128}, {3, 40, 4, 2, 16}};
+  // The last two: one KV head over a long cache, which split-KV decode cuts into parts for the
+  // kernel threads (when there are two or more) and combines through their log-sum-exp.
+  const Case cases[] = {{1, 1, 1, 1, 8},   {1, 17, 8, 4, 8},     {1, 1000, 32, 8, 128},
+                        {3, 40, 4, 2, 16}, {1, 20000, 4, 1, 16}, {2, 9001, 2, 1, 8}};
   ForEachIsa([&] {
     uint64_t seed = 200;
     for (const Case& c : cases) Check(c, true, seed++);
@@ -214,7 +216,8 @@ TEST(AttentionTest, PagedMatchesContiguousBitForBit) {
                              {5, 8, 4, 8, {5, 21, 300, 6}},
                              {65, 4, 1, 16, {65}},
                              {257, 2, 2, 8, {257, 600}},
-                             {70, 4, 2, 64, {600, 70}}};
+                             {70, 4, 2, 64, {600, 70}},
+                             {1, 4, 1, 16, {10000}}};  // split-KV decode with 2+ threads
   uint64_t seed = 300;
   for (const PagedCase& c : cases) {
     const int max_len = *std::max_element(c.kv_lens.begin(), c.kv_lens.end());

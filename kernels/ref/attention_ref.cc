@@ -5,7 +5,9 @@
 // exponentials are vectorised (attention_simd.h). Decode processes one KV head's whole query
 // group at once in two streaming passes (scores over the keys, then the weighted sum over the
 // values), reading each K and V row once, in slot order (attention_simd.h's DecodeHead), the
-// (query token, KV head) pairs split over the kernel threads.
+// (query token, KV head) pairs split over the kernel threads; when there are fewer pairs than
+// threads and the cache is long (a 1M-token sequence on one rank), each pair's cache is split
+// too (flash-decoding), the parts combined through their log-sum-exp.
 // Paged K/V (AttentionParams::block_table): prefill gathers block by block into the same
 // contiguous key tiles (a range inside one fp32 block is read in place; bf16 and fp16 rows are
 // widened into the tile), so its GEMMs and results are bit-identical to the contiguous layout;
@@ -17,6 +19,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "kernels/convert.h"
@@ -32,6 +35,9 @@ constexpr int kKeyTile = 512;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Below this many multiply-adds one thread decodes every head (waking the pool costs more).
 constexpr long kParallelDecodeFmas = 1L << 18;
+// Split-KV decode cuts a cache into parts of at least this many slots.
+constexpr int kMinSplitSlots = 4096;
+constexpr int kSplitUnit = 1024;
 
 // Slots [begin, begin + count) of KV head kv_head's keys (values when `values`) as a contiguous
 // [count, head_dim] array: in the slab, in the one block holding them all, or gathered from the
@@ -158,45 +164,118 @@ absl::Status AttentionDecodeRef(const AttentionParams& p) {
   const int group = p.q_heads / p.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const bool paged = p.block_table != nullptr;
-  // One task per (query token, KV head).
-  const auto run = [&](int task0, int task1) {
+  const int tasks = p.q_tokens * p.kv_heads;
+  long work = 0;  // multiply-adds
+  int longest = 0;
+  for (int h = 0; h < p.kv_heads; ++h) {
+    work += 2L * KvLength(p, h) * d * group * p.q_tokens;
+    longest = std::max(longest, KvLength(p, h));
+  }
+  // Split-KV (flash-decoding): when there are fewer (query token, KV head) pairs than threads
+  // and the cache is long, each pair's slots are cut into parts (whole blocks) that threads
+  // decode on their own; the parts' outputs are then combined through their row maxima and
+  // exponential sums. Otherwise one task per pair, each over its whole cache.
+  const int threads = KernelThreads();
+  int parts = 1;
+  if (tasks < threads && work >= kParallelDecodeFmas && longest >= 2 * kMinSplitSlots) {
+    parts = std::min((threads + tasks - 1) / tasks, longest / kMinSplitSlots);
+  }
+  // Parts start on multiples of kSplitUnit slots (of whole blocks when they are larger), so
+  // paged and contiguous caches split alike and stay bit-identical for blocks up to that size.
+  const int unit = paged ? std::max(kSplitUnit, p.tokens_per_block) : kSplitUnit;
+  // Slots [begin, end) of part `part` of a cache of `len` slots.
+  const auto part_range = [&](int len, int part) {
+    const long units = (len + unit - 1) / unit;
+    const int begin = static_cast<int>(std::min<long>(units * part / parts * unit, len));
+    const int end = static_cast<int>(std::min<long>(units * (part + 1) / parts * unit, len));
+    return std::pair<int, int>(begin, end);
+  };
+  // Per (task, part): the normalised output [group, d], each query's row max and 1 / sum.
+  std::vector<float> part_out, part_max, part_inv;
+  if (parts > 1) {
+    part_out.resize(static_cast<size_t>(tasks) * parts * group * d);
+    part_max.resize(static_cast<size_t>(tasks) * parts * group);
+    part_inv.resize(part_max.size());
+  }
+  const auto run = [&](int item0, int item1) {
     thread_local std::vector<float> scores, acc, inv_sums;
-    for (int task = task0; task < task1; ++task) {
+    for (int item = item0; item < item1; ++item) {
+      const int task = item / parts, part = item % parts;
       const int t = task / p.kv_heads, kvh = task % p.kv_heads;
+      const int len = KvLength(p, kvh) - p.q_tokens + t + 1;
+      const auto [begin, end] = parts > 1 ? part_range(len, part) : std::pair<int, int>(0, len);
       DecodeHeadArgs a;
       a.head_dim = d;
       a.group = group;
-      a.len = KvLength(p, kvh) - p.q_tokens + t + 1;
+      a.len = end - begin;
       a.scale = scale;
       a.q = p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kvh) * group * d;
-      a.out = p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(kvh) * group * d;
       a.dtype = paged ? p.kv_dtype : DType::kF32;
       if (paged) {
         a.k = p.k_pool;
         a.v = p.v_pool;
-        a.table = p.block_table + static_cast<long>(kvh) * p.blocks_per_head;
+        a.table =
+            p.block_table + static_cast<long>(kvh) * p.blocks_per_head + begin / p.tokens_per_block;
         a.block_stride = p.block_stride;
         a.tokens_per_block = p.tokens_per_block;
       } else {
-        a.k = p.k + kvh * p.kv_head_stride;
-        a.v = p.v + kvh * p.kv_head_stride;
+        a.k = p.k + kvh * p.kv_head_stride + static_cast<long>(begin) * d;
+        a.v = p.v + kvh * p.kv_head_stride + static_cast<long>(begin) * d;
       }
-      scores.resize(static_cast<size_t>(group) * a.len);
+      scores.resize(static_cast<size_t>(group) * std::max(a.len, 1));
       acc.resize(static_cast<size_t>(group) * d);
       inv_sums.resize(group);
       a.scores = scores.data();
       a.acc = acc.data();
       a.inv_sums = inv_sums.data();
+      if (parts == 1) {
+        a.out = p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(kvh) * group * d;
+        DecodeHead(a);
+        continue;
+      }
+      const long at = static_cast<long>(item) * group;
+      if (a.len == 0) {  // an empty part (a short head): weight zero in the combination
+        std::fill(part_max.begin() + at, part_max.begin() + at + group, kNegInf);
+        std::fill(part_inv.begin() + at, part_inv.begin() + at + group, 0.0f);
+        continue;
+      }
+      a.out = part_out.data() + at * d;
+      a.row_max = part_max.data() + at;
       DecodeHead(a);
+      std::copy(inv_sums.begin(), inv_sums.end(), part_inv.begin() + at);
     }
   };
-  const int tasks = p.q_tokens * p.kv_heads;
-  long work = 0;  // multiply-adds
-  for (int h = 0; h < p.kv_heads; ++h) work += 2L * KvLength(p, h) * d * group * p.q_tokens;
-  if (tasks > 1 && work >= kParallelDecodeFmas) {
-    ParallelFor(tasks, run);
+  const int items = tasks * parts;
+  if (items > 1 && work >= kParallelDecodeFmas) {
+    ParallelFor(items, run);
   } else {
-    run(0, tasks);
+    run(0, items);
+  }
+  if (parts == 1) return absl::OkStatus();
+  // out = sum_p w_p out_p / sum_p w_p, w_p = sum_p exp(max_p - max): the softmax over every
+  // slot, from the parts' own softmaxes.
+  for (int task = 0; task < tasks; ++task) {
+    const int t = task / p.kv_heads, kvh = task % p.kv_heads;
+    for (int g = 0; g < group; ++g) {
+      float max = kNegInf;
+      for (int part = 0; part < parts; ++part) {
+        max = std::max(max, part_max[(static_cast<long>(task) * parts + part) * group + g]);
+      }
+      float* out =
+          p.out + static_cast<long>(t) * p.out_stride + (static_cast<long>(kvh) * group + g) * d;
+      std::fill(out, out + d, 0.0f);
+      double total = 0;
+      for (int part = 0; part < parts; ++part) {
+        const long at = (static_cast<long>(task) * parts + part) * group + g;
+        if (part_inv[at] == 0.0f) continue;
+        const float w = std::exp(part_max[at] - max) / part_inv[at];
+        total += w;
+        const float* o = part_out.data() + at * d;
+        for (int i = 0; i < d; ++i) out[i] += w * o[i];
+      }
+      const float inv = static_cast<float>(1.0 / total);
+      for (int i = 0; i < d; ++i) out[i] *= inv;
+    }
   }
   return absl::OkStatus();
 }

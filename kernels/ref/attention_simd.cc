@@ -173,7 +173,9 @@ void DecodeHeadT(const DecodeHeadArgs& a) {
   }
   for (int g = 0; g < a.group; ++g) {
     float* row = a.scores + static_cast<long>(g) * a.len;
-    a.inv_sums[g] = 1.0f / ExpShiftedSum(row, a.len, RowMax(row, a.len));
+    const float max = RowMax(row, a.len);
+    if (a.row_max != nullptr) a.row_max[g] = max;
+    a.inv_sums[g] = 1.0f / ExpShiftedSum(row, a.len, max);
     for (int i = 0; i < d; ++i) a.acc[static_cast<long>(g) * d + i] = 0.0f;
   }
   for (int j = 0; j < a.len; ++j) {

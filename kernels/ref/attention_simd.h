@@ -34,7 +34,10 @@ struct DecodeHeadArgs {
   int tokens_per_block = 0;
   float* scores = nullptr;    // scratch [group, len]
   float* acc = nullptr;       // scratch [group, head_dim]
-  float* inv_sums = nullptr;  // scratch [group]
+  float* inv_sums = nullptr;  // scratch [group]; 1 / each query's sum of exponentials
+  // Optional [group]: receives each query's largest score (split-KV decode combines partial
+  // results through it and inv_sums).
+  float* row_max = nullptr;
 };
 void DecodeHead(const DecodeHeadArgs& a);
 

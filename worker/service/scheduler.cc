@@ -11,6 +11,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "kvstore/block_pool.h"
+#include "worker/compress/allocator.h"
 #include "worker/service/request_options.h"
 
 namespace dapq::worker::service {
@@ -57,8 +58,34 @@ long Scheduler::BlocksFor(const Entry& e) const {
     const Sequence* seq = ops_->Find(e.request.id);
     if (seq != nullptr && e.result.tokens.empty() && e.fed == 0) length += seq->cached_tokens();
   }
+  const long kv_heads = c.n_kv_heads / engine_->options().tp;
   const long per_head = (length + tokens_per_block - 1) / tokens_per_block;
-  return per_head * c.n_layers * (c.n_kv_heads / engine_->options().tp);
+  const long whole = per_head * c.n_layers * kv_heads;
+  const long streamed = StreamedSlotsPerHead(e);
+  if (streamed <= 0 || streamed >= length) return whole;
+  // Streamed: each layer's heads hold budget + chunk slots between them on average (adaptive
+  // budgets move slots between heads; each head rounds up to a block at most once).
+  const long per_layer = (streamed * kv_heads + tokens_per_block - 1) / tokens_per_block + kv_heads;
+  return std::min(whole, per_layer * c.n_layers);
+}
+
+long Scheduler::StreamedSlotsPerHead(const Entry& e) const {
+  const compress::CompressionConfig& config = e.request.options.compression;
+  if (config.method == compress::Method::kFull || config.streaming_chunk <= 0 ||
+      e.request.continuing) {
+    return 0;
+  }
+  const int n = static_cast<int>(e.feed.size());
+  absl::StatusOr<compress::CompressionConfig> resolved = config.Resolve(n);
+  if (!resolved.ok() || n == 0) return 0;
+  const std::vector<int> budgets = compress::LayerBudgets(*resolved, n, engine_->config().n_layers);
+  const long budget = *std::max_element(budgets.begin(), budgets.end());
+  // The budget, one chunk (and DapQ forward mode's placeholders) while the prompt streams, then
+  // the tokens still to generate.
+  const long pseudo = resolved->mode == compress::DapqMode::kForward ? resolved->query_window : 0;
+  const long remaining =
+      e.request.options.max_new_tokens - static_cast<long>(e.result.tokens.size());
+  return budget + std::max<long>(resolved->streaming_chunk + pseudo, remaining + 1);
 }
 
 long Scheduler::UsableBlocks() const {
@@ -106,8 +133,11 @@ absl::Status Scheduler::Add(ScheduledRequest request) {
   if (const long need = BlocksFor(*e); cap > 0 && need > UsableBlocks()) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "kv pool: the request needs ", need, " blocks per rank (prompt ", e->feed.size(),
-        " + max_new_tokens ", e->request.options.max_new_tokens, " tokens), more than the pool's ",
-        UsableBlocks(), " usable blocks (kv_pool_blocks=", cap, ")"));
+        " + max_new_tokens ", e->request.options.max_new_tokens, " tokens",
+        StreamedSlotsPerHead(*e) > 0
+            ? absl::StrCat(", streamed: ", StreamedSlotsPerHead(*e), " slots per KV head")
+            : "",
+        "), more than the pool's ", UsableBlocks(), " usable blocks (kv_pool_blocks=", cap, ")"));
   }
   waiting_.push_back(std::move(e));
   return absl::OkStatus();

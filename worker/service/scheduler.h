@@ -10,6 +10,9 @@
 // Prefix reuse (EngineOptions::prefix_cache): a request starts from the longest cached run of its
 // prompt's full blocks, and a request sharing its first 64 tokens with a prompt still prefilling
 // in the batch waits for that prompt's blocks instead of computing them again.
+// A streamed compression (CompressionConfig::streaming_chunk) reserves its budget + one chunk
+// (+ the tokens to generate) instead of its length: a million-token prompt is admitted within a
+// few MiB, or refused up front with ResourceExhausted naming the figure.
 // Compression: a request with a method other than full is prefilled alone when admitted
 // (Engine::PrefillCompressed: scoring needs every prompt query of that sequence), then decodes in
 // the batch like any other; different methods and budgets run side by side.
@@ -131,7 +134,12 @@ class Scheduler {
   static constexpr int kSharedPrefixTokens = 64;
   // Whether `e` should wait for a running prompt with the same start (see kSharedPrefixTokens).
   bool WaitsForSharedPrefix(const Entry& e) const;
+  // KV blocks per rank reserved for `e` at admission: its whole length, or, for a streamed
+  // compression (CompressionConfig::streaming_chunk), what StreamedSlotsPerHead bounds.
   long BlocksFor(const Entry& e) const;
+  // The most slots one KV head of a streamed request holds on average over its layer's heads:
+  // budget + max(chunk + placeholders, tokens still to generate); 0 when `e` does not stream.
+  long StreamedSlotsPerHead(const Entry& e) const;
   // Capped pools: the pool's blocks less the free watermark.
   long UsableBlocks() const;
   long FreeBlocks() const;

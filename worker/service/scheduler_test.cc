@@ -226,6 +226,53 @@ TEST(SchedulerPoolTest, ACappedPoolAdmitsWhatFitsAndGivesTheSameTokens) {
   EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
 }
 
+TEST(SchedulerPoolTest, AStreamedPromptReservesItsBudgetPlusAChunkNotItsLength) {
+  EngineOptions eo;
+  eo.kv_tokens_per_block = 16;
+  eo.kv_max_blocks = 5 * 4 * 6;  // 96 slots per (layer, KV head): a fifth of the prompt
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), eo));
+  std::vector<int> prompt = {1};
+  for (int i = 1; i < 480; ++i) prompt.push_back(260 + (i * 37) % 200);
+  GenerateOptions options;
+  options.max_new_tokens = 8;
+  options.stop_at_stop_tokens = false;
+  options.compression.method = compress::Method::kDapq;
+  options.compression.budget_tokens = 32;
+  options.compression.streaming_chunk = 32;
+  ASSERT_OK_AND_ASSIGN(GenerateResult alone, engine->Generate(prompt, options));
+  SchedulerOptions so;
+  so.free_block_watermark = 0;
+  {
+    Scheduler scheduler(engine.get(), so);
+    ScheduledRequest r;
+    r.prompt = prompt;
+    r.options = options;
+    ASSERT_THAT(scheduler.Add(std::move(r)), IsOk());
+    std::vector<FinishedRequest> finished;
+    for (int step = 0; step < 100 && finished.empty(); ++step) finished = scheduler.RunStep();
+    ASSERT_EQ(finished.size(), 1u);
+    ASSERT_TRUE(finished[0].result.ok()) << finished[0].result.status();
+    EXPECT_EQ(finished[0].result->tokens, alone.tokens);
+    EXPECT_LE(engine->kv_pool(0).peak_blocks_referenced(), 5 * 4 * 6);
+  }
+  // Compressed once at the end, the whole prompt must fit first: refused up front.
+  Scheduler scheduler(engine.get(), so);
+  ScheduledRequest whole;
+  whole.prompt = prompt;
+  whole.options = options;
+  whole.options.compression.streaming_chunk = 0;
+  EXPECT_THAT(scheduler.Add(std::move(whole)),
+              StatusIs(absl::StatusCode::kResourceExhausted, ::testing::HasSubstr("kv_pool")));
+  // A streamed request whose budget alone exceeds the pool names its streamed figure.
+  ScheduledRequest big;
+  big.prompt = prompt;
+  big.options = options;
+  big.options.compression.budget_tokens = 200;
+  EXPECT_THAT(scheduler.Add(std::move(big)),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       ::testing::HasSubstr("streamed: 232 slots per KV head")));
+}
+
 TEST(SchedulerPoolTest, ARequestThatCanNeverFitIsResourceExhaustedNamingTheLimit) {
   EngineOptions eo;
   eo.kv_max_blocks = 5 * 4 * 2;
