@@ -92,6 +92,12 @@ std::string Markdown(const EvalResults& r, const EvalOptions& o, const ReportOpt
       rep.command, r.seconds, rep.model, r.seeds, static_cast<int>(o.first_seed),
       static_cast<int>(o.first_seed) + r.seeds - 1, r.prompt_tokens.mean, r.prompt_tokens.ci95,
       r.needle_distance.mean, r.needle_distance.ci95, o.continuation_tokens);
+  if (o.dapq.streaming_chunk > 0) {
+    absl::StrAppend(&md, "**Streaming compression:** every method prefills in chunks of ",
+                    o.dapq.streaming_chunk,
+                    " tokens and evicts back to its budget after each one (CompressionConfig::"
+                    "streaming_chunk).\n\n");
+  }
   if (!files.rendered) absl::StrAppend(&md, "**Plots not rendered:** ", files.render_note, "\n\n");
 
   if (!budgets.empty()) {

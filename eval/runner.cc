@@ -36,6 +36,7 @@ absl::StatusOr<std::vector<CellSpec>> PlanCells(const EvalOptions& o) {
     DAPQ_ASSIGN_OR_RETURN(const wc::Method method, wc::ParseMethod(name));
     wc::CompressionConfig base = method == wc::Method::kDapq ? o.dapq : wc::CompressionConfig{};
     base.method = method;
+    base.streaming_chunk = o.dapq.streaming_chunk;  // --streaming_chunk: every method streams
     if (method == wc::Method::kFull) {
       cells.push_back({"grid", name, {true, 0.0}, base});
       continue;

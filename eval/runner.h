@@ -40,7 +40,8 @@ struct EvalOptions {
   uint64_t first_seed = 0;
   int continuation_tokens = 64;
   NeedlePromptOptions prompts;
-  worker::compress::CompressionConfig dapq;  // options of the dapq rows and the ablation
+  // Options of the dapq rows and the ablation; its streaming_chunk applies to every method.
+  worker::compress::CompressionConfig dapq;
   bool ablation = true;
   std::vector<Budget> ablation_budgets = {{true, 0.12}, {false, 32}};
   absl::Status Validate() const;
