@@ -3,9 +3,11 @@
 // processes) started with an --auth_token_file: calls without a token or with a wrong one are
 // UNAUTHENTICATED on every public service and on the HTTP API (401); a tenant's sessions and
 // batch jobs are invisible to another tenant (its "chat-1" is another session; its job ids are
-// NOT_FOUND); the worker groups' Registry is not served on the public port.
+// NOT_FOUND); the worker groups' Registry is not served on the public port; batch files outside
+// the coordinator's --batch_dir (directly, through "..", through a link) are refused.
 #include <grpcpp/grpcpp.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -44,6 +46,11 @@ class AuthTest : public ::testing::Test {
     o.heartbeat_ms = 100;
     o.http_port = 0;
     o.auth_token_file = dir + "/tokens.txt";
+    batch_dir_ = new std::string(dir + "/batches");
+    std::filesystem::create_directories(*batch_dir_);
+    std::ofstream(*batch_dir_ + "/questions.jsonl") << "{\"prompt\": \"Once upon\"}\n";
+    std::filesystem::create_symlink(dir + "/tokens.txt", *batch_dir_ + "/tokens_link.jsonl");
+    o.batch_dir = *batch_dir_;
     auto cluster = launcher::LocalCluster::Start(o);
     ASSERT_TRUE(cluster.ok()) << cluster.status();
     cluster_ = cluster->release();
@@ -53,6 +60,7 @@ class AuthTest : public ::testing::Test {
         grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
   }
   static void TearDownTestSuite() {
+    delete batch_dir_;
     delete channel_;
     delete cluster_;
   }
@@ -79,7 +87,9 @@ class AuthTest : public ::testing::Test {
 
   static launcher::LocalCluster* cluster_;
   static std::shared_ptr<grpc::Channel>* channel_;
+  static std::string* batch_dir_;
 };
+std::string* AuthTest::batch_dir_ = nullptr;
 
 launcher::LocalCluster* AuthTest::cluster_ = nullptr;
 std::shared_ptr<grpc::Channel>* AuthTest::channel_ = nullptr;
@@ -177,6 +187,34 @@ TEST_F(AuthTest, ATenantsBatchJobsAreInvisibleToOthers) {
   bool found = false;
   for (const auto& j : listed.jobs()) found = found || j.job_id() == job;
   EXPECT_TRUE(found);
+}
+
+TEST_F(AuthTest, BatchFilesOutsideTheBatchDirectoryAreRefused) {
+  auto stub = dapq::v1::Batch::NewStub(*channel_);
+  auto submit = [&](const std::string& jsonl, const std::string& output) {
+    dapq::v1::SubmitBatchRequest request;
+    request.set_jsonl_path(jsonl);
+    request.set_output_path(output);
+    request.mutable_defaults()->set_max_new_tokens(2);
+    dapq::v1::SubmitBatchResponse response;
+    return stub->SubmitBatch(As(kAlice).get(), request, &response);
+  };
+  const std::string& dir = *batch_dir_;
+  // Outside the directory: directly, through "..", and through a link that leads out.
+  for (const std::string& path :
+       {std::string("/etc/passwd"), dir + "/../tokens.txt", dir + "/tokens_link.jsonl"}) {
+    SCOPED_TRACE(path);
+    const grpc::Status s = submit(path, "");
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("jsonl_path"));
+    EXPECT_THAT(s.error_message(), ::testing::Not(::testing::HasSubstr(kAlice)));  // nothing read
+  }
+  const grpc::Status out = submit(dir + "/questions.jsonl", "/tmp/dapq_results.jsonl");
+  EXPECT_EQ(out.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << out.error_message();
+  EXPECT_THAT(out.error_message(), ::testing::HasSubstr("output_path"));
+  // Inside it, both are accepted.
+  const grpc::Status in = submit(dir + "/questions.jsonl", dir + "/results.jsonl");
+  EXPECT_TRUE(in.ok()) << in.error_message();
 }
 
 TEST_F(AuthTest, WorkerGroupsCannotRegisterOnThePublicPort) {
