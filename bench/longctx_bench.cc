@@ -7,10 +7,13 @@
 // does (every chunk after the budget is reached is followed by an eviction). Then `decode`
 // greedy tokens. `--mode exact` runs the prompt uncompressed for comparison (memory O(n),
 // attention O(n^2)).
-// Progress per piece on stderr; the last line of stdout:
+// Progress per piece on stderr (wall and CPU seconds: on a shared machine the CPU time is the
+// steadier measure of the work); the last line of stdout:
 //   tokens=N peak_kv_bytes=B peak_rss_bytes=R seconds=S
 // Usage: dapq_longctx_bench [--model synthetic:tiny-long] [--tokens 1048576] [--budget 4096]
 //        [--chunk 4096] [--mode streaming|exact] [--decode 64] [--threads 0]
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -34,6 +37,15 @@ long PeakRssBytes() {
     if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6)) * 1024;
   }
   return 0;
+}
+
+// CPU seconds this process has used (every thread), a steadier measure of work than wall time on
+// a shared machine.
+double CpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
 double Since(std::chrono::steady_clock::time_point t0) {
@@ -93,6 +105,7 @@ int Run(int argc, char** argv) {
   for (int begin = 0; begin < tokens; begin += piece) {
     const std::span<const int> part(prompt.data() + begin, std::min(piece, tokens - begin));
     const auto tp = std::chrono::steady_clock::now();
+    const double cpu0 = CpuSeconds();
     absl::Status s = mode == "exact"
                          ? (*engine)->Prefill(*seq, part, &logits)
                          : (*engine)->PrefillCompressed(*seq, part, c, &logits).status();
@@ -101,13 +114,15 @@ int Run(int argc, char** argv) {
       return 1;
     }
     const double seconds = Since(tp);
+    const double cpu = CpuSeconds() - cpu0;
     if (begin == 0) first_piece = seconds;
     last_piece = seconds;
     const long kv = (*engine)->kv_pool(0).peak_blocks_referenced() *
                     static_cast<long>((*engine)->kv_pool(0).block_bytes());
     std::fprintf(stderr,
-                 "  tokens %8d..%8d: %7.2f s (%6.0f tok/s), cache %d slots, peak KV %.1f MiB\n",
-                 begin, begin + static_cast<int>(part.size()), seconds, part.size() / seconds,
+                 "  tokens %8d..%8d: %7.2f s (%6.0f tok/s), cpu %7.2f s, cache %d slots, peak KV "
+                 "%.1f MiB\n",
+                 begin, begin + static_cast<int>(part.size()), seconds, part.size() / seconds, cpu,
                  seq->cached_tokens(), kv / 1048576.0);
   }
   const double prefill_seconds = Since(t0);
