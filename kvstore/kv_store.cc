@@ -314,6 +314,15 @@ absl::Status KvStore::EraseSession(const std::string& session) {
   return first;
 }
 
+absl::Status KvStore::Erase(const std::string& key) {
+  MutexLock lock(&mu_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return absl::OkStatus();
+  absl::Status s = tiers_[it->second.tier]->Erase(key);
+  index_.erase(it);
+  return s;
+}
+
 std::vector<std::string> KvStore::KeysOf(const std::string& session) const {
   MutexLock lock(&mu_);
   std::vector<std::string> keys;

@@ -94,6 +94,8 @@ class KvStore {
   // when it fits. NotFound / DataLoss / Unavailable (remote gone).
   absl::StatusOr<std::string> Get(const std::string& key);
   absl::Status EraseSession(const std::string& session);
+  // Erases one block (OK when absent).
+  absl::Status Erase(const std::string& key);
   std::vector<std::string> KeysOf(const std::string& session) const;
   // Every session with a block in the store (recovered ones included), sorted.
   std::vector<std::string> Sessions() const;

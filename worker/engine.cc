@@ -368,6 +368,24 @@ absl::Status Engine::PrefillObserved(Sequence& seq, std::span<const int> tokens,
   return absl::OkStatus();
 }
 
+std::vector<size_t> StreamingChunkEnds(size_t total, size_t chunk, size_t min_last) {
+  std::vector<size_t> ends;
+  for (size_t end = chunk; end < total; end += chunk) ends.push_back(end);
+  ends.push_back(total);
+  const size_t n = ends.size();
+  const size_t last = n >= 2 ? ends[n - 1] - ends[n - 2] : ends.back();
+  if (n >= 2 && last < min_last) {
+    const size_t borrow = min_last - last;
+    const size_t before = ends[n - 2] - (n >= 3 ? ends[n - 3] : 0);
+    if (before >= borrow + min_last) {
+      ends[n - 2] -= borrow;  // the last chunk takes the queries it scores with from the one before
+    } else {
+      ends.erase(ends.end() - 2);  // too short to lend them: the two become one
+    }
+  }
+  return ends;
+}
+
 absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
     Sequence& seq, std::span<const int> tokens, const compress::CompressionConfig& config,
     std::vector<float>* logits) {
@@ -427,10 +445,11 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
   // chunk slots per (layer, KV head). H2O's accumulated scores ride along with the kept slots.
   std::vector<std::vector<std::vector<float>>> carried(ranks_.size());
   long evicted = 0;
-  for (size_t begin = 0; begin < tokens.size(); begin += chunk) {
-    const std::span<const int> piece =
-        tokens.subspan(begin, std::min(chunk, tokens.size() - begin));
-    const bool last = begin + piece.size() == tokens.size();
+  const std::vector<size_t> ends =
+      StreamingChunkEnds(tokens.size(), chunk, static_cast<size_t>(needs.window_rows));
+  for (size_t i = 0, begin = 0; i < ends.size(); begin = ends[i++]) {
+    const std::span<const int> piece = tokens.subspan(begin, ends[i] - begin);
+    const bool last = i + 1 == ends.size();
     for (size_t r = 0; r < collectors.size(); ++r) {
       collectors[r]->StartChunk();
       for (size_t i = 0; i < carried[r].size(); ++i) {

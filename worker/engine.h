@@ -101,6 +101,18 @@ class Sequence {
   void RestoreState(int next_position, bool compressed, std::vector<int> tokens,
                     std::vector<FeedSegment> segments);
 
+  // What the KV store holds of this sequence as a session (worker/session_store.h), so that the
+  // next save of the same session writes only the blocks that changed and the history since.
+  struct StoredSession {
+    std::string id;                   // the session it was saved or loaded as ("": none)
+    int first_turn = 0, turns = 0;    // the store's turn records [first_turn, turns)
+    size_t tokens = 0, segments = 0;  // tokens() and segments() those records hold
+    int tokens_per_block = 0;
+    // [local rank][layer * KV heads + head][block]: the turn whose record wrote that block.
+    std::vector<std::vector<std::vector<int32_t>>> block_turns;
+  };
+  StoredSession& stored() { return stored_; }
+
  private:
   friend class Engine;
   void Record(FeedSegment::Kind kind, std::span<const int> tokens);
@@ -111,6 +123,7 @@ class Sequence {
   std::vector<int> tokens_;
   std::vector<FeedSegment> segments_;
   bool replayable_ = true;
+  StoredSession stored_;
 };
 
 // One sequence's part of Engine::Step: its next tokens (a prefill chunk, or one decode token),
@@ -119,6 +132,11 @@ struct StepEntry {
   Sequence* seq = nullptr;
   std::span<const int> tokens;
 };
+
+// Where the chunks of a streamed prompt of `total` tokens end: every `chunk` tokens, except that
+// a last chunk shorter than `min_last` (the prompt queries the scorer reads) takes tokens from
+// the one before it, or is merged into it when that one cannot spare them.
+std::vector<size_t> StreamingChunkEnds(size_t total, size_t chunk, size_t min_last);
 
 struct GenerateOptions {
   int max_new_tokens = 256;

@@ -20,6 +20,7 @@ KvCache::KvCache(int n_layers, int kv_heads, int head_dim, std::shared_ptr<kvsto
       tokens_per_block_(pool->tokens_per_block()),
       pool_(std::move(pool)),
       lengths_(static_cast<size_t>(n_layers) * kv_heads, 0),
+      unchanged_(lengths_.size(), 0),
       positions_(lengths_.size()),
       block_ids_(lengths_.size()) {
   DAPQ_CHECK(pool_->head_dim() == head_dim)
@@ -38,6 +39,7 @@ KvCache::KvCache(KvCache&& other) noexcept
       tokens_per_block_(other.tokens_per_block_),
       pool_(std::move(other.pool_)),
       lengths_(std::move(other.lengths_)),
+      unchanged_(std::move(other.unchanged_)),
       positions_(std::move(other.positions_)),
       block_ids_(std::move(other.block_ids_)) {
   other.block_ids_.clear();
@@ -52,6 +54,7 @@ KvCache& KvCache::operator=(KvCache&& other) noexcept {
   tokens_per_block_ = other.tokens_per_block_;
   pool_ = std::move(other.pool_);
   lengths_ = std::move(other.lengths_);
+  unchanged_ = std::move(other.unchanged_);
   positions_ = std::move(other.positions_);
   block_ids_ = std::move(other.block_ids_);
   other.block_ids_.clear();
@@ -176,6 +179,7 @@ void KvCache::WriteSlot(int layer, int head, int slot, const float* k, const flo
   const long slab = Slab(layer, head);
   DAPQ_DCHECK(slot >= 0 && slot < static_cast<long>(block_ids_[slab].size()) * tokens_per_block_);
   const kernels::DType dtype = pool_->dtype();
+  unchanged_[slab] = std::min(unchanged_[slab], slot);
   if (k != nullptr) kernels::ConvertFromFloat(k, dtype, SlotAddress(slab, slot, false), head_dim_);
   if (v != nullptr) kernels::ConvertFromFloat(v, dtype, SlotAddress(slab, slot, true), head_dim_);
 }
@@ -265,12 +269,14 @@ absl::Status KvCache::Keep(int layer, int head, std::span<const int32_t> slots) 
     if (src == static_cast<int>(i)) continue;
     // src > i: moving forward never overwrites a slot still to be read.
     const int dst = static_cast<int>(i);
+    unchanged_[slab] = std::min(unchanged_[slab], dst);
     std::memmove(SlotAddress(slab, dst, false), SlotAddress(slab, src, false), row_bytes);
     std::memmove(SlotAddress(slab, dst, true), SlotAddress(slab, src, true), row_bytes);
     pos[i] = pos[src];
   }
   pos.resize(slots.size());
   lengths_[slab] = static_cast<int32_t>(slots.size());
+  unchanged_[slab] = std::min(unchanged_[slab], lengths_[slab]);
   Shrink(slab, lengths_[slab]);
   return absl::OkStatus();
 }
@@ -284,6 +290,7 @@ absl::Status KvCache::DropLast(int count) {
   }
   for (size_t slab = 0; slab < lengths_.size(); ++slab) {
     lengths_[slab] -= count;
+    unchanged_[slab] = std::min(unchanged_[slab], lengths_[slab]);
     positions_[slab].resize(lengths_[slab]);
     Shrink(static_cast<long>(slab), lengths_[slab]);
   }
@@ -319,6 +326,7 @@ void KvCache::AttachPrefix(std::span<const kvstore::BlockId> ids) {
 
 void KvCache::Clear() {
   std::fill(lengths_.begin(), lengths_.end(), 0);
+  std::fill(unchanged_.begin(), unchanged_.end(), 0);
   for (auto& p : positions_) p.clear();
   ReleaseAll();
 }

@@ -116,6 +116,12 @@ class KvCache {
   // REQUIRES: the cache is empty.
   void AttachPrefix(std::span<const kvstore::BlockId> ids);
 
+  // Incremental session saves (worker/session_store.h): the leading slots of (layer, head)
+  // whose contents and positions have not changed since MarkSaved (appends keep them; a
+  // compaction, a drop or a clear lowers it). A fresh or cloned cache has none.
+  int unchanged(int layer, int head) const { return unchanged_[Slab(layer, head)]; }
+  void MarkSaved() { unchanged_ = lengths_; }
+
   size_t bytes() const;  // blocks held x block bytes
   size_t slot_bytes() const { return 2 * pool_->element_bytes() * head_dim_; }  // K and V
 
@@ -150,6 +156,7 @@ class KvCache {
   int n_layers_, kv_heads_, head_dim_, tokens_per_block_;
   std::shared_ptr<kvstore::BlockPool> pool_;
   std::vector<int32_t> lengths_;                          // [layers * kv_heads]
+  std::vector<int32_t> unchanged_;                        // [layers * kv_heads], see unchanged()
   std::vector<std::vector<int32_t>> positions_;           // [layers * kv_heads][length]
   std::vector<std::vector<kvstore::BlockId>> block_ids_;  // [layers * kv_heads][blocks]
 };

@@ -2,6 +2,9 @@
 // Session save/restore through the KV store, with the manifest and the failed-load policy.
 #include "worker/session_store.h"
 
+#include <algorithm>
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "api/request_rules.h"
 #include "common/status_macros.h"
@@ -10,26 +13,55 @@
 namespace dapq::worker {
 namespace {
 
-constexpr int32_t kManifestVersion = 1;
+constexpr int32_t kManifestVersion = 2;  // a header and turn records
 constexpr int32_t kManifestLayer = -1;
+constexpr int32_t kRecordLayer = -2;
+constexpr int kHeaderWords = 11;
+constexpr int kRecordWords = 7;
+// A save after this many turn records rewrites the session as one (loads read every record).
+constexpr int kMaxTurnRecords = 32;
 
 std::string ManifestKey(const std::string& session) { return session + ".m"; }
-std::string BlockKey(const std::string& session, int rank, int layer, int head, int index) {
-  return absl::StrCat(session, ".r", rank, ".l", layer, ".h", head, ".b", index);
+std::string RecordKey(const std::string& session, int turn) {
+  return absl::StrCat(session, ".t", turn);
+}
+std::string BlockKey(const std::string& session, int rank, int layer, int head, int index,
+                     int turn) {
+  return absl::StrCat(session, ".r", rank, ".l", layer, ".h", head, ".b", index, ".t", turn);
 }
 
 uint64_t ModelFingerprint(const ModelConfig& c) { return kvstore::Fingerprint(c.DebugString()); }
 
-struct Manifest {
+// "<session>.m": the shape, where the next token goes, and which turn records [first_turn,
+// turns) describe the session; written last by every save (the commit point).
+struct Header {
   int tp = 0, n_layers = 0, kv_heads = 0, head_dim = 0, tokens_per_block = 0;
   int next_position = 0;
   bool compressed = false;
-  std::vector<int> tokens;
-  std::vector<FeedSegment> segments;
+  int first_turn = 0, turns = 0;
   std::vector<int32_t> lengths;  // [local rank][layer][KV head of the rank]
 };
 
-absl::StatusOr<std::string> EncodeManifest(const Manifest& m, uint64_t model_fp) {
+// "<session>.t<turn>": what one save added. The tokens fed since the previous record, the
+// segments from `segments_from` on (the last one may have grown), and per slab its length and
+// the first block this turn wrote (blocks [first_block, ceil(length / tokens_per_block)) are
+// "<...>.b<index>.t<turn>"; the ones before it come from earlier records).
+struct TurnRecord {
+  int turn = 0;
+  int tokens_from = 0;
+  std::vector<int> tokens;
+  int segments_from = 0;
+  std::vector<FeedSegment> segments;
+  std::vector<int32_t> lengths, first_block;
+};
+
+absl::StatusOr<std::string> EncodeWords(const std::vector<int32_t>& v, int32_t layer,
+                                        uint64_t model_fp) {
+  const std::vector<float> payload(2 * v.size(), 0.0f);
+  return kvstore::EncodeBlock({model_fp, 0, layer, 0, 1, 1}, v, payload);
+}
+
+absl::StatusOr<std::string> EncodeHeader(const Header& m, uint64_t model_fp) {
   std::vector<int32_t> v = {kManifestVersion,
                             m.tp,
                             m.n_layers,
@@ -38,24 +70,20 @@ absl::StatusOr<std::string> EncodeManifest(const Manifest& m, uint64_t model_fp)
                             m.tokens_per_block,
                             m.next_position,
                             m.compressed ? 1 : 0,
-                            static_cast<int32_t>(m.tokens.size()),
-                            static_cast<int32_t>(m.segments.size()),
+                            m.first_turn,
+                            m.turns,
                             static_cast<int32_t>(m.lengths.size())};
-  v.insert(v.end(), m.tokens.begin(), m.tokens.end());
-  for (const FeedSegment& s : m.segments) {
-    v.push_back(static_cast<int32_t>(s.kind));
-    v.push_back(s.length);
-  }
   v.insert(v.end(), m.lengths.begin(), m.lengths.end());
-  const std::vector<float> payload(2 * v.size(), 0.0f);
-  return kvstore::EncodeBlock({model_fp, 0, kManifestLayer, 0, 1, 1}, v, payload);
+  return EncodeWords(v, kManifestLayer, model_fp);
 }
 
-absl::StatusOr<Manifest> DecodeManifest(const kvstore::DecodedBlock& b) {
+absl::StatusOr<Header> DecodeHeader(const kvstore::DecodedBlock& b) {
   const std::vector<int32_t>& v = b.positions;
   auto bad = [] { return absl::DataLossError("session manifest: malformed"); };
-  if (b.meta.layer != kManifestLayer || v.size() < 11 || v[0] != kManifestVersion) return bad();
-  Manifest m;
+  if (b.meta.layer != kManifestLayer || v.size() < kHeaderWords || v[0] != kManifestVersion) {
+    return bad();
+  }
+  Header m;
   m.tp = v[1];
   m.n_layers = v[2];
   m.kv_heads = v[3];
@@ -63,58 +91,168 @@ absl::StatusOr<Manifest> DecodeManifest(const kvstore::DecodedBlock& b) {
   m.tokens_per_block = v[5];
   m.next_position = v[6];
   m.compressed = v[7] != 0;
+  m.first_turn = v[8];
+  m.turns = v[9];
   // Counts are checked as signed 64-bit values before any use: a negative count cast to size_t
   // would wrap the size check below.
-  if (v[8] < 0 || v[9] < 0 || v[10] < 0 || m.next_position < 0 || m.tokens_per_block <= 0) {
+  if (v[10] < 0 || m.next_position < 0 || m.tokens_per_block <= 0 || m.first_turn < 0 ||
+      m.turns <= m.first_turn || m.turns - m.first_turn > kMaxTurnRecords + 1) {
     return bad();
   }
-  const int64_t want = 11 + int64_t{v[8]} + 2 * int64_t{v[9]} + int64_t{v[10]};
-  if (static_cast<int64_t>(v.size()) != want) return bad();
-  const size_t nt = v[8], ns = v[9];
-  m.tokens.assign(v.begin() + 11, v.begin() + 11 + nt);
-  for (size_t i = 0; i < ns; ++i) {
-    const int32_t kind = v[11 + nt + 2 * i];
-    if (kind < 0 || kind > static_cast<int32_t>(FeedSegment::Kind::kDecode)) return bad();
-    if (v[12 + nt + 2 * i] < 0) return bad();
-    m.segments.push_back({static_cast<FeedSegment::Kind>(kind), v[12 + nt + 2 * i]});
-  }
-  m.lengths.assign(v.begin() + 11 + nt + 2 * ns, v.end());
+  if (static_cast<int64_t>(v.size()) != kHeaderWords + int64_t{v[10]}) return bad();
+  m.lengths.assign(v.begin() + kHeaderWords, v.end());
   for (int32_t length : m.lengths) {
     if (length < 0) return bad();
   }
   return m;
 }
 
+absl::StatusOr<std::string> EncodeRecord(const TurnRecord& r, uint64_t model_fp) {
+  std::vector<int32_t> v = {kManifestVersion,
+                            r.turn,
+                            r.tokens_from,
+                            static_cast<int32_t>(r.tokens.size()),
+                            r.segments_from,
+                            static_cast<int32_t>(r.segments.size()),
+                            static_cast<int32_t>(r.lengths.size())};
+  v.insert(v.end(), r.tokens.begin(), r.tokens.end());
+  for (const FeedSegment& s : r.segments) {
+    v.push_back(static_cast<int32_t>(s.kind));
+    v.push_back(s.length);
+  }
+  for (size_t i = 0; i < r.lengths.size(); ++i) {
+    v.push_back(r.lengths[i]);
+    v.push_back(r.first_block[i]);
+  }
+  return EncodeWords(v, kRecordLayer, model_fp);
+}
+
+absl::StatusOr<TurnRecord> DecodeRecord(const kvstore::DecodedBlock& b, int turn) {
+  const std::vector<int32_t>& v = b.positions;
+  auto bad = [&] {
+    return absl::DataLossError(absl::StrCat("session turn record ", turn, ": malformed"));
+  };
+  if (b.meta.layer != kRecordLayer || v.size() < kRecordWords || v[0] != kManifestVersion ||
+      v[1] != turn || v[2] < 0 || v[3] < 0 || v[4] < 0 || v[5] < 0 || v[6] < 0) {
+    return bad();
+  }
+  const int64_t want = kRecordWords + int64_t{v[3]} + 2 * int64_t{v[5]} + 2 * int64_t{v[6]};
+  if (static_cast<int64_t>(v.size()) != want) return bad();
+  TurnRecord r;
+  r.turn = turn;
+  r.tokens_from = v[2];
+  r.segments_from = v[4];
+  const size_t nt = v[3], ns = v[5], nl = v[6];
+  size_t at = kRecordWords;
+  r.tokens.assign(v.begin() + at, v.begin() + at + nt);
+  at += nt;
+  for (size_t i = 0; i < ns; ++i, at += 2) {
+    if (v[at] < 0 || v[at] > static_cast<int32_t>(FeedSegment::Kind::kDecode) || v[at + 1] < 0) {
+      return bad();
+    }
+    r.segments.push_back({static_cast<FeedSegment::Kind>(v[at]), v[at + 1]});
+  }
+  for (size_t i = 0; i < nl; ++i, at += 2) {
+    if (v[at] < 0 || v[at + 1] < 0) return bad();
+    r.lengths.push_back(v[at]);
+    r.first_block.push_back(v[at + 1]);
+  }
+  return r;
+}
+
+absl::StatusOr<kvstore::DecodedBlock> GetBlock(kvstore::KvStore& store, const std::string& key,
+                                               const std::string& what) {
+  absl::StatusOr<std::string> bytes = store.Get(key);
+  if (absl::IsNotFound(bytes.status())) {
+    return absl::DataLossError(absl::StrCat(what, " ", key, " is missing"));
+  }
+  DAPQ_RETURN_IF_ERROR(bytes.status());
+  absl::StatusOr<kvstore::DecodedBlock> block = kvstore::DecodeBlock(*bytes);
+  if (!block.ok()) {
+    return absl::DataLossError(absl::StrCat(what, " ", key, ": ", block.status().message()));
+  }
+  return block;
+}
+
+int64_t BlocksOf(int64_t length, int tokens_per_block) {
+  return (length + tokens_per_block - 1) / tokens_per_block;
+}
+
+// Every turn record of the header, applied in order: the history and, per slab, which turn
+// wrote each block.
+absl::Status ReadRecords(const std::string& session, const Header& m, int max_length,
+                         kvstore::KvStore& store, uint64_t model_fp, std::vector<int>& tokens,
+                         std::vector<FeedSegment>& segments,
+                         std::vector<std::vector<int32_t>>& block_turns) {
+  block_turns.assign(m.lengths.size(), {});
+  for (int t = m.first_turn; t < m.turns; ++t) {
+    DAPQ_ASSIGN_OR_RETURN(kvstore::DecodedBlock block,
+                          GetBlock(store, RecordKey(session, t), "turn record"));
+    if (block.meta.model_fingerprint != model_fp) {
+      return absl::DataLossError(absl::StrCat("turn record ", t, " belongs to another model"));
+    }
+    DAPQ_ASSIGN_OR_RETURN(TurnRecord r, DecodeRecord(block, t));
+    const bool first = t == m.first_turn;
+    if (r.tokens_from != static_cast<int>(tokens.size()) ||
+        r.segments_from > static_cast<int>(segments.size()) ||
+        r.lengths.size() != m.lengths.size() ||
+        (first && (r.tokens_from != 0 || r.segments_from != 0))) {
+      return absl::DataLossError(
+          absl::StrCat("turn record ", t, " does not follow the records before it"));
+    }
+    tokens.insert(tokens.end(), r.tokens.begin(), r.tokens.end());
+    segments.resize(r.segments_from);
+    segments.insert(segments.end(), r.segments.begin(), r.segments.end());
+    for (size_t slab = 0; slab < m.lengths.size(); ++slab) {
+      std::vector<int32_t>& turns = block_turns[slab];
+      if (r.lengths[slab] > max_length) {
+        return absl::DataLossError(absl::StrCat("turn record ", t, ": slab ", slab, " holds ",
+                                                r.lengths[slab], " slots, past the context ",
+                                                max_length));
+      }
+      const int64_t blocks = BlocksOf(r.lengths[slab], m.tokens_per_block);
+      if (r.first_block[slab] > blocks ||
+          r.first_block[slab] > static_cast<int64_t>(turns.size()) ||
+          (first && r.first_block[slab] != 0)) {
+        return absl::DataLossError(
+            absl::StrCat("turn record ", t, ": slab ", slab, " starts past the blocks before it"));
+      }
+      turns.resize(blocks);
+      std::fill(turns.begin() + r.first_block[slab], turns.end(), t);
+    }
+    if (t + 1 == m.turns && r.lengths != m.lengths) {
+      return absl::DataLossError("session manifest: lengths differ from the last turn record");
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Reads every block of the session into a fresh sequence.
-absl::Status ReadBlocks(Engine& engine, const std::string& session, const Manifest& m,
+absl::Status ReadBlocks(Engine& engine, const std::string& session, const Header& m,
+                        const std::vector<std::vector<int32_t>>& block_turns,
                         kvstore::KvStore& store, uint64_t model_fp, Sequence& seq) {
   size_t slab = 0;
   for (int r = 0; r < seq.local_ranks(); ++r) {
     const int rank = engine.first_rank() + r;  // keys carry the global rank
     for (int l = 0; l < m.n_layers; ++l) {
       for (int h = 0; h < m.kv_heads; ++h, ++slab) {
-        // In 64 bits: a manifest's length near INT_MAX plus tokens_per_block overflowed an int.
-        const int64_t length = m.lengths[slab];
-        const int64_t blocks = (length + m.tokens_per_block - 1) / m.tokens_per_block;
-        for (int64_t b = 0; b < blocks; ++b) {
-          const std::string key = BlockKey(session, rank, l, h, static_cast<int>(b));
-          absl::StatusOr<std::string> bytes = store.Get(key);
-          if (absl::IsNotFound(bytes.status())) {
-            return absl::DataLossError(absl::StrCat("block ", key, " is missing"));
-          }
-          DAPQ_RETURN_IF_ERROR(bytes.status());
-          absl::StatusOr<kvstore::DecodedBlock> block = kvstore::DecodeBlock(*bytes);
-          if (!block.ok()) {
-            return absl::DataLossError(absl::StrCat("block ", key, ": ", block.status().message()));
-          }
-          const int count = static_cast<int>(block->positions.size());
-          if (block->meta.model_fingerprint != model_fp || block->meta.layer != l ||
-              block->meta.head_dim != m.head_dim || count > m.tokens_per_block) {
+        const std::vector<int32_t>& turns = block_turns[slab];
+        for (size_t b = 0; b < turns.size(); ++b) {
+          const std::string key = BlockKey(session, rank, l, h, static_cast<int>(b), turns[b]);
+          DAPQ_ASSIGN_OR_RETURN(kvstore::DecodedBlock block, GetBlock(store, key, "block"));
+          const int count = static_cast<int>(block.positions.size());
+          if (block.meta.model_fingerprint != model_fp || block.meta.layer != l ||
+              block.meta.head_dim != m.head_dim || count > m.tokens_per_block) {
             return absl::DataLossError(absl::StrCat("block ", key, " does not belong here"));
           }
-          const float* k = block->payload.data();
+          const float* k = block.payload.data();
           const float* v = k + static_cast<size_t>(count) * m.head_dim;
-          DAPQ_RETURN_IF_ERROR(seq.cache(r).AppendSlots(l, h, block->positions, k, v));
+          DAPQ_RETURN_IF_ERROR(seq.cache(r).AppendSlots(l, h, block.positions, k, v));
+        }
+        if (seq.cache(r).length(l, h) != m.lengths[slab]) {
+          return absl::DataLossError(absl::StrCat("session ", session, ": slab ", slab, " holds ",
+                                                  seq.cache(r).length(l, h), " slots, expected ",
+                                                  m.lengths[slab]));
         }
       }
     }
@@ -140,7 +278,7 @@ absl::StatusOr<SessionHistory> EndSessionTurn(Engine& engine, Sequence& seq,
   return SessionHistory{seq.tokens(), seq.segments()};
 }
 
-absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::string& session,
+absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string& session,
                          kvstore::KvStore& store, int tokens_per_block) {
   DAPQ_RETURN_IF_ERROR(api::ValidateSessionId(session));
   if (tokens_per_block <= 0 || (tokens_per_block & (tokens_per_block - 1)) != 0) {
@@ -150,45 +288,121 @@ absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::s
   const ModelConfig& c = engine.config();
   const uint64_t model_fp = ModelFingerprint(c);
   const int tp = engine.options().tp;
-  Manifest m;
+  const int kv_heads = c.n_kv_heads / tp;
+  const size_t slabs = static_cast<size_t>(c.n_layers) * kv_heads;
+  Sequence::StoredSession& stored = seq.stored();
+  // Incremental when the store still holds what this sequence last saved or loaded there;
+  // otherwise (a first save, another session's history, too many records) a whole rewrite as
+  // one record.
+  bool incremental = stored.id == session && stored.tokens_per_block == tokens_per_block &&
+                     stored.turns - stored.first_turn < kMaxTurnRecords &&
+                     stored.block_turns.size() == static_cast<size_t>(seq.local_ranks());
+  if (incremental) {
+    absl::StatusOr<std::string> bytes = store.Get(ManifestKey(session));
+    absl::StatusOr<kvstore::DecodedBlock> block =
+        bytes.ok() ? kvstore::DecodeBlock(*bytes)
+                   : absl::StatusOr<kvstore::DecodedBlock>(bytes.status());
+    absl::StatusOr<Header> header =
+        block.ok() ? DecodeHeader(*block) : absl::StatusOr<Header>(block.status());
+    incremental =
+        header.ok() && header->turns == stored.turns && header->first_turn == stored.first_turn;
+  }
+  const int turn = incremental ? stored.turns : stored.id == session ? stored.turns : 0;
+  Header m;
   m.tp = tp;
   m.n_layers = c.n_layers;
-  m.kv_heads = c.n_kv_heads / tp;
+  m.kv_heads = kv_heads;
   m.head_dim = c.head_dim;
   m.tokens_per_block = tokens_per_block;
   m.next_position = seq.next_position();
   m.compressed = seq.compressed();
-  m.tokens = seq.tokens();
-  m.segments = seq.segments();
-  DAPQ_RETURN_IF_ERROR(store.EraseSession(session));
+  m.first_turn = incremental ? stored.first_turn : turn;
+  m.turns = turn + 1;
+  TurnRecord record;
+  record.turn = turn;
+  record.tokens_from = incremental ? static_cast<int>(stored.tokens) : 0;
+  record.tokens.assign(seq.tokens().begin() + record.tokens_from, seq.tokens().end());
+  record.segments_from = incremental ? static_cast<int>(std::max<size_t>(stored.segments, 1) - 1)
+                                     : 0;  // the last saved segment may have grown since
+  record.segments.assign(seq.segments().begin() + record.segments_from, seq.segments().end());
+  // The blocks that changed: from the one holding each slab's first changed slot on.
+  std::vector<std::vector<std::vector<int32_t>>> block_turns(seq.local_ranks());
+  std::vector<std::string> superseded;  // older blocks this save replaces, erased after it
   std::vector<float> payload;
-  // This process's ranks (all of them in-process; one in a multi-process group, whose other
-  // ranks save theirs in their own stores).
   for (int r = 0; r < seq.local_ranks(); ++r) {
     const int rank = engine.first_rank() + r;
     const KvCache& cache = seq.cache(r);
+    block_turns[r].resize(slabs);
     for (int l = 0; l < c.n_layers; ++l) {
-      for (int h = 0; h < m.kv_heads; ++h) {
+      for (int h = 0; h < kv_heads; ++h) {
+        const size_t slab = static_cast<size_t>(l) * kv_heads + h;
         const std::span<const int32_t> pos = cache.positions(l, h);
+        const int64_t blocks = BlocksOf(static_cast<int64_t>(pos.size()), tokens_per_block);
+        std::vector<int32_t>& turns = block_turns[r][slab];
+        if (incremental) turns = stored.block_turns[r][slab];
+        const int first =
+            incremental
+                ? static_cast<int>(std::min<int64_t>({cache.unchanged(l, h) / tokens_per_block,
+                                                      static_cast<int64_t>(turns.size()), blocks}))
+                : 0;
+        for (size_t b = first; b < turns.size(); ++b) {
+          superseded.push_back(BlockKey(session, rank, l, h, static_cast<int>(b), turns[b]));
+        }
+        turns.resize(blocks);
         m.lengths.push_back(static_cast<int32_t>(pos.size()));
-        for (size_t b0 = 0, index = 0; b0 < pos.size(); b0 += tokens_per_block, ++index) {
+        record.lengths.push_back(static_cast<int32_t>(pos.size()));
+        record.first_block.push_back(first);
+        for (int64_t b = first; b < blocks; ++b) {
+          const size_t b0 = static_cast<size_t>(b) * tokens_per_block;
           const size_t count = std::min<size_t>(tokens_per_block, pos.size() - b0);
           const size_t elems = count * c.head_dim;
           payload.resize(2 * elems);
           cache.Gather(l, h, static_cast<int>(b0), static_cast<int>(count), payload.data(),
                        payload.data() + elems);
           const kvstore::BlockMeta meta{
-              model_fp, 0, l, rank * m.kv_heads + h, 1, c.head_dim, cache.pool().dtype()};
+              model_fp, 0, l, rank * kv_heads + h, 1, c.head_dim, cache.pool().dtype()};
           DAPQ_ASSIGN_OR_RETURN(std::string block,
                                 kvstore::EncodeBlock(meta, pos.subspan(b0, count), payload));
           DAPQ_RETURN_IF_ERROR(store.Put(
-              session, BlockKey(session, rank, l, h, static_cast<int>(index)), std::move(block)));
+              session, BlockKey(session, rank, l, h, static_cast<int>(b), turn), std::move(block)));
+          turns[b] = turn;
         }
       }
     }
   }
-  DAPQ_ASSIGN_OR_RETURN(std::string manifest, EncodeManifest(m, model_fp));
-  DAPQ_RETURN_IF_ERROR(store.Put(session, ManifestKey(session), std::move(manifest)));
+  DAPQ_ASSIGN_OR_RETURN(std::string record_block, EncodeRecord(record, model_fp));
+  DAPQ_RETURN_IF_ERROR(store.Put(session, RecordKey(session, turn), std::move(record_block)));
+  // The commit point: until the header names this turn, a load reads the previous save.
+  DAPQ_ASSIGN_OR_RETURN(std::string header, EncodeHeader(m, model_fp));
+  DAPQ_RETURN_IF_ERROR(store.Put(session, ManifestKey(session), std::move(header)));
+  if (incremental) {
+    for (const std::string& key : superseded) store.Erase(key).IgnoreError();
+  } else {
+    // A rewrite: everything else the session held (an earlier save's records and blocks).
+    std::set<std::string> keep = {ManifestKey(session), RecordKey(session, turn)};
+    for (int r = 0; r < seq.local_ranks(); ++r) {
+      for (int l = 0; l < c.n_layers; ++l) {
+        for (int h = 0; h < kv_heads; ++h) {
+          const auto& turns = block_turns[r][static_cast<size_t>(l) * kv_heads + h];
+          for (size_t b = 0; b < turns.size(); ++b) {
+            keep.insert(
+                BlockKey(session, engine.first_rank() + r, l, h, static_cast<int>(b), turns[b]));
+          }
+        }
+      }
+    }
+    for (const std::string& key : store.KeysOf(session)) {
+      if (!keep.contains(key)) store.Erase(key).IgnoreError();
+    }
+  }
+  stored.id = session;
+  stored.first_turn = m.first_turn;
+  stored.turns = m.turns;
+  stored.tokens = seq.tokens().size();
+  stored.segments = seq.segments().size();
+  stored.tokens_per_block = tokens_per_block;
+  stored.block_turns = std::move(block_turns);
+  for (int r = 0; r < seq.local_ranks(); ++r) seq.cache(r).MarkSaved();
   store.SetActive(session, false);
   store.ScheduleSpill();
   return absl::OkStatus();
@@ -212,7 +426,7 @@ absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& sessio
     return absl::DataLossError(absl::StrCat("session ", session, ": manifest failed verification (",
                                             block.status().message(), "); cannot recompute"));
   }
-  DAPQ_ASSIGN_OR_RETURN(Manifest m, DecodeManifest(*block));
+  DAPQ_ASSIGN_OR_RETURN(Header m, DecodeHeader(*block));
   const ModelConfig& c = engine.config();
   const uint64_t model_fp = ModelFingerprint(c);
   if (block->meta.model_fingerprint != model_fp || m.tp != engine.options().tp ||
@@ -221,11 +435,37 @@ absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& sessio
     return absl::FailedPreconditionError(absl::StrCat(
         "session ", session, " was saved by a different model or TP degree (tp=", m.tp, ")"));
   }
+  // The history: without it nothing can be recomputed either.
+  std::vector<int> tokens;
+  std::vector<FeedSegment> segments;
+  std::vector<std::vector<int32_t>> block_turns;
+  if (absl::Status s =
+          ReadRecords(session, m, c.max_seq_len, store, model_fp, tokens, segments, block_turns);
+      !s.ok()) {
+    return absl::Status(s.code(),
+                        absl::StrCat("session ", session, ": ", s.message(), "; cannot recompute"));
+  }
   LoadResult result;
   result.sequence = engine.NewSequence();
-  absl::Status read = ReadBlocks(engine, session, m, store, model_fp, *result.sequence);
+  absl::Status read =
+      ReadBlocks(engine, session, m, block_turns, store, model_fp, *result.sequence);
   if (read.ok()) {
-    result.sequence->RestoreState(m.next_position, m.compressed, m.tokens, m.segments);
+    Sequence& seq = *result.sequence;
+    seq.RestoreState(m.next_position, m.compressed, tokens, segments);
+    Sequence::StoredSession& stored = seq.stored();
+    stored.id = session;
+    stored.first_turn = m.first_turn;
+    stored.turns = m.turns;
+    stored.tokens = tokens.size();
+    stored.segments = segments.size();
+    stored.tokens_per_block = m.tokens_per_block;
+    const size_t slabs = static_cast<size_t>(m.n_layers) * m.kv_heads;
+    stored.block_turns.assign(seq.local_ranks(), {});
+    for (int r = 0; r < seq.local_ranks(); ++r) {
+      stored.block_turns[r].assign(block_turns.begin() + r * slabs,
+                                   block_turns.begin() + (r + 1) * slabs);
+      seq.cache(r).MarkSaved();
+    }
     return result;
   }
   if (policy == FailedLoadPolicy::kFail || !absl::IsDataLoss(read)) {
@@ -235,7 +475,7 @@ absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& sessio
   result.recomputed = true;
   result.failure = std::string(read.message());
   result.sequence = engine.NewSequence();
-  DAPQ_RETURN_IF_ERROR(engine.Replay(*result.sequence, m.tokens, m.segments, compression));
+  DAPQ_RETURN_IF_ERROR(engine.Replay(*result.sequence, tokens, segments, compression));
   return result;
 }
 

@@ -2,14 +2,18 @@
 // Sessions in the tiered KV store: after a request of a session finishes, its (compressed) KV
 // is saved as blocks — per rank, layer and KV head, tokens_per_block slots each, with their
 // positions, checksummed (kvstore/block_codec.h), in the cache's element type (--kv_dtype; a
-// bf16 or fp16 block is half the bytes and restores exactly) — plus a manifest (next position,
-// every token fed and how, per-slab lengths). The store spills idle sessions down the tiers. The
+// bf16 or fp16 block is half the bytes and restores exactly) — plus a manifest: a header (next
+// position, per-slab lengths, which turn records hold the session) and one turn record per save
+// (the tokens fed since the previous one and how, and which blocks that save wrote). The store
+// spills idle sessions down the tiers. The
 // session's next request restores the blocks into a fresh Sequence that continues from the right
 // position and generates exactly what a sequence that never left the device would. A block that
 // fails verification (or is missing) is never used; the failed-load policy decides: kRecompute
 // replays the session's recorded feeds (Engine::Replay: the same caches, bit for bit), kFail
-// returns DataLoss naming the block. Keys: "<session>.m" (manifest),
-// "<session>.r<rank>.l<layer>.h<head>.b<index>" (global rank). A multi-process engine
+// returns DataLoss naming the block (a missing or corrupt header or turn record is DataLoss
+// too: without the history nothing can be replayed). Keys: "<session>.m" (header),
+// "<session>.t<turn>" (turn records), "<session>.r<rank>.l<layer>.h<head>.b<index>.t<turn>"
+// (global rank; the turn that wrote the block). A multi-process engine
 // (Engine::CreateRank) saves and loads only its own rank's blocks: each rank of a group has its own
 // store. The failed-load policy then applies per rank; the group driver agrees on recomputing
 // across ranks (worker/service/group_driver.h). Session ids: api::ValidateSessionId (1-128
@@ -51,8 +55,15 @@ absl::StatusOr<SessionHistory> EndSessionTurn(Engine& engine, Sequence& seq,
                                               const GenerateResult& result,
                                               const std::string& session, kvstore::KvStore* store);
 
-// Saves `seq` under `session` (replacing an earlier save) and marks the session idle.
-absl::Status SaveSession(const Engine& engine, const Sequence& seq, const std::string& session,
+// Saves `seq` under `session` (replacing an earlier save) and marks the session idle. When the
+// store holds what `seq` last saved or loaded there (Sequence::stored()), the save is
+// incremental: it writes only the blocks holding slots that changed since (KvCache::unchanged:
+// after appends, the last partial block and the new ones) and a turn record of the history fed
+// since, so its cost does not grow with the session's history; after 32 records a save rewrites
+// the session as one. New blocks are written under the turn's own keys and the header last, so
+// a save that fails midway leaves the previous one loadable; the blocks it replaces are erased
+// after the header.
+absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string& session,
                          kvstore::KvStore& store, int tokens_per_block = 16);
 
 // Restores `session` into a new Sequence of `engine` (same model and TP degree). `compression`

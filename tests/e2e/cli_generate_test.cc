@@ -127,7 +127,7 @@ TEST(CliSessionTest, SessionContinuesInANewProcessAndSurvivesABadBlock) {
   const std::string b = testing::MakeTempDir("cli_session_b");
   const RunResult recomputed = turns(b, [&] {
     const auto found = testing::FindStoredBlocks(
-        b, [](const std::string& key, const std::string&) { return key == "tim.r0.l2.h1.b0"; });
+        b, [](const std::string& key, const std::string&) { return key == "tim.r0.l2.h1.b0.t0"; });
     ASSERT_EQ(found.size(), 1u);
     testing::CorruptStoredBlock(found[0], 60, '\x42');
   });
@@ -139,7 +139,7 @@ TEST(CliSessionTest, SessionContinuesInANewProcessAndSurvivesABadBlock) {
   const std::string session = " --session tim --store_dir " + c;
   ASSERT_EQ(RunDapq(args + "--steps 5 --prompt Hi" + session).exit_code, 0);
   const auto found = testing::FindStoredBlocks(
-      c, [](const std::string& key, const std::string&) { return key == "tim.r0.l0.h0.b0"; });
+      c, [](const std::string& key, const std::string&) { return key == "tim.r0.l0.h0.b0.t0"; });
   ASSERT_EQ(found.size(), 1u);
   testing::DropStoredBlock(found[0]);
   const RunResult failed = RunDapq(args + "--steps 5 --prompt Then --fail_on_bad_block" + session);

@@ -268,6 +268,10 @@ void StoreSeeds() {
   absl::StatusOr<std::string> manifest = f.store->Get("fz.m");
   FUZZ_CHECK(manifest.ok());
   Write("session_manifest_fuzzer", "real_manifest_block", std::string(1, '\x05') + *manifest);
+  std::string record_words;
+  for (const int32_t w : f.record_words) Append<int32_t>(record_words, w);
+  Write("session_manifest_fuzzer", "real_record_words", std::string(1, '\x14') + record_words);
+  Write("session_manifest_fuzzer", "real_record_block", std::string(1, '\x15') + f.record_block);
 
   const std::string npy = dapq::fuzz::ScratchDir() + "/seed.npy";
   FUZZ_CHECK(dapq::WriteNpyF32(npy, {2, 3}, {1, 2, 3, 4, 5, 6}).ok());

@@ -23,7 +23,9 @@ struct SessionFixture {
   std::unique_ptr<worker::Engine> engine;
   std::unique_ptr<kvstore::KvStore> store;
   uint64_t model_fingerprint = 0;  // session_store.cc's: Fingerprint of the config's DebugString
-  std::vector<int32_t> manifest_words;  // the real manifest of "fz" (its block's positions)
+  std::vector<int32_t> manifest_words;  // the real manifest header of "fz" (its positions)
+  std::string record_block;             // the real first turn record of "fz" ("fz.t0")
+  std::vector<int32_t> record_words;    // ... and its positions
 
   static SessionFixture& Get() {
     static SessionFixture* fixture = [] {
@@ -57,6 +59,12 @@ struct SessionFixture {
       absl::StatusOr<kvstore::DecodedBlock> block = kvstore::DecodeBlock(*manifest);
       FUZZ_CHECK(block.ok());
       f->manifest_words = block->positions;
+      absl::StatusOr<std::string> record = f->store->Get("fz.t0");
+      FUZZ_CHECK(record.ok());
+      f->record_block = *record;
+      absl::StatusOr<kvstore::DecodedBlock> record_block = kvstore::DecodeBlock(*record);
+      FUZZ_CHECK(record_block.ok());
+      f->record_words = record_block->positions;
       return f;
     }();
     return *fixture;

@@ -7,7 +7,9 @@
 //   bit 1: failed-load policy kFail (else kRecompute: a manifest whose blocks fail to load is
 //          replayed from its recorded tokens);
 //   bit 2: the manifest replaces that of session "fz", whose blocks are in the store (else "fy",
-//          which has none).
+//          which has none);
+//   bit 4: the input replaces the session's first turn record ("<session>.t0") instead of its
+//          header (words wrapped with the record's layer, -2).
 // Invariants: LoadSession returns a sequence or an error (never crashes, whatever the counts,
 // lengths, positions, tokens and segments say), and a loaded sequence can take a next turn
 // (Continue returns a result or an error).
@@ -37,14 +39,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<int32_t> words(rest.size() / 4);
     if (!words.empty()) std::memcpy(words.data(), rest.data(), words.size() * 4);
     const std::vector<float> payload(2 * words.size(), 0.0f);
-    absl::StatusOr<std::string> block = dapq::kvstore::EncodeBlock(
-        {f.model_fingerprint, 0, /*layer=*/-1, 0, 1, 1, dapq::kernels::DType::kF32}, words,
-        payload);
+    absl::StatusOr<std::string> block =
+        dapq::kvstore::EncodeBlock({f.model_fingerprint, 0, /*layer=*/(flags & 16) != 0 ? -2 : -1,
+                                    0, 1, 1, dapq::kernels::DType::kF32},
+                                   words, payload);
     FUZZ_CHECK(block.ok());
     manifest = *std::move(block);
   }
   const std::string session = (flags & 4) != 0 ? "fz" : "fy";
-  if (!f.store->Put(session, session + ".m", manifest).ok()) return 0;
+  // Every input starts from "fz"'s real turn record (an earlier input may have replaced it).
+  FUZZ_CHECK(f.store->Put("fz", "fz.t0", f.record_block).ok());
+  const std::string key = session + ((flags & 16) != 0 ? ".t0" : ".m");
+  if (!f.store->Put(session, key, manifest).ok()) return 0;
   const dapq::worker::FailedLoadPolicy policy = (flags & 2) != 0
                                                     ? dapq::worker::FailedLoadPolicy::kFail
                                                     : dapq::worker::FailedLoadPolicy::kRecompute;

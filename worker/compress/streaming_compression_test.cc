@@ -155,7 +155,9 @@ TEST(StreamingCompressionTest, StreamedKeepSetsIdenticalAcrossRanksAndTpDegrees)
       auto seq = engine->NewSequence();
       ASSERT_OK_AND_ASSIGN(CompressionStats stats,
                            engine->PrefillCompressed(*seq, prompt, c, nullptr));
-      EXPECT_EQ(stats.compressions, (n + 39) / 40);
+      // One per 40-token chunk; a short last chunk may have merged into the one before it.
+      EXPECT_GE(stats.compressions, n / 40);
+      EXPECT_LE(stats.compressions, (n + 39) / 40);
       EXPECT_EQ(stats.slots_before, static_cast<long>(n) * 5 * 4);  // every token entered once
       EXPECT_EQ(seq->next_position(), n);
       const auto sets = KeepSets(*engine, *seq);
@@ -292,6 +294,28 @@ TEST(StreamingCompressionTest, SessionCompressedEveryTurnStaysInBudgetAndReplays
     ASSERT_OK_AND_ASSIGN(GenerateResult b, engine->Continue(*replayed, last, g));
     EXPECT_EQ(a.tokens, b.tokens);
   }
+}
+
+TEST(StreamingCompressionTest, ALastChunkShorterThanTheQueryWindowBorrowsOrMerges) {
+  using V = std::vector<size_t>;
+  EXPECT_EQ(StreamingChunkEnds(100, 200, 32), V({100}));
+  EXPECT_EQ(StreamingChunkEnds(128, 64, 32), V({64, 128}));
+  EXPECT_EQ(StreamingChunkEnds(140, 64, 32), V({64, 108, 140}));  // 12 -> 32, borrowed
+  EXPECT_EQ(StreamingChunkEnds(140, 64, 8), V({64, 128, 140}));
+  EXPECT_EQ(StreamingChunkEnds(70, 40, 32), V({38, 70}));
+  EXPECT_EQ(StreamingChunkEnds(110, 40, 32), V({40, 78, 110}));
+  EXPECT_EQ(StreamingChunkEnds(50, 40, 32), V({50}));  // 40 cannot spare 22: merged
+  // A prompt whose last chunk is short scores that chunk with its full window of queries.
+  auto engine = MakeEngine(Stories());
+  std::vector<int> prompt = LongStoryPrompt();
+  prompt.resize(140);
+  CompressionConfig c = Config(Method::kSnapKv, 24, 64);
+  c.window = 8;
+  c.query_window = 32;
+  auto seq = engine->NewSequence();
+  ASSERT_OK_AND_ASSIGN(CompressionStats stats, engine->PrefillCompressed(*seq, prompt, c, nullptr));
+  EXPECT_EQ(stats.compressions, 3);
+  EXPECT_EQ(seq->cached_tokens(), 24);
 }
 
 TEST(StreamingCompressionTest, ErrorsNameTheField) {
