@@ -259,6 +259,28 @@ TEST(MultiProcessEngineTest, SyntheticGqaDapqForwardModeMatchesInProcess) {
   ExpectGroupMatches(run, run.tp1);
 }
 
+// Streaming compression with ragged per-head (adaptive) caches, and a second turn compressed
+// again (every_turn), across Gloo: the same tokens as in-process TP 2 and TP 1.
+TEST(MultiProcessEngineTest, StreamedAdaptiveCompressionEveryTurnMatchesInProcess) {
+  auto model = LoadModel("synthetic:tiny-gqa");
+  ASSERT_NE(model, nullptr);
+  Scenario s = Greedy(GqaPrompt(), 12);
+  compress::CompressionConfig c = Dapq(16, compress::DapqMode::kPseudo);
+  c.storage = compress::Storage::kPerHead;
+  c.allocator = compress::Allocator::kAdaptive;
+  c.query_window = 8;
+  c.streaming_chunk = 20;
+  c.every_turn = true;
+  s.options.compression = c;
+  for (int i = 0; i < 24; ++i) s.next_turn.push_back((i * 53 + 5) % 320);
+  const GroupRun run = RunGroup("gqa_streamed", model, s);
+  EXPECT_TRUE(run.tp2.compressed);
+  EXPECT_LT(run.tp2.slots_after, run.tp2.slots_before);
+  EXPECT_FALSE(run.tp2.next_tokens.empty());
+  ExpectGroupMatches(run, run.tp2);
+  ExpectGroupMatches(run, run.tp1);
+}
+
 // Rank 0 samples; the logits are bit-identical to the in-process tp=2 engine's (Gloo sums in
 // rank order), so a seeded sampler draws the same tokens.
 TEST(MultiProcessEngineTest, SeededTemperatureSamplingMatchesInProcessTp2) {

@@ -2,7 +2,8 @@
 // The group driver over an in-process stories260K engine with continuous batching: a session's
 // turns submitted all at once run one after another inside the batch (a later turn waits for the
 // one before it) beside plain requests, and give the tokens of the same turns run sequentially
-// on the engine; an unknown compression method fails only its request.
+// on the engine; an unknown compression method fails only its request; a session compressed on
+// every turn (CompressionConfig::every_turn) is compressed again inside the batch.
 #include "worker/service/group_driver.h"
 
 #include <memory>
@@ -106,6 +107,62 @@ TEST(GroupDriverTest, SessionTurnsSubmittedTogetherRunInOrderInsideTheBatch) {
   EXPECT_EQ(failing.ok() ? Drain(**failing).status.code() : failing.status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(driver.Status().sessions(), 2);
+  driver.Shutdown();
+  runner.join();
+}
+
+// A session whose first turn asks for compression on every turn: each later turn (which names
+// no compression itself) is compressed again with the first turn's settings, inside the batch,
+// and gives the tokens of the same turns continued on the engine.
+TEST(GroupDriverTest, SessionCompressedEveryTurnGivesTheEnginesTokens) {
+  auto model = dapq::testing::SharedStories260K();
+  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), model->config.vocab_size);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  compress::CompressionConfig c;
+  c.method = compress::Method::kDapq;
+  c.budget_tokens = 16;
+  c.query_window = 8;
+  c.every_turn = true;
+  // The references: the turns on one sequence, compressed on every turn or on the first only.
+  auto reference = [&](bool every_turn, std::vector<bool>* compressed) {
+    std::vector<std::vector<int>> tokens;
+    auto engine = *Engine::Create(model, EngineOptions());
+    auto seq = engine->NewSequence();
+    for (int t = 0; t < 3; ++t) {
+      GenerateOptions o;
+      o.max_new_tokens = kNewTokens;
+      o.stop_at_stop_tokens = false;
+      o.compression = c;
+      o.compression.every_turn = every_turn;
+      auto r = engine->Continue(*seq, tok->Encode(kTurns[t], t == 0, false), o);
+      EXPECT_TRUE(r.ok()) << r.status();
+      EXPECT_TRUE(EndSessionTurn(*engine, *seq, *r, "reference", nullptr).ok());
+      tokens.push_back(r->tokens);
+      if (compressed != nullptr) compressed->push_back(r->compression.compressed);
+    }
+    return tokens;
+  };
+  std::vector<bool> compressed;
+  const std::vector<std::vector<int>> expected = reference(true, &compressed);
+  EXPECT_EQ(compressed, std::vector<bool>({true, true, true}));
+  EXPECT_NE(reference(false, nullptr), expected);  // compressing again changes the answers
+  auto engine = *Engine::Create(model, EngineOptions());
+  GroupDriverOptions options;
+  options.idle_ping = std::chrono::milliseconds(50);
+  GroupDriver driver(engine.get(), nullptr, &*tok, options);
+  std::thread runner([&] { EXPECT_TRUE(driver.RunDriver().ok()); });
+  for (int t = 0; t < 3; ++t) {
+    dapq::v1::GenerateRequest r = Turn(t, "chat");
+    if (t == 0) {
+      r.mutable_compression()->set_method("dapq");
+      r.mutable_compression()->set_budget_tokens(16);
+      r.mutable_compression()->set_query_window(8);
+      r.mutable_compression()->set_every_turn(true);
+    }
+    const Outcome o = Drain(**driver.Submit(r));
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(o.tokens, expected[t]) << "turn " << t;
+  }
   driver.Shutdown();
   runner.join();
 }
