@@ -52,6 +52,28 @@ TEST(SelectLayerTest, SharedSumsHeadsAfterPoolingPerHeadDoesNot) {
   EXPECT_THAT(pooled[0], ElementsAre(1, 2, 3, 5));  // pooled: 0 1 1 1 .5 .5
 }
 
+// SnapKV pools scores[..., :-window] only: a high score inside the window must not spread to
+// the slots just before it (pooling the whole row used to pick slot 4 here).
+TEST(SelectLayerTest, PoolingCoversTheEvictablePrefixOnly) {
+  auto group = CreateInProcessGroup(1);
+  ASSERT_TRUE(group.ok());
+  CompressionConfig c;
+  c.method = Method::kSnapKv;
+  c.budget_tokens = 4;
+  c.window = 3;
+  c.sinks = 0;
+  c.pool_kernel = 7;
+  c.storage = Storage::kPerHead;
+  const std::vector<float> scores = {0.5f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 100.0f, 0.0f, 0.0f};
+  SelectionContext ctx{10, 1, 0, 1, 4, (*group)[0].get()};
+  ASSERT_OK_AND_ASSIGN(auto keep, SelectLayer(c, ctx, scores));
+  EXPECT_THAT(keep[0], ElementsAre(0, 7, 8, 9));  // slot 0's own 0.5 (ties: lower slot)
+  // Average pooling counts the zero padding at the prefix's end, as avg_pool1d does.
+  c.pool = kernels::PoolType::kAvg;
+  ASSERT_OK_AND_ASSIGN(keep, SelectLayer(c, ctx, scores));
+  EXPECT_THAT(keep[0], ElementsAre(0, 7, 8, 9));
+}
+
 TEST(SelectLayerTest, FixedPointSumIsOrderIndependent) {
   // Floats that do not add associatively.
   volatile float a = 1e8f, b = -1e8f, c = 1.0f;
