@@ -11,26 +11,21 @@
 #include <memory>
 
 #include "gtest/gtest.h"
+#include "tests/util/keep_sets.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/stories_model.h"
 #include "tests/util/test_paths.h"
 #include "worker/engine.h"
-#include "worker/llama2c_loader.h"
 #include "worker/synthetic_model.h"
 #include "worker/tokenizer.h"
 
 namespace dapq::worker::compress {
 namespace {
 using ::dapq::testing::IsOk;
+using ::dapq::testing::KeepSets;
 using ::dapq::testing::StatusIs;
 
-std::shared_ptr<const ModelWeights> Stories() {
-  static auto* model = [] {
-    auto w = LoadLlama2cModel(dapq::testing::Stories260KPath());
-    EXPECT_TRUE(w.ok()) << w.status();
-    return new std::shared_ptr<const ModelWeights>(std::make_shared<ModelWeights>(*std::move(w)));
-  }();
-  return *model;
-}
+std::shared_ptr<const ModelWeights> Stories() { return dapq::testing::SharedStories260K(); }
 
 std::vector<int> StoryPrompt() {
   auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), 512);
@@ -134,20 +129,6 @@ TEST(CompressionEngineTest, NextPositionStaysNAfterCompression) {
   ASSERT_THAT(engine->Forward(*other, std::span(&token, 1), std::span(&pos_slots, 1), &wrong),
               IsOk());
   EXPECT_NE(a, wrong);
-}
-
-std::map<std::pair<int, int>, std::vector<int32_t>> KeepSets(const Engine& e, const Sequence& s) {
-  std::map<std::pair<int, int>, std::vector<int32_t>> sets;  // (layer, global kv head)
-  const int per_rank = e.config().n_kv_heads / e.options().tp;
-  for (int r = 0; r < e.options().tp; ++r) {
-    for (int l = 0; l < e.config().n_layers; ++l) {
-      for (int h = 0; h < per_rank; ++h) {
-        auto p = s.cache(r).positions(l, h);
-        sets[{l, r * per_rank + h}] = std::vector<int32_t>(p.begin(), p.end());
-      }
-    }
-  }
-  return sets;
 }
 
 TEST(CompressionEngineTest, DapqActualLastKeepsSnapKvSet) {

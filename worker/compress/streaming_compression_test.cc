@@ -15,26 +15,21 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/util/keep_sets.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/stories_model.h"
 #include "tests/util/test_paths.h"
 #include "worker/engine.h"
-#include "worker/llama2c_loader.h"
 #include "worker/synthetic_model.h"
 #include "worker/tokenizer.h"
 
 namespace dapq::worker::compress {
 namespace {
 using ::dapq::testing::IsOk;
+using ::dapq::testing::KeepSets;
 using ::dapq::testing::StatusIs;
 
-std::shared_ptr<const ModelWeights> Stories() {
-  static auto* model = [] {
-    auto w = LoadLlama2cModel(dapq::testing::Stories260KPath());
-    EXPECT_TRUE(w.ok()) << w.status();
-    return new std::shared_ptr<const ModelWeights>(std::make_shared<ModelWeights>(*std::move(w)));
-  }();
-  return *model;
-}
+std::shared_ptr<const ModelWeights> Stories() { return dapq::testing::SharedStories260K(); }
 
 // About 150 tokens: several 40-token chunks.
 std::vector<int> LongStoryPrompt() {
@@ -68,21 +63,6 @@ CompressionConfig Config(Method m, int budget, int chunk) {
   c.budget_tokens = budget;
   c.streaming_chunk = chunk;
   return c;
-}
-
-// (layer, global KV head) -> positions kept.
-std::map<std::pair<int, int>, std::vector<int32_t>> KeepSets(const Engine& e, const Sequence& s) {
-  std::map<std::pair<int, int>, std::vector<int32_t>> sets;
-  const int per_rank = e.config().n_kv_heads / e.options().tp;
-  for (int r = 0; r < e.options().tp; ++r) {
-    for (int l = 0; l < e.config().n_layers; ++l) {
-      for (int h = 0; h < per_rank; ++h) {
-        auto p = s.cache(r).positions(l, h);
-        sets[{l, r * per_rank + h}] = std::vector<int32_t>(p.begin(), p.end());
-      }
-    }
-  }
-  return sets;
 }
 
 struct Case {
