@@ -15,7 +15,7 @@ PACKAGES=(
   libgloo-dev libsqlite3-dev prometheus-cpp-dev prometheus libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  gnuplot-nox curl openssl
+  gnuplot-nox curl openssl libssl-dev
   libcpp-httplib-dev libpcre2-dev libicu-dev
 )
 # Node.js runs the test peers of tests/npm (the JS tokenizers, the OpenAI client); a machine

@@ -452,10 +452,10 @@ absl::StatusOr<compress::CompressionStats> Engine::PrefillCompressed(
     const bool last = i + 1 == ends.size();
     for (size_t r = 0; r < collectors.size(); ++r) {
       collectors[r]->StartChunk();
-      for (size_t i = 0; i < carried[r].size(); ++i) {
-        const int kv_heads = ranks_[r]->shard().kv_heads;
-        collectors[r]->SeedAttention(static_cast<int>(i) / kv_heads, static_cast<int>(i) % kv_heads,
-                                     carried[r][i]);
+      const int kv_heads = ranks_[r]->shard().kv_heads;
+      for (size_t slab = 0; slab < carried[r].size(); ++slab) {
+        collectors[r]->SeedAttention(static_cast<int>(slab) / kv_heads,
+                                     static_cast<int>(slab) % kv_heads, carried[r][slab]);
       }
     }
     DAPQ_RETURN_IF_ERROR(
