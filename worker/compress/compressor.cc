@@ -7,23 +7,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/compress/internal/score_util.h"
 #include "worker/compress/selector.h"
 
 namespace dapq::worker::compress {
 
 namespace {
-
-// Rows [rows, q_heads, head_dim] of `q` restricted to query heads [first, first + count).
-std::vector<float> SliceQueryHeads(const float* q, int rows, int q_heads, int head_dim, int first,
-                                   int count) {
-  std::vector<float> out(static_cast<size_t>(rows) * count * head_dim);
-  for (int r = 0; r < rows; ++r) {
-    const float* from = q + (static_cast<long>(r) * q_heads + first) * head_dim;
-    std::copy(from, from + static_cast<long>(count) * head_dim,
-              out.begin() + static_cast<long>(r) * count * head_dim);
-  }
-  return out;
-}
 
 // Scores of local KV head h alone, over its own `len` slots: the inputs of every head (`all`)
 // narrowed to its query group and keys, as a rank holding only that head would see them (the
@@ -45,13 +34,16 @@ absl::Status ScoreOneHead(const Scorer& scorer, const ScoringInputs& all, const 
   in.kv_head_stride = static_cast<long>(len) * d;
   std::vector<float> q_pre, q_post, pseudo;
   if (all.window_rows > 0) {
-    q_pre = SliceQueryHeads(all.window_q_pre, all.window_rows, all.q_heads, d, h * group, group);
-    q_post = SliceQueryHeads(all.window_q_post, all.window_rows, all.q_heads, d, h * group, group);
+    q_pre = internal::SliceQueryHeads(all.window_q_pre, all.window_rows, all.q_heads, d, h * group,
+                                      group);
+    q_post = internal::SliceQueryHeads(all.window_q_post, all.window_rows, all.q_heads, d,
+                                       h * group, group);
     in.window_q_pre = q_pre.data();
     in.window_q_post = q_post.data();
   }
   if (all.pseudo_rows > 0) {
-    pseudo = SliceQueryHeads(all.pseudo_q_post, all.pseudo_rows, all.q_heads, d, h * group, group);
+    pseudo = internal::SliceQueryHeads(all.pseudo_q_post, all.pseudo_rows, all.q_heads, d,
+                                       h * group, group);
     in.pseudo_q_post = pseudo.data();
   }
   if (all.accumulated_attention != nullptr) {

@@ -6,6 +6,7 @@
 
 #include "common/status_macros.h"
 #include "worker/compress/internal/query_stats.h"
+#include "worker/compress/internal/score_util.h"
 
 namespace dapq::worker::compress {
 
@@ -74,7 +75,7 @@ void QueryCollector::SeedAttention(int layer, int head, std::span<const float> c
   l.attention_len[head] = static_cast<int32_t>(carried.size());
 }
 
-void QueryCollector::Regrow(Layer& l, int n) const {
+void QueryCollector::Regrow(Layer& l, int n) {
   if (n == l.attention_n) return;
   std::vector<float> grown(static_cast<size_t>(kv_heads_) * n, 0.0f);
   for (int h = 0; h < kv_heads_ && l.attention_n > 0; ++h) {
@@ -88,7 +89,7 @@ void QueryCollector::Regrow(Layer& l, int n) const {
 
 absl::Status QueryCollector::AccumulateAttention(Layer& l, int layer, int m, const float* q_post,
                                                  std::span<const int32_t> kv_lens,
-                                                 const KvCache& cache) const {
+                                                 const KvCache& cache) {
   if (l.attention_len.empty()) l.attention_len.assign(kv_heads_, 0);
   const int n = *std::max_element(kv_lens.begin(), kv_lens.end());
   Regrow(l, n);
@@ -103,14 +104,10 @@ absl::Status QueryCollector::AccumulateAttention(Layer& l, int layer, int m, con
   }
   // A cache compressed per head before: every KV head over its own slots, with its query group.
   const int group = q_heads_ / kv_heads_;
-  std::vector<float> q(static_cast<size_t>(m) * group * head_dim_);
   for (int h = 0; h < kv_heads_; ++h) {
     const int len = kv_lens[h];
-    for (int t = 0; t < m; ++t) {
-      const float* from = q_post + (static_cast<long>(t) * q_heads_ + h * group) * head_dim_;
-      std::copy(from, from + static_cast<long>(group) * head_dim_,
-                q.begin() + static_cast<long>(t) * group * head_dim_);
-    }
+    const std::vector<float> q =
+        internal::SliceQueryHeads(q_post, m, q_heads_, head_dim_, h * group, group);
     keys.resize(static_cast<size_t>(len) * head_dim_);
     cache.Gather(layer, h, 0, len, keys.data(), nullptr);
     DAPQ_RETURN_IF_ERROR(internal::AccumulateCausalAttention(

@@ -53,11 +53,11 @@ class QueryCollector final : public QueryObserver {
   };
 
   // Widens every row of l.attention to n slots, keeping each head's valid prefix.
-  void Regrow(Layer& l, int n) const;
+  void Regrow(Layer& l, int n);
   // H2O: adds the attention of m new queries (causal; the cache already holds their keys) to
   // every key of each KV head.
   absl::Status AccumulateAttention(Layer& l, int layer, int m, const float* q_post,
-                                   std::span<const int32_t> kv_lens, const KvCache& cache) const;
+                                   std::span<const int32_t> kv_lens, const KvCache& cache);
 
   ScorerNeeds needs_;
   int q_heads_, kv_heads_, head_dim_;

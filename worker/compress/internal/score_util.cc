@@ -1,7 +1,8 @@
 // File: worker/compress/internal/score_util.cc
-// GroupAttentionMass and HashUniform.
+// GroupAttentionMass, SliceQueryHeads and HashUniform.
 #include "worker/compress/internal/score_util.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/status_macros.h"
@@ -32,6 +33,17 @@ absl::Status GroupAttentionMass(const ScoringInputs& in, const float* queries, i
   const float inv_group = 1.0f / static_cast<float>(group);
   for (float& s : scores) s *= inv_group;
   return absl::OkStatus();
+}
+
+std::vector<float> SliceQueryHeads(const float* q, int rows, int q_heads, int head_dim, int first,
+                                   int count) {
+  std::vector<float> out(static_cast<size_t>(rows) * count * head_dim);
+  for (int r = 0; r < rows; ++r) {
+    const float* from = q + (static_cast<long>(r) * q_heads + first) * head_dim;
+    std::copy(from, from + static_cast<long>(count) * head_dim,
+              out.begin() + static_cast<long>(r) * count * head_dim);
+  }
+  return out;
 }
 
 double HashUniform(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {

@@ -1,12 +1,14 @@
 // File: worker/compress/internal/score_util.h
 // Shared pieces of the scorers: attention mass of a block of queries summed into each KV
-// head's row and averaged over the GQA group, and a counter-based hash for seeded randomness
-// that depends on global indices only (identical for every TP degree).
+// head's row and averaged over the GQA group, one KV head's query group sliced out of a block
+// of queries, and a counter-based hash for seeded randomness that depends on global indices
+// only (identical for every TP degree).
 #ifndef DAPQ_WORKER_COMPRESS_INTERNAL_SCORE_UTIL_H_
 #define DAPQ_WORKER_COMPRESS_INTERNAL_SCORE_UTIL_H_
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "worker/compress/scorer.h"
@@ -20,6 +22,11 @@ namespace dapq::worker::compress::internal {
 absl::Status GroupAttentionMass(const ScoringInputs& in, const float* queries, int rows,
                                 const int32_t* key_limits, const float* weights,
                                 std::span<float> scores);
+
+// Rows [rows, q_heads, head_dim] of `q` restricted to query heads [first, first + count): one
+// KV head's query group, for scoring or accumulating that head alone.
+std::vector<float> SliceQueryHeads(const float* q, int rows, int q_heads, int head_dim, int first,
+                                   int count);
 
 // Uniform in [0, 1) from (seed, a, b, c).
 double HashUniform(uint64_t seed, uint64_t a, uint64_t b, uint64_t c);
