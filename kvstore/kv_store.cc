@@ -3,6 +3,7 @@
 #include "kvstore/kv_store.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -336,13 +337,9 @@ bool KvStore::HasSession(const std::string& session) const { return !KeysOf(sess
 
 std::vector<std::string> KvStore::Sessions() const {
   MutexLock lock(&mu_);
-  std::vector<std::string> sessions;
-  for (const auto& [key, e] : index_) {
-    if (sessions.empty() || sessions.back() != e.session) sessions.push_back(e.session);
-  }
-  std::sort(sessions.begin(), sessions.end());
-  sessions.erase(std::unique(sessions.begin(), sessions.end()), sessions.end());
-  return sessions;
+  std::set<std::string> sessions;
+  for (const auto& [key, e] : index_) sessions.insert(e.session);
+  return {sessions.begin(), sessions.end()};
 }
 
 void KvStore::SetActive(const std::string& session, bool active) {

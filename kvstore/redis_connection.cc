@@ -77,25 +77,37 @@ std::string SslFailure(SSL* ssl, int ret, int saved_errno) {
   return reason;
 }
 
-// A socket BIO whose writes use MSG_NOSIGNAL: OpenSSL's own socket BIO write()s, and a write to
-// a connection the server reset would raise SIGPIPE and kill the process.
+// The socket calls of both paths (plaintext, and the TLS BIO below), retried on EINTR. Sends use
+// MSG_NOSIGNAL: a write to a connection the server reset would otherwise raise SIGPIPE and kill
+// the process.
+ssize_t SendNoSignal(int fd, const char* data, size_t len) {
+  ssize_t n;
+  do {
+    n = ::send(fd, data, len, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
+ssize_t Receive(int fd, char* data, size_t len) {
+  ssize_t n;
+  do {
+    n = ::recv(fd, data, len, 0);
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
+// A socket BIO over SendNoSignal / Receive: OpenSSL's own socket BIO write()s (SIGPIPE).
 int BioFd(BIO* bio) { return *static_cast<const int*>(BIO_get_data(bio)); }
 
 int BioWrite(BIO* bio, const char* data, int len) {
   BIO_clear_retry_flags(bio);
-  ssize_t n;
-  do {
-    n = ::send(BioFd(bio), data, static_cast<size_t>(len), MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
+  const ssize_t n = SendNoSignal(BioFd(bio), data, static_cast<size_t>(len));
   return n < 0 ? -1 : static_cast<int>(n);
 }
 
 int BioRead(BIO* bio, char* data, int len) {
   BIO_clear_retry_flags(bio);
-  ssize_t n;
-  do {
-    n = ::recv(BioFd(bio), data, static_cast<size_t>(len), 0);
-  } while (n < 0 && errno == EINTR);
+  const ssize_t n = Receive(BioFd(bio), data, static_cast<size_t>(len));
   return n < 0 ? -1 : static_cast<int>(n);
 }
 
@@ -327,10 +339,7 @@ absl::Status RedisConnection::WriteAll(absl::string_view bytes) {
       }
       bytes.remove_prefix(static_cast<size_t>(n));
     } else {
-      ssize_t n;
-      do {
-        n = ::send(fd_, bytes.data(), static_cast<size_t>(chunk), MSG_NOSIGNAL);
-      } while (n < 0 && errno == EINTR);
+      const ssize_t n = SendNoSignal(fd_, bytes.data(), static_cast<size_t>(chunk));
       if (n < 0) {
         broken_ = true;
         return absl::UnavailableError(ErrnoText(errno));
@@ -353,10 +362,7 @@ absl::StatusOr<size_t> RedisConnection::ReadSome(char* buf, size_t size) {
     }
     return static_cast<size_t>(n);
   }
-  ssize_t n;
-  do {
-    n = ::recv(fd_, buf, size, 0);
-  } while (n < 0 && errno == EINTR);
+  const ssize_t n = Receive(fd_, buf, size);
   if (n <= 0) {
     broken_ = true;
     return absl::UnavailableError(ErrnoText(n == 0 ? 0 : errno));

@@ -34,11 +34,12 @@ absl::StatusOr<HostPort> ParseHostPort(const std::string& url, absl::string_view
   return hp;
 }
 
-absl::StatusOr<std::unique_ptr<Tier>> OpenRedis(const RemoteTierOptions& options, bool tls,
+absl::StatusOr<std::unique_ptr<Tier>> OpenRedis(const RemoteTierOptions& options,
+                                                const TierOptions& tier, bool tls,
                                                 const HostPort& hp) {
   const std::string address = absl::StrCat(hp.host, ":", hp.port);
   RedisTierOptions r;
-  r.tier = TierOptions{"remote", options.capacity_bytes, 0.95, 0.9};
+  r.tier = tier;
   r.host = hp.host;
   r.port = hp.port;
   r.timeout_ms = options.timeout_ms;
@@ -70,17 +71,18 @@ absl::StatusOr<std::unique_ptr<Tier>> OpenRedis(const RemoteTierOptions& options
 
 absl::StatusOr<std::unique_ptr<Tier>> OpenRemoteTier(const RemoteTierOptions& options) {
   const std::string& url = options.url;
+  const TierOptions tier{"remote", options.capacity_bytes, 0.95, 0.9};
   for (const absl::string_view scheme : {"rediss://", "redis://"}) {
     if (absl::StartsWith(url, scheme)) {
       DAPQ_ASSIGN_OR_RETURN(const HostPort hp,
                             ParseHostPort(url, absl::string_view(url).substr(scheme.size())));
-      return OpenRedis(options, /*tls=*/scheme == "rediss://", hp);
+      return OpenRedis(options, tier, /*tls=*/scheme == "rediss://", hp);
     }
   }
   if (absl::StartsWith(url, "grpc://")) {
     DAPQ_ASSIGN_OR_RETURN(const HostPort hp, ParseHostPort(url, absl::string_view(url).substr(7)));
     GrpcPeerTierOptions g;
-    g.tier = TierOptions{"remote", options.capacity_bytes, 0.95, 0.9};
+    g.tier = tier;
     g.address = absl::StrCat(hp.host, ":", hp.port);
     g.key_prefix = options.key_prefix.empty() ? "" : options.key_prefix + ".";
     DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<GrpcPeerTier> peer, GrpcPeerTier::Create(g));
