@@ -131,12 +131,11 @@ absl::Status Scheduler::Add(ScheduledRequest request) {
   e->request = std::move(request);
   const long cap = engine_->kv_pool(0).max_blocks();
   if (const long need = BlocksFor(*e); cap > 0 && need > UsableBlocks()) {
+    const long streamed = StreamedSlotsPerHead(*e);
     return absl::ResourceExhaustedError(absl::StrCat(
         "kv pool: the request needs ", need, " blocks per rank (prompt ", e->feed.size(),
         " + max_new_tokens ", e->request.options.max_new_tokens, " tokens",
-        StreamedSlotsPerHead(*e) > 0
-            ? absl::StrCat(", streamed: ", StreamedSlotsPerHead(*e), " slots per KV head")
-            : "",
+        streamed > 0 ? absl::StrCat(", streamed: ", streamed, " slots per KV head") : "",
         "), more than the pool's ", UsableBlocks(), " usable blocks (kv_pool_blocks=", cap, ")"));
   }
   waiting_.push_back(std::move(e));
