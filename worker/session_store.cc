@@ -260,6 +260,21 @@ absl::Status ReadBlocks(Engine& engine, const std::string& session, const Header
   return absl::OkStatus();
 }
 
+// Records in `seq` what the store holds of it as `session` after a save or a load (what the
+// next save builds on), and marks its caches saved.
+void RememberStored(Sequence& seq, const std::string& session, const Header& m,
+                    std::vector<std::vector<std::vector<int32_t>>> block_turns) {
+  Sequence::StoredSession& stored = seq.stored();
+  stored.id = session;
+  stored.first_turn = m.first_turn;
+  stored.turns = m.turns;
+  stored.tokens = seq.tokens().size();
+  stored.segments = seq.segments().size();
+  stored.tokens_per_block = m.tokens_per_block;
+  stored.block_turns = std::move(block_turns);
+  for (int r = 0; r < seq.local_ranks(); ++r) seq.cache(r).MarkSaved();
+}
+
 }  // namespace
 
 absl::StatusOr<SessionHistory> EndSessionTurn(Engine& engine, Sequence& seq,
@@ -395,14 +410,7 @@ absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string&
       if (!keep.contains(key)) store.Erase(key).IgnoreError();
     }
   }
-  stored.id = session;
-  stored.first_turn = m.first_turn;
-  stored.turns = m.turns;
-  stored.tokens = seq.tokens().size();
-  stored.segments = seq.segments().size();
-  stored.tokens_per_block = tokens_per_block;
-  stored.block_turns = std::move(block_turns);
-  for (int r = 0; r < seq.local_ranks(); ++r) seq.cache(r).MarkSaved();
+  RememberStored(seq, session, m, std::move(block_turns));
   store.SetActive(session, false);
   store.ScheduleSpill();
   return absl::OkStatus();
@@ -452,20 +460,12 @@ absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& sessio
   if (read.ok()) {
     Sequence& seq = *result.sequence;
     seq.RestoreState(m.next_position, m.compressed, tokens, segments);
-    Sequence::StoredSession& stored = seq.stored();
-    stored.id = session;
-    stored.first_turn = m.first_turn;
-    stored.turns = m.turns;
-    stored.tokens = tokens.size();
-    stored.segments = segments.size();
-    stored.tokens_per_block = m.tokens_per_block;
     const size_t slabs = static_cast<size_t>(m.n_layers) * m.kv_heads;
-    stored.block_turns.assign(seq.local_ranks(), {});
+    std::vector<std::vector<std::vector<int32_t>>> per_rank(seq.local_ranks());
     for (int r = 0; r < seq.local_ranks(); ++r) {
-      stored.block_turns[r].assign(block_turns.begin() + r * slabs,
-                                   block_turns.begin() + (r + 1) * slabs);
-      seq.cache(r).MarkSaved();
+      per_rank[r].assign(block_turns.begin() + r * slabs, block_turns.begin() + (r + 1) * slabs);
     }
+    RememberStored(seq, session, m, std::move(per_rank));
     return result;
   }
   if (policy == FailedLoadPolicy::kFail || !absl::IsDataLoss(read)) {
