@@ -53,25 +53,38 @@ dapq::v1::GenerateRequest Turn(int t, const std::string& session) {
   return r;
 }
 
+// The reference: the turns one after another on one sequence of a fresh engine, as a session
+// continues, each compressed with `compression`; their tokens, and whether each was compressed.
+struct ReferenceTurns {
+  std::vector<std::vector<int>> tokens;
+  std::vector<bool> compressed;
+};
+ReferenceTurns RunReference(std::shared_ptr<const ModelWeights> model, const Tokenizer& tok,
+                            const compress::CompressionConfig& compression) {
+  ReferenceTurns out;
+  auto engine = *Engine::Create(std::move(model), EngineOptions());
+  auto seq = engine->NewSequence();
+  for (int t = 0; t < 3; ++t) {
+    GenerateOptions o;
+    o.max_new_tokens = kNewTokens;
+    o.stop_at_stop_tokens = false;
+    o.compression = compression;
+    auto r = engine->Continue(*seq, tok.Encode(kTurns[t], t == 0, false), o);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return out;
+    EXPECT_TRUE(EndSessionTurn(*engine, *seq, *r, "reference", nullptr).ok());
+    out.tokens.push_back(r->tokens);
+    out.compressed.push_back(r->compression.compressed);
+  }
+  return out;
+}
+
 TEST(GroupDriverTest, SessionTurnsSubmittedTogetherRunInOrderInsideTheBatch) {
   auto model = dapq::testing::SharedStories260K();
   auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), model->config.vocab_size);
   ASSERT_TRUE(tok.ok()) << tok.status();
-  // The reference: the turns one after another on one sequence, as a session continues.
-  std::vector<std::vector<int>> expected;
-  {
-    auto engine = *Engine::Create(model, EngineOptions());
-    auto seq = engine->NewSequence();
-    for (int t = 0; t < 3; ++t) {
-      GenerateOptions o;
-      o.max_new_tokens = kNewTokens;
-      o.stop_at_stop_tokens = false;
-      auto r = engine->Continue(*seq, tok->Encode(kTurns[t], t == 0, false), o);
-      ASSERT_TRUE(r.ok()) << r.status();
-      ASSERT_TRUE(EndSessionTurn(*engine, *seq, *r, "reference", nullptr).ok());
-      expected.push_back(r->tokens);
-    }
-  }
+  const std::vector<std::vector<int>> expected = RunReference(model, *tok, {}).tokens;
+  ASSERT_EQ(expected.size(), 3u);
   auto engine = *Engine::Create(model, EngineOptions());
   GroupDriverOptions options;
   options.idle_ping = std::chrono::milliseconds(50);
@@ -123,29 +136,14 @@ TEST(GroupDriverTest, SessionCompressedEveryTurnGivesTheEnginesTokens) {
   c.budget_tokens = 16;
   c.query_window = 8;
   c.every_turn = true;
-  // The references: the turns on one sequence, compressed on every turn or on the first only.
-  auto reference = [&](bool every_turn, std::vector<bool>* compressed) {
-    std::vector<std::vector<int>> tokens;
-    auto engine = *Engine::Create(model, EngineOptions());
-    auto seq = engine->NewSequence();
-    for (int t = 0; t < 3; ++t) {
-      GenerateOptions o;
-      o.max_new_tokens = kNewTokens;
-      o.stop_at_stop_tokens = false;
-      o.compression = c;
-      o.compression.every_turn = every_turn;
-      auto r = engine->Continue(*seq, tok->Encode(kTurns[t], t == 0, false), o);
-      EXPECT_TRUE(r.ok()) << r.status();
-      EXPECT_TRUE(EndSessionTurn(*engine, *seq, *r, "reference", nullptr).ok());
-      tokens.push_back(r->tokens);
-      if (compressed != nullptr) compressed->push_back(r->compression.compressed);
-    }
-    return tokens;
-  };
-  std::vector<bool> compressed;
-  const std::vector<std::vector<int>> expected = reference(true, &compressed);
-  EXPECT_EQ(compressed, std::vector<bool>({true, true, true}));
-  EXPECT_NE(reference(false, nullptr), expected);  // compressing again changes the answers
+  // The references: compressed on every turn, or on the first only.
+  const ReferenceTurns every = RunReference(model, *tok, c);
+  ASSERT_EQ(every.tokens.size(), 3u);
+  const std::vector<std::vector<int>>& expected = every.tokens;
+  EXPECT_EQ(every.compressed, std::vector<bool>({true, true, true}));
+  compress::CompressionConfig once = c;
+  once.every_turn = false;
+  EXPECT_NE(RunReference(model, *tok, once).tokens, expected);  // compressing again changes them
   auto engine = *Engine::Create(model, EngineOptions());
   GroupDriverOptions options;
   options.idle_ping = std::chrono::milliseconds(50);
