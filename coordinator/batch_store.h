@@ -1,8 +1,9 @@
 // File: coordinator/batch_store.h
-// BatchStore: the coordinator's durable store of batch jobs and their items, one SQLite file
-// (WAL, synchronous=FULL, foreign keys, busy_timeout; PRAGMA user_version is the schema
-// version, PRAGMA application_id marks the file as ours). Every change is one transaction, so a
-// crash at any point leaves the state before or after a call, never between.
+// BatchStore: the coordinator's durable store of batch jobs and their items. Two
+// implementations: one SQLite file owned by one coordinator (sqlite_batch_store.h, the default),
+// and a PostgreSQL database that any number of coordinators share (postgres_batch_store.h).
+// Open picks one by its argument. Every change is one transaction, so a crash at any point
+// leaves the state before or after a call, never between.
 //
 // Items carry an opaque request (the coordinator stores a serialized protobuf) and an opaque
 // result (JSON text); the store never interprets them. Item lifecycle:
@@ -21,17 +22,17 @@
 // ReleaseItem and crash recovery uncount the attempt, so the next claim reuses its number; the
 // caller drops a claim once it has released it.
 //
-// One process owns a store at a time: Open takes an flock on `<path>.lock` (FailedPrecondition
-// while another holder lives). Open puts items left running by a dead owner back to pending
-// without counting their attempt.
+// Items left running by a dead owner go back to pending without counting their attempt: the
+// SQLite store has one owner (an flock on `<path>.lock`) and does it in Open; the PostgreSQL
+// store does it for owners whose liveness record expired.
 //
 // Errors: NotFound (unknown job or item, naming it), InvalidArgument (bad input),
 // FailedPrecondition (wrong state; a file of another application or a newer schema; the store
-// is open elsewhere), DataLoss (not an SQLite database, or corrupt), Unavailable (SQLite busy,
-// locked, cannot open, I/O error), errno codes (NotFound, PermissionDenied) for a missing or
-// unwritable directory. Messages name the file; SQLite failures also the SQL step and
-// sqlite3_errmsg.
-// Thread-safety: thread-safe (one connection behind a mutex).
+// is open elsewhere), DataLoss (not a batch store, or corrupt), Unavailable (database busy,
+// unreachable, I/O error), errno codes (NotFound, PermissionDenied) for a missing or
+// unwritable directory. Messages name the file or server; database failures also the SQL step
+// and the database's message.
+// Thread-safety: implementations are thread-safe.
 #ifndef DAPQ_COORDINATOR_BATCH_STORE_H_
 #define DAPQ_COORDINATOR_BATCH_STORE_H_
 
@@ -41,17 +42,10 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/mutex.h"
 
 namespace dapq::coordinator {
-
-namespace internal {
-class SqliteDb;
-class LockFile;
-}  // namespace internal
 
 // Persisted as integers: never renumber.
 enum class JobState { kQueued = 0, kRunning = 1, kSucceeded = 2, kFailed = 3, kCancelled = 4 };
@@ -101,73 +95,66 @@ struct ClaimedItem {
 
 class BatchStore {
  public:
-  // Creates the file and schema if missing, migrates an older schema, and recovers items left
-  // running (see recovered_items()). Errors name `path`.
-  static absl::StatusOr<std::unique_ptr<BatchStore>> Open(const std::string& path);
-  ~BatchStore();
-  BatchStore(const BatchStore&) = delete;
-  BatchStore& operator=(const BatchStore&) = delete;
+  // A `postgres://` or `postgresql://` URL opens OpenPostgresBatchStore(url); anything else is
+  // the path of an SQLite file (SqliteBatchStore::Open).
+  static absl::StatusOr<std::unique_ptr<BatchStore>> Open(const std::string& path_or_url);
+  virtual ~BatchStore() = default;
 
-  // Items that Open found running and put back to pending (or cancelled, for cancelled jobs).
-  int recovered_items() const { return recovered_items_; }
-  const std::string& path() const { return path_; }
+  // Items found running under a dead owner and put back to pending (or cancelled, for
+  // cancelled jobs): by Open (SQLite) or since Open (PostgreSQL).
+  virtual int recovered_items() const = 0;
+  // The file, or the URL without its password.
+  virtual const std::string& path() const = 0;
 
   // Ids are "job-000001", "job-000002", ...: monotonic, never reused, also across restarts.
   // InvalidArgument for 0 items or max_attempts < 1.
-  absl::StatusOr<std::string> CreateJob(const JobSpec& spec,
-                                        const std::vector<std::string>& item_requests);
-  absl::StatusOr<JobInfo> GetJob(std::string_view id);
+  virtual absl::StatusOr<std::string> CreateJob(const JobSpec& spec,
+                                                const std::vector<std::string>& item_requests) = 0;
+  virtual absl::StatusOr<JobInfo> GetJob(std::string_view id) = 0;
   // Newest first; at most `limit` (>= 0) jobs.
-  absl::StatusOr<std::vector<JobInfo>> ListJobs(int limit);
+  virtual absl::StatusOr<std::vector<JobInfo>> ListJobs(int limit) = 0;
   // The newest `limit` jobs of one tenant.
-  absl::StatusOr<std::vector<JobInfo>> ListTenantJobs(int limit, std::string_view tenant);
+  virtual absl::StatusOr<std::vector<JobInfo>> ListTenantJobs(int limit,
+                                                              std::string_view tenant) = 0;
   // Pending items -> cancelled and the job -> kCancelled; running items may still complete
   // (their result is kept) or fail. OK again while running items drain; FailedPrecondition
   // once the job has finished.
-  absl::Status CancelJob(std::string_view id);
+  virtual absl::Status CancelJob(std::string_view id) = 0;
 
   // Claims up to `n` (>= 0) pending items, oldest job first, then by index: each becomes running
   // with attempts+1, its job kQueued -> kRunning; all in one transaction.
-  absl::StatusOr<std::vector<ClaimedItem>> ClaimItems(int n);
+  virtual absl::StatusOr<std::vector<ClaimedItem>> ClaimItems(int n) = 0;
   // Stores `result` (opaque) and marks the item succeeded. FailedPrecondition unless the item
   // is running with this attempt. Finishes the job when nothing is pending or running.
-  absl::Status CompleteItem(std::string_view job_id, int index, int attempt,
-                            std::string_view result);
+  virtual absl::Status CompleteItem(std::string_view job_id, int index, int attempt,
+                                    std::string_view result) = 0;
   // Records `error`; the item goes back to pending when `retryable` and attempts <
   // max_attempts, else it is failed. Same attempt check; may finish the job.
-  absl::Status FailItem(std::string_view job_id, int index, int attempt, std::string_view error,
-                        bool retryable);
+  virtual absl::Status FailItem(std::string_view job_id, int index, int attempt,
+                                std::string_view error, bool retryable) = 0;
   // Puts a running item back to pending without counting the attempt (its worker group went
   // away before it started). Same attempt check.
-  absl::Status ReleaseItem(std::string_view job_id, int index, int attempt);
+  virtual absl::Status ReleaseItem(std::string_view job_id, int index, int attempt) = 0;
 
   // Items with index >= from_index, in index order, at most `limit` (>= 0).
-  absl::StatusOr<std::vector<ItemRecord>> ListItems(std::string_view job_id, int from_index,
-                                                    int limit);
+  virtual absl::StatusOr<std::vector<ItemRecord>> ListItems(std::string_view job_id, int from_index,
+                                                            int limit) = 0;
 
   // Writes a finished job's items to `path` as JSONL, one line per item in index order: the
   // result string for succeeded items (raw CR/LF turned into spaces, which JSON treats as
   // whitespace), else {"index":i,"state":"failed"|"cancelled","error":"..."}. Atomic: temp
-  // file, fsync, rename, directory fsync. FailedPrecondition while the job is open.
+  // file, fsync, rename, directory fsync. FailedPrecondition while the job is open. Written
+  // once here over GetJob and ListItems.
   absl::Status ExportResultsJsonl(std::string_view job_id, const std::string& path);
-
- private:
-  BatchStore(std::string path, std::unique_ptr<internal::LockFile> lock,
-             std::unique_ptr<internal::SqliteDb> db, int recovered);
-
-  absl::StatusOr<JobInfo> GetJobLocked(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::vector<JobInfo>> ListJobsWhere(int limit, const std::string* tenant);
-  // Common part of CompleteItem / FailItem / ReleaseItem.
-  enum class Outcome { kComplete, kFail, kRelease };
-  absl::Status FinishAttempt(std::string_view job_id, int index, int attempt, Outcome outcome,
-                             std::string_view payload, bool retryable);
-
-  const std::string path_;
-  const int recovered_items_;
-  Mutex mu_;
-  std::unique_ptr<internal::LockFile> lock_;  // released after db_ is closed
-  std::unique_ptr<internal::SqliteDb> db_ ABSL_GUARDED_BY(mu_);
 };
+
+// "job-000042" for 42, and back (NotFound for anything that is not an id we issue).
+std::string FormatJobId(int64_t seq);
+absl::StatusOr<int64_t> ParseJobId(std::string_view id);
+// NotFound "job <id> not found".
+absl::Status JobNotFoundError(std::string_view id);
+// Whether Open takes `path_or_url` for a PostgreSQL URL.
+bool IsPostgresUrl(std::string_view path_or_url);
 
 }  // namespace dapq::coordinator
 
