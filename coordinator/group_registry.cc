@@ -27,6 +27,23 @@ double FreePoolShare(const dapq::v1::GroupStatus& status) {
   return free;
 }
 
+// Rendezvous (highest random weight) hashing: FNV-1a 64 of "session\0group", then a
+// SplitMix64 finalizer. The same in every process (no per-process seed, unlike absl::Hash).
+uint64_t RendezvousWeight(const std::string& session_id, const std::string& group_id) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  const auto mix = [&h](const std::string& text) {
+    for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
+  };
+  mix(session_id);
+  h = (h ^ 0u) * 0x100000001b3ull;
+  mix(group_id);
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  return h ^ (h >> 31);
+}
+
 }  // namespace
 
 GroupRegistry::GroupRegistry(const GroupRegistryOptions& options) : options_(options) {}
@@ -82,9 +99,7 @@ absl::Status GroupRegistry::Heartbeat(const dapq::v1::GroupStatus& status) {
   for (auto it = groups_.begin(); it != groups_.end();) {
     if (it->first != status.group_id() && now - it->second.last_heartbeat > forget &&
         it->second.in_flight == 0) {
-      for (auto s = sessions_.begin(); s != sessions_.end();) {
-        s = s->second == it->first ? sessions_.erase(s) : std::next(s);
-      }
+      ForgetSessionsOf(it->first);
       it = groups_.erase(it);
     } else {
       ++it;
@@ -104,8 +119,12 @@ absl::Status GroupRegistry::Heartbeat(const dapq::v1::GroupStatus& status) {
   return absl::OkStatus();
 }
 
-bool GroupRegistry::Healthy(const Group& g, std::chrono::steady_clock::time_point now,
-                            std::string* why) const {
+bool GroupRegistry::Healthy(const std::string& id, const Group& g,
+                            std::chrono::steady_clock::time_point now, std::string* why) const {
+  if (membership_known_ && !membership_.count(id)) {
+    *why = "not registered in etcd";
+    return false;
+  }
   if (!g.status.healthy()) {
     *why = g.status.health_detail().empty() ? "the group reports it is down"
                                             : g.status.health_detail();
@@ -135,9 +154,22 @@ absl::StatusOr<GroupLease> GroupRegistry::Acquire(const std::string& session_id,
     auto s = sessions_.find(session_id);
     if (s != sessions_.end()) {
       auto g = groups_.find(s->second);
-      if (g != groups_.end() && !exclude.count(g->first) && Healthy(g->second, now, &why)) {
+      if (g != groups_.end() && !exclude.count(g->first) &&
+          Healthy(g->first, g->second, now, &why)) {
         chosen = &g->second;
         chosen_id = g->first;
+      }
+    }
+  }
+  if (chosen == nullptr && !session_id.empty() && options_.deterministic_sessions) {
+    uint64_t best = 0;
+    for (auto& [id, g] : groups_) {
+      if (exclude.count(id) || !Healthy(id, g, now, &why)) continue;
+      const uint64_t weight = RendezvousWeight(session_id, id);
+      if (chosen == nullptr || weight > best) {
+        best = weight;
+        chosen = &g;
+        chosen_id = id;
       }
     }
   }
@@ -148,7 +180,7 @@ absl::StatusOr<GroupLease> GroupRegistry::Acquire(const std::string& session_id,
     double best_free = -1;
     int64_t best_kv = std::numeric_limits<int64_t>::max();
     for (auto& [id, g] : groups_) {
-      if (exclude.count(id) || !Healthy(g, now, &why)) continue;
+      if (exclude.count(id) || !Healthy(id, g, now, &why)) continue;
       const long load = g.in_flight + g.status.queue_depth() + g.status.waiting();
       const long capacity = std::max(1, g.status.batch_capacity());
       const double free = FreePoolShare(g.status);
@@ -182,12 +214,15 @@ void GroupRegistry::Release(const GroupLease& lease, bool group_failed, const st
   auto it = groups_.find(lease.group_id);
   if (it == groups_.end()) return;
   --it->second.in_flight;
+  if (membership_known_ && !membership_.count(lease.group_id) && it->second.in_flight == 0) {
+    ForgetSessionsOf(lease.group_id);
+    groups_.erase(it);
+    return;
+  }
   if (group_failed) {
     it->second.failed = true;
     it->second.failure = detail;
-    for (auto s = sessions_.begin(); s != sessions_.end();) {
-      s = s->second == lease.group_id ? sessions_.erase(s) : std::next(s);
-    }
+    ForgetSessionsOf(lease.group_id);
   } else if (!session_id.empty()) {
     if (sessions_.size() >= options_.max_sessions && !sessions_.count(session_id)) {
       sessions_.erase(sessions_.begin());
@@ -202,7 +237,7 @@ int GroupRegistry::batch_capacity(int per_group) const {
   int n = 0;
   std::string why;
   for (const auto& [id, g] : groups_) {
-    if (Healthy(g, now, &why)) n += std::max(per_group, g.status.batch_capacity());
+    if (Healthy(id, g, now, &why)) n += std::max(per_group, g.status.batch_capacity());
   }
   return n;
 }
@@ -212,7 +247,7 @@ int GroupRegistry::healthy_groups() const {
   const auto now = std::chrono::steady_clock::now();
   int n = 0;
   std::string why;
-  for (const auto& [id, g] : groups_) n += Healthy(g, now, &why) ? 1 : 0;
+  for (const auto& [id, g] : groups_) n += Healthy(id, g, now, &why) ? 1 : 0;
   return n;
 }
 
@@ -222,7 +257,7 @@ int GroupRegistry::min_max_seq_len() const {
   int best = 0;
   std::string why;
   for (const auto& [id, g] : groups_) {
-    if (!Healthy(g, now, &why)) continue;
+    if (!Healthy(id, g, now, &why)) continue;
     const int len = g.status.max_seq_len();
     if (best == 0 || len < best) best = len;
   }
@@ -236,7 +271,7 @@ std::vector<dapq::v1::GroupStatus> GroupRegistry::Snapshot() const {
   for (const auto& [id, g] : groups_) {
     dapq::v1::GroupStatus s = g.status;
     std::string why;
-    s.set_healthy(Healthy(g, now, &why));
+    s.set_healthy(Healthy(id, g, now, &why));
     s.set_health_detail(why);
     s.set_in_flight(g.in_flight);
     s.set_last_heartbeat_age_ms(
@@ -244,6 +279,29 @@ std::vector<dapq::v1::GroupStatus> GroupRegistry::Snapshot() const {
     out.push_back(std::move(s));
   }
   return out;
+}
+
+void GroupRegistry::ForgetSessionsOf(const std::string& group_id) {
+  for (auto s = sessions_.begin(); s != sessions_.end();) {
+    s = s->second == group_id ? sessions_.erase(s) : std::next(s);
+  }
+}
+
+void GroupRegistry::SetMembership(const std::set<std::string>& groups) {
+  MutexLock lock(&mu_);
+  membership_known_ = true;
+  membership_ = groups;
+  for (auto it = groups_.begin(); it != groups_.end();) {
+    if (groups.count(it->first)) {
+      ++it;
+    } else if (it->second.in_flight == 0) {
+      ForgetSessionsOf(it->first);
+      it = groups_.erase(it);
+    } else {
+      ForgetSessionsOf(it->first);
+      ++it;  // Release forgets it when its last request ends
+    }
+  }
 }
 
 std::string GroupRegistry::SessionGroup(const std::string& session_id) const {

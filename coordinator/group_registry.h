@@ -8,7 +8,9 @@
 // A group is unhealthy when it says so, when it missed heartbeats for `missed_heartbeats`
 // intervals, or when a call to it failed with a group failure (until its next heartbeat). A group
 // silent for `forget_after_missed` intervals is forgotten (with its sessions): group ids that
-// come and go do not accumulate. Heartbeats are validated first (ValidateHeartbeat).
+// come and go do not accumulate. Heartbeats are validated first (ValidateHeartbeat). With etcd
+// (SetMembership), the groups holding a lease there are the only routable ones, and a group
+// whose lease expired is forgotten at once.
 // Thread-safety: thread-safe.
 #ifndef DAPQ_COORDINATOR_GROUP_REGISTRY_H_
 #define DAPQ_COORDINATOR_GROUP_REGISTRY_H_
@@ -32,6 +34,10 @@ struct GroupRegistryOptions {
   int missed_heartbeats = 4;
   int forget_after_missed = 120;
   size_t max_sessions = 100000;  // session table entries (oldest dropped beyond)
+  // Several coordinators route the same sessions: a session with no binding here goes to the
+  // healthy group that rendezvous hashing of (session id, group id) ranks first, which every
+  // coordinator seeing the same groups picks alike (instead of the least loaded group).
+  bool deterministic_sessions = false;
 };
 
 // A group chosen for one request; Release it when the request ends.
@@ -72,6 +78,11 @@ class GroupRegistry {
   std::vector<dapq::v1::GroupStatus> Snapshot() const;
   // The group a session is bound to ("" when none).
   std::string SessionGroup(const std::string& session_id) const;
+  // The groups registered in etcd (every change of the watched prefix). From the first call on,
+  // a group outside the set is unhealthy ("not registered in etcd") and one that left it is
+  // forgotten with its sessions (at once, or when its last request ends); heartbeats alone no
+  // longer make a group routable. Not called while etcd is unreachable: the last set stays.
+  void SetMembership(const std::set<std::string>& groups);
 
  private:
   struct Group {
@@ -83,11 +94,14 @@ class GroupRegistry {
     bool failed = false;  // a call failed since the last heartbeat
     std::string failure;
   };
-  bool Healthy(const Group& g, std::chrono::steady_clock::time_point now, std::string* why) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Healthy(const std::string& id, const Group& g, std::chrono::steady_clock::time_point now,
+               std::string* why) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetSessionsOf(const std::string& group_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const GroupRegistryOptions options_;
   mutable Mutex mu_;
+  bool membership_known_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<std::string> membership_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Group> groups_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, std::string> sessions_ ABSL_GUARDED_BY(mu_);
 };

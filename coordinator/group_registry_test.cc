@@ -5,6 +5,7 @@
 #include "coordinator/group_registry.h"
 
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,58 @@ TEST(GroupRegistryTest, WorkersWithoutACapacityCountAsOneSlot) {
   EXPECT_EQ(Pick(registry), "g0");
   EXPECT_EQ(Pick(registry), "g1");
   EXPECT_EQ(registry.batch_capacity(2), 4);
+}
+
+// With etcd, the groups holding a lease are the routable ones: a heartbeat alone does not make a
+// group routable, and one whose lease expired is forgotten (after its last request).
+TEST(GroupRegistryTest, EtcdMembershipDecidesWhichGroupsExist) {
+  GroupRegistry registry(GroupRegistryOptions{});
+  ASSERT_TRUE(registry.Heartbeat(Group("g0", 4)).ok());
+  ASSERT_TRUE(registry.Heartbeat(Group("g1", 4)).ok());
+  registry.SetMembership({"g0"});
+  EXPECT_EQ(registry.known_groups(), 1);  // g1 was idle: forgotten at once
+  ASSERT_TRUE(registry.Heartbeat(Group("g1", 4)).ok());
+  EXPECT_EQ(registry.healthy_groups(), 1);
+  std::vector<dapq::v1::GroupStatus> snapshot = registry.Snapshot();
+  ASSERT_EQ(snapshot.size(), 2u);
+  EXPECT_EQ(snapshot[1].health_detail(), "not registered in etcd");
+  registry.SetMembership({"g0", "g1"});
+  EXPECT_EQ(registry.healthy_groups(), 2);
+
+  ASSERT_OK_AND_ASSIGN(GroupLease busy, registry.Acquire("", {"g1"}));  // g0, in flight
+  registry.SetMembership({"g1"});
+  EXPECT_EQ(registry.healthy_groups(), 1);
+  EXPECT_EQ(registry.known_groups(), 2);  // g0 stays until its request ends
+  registry.Release(busy, /*group_failed=*/false, "", "");
+  EXPECT_EQ(registry.known_groups(), 1);
+  EXPECT_EQ(Pick(registry), "g1");
+}
+
+// Two coordinators that see the same groups send a new session to the same group, whatever
+// their own load figures say, and a session whose group is excluded moves to the next group by
+// the same ranking.
+TEST(GroupRegistryTest, DeterministicSessionsAgreeAcrossRegistries) {
+  GroupRegistryOptions options;
+  options.deterministic_sessions = true;
+  GroupRegistry a(options), b(options);
+  for (const char* id : {"g0", "g1", "g2"}) {
+    ASSERT_TRUE(a.Heartbeat(Group(id, 4)).ok());
+    ASSERT_TRUE(b.Heartbeat(Group(id, 4)).ok());
+  }
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(b.Acquire("", {}).ok());  // load b's view only
+  std::set<std::string> used;
+  for (int i = 0; i < 30; ++i) {
+    const std::string session = "session-" + std::to_string(i);
+    ASSERT_OK_AND_ASSIGN(GroupLease la, a.Acquire(session, {}));
+    ASSERT_OK_AND_ASSIGN(GroupLease lb, b.Acquire(session, {}));
+    EXPECT_EQ(la.group_id, lb.group_id) << session;
+    used.insert(la.group_id);
+    ASSERT_OK_AND_ASSIGN(GroupLease ra, a.Acquire(session, {la.group_id}));
+    ASSERT_OK_AND_ASSIGN(GroupLease rb, b.Acquire(session, {lb.group_id}));
+    EXPECT_EQ(ra.group_id, rb.group_id) << session;
+    EXPECT_NE(ra.group_id, la.group_id);
+  }
+  EXPECT_EQ(used.size(), 3u);  // sessions spread over every group
 }
 
 TEST(GroupRegistryTest, RejectsHeartbeatsNoWorkerSends) {

@@ -266,8 +266,9 @@ absl::Status RunWorker(const WorkerFlags& f) {
   std::fflush(stdout);
   std::unique_ptr<HeartbeatSender> heartbeats;
   if (!f.coordinator.empty()) {
-    heartbeats = std::make_unique<HeartbeatSender>(f.coordinator, &service,
-                                                   std::chrono::milliseconds(f.heartbeat_ms));
+    heartbeats =
+        std::make_unique<HeartbeatSender>(std::vector<std::string>{f.coordinator}, &service,
+                                          std::chrono::milliseconds(f.heartbeat_ms));
   }
   WatchTerminationSignals([&driver](int) { driver.Shutdown(); });
   const absl::Status status = driver.RunDriver();

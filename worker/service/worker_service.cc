@@ -69,12 +69,27 @@ dapq::v1::GroupStatus WorkerGroupService::CurrentStatus() const {
   return s;
 }
 
-HeartbeatSender::HeartbeatSender(std::string coordinator, const WorkerGroupService* service,
+HeartbeatSender::HeartbeatSender(std::vector<std::string> coordinators,
+                                 const WorkerGroupService* service,
                                  std::chrono::milliseconds interval)
-    : stub_(dapq::v1::Registry::NewStub(ClientChannel(coordinator))),
-      service_(service),
-      interval_(interval),
-      thread_([this] { Run(); }) {}
+    : fixed_(std::move(coordinators)), service_(service), interval_(interval) {
+  SetCoordinators({});
+  thread_ = std::thread([this] { Run(); });
+}
+
+void HeartbeatSender::SetCoordinators(const std::vector<std::string>& discovered) {
+  std::vector<std::string> wanted = fixed_;
+  wanted.insert(wanted.end(), discovered.begin(), discovered.end());
+  MutexLock lock(&mu_);
+  Stubs next;
+  for (const std::string& address : wanted) {
+    auto it = stubs_.find(address);
+    next[address] = it != stubs_.end() ? it->second
+                                       : std::shared_ptr<dapq::v1::Registry::Stub>(
+                                             dapq::v1::Registry::NewStub(ClientChannel(address)));
+  }
+  stubs_ = std::move(next);
+}
 
 HeartbeatSender::~HeartbeatSender() {
   {
@@ -97,15 +112,48 @@ void HeartbeatSender::Stop() {
 }
 
 void HeartbeatSender::SendOnce() {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + 2 * interval_ +
-                       std::chrono::milliseconds(500));
+  Stubs stubs;
+  {
+    MutexLock lock(&mu_);
+    stubs = stubs_;
+  }
+  if (stubs.empty()) return;
   dapq::v1::HeartbeatRequest request;
   *request.mutable_status() = service_->CurrentStatus();
-  dapq::v1::HeartbeatResponse response;
-  const grpc::Status s = stub_->Heartbeat(&context, request, &response);
-  if (!s.ok()) {
-    DAPQ_LOG(DEBUG) << "heartbeat: " << s.error_message();
+  // All at once (gRPC's callback API), each with a short deadline: a coordinator that does
+  // not answer delays no other.
+  struct Call {
+    grpc::ClientContext context;
+    dapq::v1::HeartbeatResponse response;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  Mutex done_mu;
+  CondVar done_cv;
+  size_t done = 0;
+  for (const auto& [address, stub] : stubs) {
+    calls.push_back(std::make_unique<Call>());
+    Call* call = calls.back().get();
+    call->context.set_deadline(std::chrono::system_clock::now() + 2 * interval_ +
+                               std::chrono::milliseconds(500));
+    stub->async()->Heartbeat(&call->context, &request, &call->response,
+                             [call, &done_mu, &done_cv, &done](grpc::Status s) {
+                               call->status = std::move(s);
+                               MutexLock lock(&done_mu);
+                               ++done;
+                               done_cv.SignalAll();
+                             });
+  }
+  {
+    MutexLock lock(&done_mu);
+    done_cv.Wait(&done_mu, [&] { return done == calls.size(); });
+  }
+  size_t i = 0;
+  for (const auto& [address, stub] : stubs) {
+    const grpc::Status& s = calls[i++]->status;
+    if (!s.ok()) {
+      DAPQ_LOG(DEBUG) << "heartbeat to " << address << ": " << s.error_message();
+    }
   }
 }
 

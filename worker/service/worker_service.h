@@ -1,15 +1,18 @@
 // File: worker/service/worker_service.h
 // Rank 0's gRPC face: the dapq.v1.WorkerGroup service (Generate streams the GroupDriver's events
 // to the caller; cancellation and deadlines reach the driver) and the heartbeat sender that
-// registers the group with the coordinator's Registry and reports its load.
+// registers the group with the coordinators' Registry and reports its load.
 // Thread-safety: gRPC calls the service from many threads; the driver is thread-safe.
 #ifndef DAPQ_WORKER_SERVICE_WORKER_SERVICE_H_
 #define DAPQ_WORKER_SERVICE_WORKER_SERVICE_H_
 
 #include <atomic>
+#include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/mutex.h"
 #include "dapq/v1/worker.grpc.pb.h"
@@ -37,25 +40,31 @@ class WorkerGroupService final : public dapq::v1::WorkerGroup::Service {
   std::string address_ ABSL_GUARDED_BY(mu_);
 };
 
-// Sends Registry.Heartbeat(status) every `interval` until stopped (errors are logged; the
-// coordinator may start after the worker).
+// Sends Registry.Heartbeat(status) every `interval` to every coordinator it knows until stopped
+// (errors are logged; a coordinator may start after the worker). The set of coordinators is
+// fixed (--coordinator) or follows etcd (SetCoordinators, called by the discovery watch); the
+// fixed ones are always kept.
 class HeartbeatSender {
  public:
-  HeartbeatSender(std::string coordinator, const WorkerGroupService* service,
+  HeartbeatSender(std::vector<std::string> coordinators, const WorkerGroupService* service,
                   std::chrono::milliseconds interval);
   ~HeartbeatSender();  // stops and joins
-  // Sends one last heartbeat (e.g. healthy=false) and stops.
+  // Replaces the discovered coordinators (the fixed ones stay).
+  void SetCoordinators(const std::vector<std::string>& discovered);
+  // Sends one last heartbeat (e.g. healthy=false) to each and stops.
   void Stop();
 
  private:
+  using Stubs = std::map<std::string, std::shared_ptr<dapq::v1::Registry::Stub>>;
   void Run();
   void SendOnce();
 
-  std::unique_ptr<dapq::v1::Registry::Stub> stub_;
+  const std::vector<std::string> fixed_;
   const WorkerGroupService* const service_;
   const std::chrono::milliseconds interval_;
   Mutex mu_;
   CondVar cv_;
+  Stubs stubs_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
