@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -100,9 +101,13 @@ void PrintJob(const dapq::v1::BatchJob& j) {
 
 bool Finished(const dapq::v1::BatchJob& j) { return j.finished_unix_ms() != 0; }
 
-// Polls GetBatch and draws a progress bar on stderr until the job finishes.
+// Polls GetBatch and draws a progress bar on stderr until the job finishes. A coordinator that
+// is unavailable (restarting, or one replica of several going away) is asked again for up to
+// kUnavailableRetry: the job lives in the store, not in the coordinator.
 absl::Status WaitForJob(dapq::v1::Batch::Stub& stub, const std::string& id) {
+  constexpr auto kUnavailableRetry = std::chrono::seconds(60);
   const bool tty = isatty(STDERR_FILENO);
+  std::optional<std::chrono::steady_clock::time_point> unavailable_since;
   while (true) {
     grpc::ClientContext context;
     AttachClientToken(&context);
@@ -110,8 +115,20 @@ absl::Status WaitForJob(dapq::v1::Batch::Stub& stub, const std::string& id) {
     request.set_job_id(id);
     dapq::v1::BatchJob job;
     if (grpc::Status s = stub.GetBatch(&context, request, &job); !s.ok()) {
-      return FromGrpcStatus(s);
+      const auto now = std::chrono::steady_clock::now();
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE ||
+          now - unavailable_since.value_or(now) > kUnavailableRetry) {
+        return FromGrpcStatus(s);
+      }
+      if (!unavailable_since) {
+        unavailable_since = now;
+        std::fprintf(stderr, "coordinator unavailable (%s); retrying for up to %llds\n",
+                     s.error_message().c_str(), static_cast<long long>(kUnavailableRetry.count()));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      continue;
     }
+    unavailable_since.reset();
     const int done = job.succeeded() + job.failed() + job.cancelled();
     const int width = 30;
     const int fill = job.total() > 0 ? width * done / job.total() : width;

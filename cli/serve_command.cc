@@ -22,9 +22,10 @@ namespace {
 struct ServeOptions {
   launcher::LocalClusterOptions cluster;
   int ready_timeout_s = 120;
-  int max_group_restarts = 5;  // per group; 0 = never restart a group
-  std::string cluster_file;    // JSON with the address and every pid, for scripts and tests
-  std::string tls = "none";    // "auto": a throwaway CA under <work_dir>/tls
+  int max_group_restarts = 5;         // per group; 0 = never restart a group
+  int max_coordinator_restarts = 10;  // 0 = a dead coordinator stops the cluster
+  std::string cluster_file;           // JSON with the address and every pid, for scripts and tests
+  std::string tls = "none";           // "auto": a throwaway CA under <work_dir>/tls
 };
 
 void WriteClusterFile(launcher::LocalCluster& c, const std::string& path) {
@@ -97,9 +98,12 @@ absl::Status RunServe(const ServeOptions& o) {
   }
   std::fflush(stdout);
 
-  // Wait for a signal or for the coordinator to exit. A group that lost a process is stopped and
-  // started again (the coordinator routes around it meanwhile), up to --max_group_restarts.
+  // Wait for a signal. A coordinator that exits is started again on the same port and batch
+  // store (the groups re-register with their next heartbeats; the store puts the items it ran
+  // back to pending), up to --max_coordinator_restarts. A group that lost a process is stopped
+  // and started again (the coordinator routes around it meanwhile), up to --max_group_restarts.
   std::vector<bool> reported(o.cluster.groups, false);  // a group left down
+  int coordinator_restarts = 0;
   while (true) {
     pollfd fds[2] = {{sigfd, POLLIN, 0}, {cluster->coordinator().exit_fd(), POLLIN, 0}};
     const int n = poll(fds, 2, 500);
@@ -111,8 +115,22 @@ absl::Status RunServe(const ServeOptions& o) {
     }
     if (n > 0 && (fds[1].revents & POLLIN)) {
       const std::string dead = cluster->FirstDead();
-      cluster->Stop();
-      return absl::UnavailableError(absl::StrCat("dapq serve: ", dead, " exited"));
+      if (coordinator_restarts >= o.max_coordinator_restarts) {
+        cluster->Stop();
+        return absl::UnavailableError(absl::StrCat("dapq serve: ", dead, " exited after ",
+                                                   coordinator_restarts,
+                                                   " restarts (--max_coordinator_restarts)"));
+      }
+      ++coordinator_restarts;
+      std::fprintf(stderr, "dapq serve: %s exited; restarting it (%d of %d)\n", dead.c_str(),
+                   coordinator_restarts, o.max_coordinator_restarts);
+      if (absl::Status s = cluster->RestartCoordinator(); !s.ok()) {
+        cluster->Stop();
+        return absl::UnavailableError(
+            absl::StrCat("dapq serve: restarting the coordinator failed: ", s.message()));
+      }
+      if (!o.cluster_file.empty()) WriteClusterFile(*cluster, o.cluster_file);
+      continue;
     }
     for (int g = 0; g < o.cluster.groups; ++g) {
       int dead = -1;
@@ -192,6 +210,8 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--ready_timeout_s", o->ready_timeout_s, "seconds to wait for readiness")
       ->capture_default_str();
   cmd->add_option("--cluster_file", o->cluster_file, "write the address and pids here (JSON)");
+  cmd->add_option("--max_coordinator_restarts", o->max_coordinator_restarts,
+                  "times a coordinator that exited is started again (0 = stop the cluster)");
   cmd->add_option("--max_group_restarts", o->max_group_restarts,
                   "a group that lost a process is restarted up to this many times (0 = never)")
       ->capture_default_str();

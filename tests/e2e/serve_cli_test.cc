@@ -165,6 +165,76 @@ TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
   for (pid_t pid : pids) EXPECT_NE(kill(pid, 0), 0) << "pid " << pid << " still runs";
 }
 
+// kill -9 of the coordinator in the middle of a batch job: `dapq serve` starts it again on the
+// same port and store, the group registers again, the job finishes with every item once, and a
+// client that retries gets its answer.
+TEST(ServeCliTest, KilledCoordinatorIsRestartedAndTheBatchJobFinishesOnce) {
+  const std::string dir = testing::MakeTempDir("serve_coordinator_kill");
+  const std::string dapq = DAPQ_BINARY;
+  const std::string cluster_file = ClusterFile(dir);
+  auto serve = StartServe(dir);
+  ASSERT_TRUE(serve.ok()) << serve.status();
+  const std::string address = ServeAddress(*serve, cluster_file);
+  ASSERT_FALSE(address.empty()) << "dapq serve exited; see " << dir << "/serve.log";
+  ASSERT_EQ(testing::RunCommand(dapq + " status --wait_s 60 --groups 1 --coordinator " + address)
+                .exit_code,
+            0);
+  constexpr int kItems = 200;
+  {
+    std::ofstream jsonl(dir + "/prompts.jsonl");
+    for (int i = 0; i < kItems; ++i)
+      jsonl << "{\"prompt\": \"Lily saw a cat number " << i << "\"}\n";
+  }
+  const testing::CommandResult submitted = testing::RunCommand(
+      dapq + " batch --coordinator " + address + " submit --file " + dir +
+          "/prompts.jsonl --max_new_tokens 48 --output_path " + dir + "/results.jsonl",
+      /*merge_stderr=*/false);
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.out;
+  const std::string job = submitted.out.substr(0, submitted.out.find('\n'));
+  // Kill once some items are done and some are not.
+  auto coordinator_pid = [&] {
+    std::ifstream in(cluster_file);
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    return j.is_object() ? j["coordinator_pid"].get<pid_t>() : pid_t{-1};
+  };
+  for (int i = 0; i < 600; ++i) {
+    const testing::CommandResult st = testing::RunCommand(
+        dapq + " batch --coordinator " + address + " status " + job, /*merge_stderr=*/false);
+    if (st.out.find(": running") != std::string::npos &&
+        st.out.find(" 0 succeeded") == std::string::npos) {
+      break;
+    }
+    ASSERT_FALSE(serve->Wait(std::chrono::milliseconds(50)).has_value());
+  }
+  const pid_t killed = coordinator_pid();
+  ASSERT_GT(killed, 0);
+  ASSERT_EQ(kill(killed, SIGKILL), 0);
+  // A client retrying (status --wait_s retries until the coordinator answers and is ready).
+  const testing::CommandResult after =
+      testing::RunCommand(dapq + " status --wait_s 60 --groups 1 --coordinator " + address);
+  ASSERT_EQ(after.exit_code, 0) << after.out;
+  EXPECT_NE(coordinator_pid(), killed);
+  const testing::CommandResult waited = testing::RunCommand(
+      dapq + " batch --coordinator " + address + " status --wait " + job, /*merge_stderr=*/false);
+  ASSERT_EQ(waited.exit_code, 0) << waited.out;
+  std::ifstream written(dir + "/results.jsonl");
+  std::string line;
+  std::vector<int> indexes;
+  while (std::getline(written, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    ASSERT_TRUE(j.contains("token_ids")) << line;  // succeeded
+    indexes.push_back(j["index"].get<int>());
+  }
+  ASSERT_EQ(indexes.size(), static_cast<size_t>(kItems));
+  for (int i = 0; i < kItems; ++i) EXPECT_EQ(indexes[i], i);
+  EXPECT_THAT(testing::RunCommand("cat " + dir + "/serve.log").out,
+              HasSubstr("restarting it (1 of"));
+  serve->Signal(SIGTERM);
+  const std::optional<int> code = serve->Wait(std::chrono::seconds(30));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+}
+
 // `dapq serve` with a real Redis server as the KV store's last tier and upper tiers of a few
 // blocks (no disk tier): sessions go down to Redis between turns, come back, and continue with
 // the tokens of an in-process session (`dapq generate --session`, its own store).
