@@ -77,7 +77,10 @@ void BatchRunner::Loop() {
       seen_wakes = wakes_;
     }
     absl::StatusOr<std::vector<ClaimedItem>> items = store_->ClaimItems(1);
-    if (!items.ok()) DAPQ_LOG(ERROR) << "batch: claiming items: " << items.status();
+    if (!items.ok()) {
+      claim_errors_.fetch_add(1);
+      DAPQ_LOG(ERROR) << "batch: claiming items: " << items.status();
+    }
     const bool idle = !items.ok() || items->empty();
     if (!idle) RunItem(items->front());
     MutexLock lock(&mu_);
@@ -92,12 +95,30 @@ void BatchRunner::Loop() {
   }
 }
 
+absl::Status BatchRunner::Commit(const char* what, const std::function<absl::Status()>& call) {
+  // A store that is unreachable (a PostgreSQL restart) is asked again until it answers: the
+  // item stays running under this coordinator meanwhile, so giving up would strand it.
+  for (int tries = 1;; ++tries) {
+    absl::Status s = call();
+    if (s.ok() || !absl::IsUnavailable(s) || stop_.load()) {
+      if (!s.ok()) commit_errors_.fetch_add(1);
+      return s;
+    }
+    commit_errors_.fetch_add(1);
+    DAPQ_LOG(WARNING) << "batch store: " << what << " (try " << tries << "): " << s;
+    MutexLock lock(&mu_);
+    cv_.WaitFor(&mu_, std::chrono::seconds(1), [&] { return stop_.load(); });
+  }
+}
+
 void BatchRunner::RunItem(const ClaimedItem& item) {
   dapq::v1::GenerateRequest request;
   absl::Status done;
   if (!request.ParseFromString(item.request)) {
-    done = store_->FailItem(item.job_id, item.index, item.attempt, "unparsable stored request",
-                            /*retryable=*/false);
+    done = Commit("failing an item", [&] {
+      return store_->FailItem(item.job_id, item.index, item.attempt, "unparsable stored request",
+                              /*retryable=*/false);
+    });
   } else {
     dapq::v1::CompleteResponse response;
     RunInfo info;
@@ -109,19 +130,24 @@ void BatchRunner::RunItem(const ClaimedItem& item) {
         },
         &info);
     if (status.ok()) {
-      done = store_->CompleteItem(item.job_id, item.index, item.attempt,
-                                  ItemResultJson(item.index, response));
+      const std::string result = ItemResultJson(item.index, response);
+      done = Commit("completing an item", [&] {
+        return store_->CompleteItem(item.job_id, item.index, item.attempt, result);
+      });
     } else if (stop_.load() || !info.admitted ||
                (status.error_code() == grpc::StatusCode::UNAVAILABLE && info.group_id.empty())) {
       // Never started (shutting down, queues full, no healthy group): not an attempt.
-      done = store_->ReleaseItem(item.job_id, item.index, item.attempt);
+      done = Commit("releasing an item",
+                    [&] { return store_->ReleaseItem(item.job_id, item.index, item.attempt); });
     } else {
       const bool retryable = IsGroupFailure(status) ||
                              status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
                              status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
       item_failures_.fetch_add(1);
-      done = store_->FailItem(item.job_id, item.index, item.attempt, status.error_message(),
-                              retryable);
+      done = Commit("failing an item", [&] {
+        return store_->FailItem(item.job_id, item.index, item.attempt, status.error_message(),
+                                retryable);
+      });
       DAPQ_LOG(WARNING) << "batch " << item.job_id << " item " << item.index << " attempt "
                         << item.attempt << ": " << status.error_message();
     }

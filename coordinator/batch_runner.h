@@ -5,13 +5,15 @@
 // item's result is committed with its attempt number, so an item never completes twice; a group
 // failure retries it (bounded by the job's max_attempts), a bad request fails it at once, and an
 // item that could not start (no healthy group, queues full) goes back to pending without counting
-// an attempt. A job's results are written to its output_path when it finishes. Thread-safety:
+// an attempt. A store that is unavailable when an attempt ends is asked again until it answers.
+// A job's results are written to its output_path when it finishes. Thread-safety:
 // thread-safe; owns its threads (joined by the destructor).
 #ifndef DAPQ_COORDINATOR_BATCH_RUNNER_H_
 #define DAPQ_COORDINATOR_BATCH_RUNNER_H_
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -46,11 +48,18 @@ class BatchRunner {
   void EnsureResultsWritten(const JobInfo& job);
   // Item attempts that failed since start (metrics).
   const std::atomic<int64_t>& item_failures() const { return item_failures_; }
+  // Batch store calls that failed since start (each try counts; metrics): claiming items, and
+  // committing an attempt's end (complete, fail, release).
+  const std::atomic<int64_t>& claim_errors() const { return claim_errors_; }
+  const std::atomic<int64_t>& commit_errors() const { return commit_errors_; }
 
  private:
   void Loop();
   void RunItem(const ClaimedItem& item);
   void ExportIfFinished(const std::string& job_id);
+  // Runs a call that ends an item's attempt, again every second while the store is unavailable
+  // (until it answers or the runner stops).
+  absl::Status Commit(const char* what, const std::function<absl::Status()>& call);
 
   BatchStore* const store_;
   RequestRouter* const router_;
@@ -58,6 +67,8 @@ class BatchRunner {
   const BatchRunnerOptions options_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> item_failures_{0};
+  std::atomic<int64_t> claim_errors_{0};
+  std::atomic<int64_t> commit_errors_{0};
   Mutex mu_;
   CondVar cv_;
   int running_ ABSL_GUARDED_BY(mu_) = 0;

@@ -27,7 +27,8 @@ namespace {
 
 struct CoordinatorFlags {
   std::string listen = "127.0.0.1:50051", db = "dapq-batch.db";
-  std::string batch_dir;  // "" = clients may name no server-side files
+  std::string batch_store;  // a postgres:// URL or an SQLite path; "" = --db
+  std::string batch_dir;    // "" = clients may name no server-side files
   std::string metrics_listen = "127.0.0.1:9400";
   int ready_fd = -1;
   int max_in_flight = 64, heartbeat_ms = 500, items_per_group = 2;
@@ -45,7 +46,8 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   if (f.heartbeat_ms < 10) return absl::InvalidArgumentError("--heartbeat_ms must be >= 10");
   if (f.items_per_group < 1) return absl::InvalidArgumentError("--items_per_group must be >= 1");
   if (f.max_request_s < 0) return absl::InvalidArgumentError("--max_request_s must be >= 0");
-  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<BatchStore> store, BatchStore::Open(f.db));
+  DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<BatchStore> store,
+                        BatchStore::Open(f.batch_store.empty() ? f.db : f.batch_store));
   if (store->recovered_items() > 0) {
     std::printf("dapq-coordinator: resuming %d batch items interrupted by the last stop\n",
                 store->recovered_items());
@@ -64,8 +66,12 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   auto metrics_registry = std::make_shared<prometheus::Registry>();
   AddBuildInfo(*metrics_registry);
   CoordinatorMetrics metrics(*metrics_registry);
-  auto collector = std::make_shared<CoordinatorCollector>(&router, &registry, store.get(),
-                                                          &runner.item_failures());
+  CoordinatorCounters counters;
+  counters.item_failures = &runner.item_failures();
+  counters.claim_errors = &runner.claim_errors();
+  counters.commit_errors = &runner.commit_errors();
+  auto collector =
+      std::make_shared<CoordinatorCollector>(&router, &registry, store.get(), counters);
   DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
                         MetricsServer::Start(f.metrics_listen));
   metrics_server->Register(metrics_registry);
@@ -138,7 +144,7 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   ReportReady(f.ready_fd, absl::StrCat(port, " ", metrics_server->port(), " ",
                                        http ? http->port() : 0, " ", internal_port));
   std::printf("dapq-coordinator: serving on %s:%d (batch store %s, metrics on port %d)\n",
-              host.c_str(), port, f.db.c_str(), metrics_server->port());
+              host.c_str(), port, store->path().c_str(), metrics_server->port());
   if (http) {
     std::printf("dapq-coordinator: OpenAI HTTP API on http://%s:%d/v1\n", host.c_str(),
                 http->port());
@@ -168,6 +174,10 @@ int main(int argc, char** argv) {
   CLI::App app{"dapq-coordinator: routes requests and batch jobs over DapQ Serve worker groups"};
   app.add_option("--listen", f.listen, "address to serve on (port 0 = any free port)");
   app.add_option("--db", f.db, "SQLite file of the batch jobs");
+  app.add_option("--batch_store", f.batch_store,
+                 "the batch jobs' store: postgres://USER[:PASSWORD]@HOST:PORT/DB (shared by any "
+                 "number of coordinators; the password may come from PGPASSWORD) or an SQLite "
+                 "path (one coordinator); unset: --db");
   app.add_option("--batch_dir", f.batch_dir,
                  "the only directory batch jsonl_path/output_path may name (resolved, links "
                  "followed); unset: batch items must come inline");

@@ -85,8 +85,29 @@ std::vector<prometheus::MetricFamily> CoordinatorCollector::Collect() const {
   out.push_back(std::move(healthy));
   auto failures = Family("dapq_coordinator_batch_item_failures_total",
                          "Batch item attempts that failed (retried or final)", MetricType::Counter);
-  AddValue(failures, nullptr, static_cast<double>(item_failures_->load()));
+  AddValue(failures, nullptr, static_cast<double>(counters_.item_failures->load()));
   out.push_back(std::move(failures));
+  auto store_errors =
+      Family("dapq_coordinator_batch_store_errors_total",
+             "Batch store calls that failed: claiming items, committing an attempt's end",
+             MetricType::Counter);
+  for (const auto& [kind, counter] :
+       {std::pair{"claim", counters_.claim_errors}, std::pair{"commit", counters_.commit_errors}}) {
+    prometheus::ClientMetric::Label label{"kind", kind};
+    AddValue(store_errors, &label, static_cast<double>(counter->load()));
+  }
+  out.push_back(std::move(store_errors));
+  if (counters_.etcd_up != nullptr) {
+    auto up =
+        Family("dapq_coordinator_etcd_up",
+               "1 while the coordinator's watch on etcd is healthy, else 0", MetricType::Gauge);
+    AddValue(up, nullptr, counters_.etcd_up->load());
+    out.push_back(std::move(up));
+    auto groups = Family("dapq_coordinator_etcd_groups", "Worker groups holding a lease in etcd",
+                         MetricType::Gauge);
+    AddValue(groups, nullptr, counters_.etcd_groups->load());
+    out.push_back(std::move(groups));
+  }
 
   auto jobs = Family("dapq_coordinator_batch_jobs", "Batch jobs by state", MetricType::Gauge);
   auto items = Family("dapq_coordinator_batch_items", "Batch items by state", MetricType::Gauge);

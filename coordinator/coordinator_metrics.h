@@ -34,18 +34,28 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Counter>& http_responses_;
 };
 
+// What the collector reads besides the router, registry and store.
+struct CoordinatorCounters {
+  const std::atomic<int64_t>* item_failures = nullptr;  // BatchRunner::item_failures()
+  const std::atomic<int64_t>* claim_errors = nullptr;   // BatchRunner::claim_errors()
+  const std::atomic<int64_t>* commit_errors = nullptr;  // BatchRunner::commit_errors()
+  // With --etcd: 1 while the watch on etcd is healthy, and the groups registered there.
+  const std::atomic<int>* etcd_up = nullptr;  // nullptr: no etcd, no etcd series
+  const std::atomic<int>* etcd_groups = nullptr;
+};
+
 class CoordinatorCollector final : public prometheus::Collectable {
  public:
   CoordinatorCollector(const RequestRouter* router, const GroupRegistry* registry,
-                       BatchStore* store, const std::atomic<int64_t>* item_failures)
-      : router_(router), registry_(registry), store_(store), item_failures_(item_failures) {}
+                       BatchStore* store, const CoordinatorCounters& counters)
+      : router_(router), registry_(registry), store_(store), counters_(counters) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   const RequestRouter* const router_;
   const GroupRegistry* const registry_;
   BatchStore* const store_;
-  const std::atomic<int64_t>* const item_failures_;
+  const CoordinatorCounters counters_;
 };
 
 // The gRPC code's name (OK, INVALID_ARGUMENT, ...).
