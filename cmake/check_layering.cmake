@@ -11,12 +11,14 @@
 #   api/         -> common, proto            request rules shared by coordinator, worker, cli
 #   kernels/     -> common
 #   tokenizer/   -> common                   llama2.c-independent text tokenizers (tokenizer.json)
+#   cluster/     -> common                   etcd client, watches, registrations, rendezvous
 #   kvstore/     -> common, kernels, proto
-#   worker/      -> common, kernels, kvstore, proto, api, tokenizer
-#   coordinator/ -> common, proto, api        never kernels, kvstore or worker
-#   launcher/    -> common, proto            local processes and clusters
+#   worker/      -> common, kernels, kvstore, proto, api, tokenizer, cluster
+#   coordinator/ -> common, proto, api, cluster   never kernels, kvstore or worker
+#   launcher/    -> common, proto, cluster   local processes and clusters
 #   eval/        -> common, kernels, kvstore, worker, tokenizer
-#   cli/         -> common, proto, api, kernels, tokenizer, kvstore, worker, coordinator, launcher, eval
+#   cli/         -> common, proto, api, kernels, tokenizer, cluster, kvstore, worker, coordinator,
+#                   launcher, eval
 #   bench/       -> everything but cli/ and tests/
 # Usage: cmake -DSOURCE_DIR=<repo root> -P check_layering.cmake
 set(allowed_common "")
@@ -24,14 +26,17 @@ set(allowed_proto "")
 set(allowed_api common proto)
 set(allowed_kernels common)
 set(allowed_tokenizer common)
+set(allowed_cluster common)
 set(allowed_kvstore common kernels proto)
-set(allowed_worker common kernels kvstore proto api tokenizer)
-set(allowed_coordinator common proto api)
-set(allowed_launcher common proto)
+set(allowed_worker common kernels kvstore proto api tokenizer cluster)
+set(allowed_coordinator common proto api cluster)
+set(allowed_launcher common proto cluster)
 set(allowed_eval common kernels kvstore worker tokenizer)
-set(allowed_cli common proto api kernels tokenizer kvstore worker coordinator launcher eval)
-set(allowed_bench common proto api kernels tokenizer kvstore worker coordinator launcher eval bench)
-set(layers common proto api kernels tokenizer kvstore worker coordinator launcher eval cli bench tests)
+set(allowed_cli common proto api kernels tokenizer cluster kvstore worker coordinator launcher eval)
+set(allowed_bench common proto api kernels tokenizer cluster kvstore worker coordinator launcher eval
+  bench)
+set(layers common proto api kernels tokenizer cluster kvstore worker coordinator launcher eval cli bench
+  tests)
 
 file(GLOB_RECURSE sources RELATIVE ${SOURCE_DIR}
   ${SOURCE_DIR}/*.h ${SOURCE_DIR}/*.cc ${SOURCE_DIR}/*.cu ${SOURCE_DIR}/*.cuh)

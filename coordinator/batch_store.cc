@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "coordinator/internal/posix_files.h"
+#include "coordinator/postgres_batch_store.h"
 #include "coordinator/sqlite_batch_store.h"
 #include "nlohmann/json.hpp"
 
@@ -97,9 +98,7 @@ std::string_view ItemStateName(ItemState state) {
 }
 
 absl::StatusOr<std::unique_ptr<BatchStore>> BatchStore::Open(const std::string& path_or_url) {
-  if (IsPostgresUrl(path_or_url)) {
-    return absl::UnimplementedError("postgres batch store: not wired yet");
-  }
+  if (IsPostgresUrl(path_or_url)) return OpenPostgresBatchStore(path_or_url);
   return SqliteBatchStore::Open(path_or_url);
 }
 

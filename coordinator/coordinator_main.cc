@@ -1,13 +1,23 @@
 // File: coordinator/coordinator_main.cc
 // dapq-coordinator: serves dapq.v1.Inference, Batch and Admin to clients and dapq.v1.Registry
-// to worker groups on one address; batch jobs are kept in SQLite (--db) and resumed after a
-// restart. SIGINT/SIGTERM stop it cleanly.
+// to worker groups (on --listen, or on --internal_listen); batch jobs are kept in SQLite (--db)
+// or in PostgreSQL shared with other coordinators (--batch_store) and resumed after a restart.
+// With --etcd it routes to the groups registered in etcd and registers itself there, so any
+// number of coordinators serve the same groups. SIGINT/SIGTERM stop it cleanly.
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+#include <optional>
+#include <set>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "cluster/etcd_client.h"
+#include "cluster/etcd_registration.h"
+#include "cluster/etcd_url.h"
+#include "cluster/etcd_watch.h"
 #include "common/metrics.h"
 #include "common/ready_fd.h"
 #include "common/status_macros.h"
@@ -27,8 +37,12 @@ namespace {
 
 struct CoordinatorFlags {
   std::string listen = "127.0.0.1:50051", db = "dapq-batch.db";
-  std::string batch_store;  // a postgres:// URL or an SQLite path; "" = --db
-  std::string batch_dir;    // "" = clients may name no server-side files
+  std::string batch_store;         // a postgres:// URL or an SQLite path; "" = --db
+  std::string etcd;                // etcd://...: group membership, coordinator registration
+  std::string advertise_internal;  // where workers reach the Registry ("" = the bound address)
+  std::string coordinator_id;      // its etcd key ("" = <hostname>-<pid>)
+  int etcd_ttl_s = 5;
+  std::string batch_dir;  // "" = clients may name no server-side files
   std::string metrics_listen = "127.0.0.1:9400";
   int ready_fd = -1;
   int max_in_flight = 64, heartbeat_ms = 500, items_per_group = 2;
@@ -52,8 +66,20 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
     std::printf("dapq-coordinator: resuming %d batch items interrupted by the last stop\n",
                 store->recovered_items());
   }
+  std::optional<cluster::EtcdUrl> etcd_url;
+  std::shared_ptr<cluster::EtcdClient> etcd;
+  if (!f.etcd.empty()) {
+    DAPQ_ASSIGN_OR_RETURN(etcd_url, cluster::ParseEtcdUrl(f.etcd));
+    if (f.etcd_ttl_s < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--etcd_ttl_s=", f.etcd_ttl_s, " must be >= 1"));
+    }
+    DAPQ_ASSIGN_OR_RETURN(etcd, cluster::EtcdClient::FromUrl(f.etcd));
+  }
   GroupRegistryOptions registry_options;
   registry_options.heartbeat_interval = std::chrono::milliseconds(f.heartbeat_ms);
+  // Several coordinators (etcd) send a session to the same group without talking to each other.
+  registry_options.deterministic_sessions = etcd != nullptr;
   GroupRegistry registry(registry_options);
   RequestRouterOptions router_options;
   router_options.max_in_flight = f.max_in_flight;
@@ -66,10 +92,32 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   auto metrics_registry = std::make_shared<prometheus::Registry>();
   AddBuildInfo(*metrics_registry);
   CoordinatorMetrics metrics(*metrics_registry);
+  // With etcd, the groups holding a lease under <prefix>/groups/ are the routable ones (a
+  // group whose processes died disappears when its lease expires); while etcd is unreachable
+  // the last membership stays and serving goes on.
+  std::atomic<int> etcd_groups{0};
+  std::unique_ptr<cluster::PrefixWatcher> group_watch;
+  if (etcd) {
+    const std::string groups_prefix = absl::StrCat(etcd_url->prefix, "/groups/");
+    DAPQ_ASSIGN_OR_RETURN(group_watch, cluster::PrefixWatcher::Start(
+                                           etcd, groups_prefix,
+                                           [&registry, &etcd_groups,
+                                            groups_prefix](const cluster::PrefixWatcher::Map& map) {
+                                             std::set<std::string> ids;
+                                             for (const auto& [key, value] : map)
+                                               ids.insert(key.substr(groups_prefix.size()));
+                                             etcd_groups.store(static_cast<int>(ids.size()));
+                                             registry.SetMembership(ids);
+                                           }));
+  }
   CoordinatorCounters counters;
   counters.item_failures = &runner.item_failures();
   counters.claim_errors = &runner.claim_errors();
   counters.commit_errors = &runner.commit_errors();
+  if (group_watch) {
+    counters.etcd_up = [w = group_watch.get()] { return w->healthy(); };
+    counters.etcd_groups = [&etcd_groups] { return etcd_groups.load(); };
+  }
   auto collector =
       std::make_shared<CoordinatorCollector>(&router, &registry, store.get(), counters);
   DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
@@ -154,6 +202,30 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
     std::printf("dapq-coordinator: worker groups register on the internal port %d\n",
                 internal_port);
   }
+  // With etcd: this coordinator's Registry address under a lease, so that workers find every
+  // coordinator (and stop heart-beating a dead one once its lease expires).
+  std::unique_ptr<cluster::LeasedKey> registration;
+  if (etcd) {
+    std::string advertised = f.advertise_internal;
+    if (advertised.empty()) {
+      advertised = absl::StrCat(host, ":", internal ? internal_port : port);
+    }
+    std::string id = f.coordinator_id;
+    if (id.empty()) {
+      char hostname[256] = {0};
+      gethostname(hostname, sizeof(hostname) - 1);
+      id = absl::StrCat(hostname, "-", getpid());
+    }
+    DAPQ_ASSIGN_OR_RETURN(
+        registration,
+        cluster::LeasedKey::Create(etcd, absl::StrCat(etcd_url->prefix, "/coordinators/", id),
+                                   advertised, f.etcd_ttl_s));
+    std::printf(
+        "dapq-coordinator: registered in etcd as %s (workers reach %s); %zu groups "
+        "registered there\n",
+        registration->key().c_str(), advertised.c_str(), group_watch->Snapshot().size());
+  }
+  std::fflush(stdout);
   WatchTerminationSignals([&server, &internal](int) {
     const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
     server->Shutdown(deadline);
@@ -161,6 +233,8 @@ absl::Status RunCoordinator(const CoordinatorFlags& f) {
   });
   server->Wait();
   if (internal) internal->Wait();
+  if (registration) (void)registration->Stop();
+  if (group_watch) group_watch->Stop();
   if (http) http->Stop();
   return absl::OkStatus();
 }
@@ -185,6 +259,17 @@ int main(int argc, char** argv) {
   app.add_option("--ready_fd", f.ready_fd,
                  "write \"<port> <metrics port> <http port or 0> <internal port or 0>\" to this "
                  "descriptor once serving");
+  app.add_option("--etcd", f.etcd,
+                 "etcd://HOST:PORT[,HOST:PORT...]/PREFIX: route to the worker groups registered "
+                 "there (one membership for every coordinator), register this coordinator there "
+                 "for the workers to find, and route new sessions alike on every coordinator");
+  app.add_option("--etcd_ttl_s", f.etcd_ttl_s, "lease of this coordinator's etcd key")
+      ->capture_default_str();
+  app.add_option("--advertise_internal", f.advertise_internal,
+                 "HOST:PORT workers reach this coordinator's Registry at (with --etcd; default: "
+                 "--internal_listen's address, else --listen's)");
+  app.add_option("--coordinator_id", f.coordinator_id,
+                 "this coordinator's name in etcd (default: <hostname>-<pid>)");
   app.add_option("--internal_listen", f.internal_listen,
                  "serve the worker groups' Registry (heartbeats) only on this address (port 0 = "
                  "any free port), not on --listen; unset: on --listen");

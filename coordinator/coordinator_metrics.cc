@@ -97,15 +97,15 @@ std::vector<prometheus::MetricFamily> CoordinatorCollector::Collect() const {
     AddValue(store_errors, &label, static_cast<double>(counter->load()));
   }
   out.push_back(std::move(store_errors));
-  if (counters_.etcd_up != nullptr) {
+  if (counters_.etcd_up) {
     auto up =
         Family("dapq_coordinator_etcd_up",
                "1 while the coordinator's watch on etcd is healthy, else 0", MetricType::Gauge);
-    AddValue(up, nullptr, counters_.etcd_up->load());
+    AddValue(up, nullptr, counters_.etcd_up() ? 1 : 0);
     out.push_back(std::move(up));
     auto groups = Family("dapq_coordinator_etcd_groups", "Worker groups holding a lease in etcd",
                          MetricType::Gauge);
-    AddValue(groups, nullptr, counters_.etcd_groups->load());
+    AddValue(groups, nullptr, counters_.etcd_groups());
     out.push_back(std::move(groups));
   }
 

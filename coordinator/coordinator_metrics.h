@@ -8,6 +8,7 @@
 #define DAPQ_COORDINATOR_COORDINATOR_METRICS_H_
 
 #include <atomic>
+#include <functional>
 
 #include "coordinator/batch_store.h"
 #include "coordinator/group_registry.h"
@@ -39,9 +40,10 @@ struct CoordinatorCounters {
   const std::atomic<int64_t>* item_failures = nullptr;  // BatchRunner::item_failures()
   const std::atomic<int64_t>* claim_errors = nullptr;   // BatchRunner::claim_errors()
   const std::atomic<int64_t>* commit_errors = nullptr;  // BatchRunner::commit_errors()
-  // With --etcd: 1 while the watch on etcd is healthy, and the groups registered there.
-  const std::atomic<int>* etcd_up = nullptr;  // nullptr: no etcd, no etcd series
-  const std::atomic<int>* etcd_groups = nullptr;
+  // With --etcd: whether the watch on etcd is healthy, and the groups registered there (empty:
+  // no etcd, no etcd series).
+  std::function<bool()> etcd_up;
+  std::function<int()> etcd_groups;
 };
 
 class CoordinatorCollector final : public prometheus::Collectable {

@@ -17,6 +17,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox curl openssl libssl-dev
   libcpp-httplib-dev libpcre2-dev libicu-dev
+  libpq-dev postgresql-15 etcd-server
 )
 # Node.js runs the test peers of tests/npm (the JS tokenizers, the OpenAI client); a machine
 # that already has node (any packaging) keeps it. A tree without tests/ (the Docker build stage

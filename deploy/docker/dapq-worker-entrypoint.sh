@@ -6,7 +6,10 @@
 #   --rank auto          -> the pod ordinal: the number after the last '-' of $POD_NAME (else
 #                           $HOSTNAME), as a StatefulSet names its pods (dapq-worker-g0-1 -> 1).
 #   --rendezvous_dir D   -> D/<group_id>/<generation>, a fresh directory per start of the group
-#                           (only when --tp > 1; D is the volume shared by the group's ranks).
+#   --rendezvous D          (only when --tp > 1; D is the volume shared by the group's ranks).
+#                           `--rendezvous etcd://...` (the ranks meet through etcd, as in the
+#                           compose file and the Kubernetes manifests) passes through unchanged:
+#                           dapq-worker keeps each start of a group apart in etcd itself.
 # Why generations: Gloo's FileStore never overwrites a key, so ranks that reconnect in a directory
 # used before fail ("group_id ... was already used in this rendezvous_dir"). Rank 0 creates a new
 # generation each time it starts and points D/<group_id>/current at it (removing older ones); a
@@ -30,14 +33,14 @@ rendezvous=""
 for ((i = 0; i < ${#args[@]}; i++)); do
   a="${args[i]}"
   case "$a" in
-    --rank | --group_id | --tp | --rendezvous_dir)
+    --rank | --group_id | --tp | --rendezvous_dir | --rendezvous)
       if ((i + 1 >= ${#args[@]})); then
         log "$a needs a value"
         exit 2
       fi
       v="${args[i + 1]}"
       ;;
-    --rank=* | --group_id=* | --tp=* | --rendezvous_dir=*) v="${a#*=}" ;;
+    --rank=* | --group_id=* | --tp=* | --rendezvous_dir=* | --rendezvous=*) v="${a#*=}" ;;
     *) continue ;;
   esac
   case "${a%%=*}" in
@@ -45,6 +48,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     --group_id) group_id="$v" ;;
     --tp) tp="$v" ;;
     --rendezvous_dir) rendezvous="$v" ;;
+    --rendezvous) [[ "$v" == etcd://* ]] || rendezvous="$v" ;;
   esac
 done
 
@@ -115,6 +119,17 @@ for ((i = 0; i < ${#args[@]}; i++)); do
       i=$((i + 1))
       ;;
     --rendezvous_dir=*) out+=(--rendezvous_dir "${generation_dir:-${a#*=}}") ;;
+    --rendezvous)
+      v="${args[i + 1]}"
+      [[ "$v" == etcd://* ]] || v="${generation_dir:-$v}"
+      out+=(--rendezvous "$v")
+      i=$((i + 1))
+      ;;
+    --rendezvous=*)
+      v="${a#*=}"
+      [[ "$v" == etcd://* ]] || v="${generation_dir:-$v}"
+      out+=(--rendezvous "$v")
+      ;;
     *) out+=("$a") ;;
   esac
 done

@@ -8,10 +8,14 @@
 //    watch the right metrics, the Kubernetes PrometheusRule carries the same groups.
 //  - Prometheus scrape configs: jobs, interval, rule file, and targets that match the
 //    `dapq serve` port layout and the compose services.
-//  - docker-compose.yml: coordinator, prometheus, grafana and complete worker groups, volumes.
+//  - docker-compose.yml: etcd, PostgreSQL, several coordinators sharing them, prometheus,
+//    grafana and complete worker groups that find the coordinators and each other through etcd,
+//    volumes, env files and no password in a URL.
 //  - Kubernetes manifests: required fields of every document, selectors that match template
-//    labels, images and commands, GPUs for workers, replicas = --tp, PodDisruptionBudgets,
-//    ServiceMonitor/PodMonitor, and references between objects.
+//    labels, images and commands, GPUs for workers, replicas = --tp, PodDisruptionBudgets that
+//    let drains proceed where they can, ServiceMonitor/PodMonitor, the coordinator Deployment
+//    with etcd and PostgreSQL, etcd and PostgreSQL StatefulSets, NetworkPolicies, and references
+//    between objects (volumes, ConfigMaps, Secrets).
 //  - The container scripts: the worker entrypoint's rank and rendezvous rewriting, and the
 //    runtime package resolution the Dockerfiles use.
 //  - Flags: everything compose and Kubernetes pass to dapq-coordinator and dapq-worker is a flag
@@ -30,6 +34,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -148,6 +153,58 @@ std::vector<std::string> StringList(const YAML::Node& n) {
 }
 
 std::string PortOf(const std::string& address) { return address.substr(address.rfind(':') + 1); }
+std::string HostOf(const std::string& address) { return address.substr(0, address.rfind(':')); }
+
+// An `etcd://HOST[:PORT][,HOST[:PORT]...][/PREFIX]` URL (the --etcd and --rendezvous flags;
+// cluster/etcd_url.h): endpoints get etcd's client port 2379 when they name none, the prefix
+// defaults to /dapq. Plaintext only: etcds:// is not implemented.
+struct EtcdUrl {
+  bool ok = false;
+  std::vector<std::string> endpoints;  // HOST:PORT
+  std::string prefix;
+};
+EtcdUrl ParseEtcdUrl(const std::string& url) {
+  EtcdUrl out;
+  if (!absl::StartsWith(url, "etcd://")) return out;
+  const std::string rest = url.substr(7);
+  const size_t slash = rest.find('/');
+  const std::vector<std::string> endpoints =
+      absl::StrSplit(rest.substr(0, slash), ',', absl::SkipEmpty());
+  for (const std::string& e : endpoints) {
+    out.endpoints.push_back(e.find(':') == std::string::npos ? e + ":2379" : e);
+  }
+  out.prefix =
+      slash == std::string::npos || slash + 1 >= rest.size() ? "/dapq" : rest.substr(slash);
+  out.ok = !out.endpoints.empty();
+  return out;
+}
+
+// A `postgres://USER[:PASSWORD]@HOST:PORT/DB` URL (--batch_store).
+struct PostgresUrl {
+  bool ok = false, has_password = false;
+  std::string user, host_port, db;
+};
+PostgresUrl ParsePostgresUrl(const std::string& url) {
+  PostgresUrl out;
+  std::string rest;
+  if (absl::StartsWith(url, "postgres://")) rest = url.substr(11);
+  if (absl::StartsWith(url, "postgresql://")) rest = url.substr(13);
+  const size_t at = rest.find('@'), slash = rest.find('/');
+  if (at == std::string::npos || slash == std::string::npos || slash < at) return out;
+  const std::string userinfo = rest.substr(0, at);
+  out.has_password = userinfo.find(':') != std::string::npos;
+  out.user = userinfo.substr(0, userinfo.find(':'));
+  out.host_port = rest.substr(at + 1, slash - at - 1);
+  out.db = rest.substr(slash + 1);
+  out.ok = !out.user.empty() && !out.db.empty() && out.host_port.find(':') != std::string::npos;
+  return out;
+}
+
+// A compose value with its `${VAR:-default}` references replaced by their defaults.
+std::string ComposeDefaults(const std::string& value) {
+  static const std::regex var_re("\\$\\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\\}");
+  return std::regex_replace(value, var_re, "$1");
+}
 
 // ---------------------------------------------------------------- Grafana dashboards
 
@@ -379,6 +436,15 @@ TEST(DeployAlertsTest, CoverTheFailureModesTheRunbookNames) {
   EXPECT_THAT(metrics("DapqRequestsRejected"), Contains("dapq_coordinator_rejections_total"));
   EXPECT_THAT(metrics("DapqBatchItemsFailing"),
               Contains("dapq_coordinator_batch_item_failures_total"));
+  // Several coordinators sharing etcd and PostgreSQL.
+  EXPECT_THAT(metrics("DapqEtcdDown"), ElementsAre("dapq_coordinator_etcd_up"));
+  EXPECT_EQ(for_duration("DapqEtcdDown"), "1m");
+  EXPECT_THAT(metrics("DapqEtcdLeaseLost"), ElementsAre("dapq_worker_etcd_lease_lost_total"));
+  EXPECT_THAT(metrics("DapqCoordinatorReplicasLow"),
+              UnorderedElementsAre("up", "dapq_coordinator_etcd_up"));
+  EXPECT_THAT(metrics("DapqBatchStoreErrors"),
+              ElementsAre("dapq_coordinator_batch_store_errors_total"));
+  EXPECT_EQ(for_duration("DapqBatchStoreErrors"), "5m");
 }
 
 TEST(DeployAlertsTest, KubernetesPrometheusRuleCarriesTheSameGroups) {
@@ -445,13 +511,31 @@ std::vector<ComposeWorker> ComposeWorkers(const YAML::Node& compose) {
     w.metrics_port = PortOf(FlagValue(command, "--metrics_listen"));
     EXPECT_FALSE(w.group.empty()) << w.service;
     EXPECT_FALSE(w.metrics_port.empty()) << w.service << ": no --metrics_listen";
-    // Workers register on the coordinator's internal port, never the public one.
-    EXPECT_EQ(FlagValue(command, "--coordinator"), "coordinator:50052") << w.service;
+    // Workers find the coordinators in etcd, or are given one: its internal port, never the
+    // public one.
+    const std::string etcd = FlagValue(command, "--etcd");
+    const std::string coordinator = FlagValue(command, "--coordinator");
+    EXPECT_TRUE(!etcd.empty() || !coordinator.empty()) << w.service << ": finds no coordinator";
+    if (!etcd.empty()) {
+      EXPECT_TRUE(ParseEtcdUrl(etcd).ok) << w.service << ": --etcd " << etcd;
+    }
+    if (!coordinator.empty()) {
+      EXPECT_EQ(PortOf(coordinator), "50052") << w.service;
+    }
     EXPECT_EQ(FlagValue(command, "--advertise_host"), w.service) << w.service;
     EXPECT_EQ(FlagValue(command, "--gloo_host"), w.service) << w.service;
-    EXPECT_THAT(StringList(s["volumes"]),
-                Contains(absl::StrCat("rendezvous:", FlagValue(command, "--rendezvous_dir"))))
-        << w.service << ": the ranks of a group share the rendezvous volume";
+    // The ranks of a group meet through etcd, or through a directory on a volume they share.
+    std::string rendezvous = FlagValue(command, "--rendezvous");
+    if (rendezvous.empty()) rendezvous = FlagValue(command, "--rendezvous_dir");
+    if (w.tp > 1 && !(rendezvous.empty() && !etcd.empty())) {
+      if (absl::StartsWith(rendezvous, "etcd://")) {
+        EXPECT_TRUE(ParseEtcdUrl(rendezvous).ok) << w.service << ": --rendezvous " << rendezvous;
+      } else {
+        EXPECT_FALSE(rendezvous.empty()) << w.service << ": no rendezvous for --tp " << w.tp;
+        EXPECT_THAT(StringList(s["volumes"]), Contains(::testing::EndsWith(":" + rendezvous)))
+            << w.service << ": the ranks of a group share the rendezvous volume";
+      }
+    }
     if (!FlagValue(command, "--kv_dir").empty()) {
       EXPECT_THAT(StringList(s["volumes"]),
                   Contains(::testing::EndsWith(absl::StrCat(":", FlagValue(command, "--kv_dir")))))
@@ -496,7 +580,122 @@ TEST(DeployComposeTest, HasCoordinatorMonitoringAndCompleteWorkerGroups) {
   EXPECT_EQ(FlagValue(coordinator, "--listen"), "0.0.0.0:50051");
   EXPECT_EQ(FlagValue(coordinator, "--internal_listen"), "0.0.0.0:50052");
   EXPECT_FALSE(FlagValue(coordinator, "--auth_token_file").empty());
-  EXPECT_FALSE(FlagValue(coordinator, "--db").empty());
+  EXPECT_TRUE(!FlagValue(coordinator, "--db").empty() ||
+              !FlagValue(coordinator, "--batch_store").empty());
+}
+
+// The services running dapq-coordinator.
+std::vector<std::string> ComposeCoordinators(const YAML::Node& compose) {
+  std::vector<std::string> out;
+  for (const auto& kv : compose["services"]) {
+    const std::vector<std::string> command = StringList(kv.second["command"]);
+    if (!command.empty() && command[0] == "dapq-coordinator") {
+      out.push_back(kv.first.as<std::string>());
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> EnvFiles(const YAML::Node& service) {
+  std::vector<std::string> files;
+  for (const std::string& f : StringList(service["env_file"])) {
+    files.push_back(ComposeDefaults(f));
+  }
+  return files;
+}
+
+// Several coordinators: they share etcd (discovery) and PostgreSQL (batch jobs), each advertises
+// its own internal address, the workers use the same etcd, the password stays out of URLs and
+// out of the compose file, and one published port leads to every coordinator.
+TEST(DeployComposeTest, SeveralCoordinatorsShareEtcdAndPostgres) {
+  const YAML::Node compose = Compose();
+  const YAML::Node services = compose["services"];
+  const std::vector<std::string> coordinators = ComposeCoordinators(compose);
+  ASSERT_GE(coordinators.size(), 2u);
+
+  ASSERT_TRUE(services["etcd"]);
+  EXPECT_THAT(Str(services["etcd"]["image"]), HasSubstr("etcd:v3."));
+  EXPECT_THAT(StringList(services["etcd"]["healthcheck"]["test"]), Contains("etcdctl"));
+  EXPECT_THAT(StringList(services["etcd"]["volumes"]), Not(IsEmpty()));
+  EXPECT_FALSE(services["etcd"]["ports"]) << "etcd is plaintext: keep it off the host";
+  ASSERT_TRUE(services["postgres"]);
+  EXPECT_TRUE(absl::StartsWith(Str(services["postgres"]["image"]), "postgres:"));
+  EXPECT_THAT(StringList(services["postgres"]["healthcheck"]["test"]), Contains("pg_isready"));
+  EXPECT_THAT(StringList(services["postgres"]["volumes"]), Not(IsEmpty()));
+  EXPECT_FALSE(services["postgres"]["environment"]["POSTGRES_PASSWORD"])
+      << "the password comes from an env file, not the compose file";
+
+  std::set<std::string> etcd_urls, batch_stores, advertised;
+  for (const std::string& name : coordinators) {
+    const YAML::Node s = services[name];
+    const std::vector<std::string> c = StringList(s["command"]);
+    EXPECT_EQ(FlagValue(c, "--listen"), "0.0.0.0:50051") << name;
+    EXPECT_EQ(FlagValue(c, "--internal_listen"), "0.0.0.0:50052") << name;
+    // Where workers reach this coordinator: its own service name, not 0.0.0.0.
+    EXPECT_EQ(FlagValue(c, "--advertise_internal"), name + ":50052") << name;
+    advertised.insert(FlagValue(c, "--advertise_internal"));
+    const EtcdUrl etcd = ParseEtcdUrl(FlagValue(c, "--etcd"));
+    EXPECT_TRUE(etcd.ok) << name << ": --etcd";
+    for (const std::string& e : etcd.endpoints) {
+      EXPECT_TRUE(services[HostOf(e)]) << name << ": etcd endpoint " << e << " is no service";
+    }
+    etcd_urls.insert(FlagValue(c, "--etcd"));
+    EXPECT_TRUE(FlagValue(c, "--db").empty()) << name << ": SQLite is one coordinator's";
+    const PostgresUrl pg = ParsePostgresUrl(FlagValue(c, "--batch_store"));
+    EXPECT_TRUE(pg.ok) << name << ": --batch_store " << FlagValue(c, "--batch_store");
+    EXPECT_FALSE(pg.has_password) << name << ": the password belongs in PGPASSWORD";
+    EXPECT_EQ(HostOf(pg.host_port), "postgres") << name;
+    batch_stores.insert(FlagValue(c, "--batch_store"));
+    // PGPASSWORD from an env file (a placeholder committed, like tokens.example).
+    bool pgpassword = false;
+    for (const std::string& f : EnvFiles(s)) {
+      pgpassword |= absl::StrContains(ReadFile(Deploy() / "docker" / f), "\nPGPASSWORD=");
+    }
+    EXPECT_TRUE(pgpassword) << name << ": PGPASSWORD from env_file";
+    for (const char* dep : {"etcd", "postgres"}) {
+      EXPECT_EQ(Str(s["depends_on"][dep]["condition"]), "service_healthy") << name << " " << dep;
+    }
+  }
+  EXPECT_EQ(etcd_urls.size(), 1u) << "the coordinators share one etcd prefix";
+  EXPECT_EQ(batch_stores.size(), 1u) << "the coordinators share one batch store";
+  EXPECT_EQ(advertised.size(), coordinators.size());
+  bool postgres_password = false;
+  for (const std::string& f : EnvFiles(services["postgres"])) {
+    postgres_password |=
+        absl::StrContains(ReadFile(Deploy() / "docker" / f), "\nPOSTGRES_PASSWORD=");
+  }
+  EXPECT_TRUE(postgres_password);
+
+  // Workers: the coordinators' etcd; ranks of a group meet there, no shared volume.
+  for (const ComposeWorker& w : ComposeWorkers(compose)) {
+    const std::vector<std::string> c = StringList(services[w.service]["command"]);
+    EXPECT_THAT(etcd_urls, Contains(FlagValue(c, "--etcd"))) << w.service;
+    EXPECT_TRUE(absl::StartsWith(FlagValue(c, "--rendezvous"), "etcd://")) << w.service;
+    EXPECT_TRUE(FlagValue(c, "--rendezvous_dir").empty()) << w.service;
+  }
+
+  // The public ports: published once, by a load balancer in front of every coordinator.
+  std::vector<std::string> publishers;
+  for (const auto& kv : services) {
+    const std::vector<std::string> ports = StringList(kv.second["ports"]);
+    if (std::find(ports.begin(), ports.end(), "50051:50051") != ports.end()) {
+      publishers.push_back(kv.first.as<std::string>());
+    }
+  }
+  ASSERT_EQ(publishers.size(), 1u);
+  const YAML::Node lb = services[publishers[0]];
+  EXPECT_THAT(StringList(lb["ports"]), Contains("8000:8000"));
+  ASSERT_TRUE(absl::StartsWith(Str(lb["image"]), "haproxy:")) << publishers[0];
+  std::string cfg;
+  for (const std::string& v : StringList(lb["volumes"])) {
+    if (absl::StrContains(v, ":/usr/local/etc/haproxy/haproxy.cfg")) {
+      cfg = ReadFile(Deploy() / "docker" / v.substr(0, v.find(':')));
+    }
+  }
+  for (const std::string& name : coordinators) {
+    EXPECT_THAT(cfg, HasSubstr(absl::StrCat(" ", name, ":50051 check"))) << name;
+    EXPECT_THAT(cfg, HasSubstr(absl::StrCat(" ", name, ":8000 check"))) << name;
+  }
 }
 
 TEST(DeployComposeTest, PrometheusScrapesEveryComposeProcess) {
@@ -507,7 +706,12 @@ TEST(DeployComposeTest, PrometheusScrapesEveryComposeProcess) {
     expected.push_back(absl::StrCat(w.service, ":", w.metrics_port));
   }
   EXPECT_THAT(c.targets.at("dapq-worker"), UnorderedElementsAreArray(expected));
-  EXPECT_THAT(c.targets.at("dapq-coordinator"), UnorderedElementsAre("coordinator:9400"));
+  std::vector<std::string> coordinators;
+  for (const std::string& name : ComposeCoordinators(compose)) {
+    const std::vector<std::string> command = StringList(compose["services"][name]["command"]);
+    coordinators.push_back(absl::StrCat(name, ":", PortOf(FlagValue(command, "--metrics_listen"))));
+  }
+  EXPECT_THAT(c.targets.at("dapq-coordinator"), UnorderedElementsAreArray(coordinators));
   const std::vector<std::string> prometheus =
       StringList(compose["services"]["prometheus"]["command"]);
   EXPECT_THAT(prometheus, Contains("--config.file=/etc/prometheus/prometheus-compose.yml"));
@@ -529,6 +733,9 @@ TEST(DeployComposeTest, VolumesAndBuildFilesExist) {
       } else {
         EXPECT_TRUE(declared.count(source)) << service << ": undeclared volume " << source;
       }
+    }
+    for (const std::string& f : EnvFiles(kv.second)) {
+      EXPECT_TRUE(fs::exists(Deploy() / "docker" / f)) << service << ": env_file " << f;
     }
     if (kv.second["build"]) {
       const fs::path context = Deploy() / "docker" / Str(kv.second["build"]["context"]);
@@ -613,6 +820,36 @@ TEST_F(DeployWorkerEntrypointTest, GivesEachStartOfAGroupAFreshRendezvousDirecto
       Run("", absl::StrCat("--tp 2 --rank 1 --group_id g0 --rendezvous_dir ", dir_));
   ASSERT_EQ(rank1_again.exit_code, 0);
   EXPECT_THAT(again.out, HasSubstr(rank1_again.out.substr(rank1_again.out.find(dir_))));
+}
+
+// --rendezvous takes an etcd URL (passed on as it is: the worker separates the starts of a group
+// in etcd) or a directory (rewritten like --rendezvous_dir).
+TEST_F(DeployWorkerEntrypointTest, PassesAnEtcdRendezvousThroughAndRewritesADirectory) {
+  const testing::CommandResult etcd = Run("POD_NAME=dapq-worker-g0-1",
+                                          "--tp 2 --rank auto --group_id g0 --etcd etcd://e:2379/p "
+                                          "--rendezvous etcd://e:2379/p --x y");
+  ASSERT_EQ(etcd.exit_code, 0);
+  EXPECT_EQ(etcd.out,
+            "--tp 2 --rank 1 --group_id g0 --etcd etcd://e:2379/p --rendezvous etcd://e:2379/p "
+            "--x y\n");
+  const testing::CommandResult etcd_eq =
+      Run("", "--tp=2 --rank=1 --group_id=g1 --rendezvous=etcd://e:2379/p");
+  ASSERT_EQ(etcd_eq.exit_code, 0);
+  EXPECT_EQ(etcd_eq.out, "--tp=2 --rank 1 --group_id=g1 --rendezvous etcd://e:2379/p\n");
+
+  const testing::CommandResult rank0 =
+      Run("POD_NAME=dapq-worker-g0-0", absl::StrCat("--tp 2 --rank auto --group_id g0 "
+                                                    "--rendezvous ",
+                                                    dir_));
+  ASSERT_EQ(rank0.exit_code, 0);
+  EXPECT_THAT(rank0.out,
+              ::testing::MatchesRegex(absl::StrCat("--tp 2 --rank 0 --group_id g0 --rendezvous ",
+                                                   dir_, "/g0/gen-[0-9a-z-]+\n")));
+  const testing::CommandResult rank1 =
+      Run("POD_NAME=dapq-worker-g0-1",
+          absl::StrCat("--tp=2 --rank=auto --group_id=g0 --rendezvous=", dir_));
+  ASSERT_EQ(rank1.exit_code, 0);
+  EXPECT_EQ(rank1.out.substr(rank1.out.find(dir_)), rank0.out.substr(rank0.out.find(dir_)));
 }
 
 TEST_F(DeployWorkerEntrypointTest, PassesFlagsThroughWithoutTensorParallelism) {
@@ -717,6 +954,87 @@ std::vector<K8sObject> OfKind(const std::vector<K8sObject>& all, const std::stri
   return out;
 }
 
+YAML::Node PodLabels(const K8sObject& workload) {
+  return workload.doc["spec"]["template"]["metadata"]["labels"];
+}
+std::string AppName(const K8sObject& workload) {
+  return Str(PodLabels(workload)["app.kubernetes.io/name"]);
+}
+bool IsWorkerSet(const K8sObject& o) {
+  return o.kind() == "StatefulSet" && AppName(o) == "dapq-worker";
+}
+bool IsDapqImage(const YAML::Node& container) {
+  return absl::StartsWith(Str(container["image"]), "dapq-serve:");
+}
+
+// The data of the ConfigMap dapq-config (the $(VARS) of the DapQ containers).
+std::map<std::string, std::string> DapqConfig(const std::vector<K8sObject>& all) {
+  std::map<std::string, std::string> out;
+  for (const K8sObject& o : OfKind(all, "ConfigMap")) {
+    if (o.name() != "dapq-config") continue;
+    for (const auto& kv : o.doc["data"]) out[kv.first.as<std::string>()] = Str(kv.second);
+  }
+  return out;
+}
+
+// `value` with its $(VARS) replaced from the ConfigMap.
+std::string Resolve(const std::string& value, const std::map<std::string, std::string>& config) {
+  std::string out = value;
+  for (const auto& [k, v] : config) {
+    out = absl::StrReplaceAll(out, {{absl::StrCat("$(", k, ")"), v}});
+  }
+  return out;
+}
+
+// The one workload of `kind` whose pods carry app.kubernetes.io/name `app`.
+const K8sObject* Workload(const std::vector<K8sObject>& all, const std::string& kind,
+                          const std::string& app) {
+  for (const K8sObject& o : all) {
+    if (o.kind() == kind && AppName(o) == app) return &o;
+  }
+  return nullptr;
+}
+
+// The Service named `name`, if it selects the pods of `workload` and exposes `port`.
+bool ServiceReaches(const std::vector<K8sObject>& all, const std::string& name,
+                    const K8sObject& workload, const std::string& port) {
+  for (const K8sObject& s : OfKind(all, "Service")) {
+    if (s.name() != name || !SelectorMatches(s.doc["spec"]["selector"], PodLabels(workload))) {
+      continue;
+    }
+    for (const YAML::Node& p : s.doc["spec"]["ports"]) {
+      if (Str(p["port"]) == port) return true;
+    }
+  }
+  return false;
+}
+
+// Whether the NetworkPolicies that select pods labelled `to` admit pods labelled `from` on
+// `port` (no policy selecting them: everything is admitted, which the caller rules out).
+bool PolicyAdmits(const std::vector<K8sObject>& all, const YAML::Node& to, const YAML::Node& from,
+                  const std::string& port) {
+  for (const K8sObject& np : OfKind(all, "NetworkPolicy")) {
+    if (!SelectorMatches(np.doc["spec"]["podSelector"]["matchLabels"], to)) continue;
+    for (const YAML::Node& rule : np.doc["spec"]["ingress"]) {
+      bool peer = !rule["from"] || rule["from"].size() == 0;
+      for (const YAML::Node& f : rule["from"]) {
+        peer |= f["podSelector"] && SelectorMatches(f["podSelector"]["matchLabels"], from);
+      }
+      bool port_ok = !rule["ports"] || rule["ports"].size() == 0;
+      for (const YAML::Node& p : rule["ports"]) port_ok |= Str(p["port"]) == port;
+      if (peer && port_ok) return true;
+    }
+  }
+  return false;
+}
+
+bool SomePolicySelects(const std::vector<K8sObject>& all, const YAML::Node& labels) {
+  for (const K8sObject& np : OfKind(all, "NetworkPolicy")) {
+    if (SelectorMatches(np.doc["spec"]["podSelector"]["matchLabels"], labels)) return true;
+  }
+  return false;
+}
+
 TEST(DeployKubernetesTest, EveryDocumentHasApiVersionKindAndName) {
   const std::vector<K8sObject> objects = K8sObjects();
   ASSERT_GT(objects.size(), 10u);
@@ -743,8 +1061,14 @@ TEST(DeployKubernetesTest, WorkloadsAreCompleteAndConsistent) {
   const std::vector<K8sObject> all = K8sObjects();
   std::set<std::string> claims, config_maps;
   std::map<std::string, YAML::Node> config_data;
+  std::map<std::string, std::set<std::string>> secret_keys;
   for (const K8sObject& o : OfKind(all, "PersistentVolumeClaim")) claims.insert(o.name());
   for (const K8sObject& o : OfKind(all, "ConfigMap")) config_data[o.name()] = o.doc["data"];
+  for (const K8sObject& o : OfKind(all, "Secret")) {
+    for (const char* field : {"stringData", "data"}) {
+      for (const auto& kv : o.doc[field]) secret_keys[o.name()].insert(kv.first.as<std::string>());
+    }
+  }
   int workloads = 0;
   for (const std::string kind : {"Deployment", "StatefulSet"}) {
     for (const K8sObject& o : OfKind(all, kind)) {
@@ -757,6 +1081,9 @@ TEST(DeployKubernetesTest, WorkloadsAreCompleteAndConsistent) {
       const YAML::Node pod = spec["template"]["spec"];
       ASSERT_TRUE(pod["containers"] && pod["containers"].size() > 0) << where;
       std::set<std::string> volumes;
+      for (const YAML::Node& t : spec["volumeClaimTemplates"]) {
+        volumes.insert(Str(t["metadata"]["name"]));
+      }
       for (const YAML::Node& v : pod["volumes"]) {
         volumes.insert(Str(v["name"]));
         if (v["persistentVolumeClaim"]) {
@@ -776,7 +1103,16 @@ TEST(DeployKubernetesTest, WorkloadsAreCompleteAndConsistent) {
         for (const YAML::Node& m : c["volumeMounts"]) {
           EXPECT_TRUE(volumes.count(Str(m["name"]))) << where << ": mount " << Str(m["name"]);
         }
-        for (const YAML::Node& e : c["env"]) env.insert(Str(e["name"]));
+        for (const YAML::Node& e : c["env"]) {
+          env.insert(Str(e["name"]));
+          if (e["valueFrom"] && e["valueFrom"]["secretKeyRef"]) {
+            // Secrets the manifests create (dapq-tls is created by hand: make-certs.sh).
+            const YAML::Node ref = e["valueFrom"]["secretKeyRef"];
+            EXPECT_TRUE(secret_keys[Str(ref["name"])].count(Str(ref["key"])))
+                << where << ": env " << Str(e["name"]) << " from Secret " << Str(ref["name"])
+                << " key " << Str(ref["key"]);
+          }
+        }
         for (const YAML::Node& e : c["envFrom"]) {
           const std::string cm = Str(e["configMapRef"]["name"]);
           ASSERT_TRUE(config_data.count(cm)) << where << ": ConfigMap " << cm;
@@ -789,18 +1125,23 @@ TEST(DeployKubernetesTest, WorkloadsAreCompleteAndConsistent) {
             EXPECT_TRUE(env.count((*it)[1])) << where << ": undefined $(" << (*it)[1] << ")";
           }
         }
+        if (!IsDapqImage(c)) continue;  // etcd, PostgreSQL
         const std::vector<std::string> args = StringList(c["args"]);
         EXPECT_FALSE(FlagValue(args, "--metrics_listen").empty()) << where;
         EXPECT_TRUE(ports.count("metrics")) << where;
       }
     }
   }
-  EXPECT_GE(workloads, 3);
+  EXPECT_GE(workloads, 5);
 }
 
 TEST(DeployKubernetesTest, WorkerGroupsAreStatefulSetsOfOneGpuPerRank) {
   const std::vector<K8sObject> all = K8sObjects();
-  const std::vector<K8sObject> sets = OfKind(all, "StatefulSet");
+  const std::map<std::string, std::string> config = DapqConfig(all);
+  std::vector<K8sObject> sets;
+  for (const K8sObject& o : OfKind(all, "StatefulSet")) {
+    if (IsWorkerSet(o)) sets.push_back(o);
+  }
   ASSERT_GE(sets.size(), 2u) << "a StatefulSet per worker group";
   std::set<std::string> groups;
   for (const K8sObject& o : sets) {
@@ -816,16 +1157,17 @@ TEST(DeployKubernetesTest, WorkerGroupsAreStatefulSetsOfOneGpuPerRank) {
     EXPECT_EQ(FlagValue(args, "--advertise_host"), "$(POD_IP)");
     EXPECT_EQ(FlagValue(args, "--gloo_host"), "$(POD_IP)");
     EXPECT_EQ(FlagValue(args, "--listen"), "0.0.0.0:50061");
-    EXPECT_EQ(FlagValue(args, "--coordinator"), "$(DAPQ_COORDINATOR)");
+    // The group registers in etcd and finds every coordinator there.
+    EXPECT_EQ(FlagValue(args, "--etcd"), "$(DAPQ_ETCD)") << o.name();
+    EXPECT_TRUE(ParseEtcdUrl(Resolve(FlagValue(args, "--etcd"), config)).ok) << o.name();
     EXPECT_EQ(Str(spec["podManagementPolicy"]), "Parallel") << o.name();
     EXPECT_EQ(Str(c["resources"]["requests"]["nvidia.com/gpu"]), "1") << o.name();
     EXPECT_EQ(Str(c["resources"]["limits"]["nvidia.com/gpu"]), "1") << o.name();
-    // The rendezvous directory is on a volume every rank of the group mounts.
-    bool mounted = false;
-    for (const YAML::Node& m : c["volumeMounts"]) {
-      mounted |= Str(m["mountPath"]) == FlagValue(args, "--rendezvous_dir");
-    }
-    EXPECT_TRUE(mounted) << o.name() << ": --rendezvous_dir must be a mounted volume";
+    // The ranks of a group meet through etcd: they may land on different nodes, so no shared
+    // rendezvous volume.
+    EXPECT_TRUE(ParseEtcdUrl(Resolve(FlagValue(args, "--rendezvous"), config)).ok)
+        << o.name() << ": --rendezvous etcd://...";
+    EXPECT_TRUE(FlagValue(args, "--rendezvous_dir").empty()) << o.name();
     if (!FlagValue(args, "--kv_dir").empty()) {
       bool kv_mounted = false;
       for (const YAML::Node& m : c["volumeMounts"]) {
@@ -853,13 +1195,25 @@ TEST(DeployKubernetesTest, DisruptionBudgetsProtectEveryWorkload) {
   for (const std::string kind : {"Deployment", "StatefulSet"}) {
     for (const K8sObject& o : OfKind(all, kind)) {
       const YAML::Node labels = o.doc["spec"]["template"]["metadata"]["labels"];
+      const int replicas = o.doc["spec"]["replicas"] ? o.doc["spec"]["replicas"].as<int>() : 1;
       int covering = 0;
       for (const K8sObject& b : budgets) {
         if (!SelectorMatches(b.doc["spec"]["selector"]["matchLabels"], labels)) continue;
         ++covering;
-        if (kind == "StatefulSet") {
+        if (IsWorkerSet(o)) {
           EXPECT_EQ(Str(b.doc["spec"]["maxUnavailable"]), "0")
               << b.name() << ": a tensor-parallel group cannot lose a rank";
+          continue;
+        }
+        // Everything else lets a node drain proceed: at least one pod may be evicted.
+        const YAML::Node max_unavailable = b.doc["spec"]["maxUnavailable"];
+        const YAML::Node min_available = b.doc["spec"]["minAvailable"];
+        ASSERT_TRUE(max_unavailable || min_available) << b.name();
+        const int allowed =
+            max_unavailable ? max_unavailable.as<int>() : replicas - min_available.as<int>();
+        EXPECT_GE(allowed, 1) << b.name() << ": a drain must be able to evict a pod";
+        if (AppName(o) == "dapq-etcd") {
+          EXPECT_LE(allowed, (replicas - 1) / 2) << b.name() << ": etcd keeps its quorum";
         }
       }
       EXPECT_EQ(covering, 1) << kind << "/" << o.name() << " needs exactly one PDB";
@@ -889,10 +1243,15 @@ TEST(DeployKubernetesTest, MonitorsScrapeCoordinatorAndWorkersAsTheirJobs) {
     for (const YAML::Node& e : sm["endpoints"]) EXPECT_TRUE(ports.count(Str(e["port"])));
   }
   EXPECT_TRUE(coordinator_found);
-  // The PodMonitor selects every worker pod (all StatefulSets), as job dapq-worker.
+  // The PodMonitor selects every worker pod (the worker StatefulSets), as job dapq-worker.
   const YAML::Node pm = pod_monitors[0].doc["spec"];
   for (const K8sObject& o : OfKind(all, "StatefulSet")) {
     const YAML::Node labels = o.doc["spec"]["template"]["metadata"]["labels"];
+    if (!IsWorkerSet(o)) {
+      EXPECT_FALSE(SelectorMatches(pm["selector"]["matchLabels"], labels))
+          << o.name() << " must not be scraped as a worker";
+      continue;
+    }
     EXPECT_TRUE(SelectorMatches(pm["selector"]["matchLabels"], labels)) << o.name();
     EXPECT_EQ(Str(labels[Str(pm["jobLabel"])]), "dapq-worker") << o.name();
   }
@@ -921,6 +1280,123 @@ TEST(DeployKubernetesTest, CoordinatorServiceExposesGrpcAndMetrics) {
     EXPECT_TRUE(selects);
   }
   EXPECT_TRUE(found);
+}
+
+// Several coordinators: a Deployment of 3 spread over nodes, registered in etcd at their pod IPs,
+// sharing one PostgreSQL batch store whose password comes from a Secret, never the URL.
+TEST(DeployKubernetesTest, CoordinatorsAreReplicatedAndShareEtcdAndPostgres) {
+  const std::vector<K8sObject> all = K8sObjects();
+  const std::map<std::string, std::string> config = DapqConfig(all);
+  const K8sObject* d = Workload(all, "Deployment", "dapq-coordinator");
+  ASSERT_NE(d, nullptr);
+  const YAML::Node spec = d->doc["spec"];
+  EXPECT_GE(spec["replicas"].as<int>(), 3);
+  EXPECT_NE(Str(spec["strategy"]["type"]), "Recreate");
+  const YAML::Node pod = spec["template"]["spec"];
+  bool spread = false;
+  for (const YAML::Node& t :
+       pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]) {
+    spread |= Str(t["podAffinityTerm"]["topologyKey"]) == "kubernetes.io/hostname" &&
+              SelectorMatches(t["podAffinityTerm"]["labelSelector"]["matchLabels"], PodLabels(*d));
+  }
+  EXPECT_TRUE(spread) << "preferred anti-affinity across nodes";
+  for (const YAML::Node& v : pod["volumes"]) {
+    EXPECT_FALSE(v["persistentVolumeClaim"]) << "coordinators keep no state of their own";
+  }
+  const YAML::Node c = pod["containers"][0];
+  const std::vector<std::string> args = StringList(c["args"]);
+  EXPECT_TRUE(FlagValue(args, "--db").empty());
+  EXPECT_TRUE(ParseEtcdUrl(Resolve(FlagValue(args, "--etcd"), config)).ok)
+      << Resolve(FlagValue(args, "--etcd"), config);
+  EXPECT_EQ(FlagValue(args, "--advertise_internal"),
+            absl::StrCat("$(POD_IP):", PortOf(FlagValue(args, "--internal_listen"))));
+  std::map<std::string, YAML::Node> env;
+  for (const YAML::Node& e : c["env"]) env[Str(e["name"])] = e;
+  EXPECT_EQ(Str(env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"]), "status.podIP");
+  const PostgresUrl pg = ParsePostgresUrl(Resolve(FlagValue(args, "--batch_store"), config));
+  ASSERT_TRUE(pg.ok) << Resolve(FlagValue(args, "--batch_store"), config);
+  EXPECT_FALSE(pg.has_password) << "the password comes from PGPASSWORD (a Secret)";
+  const YAML::Node pgpassword = env["PGPASSWORD"]["valueFrom"]["secretKeyRef"];
+  ASSERT_TRUE(pgpassword) << "PGPASSWORD from a Secret";
+
+  // etcd: an odd number of members that know each other, on volumes of their own.
+  const K8sObject* etcd = Workload(all, "StatefulSet", "dapq-etcd");
+  ASSERT_NE(etcd, nullptr);
+  const int members = etcd->doc["spec"]["replicas"].as<int>();
+  EXPECT_EQ(members, 3);
+  EXPECT_FALSE(etcd->doc["spec"]["volumeClaimTemplates"].size() == 0);
+  bool headless = false;
+  for (const K8sObject& s : OfKind(all, "Service")) {
+    if (s.name() != Str(etcd->doc["spec"]["serviceName"])) continue;
+    headless = Str(s.doc["spec"]["clusterIP"]) == "None" &&
+               Str(s.doc["spec"]["publishNotReadyAddresses"]) == "true" &&
+               SelectorMatches(s.doc["spec"]["selector"], PodLabels(*etcd));
+  }
+  EXPECT_TRUE(headless) << "etcd members find each other through a headless Service";
+  const std::vector<std::string> etcd_args =
+      StringList(etcd->doc["spec"]["template"]["spec"]["containers"][0]["args"]);
+  std::string initial_cluster;
+  for (const std::string& a : etcd_args) {
+    if (absl::StartsWith(a, "--initial-cluster=")) initial_cluster = a.substr(18);
+  }
+  const std::vector<std::string> peers = absl::StrSplit(initial_cluster, ',');
+  ASSERT_EQ(peers.size(), static_cast<size_t>(members)) << initial_cluster;
+  for (int i = 0; i < members; ++i) {
+    EXPECT_TRUE(absl::StartsWith(
+        peers[i], absl::StrCat(etcd->name(), "-", i, "=http://", etcd->name(), "-", i, ".",
+                               Str(etcd->doc["spec"]["serviceName"]), ":2380")))
+        << peers[i];
+  }
+  // Every endpoint coordinators and workers use is a Service of the etcd pods.
+  for (const std::string& e : ParseEtcdUrl(config.at("DAPQ_ETCD")).endpoints) {
+    // SERVICE:PORT or POD.SERVICE:PORT (a member by its name).
+    const std::vector<std::string> parts = absl::StrSplit(HostOf(e), '.');
+    const std::string service = parts.size() > 1 ? parts[1] : parts[0];
+    EXPECT_TRUE(ServiceReaches(all, service, *etcd, PortOf(e))) << e;
+  }
+
+  // PostgreSQL: one replica on a volume, reached by the batch store URL, with the password the
+  // coordinators use.
+  const K8sObject* postgres = Workload(all, "StatefulSet", "dapq-postgres");
+  ASSERT_NE(postgres, nullptr);
+  EXPECT_EQ(Str(postgres->doc["spec"]["replicas"]), "1");
+  EXPECT_FALSE(postgres->doc["spec"]["volumeClaimTemplates"].size() == 0);
+  EXPECT_TRUE(ServiceReaches(all, HostOf(pg.host_port), *postgres, PortOf(pg.host_port)))
+      << pg.host_port;
+  const YAML::Node pc = postgres->doc["spec"]["template"]["spec"]["containers"][0];
+  EXPECT_TRUE(absl::StartsWith(Str(pc["image"]), "postgres:"));
+  EXPECT_THAT(StringList(pc["readinessProbe"]["exec"]["command"]), Contains("pg_isready"));
+  std::map<std::string, YAML::Node> pg_env;
+  for (const YAML::Node& e : pc["env"]) pg_env[Str(e["name"])] = e;
+  EXPECT_EQ(Str(pg_env["POSTGRES_USER"]["value"]), pg.user);
+  EXPECT_EQ(Str(pg_env["POSTGRES_DB"]["value"]), pg.db);
+  const YAML::Node pg_secret = pg_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"];
+  EXPECT_EQ(Str(pg_secret["name"]), Str(pgpassword["name"]));
+  EXPECT_EQ(Str(pg_secret["key"]), Str(pgpassword["key"]));
+}
+
+TEST(DeployKubernetesTest, NetworkPoliciesAdmitEtcdAndPostgresClients) {
+  const std::vector<K8sObject> all = K8sObjects();
+  const K8sObject* coordinator = Workload(all, "Deployment", "dapq-coordinator");
+  const K8sObject* etcd = Workload(all, "StatefulSet", "dapq-etcd");
+  const K8sObject* postgres = Workload(all, "StatefulSet", "dapq-postgres");
+  ASSERT_TRUE(coordinator && etcd && postgres);
+  std::vector<const K8sObject*> workers;
+  for (const K8sObject& o : all) {
+    if (IsWorkerSet(o)) workers.push_back(&o);
+  }
+  ASSERT_FALSE(workers.empty());
+  ASSERT_TRUE(SomePolicySelects(all, PodLabels(*etcd)));
+  ASSERT_TRUE(SomePolicySelects(all, PodLabels(*postgres)));
+  EXPECT_TRUE(PolicyAdmits(all, PodLabels(*etcd), PodLabels(*coordinator), "2379"));
+  EXPECT_TRUE(PolicyAdmits(all, PodLabels(*etcd), PodLabels(*etcd), "2380"));
+  for (const K8sObject* w : workers) {
+    EXPECT_TRUE(PolicyAdmits(all, PodLabels(*etcd), PodLabels(*w), "2379")) << w->name();
+    EXPECT_FALSE(PolicyAdmits(all, PodLabels(*postgres), PodLabels(*w), "5432")) << w->name();
+    // Workers heartbeat to each coordinator's internal port.
+    EXPECT_TRUE(PolicyAdmits(all, PodLabels(*coordinator), PodLabels(*w), "50052")) << w->name();
+  }
+  EXPECT_TRUE(PolicyAdmits(all, PodLabels(*postgres), PodLabels(*coordinator), "5432"));
 }
 
 }  // namespace

@@ -147,6 +147,7 @@ const std::vector<MetricSpec>& MetricContract() {
       {"dapq_kv_spill_failures_total", K::kCounter, Worker({"tier"})},
       {"dapq_kv_failed_loads_total", K::kCounter, Worker({"cause"})},
       {"dapq_kv_transfer_seconds", K::kHistogram, Worker({"direction"})},
+      {"dapq_worker_etcd_lease_lost_total", K::kCounter, Worker({})},
       // Coordinator.
       {"dapq_coordinator_requests_total", K::kCounter, {"code"}},
       {"dapq_coordinator_in_flight", K::kGauge, {}},
@@ -157,6 +158,10 @@ const std::vector<MetricSpec>& MetricContract() {
       {"dapq_coordinator_batch_jobs", K::kGauge, {"state"}},
       {"dapq_coordinator_batch_items", K::kGauge, {"state"}},
       {"dapq_coordinator_batch_item_failures_total", K::kCounter, {}},
+      // Coordinators that share etcd (--etcd) and a batch store (--batch_store).
+      {"dapq_coordinator_etcd_up", K::kGauge, {}},
+      {"dapq_coordinator_etcd_groups", K::kGauge, {}},
+      {"dapq_coordinator_batch_store_errors_total", K::kCounter, {"kind"}},
   };
   return *contract;
 }
@@ -170,7 +175,10 @@ std::set<std::string> AllowedLabelValues(const std::string& metric, const std::s
   if (label == "outcome") return {"ok", "error", "cancelled"};
   if (label == "cause") return {"checksum", "missing", "unavailable"};
   if (label == "direction") return {"spill", "restore"};
-  if (label == "kind") return {"recompute", "swap"};
+  if (label == "kind" && metric == "dapq_worker_preemptions_total") return {"recompute", "swap"};
+  if (label == "kind" && metric == "dapq_coordinator_batch_store_errors_total") {
+    return {"claim", "commit"};
+  }
   if (label == "state" && metric == "dapq_coordinator_batch_jobs") {
     return {"queued", "running", "succeeded", "failed", "cancelled"};
   }

@@ -39,7 +39,7 @@ TEST(DeployMetricContractTest, NamesFollowTheConventions) {
       EXPECT_NE(label, "instance") << m.name;
     }
   }
-  EXPECT_EQ(names.size(), 45u);
+  EXPECT_EQ(names.size(), 49u);
 }
 
 TEST(DeployMetricContractTest, AcceptsQueriesOverTheContract) {
@@ -102,6 +102,11 @@ TEST(DeployMetricContractTest, RejectsValuesOutsideAnEnumeration) {
   EXPECT_THAT(Errors(CheckQuery("dapq_coordinator_batch_jobs{state=~\"queued|pending\"}")),
               HasSubstr("never takes the value \"pending\""));
   EXPECT_THAT(Errors(CheckQuery("up{job=\"worker\"}")), HasSubstr("\"worker\""));
+  EXPECT_THAT(Errors(CheckQuery("dapq_worker_preemptions_total{kind=\"evict\"}")),
+              HasSubstr("never takes the value \"evict\""));
+  EXPECT_THAT(
+      Errors(CheckQuery("rate(dapq_coordinator_batch_store_errors_total{kind=\"swap\"}[5m])")),
+      HasSubstr("never takes the value \"swap\""));
   EXPECT_THAT(Errors(CheckQuery("dapq_kv_used_bytes{job=\"dapq-coordinator\"}")),
               HasSubstr("\"dapq-coordinator\""));
 }

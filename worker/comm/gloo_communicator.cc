@@ -21,6 +21,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "cluster/etcd_client.h"
+#include "cluster/etcd_rendezvous.h"
+#include "cluster/etcd_url.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "gloo/common/error.h"
 #include "gloo/common/logging.h"
@@ -30,6 +34,7 @@
 #include "gloo/transport/tcp/device.h"
 #include "gloo/transport/unbound_buffer.h"
 #include "gloo/types.h"
+#include "worker/comm/etcd_store.h"
 #include "worker/comm/internal/group_state.h"
 
 namespace dapq::worker {
@@ -252,8 +257,20 @@ absl::Status GlooGroupOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("gloo group: rank=", rank, " outside [0, size=", size, ")"));
   }
-  if (rendezvous_dir.empty()) {
-    return absl::InvalidArgumentError("gloo group: rendezvous_dir is empty");
+  if (!rendezvous_url.empty()) {
+    absl::StatusOr<cluster::EtcdUrl> url = cluster::ParseEtcdUrl(rendezvous_url);
+    if (!url.ok()) {
+      return absl::Status(url.status().code(),
+                          absl::StrCat("gloo group: rendezvous_url: ", url.status().message()));
+    }
+    if (group_id.empty() || absl::StrContains(group_id, '/')) {
+      return absl::InvalidArgumentError(absl::StrCat("gloo group: group_id '", group_id,
+                                                     "' must be non-empty without '/' with an etcd "
+                                                     "rendezvous_url"));
+    }
+  } else if (rendezvous_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "gloo group: rendezvous_dir and rendezvous_url are both empty");
   }
   if (hostname.empty()) return absl::InvalidArgumentError("gloo group: hostname is empty");
   if (timeout <= absl::ZeroDuration()) {
@@ -263,6 +280,79 @@ absl::Status GlooGroupOptions::Validate() const {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The etcd path of ConnectGlooGroup: rendezvous incarnation, EtcdStore, full mesh, barrier,
+// then the rendezvous keys are removed. Ranks > 0 join again when their incarnation is
+// superseded while they connect.
+absl::StatusOr<std::unique_ptr<Communicator>> ConnectThroughEtcd(const GlooGroupOptions& options) {
+  const auto timeout = absl::ToChronoMilliseconds(options.timeout);
+  const absl::Time deadline = absl::Now() + options.timeout;
+  DAPQ_ASSIGN_OR_RETURN(cluster::EtcdUrl url, cluster::ParseEtcdUrl(options.rendezvous_url));
+  cluster::EtcdClientOptions client_options;
+  client_options.endpoints = url.endpoints;
+  client_options.timeout = std::min(options.timeout, absl::Seconds(5));
+  DAPQ_ASSIGN_OR_RETURN(std::shared_ptr<cluster::EtcdClient> client,
+                        cluster::EtcdClient::Create(std::move(client_options)));
+  cluster::EtcdRendezvousOptions rendezvous_options;
+  rendezvous_options.prefix = url.prefix;
+  rendezvous_options.group_id = options.group_id;
+  rendezvous_options.rank = options.rank;
+  rendezvous_options.size = options.size;
+  IgnoreSigpipeIfDefault();
+  for (;;) {
+    DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<cluster::EtcdRendezvous> rendezvous,
+                          cluster::EtcdRendezvous::Join(client, rendezvous_options, deadline));
+    const std::string context = absl::StrCat(
+        "gloo connect (rank ", options.rank, " of ", options.size, ", group '", options.group_id,
+        "' incarnation ", rendezvous->incarnation(), " via ", options.rendezvous_url, "): ");
+    EtcdStoreOptions store_options;
+    store_options.prefix = rendezvous->store_prefix();
+    store_options.lease = rendezvous->lease_id();
+    store_options.timeout = std::max(deadline - absl::Now(), absl::Milliseconds(1));
+    store_options.check = [r = rendezvous.get()] { return r->CheckCurrent(); };
+    EtcdStore store(client, std::move(store_options));
+    std::shared_ptr<gloo::rendezvous::Context> gloo_context;
+    absl::Status failed;
+    try {
+      gloo::transport::tcp::attr attr;
+      attr.hostname = options.hostname;
+      std::shared_ptr<gloo::transport::Device> device = gloo::transport::tcp::CreateDevice(attr);
+      gloo_context = std::make_shared<gloo::rendezvous::Context>(options.rank, options.size);
+      gloo_context->setTimeout(timeout);
+      gloo_context->connectFullMesh(store, device);
+    } catch (...) {
+      failed = CurrentExceptionToStatus(context);
+      if (const absl::Status s = store.error(); !s.ok()) {
+        failed = absl::Status(s.code(), absl::StrCat(context, s.message()));
+      }
+    }
+    if (!failed.ok()) {
+      gloo_context.reset();
+      // A rank > 0 follows rank 0 into its newer incarnation.
+      const bool superseded =
+          absl::IsAborted(failed) || absl::IsAborted(rendezvous->CheckCurrent());
+      if (options.rank > 0 && superseded && absl::Now() < deadline) {
+        DAPQ_LOG(INFO) << context << failed.message() << "; joining again";
+        continue;
+      }
+      return failed;
+    }
+    auto comm = std::make_unique<GlooCommunicator>(std::move(gloo_context), options.rank,
+                                                   options.size, timeout);
+    // Every rank has read all the addresses it needs only once every rank is connected: pass a
+    // barrier over the new mesh before the rendezvous keys go.
+    DAPQ_RETURN_IF_ERROR(comm->Barrier());
+    if (const absl::Status s = rendezvous->Finish(deadline); !s.ok()) {
+      DAPQ_LOG(WARNING) << context << "removing the rendezvous keys: " << s
+                        << " (they expire with their lease)";
+    }
+    return std::unique_ptr<Communicator>(std::move(comm));
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Communicator>> ConnectGlooGroup(const GlooGroupOptions& options) {
   DAPQ_RETURN_IF_ERROR(options.Validate());
   const auto timeout = absl::ToChronoMilliseconds(options.timeout);
@@ -270,6 +360,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> ConnectGlooGroup(const GlooGroupOp
     return std::unique_ptr<Communicator>(
         std::make_unique<GlooCommunicator>(nullptr, 0, 1, timeout));
   }
+  if (!options.rendezvous_url.empty()) return ConnectThroughEtcd(options);
   std::error_code ec;
   std::filesystem::create_directories(options.rendezvous_dir, ec);
   if (ec) {

@@ -1,8 +1,17 @@
 // File: worker/comm/gloo_communicator.h
 // Communicator over Gloo's TCP transport, for tensor-parallel ranks that are separate processes
-// (on one machine over loopback, or across machines). The ranks meet through a
-// gloo::rendezvous::FileStore: a directory every rank can see, where each publishes its listening
-// addresses under `group_id`, then every pair of ranks connects directly over TCP.
+// (on one machine over loopback, or across machines). The ranks meet either through a
+// gloo::rendezvous::FileStore (`rendezvous_dir`: a directory every rank can see, where each
+// publishes its listening addresses under `group_id`) or through etcd (`rendezvous_url`, see
+// cluster/etcd_rendezvous.h and worker/comm/etcd_store.h: no shared files, a fresh key space per
+// attempt, every key under a lease and removed once the group formed); then every pair of ranks
+// connects directly over TCP.
+//
+// Through etcd, every call of ConnectGlooGroup is a new incarnation of the group: rank 0 opens
+// it, the other ranks join the newest open one (waiting for rank 0 if they come first), and the
+// same group_id is reused by every attempt. A rank > 0 whose incarnation is superseded while it
+// waits (rank 0 restarted) joins the new one within the same timeout. Once connected, the ranks
+// pass a barrier and remove their rendezvous keys.
 //
 // Semantics (see communicator.h for the contract shared with the in-process communicator):
 //  - Float AllReduceSum is an allgather followed by a local sum in rank order 0..size-1, so its
@@ -51,21 +60,29 @@ namespace dapq::worker {
 
 struct GlooGroupOptions {
   int rank = 0, size = 1;
-  // gloo::rendezvous::FileStore directory shared by the ranks (created if missing).
+  // gloo::rendezvous::FileStore directory shared by the ranks (created if missing). Ignored
+  // when rendezvous_url is set.
   std::string rendezvous_dir;
-  // Key prefix, so that several groups (and retries) can share a directory. A group_id must be
-  // used by one group attempt only: its keys stay in the directory ("File already exists").
+  // "etcd://host:port[,host:port...][/prefix]" (cluster/etcd_url.h; plaintext only, etcds:// is
+  // Unimplemented): meet through etcd instead of rendezvous_dir.
+  std::string rendezvous_url;
+  // With rendezvous_dir: key prefix, so that several groups (and retries) can share a
+  // directory; a group_id must be used by one group attempt only: its keys stay in the
+  // directory ("File already exists"). With rendezvous_url: the group's name in etcd (required,
+  // no '/'), the same for every attempt (each is a new incarnation).
   std::string group_id;
   std::string hostname = "127.0.0.1";           // interface address this rank listens on
   absl::Duration timeout = absl::Seconds(120);  // per collective, and for the rendezvous
-  // InvalidArgument naming the field: rank outside [0, size), size < 1, empty rendezvous_dir or
-  // hostname, timeout <= 0.
+  // InvalidArgument naming the field: rank outside [0, size), size < 1, both rendezvous_dir and
+  // rendezvous_url empty, a bad rendezvous_url (Unimplemented for etcds://), an empty or
+  // slashed group_id with rendezvous_url, empty hostname, timeout <= 0.
   absl::Status Validate() const;
 };
 
 // Joins the group as options.rank: blocks until every rank has published its address and every
-// pair is connected. Unavailable when a peer cannot be reached, DeadlineExceeded when the others
-// do not arrive within the timeout, InvalidArgument for bad options.
+// pair is connected. Unavailable when a peer (or etcd) cannot be reached, DeadlineExceeded when
+// the others do not arrive within the timeout, Aborted when rank 0's etcd incarnation was
+// superseded by another rank 0, InvalidArgument for bad options.
 absl::StatusOr<std::unique_ptr<Communicator>> ConnectGlooGroup(const GlooGroupOptions& options);
 
 }  // namespace dapq::worker

@@ -1,17 +1,23 @@
 // File: worker/service/worker_main.cc
 // dapq-worker: one tensor-parallel rank of a worker group. Every rank loads the model and
-// connects to the others (Gloo over TCP, rendezvous through a shared directory); rank 0 serves
-// dapq.v1.WorkerGroup on --listen, registers with the coordinator (--coordinator) through
-// heartbeats, and drives the group. SIGINT/SIGTERM stop the group cleanly; a lost rank stops it
-// with exit code 1 (the coordinator routes around it).
+// connects to the others (Gloo over TCP; the ranks meet through a shared directory or through
+// etcd, --rendezvous); rank 0 serves dapq.v1.WorkerGroup on --listen, registers the group in
+// etcd under a lease (--etcd) and with the coordinators (--coordinator, and every coordinator
+// registered in etcd) through heartbeats, and drives the group. SIGINT/SIGTERM stop the group
+// cleanly; a lost rank stops it with exit code 1 (the coordinator routes around it).
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "cluster/etcd_client.h"
+#include "cluster/etcd_registration.h"
+#include "cluster/etcd_url.h"
+#include "cluster/etcd_watch.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/ready_fd.h"
@@ -24,6 +30,7 @@
 #include "kvstore/memory_tier.h"
 #include "kvstore/peer_service.h"
 #include "kvstore/remote_tier.h"
+#include "nlohmann/json.hpp"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/model_loader.h"
 #include "worker/prompt_codec.h"
@@ -38,6 +45,9 @@ struct WorkerFlags {
                                                                   listen = "127.0.0.1:0";
   std::string weights_dtype = "fp32", kv_dtype = "fp32";
   std::string coordinator, advertise_host = "127.0.0.1", gloo_host = "127.0.0.1";
+  std::string rendezvous;  // a directory or an etcd:// URL (--rendezvous_dir is the former)
+  std::string etcd;        // etcd://...: group membership and coordinator discovery
+  int etcd_ttl_s = 5;
   int tp = 1, rank = 0, prefill_chunk = 1024, max_queue = 16, max_sessions = 64, threads = 0;
   int heartbeat_ms = 500, gloo_timeout_s = 120;
   std::string metrics_listen = "127.0.0.1:0";
@@ -68,8 +78,27 @@ absl::Status RunWorker(const WorkerFlags& f) {
     return absl::InvalidArgumentError(
         absl::StrCat("--rank=", f.rank, " must be in [0, --tp=", f.tp, ")"));
   }
-  if (f.tp > 1 && f.rendezvous_dir.empty()) {
-    return absl::InvalidArgumentError("--rendezvous_dir is required when --tp > 1");
+  // Where the ranks meet: --rendezvous (a directory or etcd://), --rendezvous_dir, else --etcd.
+  std::string rendezvous_dir = f.rendezvous_dir, rendezvous_url;
+  if (!f.rendezvous.empty()) {
+    if (!rendezvous_dir.empty()) {
+      return absl::InvalidArgumentError("give --rendezvous or --rendezvous_dir, not both");
+    }
+    (cluster::IsEtcdUrl(f.rendezvous) ? rendezvous_url : rendezvous_dir) = f.rendezvous;
+  } else if (rendezvous_dir.empty()) {
+    rendezvous_url = f.etcd;
+  }
+  if (f.tp > 1 && rendezvous_dir.empty() && rendezvous_url.empty()) {
+    return absl::InvalidArgumentError(
+        "--tp > 1 needs a place for the ranks to meet: --rendezvous DIR|etcd://... or --etcd");
+  }
+  std::optional<cluster::EtcdUrl> etcd_url;
+  if (!f.etcd.empty()) {
+    DAPQ_ASSIGN_OR_RETURN(etcd_url, cluster::ParseEtcdUrl(f.etcd));
+    if (f.etcd_ttl_s < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--etcd_ttl_s=", f.etcd_ttl_s, " must be >= 1"));
+    }
   }
   if (f.max_batch < 1 || f.max_step_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat("--max_batch=", f.max_batch,
@@ -152,7 +181,8 @@ absl::Status RunWorker(const WorkerFlags& f) {
     GlooGroupOptions g;
     g.rank = f.rank;
     g.size = f.tp;
-    g.rendezvous_dir = f.rendezvous_dir;
+    g.rendezvous_dir = rendezvous_dir;
+    g.rendezvous_url = rendezvous_url;
     g.group_id = f.group_id;
     g.hostname = f.gloo_host;
     g.timeout = absl::Seconds(f.gloo_timeout_s);
@@ -265,14 +295,46 @@ absl::Status RunWorker(const WorkerFlags& f) {
   std::printf("dapq-worker %s: serving on %s (tp=%d)\n", f.group_id.c_str(), address.c_str(), f.tp);
   std::fflush(stdout);
   std::unique_ptr<HeartbeatSender> heartbeats;
-  if (!f.coordinator.empty()) {
-    heartbeats =
-        std::make_unique<HeartbeatSender>(std::vector<std::string>{f.coordinator}, &service,
-                                          std::chrono::milliseconds(f.heartbeat_ms));
+  if (!f.coordinator.empty() || etcd_url) {
+    std::vector<std::string> fixed;
+    if (!f.coordinator.empty()) fixed.push_back(f.coordinator);
+    heartbeats = std::make_unique<HeartbeatSender>(std::move(fixed), &service,
+                                                   std::chrono::milliseconds(f.heartbeat_ms));
+  }
+  // With etcd: the group's key under a lease (the coordinators route to the groups that hold
+  // one; a SIGKILLed group's key expires with its lease) and heartbeats to every coordinator
+  // registered there.
+  std::unique_ptr<cluster::LeasedKey> registration;
+  std::unique_ptr<cluster::PrefixWatcher> coordinators;
+  if (etcd_url) {
+    DAPQ_ASSIGN_OR_RETURN(std::shared_ptr<cluster::EtcdClient> etcd,
+                          cluster::EtcdClient::FromUrl(f.etcd));
+    nlohmann::json value = {{"address", address}, {"tp", f.tp}, {"model", model->config.name}};
+    DAPQ_ASSIGN_OR_RETURN(
+        registration,
+        cluster::LeasedKey::Create(etcd, absl::StrCat(etcd_url->prefix, "/groups/", f.group_id),
+                                   value.dump(), f.etcd_ttl_s));
+    metrics_server->Register(std::make_shared<LeaseLossCollector>(
+        [r = registration.get()] { return r->registrations() - 1; }, f.group_id, f.rank));
+    HeartbeatSender* sender = heartbeats.get();
+    DAPQ_ASSIGN_OR_RETURN(coordinators, cluster::PrefixWatcher::Start(
+                                            etcd, absl::StrCat(etcd_url->prefix, "/coordinators/"),
+                                            [sender](const cluster::PrefixWatcher::Map& map) {
+                                              std::vector<std::string> addresses;
+                                              for (const auto& [key, address] : map) {
+                                                addresses.push_back(address);
+                                              }
+                                              sender->SetCoordinators(addresses);
+                                            }));
+    std::printf("dapq-worker %s: registered in etcd under %s (lease %ds)\n", f.group_id.c_str(),
+                registration->key().c_str(), f.etcd_ttl_s);
+    std::fflush(stdout);
   }
   WatchTerminationSignals([&driver](int) { driver.Shutdown(); });
   const absl::Status status = driver.RunDriver();
-  if (heartbeats) heartbeats->Stop();  // a last heartbeat reports the group's health
+  if (coordinators) coordinators->Stop();
+  if (heartbeats) heartbeats->Stop();            // a last heartbeat reports the group's health
+  if (registration) (void)registration->Stop();  // the coordinators forget the group at once
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return status;
 }
@@ -309,10 +371,22 @@ int main(int argc, char** argv) {
   app.add_option("--rank", f.rank, "this process's rank");
   app.add_option("--group_id", f.group_id, "the group's name");
   app.add_option("--rendezvous_dir", f.rendezvous_dir, "directory the ranks meet in (tp > 1)");
+  app.add_option("--rendezvous", f.rendezvous,
+                 "where the ranks meet (tp > 1): a directory they all see, or "
+                 "etcd://HOST:PORT[,HOST:PORT...]/PREFIX (no shared files; default with --etcd)");
+  app.add_option("--etcd", f.etcd,
+                 "etcd://HOST:PORT[,HOST:PORT...]/PREFIX: rank 0 registers the group there under "
+                 "a lease and heartbeats to every coordinator registered there (--coordinator "
+                 "becomes optional); tp > 1 ranks meet there unless --rendezvous says otherwise");
+  app.add_option("--etcd_ttl_s", f.etcd_ttl_s,
+                 "lease of the group's etcd key: a group that dies disappears within it")
+      ->capture_default_str();
   app.add_option("--listen", f.listen, "rank 0's gRPC address (port 0 = any free port)");
   app.add_option("--advertise_host", f.advertise_host, "host the coordinator reaches rank 0 at");
   app.add_option("--gloo_host", f.gloo_host, "address this rank's Gloo transport binds");
-  app.add_option("--coordinator", f.coordinator, "coordinator address to register with");
+  app.add_option("--coordinator", f.coordinator,
+                 "coordinator address to register with (with --etcd: in addition to those "
+                 "registered in etcd)");
   app.add_option("--prefill_chunk", f.prefill_chunk, "prompt tokens per forward pass");
   app.add_option("--max_queue", f.max_queue, "requests waiting before RESOURCE_EXHAUSTED");
   app.add_option("--max_sessions", f.max_sessions, "sessions kept (LRU)");

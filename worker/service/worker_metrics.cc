@@ -302,6 +302,21 @@ std::vector<prometheus::MetricFamily> KvStoreCollector::Collect() const {
 KvPoolCollector::KvPoolCollector(const kvstore::BlockPool* pool, std::string group, int rank)
     : pool_(pool), group_(std::move(group)), rank_(std::to_string(rank)) {}
 
+LeaseLossCollector::LeaseLossCollector(std::function<int64_t()> losses, std::string group, int rank)
+    : losses_(std::move(losses)), group_(std::move(group)), rank_(std::to_string(rank)) {}
+
+std::vector<prometheus::MetricFamily> LeaseLossCollector::Collect() const {
+  prometheus::MetricFamily family;
+  family.name = "dapq_worker_etcd_lease_lost_total";
+  family.help = "Times the group's etcd registration lost its lease and registered again";
+  family.type = prometheus::MetricType::Counter;
+  prometheus::ClientMetric m;
+  m.label = {{"group", group_}, {"rank", rank_}};
+  m.counter.value = static_cast<double>(std::max<int64_t>(0, losses_()));
+  family.metric.push_back(std::move(m));
+  return {std::move(family)};
+}
+
 std::vector<prometheus::MetricFamily> KvPoolCollector::Collect() const {
   const std::pair<const char*, const char*> kFamilies[] = {
       {"dapq_kv_pool_used_blocks", "Blocks of the paged KV cache held by live sequences"},

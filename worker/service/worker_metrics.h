@@ -9,6 +9,7 @@
 #ifndef DAPQ_WORKER_SERVICE_WORKER_METRICS_H_
 #define DAPQ_WORKER_SERVICE_WORKER_METRICS_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -109,6 +110,19 @@ class KvPoolCollector final : public prometheus::Collectable {
 
  private:
   const kvstore::BlockPool* const pool_;
+  const std::string group_, rank_;
+};
+
+// dapq_worker_etcd_lease_lost_total: how often the group's etcd registration lost its lease and
+// registered again (an etcd outage longer than the TTL, or etcd restarted without its data),
+// read at each scrape from `losses`.
+class LeaseLossCollector final : public prometheus::Collectable {
+ public:
+  LeaseLossCollector(std::function<int64_t()> losses, std::string group, int rank);
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  const std::function<int64_t()> losses_;
   const std::string group_, rank_;
 };
 
