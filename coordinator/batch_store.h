@@ -126,15 +126,21 @@ class BatchStore {
   virtual absl::StatusOr<std::vector<ClaimedItem>> ClaimItems(int n) = 0;
   // Stores `result` (opaque) and marks the item succeeded. FailedPrecondition unless the item
   // is running with this attempt. Finishes the job when nothing is pending or running.
-  virtual absl::Status CompleteItem(std::string_view job_id, int index, int attempt,
-                                    std::string_view result) = 0;
+  absl::Status CompleteItem(std::string_view job_id, int index, int attempt,
+                            std::string_view result) {
+    return FinishAttempt(job_id, index, attempt, Outcome::kComplete, result, false);
+  }
   // Records `error`; the item goes back to pending when `retryable` and attempts <
   // max_attempts, else it is failed. Same attempt check; may finish the job.
-  virtual absl::Status FailItem(std::string_view job_id, int index, int attempt,
-                                std::string_view error, bool retryable) = 0;
+  absl::Status FailItem(std::string_view job_id, int index, int attempt, std::string_view error,
+                        bool retryable) {
+    return FinishAttempt(job_id, index, attempt, Outcome::kFail, error, retryable);
+  }
   // Puts a running item back to pending without counting the attempt (its worker group went
   // away before it started). Same attempt check.
-  virtual absl::Status ReleaseItem(std::string_view job_id, int index, int attempt) = 0;
+  absl::Status ReleaseItem(std::string_view job_id, int index, int attempt) {
+    return FinishAttempt(job_id, index, attempt, Outcome::kRelease, "", false);
+  }
 
   // Items with index >= from_index, in index order, at most `limit` (>= 0).
   virtual absl::StatusOr<std::vector<ItemRecord>> ListItems(std::string_view job_id, int from_index,
@@ -146,6 +152,14 @@ class BatchStore {
   // file, fsync, rename, directory fsync. FailedPrecondition while the job is open. Written
   // once here over GetJob and ListItems.
   absl::Status ExportResultsJsonl(std::string_view job_id, const std::string& path);
+
+ protected:
+  // How an attempt ends: CompleteItem, FailItem or ReleaseItem.
+  enum class Outcome { kComplete, kFail, kRelease };
+  // The common part of the three: the attempt check, then the outcome (`payload` is the result
+  // or the error), in one transaction.
+  virtual absl::Status FinishAttempt(std::string_view job_id, int index, int attempt,
+                                     Outcome outcome, std::string_view payload, bool retryable) = 0;
 };
 
 // "job-000042" for 42, and back (NotFound for anything that is not an id we issue).

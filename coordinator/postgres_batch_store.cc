@@ -622,20 +622,6 @@ WHERE i.job_seq = r.seq AND i.idx = r.idx)sql",
   return claimed;
 }
 
-absl::Status PostgresBatchStore::CompleteItem(std::string_view job_id, int index, int attempt,
-                                              std::string_view result) {
-  return FinishAttempt(job_id, index, attempt, Outcome::kComplete, result, false);
-}
-
-absl::Status PostgresBatchStore::FailItem(std::string_view job_id, int index, int attempt,
-                                          std::string_view error, bool retryable) {
-  return FinishAttempt(job_id, index, attempt, Outcome::kFail, error, retryable);
-}
-
-absl::Status PostgresBatchStore::ReleaseItem(std::string_view job_id, int index, int attempt) {
-  return FinishAttempt(job_id, index, attempt, Outcome::kRelease, "", false);
-}
-
 absl::Status PostgresBatchStore::FinishAttempt(std::string_view job_id, int index, int attempt,
                                                Outcome outcome, std::string_view payload,
                                                bool retryable) {

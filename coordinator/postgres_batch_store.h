@@ -103,16 +103,10 @@ class PostgresBatchStore final : public BatchStore {
   absl::StatusOr<std::vector<JobInfo>> ListTenantJobs(int limit, std::string_view tenant) override;
   absl::Status CancelJob(std::string_view id) override;
   absl::StatusOr<std::vector<ClaimedItem>> ClaimItems(int n) override;
-  absl::Status CompleteItem(std::string_view job_id, int index, int attempt,
-                            std::string_view result) override;
-  absl::Status FailItem(std::string_view job_id, int index, int attempt, std::string_view error,
-                        bool retryable) override;
-  absl::Status ReleaseItem(std::string_view job_id, int index, int attempt) override;
   absl::StatusOr<std::vector<ItemRecord>> ListItems(std::string_view job_id, int from_index,
                                                     int limit) override;
 
  private:
-  enum class Outcome { kComplete, kFail, kRelease };
   // kRead: statements run on their own (no transaction) and are simply re-run after a lost
   // connection. kWrite: BEGIN .. COMMIT, with a lost COMMIT resolved by its commit marker.
   enum class TxMode { kRead, kWrite };
@@ -138,7 +132,7 @@ class PostgresBatchStore final : public BatchStore {
   absl::StatusOr<int> ReclaimLostItems(internal::PgConnection* conn);
   absl::StatusOr<std::vector<JobInfo>> ListJobsWhere(int limit, const std::string* tenant);
   absl::Status FinishAttempt(std::string_view job_id, int index, int attempt, Outcome outcome,
-                             std::string_view payload, bool retryable);
+                             std::string_view payload, bool retryable) override;
   // Owner ids this store has used (the current one last), for the claim fence.
   std::vector<std::string> OwnerIds() const;
   void HeartbeatLoop();

@@ -309,20 +309,6 @@ WHERE i.state = 0 ORDER BY i.job_seq, i.idx LIMIT ?)sql"));
   return claimed;
 }
 
-absl::Status SqliteBatchStore::CompleteItem(std::string_view job_id, int index, int attempt,
-                                            std::string_view result) {
-  return FinishAttempt(job_id, index, attempt, Outcome::kComplete, result, false);
-}
-
-absl::Status SqliteBatchStore::FailItem(std::string_view job_id, int index, int attempt,
-                                        std::string_view error, bool retryable) {
-  return FinishAttempt(job_id, index, attempt, Outcome::kFail, error, retryable);
-}
-
-absl::Status SqliteBatchStore::ReleaseItem(std::string_view job_id, int index, int attempt) {
-  return FinishAttempt(job_id, index, attempt, Outcome::kRelease, "", false);
-}
-
 absl::Status SqliteBatchStore::FinishAttempt(std::string_view job_id, int index, int attempt,
                                              Outcome outcome, std::string_view payload,
                                              bool retryable) {

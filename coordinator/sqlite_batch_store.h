@@ -51,11 +51,6 @@ class SqliteBatchStore final : public BatchStore {
   absl::StatusOr<std::vector<JobInfo>> ListTenantJobs(int limit, std::string_view tenant) override;
   absl::Status CancelJob(std::string_view id) override;
   absl::StatusOr<std::vector<ClaimedItem>> ClaimItems(int n) override;
-  absl::Status CompleteItem(std::string_view job_id, int index, int attempt,
-                            std::string_view result) override;
-  absl::Status FailItem(std::string_view job_id, int index, int attempt, std::string_view error,
-                        bool retryable) override;
-  absl::Status ReleaseItem(std::string_view job_id, int index, int attempt) override;
   absl::StatusOr<std::vector<ItemRecord>> ListItems(std::string_view job_id, int from_index,
                                                     int limit) override;
 
@@ -65,10 +60,8 @@ class SqliteBatchStore final : public BatchStore {
 
   absl::StatusOr<JobInfo> GetJobLocked(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<JobInfo>> ListJobsWhere(int limit, const std::string* tenant);
-  // Common part of CompleteItem / FailItem / ReleaseItem.
-  enum class Outcome { kComplete, kFail, kRelease };
   absl::Status FinishAttempt(std::string_view job_id, int index, int attempt, Outcome outcome,
-                             std::string_view payload, bool retryable);
+                             std::string_view payload, bool retryable) override;
 
   const std::string path_;
   const int recovered_items_;
