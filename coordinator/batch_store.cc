@@ -97,6 +97,20 @@ std::string_view ItemStateName(ItemState state) {
   return "unknown";
 }
 
+BatchStore::AttemptEnd BatchStore::EndOfAttempt(Outcome outcome, bool retryable, int64_t attempts,
+                                                int64_t max_attempts, bool job_cancelled) {
+  const ItemState requeue = job_cancelled ? ItemState::kCancelled : ItemState::kPending;
+  switch (outcome) {
+    case Outcome::kComplete:
+      return {ItemState::kSucceeded, attempts};
+    case Outcome::kFail:
+      return {retryable && attempts < max_attempts ? requeue : ItemState::kFailed, attempts};
+    case Outcome::kRelease:
+      return {requeue, attempts - 1};
+  }
+  return {ItemState::kFailed, attempts};
+}
+
 absl::StatusOr<std::unique_ptr<BatchStore>> BatchStore::Open(const std::string& path_or_url) {
   if (IsPostgresUrl(path_or_url)) return OpenPostgresBatchStore(path_or_url);
   return SqliteBatchStore::Open(path_or_url);

@@ -160,6 +160,15 @@ class BatchStore {
   // or the error), in one transaction.
   virtual absl::Status FinishAttempt(std::string_view job_id, int index, int attempt,
                                      Outcome outcome, std::string_view payload, bool retryable) = 0;
+  // Where a running item goes when its attempt ends, and its attempts then (a release does not
+  // count the attempt; a retry or release of a cancelled job's item cancels it). The same rule
+  // for every store.
+  struct AttemptEnd {
+    ItemState next = ItemState::kSucceeded;
+    int64_t attempts = 0;
+  };
+  static AttemptEnd EndOfAttempt(Outcome outcome, bool retryable, int64_t attempts,
+                                 int64_t max_attempts, bool job_cancelled);
 };
 
 // "job-000042" for 42, and back (NotFound for anything that is not an id we issue).

@@ -658,23 +658,11 @@ SELECT state, attempts, owner FROM dapq_items WHERE job_seq = $1 AND idx = $2 FO
                        ") under coordinator ", owner, ": attempt ", attempt,
                        " of this coordinator was reclaimed after its heartbeat lapsed"));
     }
-    // Where a retry or release would go: nowhere once the job is cancelled.
-    const bool job_cancelled = job_state == static_cast<int>(JobState::kCancelled);
-    const ItemState requeue = job_cancelled ? ItemState::kCancelled : ItemState::kPending;
-    ItemState next = ItemState::kSucceeded;
-    int64_t next_attempts = attempts;
-    switch (outcome) {
-      case Outcome::kComplete:
-        next = ItemState::kSucceeded;
-        break;
-      case Outcome::kFail:
-        next = retryable && attempts < max_attempts ? requeue : ItemState::kFailed;
-        break;
-      case Outcome::kRelease:
-        next = requeue;
-        next_attempts = attempts - 1;
-        break;
-    }
+    const AttemptEnd end =
+        EndOfAttempt(outcome, retryable, attempts, max_attempts,
+                     /*job_cancelled=*/job_state == static_cast<int>(JobState::kCancelled));
+    const ItemState next = end.next;
+    const int64_t next_attempts = end.attempts;
     // $5 (result) and $6 (error) stay NULL, keeping the stored value, unless given.
     DAPQ_RETURN_IF_ERROR(
         conn->Exec("finish attempt: update item", R"sql(

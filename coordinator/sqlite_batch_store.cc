@@ -335,22 +335,9 @@ WHERE j.seq = ?1)sql"));
         absl::StrCat("item ", Sv(job_id), "/", index, " is ", Sv(ItemStateName(state)),
                      " (attempts ", attempts, "): attempt ", attempt, " is not the running one"));
   }
-  // Where a retry or release would go: nowhere once the job is cancelled.
-  const ItemState requeue = job_cancelled ? ItemState::kCancelled : ItemState::kPending;
-  ItemState next = ItemState::kSucceeded;
-  int64_t next_attempts = attempts;
-  switch (outcome) {
-    case Outcome::kComplete:
-      next = ItemState::kSucceeded;
-      break;
-    case Outcome::kFail:
-      next = retryable && attempts < max_attempts ? requeue : ItemState::kFailed;
-      break;
-    case Outcome::kRelease:
-      next = requeue;
-      next_attempts = attempts - 1;
-      break;
-  }
+  const AttemptEnd end = EndOfAttempt(outcome, retryable, attempts, max_attempts, job_cancelled);
+  const ItemState next = end.next;
+  const int64_t next_attempts = end.attempts;
   // ?5 (result) and ?6 (error) stay NULL, keeping the stored value, unless bound.
   DAPQ_ASSIGN_OR_RETURN(Statement u, db->Prepare(R"sql(
 UPDATE items SET state = ?1, attempts = ?2, result = coalesce(?5, result),
