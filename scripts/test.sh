@@ -47,7 +47,8 @@ echo "== unit tests under ASan + UBSan (gcc; parser-heavy libraries)"
 # (tests/e2e, gloo_test, multiprocess_engine_test) are left to the plain CPU run above.
 asan_tests=(common_test stop_sequences_test hf_tokenizer_test llama2c_tokenizer_json_test
   kvstore_test redis_tier_test worker_test hf_test chat_template_test scheduler_test
-  batch_store_test group_registry_test openai_protocol_test compress_test)
+  batch_store_test group_registry_test openai_protocol_test compress_test cluster_etcd_test
+  postgres_batch_store_test batch_store_contract_test)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDAPQ_CUDA=OFF \
   -DDAPQ_SANITIZE=address,undefined >/dev/null
 ninja -C build-asan "${asan_tests[@]}"

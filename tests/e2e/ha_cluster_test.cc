@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -52,10 +53,10 @@ std::string Bin(const std::string& name) {
 }
 
 // The in-process engine's greedy ids for a prompt: the reference every served answer matches.
-std::string ReferenceIds(const std::string& prompt) {
+std::string ReferenceIds(const std::string& prompt, int steps = kSteps) {
   const testing::CommandResult r = testing::RunCommand(
       absl::StrCat(DAPQ_BINARY, " generate --model ", testing::Stories260KPath(), " --tokenizer ",
-                   testing::Tok512Path(), " --prompt '", prompt, "' --steps ", kSteps,
+                   testing::Tok512Path(), " --prompt '", prompt, "' --steps ", steps,
                    " --print_ids"),
       /*merge_stderr=*/false);
   EXPECT_EQ(r.exit_code, 0) << r.out;
@@ -174,11 +175,12 @@ testing::CommandResult Status(const std::string& address, int groups, int wait_s
 // A greedy generate through `address`, as a client that retries does (up to `tries` times, on
 // any error: a coordinator that is away or a queue that is full): the ids printed after the
 // echoed prompt, or "" when every try failed.
-std::string ServedIds(const std::string& address, const std::string& prompt, int tries = 20) {
+std::string ServedIds(const std::string& address, const std::string& prompt, int tries = 20,
+                      int steps = kSteps) {
   for (int t = 0; t < tries; ++t) {
     const testing::CommandResult r = testing::RunCommand(
         absl::StrCat(DAPQ_BINARY, " generate --coordinator ", address, " --prompt '", prompt,
-                     "' --steps ", kSteps, " --print_ids"),
+                     "' --steps ", steps, " --print_ids"),
         /*merge_stderr=*/false);
     if (r.exit_code != 0) {
       std::fprintf(stderr, "generate via %s (try %d): %s\n", address.c_str(), t + 1, r.out.c_str());
@@ -279,11 +281,28 @@ TEST(HaClusterTest, CoordinatorLossAndGroupLoss) {
   const std::string job = SubmitJob(dir, "job1", kItems, c.address(0));
   ASSERT_FALSE(job.empty());
   WaitForProgress(c.address(0), job);
+  // A stream in flight through coordinator 0 when it dies (a long one, queued behind the job).
+  const std::string long_prompt = Prompts()[3];
+  auto stream = ChildProcess::Start({DAPQ_BINARY, "generate", "--coordinator", c.address(0),
+                                     "--prompt", long_prompt, "--steps", "200", "--print_ids"},
+                                    dir + "/stream.log");
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  // Kill once the stream has begun (the CLI echoes the prompt with the first event), unless it
+  // ended first.
+  for (int i = 0; i < 1000 && std::filesystem::file_size(dir + "/stream.log") == 0; ++i) {
+    if (stream->Wait(std::chrono::milliseconds(10)).has_value()) break;
+  }
   c.coordinator(0).Signal(SIGKILL);
   ASSERT_TRUE(c.coordinator(0).Wait(std::chrono::seconds(10)).has_value());
-  // A client whose coordinator died retries on the other one.
+  const std::optional<int> stream_exit = stream->Wait(std::chrono::seconds(60));
+  ASSERT_TRUE(stream_exit.has_value());
+  // A client whose coordinator died retries on the other one and gets the reference answer.
   EXPECT_EQ(ServedIds(c.address(0), Prompts()[1], /*tries=*/1), "");
   EXPECT_EQ(ServedIds(c.address(1), Prompts()[1]), reference.at(Prompts()[1]));
+  if (*stream_exit != 0) {
+    EXPECT_EQ(ServedIds(c.address(1), long_prompt, 20, /*steps=*/200),
+              ReferenceIds(long_prompt, /*steps=*/200));
+  }
   ExpectFinishedOnce(c.address(1), dir, "job1", job, kItems, reference);
 
   // The killed coordinator comes back (same port, same store and etcd) and sees both groups.
