@@ -154,12 +154,17 @@ size_t KvCache::bytes() const {
   return blocks * pool_->block_bytes();
 }
 
-absl::Status KvCache::ReserveAppend(int count) {
-  if (count < 0) return absl::InvalidArgumentError(absl::StrCat("kv cache: reserve ", count));
-  int needed = 0;
+long KvCache::BlocksToReserve(int count) const {
+  long needed = 0;
   for (size_t slab = 0; slab < lengths_.size(); ++slab) {
     needed += BlocksToAppend(static_cast<long>(slab), count);
   }
+  return needed;
+}
+
+absl::Status KvCache::ReserveAppend(int count) {
+  if (count < 0) return absl::InvalidArgumentError(absl::StrCat("kv cache: reserve ", count));
+  const int needed = static_cast<int>(BlocksToReserve(count));
   if (needed == 0) return absl::OkStatus();
   std::vector<kvstore::BlockId> blocks;
   blocks.reserve(needed);

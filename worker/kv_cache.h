@@ -69,6 +69,8 @@ class KvCache {
   // Makes room for `count` more slots after every (layer, head)'s length, taking blocks from the
   // pool. ResourceExhausted (nothing allocated) when the pool cannot supply them.
   absl::Status ReserveAppend(int count);
+  // The blocks ReserveAppend(count) would take from the pool now.
+  long BlocksToReserve(int count) const;
 
   // Block table of (layer, head): the ids of every block reserved so far (at least the ones
   // covering length), in slot order.

@@ -734,6 +734,68 @@ TEST_P(ClusterContinuousBatchingTest, ConcurrentStreamsShareStepsAndMatchTheEngi
 
 INSTANTIATE_TEST_SUITE_P(Tp, ClusterContinuousBatchingTest, ::testing::Values(1, 2));
 
+// Preemption across processes: a TP=2 group over Gloo with a capped KV pool and optimistic
+// admission (--admission optimistic) takes more streams than their whole lengths fit, and
+// preempts the newest when decoding fills the pool: by swap (its KV goes to each rank's KV store
+// and comes back) or by recompute. Every stream still gives the tokens it gives alone, and the
+// pool is empty afterwards.
+class ClusterPreemptionTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ClusterPreemptionTest, StreamsPreemptedAcrossRanksGiveTheTokensTheyGiveAlone) {
+  const std::string kind = GetParam();
+  auto cluster = StartCluster(absl::StrCat("cluster_preemption_", kind), testing::Stories260KPath(),
+                              1, 2, true, 64, [&](launcher::LocalClusterOptions& o) {
+                                // 5 layers x 2 KV heads per rank x 8 blocks of 16 slots: 128
+                                // tokens per (layer, KV head); each stream needs about 100.
+                                o.worker_args = {"--kv_pool_blocks", "80",           "--admission",
+                                                 "optimistic",       "--preemption", kind};
+                              });
+  const char* prompts[] = {"Once upon a time", "Lily saw a big red ball",
+                           "The dog ran",      "One day, Tom went to the zoo with his mom",
+                           "She was happy",    "The sun was hot"};
+  constexpr int kStreams = 6;
+  std::vector<dapq::v1::GenerateRequest> requests(kStreams);
+  for (int i = 0; i < kStreams; ++i) {
+    requests[i].set_text(prompts[i]);
+    requests[i].set_max_new_tokens(80 + 3 * i);
+    requests[i].set_ignore_stop_tokens(true);
+    if (i % 3 == 2) {  // compressed ones preempt and come back too
+      requests[i].mutable_compression()->set_method("dapq");
+      requests[i].mutable_compression()->set_budget_tokens(8);
+    }
+  }
+  std::vector<Completion> got(kStreams);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kStreams; ++i) {
+    clients.emplace_back([&, i] { got[i] = Complete(cluster->address(), requests[i]); });
+  }
+  for (std::thread& t : clients) t.join();
+  for (int i = 0; i < kStreams; ++i) {
+    SCOPED_TRACE(::testing::Message() << "stream " << i);
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
+    EXPECT_EQ(Tokens(got[i]), Reference(testing::Stories260KPath(), requests[i]));
+  }
+  for (int rank = 0; rank < 2; ++rank) {
+    const testing::CommandResult metrics = testing::RunCommand(absl::StrCat(
+        "curl -s http://127.0.0.1:", cluster->worker_metrics_port(0, rank), "/metrics"));
+    auto value = [&](const std::string& pattern) {
+      std::smatch m;
+      EXPECT_TRUE(std::regex_search(metrics.out, m, std::regex(pattern))) << pattern;
+      return m.size() > 1 ? std::stod(m[1].str()) : -1.0;
+    };
+    if (rank == 0) {  // the scheduler (rank 0) counts preemptions
+      EXPECT_GT(value(absl::StrCat("dapq_worker_preemptions_total\\{[^}]*kind=\"", kind,
+                                   "\"[^}]*\\} ([0-9.e+]+)")),
+                0)
+          << "no stream was preempted by " << kind;
+    }
+    EXPECT_EQ(value("dapq_kv_pool_used_blocks\\{[^}]*\\} ([0-9.e+]+)"), 0)
+        << "rank " << rank << " leaked KV blocks";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kind, ClusterPreemptionTest, ::testing::Values("swap", "recompute"));
+
 TEST(ClusterBatchTest, CoordinatorKilledMidJobResumesEveryItemExactlyOnce) {
   const std::string out_dir = testing::MakeTempDir("cluster_batch_out");
   auto cluster = StartCluster("cluster_batch", testing::Stories260KPath(), 2, 1, true, 64,

@@ -52,21 +52,48 @@ void Scheduler::ReleaseSequence(Entry& e) {
 long Scheduler::BlocksFor(const Entry& e) const {
   const ModelConfig& c = engine_->config();
   const long tokens_per_block = engine_->options().kv_tokens_per_block;
-  long length = static_cast<long>(e.feed.size()) + e.request.options.max_new_tokens -
-                static_cast<long>(e.result.tokens.size()) + (e.result.tokens.empty() ? 0 : 1);
+  // Its prompt and every token it may generate (also when preempted: a recomputed sequence feeds
+  // the tokens it generated again, a swapped one brings them back).
+  long length = static_cast<long>(e.request.prompt.size()) + e.request.options.max_new_tokens;
   if (e.request.continuing) {  // after the slots its earlier turns hold
     const Sequence* seq = ops_->Find(e.request.id);
     if (seq != nullptr && e.result.tokens.empty() && e.fed == 0) length += seq->cached_tokens();
   }
   const long kv_heads = c.n_kv_heads / engine_->options().tp;
-  const long per_head = (length + tokens_per_block - 1) / tokens_per_block;
-  const long whole = per_head * c.n_layers * kv_heads;
+  const long whole = BlocksOfTokens(length);
   const long streamed = StreamedSlotsPerHead(e);
   if (streamed <= 0 || streamed >= length) return whole;
   // Streamed: each layer's heads hold budget + chunk slots between them on average (adaptive
   // budgets move slots between heads; each head rounds up to a block at most once).
   const long per_layer = (streamed * kv_heads + tokens_per_block - 1) / tokens_per_block + kv_heads;
   return std::min(whole, per_layer * c.n_layers);
+}
+
+long Scheduler::BlocksOfTokens(long tokens) const {
+  const ModelConfig& c = engine_->config();
+  const long tokens_per_block = engine_->options().kv_tokens_per_block;
+  const long kv_heads = c.n_kv_heads / engine_->options().tp;
+  return (tokens + tokens_per_block - 1) / tokens_per_block * c.n_layers * kv_heads;
+}
+
+long Scheduler::AdmissionBlocks(const Entry& e) const {
+  const long whole = BlocksFor(e);
+  if (options_.admission == Admission::kReserve || e.request.continuing) return whole;
+  // What it holds once admitted: its feed (a swapped sequence also the tokens it generated
+  // before its last one), and one slot more for the token its next step appends.
+  long held = static_cast<long>(e.feed.size()) + 1;
+  if (e.swapped && !e.result.tokens.empty()) {
+    held += static_cast<long>(e.result.tokens.size()) - 1;
+  }
+  // Plus the blocks the running sequences' next decode tokens take, so that admitting it never
+  // fails the next step: otherwise a readmitted sequence could take the blocks the others grow
+  // into, be preempted again, and so on forever.
+  long headroom = 0;
+  for (const auto& r : running_) {
+    const Sequence* seq = r->has_sequence ? ops_->Find(r->request.id) : nullptr;
+    if (seq != nullptr && r->fed >= r->feed.size()) headroom += seq->cache(0).BlocksToReserve(1);
+  }
+  return std::min(whole, BlocksOfTokens(held)) + headroom;
 }
 
 long Scheduler::StreamedSlotsPerHead(const Entry& e) const {
@@ -197,7 +224,7 @@ bool Scheduler::WaitsForSharedPrefix(const Entry& e) const {
 void Scheduler::Admit(std::vector<FinishedRequest>& finished) {
   while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
     Entry& e = *waiting_.front();
-    const long need = BlocksFor(e);
+    const long need = AdmissionBlocks(e);
     if (need > FreeBlocks()) break;      // first come, first served: nothing overtakes it
     if (WaitsForSharedPrefix(e)) break;  // its prefix is being computed: take it next step
     std::unique_ptr<Entry> owned = std::move(waiting_.front());

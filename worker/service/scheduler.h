@@ -16,6 +16,8 @@
 // Compression: a request with a method other than full is prefilled alone when admitted
 // (Engine::PrefillCompressed: scoring needs every prompt query of that sequence), then decodes in
 // the batch like any other; different methods and budgets run side by side.
+// Admission::kOptimistic reserves only what a request's tokens take so far (plus one), so a
+// capped pool runs more sequences at once, and preemption is the normal way out when it fills.
 // Preemption: when a step finds the pool full anyway (ResourceExhausted), the newest running
 // sequence is preempted and waits again at the front of the queue. By swap, its KV goes to the
 // KV store (BatchOps::SwapOut) and comes back bit-identical when it is readmitted; by recompute
@@ -44,6 +46,11 @@
 namespace dapq::worker::service {
 
 enum class Preemption { kRecompute, kSwap };
+// What admission sets aside for a request: kReserve, its whole length (prompt + max_new_tokens),
+// so a running sequence is preempted only when blocks held outside the scheduler (sessions) grow;
+// kOptimistic, only the blocks its tokens so far take plus one more token (vLLM's policy): more
+// sequences share a capped pool, and when decoding fills it the newest is preempted.
+enum class Admission { kReserve, kOptimistic };
 
 struct SchedulerOptions {
   int max_step_tokens = 256;  // tokens per engine step (decode tokens + prompt chunks)
@@ -54,6 +61,7 @@ struct SchedulerOptions {
   // again later), or swap (save its KV to the store, BatchOps::SwapOut, and restore it; falls
   // back to recompute when the save fails).
   Preemption preemption = Preemption::kRecompute;
+  Admission admission = Admission::kReserve;
   absl::Status Validate() const;
 };
 
@@ -134,9 +142,14 @@ class Scheduler {
   static constexpr int kSharedPrefixTokens = 64;
   // Whether `e` should wait for a running prompt with the same start (see kSharedPrefixTokens).
   bool WaitsForSharedPrefix(const Entry& e) const;
-  // KV blocks per rank reserved for `e` at admission: its whole length, or, for a streamed
-  // compression (CompressionConfig::streaming_chunk), what StreamedSlotsPerHead bounds.
+  // KV blocks per rank `e` holds at most: its whole length, or, for a streamed compression
+  // (CompressionConfig::streaming_chunk), what StreamedSlotsPerHead bounds.
   long BlocksFor(const Entry& e) const;
+  // KV blocks per rank reserved for `e` at admission: BlocksFor(e), or, with
+  // Admission::kOptimistic, no more than the blocks of the tokens it holds once admitted plus one.
+  long AdmissionBlocks(const Entry& e) const;
+  // Blocks per rank of `tokens` slots in every (layer, KV head) of the rank.
+  long BlocksOfTokens(long tokens) const;
   // The most slots one KV head of a streamed request holds on average over its layer's heads:
   // budget + max(chunk + placeholders, tokens still to generate); 0 when `e` does not stream.
   long StreamedSlotsPerHead(const Entry& e) const;

@@ -8,6 +8,7 @@
 // (prefix reuse); the pool (and the store) are empty after every run.
 #include "worker/service/scheduler.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <random>
@@ -368,6 +369,70 @@ TEST(SchedulerPoolTest, SwapWithoutAStoreFallsBackToRecompute) {
   EXPECT_GT(run.preemptions, 0);
   EXPECT_EQ(run.swaps, 0);
 }
+
+// Optimistic admission (Admission::kOptimistic): every request of a wave is admitted while its
+// prompt fits, and the pool fills as they decode, so preemption happens with nothing held behind
+// the scheduler's back. Twelve requests (plain and compressed, 12-27 new tokens) on a pool of 4
+// blocks per (layer, KV head): each alone fits, about two at a time do.
+PreemptionRun RunOptimistic(Preemption preemption, kvstore::KvStore* store, int tp) {
+  EngineOptions eo;
+  eo.tp = tp;
+  eo.kv_tokens_per_block = 16;
+  eo.kv_max_blocks = 5 * (4 / tp) * 4;
+  auto engine = Engine::Create(Stories(), eo);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  const std::vector<Case> cases = Cases((*engine)->config());
+  const std::vector<std::vector<int>> alone = Alone(**engine, cases);
+  LocalBatchOps ops(engine->get(), store);
+  SchedulerOptions so;
+  so.preemption = preemption;
+  so.admission = Admission::kOptimistic;
+  so.max_step_tokens = 32;
+  Scheduler scheduler(engine->get(), so, &ops);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ScheduledRequest r;
+    r.id = i;
+    r.prompt = cases[i].prompt;
+    r.options = cases[i].options;
+    EXPECT_THAT(scheduler.Add(std::move(r)), IsOk());
+  }
+  std::map<uint64_t, FinishedRequest> results;
+  int most_running = 0;
+  for (int step = 0; step < 5000 && results.size() < cases.size(); ++step) {
+    for (FinishedRequest& f : scheduler.RunStep()) results[f.id] = std::move(f);
+    most_running = std::max(most_running, scheduler.running());
+  }
+  EXPECT_EQ(results.size(), cases.size());
+  for (const auto& [i, f] : results) {
+    EXPECT_TRUE(f.result.ok()) << f.result.status();
+    if (f.result.ok()) EXPECT_EQ(f.result->tokens, alone[i]) << "request " << i;
+  }
+  // More ran at once than whole lengths allow (at most 2 here), and nothing leaked.
+  EXPECT_GT(most_running, 2);
+  for (int r = 0; r < tp; ++r) EXPECT_EQ((*engine)->kv_pool(r).blocks_in_use(), 0) << "rank " << r;
+  EXPECT_EQ(ops.size(), 0u);
+  return {scheduler.preemptions(), scheduler.swaps()};
+}
+
+class SchedulerOptimisticTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(SchedulerOptimisticTest, PreemptionByRecomputeGivesTheSameTokens) {
+  const PreemptionRun run = RunOptimistic(Preemption::kRecompute, nullptr, GetParam());
+  EXPECT_GT(run.preemptions, 0);
+  EXPECT_EQ(run.swaps, 0);
+}
+
+TEST_P(SchedulerOptimisticTest, PreemptionBySwapGivesTheSameTokensAndEmptiesTheStore) {
+  kvstore::KvStoreOptions so;
+  so.background = false;
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(so));
+  const PreemptionRun run = RunOptimistic(Preemption::kSwap, store.get(), GetParam());
+  EXPECT_GT(run.swaps, 0);
+  EXPECT_EQ(run.swaps, run.preemptions);
+  for (const kvstore::TierStats& t : store->Stats()) EXPECT_EQ(t.blocks, 0) << t.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Tp, SchedulerOptimisticTest, ::testing::Values(1, 2));
 
 // Requests that finish on admission (a compressed prompt whose one token comes from its own
 // prefill, or max_new_tokens 0) still report their prompt length.

@@ -59,6 +59,7 @@ struct WorkerFlags {
   int kv_peer_mib = 1024;
   int max_batch = 64, max_step_tokens = 256;
   std::string preemption = "recompute";
+  std::string admission = "reserve";
   bool no_batching = false;
   bool no_prefix_cache = false;
   bool fail_on_bad_block = false;
@@ -108,6 +109,10 @@ absl::Status RunWorker(const WorkerFlags& f) {
   if (f.preemption != "recompute" && f.preemption != "swap") {
     return absl::InvalidArgumentError(
         absl::StrCat("--preemption='", f.preemption, "' must be swap or recompute"));
+  }
+  if (f.admission != "reserve" && f.admission != "optimistic") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--admission='", f.admission, "' must be reserve or optimistic"));
   }
   if (f.preemption == "swap" && f.kv_dir.empty() && f.kv_remote.empty()) {
     return absl::InvalidArgumentError(
@@ -261,6 +266,8 @@ absl::Status RunWorker(const WorkerFlags& f) {
   driver_options.scheduler.max_step_tokens = f.max_step_tokens;
   driver_options.scheduler.preemption =
       f.preemption == "swap" ? Preemption::kSwap : Preemption::kRecompute;
+  driver_options.scheduler.admission =
+      f.admission == "optimistic" ? Admission::kOptimistic : Admission::kReserve;
   if (peer_port > 0) driver_options.kv_peer = absl::StrCat(f.advertise_host, ":", peer_port);
   if (codec.chat_template) driver_options.chat_template = &*codec.chat_template;
   GroupDriver driver(engine.get(), comm.get(), codec.tokenizer.get(), driver_options);
@@ -428,6 +435,17 @@ int main(int argc, char** argv) {
   app.add_option("--kv_pool_blocks", f.kv_pool_blocks,
                  "blocks in this rank's KV pool (0 = grow as needed); a request that needs more "
                  "fails with RESOURCE_EXHAUSTED");
+  app.add_option("--admission", f.admission,
+                 "continuous batching with a capped --kv_pool_blocks: reserve = admit a request "
+                 "when its whole length fits (no preemption from growth); optimistic = admit it "
+                 "when its prompt fits, more sequences share the pool and the newest is "
+                 "preempted when decoding fills it")
+      ->capture_default_str();
+  app.add_option("--preemption", f.preemption,
+                 "how a sequence leaves a full KV pool: recompute (drop its blocks, prefill it "
+                 "again when readmitted) or swap (save its KV to the KV store, needs --kv_dir or "
+                 "--kv_remote, and restore it)")
+      ->capture_default_str();
   app.add_flag("--fail_on_bad_block", f.fail_on_bad_block,
                "a stored block failing verification fails the request (default: recompute)");
   CLI11_PARSE(app, argc, argv);
