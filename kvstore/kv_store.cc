@@ -1,10 +1,13 @@
 // File: kvstore/kv_store.cc
-// Tier index, LRU-with-priority spilling, promotion and the background worker.
+// Tier index, LRU-with-priority spilling, promotion, shared blocks and the background worker.
 #include "kvstore/kv_store.h"
+
+#include <xxhash.h>
 
 #include <algorithm>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kvstore/cuda_tiers.h"
@@ -71,12 +74,31 @@ absl::StatusOr<std::unique_ptr<KvStore>> KvStore::Open(const KvStoreOptions& opt
     MutexLock lock(&store->mu_);
     for (int t = 2; t < static_cast<int>(store->tiers_.size()); ++t) {
       for (const std::string& key : store->tiers_[t]->Keys()) {
-        store->index_[key] = Entry{key.substr(0, key.find('.')), t, 0};
+        const Entry& e = store->index_[key] = Entry{key.substr(0, key.find('.')), t, 0};
+        // A shared block: its holders went with the previous run.
+        if (e.session == kSharedOwner) store->shared_[key];
       }
     }
   }
   if (options.background) store->worker_ = std::thread([s = store.get()] { s->BackgroundLoop(); });
   return store;
+}
+
+ContentId KvStore::ContentIdOf(std::string_view block) {
+  const XXH128_hash_t h = XXH3_128bits(block.data(), block.size());
+  return ContentId{h.high64, h.low64};
+}
+
+std::string KvStore::SharedKey(const ContentId& id) {
+  std::string key = kSharedKeyPrefix;
+  for (const uint64_t half : {id.high, id.low}) {
+    for (int shift = 60; shift >= 0; shift -= 4) key += "0123456789abcdef"[(half >> shift) & 0xf];
+  }
+  return key;
+}
+
+bool KvStore::IsSharedKey(std::string_view key) {
+  return absl::StartsWith(absl::string_view(key.data(), key.size()), kSharedKeyPrefix);
 }
 
 KvStore::~KvStore() {
@@ -180,9 +202,7 @@ absl::Status KvStore::SpillTierLocked(int t) {
   std::vector<std::pair<std::tuple<bool, uint64_t, std::string>, std::string>> victims;
   for (const auto& [key, e] : index_) {
     if (e.tier != t) continue;
-    auto it = active_.find(e.session);
-    const bool active = it != active_.end() && it->second;
-    victims.push_back({{active, e.last_use, key}, key});
+    victims.push_back({{ActiveLocked(key, e), e.last_use, key}, key});
   }
   std::sort(victims.begin(), victims.end());
   const double low = tier.options().low_watermark * static_cast<double>(tier.capacity_bytes());
@@ -244,8 +264,7 @@ absl::Status KvStore::MakeRoomLocked(int t, size_t bytes, const std::string& kee
   std::vector<std::tuple<bool, uint64_t, std::string>> victims;
   for (const auto& [key, e] : index_) {
     if (e.tier != t || key == keep) continue;
-    auto it = active_.find(e.session);
-    victims.emplace_back(it != active_.end() && it->second, e.last_use, key);
+    victims.emplace_back(ActiveLocked(key, e), e.last_use, key);
   }
   std::sort(victims.begin(), victims.end());
   for (const auto& [active, use, key] : victims) {
@@ -262,8 +281,65 @@ absl::Status KvStore::MakeRoomLocked(int t, size_t bytes, const std::string& kee
   return absl::OkStatus();
 }
 
+bool KvStore::ActiveLocked(const std::string& key, const Entry& e) const {
+  if (e.session != kSharedOwner) {
+    auto it = active_.find(e.session);
+    return it != active_.end() && it->second;
+  }
+  auto held = shared_.find(key);
+  if (held == shared_.end()) return false;
+  for (const std::string& holder : held->second) {
+    auto it = active_.find(holder);
+    if (it != active_.end() && it->second) return true;
+  }
+  return false;
+}
+
 absl::Status KvStore::Put(const std::string& session, const std::string& key, std::string block) {
+  if (IsSharedKey(key) || session == kSharedOwner) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv store: Put of '", key, "' by '", session,
+                     "': shared blocks go through PutShared, and every block needs a session"));
+  }
   MutexLock lock(&mu_);
+  return PutLocked(session, key, std::move(block));
+}
+
+absl::Status KvStore::PutShared(const std::string& holder, const std::string& key,
+                                std::string block) {
+  if (!IsSharedKey(key) || holder == kSharedOwner) {
+    return absl::InvalidArgumentError(absl::StrCat("kv store: PutShared of '", key, "' by '",
+                                                   holder, "': needs a shared key and a holder"));
+  }
+  MutexLock lock(&mu_);
+  if (auto it = shared_.find(key); it != shared_.end()) {
+    it->second.insert(holder);  // stored already: one more holder, no tier write
+    index_[key].last_use = ++clock_;
+    return absl::OkStatus();
+  }
+  DAPQ_RETURN_IF_ERROR(PutLocked(kSharedOwner, key, std::move(block)));
+  shared_[key] = {holder};
+  return absl::OkStatus();
+}
+
+absl::Status KvStore::ReleaseShared(const std::string& holder, const std::string& key) {
+  MutexLock lock(&mu_);
+  auto it = shared_.find(key);
+  if (it == shared_.end() || it->second.erase(holder) == 0 || !it->second.empty()) {
+    return absl::OkStatus();
+  }
+  return EraseLocked(index_.find(key));
+}
+
+absl::Status KvStore::EraseLocked(std::map<std::string, Entry>::iterator it) {
+  absl::Status s = tiers_[it->second.tier]->Erase(it->first);
+  shared_.erase(it->first);
+  index_.erase(it);
+  return s;
+}
+
+absl::Status KvStore::PutLocked(const std::string& session, const std::string& key,
+                                std::string block) {
   auto it = index_.find(key);
   const int old_tier = it == index_.end() ? -1 : it->second.tier;
   const size_t old_bytes = it == index_.end() ? 0 : it->second.bytes;
@@ -302,14 +378,19 @@ absl::StatusOr<std::string> KvStore::Get(const std::string& key) {
 absl::Status KvStore::EraseSession(const std::string& session) {
   MutexLock lock(&mu_);
   absl::Status first;
+  // Its own blocks (for kSharedOwner: every shared block), then its holds.
   for (auto it = index_.begin(); it != index_.end();) {
-    if (it->second.session == session) {
-      absl::Status s = tiers_[it->second.tier]->Erase(it->first);
-      if (!s.ok() && first.ok()) first = s;
-      it = index_.erase(it);
-    } else {
-      ++it;
+    auto next = std::next(it);
+    bool erase = it->second.session == session;
+    if (!erase && it->second.session == kSharedOwner) {
+      auto held = shared_.find(it->first);
+      erase = held != shared_.end() && held->second.erase(session) > 0 && held->second.empty();
     }
+    if (erase) {
+      absl::Status s = EraseLocked(it);
+      if (!s.ok() && first.ok()) first = s;
+    }
+    it = next;
   }
   active_.erase(session);
   return first;
@@ -319,9 +400,7 @@ absl::Status KvStore::Erase(const std::string& key) {
   MutexLock lock(&mu_);
   auto it = index_.find(key);
   if (it == index_.end()) return absl::OkStatus();
-  absl::Status s = tiers_[it->second.tier]->Erase(key);
-  index_.erase(it);
-  return s;
+  return EraseLocked(it);
 }
 
 std::vector<std::string> KvStore::KeysOf(const std::string& session) const {
@@ -333,12 +412,40 @@ std::vector<std::string> KvStore::KeysOf(const std::string& session) const {
   return keys;
 }
 
-bool KvStore::HasSession(const std::string& session) const { return !KeysOf(session).empty(); }
+std::vector<std::string> KvStore::SharedKeysOf(const std::string& holder) const {
+  MutexLock lock(&mu_);
+  std::vector<std::string> keys;
+  for (const auto& [key, holders] : shared_) {
+    if (holders.contains(holder)) keys.push_back(key);
+  }
+  return keys;
+}
+
+int KvStore::SharedHolders(const std::string& key) const {
+  MutexLock lock(&mu_);
+  auto it = shared_.find(key);
+  return it == shared_.end() ? 0 : static_cast<int>(it->second.size());
+}
+
+int KvStore::shared_blocks() const {
+  MutexLock lock(&mu_);
+  return static_cast<int>(shared_.size());
+}
+
+bool KvStore::HasSession(const std::string& session) const {
+  return !KeysOf(session).empty() || !SharedKeysOf(session).empty();
+}
 
 std::vector<std::string> KvStore::Sessions() const {
   MutexLock lock(&mu_);
   std::set<std::string> sessions;
-  for (const auto& [key, e] : index_) sessions.insert(e.session);
+  for (const auto& [key, e] : index_) {
+    if (e.session != kSharedOwner) sessions.insert(e.session);
+  }
+  for (const auto& [key, holders] : shared_) {
+    sessions.insert(holders.begin(), holders.end());
+    if (holders.empty()) sessions.insert(kSharedOwner);  // an orphan: EraseSession collects it
+  }
   return {sessions.begin(), sessions.end()};
 }
 
@@ -392,7 +499,11 @@ absl::Status KvStore::PersistAll() {
 
 void KvStore::PrefetchLocked(const std::string& session) {
   for (auto& [key, e] : index_) {
-    if (e.session != session || e.tier == 0) continue;
+    if (e.tier == 0) continue;
+    if (e.session != session) {
+      auto held = e.session == kSharedOwner ? shared_.find(key) : shared_.end();
+      if (held == shared_.end() || !held->second.contains(session)) continue;
+    }
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<std::string> bytes = tiers_[e.tier]->Get(key);
     if (!bytes.ok()) continue;  // Get reports it when the session asks for the block
@@ -472,7 +583,10 @@ std::vector<TierStats> KvStore::Stats() const {
     s.capacity_bytes = tier.capacity_bytes();
     s.high_watermark_bytes =
         static_cast<size_t>(tier.options().high_watermark * static_cast<double>(s.capacity_bytes));
-    for (const auto& [key, e] : index_) s.blocks += e.tier == t;
+    for (const auto& [key, e] : index_) {
+      s.blocks += e.tier == t;
+      s.shared_blocks += e.tier == t && e.session == kSharedOwner;
+    }
     out.push_back(s);
   }
   return out;

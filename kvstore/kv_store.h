@@ -12,6 +12,15 @@
 // before (each making room further down first when needed).
 // Spills and prefetches run on a background thread (ScheduleSpill / Prefetch); Flush waits for
 // them, so tests never sleep.
+// Shared blocks: a block several sessions use (a prompt prefix their sequences shared in the
+// block pool) is stored once, content-addressed (SharedKey(ContentIdOf(bytes))), and held by
+// each session that uses it (PutShared / ReleaseShared); it leaves the store with its last
+// holder (ReleaseShared, EraseSession). Its keys are ".shared-<32 hex>": the part before the
+// first '.' (a restart's session of a recovered block) is "", the owner of every shared block,
+// which no session id can name. After a restart the holders are unknown: recovered shared blocks
+// have none, Sessions() lists "" while any such orphan exists, and EraseSession("") collects
+// every shared block. A shared block counts as active (spilled after idle ones) while any of
+// its holders is, and Prefetch(session) promotes the shared blocks the session holds too.
 // Memory tiers: with use_cuda (CUDA builds, a GPU present) the device tier holds its blocks in
 // GPU memory and the host tier in pinned host memory (cuda_tiers.h): each transfer is copied on
 // the device tier's own non-blocking CUDA stream, so the copies of a spill or prefetch batch,
@@ -26,7 +35,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -77,6 +88,13 @@ struct TierStats {
   size_t capacity_bytes = 0;
   size_t high_watermark_bytes = 0;
   int blocks = 0;
+  int shared_blocks = 0;  // of `blocks`, the shared ones (each stored once, see KvStore)
+};
+
+// The 128-bit content hash (XXH3) of a shared block's bytes.
+struct ContentId {
+  uint64_t high = 0, low = 0;
+  bool operator==(const ContentId&) const = default;
 };
 
 class KvStore {
@@ -84,23 +102,58 @@ class KvStore {
   static constexpr size_t kMaxBatchBlocks = 64;
   static constexpr size_t kMaxBatchBytes = 4ull << 20;
 
+  // The owner ("session") of every shared block, and the prefix of their keys.
+  static constexpr char kSharedOwner[] = "";
+  static constexpr char kSharedKeyPrefix[] = ".shared-";
+
   static absl::StatusOr<std::unique_ptr<KvStore>> Open(const KvStoreOptions& options);
   ~KvStore();
 
+  // Content addressing: the hash of `block`'s bytes, and the key of a shared block with that
+  // hash (kSharedKeyPrefix, then the hash as 32 hex digits).
+  static ContentId ContentIdOf(std::string_view block);
+  static std::string SharedKey(const ContentId& id);
+  static bool IsSharedKey(std::string_view key);
+
   // Stores (or replaces) a block of `session` on the top tier, spilling others down to make
   // room. ResourceExhausted when no tier has room; a replaced block is then left as it was.
+  // InvalidArgument for a shared block's key (PutShared) or an empty session.
   absl::Status Put(const std::string& session, const std::string& key, std::string block);
+  // A shared block used by `holder` (a session). `key` is content-addressed: the caller
+  // guarantees that equal keys mean equal bytes (SharedKey(ContentIdOf(block))). When the store
+  // already holds `key`, `holder` joins its holders (a no-op if it holds it already), `block` is
+  // dropped without any tier write and the block counts as just used; otherwise it is stored as
+  // Put stores a block, with `holder` its only holder. InvalidArgument for a key that is not a
+  // shared key or an empty holder; ResourceExhausted as for Put.
+  absl::Status PutShared(const std::string& holder, const std::string& key, std::string block);
+  // `holder` lets go of shared block `key`; the block is erased with its last holder. OK when
+  // the block is absent or `holder` does not hold it.
+  absl::Status ReleaseShared(const std::string& holder, const std::string& key);
   // The block's bytes from whichever tier holds it (verified there); promoted to the top tier
   // when it fits. NotFound / DataLoss / Unavailable (remote gone).
   absl::StatusOr<std::string> Get(const std::string& key);
+  // Erases the blocks of `session` and releases the shared blocks it holds (those it held last
+  // are erased). EraseSession(kSharedOwner) erases every shared block, whoever holds it
+  // (collecting the orphans a restart leaves; see the file comment).
   absl::Status EraseSession(const std::string& session);
-  // Erases one block (OK when absent).
+  // Erases one block (OK when absent); a shared block is erased for all its holders.
   absl::Status Erase(const std::string& key);
+  // The blocks `session` owns (for kSharedOwner: every shared block); not the shared blocks it
+  // holds (SharedKeysOf).
   std::vector<std::string> KeysOf(const std::string& session) const;
-  // Every session with a block in the store (recovered ones included), sorted.
+  // The shared blocks `holder` holds, sorted.
+  std::vector<std::string> SharedKeysOf(const std::string& holder) const;
+  // How many sessions hold shared block `key` (0 when absent, or recovered after a restart).
+  int SharedHolders(const std::string& key) const;
+  // Shared blocks in the store (each counted once, whatever its holders).
+  int shared_blocks() const;
+  // Every session with a block in the store or a hold on a shared block (recovered ones
+  // included), sorted; kSharedOwner while a shared block has no holder (recovered orphans).
   std::vector<std::string> Sessions() const;
+  // `session` owns a block or holds a shared one.
   bool HasSession(const std::string& session) const;
-  // Blocks of active sessions are spilled after idle ones.
+  // Blocks of active sessions are spilled after idle ones (shared blocks: when any holder is
+  // active).
   void SetActive(const std::string& session, bool active);
 
   // One synchronous spill pass over every tier above its high watermark.
@@ -128,6 +181,15 @@ class KvStore {
     size_t bytes = 0;  // 0 when unknown (recovered after a restart)
   };
   explicit KvStore(const KvStoreOptions& options) : options_(options) {}
+  // Put's body: stores `block` as `key` of `session` on the first tier that can take it.
+  absl::Status PutLocked(const std::string& session, const std::string& key, std::string block)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Erases `key` from its tier and the index (and the shared table). `it` is its index entry.
+  absl::Status EraseLocked(std::map<std::string, Entry>::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Spill priority: the block's session is active, or (a shared block) any of its holders.
+  bool ActiveLocked(const std::string& key, const Entry& e) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `retried_if_full`: a ResourceExhausted answer is not reported to the observer (the caller
   // makes room and retries).
   absl::Status MoveLocked(const std::string& key, Entry& e, int to, bool retried_if_full = false)
@@ -158,6 +220,9 @@ class KvStore {
   mutable Mutex mu_;
   std::map<std::string, Entry> index_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, bool> active_ ABSL_GUARDED_BY(mu_);
+  // Shared block key -> its holders; a key is here exactly when its entry's session is
+  // kSharedOwner (recovered ones with no holder).
+  std::map<std::string, std::set<std::string>> shared_ ABSL_GUARDED_BY(mu_);
   uint64_t clock_ ABSL_GUARDED_BY(mu_) = 0;
   // Background work.
   std::vector<std::string> pending_ ABSL_GUARDED_BY(mu_);  // "" = spill, else prefetch session

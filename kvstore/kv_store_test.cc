@@ -4,7 +4,8 @@
 // (ENOSPC) leaves the block on its upper tier with a clear error, and many sessions spill and
 // restore concurrently (run under ThreadSanitizer in CI). Spills to disk go in batches: one
 // segment file per batch, the observer still told per block, a failed batch leaving every one
-// of its blocks above.
+// of its blocks above. Shared blocks are stored once for all their holders, leave with the last
+// one, spill and verify like any block, and are collected as orphans after a restart.
 #include "kvstore/kv_store.h"
 
 #include <filesystem>
@@ -156,6 +157,158 @@ TEST(KvStoreTest, SessionsListsRecoveredSessionsSoOrphansCanBeCollected) {
   for (const std::string& s : store->Sessions()) ASSERT_THAT(store->EraseSession(s), IsOk());
   EXPECT_TRUE(store->Sessions().empty());
   for (const TierStats& t : store->Stats()) EXPECT_EQ(t.blocks, 0) << t.name;
+}
+
+// Shared blocks (content-addressed, refcounted by their holders).
+std::string SharedKeyOf(const std::string& block) {
+  return KvStore::SharedKey(KvStore::ContentIdOf(block));
+}
+
+size_t UsedBytes(const KvStore& store) {
+  size_t used = 0;
+  for (const TierStats& t : store.Stats()) used += t.used_bytes;
+  return used;
+}
+
+TEST(KvStoreSharedTest, OneCopyForEveryHolderErasedWithTheLast) {
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions("")));
+  const std::string block = Block(1);
+  const std::string key = SharedKeyOf(block);
+  EXPECT_TRUE(KvStore::IsSharedKey(key));
+  EXPECT_EQ(key.size(), std::string(KvStore::kSharedKeyPrefix).size() + 32);
+  EXPECT_NE(SharedKeyOf(Block(2)), key);
+  ASSERT_THAT(store->PutShared("a", key, block), IsOk());
+  ASSERT_THAT(store->PutShared("b", key, block), IsOk());
+  ASSERT_THAT(store->PutShared("a", key, block), IsOk());  // idempotent
+  EXPECT_EQ(store->SharedHolders(key), 2);
+  EXPECT_EQ(store->shared_blocks(), 1);
+  EXPECT_EQ(UsedBytes(*store), block.size());  // one copy on the tiers
+  EXPECT_EQ(store->Stats()[0].blocks, 1);
+  EXPECT_EQ(store->Stats()[0].shared_blocks, 1);
+  EXPECT_EQ(store->Sessions(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(store->HasSession("a"));
+  EXPECT_TRUE(store->KeysOf("a").empty());  // held, not owned
+  EXPECT_EQ(store->SharedKeysOf("b"), std::vector<std::string>{key});
+  ASSERT_OK_AND_ASSIGN(std::string got, store->Get(key));
+  EXPECT_EQ(got, block);
+
+  // Misuse: a session's Put of a shared key, PutShared of a session key or without a holder.
+  EXPECT_THAT(store->Put("a", key, block), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(store->Put("", "x.b0", block), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(store->PutShared("a", "a.b0", block), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(store->PutShared("", key, block), StatusIs(absl::StatusCode::kInvalidArgument));
+
+  ASSERT_THAT(store->ReleaseShared("a", key), IsOk());
+  ASSERT_THAT(store->ReleaseShared("a", key), IsOk());  // not held any more: a no-op
+  EXPECT_EQ(store->SharedHolders(key), 1);
+  EXPECT_EQ(store->Sessions(), std::vector<std::string>{"b"});
+  ASSERT_OK_AND_ASSIGN(got, store->Get(key));
+  EXPECT_EQ(got, block);
+  ASSERT_THAT(store->ReleaseShared("b", key), IsOk());
+  EXPECT_EQ(store->TierOf(key), -1);
+  EXPECT_EQ(store->SharedHolders(key), 0);
+  EXPECT_EQ(store->shared_blocks(), 0);
+  EXPECT_EQ(UsedBytes(*store), 0u);
+  EXPECT_TRUE(store->Sessions().empty());
+  EXPECT_THAT(store->ReleaseShared("b", key), IsOk());  // absent
+  EXPECT_THAT(store->Get(key), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST(KvStoreSharedTest, EraseSessionReleasesItsHoldsOnly) {
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions("")));
+  const std::string k1 = SharedKeyOf(Block(1)), k2 = SharedKeyOf(Block(2));
+  ASSERT_THAT(store->Put("a", "a.m", Block(3)), IsOk());
+  ASSERT_THAT(store->PutShared("a", k1, Block(1)), IsOk());
+  ASSERT_THAT(store->PutShared("a", k2, Block(2)), IsOk());
+  ASSERT_THAT(store->PutShared("b", k2, Block(2)), IsOk());
+  ASSERT_THAT(store->EraseSession("a"), IsOk());
+  EXPECT_EQ(store->TierOf("a.m"), -1);
+  EXPECT_EQ(store->TierOf(k1), -1);  // a held it alone
+  EXPECT_EQ(store->SharedHolders(k2), 1);
+  ASSERT_OK_AND_ASSIGN(std::string got, store->Get(k2));
+  EXPECT_EQ(got, Block(2));
+  EXPECT_EQ(store->Sessions(), std::vector<std::string>{"b"});
+  ASSERT_THAT(store->EraseSession("b"), IsOk());
+  EXPECT_EQ(store->shared_blocks(), 0);
+  EXPECT_EQ(UsedBytes(*store), 0u);
+  EXPECT_TRUE(store->Sessions().empty());
+}
+
+TEST(KvStoreSharedTest, ActiveWhileAnyHolderIsActive) {
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions("")));
+  const std::string shared = SharedKeyOf(Block(1));
+  store->SetActive("live", true);
+  ASSERT_THAT(store->PutShared("idle", shared, Block(1)), IsOk());  // the oldest block
+  ASSERT_THAT(store->PutShared("live", shared, Block(1)), IsOk());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_THAT(store->Put("idle", absl::StrCat("idle.b", i), Block(10 + i)), IsOk());
+  }
+  ASSERT_THAT(store->Spill(), IsOk());
+  EXPECT_EQ(store->TierOf(shared), 0);  // held by an active session
+  EXPECT_EQ(store->TierOf("idle.b0"), 1);
+  EXPECT_EQ(store->TierOf("idle.b1"), 1);
+  // Without an active holder it is the least recently used block: the next to go.
+  store->SetActive("live", false);
+  ASSERT_THAT(store->Put("idle", "idle.b3", Block(13)), IsOk());
+  ASSERT_THAT(store->Put("idle", "idle.b4", Block(14)), IsOk());
+  ASSERT_THAT(store->Spill(), IsOk());
+  EXPECT_EQ(store->TierOf(shared), 1);
+}
+
+TEST(KvStoreSharedTest, SpillToDiskVerifiedAndOrphansCollectedAfterARestart) {
+  const std::string dir = dapq::testing::MakeTempDir("kv_store_shared");
+  std::vector<std::string> keys;
+  {
+    ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions(dir)));
+    for (int i = 0; i < 12; ++i) {
+      const std::string key = SharedKeyOf(Block(i));
+      keys.push_back(key);
+      for (const char* holder : {"a", "b", "c"}) {
+        ASSERT_THAT(store->PutShared(holder, key, Block(i)), IsOk());
+      }
+      ASSERT_THAT(store->Put("a", absl::StrCat("a.b", i), Block(100 + i)), IsOk());
+    }
+    ASSERT_THAT(store->Spill(), IsOk());
+    int on_disk = 0;
+    for (const std::string& key : keys) on_disk += store->TierOf(key) == 2;
+    EXPECT_GT(on_disk, 0);
+    EXPECT_EQ(store->Stats()[2].shared_blocks, on_disk);
+    EXPECT_EQ(store->shared_blocks(), 12);
+    EXPECT_EQ(UsedBytes(*store), 12 * Block(0).size() + 12 * Block(100).size());
+    // Read back (the disk tier checksums each block) and promoted.
+    for (int i = 0; i < 12; ++i) {
+      if (store->TierOf(keys[i]) != 2) continue;
+      ASSERT_OK_AND_ASSIGN(std::string got, store->Get(keys[i]));
+      EXPECT_EQ(got, Block(i));
+      EXPECT_EQ(store->TierOf(keys[i]), 0);
+      break;
+    }
+    // A holder's prefetch promotes the shared blocks it holds.
+    ASSERT_THAT(store->PersistAll(), IsOk());
+    ASSERT_THAT(store->ReleaseShared("b", keys[0]), IsOk());
+    ASSERT_THAT(store->ReleaseShared("c", keys[0]), IsOk());
+    store->Prefetch("b");
+    ASSERT_THAT(store->Flush(), IsOk());
+    EXPECT_EQ(store->TierOf(keys[0]), 2);  // b let go of it
+    int promoted = 0;
+    for (size_t i = 1; i < keys.size(); ++i) promoted += store->TierOf(keys[i]) < 2;
+    EXPECT_GT(promoted, 0);
+    EXPECT_EQ(store->TierOf("a.b1"), 2);  // a's own blocks stay
+    ASSERT_THAT(store->PersistAll(), IsOk());
+  }
+  // After a restart nobody holds them: listed under the shared owner and collected with it, as
+  // worker_main collects every session it finds.
+  ASSERT_OK_AND_ASSIGN(auto store, KvStore::Open(SmallOptions(dir)));
+  EXPECT_EQ(store->shared_blocks(), 12);
+  EXPECT_EQ(store->SharedHolders(keys[3]), 0);
+  ASSERT_EQ(store->Sessions(), (std::vector<std::string>{KvStore::kSharedOwner, "a"}));
+  ASSERT_OK_AND_ASSIGN(std::string got, store->Get(keys[5]));
+  EXPECT_EQ(got, Block(5));
+  for (const std::string& s : store->Sessions()) ASSERT_THAT(store->EraseSession(s), IsOk());
+  EXPECT_TRUE(store->Sessions().empty());
+  EXPECT_EQ(store->shared_blocks(), 0);
+  for (const TierStats& t : store->Stats()) EXPECT_EQ(t.blocks, 0) << t.name;
+  EXPECT_EQ(UsedBytes(*store), 0u);
 }
 
 struct Transfer {

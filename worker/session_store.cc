@@ -3,7 +3,10 @@
 #include "worker/session_store.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
+#include <span>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "api/request_rules.h"
@@ -13,11 +16,15 @@
 namespace dapq::worker {
 namespace {
 
-constexpr int32_t kManifestVersion = 2;  // a header and turn records
+// 3: turn records list their shared blocks. Version 2 (a header and turn records, no shared
+// blocks) is still read: its records are version 3's without the shared list.
+constexpr int32_t kManifestVersion = 3;
+constexpr int32_t kPlainManifestVersion = 2;
 constexpr int32_t kManifestLayer = -1;
 constexpr int32_t kRecordLayer = -2;
 constexpr int kHeaderWords = 11;
-constexpr int kRecordWords = 7;
+constexpr int kRecordWords = 8;       // version 2: 7 (no shared count)
+constexpr int kSharedBlockWords = 6;  // slab, block, content id (4 words, high first)
 // A save after this many turn records rewrites the session as one (loads read every record).
 constexpr int kMaxTurnRecords = 32;
 
@@ -31,6 +38,27 @@ std::string BlockKey(const std::string& session, int rank, int layer, int head, 
 }
 
 uint64_t ModelFingerprint(const ModelConfig& c) { return kvstore::Fingerprint(c.DebugString()); }
+
+bool KnownVersion(int32_t version) {
+  return version == kManifestVersion || version == kPlainManifestVersion;
+}
+
+// Which turn's record wrote a block, as StoredSession::block_turns and ReadRecords hold it:
+// t >= 0 for the session's own block "<...>.b<index>.t<t>", -1 - t for a shared block (its key
+// comes from record t's shared list).
+int32_t SharedTurn(int turn) { return -1 - turn; }
+bool IsSharedTurn(int32_t v) { return v < 0; }
+int TurnOf(int32_t v) { return v < 0 ? -1 - v : v; }
+
+// A shared block a turn wrote: slab (in record order: [local rank][layer][KV head]), block
+// index, and the content id naming it in the store (KvStore::SharedKey).
+struct SharedBlock {
+  int32_t slab = 0, block = 0;
+  kvstore::ContentId id;
+};
+
+// Per slab: block index -> content id of each shared block.
+using SharedIds = std::vector<std::map<int32_t, kvstore::ContentId>>;
 
 // "<session>.m": the shape, where the next token goes, and which turn records [first_turn,
 // turns) describe the session; written last by every save (the commit point).
@@ -53,6 +81,7 @@ struct TurnRecord {
   int segments_from = 0;
   std::vector<FeedSegment> segments;
   std::vector<int32_t> lengths, first_block;
+  std::vector<SharedBlock> shared;  // ascending (slab, block); blocks this turn wrote
 };
 
 absl::StatusOr<std::string> EncodeWords(const std::vector<int32_t>& v, int32_t layer,
@@ -80,7 +109,7 @@ absl::StatusOr<std::string> EncodeHeader(const Header& m, uint64_t model_fp) {
 absl::StatusOr<Header> DecodeHeader(const kvstore::DecodedBlock& b) {
   const std::vector<int32_t>& v = b.positions;
   auto bad = [] { return absl::DataLossError("session manifest: malformed"); };
-  if (b.meta.layer != kManifestLayer || v.size() < kHeaderWords || v[0] != kManifestVersion) {
+  if (b.meta.layer != kManifestLayer || v.size() < kHeaderWords || !KnownVersion(v[0])) {
     return bad();
   }
   Header m;
@@ -114,7 +143,8 @@ absl::StatusOr<std::string> EncodeRecord(const TurnRecord& r, uint64_t model_fp)
                             static_cast<int32_t>(r.tokens.size()),
                             r.segments_from,
                             static_cast<int32_t>(r.segments.size()),
-                            static_cast<int32_t>(r.lengths.size())};
+                            static_cast<int32_t>(r.lengths.size()),
+                            static_cast<int32_t>(r.shared.size())};
   v.insert(v.end(), r.tokens.begin(), r.tokens.end());
   for (const FeedSegment& s : r.segments) {
     v.push_back(static_cast<int32_t>(s.kind));
@@ -124,6 +154,14 @@ absl::StatusOr<std::string> EncodeRecord(const TurnRecord& r, uint64_t model_fp)
     v.push_back(r.lengths[i]);
     v.push_back(r.first_block[i]);
   }
+  for (const SharedBlock& s : r.shared) {
+    v.push_back(s.slab);
+    v.push_back(s.block);
+    for (const uint64_t half : {s.id.high, s.id.low}) {
+      v.push_back(static_cast<int32_t>(static_cast<uint32_t>(half >> 32)));
+      v.push_back(static_cast<int32_t>(static_cast<uint32_t>(half)));
+    }
+  }
   return EncodeWords(v, kRecordLayer, model_fp);
 }
 
@@ -132,18 +170,22 @@ absl::StatusOr<TurnRecord> DecodeRecord(const kvstore::DecodedBlock& b, int turn
   auto bad = [&] {
     return absl::DataLossError(absl::StrCat("session turn record ", turn, ": malformed"));
   };
-  if (b.meta.layer != kRecordLayer || v.size() < kRecordWords || v[0] != kManifestVersion ||
-      v[1] != turn || v[2] < 0 || v[3] < 0 || v[4] < 0 || v[5] < 0 || v[6] < 0) {
+  const int words = !v.empty() && v[0] == kPlainManifestVersion ? kRecordWords - 1 : kRecordWords;
+  if (b.meta.layer != kRecordLayer || v.size() < static_cast<size_t>(words) ||
+      !KnownVersion(v[0]) || v[1] != turn || v[2] < 0 || v[3] < 0 || v[4] < 0 || v[5] < 0 ||
+      v[6] < 0 || (words == kRecordWords && v[7] < 0)) {
     return bad();
   }
-  const int64_t want = kRecordWords + int64_t{v[3]} + 2 * int64_t{v[5]} + 2 * int64_t{v[6]};
+  const int64_t shared = words == kRecordWords ? v[7] : 0;
+  const int64_t want =
+      words + int64_t{v[3]} + 2 * int64_t{v[5]} + 2 * int64_t{v[6]} + kSharedBlockWords * shared;
   if (static_cast<int64_t>(v.size()) != want) return bad();
   TurnRecord r;
   r.turn = turn;
   r.tokens_from = v[2];
   r.segments_from = v[4];
   const size_t nt = v[3], ns = v[5], nl = v[6];
-  size_t at = kRecordWords;
+  size_t at = words;
   r.tokens.assign(v.begin() + at, v.begin() + at + nt);
   at += nt;
   for (size_t i = 0; i < ns; ++i, at += 2) {
@@ -157,16 +199,36 @@ absl::StatusOr<TurnRecord> DecodeRecord(const kvstore::DecodedBlock& b, int turn
     r.lengths.push_back(v[at]);
     r.first_block.push_back(v[at + 1]);
   }
+  // Shared blocks: in strictly ascending (slab, block) order, each among the blocks this turn
+  // wrote (ReadRecords checks them against the slab's length).
+  for (int64_t i = 0; i < shared; ++i, at += kSharedBlockWords) {
+    SharedBlock s;
+    s.slab = v[at];
+    s.block = v[at + 1];
+    auto word = [&](size_t k) { return uint64_t{static_cast<uint32_t>(v[at + k])}; };
+    s.id = {word(2) << 32 | word(3), word(4) << 32 | word(5)};
+    if (s.slab < 0 || static_cast<size_t>(s.slab) >= nl || s.block < r.first_block[s.slab] ||
+        (!r.shared.empty() &&
+         std::pair(s.slab, s.block) <= std::pair(r.shared.back().slab, r.shared.back().block))) {
+      return bad();
+    }
+    r.shared.push_back(s);
+  }
   return r;
 }
 
+// `id`: a shared block's content id, which its bytes must hash to.
 absl::StatusOr<kvstore::DecodedBlock> GetBlock(kvstore::KvStore& store, const std::string& key,
-                                               const std::string& what) {
+                                               const std::string& what,
+                                               const kvstore::ContentId* id = nullptr) {
   absl::StatusOr<std::string> bytes = store.Get(key);
   if (absl::IsNotFound(bytes.status())) {
     return absl::DataLossError(absl::StrCat(what, " ", key, " is missing"));
   }
   DAPQ_RETURN_IF_ERROR(bytes.status());
+  if (id != nullptr && kvstore::KvStore::ContentIdOf(*bytes) != *id) {
+    return absl::DataLossError(absl::StrCat(what, " ", key, " does not match its content hash"));
+  }
   absl::StatusOr<kvstore::DecodedBlock> block = kvstore::DecodeBlock(*bytes);
   if (!block.ok()) {
     return absl::DataLossError(absl::StrCat(what, " ", key, ": ", block.status().message()));
@@ -178,20 +240,26 @@ int64_t BlocksOf(int64_t length, int tokens_per_block) {
   return (length + tokens_per_block - 1) / tokens_per_block;
 }
 
+absl::StatusOr<TurnRecord> ReadRecord(kvstore::KvStore& store, const std::string& session, int t,
+                                      uint64_t model_fp) {
+  DAPQ_ASSIGN_OR_RETURN(kvstore::DecodedBlock block,
+                        GetBlock(store, RecordKey(session, t), "turn record"));
+  if (block.meta.model_fingerprint != model_fp) {
+    return absl::DataLossError(absl::StrCat("turn record ", t, " belongs to another model"));
+  }
+  return DecodeRecord(block, t);
+}
+
 // Every turn record of the header, applied in order: the history and, per slab, which turn
-// wrote each block.
+// wrote each block (block_turns' encoding) and the content ids of the shared ones.
 absl::Status ReadRecords(const std::string& session, const Header& m, int max_length,
                          kvstore::KvStore& store, uint64_t model_fp, std::vector<int>& tokens,
                          std::vector<FeedSegment>& segments,
-                         std::vector<std::vector<int32_t>>& block_turns) {
+                         std::vector<std::vector<int32_t>>& block_turns, SharedIds& shared_ids) {
   block_turns.assign(m.lengths.size(), {});
+  shared_ids.assign(m.lengths.size(), {});
   for (int t = m.first_turn; t < m.turns; ++t) {
-    DAPQ_ASSIGN_OR_RETURN(kvstore::DecodedBlock block,
-                          GetBlock(store, RecordKey(session, t), "turn record"));
-    if (block.meta.model_fingerprint != model_fp) {
-      return absl::DataLossError(absl::StrCat("turn record ", t, " belongs to another model"));
-    }
-    DAPQ_ASSIGN_OR_RETURN(TurnRecord r, DecodeRecord(block, t));
+    DAPQ_ASSIGN_OR_RETURN(TurnRecord r, ReadRecord(store, session, t, model_fp));
     const bool first = t == m.first_turn;
     if (r.tokens_from != static_cast<int>(tokens.size()) ||
         r.segments_from > static_cast<int>(segments.size()) ||
@@ -219,6 +287,17 @@ absl::Status ReadRecords(const std::string& session, const Header& m, int max_le
       }
       turns.resize(blocks);
       std::fill(turns.begin() + r.first_block[slab], turns.end(), t);
+      shared_ids[slab].erase(shared_ids[slab].lower_bound(r.first_block[slab]),
+                             shared_ids[slab].end());
+    }
+    for (const SharedBlock& s : r.shared) {
+      std::vector<int32_t>& turns = block_turns[s.slab];
+      if (s.block >= static_cast<int64_t>(turns.size())) {
+        return absl::DataLossError(absl::StrCat("turn record ", t, ": shared block ", s.block,
+                                                " of slab ", s.slab, " is past its length"));
+      }
+      turns[s.block] = SharedTurn(t);
+      shared_ids[s.slab][s.block] = s.id;
     }
     if (t + 1 == m.turns && r.lengths != m.lengths) {
       return absl::DataLossError("session manifest: lengths differ from the last turn record");
@@ -230,7 +309,8 @@ absl::Status ReadRecords(const std::string& session, const Header& m, int max_le
 // Reads every block of the session into a fresh sequence.
 absl::Status ReadBlocks(Engine& engine, const std::string& session, const Header& m,
                         const std::vector<std::vector<int32_t>>& block_turns,
-                        kvstore::KvStore& store, uint64_t model_fp, Sequence& seq) {
+                        const SharedIds& shared_ids, kvstore::KvStore& store, uint64_t model_fp,
+                        Sequence& seq) {
   size_t slab = 0;
   for (int r = 0; r < seq.local_ranks(); ++r) {
     const int rank = engine.first_rank() + r;  // keys carry the global rank
@@ -238,10 +318,23 @@ absl::Status ReadBlocks(Engine& engine, const std::string& session, const Header
       for (int h = 0; h < m.kv_heads; ++h, ++slab) {
         const std::vector<int32_t>& turns = block_turns[slab];
         for (size_t b = 0; b < turns.size(); ++b) {
-          const std::string key = BlockKey(session, rank, l, h, static_cast<int>(b), turns[b]);
-          DAPQ_ASSIGN_OR_RETURN(kvstore::DecodedBlock block, GetBlock(store, key, "block"));
+          const kvstore::ContentId* id = nullptr;
+          std::string key;
+          if (IsSharedTurn(turns[b])) {
+            auto it = shared_ids[slab].find(static_cast<int32_t>(b));
+            if (it == shared_ids[slab].end()) {
+              return absl::DataLossError(absl::StrCat("session ", session, ": shared block ", b,
+                                                      " of slab ", slab, " has no content id"));
+            }
+            id = &it->second;
+            key = kvstore::KvStore::SharedKey(*id);
+          } else {
+            key = BlockKey(session, rank, l, h, static_cast<int>(b), turns[b]);
+          }
+          DAPQ_ASSIGN_OR_RETURN(kvstore::DecodedBlock block, GetBlock(store, key, "block", id));
           const int count = static_cast<int>(block.positions.size());
           if (block.meta.model_fingerprint != model_fp || block.meta.layer != l ||
+              block.meta.kv_head_begin != rank * m.kv_heads + h ||
               block.meta.head_dim != m.head_dim || count > m.tokens_per_block) {
             return absl::DataLossError(absl::StrCat("block ", key, " does not belong here"));
           }
@@ -258,6 +351,18 @@ absl::Status ReadBlocks(Engine& engine, const std::string& session, const Header
     }
   }
   return absl::OkStatus();
+}
+
+// Whether every pool block holding slots [begin, begin + count) of (layer, head) is shared at
+// this moment: held by another sequence (a fork, a reused prompt prefix) or the pool's prefix
+// index too (a held block in the index has a reference count of at least 2).
+bool PoolShared(const KvCache& cache, int layer, int head, int begin, int count) {
+  const std::span<const kvstore::BlockId> ids = cache.block_ids(layer, head);
+  const int per_block = cache.tokens_per_block();
+  for (int i = begin / per_block; i <= (begin + count - 1) / per_block; ++i) {
+    if (i >= static_cast<int>(ids.size()) || cache.pool().RefCount(ids[i]) < 2) return false;
+  }
+  return true;
 }
 
 // Records in `seq` what the store holds of it as `session` after a save or a load (what the
@@ -343,6 +448,10 @@ absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string&
   // The blocks that changed: from the one holding each slab's first changed slot on.
   std::vector<std::vector<std::vector<int32_t>>> block_turns(seq.local_ranks());
   std::vector<std::string> superseded;  // older blocks this save replaces, erased after it
+  // Older shared blocks this save replaces, by the turn whose record names them: (record slab,
+  // block) pairs, released after it.
+  std::map<int, std::vector<std::pair<int32_t, int32_t>>> superseded_shared;
+  std::set<std::string> shared_written;  // the shared blocks this save holds
   std::vector<float> payload;
   for (int r = 0; r < seq.local_ranks(); ++r) {
     const int rank = engine.first_rank() + r;
@@ -360,8 +469,13 @@ absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string&
                 ? static_cast<int>(std::min<int64_t>({cache.unchanged(l, h) / tokens_per_block,
                                                       static_cast<int64_t>(turns.size()), blocks}))
                 : 0;
+        const int32_t record_slab = static_cast<int32_t>(record.lengths.size());
         for (size_t b = first; b < turns.size(); ++b) {
-          superseded.push_back(BlockKey(session, rank, l, h, static_cast<int>(b), turns[b]));
+          if (IsSharedTurn(turns[b])) {
+            superseded_shared[TurnOf(turns[b])].emplace_back(record_slab, static_cast<int32_t>(b));
+          } else {
+            superseded.push_back(BlockKey(session, rank, l, h, static_cast<int>(b), turns[b]));
+          }
         }
         turns.resize(blocks);
         m.lengths.push_back(static_cast<int32_t>(pos.size()));
@@ -378,6 +492,20 @@ absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string&
               model_fp, 0, l, rank * kv_heads + h, 1, c.head_dim, cache.pool().dtype()};
           DAPQ_ASSIGN_OR_RETURN(std::string block,
                                 kvstore::EncodeBlock(meta, pos.subspan(b0, count), payload));
+          // A full block shared in the pool (or already shared in the store: another sequence
+          // saved the same prefix) is stored once for every session, by content.
+          if (count == static_cast<size_t>(tokens_per_block)) {
+            const kvstore::ContentId id = kvstore::KvStore::ContentIdOf(block);
+            std::string key = kvstore::KvStore::SharedKey(id);
+            if (PoolShared(cache, l, h, static_cast<int>(b0), static_cast<int>(count)) ||
+                store.SharedHolders(key) > 0) {
+              DAPQ_RETURN_IF_ERROR(store.PutShared(session, key, std::move(block)));
+              shared_written.insert(std::move(key));
+              record.shared.push_back({record_slab, static_cast<int32_t>(b), id});
+              turns[b] = SharedTurn(turn);
+              continue;
+            }
+          }
           DAPQ_RETURN_IF_ERROR(store.Put(
               session, BlockKey(session, rank, l, h, static_cast<int>(b), turn), std::move(block)));
           turns[b] = turn;
@@ -392,6 +520,19 @@ absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string&
   DAPQ_RETURN_IF_ERROR(store.Put(session, ManifestKey(session), std::move(header)));
   if (incremental) {
     for (const std::string& key : superseded) store.Erase(key).IgnoreError();
+    // The replaced shared blocks: their ids are in the records that wrote them. One that cannot
+    // be read stays held until the session's next rewrite or its erasure.
+    for (const auto& [old_turn, blocks] : superseded_shared) {
+      absl::StatusOr<TurnRecord> old = ReadRecord(store, session, old_turn, model_fp);
+      if (!old.ok()) continue;
+      for (const SharedBlock& s : old->shared) {
+        const std::string key = kvstore::KvStore::SharedKey(s.id);
+        if (std::binary_search(blocks.begin(), blocks.end(), std::pair(s.slab, s.block)) &&
+            !shared_written.contains(key)) {
+          store.ReleaseShared(session, key).IgnoreError();
+        }
+      }
+    }
   } else {
     // A rewrite: everything else the session held (an earlier save's records and blocks).
     std::set<std::string> keep = {ManifestKey(session), RecordKey(session, turn)};
@@ -400,6 +541,7 @@ absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string&
         for (int h = 0; h < kv_heads; ++h) {
           const auto& turns = block_turns[r][static_cast<size_t>(l) * kv_heads + h];
           for (size_t b = 0; b < turns.size(); ++b) {
+            if (IsSharedTurn(turns[b])) continue;
             keep.insert(
                 BlockKey(session, engine.first_rank() + r, l, h, static_cast<int>(b), turns[b]));
           }
@@ -408,6 +550,9 @@ absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string&
     }
     for (const std::string& key : store.KeysOf(session)) {
       if (!keep.contains(key)) store.Erase(key).IgnoreError();
+    }
+    for (const std::string& key : store.SharedKeysOf(session)) {
+      if (!shared_written.contains(key)) store.ReleaseShared(session, key).IgnoreError();
     }
   }
   RememberStored(seq, session, m, std::move(block_turns));
@@ -447,8 +592,9 @@ absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& sessio
   std::vector<int> tokens;
   std::vector<FeedSegment> segments;
   std::vector<std::vector<int32_t>> block_turns;
-  if (absl::Status s =
-          ReadRecords(session, m, c.max_seq_len, store, model_fp, tokens, segments, block_turns);
+  SharedIds shared_ids;
+  if (absl::Status s = ReadRecords(session, m, c.max_seq_len, store, model_fp, tokens, segments,
+                                   block_turns, shared_ids);
       !s.ok()) {
     return absl::Status(s.code(),
                         absl::StrCat("session ", session, ": ", s.message(), "; cannot recompute"));
@@ -456,7 +602,7 @@ absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& sessio
   LoadResult result;
   result.sequence = engine.NewSequence();
   absl::Status read =
-      ReadBlocks(engine, session, m, block_turns, store, model_fp, *result.sequence);
+      ReadBlocks(engine, session, m, block_turns, shared_ids, store, model_fp, *result.sequence);
   if (read.ok()) {
     Sequence& seq = *result.sequence;
     seq.RestoreState(m.next_position, m.compressed, tokens, segments);

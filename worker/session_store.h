@@ -4,21 +4,26 @@
 // positions, checksummed (kvstore/block_codec.h), in the cache's element type (--kv_dtype; a
 // bf16 or fp16 block is half the bytes and restores exactly) — plus a manifest: a header (next
 // position, per-slab lengths, which turn records hold the session) and one turn record per save
-// (the tokens fed since the previous one and how, and which blocks that save wrote). The store
-// spills idle sessions down the tiers. The
-// session's next request restores the blocks into a fresh Sequence that continues from the right
-// position and generates exactly what a sequence that never left the device would. A block that
-// fails verification (or is missing) is never used; the failed-load policy decides: kRecompute
-// replays the session's recorded feeds (Engine::Replay: the same caches, bit for bit), kFail
-// returns DataLoss naming the block (a missing or corrupt header or turn record is DataLoss
-// too: without the history nothing can be replayed). Keys: "<session>.m" (header),
+// (the tokens fed since the previous one and how, and which blocks that save wrote). A full
+// block whose pool block is shared when it is saved (a prompt prefix several sequences reuse, a
+// fork; or one the store already holds as shared) is written once for every session, as a
+// KvStore shared block keyed by the hash of its bytes: the turn record lists those blocks (slab,
+// index, content id; manifest version 3, version 2 manifests are still read), the session holds
+// them (KvStore::PutShared) and lets go of them when a save replaces them or the session is
+// erased; a load checks each one's bytes against its content id. The store spills idle
+// sessions down the tiers. The session's next request restores the blocks into a fresh Sequence
+// that continues from the right position and generates exactly what a sequence that never left the
+// device would. A block that fails verification (or is missing) is never used; the failed-load
+// policy decides: kRecompute replays the session's recorded feeds (Engine::Replay: the same caches,
+// bit for bit), kFail returns DataLoss naming the block (a missing or corrupt header or turn record
+// is DataLoss too: without the history nothing can be replayed). Keys: "<session>.m" (header),
 // "<session>.t<turn>" (turn records), "<session>.r<rank>.l<layer>.h<head>.b<index>.t<turn>"
-// (global rank; the turn that wrote the block). A multi-process engine
-// (Engine::CreateRank) saves and loads only its own rank's blocks: each rank of a group has its own
-// store. The failed-load policy then applies per rank; the group driver agrees on recomputing
-// across ranks (worker/service/group_driver.h). Session ids: api::ValidateSessionId (1-128
-// characters of [A-Za-z0-9_-]). Thread-safety: as the Engine (one call at a time per engine); the
-// store is thread-safe.
+// (global rank; the turn that wrote the block), shared blocks ".shared-<content id>". A
+// multi-process engine (Engine::CreateRank) saves and loads only its own rank's blocks: each rank
+// of a group has its own store. The failed-load policy then applies per rank; the group driver
+// agrees on recomputing across ranks (worker/service/group_driver.h). Session ids:
+// api::ValidateSessionId (1-128 characters of [A-Za-z0-9_-]). Thread-safety: as the Engine (one
+// call at a time per engine); the store is thread-safe.
 #ifndef DAPQ_WORKER_SESSION_STORE_H_
 #define DAPQ_WORKER_SESSION_STORE_H_
 

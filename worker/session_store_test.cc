@@ -2,7 +2,9 @@
 // Sessions through the tiered store on the real model (TP=2, DapQ-compressed): saved KV spilled
 // to the host or the disk tier comes back byte-identical and the session continues with exactly
 // the tokens of a session that never left the device; a restart recovers disk-resident sessions;
-// corrupted and missing blocks are detected and handled by the failed-load policy.
+// corrupted and missing blocks are detected and handled by the failed-load policy. Sequences
+// sharing a prompt prefix in the pool share its blocks in the store too (held once, refcounted
+// by their sessions); version 2 manifests still load.
 #include "worker/session_store.h"
 
 #include <filesystem>
@@ -342,9 +344,296 @@ TEST_P(SessionStoreTest, HugeManifestLengthsAreReadNotWrapped) {
               StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("past the context")));
 }
 
+// Sessions whose sequences share a prompt prefix in the block pool (the engine's prefix cache:
+// several questions over one document) store each full prefix block once, held by all of them.
+class SharedPrefixTest : public SessionStoreTest {
+ protected:
+  static constexpr int kSessions = 4;
+
+  void SetUp() override {
+    SessionStoreTest::SetUp();
+    plain_.max_new_tokens = 6;
+    plain_.stop_at_stop_tokens = false;
+    // The document: turn 1 twice (about 90 tokens, five full 16-slot blocks), then a question.
+    document_ = turn1_;
+    document_.insert(document_.end(), turn1_.begin() + 1, turn1_.end());
+    for (int i = 0; i < kSessions; ++i) {
+      std::vector<int> prompt = document_;
+      prompt.insert(prompt.end(), turn2_.begin() + i % turn2_.size(), turn2_.end());
+      prompt.push_back(300 + i);
+      prompts_.push_back(std::move(prompt));
+    }
+  }
+
+  // Blocks of the document every session shares: full blocks, every slab of both ranks.
+  int CommonBlocks() const {
+    const ModelConfig& c = engine_->config();
+    return c.n_layers * c.n_kv_heads * (static_cast<int>(document_.size()) / 16);
+  }
+
+  // Shared blocks of `store` held by exactly `holders` sessions.
+  static int HeldBy(const kvstore::KvStore& store, const std::string& session, int holders) {
+    int n = 0;
+    for (const std::string& key : store.SharedKeysOf(session)) {
+      n += store.SharedHolders(key) == holders;
+    }
+    return n;
+  }
+
+  GenerateOptions plain_;
+  std::vector<int> document_;
+  std::vector<std::vector<int>> prompts_;
+};
+
+TEST_P(SharedPrefixTest, EachPrefixBlockStoredOnceAndSessionsLoadIdentically) {
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 24, 1 << 24)));
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kSessions; ++i) {
+    seqs.push_back(engine_->NewSequence());
+    ASSERT_OK_AND_ASSIGN(GenerateResult r, engine_->Continue(*seqs[i], prompts_[i], plain_));
+    if (i > 0) {
+      EXPECT_GT(seqs[i]->reused_tokens(), 0);  // the prefix came from the pool
+    }
+    ids.push_back(absl::StrCat("doc", i));
+    ASSERT_THAT(EndSessionTurn(*engine_, *seqs[i], r, ids[i], store.get()).status(), IsOk());
+  }
+  ASSERT_THAT(store->Flush(), IsOk());
+  // Every document block once, held by every session; no session owns a copy of one.
+  EXPECT_EQ(HeldBy(*store, "doc0", kSessions), CommonBlocks());
+  int blocks = 0;
+  for (const kvstore::TierStats& t : store->Stats()) blocks += t.blocks;
+  int owned = 0;
+  for (const std::string& id : ids) {
+    owned += static_cast<int>(store->KeysOf(id).size());
+    for (const std::string& key : store->KeysOf(id)) {
+      for (int b = 0; b < static_cast<int>(document_.size()) / 16; ++b) {
+        EXPECT_EQ(key.find(absl::StrCat(".b", b, ".")), std::string::npos) << key;
+      }
+    }
+  }
+  EXPECT_EQ(blocks, owned + store->shared_blocks());
+  size_t shared_bytes = 0;
+  for (const std::string& key : store->SharedKeysOf("doc1")) {
+    if (store->SharedHolders(key) != kSessions) continue;
+    ASSERT_OK_AND_ASSIGN(std::string bytes, store->Get(key));
+    shared_bytes += bytes.size();
+  }
+  // The same sessions saved one per store hold the document kSessions times.
+  size_t alone = 0;
+  for (int i = 0; i < kSessions; ++i) {
+    ASSERT_OK_AND_ASSIGN(auto own, kvstore::KvStore::Open(StoreOptions(1 << 24, 1 << 24)));
+    ASSERT_THAT(SaveSession(*engine_, *seqs[i], ids[i], *own), IsOk());
+    alone += UsedBytes(*own);
+  }
+  EXPECT_EQ(UsedBytes(*store) + (kSessions - 1) * shared_bytes, alone);
+
+  // Each loads bit for bit and continues as the sequence that never left.
+  for (int i = 0; i < kSessions; ++i) {
+    SCOPED_TRACE(ids[i]);
+    ASSERT_OK_AND_ASSIGN(LoadResult loaded,
+                         LoadSession(*engine_, ids[i], *store, FailedLoadPolicy::kFail, {}));
+    EXPECT_FALSE(loaded.recomputed);
+    ExpectSameCaches(*seqs[i], *loaded.sequence);
+    ASSERT_OK_AND_ASSIGN(GenerateResult a, engine_->Continue(*seqs[i], turn2_, plain_));
+    ASSERT_OK_AND_ASSIGN(GenerateResult b, engine_->Continue(*loaded.sequence, turn2_, plain_));
+    EXPECT_EQ(a.tokens, b.tokens);
+  }
+  // Erasing one session leaves the others whole; the last one takes the document with it.
+  ASSERT_THAT(store->EraseSession("doc0"), IsOk());
+  EXPECT_EQ(HeldBy(*store, "doc1", kSessions - 1), CommonBlocks());
+  for (int i = 1; i < kSessions; ++i) {
+    ASSERT_OK_AND_ASSIGN(LoadResult loaded,
+                         LoadSession(*engine_, ids[i], *store, FailedLoadPolicy::kFail, {}));
+    EXPECT_FALSE(loaded.recomputed);
+    ASSERT_THAT(store->EraseSession(ids[i]), IsOk());
+  }
+  EXPECT_TRUE(store->Sessions().empty());
+  EXPECT_EQ(store->shared_blocks(), 0);
+  EXPECT_EQ(UsedBytes(*store), 0u);
+}
+
+// Saves after a shared save: an append keeps the shared blocks; a compaction replaces them
+// (released, not erased: the other session still uses them); both load bit for bit.
+TEST_P(SharedPrefixTest, IncrementalSavesKeepOrReleaseSharedBlocks) {
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 24, 1 << 24)));
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  for (int i = 0; i < 2; ++i) {
+    seqs.push_back(engine_->NewSequence());
+    ASSERT_OK_AND_ASSIGN(GenerateResult r, engine_->Continue(*seqs[i], prompts_[i], plain_));
+    ASSERT_THAT(EndSessionTurn(*engine_, *seqs[i], r, absl::StrCat("doc", i), store.get()).status(),
+                IsOk());
+  }
+  ASSERT_EQ(HeldBy(*store, "doc0", 2), CommonBlocks());
+  // An append: the document blocks stay as they are.
+  ASSERT_OK_AND_ASSIGN(GenerateResult r, engine_->Continue(*seqs[1], turn2_, plain_));
+  ASSERT_THAT(EndSessionTurn(*engine_, *seqs[1], r, "doc1", store.get()).status(), IsOk());
+  EXPECT_EQ(HeldBy(*store, "doc1", 2), CommonBlocks());
+  ASSERT_OK_AND_ASSIGN(LoadResult loaded,
+                       LoadSession(*engine_, "doc1", *store, FailedLoadPolicy::kFail, {}));
+  ExpectSameCaches(*seqs[1], *loaded.sequence);
+  // A cache cut back to 20 slots (as a compaction lowers KvCache::unchanged): every block from
+  // the second one on is replaced, so doc1 keeps only the first document block of each slab;
+  // the others stay, held by doc0 alone.
+  const int slabs = CommonBlocks() / (static_cast<int>(document_.size()) / 16);
+  for (int rank = 0; rank < seqs[1]->local_ranks(); ++rank) {
+    ASSERT_THAT(seqs[1]->cache(rank).DropLast(seqs[1]->cache(rank).max_length() - 20), IsOk());
+  }
+  ASSERT_THAT(SaveSession(*engine_, *seqs[1], "doc1", *store), IsOk());
+  EXPECT_EQ(static_cast<int>(store->SharedKeysOf("doc1").size()), slabs);
+  EXPECT_EQ(HeldBy(*store, "doc0", 2), slabs);
+  EXPECT_EQ(HeldBy(*store, "doc0", 1),
+            static_cast<int>(store->SharedKeysOf("doc0").size()) - slabs);
+  EXPECT_GE(HeldBy(*store, "doc0", 1), CommonBlocks() - slabs);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK_AND_ASSIGN(
+        loaded, LoadSession(*engine_, absl::StrCat("doc", i), *store, FailedLoadPolicy::kFail, {}));
+    EXPECT_FALSE(loaded.recomputed);
+    ExpectSameCaches(*seqs[i], *loaded.sequence);
+  }
+  // The loaded doc1 saved over doc0 (a rewrite: doc0's holds it does not write again are
+  // released); nothing is left once both are gone.
+  ASSERT_OK_AND_ASSIGN(r, engine_->Continue(*loaded.sequence, turn2_, plain_));
+  ASSERT_THAT(EndSessionTurn(*engine_, *loaded.sequence, r, "doc0", store.get()).status(), IsOk());
+  ASSERT_THAT(store->EraseSession("doc0"), IsOk());
+  ASSERT_THAT(store->EraseSession("doc1"), IsOk());
+  EXPECT_TRUE(store->Sessions().empty());
+  EXPECT_EQ(UsedBytes(*store), 0u);
+}
+
+// A shared block that is missing or whose bytes do not hash to its key follows the failed-load
+// policy; a malformed shared-block list in a turn record is DataLoss.
+TEST_P(SharedPrefixTest, BadSharedBlocksFollowThePolicyAndBadListsAreDataLoss) {
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 24, 1 << 24)));
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  for (int i = 0; i < 2; ++i) {
+    seqs.push_back(engine_->NewSequence());
+    ASSERT_OK_AND_ASSIGN(GenerateResult r, engine_->Continue(*seqs[i], prompts_[i], plain_));
+    ASSERT_THAT(EndSessionTurn(*engine_, *seqs[i], r, absl::StrCat("doc", i), store.get()).status(),
+                IsOk());
+  }
+  std::vector<std::string> shared;  // held by both
+  for (const std::string& key : store->SharedKeysOf("doc1")) {
+    if (store->SharedHolders(key) == 2) shared.push_back(key);
+  }
+  ASSERT_GE(shared.size(), 2u);
+  // Other valid bytes under a shared key: not what the key names.
+  const int tier = store->TierOf(shared[0]);
+  ASSERT_OK_AND_ASSIGN(std::string original, store->Get(shared[0]));
+  ASSERT_OK_AND_ASSIGN(std::string other, store->Get(store->KeysOf("doc1")[0]));
+  ASSERT_THAT(store->tier(tier).Erase(shared[0]), IsOk());
+  ASSERT_THAT(store->tier(tier).Put(shared[0], other), IsOk());
+  EXPECT_THAT(LoadSession(*engine_, "doc1", *store, FailedLoadPolicy::kFail, {}),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("content hash")));
+  ASSERT_OK_AND_ASSIGN(LoadResult loaded,
+                       LoadSession(*engine_, "doc1", *store, FailedLoadPolicy::kRecompute, {}));
+  EXPECT_TRUE(loaded.recomputed);
+  // The replay prefills the reused prefix itself: the same greedy tokens.
+  ASSERT_OK_AND_ASSIGN(GenerateResult a, engine_->Continue(*seqs[1], turn2_, plain_));
+  ASSERT_OK_AND_ASSIGN(GenerateResult b, engine_->Continue(*loaded.sequence, turn2_, plain_));
+  EXPECT_EQ(a.tokens, b.tokens);
+  // Missing (the first one put right again).
+  ASSERT_THAT(store->tier(tier).Erase(shared[0]), IsOk());
+  ASSERT_THAT(store->tier(tier).Put(shared[0], original), IsOk());
+  ASSERT_THAT(store->Erase(shared[1]), IsOk());
+  EXPECT_THAT(LoadSession(*engine_, "doc0", *store, FailedLoadPolicy::kFail, {}),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("missing")));
+  ASSERT_OK_AND_ASSIGN(loaded,
+                       LoadSession(*engine_, "doc0", *store, FailedLoadPolicy::kRecompute, {}));
+  EXPECT_TRUE(loaded.recomputed);
+  ASSERT_OK_AND_ASSIGN(a, engine_->Continue(*seqs[0], turn2_, plain_));
+  ASSERT_OK_AND_ASSIGN(b, engine_->Continue(*loaded.sequence, turn2_, plain_));
+  EXPECT_EQ(a.tokens, b.tokens);
+
+  // doc0's turn record, with its shared list edited. Layout (version 3): version, turn,
+  // tokens_from, the counts of tokens, segments_from, the count of segments, the count of slabs,
+  // the count of shared blocks; tokens, (kind, length) pairs, (length, first block) pairs, then
+  // per shared block: slab, block, 4 words of content id.
+  ASSERT_OK_AND_ASSIGN(std::string bytes, store->Get("doc0.t0"));
+  ASSERT_OK_AND_ASSIGN(kvstore::DecodedBlock record, kvstore::DecodeBlock(bytes));
+  const std::vector<int32_t> words = record.positions;
+  ASSERT_EQ(words[0], 3);
+  const int32_t n_shared = words[7];
+  ASSERT_GE(n_shared, 2);
+  const size_t list = words.size() - 6 * static_cast<size_t>(n_shared);
+  auto load_with = [&](const std::vector<int32_t>& v) -> absl::StatusOr<LoadResult> {
+    const std::vector<float> payload(2 * v.size(), 0.0f);
+    absl::StatusOr<std::string> block = kvstore::EncodeBlock(record.meta, v, payload);
+    if (!block.ok()) return block.status();
+    if (absl::Status put = store->Put("doc0", "doc0.t0", *std::move(block)); !put.ok()) return put;
+    return LoadSession(*engine_, "doc0", *store, FailedLoadPolicy::kRecompute, {});
+  };
+  std::vector<std::vector<int32_t>> bad;
+  bad.push_back(words);
+  bad.back()[7] = n_shared + 1;  // the count disagrees with the words
+  bad.push_back(words);
+  bad.back()[7] = -1;
+  bad.push_back(words);
+  bad.back()[list] = words[6];  // slab out of range
+  bad.push_back(words);
+  bad.back()[list] = -1;
+  bad.push_back(words);
+  std::swap_ranges(bad.back().begin() + list, bad.back().begin() + list + 6,
+                   bad.back().begin() + list + 6);  // not ascending
+  bad.push_back(words);
+  bad.back()[list + 1] = -1;  // before the slab's first block
+  for (const std::vector<int32_t>& v : bad) {
+    EXPECT_THAT(load_with(v),
+                StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("malformed")));
+  }
+  std::vector<int32_t> past = words;
+  past[list + 6 * (n_shared - 1) + 1] = 1 << 20;  // the last one, past its slab's length
+  EXPECT_THAT(load_with(past),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("past its length")));
+}
+
+// A session saved in the previous manifest format (version 2: no shared blocks) still loads.
+TEST_P(SessionStoreTest, Version2ManifestStillLoads) {
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 24, 1 << 24)));
+  GenerateOptions plain;
+  plain.max_new_tokens = 30;
+  plain.stop_at_stop_tokens = false;
+  auto seq = engine_->NewSequence();
+  const std::vector<int> ask(turn1_.begin(), turn1_.begin() + 9);  // no full prompt block
+  ASSERT_OK_AND_ASSIGN(GenerateResult r, engine_->Continue(*seq, ask, plain));
+  ASSERT_THAT(EndSessionTurn(*engine_, *seq, r, "old", store.get()).status(), IsOk());
+  ASSERT_EQ(store->SharedKeysOf("old").size(), 0u);
+  // Rewrite the header and the record as version 2 wrote them.
+  for (const char* key : {"old.m", "old.t0"}) {
+    ASSERT_OK_AND_ASSIGN(std::string bytes, store->Get(key));
+    ASSERT_OK_AND_ASSIGN(kvstore::DecodedBlock block, kvstore::DecodeBlock(bytes));
+    std::vector<int32_t> v = block.positions;
+    ASSERT_EQ(v[0], 3);
+    v[0] = 2;
+    if (std::string(key) == "old.t0") {
+      ASSERT_EQ(v[7], 0);  // no shared blocks
+      v.erase(v.begin() + 7);
+    }
+    const std::vector<float> payload(2 * v.size(), 0.0f);
+    ASSERT_OK_AND_ASSIGN(std::string old, kvstore::EncodeBlock(block.meta, v, payload));
+    ASSERT_THAT(store->Put("old", key, std::move(old)), IsOk());
+  }
+  ASSERT_OK_AND_ASSIGN(LoadResult loaded,
+                       LoadSession(*engine_, "old", *store, FailedLoadPolicy::kFail, {}));
+  EXPECT_FALSE(loaded.recomputed);
+  ExpectSameCaches(*seq, *loaded.sequence);
+  // The next save builds on it (incremental, a version 3 record after a version 2 one).
+  ASSERT_OK_AND_ASSIGN(r, engine_->Continue(*loaded.sequence, turn2_, plain));
+  ASSERT_THAT(EndSessionTurn(*engine_, *loaded.sequence, r, "old", store.get()).status(), IsOk());
+  EXPECT_EQ(store->TierOf("old.t1"), 0);
+  ASSERT_OK_AND_ASSIGN(LoadResult again,
+                       LoadSession(*engine_, "old", *store, FailedLoadPolicy::kFail, {}));
+  ExpectSameCaches(*loaded.sequence, *again.sequence);
+}
+
 INSTANTIATE_TEST_SUITE_P(KvDtypes, SessionStoreTest,
                          ::testing::Values(kernels::DType::kF32, kernels::DType::kBF16,
                                            kernels::DType::kF16),
+                         [](const ::testing::TestParamInfo<kernels::DType>& info) {
+                           return std::string(kernels::DTypeName(info.param));
+                         });
+INSTANTIATE_TEST_SUITE_P(KvDtypes, SharedPrefixTest,
+                         ::testing::Values(kernels::DType::kF32, kernels::DType::kBF16),
                          [](const ::testing::TestParamInfo<kernels::DType>& info) {
                            return std::string(kernels::DTypeName(info.param));
                          });

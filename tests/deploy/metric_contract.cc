@@ -135,6 +135,7 @@ const std::vector<MetricSpec>& MetricContract() {
       {"dapq_kv_capacity_bytes", K::kGauge, Worker({"tier"})},
       {"dapq_kv_high_watermark_bytes", K::kGauge, Worker({"tier"})},
       {"dapq_kv_used_blocks", K::kGauge, Worker({"tier"})},
+      {"dapq_kv_shared_blocks", K::kGauge, Worker({"tier"})},
       {"dapq_kv_pool_used_blocks", K::kGauge, Worker({})},
       {"dapq_kv_pool_allocated_blocks", K::kGauge, Worker({})},
       {"dapq_kv_pool_capacity_blocks", K::kGauge, Worker({})},

@@ -5,7 +5,8 @@
 // preempts by recompute or by swap to the KV store and still gives the same tokens; cancel and
 // deadline of one request leave the others' tokens unchanged; a request that can never fit is
 // ResourceExhausted naming the limit; questions over one shared document prefill it once
-// (prefix reuse); the pool (and the store) are empty after every run.
+// (prefix reuse), and sequences swapped out over it store it once; the pool (and the store) are
+// empty after every run.
 #include "worker/service/scheduler.h"
 
 #include <algorithm>
@@ -405,7 +406,9 @@ PreemptionRun RunOptimistic(Preemption preemption, kvstore::KvStore* store, int 
   EXPECT_EQ(results.size(), cases.size());
   for (const auto& [i, f] : results) {
     EXPECT_TRUE(f.result.ok()) << f.result.status();
-    if (f.result.ok()) EXPECT_EQ(f.result->tokens, alone[i]) << "request " << i;
+    if (f.result.ok()) {
+      EXPECT_EQ(f.result->tokens, alone[i]) << "request " << i;
+    }
   }
   // More ran at once than whole lengths allow (at most 2 here), and nothing leaked.
   EXPECT_GT(most_running, 2);
@@ -490,6 +493,91 @@ TEST(SchedulerStopTest, CancelAndDeadlineOfOneLeaveTheOthersUnchanged) {
     EXPECT_EQ(results.at(i).result->tokens, alone[i]) << "request " << i;
   }
   EXPECT_EQ(engine->kv_pool(0).blocks_in_use(), 0);
+}
+
+// Swap by the KV store over a shared document (issue #11): four sequences whose prompts reuse
+// one document's blocks from the pool are swapped out; the store holds each document block
+// once, held by every swapped-out sequence; each swaps back in with its tokens unchanged (the
+// same as an engine without prefix reuse), and the store is empty afterwards.
+TEST(SchedulerSwapTest, SwappedOutSequencesStoreTheirSharedPrefixOnce) {
+  constexpr int kSequences = 4;
+  EngineOptions eo;
+  eo.kv_tokens_per_block = 16;
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(Stories(), eo));
+  eo.prefix_cache = false;
+  ASSERT_OK_AND_ASSIGN(auto reference, Engine::Create(Stories(), eo));
+  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), engine->config().vocab_size);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::vector<int> document =
+      tok->Encode(dapq::testing::kStoryDocument, /*add_bos=*/true, /*add_eos=*/false);
+  const std::vector<std::string> questions = {" What did Lily find?", " Who is Max?",
+                                              " Where did they walk?", " Why was Lily happy?"};
+  GenerateOptions plain;
+  plain.max_new_tokens = 6;
+  plain.stop_at_stop_tokens = false;
+  const std::vector<int> next = tok->Encode(" Then", false, false);
+
+  kvstore::KvStoreOptions so;
+  so.background = false;
+  ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(so));
+  LocalBatchOps ops(engine.get(), store.get());
+  std::vector<std::vector<int>> expected;  // the second turn's tokens, without reuse or swap
+  for (int i = 0; i < kSequences; ++i) {
+    std::vector<int> prompt = document;
+    const std::vector<int> q = tok->Encode(questions[i], false, false);
+    prompt.insert(prompt.end(), q.begin(), q.end());
+    auto alone = reference->NewSequence();
+    ASSERT_OK_AND_ASSIGN(GenerateResult a1, reference->Continue(*alone, prompt, plain));
+    ASSERT_OK_AND_ASSIGN(GenerateResult a2, reference->Continue(*alone, next, plain));
+    expected.push_back(a2.tokens);
+    auto seq = engine->NewSequence();
+    ASSERT_OK_AND_ASSIGN(GenerateResult r1, engine->Continue(*seq, prompt, plain));
+    EXPECT_EQ(r1.tokens, a1.tokens);
+    if (i > 0) {
+      EXPECT_GE(seq->reused_tokens(), static_cast<int>(document.size()) / 16 * 16);
+    }
+    ops.Adopt(i, std::move(seq));
+  }
+  for (int i = 0; i < kSequences; ++i) ASSERT_THAT(ops.SwapOut(i), IsOk());
+  EXPECT_EQ(ops.size(), 0u);
+
+  // Each full document block of every (layer, KV head) once, held by all four.
+  const ModelConfig& c = engine->config();
+  const int document_blocks = c.n_layers * c.n_kv_heads * (static_cast<int>(document.size()) / 16);
+  int held_by_all = 0;
+  for (const std::string& key : store->SharedKeysOf(SwapKey(0))) {
+    held_by_all += store->SharedHolders(key) == kSequences;
+  }
+  EXPECT_EQ(held_by_all, document_blocks);
+  int blocks = 0, owned = 0;
+  for (const kvstore::TierStats& t : store->Stats()) blocks += t.blocks;
+  for (int i = 0; i < kSequences; ++i) owned += static_cast<int>(store->KeysOf(SwapKey(i)).size());
+  EXPECT_EQ(blocks, owned + store->shared_blocks());
+  EXPECT_LT(store->shared_blocks(), 2 * document_blocks);  // not one copy per sequence
+
+  // Back in (the last one first): the same tokens as never swapped; each swap-in lets go of its
+  // holds only.
+  for (int i = kSequences - 1; i >= 0; --i) {
+    ASSERT_THAT(ops.SwapIn(i, {}), IsOk());
+    if (i > 0) {
+      ASSERT_FALSE(store->SharedKeysOf(SwapKey(0)).empty());
+      for (const std::string& key : store->SharedKeysOf(SwapKey(0))) {
+        EXPECT_LE(store->SharedHolders(key), i);
+      }
+    }
+  }
+  EXPECT_TRUE(store->Sessions().empty());
+  EXPECT_EQ(store->shared_blocks(), 0);
+  for (const kvstore::TierStats& t : store->Stats()) {
+    EXPECT_EQ(t.blocks, 0) << t.name;
+    EXPECT_EQ(t.used_bytes, 0u) << t.name;
+  }
+  for (int i = 0; i < kSequences; ++i) {
+    std::unique_ptr<Sequence> seq = ops.Take(i);
+    ASSERT_NE(seq, nullptr);
+    ASSERT_OK_AND_ASSIGN(GenerateResult r2, engine->Continue(*seq, next, plain));
+    EXPECT_EQ(r2.tokens, expected[i]) << "sequence " << i;
+  }
 }
 
 }  // namespace

@@ -280,6 +280,10 @@ std::vector<prometheus::MetricFamily> KvStoreCollector::Collect() const {
        [](const kvstore::TierStats& s) { return static_cast<double>(s.high_watermark_bytes); }},
       {"dapq_kv_used_blocks", "KV blocks held on the tier",
        [](const kvstore::TierStats& s) { return static_cast<double>(s.blocks); }},
+      {"dapq_kv_shared_blocks",
+       "Of the tier's KV blocks, the shared ones (prompt prefixes several sessions use, stored "
+       "once)",
+       [](const kvstore::TierStats& s) { return static_cast<double>(s.shared_blocks); }},
   };
   const std::vector<kvstore::TierStats> stats = store_->Stats();
   std::vector<prometheus::MetricFamily> out;
