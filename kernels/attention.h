@@ -63,6 +63,10 @@ absl::Status AttentionPrefill(const AttentionParams& p, Stream stream = {});
 // O(kv_len) scratch per head.
 absl::Status AttentionDecode(const AttentionParams& p, Stream stream = {});
 absl::Status ValidateAttention(const AttentionParams& p);
+// On the CUDA backend (Stream{Backend::kCuda, stream}) q, k, v, out, block_table, kv_lens and
+// the pools are device pointers, so the host checks only what it can read: the shape, and that
+// kv_len (which must bound every kv_lens entry there) fits q_tokens and the block tables.
+absl::Status ValidateAttentionDevice(const AttentionParams& p);
 
 // The valid length of KV head h's slab.
 inline int KvLength(const AttentionParams& p, int kv_head) {

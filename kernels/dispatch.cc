@@ -22,6 +22,15 @@ absl::Status RunCuda(const char* name, const P& p, void* stream,
   return launch(p, stream);
 }
 
+// The checks for the CUDA backend: the host's, except where they would read device memory.
+template <typename P>
+absl::Status ValidateForDevice(const P& p, absl::Status (*host)(const P&)) {
+  return host(p);
+}
+absl::Status ValidateForDevice(const AttentionParams& p, absl::Status (*)(const AttentionParams&)) {
+  return ValidateAttentionDevice(p);
+}
+
 }  // namespace
 
 #if DAPQ_HAVE_CUDA
@@ -33,11 +42,12 @@ absl::Status RunCuda(const char* name, const P& p, void* stream,
 
 #define DAPQ_KERNEL_OP(Name, Params, Validator, Backends)                             \
   absl::Status Name(const Params& p, Stream stream) {                                 \
-    DAPQ_RETURN_IF_ERROR(Validator(p));                                               \
     switch (stream.backend) {                                                         \
       case Backend::kCpu:                                                             \
+        DAPQ_RETURN_IF_ERROR(Validator(p));                                           \
         return ref::Name##Ref(p);                                                     \
       case Backend::kCuda: {                                                          \
+        DAPQ_RETURN_IF_ERROR(ValidateForDevice(p, &Validator));                       \
         absl::Status (*launch)(const Params&, void*) = DAPQ_CUDA_FN_##Backends(Name); \
         return RunCuda<Params>(#Name, p, stream.handle, launch);                      \
       }                                                                               \

@@ -1,6 +1,7 @@
 // File: kernels/validate.cc
 // Shape, stride and pointer validation shared by every backend; errors name the field.
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/attention_scores.h"
@@ -68,7 +69,10 @@ absl::Status ValidateSwiGlu(const SwiGluParams& p) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateAttention(const AttentionParams& p) {
+namespace {
+
+// What both ValidateAttention and ValidateAttentionDevice check: everything but the lengths.
+absl::Status ValidateAttentionShape(const AttentionParams& p) {
   if (p.q_tokens <= 0 || p.q_heads <= 0 || p.kv_heads <= 0 || p.head_dim <= 0) {
     return Bad("Attention", absl::StrCat("q_tokens=", p.q_tokens, " q_heads=", p.q_heads,
                                          " kv_heads=", p.kv_heads, " head_dim=", p.head_dim));
@@ -92,6 +96,31 @@ absl::Status ValidateAttention(const AttentionParams& p) {
     return Bad("Attention",
                absl::StrCat("block_stride=", p.block_stride, " < tokens_per_block x head_dim"));
   }
+  if (p.q_stride < p.q_heads * p.head_dim || p.out_stride < p.q_heads * p.head_dim) {
+    return Bad("Attention", "token stride < q_heads * head_dim");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateAttentionDevice(const AttentionParams& p) {
+  DAPQ_RETURN_IF_ERROR(ValidateAttentionShape(p));
+  // Per-head lengths and block ids live in device memory on the GPU: there, kv_len bounds them.
+  if (p.kv_len < p.q_tokens) {
+    return Bad("Attention", absl::StrCat("kv_len=", p.kv_len, " < q_tokens=", p.q_tokens));
+  }
+  if (p.block_table != nullptr &&
+      static_cast<long>(p.blocks_per_head) * p.tokens_per_block < p.kv_len) {
+    return Bad("Attention", absl::StrCat("blocks_per_head=", p.blocks_per_head, " x ",
+                                         p.tokens_per_block, " < kv_len=", p.kv_len));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAttention(const AttentionParams& p) {
+  DAPQ_RETURN_IF_ERROR(ValidateAttentionShape(p));
+  const bool paged = p.block_table != nullptr;
   for (int h = 0; h < p.kv_heads; ++h) {
     const int len = KvLength(p, h);
     if (len < p.q_tokens) {
@@ -116,9 +145,6 @@ absl::Status ValidateAttention(const AttentionParams& p) {
     } else if (p.kv_heads > 1 && p.kv_head_stride < static_cast<long>(len) * p.head_dim) {
       return Bad("Attention", "kv_head_stride < kv_len * head_dim");
     }
-  }
-  if (p.q_stride < p.q_heads * p.head_dim || p.out_stride < p.q_heads * p.head_dim) {
-    return Bad("Attention", "token stride < q_heads * head_dim");
   }
   return absl::OkStatus();
 }

@@ -68,6 +68,20 @@ if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
   echo "== CUDA build (DAPQ_CUDA=ON, compile only on machines without a GPU)"
   bash scripts/build.sh cuda
   ctest --test-dir build-cuda -L gpu --output-on-failure --timeout 600
+  if ! command -v nvidia-smi >/dev/null 2>&1; then
+    echo "== GPU checks without a GPU: DAPQ_REQUIRE_GPU=1 fails, the bundle builds, gpu_check stops at its probe"
+    if DAPQ_REQUIRE_GPU=1 ctest --test-dir build-cuda -L gpu >build-cuda/require_gpu.log 2>&1; then
+      echo "DAPQ_REQUIRE_GPU=1 ctest -L gpu passed on a machine without a GPU"
+      exit 1
+    fi
+    bash scripts/gpu_bundle.sh build-cuda/gpu-bundle
+    rc=0
+    OUT=build-cuda/gpu-check-out bash scripts/gpu_check.sh build-cuda/gpu-bundle || rc=$?
+    if [[ $rc -ne 2 ]]; then
+      echo "scripts/gpu_check.sh exited $rc without a GPU (expected 2: no GPU)"
+      exit 1
+    fi
+  fi
 else
   echo "== nvcc not found: CUDA build skipped"
 fi

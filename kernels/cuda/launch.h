@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/activation.h"
+#include "kernels/attention.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/softmax.h"
@@ -17,6 +18,7 @@ absl::Status LaunchRmsNorm(const RmsNormParams& p, void* stream);
 absl::Status LaunchRope(const RopeParams& p, void* stream);
 absl::Status LaunchSoftmax(const SoftmaxParams& p, void* stream);
 absl::Status LaunchSwiGlu(const SwiGluParams& p, void* stream);
+absl::Status LaunchAttentionDecode(const AttentionParams& p, void* stream);
 
 }  // namespace dapq::kernels::cuda
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/convert.h"
+#include "kernels/paged_index.h"
 #include "kernels/ref/attention_simd.h"
 #include "kernels/ref/parallel_for.h"
 #include "kernels/ref/ref_ops.h"
@@ -53,7 +54,7 @@ const float* KvRows(const AttentionParams& p, int kv_head, bool values, int begi
   const long elem = DTypeSize(p.kv_dtype);
   // Row `row` of block entry b.
   const auto at = [&](int b, int row) {
-    return pool + (table[b] * p.block_stride + row * d) * elem;
+    return pool + PagedBlockRow(table[b], row, p.block_stride, p.head_dim) * elem;
   };
   const int tpb = p.tokens_per_block;
   if (count <= 0) return reinterpret_cast<const float*>(at(0, 0));
@@ -176,20 +177,11 @@ absl::Status AttentionDecodeRef(const AttentionParams& p) {
   // decode on their own; the parts' outputs are then combined through their row maxima and
   // exponential sums. Otherwise one task per pair, each over its whole cache.
   const int threads = KernelThreads();
-  int parts = 1;
-  if (tasks < threads && work >= kParallelDecodeFmas && longest >= 2 * kMinSplitSlots) {
-    parts = std::min((threads + tasks - 1) / tasks, longest / kMinSplitSlots);
-  }
+  const int parts =
+      work >= kParallelDecodeFmas ? SplitCount(tasks, threads, longest, kMinSplitSlots) : 1;
   // Parts start on multiples of kSplitUnit slots (of whole blocks when they are larger), so
   // paged and contiguous caches split alike and stay bit-identical for blocks up to that size.
   const int unit = paged ? std::max(kSplitUnit, p.tokens_per_block) : kSplitUnit;
-  // Slots [begin, end) of part `part` of a cache of `len` slots.
-  const auto part_range = [&](int len, int part) {
-    const long units = (len + unit - 1) / unit;
-    const int begin = static_cast<int>(std::min<long>(units * part / parts * unit, len));
-    const int end = static_cast<int>(std::min<long>(units * (part + 1) / parts * unit, len));
-    return std::pair<int, int>(begin, end);
-  };
   // Per (task, part): the normalised output [group, d], each query's row max and 1 / sum.
   std::vector<float> part_out, part_max, part_inv;
   if (parts > 1) {
@@ -202,8 +194,9 @@ absl::Status AttentionDecodeRef(const AttentionParams& p) {
     for (int item = item0; item < item1; ++item) {
       const int task = item / parts, part = item % parts;
       const int t = task / p.kv_heads, kvh = task % p.kv_heads;
-      const int len = KvLength(p, kvh) - p.q_tokens + t + 1;
-      const auto [begin, end] = parts > 1 ? part_range(len, part) : std::pair<int, int>(0, len);
+      const int len = CausalVisible(KvLength(p, kvh), p.q_tokens, t);
+      const SlotRange range = SplitPart(len, part, parts, unit);
+      const int begin = range.begin, end = range.end;
       DecodeHeadArgs a;
       a.head_dim = d;
       a.group = group;

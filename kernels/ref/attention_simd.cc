@@ -17,6 +17,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "kernels/paged_index.h"
 #include "kernels/ref/cpu_isa.h"
 
 namespace dapq::kernels::ref {
@@ -150,8 +151,7 @@ float At(const void* rows, long i) {
 // Slot s's row (keys when !values) as an element offset and base.
 long RowOffset(const DecodeHeadArgs& a, int s) {
   if (a.table == nullptr) return static_cast<long>(s) * a.head_dim;
-  return a.table[s / a.tokens_per_block] * a.block_stride +
-         static_cast<long>(s % a.tokens_per_block) * a.head_dim;
+  return PagedSlot(a.table, s, a.tokens_per_block, a.block_stride, a.head_dim);
 }
 
 template <DType kType>

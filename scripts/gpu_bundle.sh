@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# File: scripts/gpu_bundle.sh
+# Builds the GPU test binaries on a CPU machine (build-cuda/, DAPQ_CUDA=ON) and packs them for a
+# GPU machine whose image has the CUDA toolkit, cuBLAS and NCCL but none of Debian's C++
+# libraries (abseil, gRPC, protobuf, Gloo, OpenBLAS, GoogleTest...): the binaries go to
+# BUNDLE/bin with every shared library they load copied to BUNDLE/bin/lib, found through their
+# DT_RPATH $ORIGIN/lib (scripts/build.sh links build-cuda that way), except glibc's own
+# libraries, the NVIDIA driver's and the large CUDA libraries the image has (cuBLAS, cuBLASLt,
+# NCCL). Also copies scripts/gpu_check.sh, and packs it all as BUNDLE.tar.xz, which must stay
+# under 60 MiB. Usage: scripts/gpu_bundle.sh [BUNDLE] (default: gpu-bundle); then, on the GPU
+# machine, scripts/gpu_check.sh BUNDLE or BUNDLE.tar.xz.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bundle="${1:-gpu-bundle}"
+limit_mib=60
+
+# The GPU tests: every ctest test labelled gpu in build-cuda, by binary.
+bash scripts/build.sh cuda >/dev/null
+mapfile -t binaries < <(ctest --test-dir build-cuda -L gpu --show-only=json-v1 |
+  python3 -c 'import json, sys
+seen = []
+for t in json.load(sys.stdin)["tests"]:
+    b = t["command"][0]
+    if b not in seen:
+        seen.append(b)
+print("\n".join(seen))')
+if [[ ${#binaries[@]} -eq 0 ]]; then
+  echo "gpu_bundle: no gpu-labelled tests in build-cuda (is nvcc installed?)" >&2
+  exit 1
+fi
+
+rm -rf "$bundle"
+mkdir -p "$bundle/bin/lib"
+# Shared libraries the GPU machine provides itself: glibc, the driver, the big CUDA libraries.
+skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|libresolv|libcuda\.so|libnvidia|libcublas|libcublasLt|libnccl)'
+for b in "${binaries[@]}"; do
+  cp "$b" "$bundle/bin/"
+  while read -r name path; do
+    [[ -z "$path" || "$name" =~ $skip ]] && continue
+    cp -nL "$path" "$bundle/bin/lib/$name"
+  done < <(ldd "$b" | awk '/=> \// {print $1, $3}')
+done
+cp scripts/gpu_check.sh "$bundle/"
+printf '%s\n' "${binaries[@]##*/}" >"$bundle/tests.txt"
+# What travels to the GPU machine: the archive (oneDNN and OpenBLAS alone are ~75 MiB unpacked).
+tar -C "$(dirname "$bundle")" -cf - "$(basename "$bundle")" | xz -T0 -4 >"$bundle.tar.xz"
+dir_mib=$(( $(du -sk "$bundle" | cut -f1) / 1024 ))
+size_mib=$(( $(stat -c %s "$bundle.tar.xz") / 1048576 ))
+echo "gpu_bundle: $bundle.tar.xz: ${#binaries[@]} test binaries, $(ls "$bundle/bin/lib" | wc -l) libraries, ${size_mib} MiB (${dir_mib} MiB unpacked)"
+if (( size_mib > limit_mib )); then
+  echo "gpu_bundle: $bundle.tar.xz is ${size_mib} MiB, over the ${limit_mib} MiB limit" >&2
+  exit 1
+fi

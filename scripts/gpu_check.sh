@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# File: scripts/gpu_check.sh
+# The one command a GPU machine runs (a short-lived H100/H200 without Debian's C++ libraries):
+# from a bundle made by scripts/gpu_bundle.sh on a CPU machine, it
+#   1. probes the GPU with nvidia-smi and stops (exit 2) with a clear message when there is none;
+#   2. checks with ldd that every bundled binary finds all its libraries;
+#   3. runs every GPU test binary with DAPQ_REQUIRE_GPU=1 (a skip is a failure);
+#   4. runs the kernel parity tests under compute-sanitizer (memcheck), when it is installed;
+# writing logs, gtest XML and summary.txt to OUT. Exit 0 only when every step passed.
+# Usage: scripts/gpu_check.sh [BUNDLE | BUNDLE.tar.xz] (default: gpu-bundle, or the directory
+# holding this script when it runs from a bundle); OUT defaults to ./gpu-check-out. Each step has
+# a timeout; the whole check stays under ~6 minutes.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+if [[ $# -ge 1 ]]; then
+  bundle="$1"
+elif [[ -d "$here/bin" ]]; then
+  bundle="$here"
+else
+  bundle="gpu-bundle"
+fi
+out="${OUT:-./gpu-check-out}"
+mkdir -p "$out"
+summary="$out/summary.txt"
+: >"$summary"
+failed=0
+note() { echo "gpu_check: $*" | tee -a "$summary"; }
+if [[ "$bundle" == *.tar.xz && -f "$bundle" ]]; then  # the packed bundle: unpack it first
+  mkdir -p "$out/unpacked"
+  tar -C "$out/unpacked" -xJf "$bundle"
+  bundle="$out/unpacked/$(basename "$bundle" .tar.xz)"
+fi
+
+# 1. The GPU.
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  note "FAIL no GPU: nvidia-smi is not installed on this machine; run this on a GPU machine"
+  exit 2
+fi
+if ! nvidia-smi >"$out/nvidia-smi.txt" 2>&1; then
+  note "FAIL no usable GPU: nvidia-smi failed: $(tail -n 1 "$out/nvidia-smi.txt")"
+  exit 2
+fi
+note "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)"
+if [[ ! -d "$bundle/bin" ]]; then
+  note "FAIL no bundle at $bundle (make one with scripts/gpu_bundle.sh on a CPU machine)"
+  exit 1
+fi
+
+# 2. Libraries.
+mapfile -t binaries < <(find "$bundle/bin" -maxdepth 1 -type f -perm -u+x | sort)
+for b in "${binaries[@]}"; do
+  if ldd "$b" | grep -q "not found"; then
+    note "FAIL ldd $(basename "$b"): $(ldd "$b" | grep 'not found' | tr '\n' ' ')"
+    failed=1
+  fi
+done
+[[ $failed -eq 0 ]] && note "ldd: all ${#binaries[@]} binaries resolve their libraries"
+
+# 3. The GPU tests, none may skip.
+export DAPQ_REQUIRE_GPU=1
+for b in "${binaries[@]}"; do
+  name="$(basename "$b")"
+  if timeout 120 "$b" --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1; then
+    note "PASS $name ($(grep -c '^\[       OK \]' "$out/$name.log") tests)"
+  else
+    note "FAIL $name (log: $out/$name.log): $(grep -m 3 -E 'FAILED|Failure' "$out/$name.log" | tr '\n' ' ')"
+    failed=1
+  fi
+done
+
+# 4. Kernel memory errors.
+sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
+if [[ -x "$sanitizer" && -x "$bundle/bin/kernels_parity_test" ]]; then
+  if timeout 180 "$sanitizer" --tool memcheck --error-exitcode 1 \
+      "$bundle/bin/kernels_parity_test" >"$out/compute-sanitizer.log" 2>&1; then
+    note "PASS compute-sanitizer memcheck kernels_parity_test"
+  else
+    note "FAIL compute-sanitizer memcheck kernels_parity_test (log: $out/compute-sanitizer.log)"
+    failed=1
+  fi
+else
+  note "SKIP compute-sanitizer: not installed"
+fi
+
+if [[ $failed -eq 0 ]]; then
+  note "all GPU checks passed"
+else
+  note "GPU checks FAILED"
+fi
+exit $failed
