@@ -16,6 +16,9 @@ function(dapq_cc_test)
     DISCOVERY_MODE PRE_TEST
     PROPERTIES LABELS "${T_LABELS}" ENVIRONMENT "DAPQ_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
   dapq_note_test_sources(${T_SRCS})
+  if("gpu" IN_LIST T_LABELS)  # listed in gpu_tests.txt for scripts/gpu_bundle.sh
+    set_property(GLOBAL APPEND PROPERTY DAPQ_GPU_TESTS "$<TARGET_FILE:${T_NAME}>")
+  endif()
 endfunction()
 
 # Records test sources for check_tests_registered. Called by dapq_cc_test, and directly for GPU

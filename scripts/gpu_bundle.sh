@@ -14,16 +14,9 @@ cd "$(dirname "$0")/.."
 bundle="${1:-gpu-bundle}"
 limit_mib=60
 
-# The GPU tests: every ctest test labelled gpu in build-cuda, by binary.
+# The GPU tests: every test binary labelled gpu (CMake lists them in gpu_tests.txt).
 bash scripts/build.sh cuda >/dev/null
-mapfile -t binaries < <(ctest --test-dir build-cuda -L gpu --show-only=json-v1 |
-  python3 -c 'import json, sys
-seen = []
-for t in json.load(sys.stdin)["tests"]:
-    b = t["command"][0]
-    if b not in seen:
-        seen.append(b)
-print("\n".join(seen))')
+mapfile -t binaries < <(grep -v '^$' build-cuda/gpu_tests.txt)
 if [[ ${#binaries[@]} -eq 0 ]]; then
   echo "gpu_bundle: no gpu-labelled tests in build-cuda (is nvcc installed?)" >&2
   exit 1

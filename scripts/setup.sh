@@ -15,7 +15,7 @@ PACKAGES=(
   libgloo-dev libsqlite3-dev prometheus-cpp-dev prometheus libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  gnuplot-nox curl openssl libssl-dev
+  gnuplot-nox curl openssl libssl-dev xz-utils
   libcpp-httplib-dev libpcre2-dev libicu-dev
   libpq-dev postgresql-15 etcd-server
 )
