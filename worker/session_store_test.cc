@@ -371,6 +371,17 @@ class SharedPrefixTest : public SessionStoreTest {
     return c.n_layers * c.n_kv_heads * (static_cast<int>(document_.size()) / 16);
   }
 
+  // Sessions "doc0" and "doc1": a turn each over prompts_[0] and prompts_[1] (the same document),
+  // saved in `store`; their sequences in `seqs`.
+  void SaveTwoSessions(kvstore::KvStore& store, std::vector<std::unique_ptr<Sequence>>& seqs) {
+    for (int i = 0; i < 2; ++i) {
+      seqs.push_back(engine_->NewSequence());
+      ASSERT_OK_AND_ASSIGN(GenerateResult r, engine_->Continue(*seqs[i], prompts_[i], plain_));
+      ASSERT_THAT(EndSessionTurn(*engine_, *seqs[i], r, absl::StrCat("doc", i), &store).status(),
+                  IsOk());
+    }
+  }
+
   // Shared blocks of `store` held by exactly `holders` sessions.
   static int HeldBy(const kvstore::KvStore& store, const std::string& session, int holders) {
     int n = 0;
@@ -458,12 +469,7 @@ TEST_P(SharedPrefixTest, EachPrefixBlockStoredOnceAndSessionsLoadIdentically) {
 TEST_P(SharedPrefixTest, IncrementalSavesKeepOrReleaseSharedBlocks) {
   ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 24, 1 << 24)));
   std::vector<std::unique_ptr<Sequence>> seqs;
-  for (int i = 0; i < 2; ++i) {
-    seqs.push_back(engine_->NewSequence());
-    ASSERT_OK_AND_ASSIGN(GenerateResult r, engine_->Continue(*seqs[i], prompts_[i], plain_));
-    ASSERT_THAT(EndSessionTurn(*engine_, *seqs[i], r, absl::StrCat("doc", i), store.get()).status(),
-                IsOk());
-  }
+  ASSERT_NO_FATAL_FAILURE(SaveTwoSessions(*store, seqs));
   ASSERT_EQ(HeldBy(*store, "doc0", 2), CommonBlocks());
   // An append: the document blocks stay as they are.
   ASSERT_OK_AND_ASSIGN(GenerateResult r, engine_->Continue(*seqs[1], turn2_, plain_));
@@ -506,12 +512,7 @@ TEST_P(SharedPrefixTest, IncrementalSavesKeepOrReleaseSharedBlocks) {
 TEST_P(SharedPrefixTest, BadSharedBlocksFollowThePolicyAndBadListsAreDataLoss) {
   ASSERT_OK_AND_ASSIGN(auto store, kvstore::KvStore::Open(StoreOptions(1 << 24, 1 << 24)));
   std::vector<std::unique_ptr<Sequence>> seqs;
-  for (int i = 0; i < 2; ++i) {
-    seqs.push_back(engine_->NewSequence());
-    ASSERT_OK_AND_ASSIGN(GenerateResult r, engine_->Continue(*seqs[i], prompts_[i], plain_));
-    ASSERT_THAT(EndSessionTurn(*engine_, *seqs[i], r, absl::StrCat("doc", i), store.get()).status(),
-                IsOk());
-  }
+  ASSERT_NO_FATAL_FAILURE(SaveTwoSessions(*store, seqs));
   std::vector<std::string> shared;  // held by both
   for (const std::string& key : store->SharedKeysOf("doc1")) {
     if (store->SharedHolders(key) == 2) shared.push_back(key);

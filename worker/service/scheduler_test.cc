@@ -79,6 +79,27 @@ std::vector<std::vector<int>> Alone(Engine& engine, const std::vector<Case>& cas
   return out;
 }
 
+// Queues case i under id i.
+void AddCase(Scheduler& scheduler, const std::vector<Case>& cases, size_t i) {
+  ScheduledRequest r;
+  r.id = i;
+  r.prompt = cases[i].prompt;
+  r.options = cases[i].options;
+  EXPECT_THAT(scheduler.Add(std::move(r)), IsOk());
+}
+
+// Every case finished, well, with the tokens it gives alone.
+void ExpectAlone(const std::map<uint64_t, FinishedRequest>& results,
+                 const std::vector<std::vector<int>>& alone) {
+  EXPECT_EQ(results.size(), alone.size());
+  for (const auto& [i, f] : results) {
+    EXPECT_TRUE(f.result.ok()) << f.result.status();
+    if (f.result.ok()) {
+      EXPECT_EQ(f.result->tokens, alone[i]) << "request " << i;
+    }
+  }
+}
+
 // Runs every case through a scheduler, adding case i at step arrival[i]; returns the results by
 // id (= case index).
 std::map<uint64_t, FinishedRequest> RunArrivals(Engine& engine, const std::vector<Case>& cases,
@@ -88,12 +109,7 @@ std::map<uint64_t, FinishedRequest> RunArrivals(Engine& engine, const std::vecto
   std::map<uint64_t, FinishedRequest> results;
   for (int step = 0; step < 5000 && results.size() < cases.size(); ++step) {
     for (size_t i = 0; i < cases.size(); ++i) {
-      if (arrival[i] != step) continue;
-      ScheduledRequest r;
-      r.id = i;
-      r.prompt = cases[i].prompt;
-      r.options = cases[i].options;
-      EXPECT_THAT(scheduler.Add(std::move(r)), IsOk());
+      if (arrival[i] == step) AddCase(scheduler, cases, i);
     }
     for (FinishedRequest& f : scheduler.RunStep()) results[f.id] = std::move(f);
   }
@@ -314,13 +330,7 @@ PreemptionRun RunWithPreemption(Preemption preemption, kvstore::KvStore* store) 
   SchedulerOptions so;
   so.preemption = preemption;
   Scheduler scheduler(engine->get(), so, &ops);
-  for (size_t i = 0; i < cases.size(); ++i) {
-    ScheduledRequest r;
-    r.id = i;
-    r.prompt = cases[i].prompt;
-    r.options = cases[i].options;
-    EXPECT_THAT(scheduler.Add(std::move(r)), IsOk());
-  }
+  for (size_t i = 0; i < cases.size(); ++i) AddCase(scheduler, cases, i);
   std::map<uint64_t, FinishedRequest> results;
   std::unique_ptr<Sequence> squatter;
   for (int step = 0; step < 1000 && results.size() < cases.size(); ++step) {
@@ -334,13 +344,7 @@ PreemptionRun RunWithPreemption(Preemption preemption, kvstore::KvStore* store) 
     if (step == 12) squatter.reset();  // room again: the preempted request comes back
     for (FinishedRequest& f : scheduler.RunStep()) results[f.id] = std::move(f);
   }
-  EXPECT_EQ(results.size(), cases.size());
-  for (size_t i = 0; i < cases.size() && i < results.size(); ++i) {
-    EXPECT_TRUE(results.at(i).result.ok()) << results.at(i).result.status();
-    if (results.at(i).result.ok()) {
-      EXPECT_EQ(results.at(i).result->tokens, alone[i]) << "request " << i;
-    }
-  }
+  ExpectAlone(results, alone);
   EXPECT_EQ((*engine)->kv_pool(0).blocks_in_use(), 0);
   EXPECT_EQ(ops.size(), 0u);
   return {scheduler.preemptions(), scheduler.swaps()};
@@ -390,26 +394,14 @@ PreemptionRun RunOptimistic(Preemption preemption, kvstore::KvStore* store, int 
   so.admission = Admission::kOptimistic;
   so.max_step_tokens = 32;
   Scheduler scheduler(engine->get(), so, &ops);
-  for (size_t i = 0; i < cases.size(); ++i) {
-    ScheduledRequest r;
-    r.id = i;
-    r.prompt = cases[i].prompt;
-    r.options = cases[i].options;
-    EXPECT_THAT(scheduler.Add(std::move(r)), IsOk());
-  }
+  for (size_t i = 0; i < cases.size(); ++i) AddCase(scheduler, cases, i);
   std::map<uint64_t, FinishedRequest> results;
   int most_running = 0;
   for (int step = 0; step < 5000 && results.size() < cases.size(); ++step) {
     for (FinishedRequest& f : scheduler.RunStep()) results[f.id] = std::move(f);
     most_running = std::max(most_running, scheduler.running());
   }
-  EXPECT_EQ(results.size(), cases.size());
-  for (const auto& [i, f] : results) {
-    EXPECT_TRUE(f.result.ok()) << f.result.status();
-    if (f.result.ok()) {
-      EXPECT_EQ(f.result->tokens, alone[i]) << "request " << i;
-    }
-  }
+  ExpectAlone(results, alone);
   // More ran at once than whole lengths allow (at most 2 here), and nothing leaked.
   EXPECT_GT(most_running, 2);
   for (int r = 0; r < tp; ++r) EXPECT_EQ((*engine)->kv_pool(r).blocks_in_use(), 0) << "rank " << r;
