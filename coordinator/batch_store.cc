@@ -140,4 +140,16 @@ absl::Status BatchStore::ExportResultsJsonl(std::string_view job_id, const std::
   return out.Commit();
 }
 
+absl::StatusOr<std::vector<JobInfo>> BatchStore::ListJobs(int limit) {
+  if (limit < 0) return absl::InvalidArgumentError(absl::StrCat("ListJobs: limit ", limit));
+  return ListJobsWhere(limit, nullptr);
+}
+
+absl::StatusOr<std::vector<JobInfo>> BatchStore::ListTenantJobs(int limit,
+                                                                std::string_view tenant) {
+  if (limit < 0) return absl::InvalidArgumentError(absl::StrCat("ListJobs: limit ", limit));
+  const std::string t(tenant);
+  return ListJobsWhere(limit, &t);
+}
+
 }  // namespace dapq::coordinator

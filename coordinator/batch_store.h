@@ -112,10 +112,9 @@ class BatchStore {
                                                 const std::vector<std::string>& item_requests) = 0;
   virtual absl::StatusOr<JobInfo> GetJob(std::string_view id) = 0;
   // Newest first; at most `limit` (>= 0) jobs.
-  virtual absl::StatusOr<std::vector<JobInfo>> ListJobs(int limit) = 0;
+  absl::StatusOr<std::vector<JobInfo>> ListJobs(int limit);
   // The newest `limit` jobs of one tenant.
-  virtual absl::StatusOr<std::vector<JobInfo>> ListTenantJobs(int limit,
-                                                              std::string_view tenant) = 0;
+  absl::StatusOr<std::vector<JobInfo>> ListTenantJobs(int limit, std::string_view tenant);
   // Pending items -> cancelled and the job -> kCancelled; running items may still complete
   // (their result is kept) or fail. OK again while running items drain; FailedPrecondition
   // once the job has finished.
@@ -169,6 +168,9 @@ class BatchStore {
   };
   static AttemptEnd EndOfAttempt(Outcome outcome, bool retryable, int64_t attempts,
                                  int64_t max_attempts, bool job_cancelled);
+  // ListJobs (tenant null) and ListTenantJobs: newest first, at most `limit` (>= 0, checked).
+  virtual absl::StatusOr<std::vector<JobInfo>> ListJobsWhere(int limit,
+                                                             const std::string* tenant) = 0;
 };
 
 // "job-000042" for 42, and back (NotFound for anything that is not an id we issue).

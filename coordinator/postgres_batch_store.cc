@@ -489,19 +489,8 @@ absl::StatusOr<JobInfo> PostgresBatchStore::GetJob(std::string_view id) {
   return *std::move(info);
 }
 
-absl::StatusOr<std::vector<JobInfo>> PostgresBatchStore::ListJobs(int limit) {
-  return ListJobsWhere(limit, nullptr);
-}
-
-absl::StatusOr<std::vector<JobInfo>> PostgresBatchStore::ListTenantJobs(int limit,
-                                                                        std::string_view tenant) {
-  const std::string t(tenant);
-  return ListJobsWhere(limit, &t);
-}
-
 absl::StatusOr<std::vector<JobInfo>> PostgresBatchStore::ListJobsWhere(int limit,
                                                                        const std::string* tenant) {
-  if (limit < 0) return absl::InvalidArgumentError(absl::StrCat("ListJobs: limit ", limit));
   const std::string sql = absl::StrCat(kJobSelect, tenant == nullptr ? "" : "WHERE j.tenant = $2 ",
                                        "ORDER BY j.seq DESC LIMIT $1");
   std::vector<JobInfo> jobs;

@@ -99,8 +99,6 @@ class PostgresBatchStore final : public BatchStore {
   absl::StatusOr<std::string> CreateJob(const JobSpec& spec,
                                         const std::vector<std::string>& item_requests) override;
   absl::StatusOr<JobInfo> GetJob(std::string_view id) override;
-  absl::StatusOr<std::vector<JobInfo>> ListJobs(int limit) override;
-  absl::StatusOr<std::vector<JobInfo>> ListTenantJobs(int limit, std::string_view tenant) override;
   absl::Status CancelJob(std::string_view id) override;
   absl::StatusOr<std::vector<ClaimedItem>> ClaimItems(int n) override;
   absl::StatusOr<std::vector<ItemRecord>> ListItems(std::string_view job_id, int from_index,
@@ -130,9 +128,9 @@ class PostgresBatchStore final : public BatchStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts back items running under dead owners (inside the caller's transaction).
   absl::StatusOr<int> ReclaimLostItems(internal::PgConnection* conn);
-  absl::StatusOr<std::vector<JobInfo>> ListJobsWhere(int limit, const std::string* tenant);
   absl::Status FinishAttempt(std::string_view job_id, int index, int attempt, Outcome outcome,
                              std::string_view payload, bool retryable) override;
+  absl::StatusOr<std::vector<JobInfo>> ListJobsWhere(int limit, const std::string* tenant) override;
   // Owner ids this store has used (the current one last), for the claim fence.
   std::vector<std::string> OwnerIds() const;
   void HeartbeatLoop();

@@ -206,19 +206,8 @@ absl::StatusOr<JobInfo> SqliteBatchStore::GetJob(std::string_view id) {
   return GetJobLocked(seq);
 }
 
-absl::StatusOr<std::vector<JobInfo>> SqliteBatchStore::ListJobs(int limit) {
-  return ListJobsWhere(limit, nullptr);
-}
-
-absl::StatusOr<std::vector<JobInfo>> SqliteBatchStore::ListTenantJobs(int limit,
-                                                                      std::string_view tenant) {
-  const std::string t(tenant);
-  return ListJobsWhere(limit, &t);
-}
-
 absl::StatusOr<std::vector<JobInfo>> SqliteBatchStore::ListJobsWhere(int limit,
                                                                      const std::string* tenant) {
-  if (limit < 0) return absl::InvalidArgumentError(absl::StrCat("ListJobs: limit ", limit));
   MutexLock lock(&mu_);
   DAPQ_ASSIGN_OR_RETURN(
       Statement q,

@@ -47,8 +47,6 @@ class SqliteBatchStore final : public BatchStore {
   absl::StatusOr<std::string> CreateJob(const JobSpec& spec,
                                         const std::vector<std::string>& item_requests) override;
   absl::StatusOr<JobInfo> GetJob(std::string_view id) override;
-  absl::StatusOr<std::vector<JobInfo>> ListJobs(int limit) override;
-  absl::StatusOr<std::vector<JobInfo>> ListTenantJobs(int limit, std::string_view tenant) override;
   absl::Status CancelJob(std::string_view id) override;
   absl::StatusOr<std::vector<ClaimedItem>> ClaimItems(int n) override;
   absl::StatusOr<std::vector<ItemRecord>> ListItems(std::string_view job_id, int from_index,
@@ -59,9 +57,9 @@ class SqliteBatchStore final : public BatchStore {
                    std::unique_ptr<internal::SqliteDb> db, int recovered);
 
   absl::StatusOr<JobInfo> GetJobLocked(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::vector<JobInfo>> ListJobsWhere(int limit, const std::string* tenant);
   absl::Status FinishAttempt(std::string_view job_id, int index, int attempt, Outcome outcome,
                              std::string_view payload, bool retryable) override;
+  absl::StatusOr<std::vector<JobInfo>> ListJobsWhere(int limit, const std::string* tenant) override;
 
   const std::string path_;
   const int recovered_items_;
