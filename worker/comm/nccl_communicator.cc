@@ -21,6 +21,8 @@ namespace dapq::worker {
 namespace {
 
 constexpr std::chrono::seconds kCollectiveTimeout{120};
+// Every rank must join within this time of the first (a dead rank never does).
+constexpr std::chrono::seconds kInitTimeout{120};
 
 absl::Status NcclStatus(ncclResult_t result, const char* expr, ncclComm_t comm, int rank,
                         int device) {
@@ -47,7 +49,7 @@ class NcclCommunicator final : public Communicator {
       if (comm_ != nullptr) {
         if (comm_aborted_) {
           // Already aborted: its resources were freed by ncclCommAbort.
-        } else if (broken_.ok()) {
+        } else if (broken_.ok() && Finalize()) {
           ncclCommDestroy(comm_);
         } else {
           ncclCommAbort(comm_);
@@ -59,16 +61,41 @@ class NcclCommunicator final : public Communicator {
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
+  // Joins the group. The communicator is non-blocking (ncclConfig_t::blocking = 0): the init
+  // returns at once and completes in the background, polled here, so a rank that dies before
+  // joining ends the others' init at the deadline (or at Abort()) instead of hanging them.
   absl::Status Init(const ncclUniqueId& id) {
     DAPQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     DAPQ_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    absl::MutexLock lock(&mu_);
-    const ncclResult_t r = ncclCommInitRank(&comm_, size_, id, rank_);
-    if (r != ncclSuccess) {
-      comm_ = nullptr;
-      return NcclStatus(r, "ncclCommInitRank", nullptr, rank_, device_);
+    {
+      absl::MutexLock lock(&mu_);
+      ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+      config.blocking = 0;
+      const ncclResult_t r = ncclCommInitRankConfig(&comm_, size_, id, rank_, &config);
+      if (r != ncclSuccess && r != ncclInProgress) {
+        if (comm_ != nullptr) AbortCommLocked();
+        return NcclStatus(r, "ncclCommInitRankConfig", nullptr, rank_, device_);
+      }
     }
+    const absl::Status ready =
+        AwaitComm("init", std::chrono::steady_clock::now() + kInitTimeout, /*stream_done=*/nullptr);
+    if (!ready.ok()) return Break(ready);
     return absl::OkStatus();
+  }
+
+  // Flushes the communicator's outstanding work before ncclCommDestroy: a non-blocking
+  // ncclCommFinalize, polled for up to 10 s. False when it fails or does not finish (the caller
+  // then aborts the communicator instead).
+  bool Finalize() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ncclResult_t r = ncclCommFinalize(comm_);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (r == ncclInProgress && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+      ncclResult_t async = ncclSuccess;
+      if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) return false;
+      r = async;
+    }
+    return r == ncclSuccess;
   }
 
   int rank() const override { return rank_; }
@@ -172,6 +199,9 @@ class NcclCommunicator final : public Communicator {
     if (comm_aborted_) {
       return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
     }
+    // Non-blocking communicator: this returns at once (ncclInProgress while NCCL is still
+    // putting the collective on the stream; Wait polls for that), so holding the mutex here
+    // cannot keep Abort() from ending a collective that waits for a dead peer.
     const ncclResult_t r = enqueue(buffer_);
     if (r != ncclSuccess && r != ncclInProgress) {
       return NcclStatus(r, Context(op).c_str(), comm_, rank_, device_);
@@ -179,26 +209,29 @@ class NcclCommunicator final : public Communicator {
     return absl::OkStatus();
   }
 
-  // Polls the stream rather than blocking in cudaStreamSynchronize, so that an asynchronous NCCL
-  // error (a peer died), Abort() or the timeout can end the wait.
+  // Polls rather than blocking in cudaStreamSynchronize, so that an asynchronous NCCL error (a
+  // peer died), Abort() or the timeout can end the wait. A non-blocking communicator may still
+  // be putting the collective on the stream after its call returned (ncclInProgress): the wait
+  // ends only once NCCL reports it enqueued (ncclSuccess) and the stream has run it.
   absl::Status Wait(const char* op) {
-    const auto start = std::chrono::steady_clock::now();
+    return AwaitComm(op, std::chrono::steady_clock::now() + kCollectiveTimeout, stream_);
+  }
+
+  // Polls until the communicator's last operation has left ncclInProgress and, with `stream`,
+  // the stream has finished everything on it. Aborted after Abort(), Unavailable for an
+  // asynchronous NCCL error, DeadlineExceeded past `deadline`.
+  absl::Status AwaitComm(const char* op, std::chrono::steady_clock::time_point deadline,
+                         cudaStream_t stream) {
     while (true) {
-      const cudaError_t q = cudaStreamQuery(stream_);
-      if (q == cudaSuccess) return absl::OkStatus();
-      if (q != cudaErrorNotReady) {
-        return absl::InternalError(
-            absl::StrCat(Context(op), "cudaStreamQuery: ", cudaGetErrorString(q)));
-      }
       if (aborted_.load()) {
         return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
       }
+      ncclResult_t async = ncclSuccess;
       {
         absl::MutexLock lock(&mu_);
         if (comm_aborted_) {
           return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
         }
-        ncclResult_t async = ncclSuccess;
         const ncclResult_t r = ncclCommGetAsyncError(comm_, &async);
         if (r != ncclSuccess) return NcclStatus(r, Context(op).c_str(), comm_, rank_, device_);
         if (async != ncclSuccess && async != ncclInProgress) {
@@ -207,9 +240,19 @@ class NcclCommunicator final : public Communicator {
                                                      ncclGetLastError(comm_)));
         }
       }
-      if (std::chrono::steady_clock::now() - start > kCollectiveTimeout) {
+      if (async == ncclSuccess) {  // the operation is on the stream (or done, for init)
+        if (stream == nullptr) return absl::OkStatus();
+        const cudaError_t q = cudaStreamQuery(stream);
+        if (q == cudaSuccess) return absl::OkStatus();
+        if (q != cudaErrorNotReady) {
+          return absl::InternalError(
+              absl::StrCat(Context(op), "cudaStreamQuery: ", cudaGetErrorString(q)));
+        }
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
         return absl::DeadlineExceededError(
-            absl::StrCat(Context(op), "not complete after ", kCollectiveTimeout.count(), " s"));
+            absl::StrCat(Context(op), "not complete after ",
+                         (stream == nullptr ? kInitTimeout : kCollectiveTimeout).count(), " s"));
       }
       std::this_thread::yield();
     }

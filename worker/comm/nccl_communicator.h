@@ -11,8 +11,12 @@
 //    rank order 0..size-1. Results are identical on every rank, but bit-identical to the
 //    in-process / Gloo communicators only for a group of 2 (a + b == b + a in IEEE arithmetic);
 //    with 3 or more ranks they may differ in the last bits.
-//  - Completion is polled (cudaStreamQuery + ncclCommGetAsyncError) so that a peer failure shows
-//    up as an error; a collective that does not complete within 120 s returns DeadlineExceeded.
+//  - The NCCL communicator is non-blocking (ncclConfig_t::blocking = 0): its init and every
+//    collective return at once. Init is polled until every rank joined, for at most 120 s (a
+//    rank that died before joining: DeadlineExceeded, not a hang). A collective is complete
+//    once NCCL reports it enqueued (ncclCommGetAsyncError leaves ncclInProgress) and the stream
+//    ran it (cudaStreamQuery), so a peer failure shows up as an error; a collective that does
+//    not complete within 120 s returns DeadlineExceeded.
 //    Either aborts the NCCL communicator: the group is then broken and every later collective
 //    fails.
 //  - Abort() makes every later collective return Aborted and aborts the NCCL communicator, which
