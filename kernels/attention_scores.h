@@ -32,6 +32,9 @@ struct AttentionScoresParams {
 
 absl::Status AttentionScores(const AttentionScoresParams& p, Stream stream = {});
 absl::Status ValidateAttentionScores(const AttentionScoresParams& p);
+// On the CUDA backend every pointer is a device pointer: the host checks the shape only (the
+// kernel clamps nothing: key_limits must hold 1 <= limit <= keys).
+absl::Status ValidateAttentionScoresDevice(const AttentionScoresParams& p);
 
 }  // namespace dapq::kernels
 

@@ -30,6 +30,10 @@ absl::Status ValidateForDevice(const P& p, absl::Status (*host)(const P&)) {
 absl::Status ValidateForDevice(const AttentionParams& p, absl::Status (*)(const AttentionParams&)) {
   return ValidateAttentionDevice(p);
 }
+absl::Status ValidateForDevice(const AttentionScoresParams& p,
+                               absl::Status (*)(const AttentionScoresParams&)) {
+  return ValidateAttentionScoresDevice(p);
+}
 
 }  // namespace
 

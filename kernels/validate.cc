@@ -149,13 +149,18 @@ absl::Status ValidateAttention(const AttentionParams& p) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateAttentionScores(const AttentionScoresParams& p) {
+absl::Status ValidateAttentionScoresDevice(const AttentionScoresParams& p) {
   if (p.queries < 0 || p.keys <= 0 || p.head_dim <= 0) {
     return Bad("AttentionScores",
                absl::StrCat("queries=", p.queries, " keys=", p.keys, " head_dim=", p.head_dim));
   }
   if (!p.q || !p.k || !p.scores) return Bad("AttentionScores", "null pointer");
   if (p.q_stride < p.head_dim) return Bad("AttentionScores", "q_stride < head_dim");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAttentionScores(const AttentionScoresParams& p) {
+  DAPQ_RETURN_IF_ERROR(ValidateAttentionScoresDevice(p));
   if (p.key_limits != nullptr) {
     for (int i = 0; i < p.queries; ++i) {
       if (p.key_limits[i] < 1 || p.key_limits[i] > p.keys) {

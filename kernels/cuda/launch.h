@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
+#include "kernels/attention_scores.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/softmax.h"
@@ -19,6 +20,7 @@ absl::Status LaunchRope(const RopeParams& p, void* stream);
 absl::Status LaunchSoftmax(const SoftmaxParams& p, void* stream);
 absl::Status LaunchSwiGlu(const SwiGluParams& p, void* stream);
 absl::Status LaunchAttentionDecode(const AttentionParams& p, void* stream);
+absl::Status LaunchAttentionScores(const AttentionScoresParams& p, void* stream);
 
 }  // namespace dapq::kernels::cuda
 

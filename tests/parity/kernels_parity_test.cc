@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
+#include "kernels/attention_scores.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/softmax.h"
@@ -221,10 +222,58 @@ TEST(KernelsParityTest, AttentionDecode) {
   }
 }
 
+// Attention-mass scoring (DapQ / SnapKV): causal key limits and per-query weights, queries from
+// 1 to a pseudo-query window, keys up to 20000; scores start non-zero (they accumulate). Each
+// score is a sum of at most `queries` terms in [0, weight]: tolerance 1e-5 absolute plus 1e-4
+// relative covers the different exp and summation orders.
+TEST(KernelsParityTest, AttentionScores) {
+  DAPQ_SKIP_IF_NO_CUDA();
+  for (int queries : {1, 7, 64}) {
+    for (int keys : {1, 300, 20000}) {
+      for (int d : {64, 128}) {
+        SCOPED_TRACE(::testing::Message()
+                     << "queries=" << queries << " keys=" << keys << " head_dim=" << d);
+        std::mt19937_64 rng(queries * 100003 + keys * 7 + d);
+        const int q_stride = d + 5;
+        const auto q = Random(static_cast<size_t>(queries) * q_stride, rng(), 2.0f);
+        const auto k = Random(static_cast<size_t>(keys) * d, rng());
+        const auto w = Random(queries, rng());
+        std::vector<int32_t> limits(queries);
+        for (int i = 0; i < queries; ++i) {
+          limits[i] = std::max(1, keys - (queries - 1 - i));  // causal: the last query sees all
+        }
+        std::vector<float> scores = Random(keys, rng());
+        DeviceBuffer dq(q), dk(k), dw(w), dlimits(limits, 0), dscores(scores);
+        AttentionScoresParams p;
+        p.queries = queries;
+        p.keys = keys;
+        p.head_dim = d;
+        p.q = q.data();
+        p.q_stride = q_stride;
+        p.k = k.data();
+        p.key_limits = limits.data();
+        p.weights = w.data();
+        p.scale = 1.0f / std::sqrt(static_cast<float>(d));
+        p.scores = scores.data();
+        ASSERT_TRUE(AttentionScores(p).ok());
+        AttentionScoresParams g = p;
+        g.q = dq.get();
+        g.k = dk.get();
+        g.key_limits = dlimits.as<int32_t>();
+        g.weights = dw.get();
+        g.scores = dscores.get();
+        const absl::Status status = AttentionScores(g, kGpu);
+        ASSERT_TRUE(status.ok()) << status;
+        ASSERT_TRUE(::dapq::testing::AllClose(dscores.Download(), scores, 1e-5, 1e-4));
+      }
+    }
+  }
+}
+
 // Every CPU_CUDA op in ops.inc must have a case above: this list is checked against it.
 TEST(KernelsParityTest, EveryCudaOpHasACase) {
-  const std::vector<std::string> covered = {"RmsNorm", "Rope", "Softmax", "SwiGlu",
-                                            "AttentionDecode"};
+  const std::vector<std::string> covered = {
+      "RmsNorm", "Rope", "Softmax", "SwiGlu", "AttentionDecode", "AttentionScores"};
   std::vector<std::string> cuda_ops;
 #define DAPQ_KERNEL_OP(Name, Params, Validator, Backends) \
   if (std::string(#Backends) == "CPU_CUDA") cuda_ops.push_back(#Name);
