@@ -35,6 +35,13 @@ absl::Status ValidateForDevice(const AttentionScoresParams& p,
   return ValidateAttentionScoresDevice(p);
 }
 
+absl::Status ValidateForDevice(const EmbeddingParams& p, absl::Status (*)(const EmbeddingParams&)) {
+  return ValidateEmbeddingDevice(p);
+}
+absl::Status ValidateForDevice(const KvAppendParams& p, absl::Status (*)(const KvAppendParams&)) {
+  return ValidateKvAppendDevice(p);
+}
+
 }  // namespace
 
 #if DAPQ_HAVE_CUDA

@@ -124,15 +124,17 @@ TEST(SwiGluTest, MatchesDefinition) {
   EXPECT_TRUE(AllClose(out, expected, Fp32Tolerance(MaxAbs(expected), 5)));
 }
 
-TEST(DispatchTest, CudaWithoutKernelOrBuildIsUnimplemented) {
+TEST(DispatchTest, CudaWithoutACudaBuildIsUnimplemented) {
   float x = 1, w = 1;
   const Stream cuda{Backend::kCuda, nullptr};
-  // Gemm has no CUDA kernel in any build; the others only in CUDA builds.
+  // Every op has a CUDA kernel in CUDA builds (tests/parity runs them); none without CUDA.
+#if !DAPQ_HAVE_CUDA
   GemmParams g{1, 1, 1, &x, 1, &w, 1, true, &x, 1, 1, 0};
   EXPECT_THAT(Gemm(g, cuda), StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("Gemm")));
-#if !DAPQ_HAVE_CUDA
   EXPECT_THAT(RmsNorm({1, 1, &x, 1, &w, &x, 1, 1e-5f}, cuda),
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("built without CUDA")));
+#else
+  GTEST_SKIP() << "a CUDA build: every op has a kernel";
 #endif
 }
 

@@ -5,7 +5,9 @@
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/attention_scores.h"
+#include "kernels/embedding.h"
 #include "kernels/gemm.h"
+#include "kernels/kv_append.h"
 #include "kernels/pooling.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
@@ -39,6 +41,88 @@ absl::Status ValidateRmsNorm(const RmsNormParams& p) {
   if (!p.x || !p.weight || !p.out) return Bad("RmsNorm", "null pointer");
   if (p.x_stride < p.dim || p.out_stride < p.dim) return Bad("RmsNorm", "row stride < dim");
   if (!(p.eps >= 0.0f)) return Bad("RmsNorm", absl::StrCat("eps=", p.eps));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAddRmsNorm(const AddRmsNormParams& p) {
+  if (p.rows < 0 || p.dim <= 0)
+    return Bad("AddRmsNorm", absl::StrCat("rows=", p.rows, " dim=", p.dim));
+  if (!p.x || !p.residual || (p.out && !p.weight)) return Bad("AddRmsNorm", "null pointer");
+  if (p.x_stride < p.dim || p.residual_stride < p.dim || (p.out && p.out_stride < p.dim)) {
+    return Bad("AddRmsNorm", "row stride < dim");
+  }
+  if (p.out != nullptr && (p.out == p.x || p.out == p.residual)) {
+    return Bad("AddRmsNorm", "out aliases x or residual");
+  }
+  if (!(p.eps >= 0.0f)) return Bad("AddRmsNorm", absl::StrCat("eps=", p.eps));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateEmbeddingDevice(const EmbeddingParams& p) {
+  if (p.rows < 0 || p.dim <= 0 || p.vocab <= 0) {
+    return Bad("Embedding", absl::StrCat("rows=", p.rows, " dim=", p.dim, " vocab=", p.vocab));
+  }
+  if (!p.tokens || !p.table || !p.out) return Bad("Embedding", "null pointer");
+  if (p.out_stride < p.dim) return Bad("Embedding", "out_stride < dim");
+  if (p.table_dtype == DType::kF16) return Bad("Embedding", "fp16 tables are not supported");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateEmbedding(const EmbeddingParams& p) {
+  DAPQ_RETURN_IF_ERROR(ValidateEmbeddingDevice(p));
+  for (int r = 0; r < p.rows; ++r) {
+    if (p.tokens[r] < 0 || p.tokens[r] >= p.vocab) {
+      return Bad("Embedding", absl::StrCat("token ", p.tokens[r], " at row ", r,
+                                           " outside the vocabulary [0, ", p.vocab, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateKvAppendDevice(const KvAppendParams& p) {
+  if (p.tokens < 0 || p.kv_heads <= 0 || p.head_dim <= 0) {
+    return Bad("KvAppend", absl::StrCat("tokens=", p.tokens, " kv_heads=", p.kv_heads,
+                                        " head_dim=", p.head_dim));
+  }
+  if (!p.k || !p.v || !p.first_slots || !p.block_table || !p.k_pool || !p.v_pool) {
+    return Bad("KvAppend", "null pointer");
+  }
+  if (p.src_stride < p.kv_heads * p.head_dim) {
+    return Bad("KvAppend", absl::StrCat("src_stride=", p.src_stride, " < kv_heads x head_dim"));
+  }
+  if (p.tokens_per_block <= 0 || (p.tokens_per_block & (p.tokens_per_block - 1)) != 0) {
+    return Bad("KvAppend",
+               absl::StrCat("tokens_per_block=", p.tokens_per_block, " not a power of two"));
+  }
+  if (p.block_stride < static_cast<long>(p.tokens_per_block) * p.head_dim) {
+    return Bad("KvAppend",
+               absl::StrCat("block_stride=", p.block_stride, " < tokens_per_block x head_dim"));
+  }
+  if (p.blocks_per_head <= 0 || p.pool_blocks <= 0) {
+    return Bad("KvAppend",
+               absl::StrCat("blocks_per_head=", p.blocks_per_head, " pool_blocks=", p.pool_blocks));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateKvAppend(const KvAppendParams& p) {
+  DAPQ_RETURN_IF_ERROR(ValidateKvAppendDevice(p));
+  if (p.tokens == 0) return absl::OkStatus();
+  for (int h = 0; h < p.kv_heads; ++h) {
+    const long first = p.first_slots[h], last = first + p.tokens - 1;
+    if (first < 0 || last >= static_cast<long>(p.blocks_per_head) * p.tokens_per_block) {
+      return Bad("KvAppend", absl::StrCat("KV head ", h, " slots [", first, ", ", last + 1,
+                                          ") outside its table of ", p.blocks_per_head,
+                                          " blocks of ", p.tokens_per_block));
+    }
+    const int32_t* table = p.block_table + static_cast<long>(h) * p.blocks_per_head;
+    for (long b = first / p.tokens_per_block; b <= last / p.tokens_per_block; ++b) {
+      if (table[b] < 0 || table[b] >= p.pool_blocks) {
+        return Bad("KvAppend", absl::StrCat("KV head ", h, " block ", b, " has id ", table[b],
+                                            " outside the pool [0, ", p.pool_blocks, ")"));
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -10,6 +10,7 @@
 #include "common/check.h"
 #include "common/status_macros.h"
 #include "kernels/convert.h"
+#include "kernels/kv_append.h"
 
 namespace dapq::worker {
 
@@ -187,6 +188,30 @@ void KvCache::WriteSlot(int layer, int head, int slot, const float* k, const flo
   unchanged_[slab] = std::min(unchanged_[slab], slot);
   if (k != nullptr) kernels::ConvertFromFloat(k, dtype, SlotAddress(slab, slot, false), head_dim_);
   if (v != nullptr) kernels::ConvertFromFloat(v, dtype, SlotAddress(slab, slot, true), head_dim_);
+}
+
+absl::Status KvCache::AppendRows(int layer, int rows, const float* k, const float* v, int stride,
+                                 const int32_t* table, int blocks_per_head,
+                                 kernels::Stream stream) {
+  if (rows == 0) return absl::OkStatus();
+  // Appends start at each head's length, never below unchanged(): session saves stay valid.
+  kernels::KvAppendParams p;
+  p.tokens = rows;
+  p.kv_heads = kv_heads_;
+  p.head_dim = head_dim_;
+  p.k = k;
+  p.v = v;
+  p.src_stride = stride;
+  p.first_slots = lengths(layer);
+  p.block_table = table;
+  p.blocks_per_head = blocks_per_head;
+  p.tokens_per_block = tokens_per_block_;
+  p.kv_dtype = pool_->dtype();
+  p.k_pool = pool_->keys(0);
+  p.v_pool = pool_->values(0);
+  p.block_stride = pool_->block_stride();
+  p.pool_blocks = pool_->capacity();
+  return kernels::KvAppend(p, stream);
 }
 
 void KvCache::Gather(int layer, int head, int begin, int count, float* k, float* v) const {

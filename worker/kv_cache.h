@@ -33,6 +33,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/types.h"
 #include "kvstore/block_pool.h"
 
 namespace dapq::worker {
@@ -84,6 +85,13 @@ class KvCache {
   // (< num_blocks * tokens_per_block) of (layer, head), rounded to the pool's element type.
   // For slots this cache reserved (ReserveAppend made their blocks private).
   void WriteSlot(int layer, int head, int slot, const float* k, const float* v);
+  // Stores a forward pass's `rows` new keys and values of every head of `layer` in slots
+  // [length, length + rows) of each head (reserved by ReserveAppend), through kernels::KvAppend on
+  // `stream`: k and v are [rows, kv_heads, head_dim] with row stride `stride`; `table` is the
+  // layer's block table as the attention kernels take it ([kv_heads, blocks_per_head], each
+  // row block_ids(layer, head) then padding) and must live where the stream's kernels read it.
+  absl::Status AppendRows(int layer, int rows, const float* k, const float* v, int stride,
+                          const int32_t* table, int blocks_per_head, kernels::Stream stream = {});
   // Copies slots [begin, begin + count) of (layer, head) contiguously into k and v
   // ([count, head_dim] each, widened to fp32; either may be null). Slots past length are the ones
   // written but not yet committed (a forward pass's observer). REQUIRES: begin + count <=

@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
+#include "kernels/embedding.h"
 #include "kernels/gemm.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
@@ -182,15 +183,22 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
 
   const int dim = c_.dim;
   x_.resize(static_cast<size_t>(m) * dim);
+  xb_.resize(static_cast<size_t>(m) * dim);
   positions_.clear();
-  int row = 0;
+  tokens_.clear();
   for (const BatchSlice& slice : slices) {
-    for (int token : slice.tokens) {
-      std::memcpy(&x_[static_cast<size_t>(row++) * dim],
-                  w_.token_embedding + static_cast<long>(token) * dim, dim * sizeof(float));
-    }
+    tokens_.insert(tokens_.end(), slice.tokens.begin(), slice.tokens.end());
     positions_.insert(positions_.end(), slice.positions.begin(), slice.positions.end());
   }
+  kernels::EmbeddingParams embed{
+      m,         dim, c_.vocab_size, tokens_.data(), kernels::DType::kF32, w_.token_embedding,
+      x_.data(), dim};
+  DAPQ_RETURN_IF_ERROR(kernels::Embedding(embed));
+  // Each layer starts from its attention norm of x: the first here, the others fused with the
+  // residual add that ends the layer before.
+  kernels::RmsNormParams norm0{m,          dim, x_.data(),  dim, w_.layers[0].attn_norm,
+                               xb_.data(), dim, c_.norm_eps};
+  DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm0));
   for (int l = 0; l < c_.n_layers; ++l) {
     DAPQ_RETURN_IF_ERROR(Layer(l, slices, observer));
   }
@@ -226,12 +234,7 @@ absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cac
   kv_lens_.resize(shard_.kv_heads);
   int blocks_per_head = 0;
   for (int h = 0; h < shard_.kv_heads; ++h) {
-    const int start = cache.length(layer, h);
-    kv_lens_[h] = start + ms;
-    for (int t = 0; t < ms; ++t) {
-      const size_t src = static_cast<size_t>(row0 + t) * kv_dim + h * hd;
-      cache.WriteSlot(layer, h, start + t, &k_[src], &v_[src]);
-    }
+    kv_lens_[h] = cache.length(layer, h) + ms;
     blocks_per_head = std::max(blocks_per_head, cache.num_blocks(layer, h));
   }
   block_table_.assign(static_cast<size_t>(shard_.kv_heads) * blocks_per_head, -1);
@@ -240,6 +243,11 @@ absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cac
     std::copy(ids.begin(), ids.end(),
               block_table_.begin() + static_cast<long>(h) * blocks_per_head);
   }
+  // The new keys and values go to slots [length, length + ms) of every head (reserved in
+  // ForwardSlices), then the kernels read every head through the same block table.
+  DAPQ_RETURN_IF_ERROR(cache.AppendRows(layer, ms, &k_[static_cast<size_t>(row0) * kv_dim],
+                                        &v_[static_cast<size_t>(row0) * kv_dim], kv_dim,
+                                        block_table_.data(), blocks_per_head));
   const kvstore::BlockPool& pool = cache.pool();
   kernels::AttentionParams ap;
   ap.q_tokens = ms;
@@ -273,16 +281,13 @@ absl::Status RankModel::Layer(int layer, std::span<const BatchSlice> slices,
   const long q_row0 = static_cast<long>(shard_.head_begin) * hd;
   const long kv_row0 = static_cast<long>(shard_.kv_head_begin) * hd;
   const size_t md = static_cast<size_t>(m);
-  xb_.resize(md * dim);
   q_.resize(md * q_dim);
   k_.resize(md * kv_dim);
   v_.resize(md * kv_dim);
   att_.resize(md * q_dim);
   out_.resize(md * dim);
 
-  // Attention block.
-  kernels::RmsNormParams norm{m, dim, x_.data(), dim, lw.attn_norm, xb_.data(), dim, c_.norm_eps};
-  DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm));
+  // Attention block (xb_ holds the attention norm of x: ForwardSlices or the layer before).
   DAPQ_RETURN_IF_ERROR(Linear(m, q_dim, dim, xb_.data(), dim,
                               Weight{lw.wq, lw.bf16.wq}.At(q_row0 * dim), dim, q_.data(),
                               lw.bq ? lw.bq + q_row0 : nullptr));
@@ -317,15 +322,15 @@ absl::Status RankModel::Layer(int layer, std::span<const BatchSlice> slices,
   DAPQ_RETURN_IF_ERROR(Linear(m, dim, q_dim, att_.data(), q_dim,
                               Weight{lw.wo, lw.bf16.wo}.At(q_row0), c_.q_dim(), out_.data()));
   DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(out_.data(), out_.size()));
-  for (size_t i = 0; i < out_.size(); ++i) x_[i] += out_[i];
 
-  // FFN block: w1/w3 row slices, w2 column slice.
+  // FFN block: x += attention output, then its norm; w1/w3 row slices, w2 column slice.
   const int f = shard_.ffn_size;
   const long f0 = shard_.ffn_begin;
   gate_.resize(md * f);
   up_.resize(md * f);
-  kernels::RmsNormParams fnorm{m, dim, x_.data(), dim, lw.ffn_norm, xb_.data(), dim, c_.norm_eps};
-  DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(fnorm));
+  kernels::AddRmsNormParams fnorm{m,   dim,         x_.data(),  dim, out_.data(),
+                                  dim, lw.ffn_norm, xb_.data(), dim, c_.norm_eps};
+  DAPQ_RETURN_IF_ERROR(kernels::AddRmsNorm(fnorm));
   DAPQ_RETURN_IF_ERROR(Linear(m, f, dim, xb_.data(), dim, Weight{lw.w1, lw.bf16.w1}.At(f0 * dim),
                               dim, gate_.data()));
   DAPQ_RETURN_IF_ERROR(
@@ -335,8 +340,20 @@ absl::Status RankModel::Layer(int layer, std::span<const BatchSlice> slices,
   DAPQ_RETURN_IF_ERROR(Linear(m, dim, f, gate_.data(), f, Weight{lw.w2, lw.bf16.w2}.At(f0),
                               c_.hidden_dim, out_.data()));
   DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(out_.data(), out_.size()));
-  for (size_t i = 0; i < out_.size(); ++i) x_[i] += out_[i];
-  return absl::OkStatus();
+  // x += FFN output, then the next layer's attention norm (the last layer's final norm runs on
+  // the rows whose logits are wanted only: ForwardSlices).
+  const bool last = layer + 1 == c_.n_layers;
+  kernels::AddRmsNormParams next{m,
+                                 dim,
+                                 x_.data(),
+                                 dim,
+                                 out_.data(),
+                                 dim,
+                                 last ? nullptr : w_.layers[layer + 1].attn_norm,
+                                 last ? nullptr : xb_.data(),
+                                 dim,
+                                 c_.norm_eps};
+  return kernels::AddRmsNorm(next);
 }
 
 }  // namespace dapq::worker

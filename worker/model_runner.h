@@ -100,7 +100,7 @@ class RankModel {
   std::shared_ptr<kvstore::BlockPool> kv_pool_;
   // Scratch, sized for the largest chunk seen.
   std::vector<float> x_, xb_, q_, q_pre_, k_, v_, att_, out_, gate_, up_;
-  std::vector<int32_t> kv_lens_, positions_;
+  std::vector<int32_t> kv_lens_, positions_, tokens_;
   std::vector<int32_t> block_table_;  // [kv_heads, blocks_per_head] block ids of one layer
 };
 

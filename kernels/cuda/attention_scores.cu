@@ -110,8 +110,8 @@ absl::Status LaunchAttentionScores(const AttentionScoresParams& p, void* stream)
   if (p.queries == 0) return absl::OkStatus();
   const auto s = static_cast<cudaStream_t>(stream);
   float* stats = nullptr;
-  DAPQ_CUDA_RETURN_IF_ERROR(cudaMallocAsync(reinterpret_cast<void**>(&stats),
-                                            2 * sizeof(float) * p.queries, s));
+  DAPQ_CUDA_RETURN_IF_ERROR(
+      cudaMallocAsync(reinterpret_cast<void**>(&stats), 2 * sizeof(float) * p.queries, s));
   float* row_max = stats;
   float* row_weight = stats + p.queries;
   RowStatsKernel<<<p.queries, kThreads, 0, s>>>(p, row_max, row_weight);

@@ -9,18 +9,28 @@
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/attention_scores.h"
+#include "kernels/embedding.h"
+#include "kernels/gemm.h"
+#include "kernels/kv_append.h"
+#include "kernels/pooling.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/softmax.h"
 
 namespace dapq::kernels::cuda {
 
+absl::Status LaunchGemm(const GemmParams& p, void* stream);
 absl::Status LaunchRmsNorm(const RmsNormParams& p, void* stream);
+absl::Status LaunchAddRmsNorm(const AddRmsNormParams& p, void* stream);
 absl::Status LaunchRope(const RopeParams& p, void* stream);
 absl::Status LaunchSoftmax(const SoftmaxParams& p, void* stream);
 absl::Status LaunchSwiGlu(const SwiGluParams& p, void* stream);
+absl::Status LaunchAttentionPrefill(const AttentionParams& p, void* stream);
 absl::Status LaunchAttentionDecode(const AttentionParams& p, void* stream);
 absl::Status LaunchAttentionScores(const AttentionScoresParams& p, void* stream);
+absl::Status LaunchEmbedding(const EmbeddingParams& p, void* stream);
+absl::Status LaunchKvAppend(const KvAppendParams& p, void* stream);
+absl::Status LaunchPool1d(const Pool1dParams& p, void* stream);
 
 }  // namespace dapq::kernels::cuda
 

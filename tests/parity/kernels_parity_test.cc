@@ -20,59 +20,17 @@
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/softmax.h"
+#include "tests/parity/parity_util.h"
 #include "tests/util/cuda_test_util.h"
 #include "tests/util/tolerance.h"
 
 namespace dapq::kernels {
 namespace {
 
-constexpr float kAtol = 1e-5f, kRtol = 1e-5f;
-
-std::vector<float> Random(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-// A device copy of a host vector, copied back by Download().
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(const std::vector<float>& host) : n_(host.size()) {
-    EXPECT_EQ(cudaMalloc(&ptr_, n_ * sizeof(float)), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(ptr_, host.data(), n_ * sizeof(float), cudaMemcpyHostToDevice),
-              cudaSuccess);
-  }
-  template <typename T>
-  explicit DeviceBuffer(const std::vector<T>& host, int) : n_(host.size()) {
-    EXPECT_EQ(cudaMalloc(&ptr_, n_ * sizeof(T)), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  float* get() { return static_cast<float*>(ptr_); }
-  template <typename T>
-  T* as() {
-    return static_cast<T*>(ptr_);
-  }
-  std::vector<float> Download() {
-    std::vector<float> h(n_);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(h.data(), ptr_, n_ * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-    return h;
-  }
-
- private:
-  void* ptr_ = nullptr;
-  size_t n_;
-};
-
-// NaN/Inf first, then |g - r| <= kAtol + kRtol * |r| for every element.
-void ExpectClose(const std::vector<float>& gpu, const std::vector<float>& ref) {
-  ASSERT_TRUE(::dapq::testing::AllClose(gpu, ref, kAtol, kRtol));
-}
-
-const Stream kGpu{Backend::kCuda, nullptr};
+using parity::DeviceBuffer;
+using parity::ExpectClose;
+using parity::kGpu;
+using parity::Random;
 
 TEST(KernelsParityTest, RmsNorm) {
   DAPQ_SKIP_IF_NO_CUDA();
@@ -270,10 +228,22 @@ TEST(KernelsParityTest, AttentionScores) {
   }
 }
 
-// Every CPU_CUDA op in ops.inc must have a case above: this list is checked against it.
+// Every CPU_CUDA op in ops.inc must have a case in one of the parity files (this one,
+// gemm_parity_test.cc, attention_prefill_parity_test.cc, layer_ops_parity_test.cc): this list is
+// checked against it.
 TEST(KernelsParityTest, EveryCudaOpHasACase) {
-  const std::vector<std::string> covered = {
-      "RmsNorm", "Rope", "Softmax", "SwiGlu", "AttentionDecode", "AttentionScores"};
+  const std::vector<std::string> covered = {"Gemm",
+                                            "RmsNorm",
+                                            "AddRmsNorm",
+                                            "Rope",
+                                            "Softmax",
+                                            "SwiGlu",
+                                            "AttentionPrefill",
+                                            "AttentionDecode",
+                                            "AttentionScores",
+                                            "Embedding",
+                                            "KvAppend",
+                                            "Pool1d"};
   std::vector<std::string> cuda_ops;
 #define DAPQ_KERNEL_OP(Name, Params, Validator, Backends) \
   if (std::string(#Backends) == "CPU_CUDA") cuda_ops.push_back(#Name);

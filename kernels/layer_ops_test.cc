@@ -1,0 +1,207 @@
+// File: kernels/layer_ops_test.cc
+// The forward pass's glue ops on the CPU: AddRmsNorm is bit-identical to the add followed by
+// RmsNorm; Embedding copies fp32 rows and widens bf16 ones exactly, and names a token outside
+// the vocabulary; KvAppend puts every row in the slot the attention kernels read through the
+// block table, rounded as the scalar conversions round, and names a slot or block id outside
+// its table or pool. Their GPU twins: tests/parity/layer_ops_parity_test.cc.
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/embedding.h"
+#include "kernels/kv_append.h"
+#include "kernels/paged_index.h"
+#include "kernels/rms_norm.h"
+#include "tests/util/status_matchers.h"
+
+namespace dapq::kernels {
+namespace {
+using ::dapq::testing::IsOk;
+using ::dapq::testing::StatusIs;
+using ::testing::HasSubstr;
+
+std::vector<float> RandomVector(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+TEST(AddRmsNormTest, IsTheAddThenRmsNormBitForBit) {
+  for (int dim : {1, 7, 260}) {
+    const int rows = 4, stride = dim + 2;
+    auto x = RandomVector(static_cast<size_t>(rows) * stride, dim);
+    const auto residual = RandomVector(x.size(), dim + 1), w = RandomVector(dim, dim + 2);
+    std::vector<float> expected_x = x;
+    for (int r = 0; r < rows; ++r) {
+      for (int i = 0; i < dim; ++i) expected_x[r * stride + i] += residual[r * stride + i];
+    }
+    std::vector<float> expected(x.size(), 0.0f), out(x.size(), 0.0f);
+    ASSERT_THAT(
+        RmsNorm({rows, dim, expected_x.data(), stride, w.data(), expected.data(), stride, 1e-5f}),
+        IsOk());
+    ASSERT_THAT(AddRmsNorm({rows, dim, x.data(), stride, residual.data(), stride, w.data(),
+                            out.data(), stride, 1e-5f}),
+                IsOk());
+    EXPECT_EQ(x, expected_x) << "dim=" << dim;  // the padding between rows untouched too
+    EXPECT_EQ(out, expected) << "dim=" << dim;
+  }
+}
+
+TEST(AddRmsNormTest, WithoutOutputOnlyAdds) {
+  std::vector<float> x = {1, 2, 3}, residual = {0.5f, -2, 4};
+  ASSERT_THAT(AddRmsNorm({1, 3, x.data(), 3, residual.data(), 3, nullptr, nullptr, 0, 1e-5f}),
+              IsOk());
+  EXPECT_EQ(x, (std::vector<float>{1.5f, 0, 7}));
+}
+
+TEST(AddRmsNormTest, RejectsAliasingAndBadStrides) {
+  std::vector<float> x(8), w(4);
+  EXPECT_THAT(AddRmsNorm({2, 4, x.data(), 4, x.data(), 4, w.data(), x.data(), 4, 1e-5f}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("out aliases")));
+  EXPECT_THAT(AddRmsNorm({2, 4, x.data(), 3, x.data(), 4, w.data(), nullptr, 4, 1e-5f}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("row stride")));
+  EXPECT_THAT(AddRmsNorm({2, 4, x.data(), 4, x.data(), 4, nullptr, w.data(), 4, 1e-5f}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("null pointer")));
+}
+
+TEST(EmbeddingTest, CopiesFp32RowsAndWidensBf16Rows) {
+  const int vocab = 11, dim = 19, stride = 23;
+  const auto table = RandomVector(static_cast<size_t>(vocab) * dim, 3);
+  std::vector<uint16_t> table_bf16(table.size());
+  for (size_t i = 0; i < table.size(); ++i) table_bf16[i] = FloatToBf16(table[i]);
+  const std::vector<int32_t> tokens = {10, 0, 4, 4};
+  const int rows = static_cast<int>(tokens.size());
+  std::vector<float> out(static_cast<size_t>(rows) * stride, -1.0f);
+  ASSERT_THAT(
+      Embedding({rows, dim, vocab, tokens.data(), DType::kF32, table.data(), out.data(), stride}),
+      IsOk());
+  for (int r = 0; r < rows; ++r) {
+    EXPECT_EQ(std::memcmp(&out[r * stride], &table[tokens[r] * dim], dim * sizeof(float)), 0);
+    EXPECT_EQ(out[r * stride + dim], -1.0f) << "wrote past the row";
+  }
+  ASSERT_THAT(Embedding({rows, dim, vocab, tokens.data(), DType::kBF16, table_bf16.data(),
+                         out.data(), stride}),
+              IsOk());
+  for (int r = 0; r < rows; ++r) {
+    for (int i = 0; i < dim; ++i) {
+      EXPECT_EQ(out[r * stride + i], Bf16ToFloat(table_bf16[tokens[r] * dim + i]));
+    }
+  }
+}
+
+TEST(EmbeddingTest, NamesATokenOutsideTheVocabulary) {
+  const std::vector<float> table(4 * 2);
+  std::vector<float> out(4);
+  const std::vector<int32_t> tokens = {1, 4};
+  EXPECT_THAT(Embedding({2, 2, 4, tokens.data(), DType::kF32, table.data(), out.data(), 2}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("token 4 at row 1 outside")));
+  EXPECT_THAT(Embedding({2, 2, 4, tokens.data(), DType::kF16, table.data(), out.data(), 2}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fp16")));
+}
+
+// A pool of two KV heads with shuffled block tables; a chunk written from a mid-block slot.
+class KvAppendTest : public ::testing::TestWithParam<DType> {
+ protected:
+  static constexpr int kHeads = 2, kDim = 8, kTpb = 4, kBlocksPerHead = 4, kPoolBlocks = 9;
+  static constexpr long kBlockStride = 2L * kTpb * kDim;
+
+  KvAppendParams Params(int tokens, const float* k, const float* v, void* pool) {
+    KvAppendParams p;
+    p.tokens = tokens;
+    p.kv_heads = kHeads;
+    p.head_dim = kDim;
+    p.k = k;
+    p.v = v;
+    p.src_stride = kHeads * kDim;
+    p.first_slots = first_.data();
+    p.block_table = table_.data();
+    p.blocks_per_head = kBlocksPerHead;
+    p.tokens_per_block = kTpb;
+    p.kv_dtype = GetParam();
+    p.k_pool = pool;
+    p.v_pool = static_cast<char*>(pool) + kTpb * kDim * DTypeSize(GetParam());
+    p.block_stride = kBlockStride;
+    p.pool_blocks = kPoolBlocks;
+    return p;
+  }
+
+  float Stored(const std::vector<uint8_t>& pool, long element) const {
+    const uint8_t* at = pool.data() + element * DTypeSize(GetParam());
+    float f;
+    uint16_t h;
+    switch (GetParam()) {
+      case DType::kF32:
+        std::memcpy(&f, at, 4);
+        return f;
+      case DType::kBF16:
+        std::memcpy(&h, at, 2);
+        return Bf16ToFloat(h);
+      case DType::kF16:
+        std::memcpy(&h, at, 2);
+        return F16ToFloat(h);
+    }
+    return 0;
+  }
+
+  float Rounded(float x) const {
+    switch (GetParam()) {
+      case DType::kF32:
+        return x;
+      case DType::kBF16:
+        return Bf16ToFloat(FloatToBf16(x));
+      case DType::kF16:
+        return F16ToFloat(FloatToF16(x));
+    }
+    return 0;
+  }
+
+  std::vector<int32_t> first_ = {0, 3};
+  std::vector<int32_t> table_ = {7, 2, 5, 0, 1, 8, 3, 6};
+};
+
+TEST_P(KvAppendTest, WritesEachRowToItsPagedSlot) {
+  const int tokens = 6;
+  const auto k = RandomVector(static_cast<size_t>(tokens) * kHeads * kDim, 5, 4.0f);
+  const auto v = RandomVector(k.size(), 6, 4.0f);
+  std::vector<uint8_t> pool(kPoolBlocks * kBlockStride * DTypeSize(GetParam()), 0);
+  ASSERT_THAT(KvAppend(Params(tokens, k.data(), v.data(), pool.data())), IsOk());
+  const long v_offset = kTpb * kDim;
+  for (int h = 0; h < kHeads; ++h) {
+    for (int t = 0; t < tokens; ++t) {
+      const long slot =
+          PagedSlot(&table_[h * kBlocksPerHead], first_[h] + t, kTpb, kBlockStride, kDim);
+      for (int i = 0; i < kDim; ++i) {
+        const long src = static_cast<long>(t) * kHeads * kDim + h * kDim + i;
+        ASSERT_EQ(Stored(pool, slot + i), Rounded(k[src])) << "head " << h << " token " << t;
+        ASSERT_EQ(Stored(pool, v_offset + slot + i), Rounded(v[src]));
+      }
+    }
+  }
+  // Block 4 is in no table: untouched.
+  for (long e = 4 * kBlockStride; e < 5 * kBlockStride; ++e) ASSERT_EQ(Stored(pool, e), 0.0f);
+}
+
+TEST_P(KvAppendTest, NamesSlotsAndBlockIdsOutsideTheTable) {
+  std::vector<float> k(static_cast<size_t>(20) * kHeads * kDim), v(k.size());
+  std::vector<uint8_t> pool(kPoolBlocks * kBlockStride * DTypeSize(GetParam()));
+  EXPECT_THAT(KvAppend(Params(14, k.data(), v.data(), pool.data())),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("KV head 1 slots [3, 17) outside its table")));
+  table_[5] = kPoolBlocks;  // head 1, block 1
+  EXPECT_THAT(KvAppend(Params(2, k.data(), v.data(), pool.data())),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("KV head 1 block 1 has id 9 outside the pool")));
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, KvAppendTest,
+                         ::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(DTypeName(info.param));
+                         });
+
+}  // namespace
+}  // namespace dapq::kernels
