@@ -4,12 +4,19 @@
 # from a bundle made by scripts/gpu_bundle.sh on a CPU machine, it
 #   1. probes the GPU with nvidia-smi and stops (exit 2) with a clear message when there is none;
 #   2. checks with ldd that every bundled binary finds all its libraries;
-#   3. runs every GPU test binary with DAPQ_REQUIRE_GPU=1 (a skip is a failure);
+#   3. runs every GPU test binary named in BUNDLE/tests.txt with DAPQ_REQUIRE_GPU=1 (a skip is a
+#      failure), each under `timeout 120`;
 #   4. runs the kernel parity tests under compute-sanitizer (memcheck), when it is installed;
+#   5. runs every GPU bench named in BUNDLE/benches.txt (dapq_gpu_kernels_bench: decode and
+#      prefill attention, DapQ scoring, GEMM against the device-to-device copy, issue #13) under
+#      `timeout 150`, its Markdown to OUT/<bench>.md and its log to OUT/<bench>.log; PASS means
+#      it ran to the end (exit 0), whatever its figures; the issue #13 figures go to summary.txt;
 # writing logs, gtest XML and summary.txt to OUT. Exit 0 only when every step passed.
+# Tests and benches share BUNDLE/bin (and its lib/); the two list files written by
+# scripts/gpu_bundle.sh tell them apart, so a bench never runs as a gtest binary or vice versa.
 # Usage: scripts/gpu_check.sh [BUNDLE | BUNDLE.tar.xz] (default: gpu-bundle, or the directory
 # holding this script when it runs from a bundle); OUT defaults to ./gpu-check-out. Each step has
-# a timeout; the whole check stays under ~6 minutes.
+# a timeout; the whole check stays under ~6 minutes (the bench takes ~90 s of it).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 if [[ $# -ge 1 ]]; then
@@ -41,10 +48,15 @@ if ! nvidia-smi >"$out/nvidia-smi.txt" 2>&1; then
   exit 2
 fi
 note "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)"
-if [[ ! -d "$bundle/bin" ]]; then
-  note "FAIL no bundle at $bundle (make one with scripts/gpu_bundle.sh on a CPU machine)"
+gpu_name="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)"
+if [[ ! -d "$bundle/bin" || ! -f "$bundle/tests.txt" ]]; then
+  note "FAIL no bundle (bin/, tests.txt) at $bundle: make one with scripts/gpu_bundle.sh"
   exit 1
 fi
+# The binaries of each kind, by the bundle's list files (names in bin/).
+mapfile -t tests < <(grep -v '^$' "$bundle/tests.txt")
+benches=()
+[[ -f "$bundle/benches.txt" ]] && mapfile -t benches < <(grep -v '^$' "$bundle/benches.txt")
 
 # 2. Libraries.
 mapfile -t binaries < <(find "$bundle/bin" -maxdepth 1 -type f -perm -u+x | sort)
@@ -58,8 +70,13 @@ done
 
 # 3. The GPU tests, none may skip.
 export DAPQ_REQUIRE_GPU=1
-for b in "${binaries[@]}"; do
-  name="$(basename "$b")"
+for name in "${tests[@]}"; do
+  b="$bundle/bin/$name"
+  if [[ ! -x "$b" ]]; then
+    note "FAIL $name: listed in tests.txt but not in $bundle/bin"
+    failed=1
+    continue
+  fi
   if timeout 120 "$b" --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1; then
     note "PASS $name ($(grep -c '^\[       OK \]' "$out/$name.log") tests)"
   else
@@ -81,6 +98,43 @@ if [[ -x "$sanitizer" && -x "$bundle/bin/kernels_parity_test" ]]; then
 else
   note "SKIP compute-sanitizer: not installed"
 fi
+
+# 5. The GPU benches: Markdown to OUT/<bench>.md (flushed table by table, so a timeout keeps the
+# tables done), stdout and progress to OUT/<bench>.log. Exit 2 means no usable CUDA device.
+if [[ ${#benches[@]} -eq 0 ]]; then
+  note "SKIP benches: the bundle lists none (no benches.txt)"
+fi
+for name in "${benches[@]}"; do
+  b="$bundle/bin/$name"
+  if [[ ! -x "$b" ]]; then
+    note "FAIL $name: listed in benches.txt but not in $bundle/bin"
+    failed=1
+    continue
+  fi
+  timeout 150 "$b" --gpu_name "$gpu_name" --out "$out/$name.md" >"$out/$name.log" 2>&1
+  rc=$?
+  last="$(grep -v '^$' "$out/$name.log" | tail -n 1)"
+  case $rc in
+    0)
+      note "PASS bench $name (results: $out/$name.md)"
+      # The issue #13 figures: the rows of the bench's summary table.
+      awk '/^## /{f = /^## Issue #13 figures/; next} f && /^\| [a-zA-Z]/ && !/^\| figure/' \
+        "$out/$name.md" | sed 's/^/gpu_check:   /' | tee -a "$summary"
+      ;;
+    2)
+      note "FAIL bench $name: exit 2, it could not run (no usable CUDA device or bad flags): $last"
+      failed=1
+      ;;
+    124)
+      note "FAIL bench $name: killed after 150 s (tables done so far: $out/$name.md)"
+      failed=1
+      ;;
+    *)
+      note "FAIL bench $name: exit $rc (log: $out/$name.log): $last"
+      failed=1
+      ;;
+  esac
+done
 
 if [[ $failed -eq 0 ]]; then
   note "all GPU checks passed"
