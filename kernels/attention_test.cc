@@ -120,10 +120,13 @@ TEST(AttentionTest, PrefillMatchesNaive) {
 }
 
 TEST(AttentionTest, DecodeMatchesNaive) {
-  // The last two: one KV head over a long cache, which split-KV decode cuts into parts for the
-  // kernel threads (when there are two or more) and combines through their log-sum-exp.
-  const Case cases[] = {{1, 1, 1, 1, 8},   {1, 17, 8, 4, 8},     {1, 1000, 32, 8, 128},
-                        {3, 40, 4, 2, 16}, {1, 20000, 4, 1, 16}, {2, 9001, 2, 1, 8}};
+  // Groups of 8 and 3 (the value pass's register tiles per group size) with head dims that leave
+  // a scalar tail after the vectors. The last two: one KV head over a long cache, which split-KV
+  // decode cuts into parts for the kernel threads (when there are two or more) and combines
+  // through their log-sum-exp.
+  const Case cases[] = {{1, 1, 1, 1, 8},      {1, 17, 8, 4, 8},    {1, 1000, 32, 8, 128},
+                        {3, 40, 4, 2, 16},    {1, 300, 16, 2, 40}, {2, 77, 6, 2, 24},
+                        {1, 20000, 4, 1, 16}, {2, 9001, 2, 1, 8}};
   ForEachIsa([&] {
     uint64_t seed = 200;
     for (const Case& c : cases) Check(c, true, seed++);
