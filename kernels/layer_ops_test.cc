@@ -6,7 +6,6 @@
 // its table or pool. Their GPU twins: tests/parity/layer_ops_parity_test.cc.
 #include <cstring>
 #include <numeric>
-#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -14,27 +13,21 @@
 #include "kernels/kv_append.h"
 #include "kernels/paged_index.h"
 #include "kernels/rms_norm.h"
+#include "tests/util/random.h"
 #include "tests/util/status_matchers.h"
 
 namespace dapq::kernels {
 namespace {
 using ::dapq::testing::IsOk;
 using ::dapq::testing::StatusIs;
+using ::dapq::testing::UniformFloats;
 using ::testing::HasSubstr;
-
-std::vector<float> RandomVector(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 TEST(AddRmsNormTest, IsTheAddThenRmsNormBitForBit) {
   for (int dim : {1, 7, 260}) {
     const int rows = 4, stride = dim + 2;
-    auto x = RandomVector(static_cast<size_t>(rows) * stride, dim);
-    const auto residual = RandomVector(x.size(), dim + 1), w = RandomVector(dim, dim + 2);
+    auto x = UniformFloats(static_cast<size_t>(rows) * stride, dim);
+    const auto residual = UniformFloats(x.size(), dim + 1), w = UniformFloats(dim, dim + 2);
     std::vector<float> expected_x = x;
     for (int r = 0; r < rows; ++r) {
       for (int i = 0; i < dim; ++i) expected_x[r * stride + i] += residual[r * stride + i];
@@ -70,7 +63,7 @@ TEST(AddRmsNormTest, RejectsAliasingAndBadStrides) {
 
 TEST(EmbeddingTest, CopiesFp32RowsAndWidensBf16Rows) {
   const int vocab = 11, dim = 19, stride = 23;
-  const auto table = RandomVector(static_cast<size_t>(vocab) * dim, 3);
+  const auto table = UniformFloats(static_cast<size_t>(vocab) * dim, 3);
   std::vector<uint16_t> table_bf16(table.size());
   for (size_t i = 0; i < table.size(); ++i) table_bf16[i] = FloatToBf16(table[i]);
   const std::vector<int32_t> tokens = {10, 0, 4, 4};
@@ -165,8 +158,8 @@ class KvAppendTest : public ::testing::TestWithParam<DType> {
 
 TEST_P(KvAppendTest, WritesEachRowToItsPagedSlot) {
   const int tokens = 6;
-  const auto k = RandomVector(static_cast<size_t>(tokens) * kHeads * kDim, 5, 4.0f);
-  const auto v = RandomVector(k.size(), 6, 4.0f);
+  const auto k = UniformFloats(static_cast<size_t>(tokens) * kHeads * kDim, 5, -4.0f, 4.0f);
+  const auto v = UniformFloats(k.size(), 6, -4.0f, 4.0f);
   std::vector<uint8_t> pool(kPoolBlocks * kBlockStride * DTypeSize(GetParam()), 0);
   ASSERT_THAT(KvAppend(Params(tokens, k.data(), v.data(), pool.data())), IsOk());
   const long v_offset = kTpb * kDim;

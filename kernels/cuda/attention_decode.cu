@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "common/cuda_status.h"
+#include "kernels/cuda/kv_pool_access.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/paged_index.h"
 
@@ -35,31 +36,9 @@ constexpr int kMinSplitSlots = 512;
 // Parts start on multiples of this many slots (whole blocks when blocks are larger).
 constexpr int kSplitUnit = 256;
 
-// Element i of a row of the pool's type, widened to fp32.
-template <DType kType>
-__device__ __forceinline__ float LoadElem(const void* base, long i) {
-  if constexpr (kType == DType::kF32) {
-    return static_cast<const float*>(base)[i];
-  } else if constexpr (kType == DType::kBF16) {
-    const unsigned bits = static_cast<const unsigned short*>(base)[i];
-    return __uint_as_float(bits << 16);
-  } else {
-    return __half2float(__ushort_as_half(static_cast<const unsigned short*>(base)[i]));
-  }
-}
-
 __device__ __forceinline__ float WarpSum(float v) {
   for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
-}
-
-// Where slot `slot` of the pair's KV head starts, in elements from the K (or V) base.
-__device__ __forceinline__ long SlotOffset(const AttentionParams& p, int kv_head, int slot) {
-  if (p.block_table == nullptr) {
-    return kv_head * p.kv_head_stride + static_cast<long>(slot) * p.head_dim;
-  }
-  return PagedSlot(p.block_table + static_cast<long>(kv_head) * p.blocks_per_head, slot,
-                   p.tokens_per_block, p.block_stride, p.head_dim);
 }
 
 struct Workspace {

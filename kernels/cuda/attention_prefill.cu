@@ -33,6 +33,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cuda_status.h"
+#include "kernels/cuda/kv_pool_access.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/paged_index.h"
 
@@ -63,19 +64,6 @@ struct PrefillTile {
   static_assert(kBr % kRowGroups == 0 && kBc % kLanesPerRow == 0 && kHeadDim % kLanesPerRow == 0);
 };
 
-// Element i of a row of the pool's type, widened to fp32.
-template <DType kType>
-__device__ __forceinline__ float LoadElem(const void* base, long i) {
-  if constexpr (kType == DType::kF32) {
-    return static_cast<const float*>(base)[i];
-  } else if constexpr (kType == DType::kBF16) {
-    const unsigned bits = static_cast<const unsigned short*>(base)[i];
-    return __uint_as_float(bits << 16);
-  } else {
-    return __half2float(__ushort_as_half(static_cast<const unsigned short*>(base)[i]));
-  }
-}
-
 // Max and sum over the 16 lanes of a half-warp (every lane of the warp takes part).
 __device__ __forceinline__ float HalfWarpMax(float v) {
   for (int offset = kLanesPerRow / 2; offset > 0; offset /= 2) {
@@ -88,15 +76,6 @@ __device__ __forceinline__ float HalfWarpSum(float v) {
     v += __shfl_xor_sync(0xffffffffu, v, offset);
   }
   return v;
-}
-
-// Where slot `slot` of KV head kv_head starts, in elements from the K (or V) base.
-__device__ __forceinline__ long SlotOffset(const AttentionParams& p, int kv_head, int slot) {
-  if (p.block_table == nullptr) {
-    return kv_head * p.kv_head_stride + static_cast<long>(slot) * p.head_dim;
-  }
-  return PagedSlot(p.block_table + static_cast<long>(kv_head) * p.blocks_per_head, slot,
-                   p.tokens_per_block, p.block_stride, p.head_dim);
 }
 
 // grid (query tiles, kv_heads), kThreads threads, PrefillTile<kHeadDim>::kSharedBytes of dynamic

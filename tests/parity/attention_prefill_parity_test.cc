@@ -29,6 +29,7 @@ namespace dapq::kernels {
 namespace {
 
 using parity::DeviceBuffer;
+using parity::Encode;
 using parity::kGpu;
 using parity::Random;
 
@@ -53,21 +54,6 @@ struct Shape {
   int kv_heads, group, head_dim, tokens_per_block;
   int q_pad;  // extra elements per token in q and out rows
 };
-
-// `values` in the pool's element type, as bytes.
-std::vector<uint8_t> Encode(const std::vector<float>& values, DType dtype) {
-  const size_t elem = DTypeSize(dtype);
-  std::vector<uint8_t> bytes(values.size() * elem);
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (dtype == DType::kF32) {
-      std::memcpy(bytes.data() + i * 4, &values[i], 4);
-    } else {
-      const uint16_t h = dtype == DType::kBF16 ? FloatToBf16(values[i]) : FloatToF16(values[i]);
-      std::memcpy(bytes.data() + i * 2, &h, 2);
-    }
-  }
-  return bytes;
-}
 
 // Lengths per KV head: head 0 the longest (prefix + q_tokens), the last exactly q_tokens (a pure
 // prefill beside cached heads), the others in between.

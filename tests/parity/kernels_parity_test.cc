@@ -133,15 +133,7 @@ TEST(KernelsParityTest, AttentionDecode) {
       const std::vector<float> pool_f =
           Random(static_cast<size_t>(pool_blocks) * block_stride, rng());
       const size_t elem = DTypeSize(dtype);
-      std::vector<uint8_t> pool(pool_f.size() * elem);
-      for (size_t i = 0; i < pool_f.size(); ++i) {
-        if (dtype == DType::kF32) {
-          std::memcpy(pool.data() + i * 4, &pool_f[i], 4);
-        } else {
-          const uint16_t h = dtype == DType::kBF16 ? FloatToBf16(pool_f[i]) : FloatToF16(pool_f[i]);
-          std::memcpy(pool.data() + i * 2, &h, 2);
-        }
-      }
+      const std::vector<uint8_t> pool = parity::Encode(pool_f, dtype);
       const auto q = Random(static_cast<size_t>(shape.q_tokens) * q_heads * d, rng(), 2.0f);
       std::vector<float> out(q.size(), 0.0f);
       AttentionParams p;

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -64,6 +65,21 @@ inline void ExpectClose(const std::vector<float>& gpu, const std::vector<float>&
 }
 
 inline const Stream kGpu{Backend::kCuda, nullptr};
+
+// `values` in the pool's element type, as bytes.
+inline std::vector<uint8_t> Encode(const std::vector<float>& values, DType dtype) {
+  const size_t elem = DTypeSize(dtype);
+  std::vector<uint8_t> bytes(values.size() * elem);
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(bytes.data() + i * 4, &values[i], 4);
+    } else {
+      const uint16_t h = dtype == DType::kBF16 ? FloatToBf16(values[i]) : FloatToF16(values[i]);
+      std::memcpy(bytes.data() + i * 2, &h, 2);
+    }
+  }
+  return bytes;
+}
 
 }  // namespace dapq::kernels::parity
 
