@@ -4,12 +4,15 @@
 // the vocabulary; KvAppend puts every row in the slot the attention kernels read through the
 // block table, rounded as the scalar conversions round, and names a slot or block id outside
 // its table or pool. Their GPU twins: tests/parity/layer_ops_parity_test.cc.
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/embedding.h"
+#include "kernels/fixed_point.h"
 #include "kernels/kv_append.h"
 #include "kernels/paged_index.h"
 #include "kernels/rms_norm.h"
@@ -188,6 +191,21 @@ TEST_P(KvAppendTest, NamesSlotsAndBlockIdsOutsideTheTable) {
   EXPECT_THAT(KvAppend(Params(2, k.data(), v.data(), pool.data())),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("KV head 1 block 1 has id 9 outside the pool")));
+}
+
+TEST(ScoresToFixedPointTest, RoundsHalvesAwayClampsAndZeroesTheRest) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> scores = {
+      1.0f, 0.5f,  std::ldexp(1.0f, -33), std::ldexp(3.0f, -34), -2.0f, 0.0f,
+      nan,  1e30f, std::ldexp(1.0f, 19)};
+  std::vector<int64_t> out(scores.size(), -7);
+  ASSERT_THAT(ScoresToFixedPoint({static_cast<long>(scores.size()), scores.data(), out.data()}),
+              IsOk());
+  const int64_t max = int64_t{1} << 52;
+  EXPECT_EQ(out, (std::vector<int64_t>{int64_t{1} << 32, int64_t{1} << 31, 1, 1, 0, 0, 0, max,
+                                       int64_t{1} << 51}));
+  EXPECT_THAT(ScoresToFixedPoint({-1, scores.data(), out.data()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("n=-1")));
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, KvAppendTest,

@@ -6,6 +6,7 @@
 #include "kernels/attention.h"
 #include "kernels/attention_scores.h"
 #include "kernels/embedding.h"
+#include "kernels/fixed_point.h"
 #include "kernels/gemm.h"
 #include "kernels/kv_append.h"
 #include "kernels/pooling.h"
@@ -123,6 +124,12 @@ absl::Status ValidateKvAppend(const KvAppendParams& p) {
       }
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateFixedPoint(const FixedPointParams& p) {
+  if (p.n < 0) return Bad("ScoresToFixedPoint", absl::StrCat("n=", p.n));
+  if (p.n > 0 && (!p.scores || !p.out)) return Bad("ScoresToFixedPoint", "null pointer");
   return absl::OkStatus();
 }
 

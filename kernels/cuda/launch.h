@@ -10,6 +10,7 @@
 #include "kernels/attention.h"
 #include "kernels/attention_scores.h"
 #include "kernels/embedding.h"
+#include "kernels/fixed_point.h"
 #include "kernels/gemm.h"
 #include "kernels/kv_append.h"
 #include "kernels/pooling.h"
@@ -30,6 +31,7 @@ absl::Status LaunchAttentionDecode(const AttentionParams& p, void* stream);
 absl::Status LaunchAttentionScores(const AttentionScoresParams& p, void* stream);
 absl::Status LaunchEmbedding(const EmbeddingParams& p, void* stream);
 absl::Status LaunchKvAppend(const KvAppendParams& p, void* stream);
+absl::Status LaunchScoresToFixedPoint(const FixedPointParams& p, void* stream);
 absl::Status LaunchPool1d(const Pool1dParams& p, void* stream);
 
 }  // namespace dapq::kernels::cuda

@@ -10,6 +10,7 @@
 #include "kernels/attention.h"
 #include "kernels/attention_scores.h"
 #include "kernels/embedding.h"
+#include "kernels/fixed_point.h"
 #include "kernels/gemm.h"
 #include "kernels/kv_append.h"
 #include "kernels/pooling.h"

@@ -235,6 +235,7 @@ TEST(KernelsParityTest, EveryCudaOpHasACase) {
                                             "AttentionScores",
                                             "Embedding",
                                             "KvAppend",
+                                            "ScoresToFixedPoint",
                                             "Pool1d"};
   std::vector<std::string> cuda_ops;
 #define DAPQ_KERNEL_OP(Name, Params, Validator, Backends) \

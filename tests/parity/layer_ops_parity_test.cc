@@ -6,13 +6,16 @@
 // is exact and its norm is RmsNorm's (1e-5 tolerance, kernels_parity_test.cc's reasoning).
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/embedding.h"
+#include "kernels/fixed_point.h"
 #include "kernels/kv_append.h"
 #include "kernels/rms_norm.h"
 #include "tests/parity/parity_util.h"
@@ -136,6 +139,30 @@ TEST(KernelsParityTest, KvAppend) {
       EXPECT_TRUE(back == pool) << "the GPU pool differs from the CPU pool";
     }
   }
+}
+
+// The fixed-point form is what the ranks all-reduce: the GPU must give the CPU's integers exactly,
+// for scores across the whole range (tiny, halves, huge, negative, NaN).
+TEST(KernelsParityTest, ScoresToFixedPoint) {
+  DAPQ_SKIP_IF_NO_CUDA();
+  std::vector<float> scores = Random(100003, 41);
+  for (size_t i = 0; i < scores.size(); ++i)
+    scores[i] = std::ldexp(scores[i], static_cast<int>(i % 80) - 40);
+  scores[0] = std::numeric_limits<float>::quiet_NaN();
+  scores[1] = std::ldexp(1.0f, -33);  // exactly half a unit
+  std::vector<int64_t> expected(scores.size());
+  ASSERT_TRUE(
+      ScoresToFixedPoint({static_cast<long>(scores.size()), scores.data(), expected.data()}).ok());
+  DeviceBuffer dscores(scores), dout(std::vector<int64_t>(scores.size(), -1), 0);
+  ASSERT_TRUE(ScoresToFixedPoint(
+                  {static_cast<long>(scores.size()), dscores.get(), dout.as<int64_t>()}, kGpu)
+                  .ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<int64_t> got(scores.size());
+  ASSERT_EQ(cudaMemcpy(got.data(), dout.as<int64_t>(), got.size() * sizeof(int64_t),
+                       cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  EXPECT_EQ(got, expected);
 }
 
 }  // namespace

@@ -8,14 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/fixed_point.h"
 #include "kernels/pooling.h"
 #include "worker/compress/allocator.h"
 
 namespace dapq::worker::compress {
 namespace {
-constexpr double kFixedPointScale = 4294967296.0;      // 2^32
-constexpr double kFixedPointMax = 4503599627370496.0;  // 2^52: sums of 2^11 heads fit int64
-
 struct Fixed {
   int window, sinks;
 };
@@ -28,11 +26,7 @@ Fixed ClampFixed(int budget, int window, int sinks) {
 }
 }  // namespace
 
-int64_t ToFixedPoint(float score) {
-  if (!(score > 0.0f)) return 0;  // negative or NaN
-  const double v = std::min(static_cast<double>(score) * kFixedPointScale, kFixedPointMax);
-  return static_cast<int64_t>(std::llround(v));
-}
+int64_t ToFixedPoint(float score) { return kernels::ScoreToFixedPoint(score); }
 
 std::vector<int32_t> SelectKeepSet(std::span<const int64_t> importance, int n, int budget,
                                    int window, int sinks) {
@@ -93,7 +87,8 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> SelectLayer(const CompressionC
     DAPQ_RETURN_IF_ERROR(kernels::Pool1d(pool));
   }
   std::vector<int64_t> fixed(pooled.size());
-  for (size_t i = 0; i < pooled.size(); ++i) fixed[i] = ToFixedPoint(pooled[i]);
+  DAPQ_RETURN_IF_ERROR(
+      kernels::ScoresToFixedPoint({static_cast<long>(pooled.size()), pooled.data(), fixed.data()}));
 
   std::vector<std::vector<int32_t>> keep(heads);
   if (c.storage == Storage::kShared) {

@@ -20,6 +20,7 @@
 
 namespace dapq::worker::compress {
 
+// A score in the exact fixed-point form the ranks all-reduce (kernels/fixed_point.h).
 int64_t ToFixedPoint(float score);
 
 // Sorted slots: [0, sinks) and [n - window, n), plus the top (budget - window - sinks) of the
