@@ -230,6 +230,10 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
                   "--kv_peer_listen)");
   cmd->add_option("--kv_remote_mib", c.kv_remote_mib,
                   "per-rank capacity on the remote tier (0 = 1024 MiB)");
+  cmd->add_option("--device", c.device,
+                  "where the ranks run: cpu, cuda (rank r of each group on cuda:r) or cuda:N; a "
+                  "CUDA worker needs --worker_arg=--kv_pool_blocks --worker_arg=N")
+      ->capture_default_str();
   cmd->add_option("--worker_arg", c.worker_args,
                   "an extra dapq-worker flag for every rank, repeatable, e.g. "
                   "--worker_arg=--max_batch --worker_arg=32 (see dapq-worker --help: --max_batch, "

@@ -1,6 +1,7 @@
 // File: kvstore/block_pool.cc
-// The arena (reserved address range, committed chunk by chunk), reference counts, and the
-// prefix index with its LRU eviction.
+// The arenas (a host one: reserved address range, committed chunk by chunk; a context one:
+// allocated at once through an execution context), byte-level block copies on either, reference
+// counts, and the prefix index with its LRU eviction.
 #include "kvstore/block_pool.h"
 
 #include <sys/mman.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
@@ -44,9 +46,9 @@ std::vector<uint64_t> PrefixKeys(std::span<const int> tokens, int tokens_per_blo
   return keys;
 }
 
-absl::StatusOr<std::shared_ptr<BlockPool>> BlockPool::Create(int head_dim, int tokens_per_block,
-                                                             long max_blocks,
-                                                             kernels::DType dtype) {
+absl::StatusOr<std::shared_ptr<BlockPool>> BlockPool::Create(
+    int head_dim, int tokens_per_block, long max_blocks, kernels::DType dtype,
+    std::shared_ptr<kernels::ExecutionContext> context) {
   if (head_dim <= 0) return absl::InvalidArgumentError(absl::StrCat("head_dim=", head_dim));
   if (tokens_per_block <= 0 || (tokens_per_block & (tokens_per_block - 1)) != 0) {
     return absl::InvalidArgumentError(
@@ -57,6 +59,25 @@ absl::StatusOr<std::shared_ptr<BlockPool>> BlockPool::Create(int head_dim, int t
   }
   const size_t block_bytes =
       2 * static_cast<size_t>(kernels::DTypeSize(dtype)) * tokens_per_block * head_dim;
+  if (context != nullptr) {
+    const std::string device = kernels::DeviceName(context->device());
+    if (max_blocks == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("kv pool: a device KV pool (on ", device,
+                       ") needs a cap: set --kv_max_blocks to the blocks its memory should hold"));
+    }
+    const size_t bytes = static_cast<size_t>(max_blocks) * block_bytes;
+    absl::StatusOr<kernels::DeviceMemory> arena =
+        context->Allocate(bytes, kernels::MemoryKind::kDevice);
+    if (!arena.ok()) {
+      return absl::ResourceExhaustedError(absl::StrCat("kv pool: cannot allocate ", bytes,
+                                                       " bytes for ", max_blocks, " blocks on ",
+                                                       device, ": ", arena.status().message()));
+    }
+    return std::shared_ptr<BlockPool>(new BlockPool(head_dim, tokens_per_block, max_blocks,
+                                                    max_blocks, dtype, std::move(context),
+                                                    *std::move(arena)));
+  }
   long capacity = max_blocks;
   if (capacity == 0) {
     capacity = static_cast<long>(std::min<size_t>(INT32_MAX, PhysicalBytes() / block_bytes));
@@ -86,7 +107,93 @@ BlockPool::BlockPool(int head_dim, int tokens_per_block, long max_blocks, long c
       base_(base),
       reserved_bytes_(reserved_bytes) {}
 
-BlockPool::~BlockPool() { munmap(base_, reserved_bytes_); }
+BlockPool::BlockPool(int head_dim, int tokens_per_block, long max_blocks, long capacity,
+                     kernels::DType dtype, std::shared_ptr<kernels::ExecutionContext> context,
+                     kernels::DeviceMemory arena)
+    : head_dim_(head_dim),
+      tokens_per_block_(tokens_per_block),
+      max_blocks_(max_blocks),
+      capacity_(capacity),
+      block_elems_(static_cast<size_t>(tokens_per_block) * head_dim),
+      dtype_(dtype),
+      context_(std::move(context)),
+      arena_(std::move(arena)),
+      base_(static_cast<std::byte*>(arena_.data())),
+      reserved_bytes_(0) {
+  // Every block is backed from the start; highest id first, so that blocks are handed out in
+  // ascending order (as CommitChunkLocked does).
+  MutexLock lock(&mu_);
+  free_.reserve(capacity_);
+  for (long i = capacity_ - 1; i >= 0; --i) free_.push_back(static_cast<BlockId>(i));
+  committed_ = capacity_;
+  refcount_.resize(committed_, 0);
+  cached_.resize(committed_, 0);
+}
+
+BlockPool::~BlockPool() {
+  if (context_ == nullptr) munmap(base_, reserved_bytes_);
+}
+
+absl::Status BlockPool::CheckRange(BlockId id, size_t offset, size_t bytes) const {
+  if (id < 0 || id >= capacity_ || offset > block_bytes() || bytes > block_bytes() - offset) {
+    return absl::OutOfRangeError(absl::StrCat("kv pool: bytes [", offset, ", +", bytes,
+                                              ") of block ", id, " outside the ", capacity_,
+                                              " blocks of ", block_bytes(), " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BlockPool::ContextCopy(void* dst, const void* src, size_t bytes,
+                                    kernels::CopyKind kind, bool wait) const {
+  MutexLock lock(&copy_mu_);
+  DAPQ_RETURN_IF_ERROR(context_->CopyAsync(dst, src, bytes, kind));
+  return wait ? context_->Synchronize() : absl::OkStatus();
+}
+
+absl::Status BlockPool::CopyBlock(BlockId dst, BlockId src) {
+  return Move(dst, 0, src, 0, block_bytes());
+}
+
+absl::Status BlockPool::Read(BlockId id, size_t offset, void* host_dst, size_t bytes) const {
+  DAPQ_RETURN_IF_ERROR(CheckRange(id, offset, bytes));
+  if (bytes == 0) return absl::OkStatus();
+  const std::byte* src = keys(id) + offset;
+  if (context_ == nullptr) {
+    std::memcpy(host_dst, src, bytes);
+    return absl::OkStatus();
+  }
+  return ContextCopy(host_dst, src, bytes, kernels::CopyKind::kDeviceToHost, /*wait=*/true);
+}
+
+absl::Status BlockPool::Write(BlockId id, size_t offset, const void* host_src, size_t bytes) {
+  DAPQ_RETURN_IF_ERROR(CheckRange(id, offset, bytes));
+  if (bytes == 0) return absl::OkStatus();
+  std::byte* dst = keys(id) + offset;
+  if (context_ == nullptr) {
+    std::memcpy(dst, host_src, bytes);
+    return absl::OkStatus();
+  }
+  return ContextCopy(dst, host_src, bytes, kernels::CopyKind::kHostToDevice, /*wait=*/true);
+}
+
+absl::Status BlockPool::Move(BlockId dst, size_t dst_offset, BlockId src, size_t src_offset,
+                             size_t bytes) {
+  DAPQ_RETURN_IF_ERROR(CheckRange(dst, dst_offset, bytes));
+  DAPQ_RETURN_IF_ERROR(CheckRange(src, src_offset, bytes));
+  if (bytes == 0) return absl::OkStatus();
+  if (dst == src && dst_offset < src_offset + bytes && src_offset < dst_offset + bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("kv pool: move of ", bytes, " bytes in block ",
+                                                   dst, " from ", src_offset, " to ", dst_offset,
+                                                   " overlaps itself"));
+  }
+  std::byte* to = keys(dst) + dst_offset;
+  const std::byte* from = keys(src) + src_offset;
+  if (context_ == nullptr) {
+    std::memmove(to, from, bytes);
+    return absl::OkStatus();
+  }
+  return ContextCopy(to, from, bytes, kernels::CopyKind::kDeviceToDevice, /*wait=*/false);
+}
 
 long BlockPool::blocks_in_use() const {
   MutexLock lock(&mu_);

@@ -16,12 +16,22 @@
 // only the index holds is "cached" and counts as free: Allocate evicts cached entries, least
 // recently used first, when the free list runs short.
 //
-// Memory: the arena reserves its whole address range up front (max_blocks blocks, or the
-// machine's RAM when uncapped) without committing it, and commits kBlocksPerChunk blocks at a
-// time, so the base never moves. Running out (the cap, or memory) is ResourceExhausted with
-// nothing allocated: expected traffic.
-// Thread-safety: thread-safe (one mutex). Block memory is not synchronised: a block's holder
-// writes it, and shared blocks are read-only by contract.
+// Memory, two kinds of arena:
+//  - host (no execution context): the arena reserves its whole address range up front
+//    (max_blocks blocks, or the machine's RAM when uncapped) without committing it, and commits
+//    kBlocksPerChunk blocks at a time, so the base never moves. The host reads and writes block
+//    memory directly through keys()/values().
+//  - context (Create with a kernels::ExecutionContext): the whole capped arena is allocated once
+//    through the context (GPU HBM for a CUDA context) and every block counts as committed from
+//    the start. The host never dereferences it: it reaches block memory only through Read,
+//    Write, Move and CopyBlock, which are copies on the context's stream. A CPU context gives a
+//    host-memory context arena that takes exactly the GPU's copy path (tests).
+// Both behave the same otherwise (ids, reference counts, prefix index, the cap). Running out
+// (the cap, or memory) is ResourceExhausted with nothing allocated: expected traffic.
+// Thread-safety: thread-safe (one mutex); the pool serialises its own copies on the context, but
+// the context must not be used by another thread at the same time (kernels/device.h). Block
+// memory is not synchronised: a block's holder writes it, and shared blocks are read-only by
+// contract. Ownership: the pool shares ownership of its context and frees the arena before it.
 #ifndef DAPQ_KVSTORE_BLOCK_POOL_H_
 #define DAPQ_KVSTORE_BLOCK_POOL_H_
 
@@ -37,6 +47,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
+#include "kernels/device.h"
 #include "kernels/types.h"
 
 namespace dapq::kvstore {
@@ -53,10 +64,14 @@ class BlockPool {
   static constexpr int kBlocksPerChunk = 256;
 
   // tokens_per_block: a power of two; max_blocks: the cap (0: grow while memory lasts);
-  // dtype: the element type of the stored keys and values.
+  // dtype: the element type of the stored keys and values; context: null for a host arena, else
+  // the context whose device holds a context arena of max_blocks blocks, allocated here at once
+  // (max_blocks must be > 0: InvalidArgument otherwise; ResourceExhausted naming the bytes and
+  // the device when the device cannot hold it).
   static absl::StatusOr<std::shared_ptr<BlockPool>> Create(
       int head_dim, int tokens_per_block, long max_blocks = 0,
-      kernels::DType dtype = kernels::DType::kF32);
+      kernels::DType dtype = kernels::DType::kF32,
+      std::shared_ptr<kernels::ExecutionContext> context = nullptr);
   ~BlockPool();
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
@@ -69,8 +84,18 @@ class BlockPool {
   size_t element_bytes() const { return static_cast<size_t>(kernels::DTypeSize(dtype_)); }
   size_t block_bytes() const { return 2 * block_elems_ * element_bytes(); }
 
+  // Whether the arena lives in the context's memory (Create with a context); the context's
+  // device (cpu without one), the stream kernels writing the arena run on (Stream{} without
+  // one), and the context itself (null without one).
+  bool context_arena() const { return context_ != nullptr; }
+  kernels::Device device() const { return context_ ? context_->device() : kernels::Device{}; }
+  kernels::Stream stream() const { return context_ ? context_->stream() : kernels::Stream{}; }
+  kernels::ExecutionContext* context() const { return context_.get(); }
+
   // Arena addressing: block b's keys at keys_base() + b * block_stride() elements of dtype(),
   // its values at values_base() + b * block_stride(); keys(b) and values(b) are those addresses.
+  // On a context arena they are device addresses (for kernels on stream()): the host must not
+  // dereference them; use Read/Write/Move/CopyBlock.
   const std::byte* keys_base() const { return base_; }
   const std::byte* values_base() const { return base_ + block_elems_ * element_bytes(); }
   long block_stride() const { return static_cast<long>(2 * block_elems_); }
@@ -78,6 +103,32 @@ class BlockPool {
   std::byte* values(BlockId id) { return keys(id) + block_elems_ * element_bytes(); }
   const std::byte* keys(BlockId id) const { return base_ + id * block_bytes(); }
   const std::byte* values(BlockId id) const { return keys(id) + block_elems_ * element_bytes(); }
+  // Where the values start inside a block, in bytes (the keys start at 0).
+  size_t values_offset() const { return block_elems_ * element_bytes(); }
+
+  // Byte-level block access for both arenas. Offsets are bytes from the start of a block (keys at
+  // 0, values at values_offset()); [offset, offset + bytes) must lie inside the block and the ids
+  // in [0, capacity()) (OutOfRange otherwise, nothing copied). REQUIRES: the caller holds the
+  // blocks it names (for a host arena, that is what makes their memory committed). A host arena
+  // copies with memcpy/memmove; a context arena with the context's CopyAsync, in its stream's
+  // order after the kernels already enqueued there. Errors of the context's copies (Internal on
+  // a device fault) are returned as they are.
+  //
+  // Copies block src's keys and values over block dst's.
+  absl::Status CopyBlock(BlockId dst, BlockId src);
+  // Copies `bytes` of block `id` at `offset` into host memory. On a context arena a
+  // device-to-host copy followed by Synchronize(): the host buffer is complete on return. Simple
+  // and correct, not overlapped (TODO(#13): spills overlap on a copy stream).
+  absl::Status Read(BlockId id, size_t offset, void* host_dst, size_t bytes) const;
+  // Copies `bytes` from host memory into block `id` at `offset`. On a context arena a
+  // host-to-device copy followed by Synchronize(), so host_src need only stay valid for the
+  // call (and need not be pinned); not overlapped either.
+  absl::Status Write(BlockId id, size_t offset, const void* host_src, size_t bytes);
+  // Copies `bytes` inside the arena, from block src at src_offset to block dst at dst_offset
+  // (compaction moves rows this way). The ranges must not overlap (InvalidArgument otherwise,
+  // on both arenas). On a context arena a device-to-device copy left in flight on the stream:
+  // later copies and kernels on the stream see it.
+  absl::Status Move(BlockId dst, size_t dst_offset, BlockId src, size_t src_offset, size_t bytes);
 
   // Blocks held by sequences (excludes the blocks only the prefix index holds).
   long blocks_in_use() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -117,8 +168,18 @@ class BlockPool {
   };
   using Lru = std::list<Entry>;  // most recently used first
 
+  // A host arena at `base` (reserved_bytes mmapped), or a context arena (`arena` allocated
+  // through `context`, whose blocks are all committed at once).
   BlockPool(int head_dim, int tokens_per_block, long max_blocks, long capacity,
             kernels::DType dtype, std::byte* base, size_t reserved_bytes);
+  BlockPool(int head_dim, int tokens_per_block, long max_blocks, long capacity,
+            kernels::DType dtype, std::shared_ptr<kernels::ExecutionContext> context,
+            kernels::DeviceMemory arena);
+  // OutOfRange unless the ids are in [0, capacity) and [offset, offset + bytes) inside a block.
+  absl::Status CheckRange(BlockId id, size_t offset, size_t bytes) const;
+  // The context's CopyAsync, followed by Synchronize() when `wait`. REQUIRES: a context arena.
+  absl::Status ContextCopy(void* dst, const void* src, size_t bytes, kernels::CopyKind kind,
+                           bool wait) const ABSL_LOCKS_EXCLUDED(copy_mu_);
   void ReleaseLocked(BlockId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RetainLocked(BlockId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictLocked(Lru::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -131,8 +192,12 @@ class BlockPool {
   const long capacity_;
   const size_t block_elems_;  // tokens_per_block * head_dim (per K or V)
   const kernels::DType dtype_;
+  // Declared before arena_: the arena is freed through the context, before it.
+  const std::shared_ptr<kernels::ExecutionContext> context_;
+  kernels::DeviceMemory arena_;  // a context arena; empty for a host arena
   std::byte* const base_;
-  const size_t reserved_bytes_;
+  const size_t reserved_bytes_;  // a host arena's mmapped bytes; 0 for a context arena
+  mutable Mutex copy_mu_;        // serialises the pool's use of context_
   mutable Mutex mu_;
   long committed_ ABSL_GUARDED_BY(mu_) = 0;  // blocks [0, committed_) are backed
   std::vector<BlockId> free_ ABSL_GUARDED_BY(mu_);

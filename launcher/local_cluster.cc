@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/auth_token.h"
 #include "common/grpc_status.h"
@@ -66,7 +67,17 @@ absl::Status LocalClusterOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "--kv_disk_mib=", kv_disk_mib, " must be >= 0, --kv_remote_mib=", kv_remote_mib, " >= 0"));
   }
+  if (device != "cpu" && device != "cuda" && !absl::StartsWith(device, "cuda:")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device='", device, "': cpu, cuda (rank r on cuda:r) or cuda:N"));
+  }
   return absl::OkStatus();
+}
+
+std::string LocalClusterOptions::WorkerDevice(int rank) const {
+  if (device == "cpu") return "";
+  if (device == "cuda") return absl::StrCat("cuda:", rank);
+  return device;
 }
 
 namespace {
@@ -213,6 +224,9 @@ absl::Status LocalCluster::StartWorker(int group, int rank) {
     if (o.kv_remote_mib > 0) {
       argv.insert(argv.end(), {"--kv_remote_mib", std::to_string(o.kv_remote_mib)});
     }
+  }
+  if (const std::string device = o.WorkerDevice(rank); !device.empty()) {
+    argv.insert(argv.end(), {"--device", device});
   }
   argv.insert(argv.end(), o.worker_args.begin(), o.worker_args.end());
   DAPQ_ASSIGN_OR_RETURN(

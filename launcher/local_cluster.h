@@ -56,6 +56,13 @@ struct LocalClusterOptions {
   std::string kv_remote;
   int kv_remote_mib = 0;
   std::vector<std::string> worker_args;  // extra dapq-worker flags
+  // Where the ranks run: "cpu"; "cuda" (rank r of every group on cuda:r, so a group's ranks
+  // have a device each and groups share them); or "cuda:N" (every rank on device N). The
+  // workers check the device; a CUDA worker needs a KV pool cap
+  // (--worker_arg=--kv_pool_blocks).
+  std::string device = "cpu";
+  // The flag value rank `rank` is started with ("" for the CPU, whose flag is the default).
+  std::string WorkerDevice(int rank) const;
   absl::Status Validate() const;
 };
 

@@ -43,6 +43,10 @@ for b in "${binaries[@]}"; do
   done < <(ldd "$b" | awk '/=> \// {print $1, $3}')
 done
 cp scripts/gpu_check.sh "$bundle/"
+# The models the engine parity test reads as ../shared/models from bin/ (gpu_check.sh runs the
+# tests there).
+mkdir -p "$bundle/shared/models"
+cp ../shared/models/stories260K.bin ../shared/models/tok512.bin "$bundle/shared/models/"
 printf '%s\n' "${tests[@]##*/}" >"$bundle/tests.txt"
 printf '%s\n' "${benches[@]##*/}" >"$bundle/benches.txt"
 # What travels to the GPU machine: the archive (oneDNN and OpenBLAS alone are ~75 MiB unpacked).

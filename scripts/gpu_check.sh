@@ -4,7 +4,8 @@
 # from a bundle made by scripts/gpu_bundle.sh on a CPU machine, it
 #   1. probes the GPU with nvidia-smi and stops (exit 2) with a clear message when there is none;
 #   2. checks with ldd that every bundled binary finds all its libraries;
-#   3. runs every GPU test binary named in BUNDLE/tests.txt with DAPQ_REQUIRE_GPU=1 (a skip is a
+#   3. runs every GPU test binary named in BUNDLE/tests.txt from BUNDLE/bin (the engine parity
+#      test reads BUNDLE/shared/models there) with DAPQ_REQUIRE_GPU=1 (a skip is a
 #      failure), each under `timeout 120`;
 #   4. runs the kernel parity tests under compute-sanitizer (memcheck), when it is installed;
 #   5. runs every GPU bench named in BUNDLE/benches.txt (dapq_gpu_kernels_bench: decode and
@@ -37,6 +38,9 @@ if [[ "$bundle" == *.tar.xz && -f "$bundle" ]]; then  # the packed bundle: unpac
   tar -C "$out/unpacked" -xJf "$bundle"
   bundle="$out/unpacked/$(basename "$bundle" .tar.xz)"
 fi
+
+bundle="$(cd "$bundle" 2>/dev/null && pwd || echo "$bundle")"
+out="$(cd "$out" && pwd)"
 
 # 1. The GPU.
 if ! command -v nvidia-smi >/dev/null 2>&1; then
@@ -77,7 +81,9 @@ for name in "${tests[@]}"; do
     failed=1
     continue
   fi
-  if timeout 120 "$b" --gtest_output="xml:$out/$name.xml" >"$out/$name.log" 2>&1; then
+  # From bin/: the engine parity test reads its models as ../shared/models.
+  if (cd "$bundle/bin" && timeout 120 "$b" --gtest_output="xml:$out/$name.xml") \
+      >"$out/$name.log" 2>&1; then
     note "PASS $name ($(grep -c '^\[       OK \]' "$out/$name.log") tests)"
   else
     note "FAIL $name (log: $out/$name.log): $(grep -m 3 -E 'FAILED|Failure' "$out/$name.log" | tr '\n' ' ')"

@@ -34,8 +34,41 @@ absl::Status EngineOptions::Validate(const ModelConfig& config) const {
   DAPQ_RETURN_IF_ERROR(
       kvstore::BlockPool::Create(config.head_dim, kv_tokens_per_block, kv_max_blocks, kv_dtype)
           .status());
+  if (device.backend != kernels::Backend::kCpu && kv_max_blocks <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kv_max_blocks=", kv_max_blocks, ": the KV pool on ", kernels::DeviceName(device),
+        " is allocated up front and needs a cap (--kv_max_blocks > 0)"));
+  }
   return MakeRankShard(config, 0, tp).status();
 }
+
+namespace {
+
+// One rank of an engine on options.device, with its KV pool.
+absl::StatusOr<std::unique_ptr<RankModel>> MakeRank(const ModelWeights& model,
+                                                    const EngineOptions& options,
+                                                    const RankShard& shard, Communicator* comm) {
+  const ModelConfig& c = model.config;
+  const bool cpu = options.device.backend == kernels::Backend::kCpu;
+  if (cpu && options.placement == WeightPlacement::kAuto) {
+    DAPQ_ASSIGN_OR_RETURN(auto pool,
+                          kvstore::BlockPool::Create(c.head_dim, options.kv_tokens_per_block,
+                                                     options.kv_max_blocks, options.kv_dtype));
+    return std::make_unique<RankModel>(model, shard, comm, std::move(pool));
+  }
+  DAPQ_ASSIGN_OR_RETURN(std::shared_ptr<kernels::ExecutionContext> context,
+                        kernels::ExecutionContext::Create(options.device));
+  // A device pool is a context arena (Validate required the cap); the CPU's device path takes
+  // one when capped.
+  DAPQ_ASSIGN_OR_RETURN(
+      auto pool,
+      kvstore::BlockPool::Create(c.head_dim, options.kv_tokens_per_block, options.kv_max_blocks,
+                                 options.kv_dtype, options.kv_max_blocks > 0 ? context : nullptr));
+  return RankModel::Create(model, shard, comm, std::move(pool), std::move(context),
+                           options.placement);
+}
+
+}  // namespace
 
 absl::StatusOr<kernels::DType> ParseKvDtype(const std::string& name) {
   if (name == "fp32") return kernels::DType::kF32;
@@ -93,11 +126,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Mod
   DAPQ_ASSIGN_OR_RETURN(engine->comms_, CreateInProcessGroup(options.tp));
   for (int r = 0; r < options.tp; ++r) {
     DAPQ_ASSIGN_OR_RETURN(RankShard shard, MakeRankShard(model->config, r, options.tp));
-    DAPQ_ASSIGN_OR_RETURN(
-        auto pool, kvstore::BlockPool::Create(model->config.head_dim, options.kv_tokens_per_block,
-                                              options.kv_max_blocks, options.kv_dtype));
-    engine->ranks_.push_back(
-        std::make_unique<RankModel>(*model, shard, engine->comms_[r].get(), std::move(pool)));
+    DAPQ_ASSIGN_OR_RETURN(auto rank, MakeRank(*model, options, shard, engine->comms_[r].get()));
+    engine->ranks_.push_back(std::move(rank));
   }
   DAPQ_ASSIGN_OR_RETURN(engine->inv_freq_, kernels::ComputeRopeInvFreq(model->config.rope));
   return engine;
@@ -124,11 +154,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::CreateRank(
   kernels::SetCpuThreads(options.cpu_threads, 1);  // this process runs one rank
   engine->first_rank_ = rank;
   engine->comms_.push_back(std::move(comm));
-  DAPQ_ASSIGN_OR_RETURN(
-      auto pool, kvstore::BlockPool::Create(model->config.head_dim, options.kv_tokens_per_block,
-                                            options.kv_max_blocks, options.kv_dtype));
-  engine->ranks_.push_back(
-      std::make_unique<RankModel>(*model, shard, engine->comms_[0].get(), std::move(pool)));
+  DAPQ_ASSIGN_OR_RETURN(auto rank_model, MakeRank(*model, options, shard, engine->comms_[0].get()));
+  engine->ranks_.push_back(std::move(rank_model));
   DAPQ_ASSIGN_OR_RETURN(engine->inv_freq_, kernels::ComputeRopeInvFreq(model->config.rope));
   return engine;
 }

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/device.h"
 #include "kernels/types.h"
 #include "worker/comm/communicator.h"
 #include "worker/compress/compression_config.h"
@@ -60,6 +61,14 @@ struct EngineOptions {
   // longest run of full blocks some earlier prompt left in the pool, and prefills only the rest;
   // its own full blocks are published for later prompts when its prefill ends.
   bool prefix_cache = true;
+  // Where the ranks run (--device): the CPU, or a CUDA device, every in-process rank on the same
+  // one, each with its own stream. A device rank uploads its weight shard, and its KV pool is a
+  // device arena, so it needs kv_max_blocks. Builds without CUDA reject cuda devices with
+  // Unimplemented when the engine is created.
+  kernels::Device device;
+  // kUpload: the device path even on the CPU (worker/model_runner.h's WeightPlacement), with
+  // the KV pool in a context arena when kv_max_blocks caps it. For tests.
+  WeightPlacement placement = WeightPlacement::kAuto;
   absl::Status Validate(const ModelConfig& config) const;
 };
 

@@ -91,11 +91,19 @@ void KvCache::Shrink(long slab, int slots) {
   ids.resize(keep);
 }
 
-void KvCache::ReplaceWithCopy(kvstore::BlockId& id, kvstore::BlockId copy) {
-  std::memcpy(pool_->keys(copy), pool_->keys(id), pool_->block_bytes());
+absl::Status KvCache::ReplaceWithCopy(kvstore::BlockId& id, kvstore::BlockId copy) {
+  if (pool_->context_arena()) {
+    if (absl::Status s = pool_->CopyBlock(copy, id); !s.ok()) {
+      pool_->Release(std::span<const kvstore::BlockId>(&copy, 1));
+      return s;
+    }
+  } else {
+    std::memcpy(pool_->keys(copy), pool_->keys(id), pool_->block_bytes());
+  }
   const kvstore::BlockId shared = id;
   id = copy;
   pool_->Release(std::span<const kvstore::BlockId>(&shared, 1));
+  return absl::OkStatus();
 }
 
 absl::Status KvCache::MakeWritable(long slab, int index) {
@@ -107,19 +115,19 @@ absl::Status KvCache::MakeWritable(long slab, int index) {
     return absl::ResourceExhaustedError(
         absl::StrCat("kv cache: no block to copy a shared block into: ", s.message()));
   }
-  ReplaceWithCopy(id, fresh[0]);
-  return absl::OkStatus();
+  return ReplaceWithCopy(id, fresh[0]);
 }
 
-void KvCache::ExtendForAppend(long slab, int count, std::span<const kvstore::BlockId> blocks,
-                              size_t& next) {
+absl::Status KvCache::ExtendForAppend(long slab, int count,
+                                      std::span<const kvstore::BlockId> blocks, size_t& next) {
   const long tpb = tokens_per_block_;
   std::vector<kvstore::BlockId>& ids = block_ids_[slab];
   const long want = (lengths_[slab] + count + tpb - 1) / tpb;
   for (long b = lengths_[slab] / tpb; b < std::min<long>(want, ids.size()); ++b) {
-    if (pool_->RefCount(ids[b]) > 1) ReplaceWithCopy(ids[b], blocks[next++]);
+    if (pool_->RefCount(ids[b]) > 1) DAPQ_RETURN_IF_ERROR(ReplaceWithCopy(ids[b], blocks[next++]));
   }
   while (static_cast<long>(ids.size()) < want) ids.push_back(blocks[next++]);
+  return absl::OkStatus();
 }
 
 int KvCache::BlocksToAppend(long slab, int count) const {
@@ -176,7 +184,10 @@ absl::Status KvCache::ReserveAppend(int count) {
   }
   size_t next = 0;
   for (size_t slab = 0; slab < lengths_.size(); ++slab) {
-    ExtendForAppend(static_cast<long>(slab), count, blocks, next);
+    if (absl::Status s = ExtendForAppend(static_cast<long>(slab), count, blocks, next); !s.ok()) {
+      pool_->Release(std::span<const kvstore::BlockId>(blocks).subspan(next));
+      return s;
+    }
   }
   return absl::OkStatus();
 }
@@ -186,13 +197,40 @@ void KvCache::WriteSlot(int layer, int head, int slot, const float* k, const flo
   DAPQ_DCHECK(slot >= 0 && slot < static_cast<long>(block_ids_[slab].size()) * tokens_per_block_);
   const kernels::DType dtype = pool_->dtype();
   unchanged_[slab] = std::min(unchanged_[slab], slot);
+  if (pool_->context_arena()) {
+    const absl::Status s = WriteRows(slab, slot, 1, k, v);
+    DAPQ_CHECK(s.ok()) << "kv cache: device fault writing slot " << slot << " of layer " << layer
+                       << " head " << head << ": " << s;
+    return;
+  }
   if (k != nullptr) kernels::ConvertFromFloat(k, dtype, SlotAddress(slab, slot, false), head_dim_);
   if (v != nullptr) kernels::ConvertFromFloat(v, dtype, SlotAddress(slab, slot, true), head_dim_);
 }
 
+absl::Status KvCache::WriteRows(long slab, int first, int count, const float* k, const float* v) {
+  const int tpb = tokens_per_block_;
+  const long d = head_dim_;
+  const size_t row_bytes = d * pool_->element_bytes();
+  std::vector<std::byte> staging(std::min(count, tpb) * row_bytes);
+  for (int s = first; s < first + count;) {
+    // A run of slots inside one block is contiguous in the pool.
+    const int n = std::min(tpb - s % tpb, first + count - s);
+    const long off = static_cast<long>(s - first) * d;
+    for (int part = 0; part < 2; ++part) {
+      const float* src = part == 0 ? k : v;
+      if (src == nullptr) continue;
+      kernels::ConvertFromFloat(src + off, pool_->dtype(), staging.data(), n * d);
+      const auto [id, offset] = SlotOffset(slab, s, part == 1);
+      DAPQ_RETURN_IF_ERROR(pool_->Write(id, offset, staging.data(), n * row_bytes));
+    }
+    s += n;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KvCache::AppendRows(int layer, int rows, const float* k, const float* v, int stride,
-                                 const int32_t* table, int blocks_per_head,
-                                 kernels::Stream stream) {
+                                 const int32_t* table, int blocks_per_head, kernels::Stream stream,
+                                 const int32_t* first_slots) {
   if (rows == 0) return absl::OkStatus();
   // Appends start at each head's length, never below unchanged(): session saves stay valid.
   kernels::KvAppendParams p;
@@ -202,7 +240,7 @@ absl::Status KvCache::AppendRows(int layer, int rows, const float* k, const floa
   p.k = k;
   p.v = v;
   p.src_stride = stride;
-  p.first_slots = lengths(layer);
+  p.first_slots = first_slots != nullptr ? first_slots : lengths(layer);
   p.block_table = table;
   p.blocks_per_head = blocks_per_head;
   p.tokens_per_block = tokens_per_block_;
@@ -211,6 +249,10 @@ absl::Status KvCache::AppendRows(int layer, int rows, const float* k, const floa
   p.v_pool = pool_->values(0);
   p.block_stride = pool_->block_stride();
   p.pool_blocks = pool_->capacity();
+  if (stream.backend == kernels::Backend::kCpu && stream.handle == nullptr &&
+      pool_->context_arena()) {
+    stream = pool_->stream();  // the default stream: the arena's own
+  }
   return kernels::KvAppend(p, stream);
 }
 
@@ -218,6 +260,12 @@ void KvCache::Gather(int layer, int head, int begin, int count, float* k, float*
   const long slab = Slab(layer, head);
   DAPQ_DCHECK(begin >= 0 &&
               begin + count <= static_cast<long>(block_ids_[slab].size()) * tokens_per_block_);
+  if (pool_->context_arena()) {
+    const absl::Status s = GatherRows(slab, begin, count, k, v);
+    DAPQ_CHECK(s.ok()) << "kv cache: device fault reading slots [" << begin << ", " << begin + count
+                       << ") of layer " << layer << " head " << head << ": " << s;
+    return;
+  }
   const int tpb = tokens_per_block_;
   const long d = head_dim_;
   const kernels::DType dtype = pool_->dtype();
@@ -229,6 +277,33 @@ void KvCache::Gather(int layer, int head, int begin, int count, float* k, float*
     if (v != nullptr) kernels::ConvertToFloat(dtype, SlotAddress(slab, s, true), v + off, n * d);
     s += n;
   }
+}
+
+absl::Status KvCache::GatherRows(long slab, int begin, int count, float* k, float* v) const {
+  const int tpb = tokens_per_block_;
+  const long d = head_dim_;
+  const kernels::DType dtype = pool_->dtype();
+  const size_t row_bytes = d * pool_->element_bytes();
+  // fp32 rows land in the output directly; 2-byte rows are widened from a host buffer.
+  std::vector<std::byte> staging(dtype == kernels::DType::kF32 ? 0
+                                                               : std::min(count, tpb) * row_bytes);
+  for (int s = begin; s < begin + count;) {
+    const int n = std::min(tpb - s % tpb, begin + count - s);
+    const long off = static_cast<long>(s - begin) * d;
+    for (int part = 0; part < 2; ++part) {
+      float* dst = part == 0 ? k : v;
+      if (dst == nullptr) continue;
+      const auto [id, offset] = SlotOffset(slab, s, part == 1);
+      if (dtype == kernels::DType::kF32) {
+        DAPQ_RETURN_IF_ERROR(pool_->Read(id, offset, dst + off, n * row_bytes));
+      } else {
+        DAPQ_RETURN_IF_ERROR(pool_->Read(id, offset, staging.data(), n * row_bytes));
+        kernels::ConvertToFloat(dtype, staging.data(), dst + off, n * d);
+      }
+    }
+    s += n;
+  }
+  return absl::OkStatus();
 }
 
 void KvCache::GatherLayer(int layer, int n, std::vector<float>* k, std::vector<float>* v) const {
@@ -264,11 +339,19 @@ absl::Status KvCache::AppendSlots(int layer, int head, std::span<const int32_t> 
         absl::StrCat("kv cache: no room to restore ", count, " slots: ", s.message()));
   }
   size_t next = 0;
-  ExtendForAppend(slab, count, blocks, next);
+  if (absl::Status s = ExtendForAppend(slab, count, blocks, next); !s.ok()) {
+    pool_->Release(std::span<const kvstore::BlockId>(blocks).subspan(next));
+    return s;
+  }
   const int start = lengths_[slab];
-  for (int i = 0; i < count; ++i) {
-    WriteSlot(layer, head, start + i, k + static_cast<long>(i) * head_dim_,
-              v + static_cast<long>(i) * head_dim_);
+  if (pool_->context_arena()) {
+    unchanged_[slab] = std::min(unchanged_[slab], start);
+    DAPQ_RETURN_IF_ERROR(WriteRows(slab, start, count, k, v));
+  } else {
+    for (int i = 0; i < count; ++i) {
+      WriteSlot(layer, head, start + i, k + static_cast<long>(i) * head_dim_,
+                v + static_cast<long>(i) * head_dim_);
+    }
   }
   positions_[slab].insert(positions_[slab].end(), positions.begin(), positions.end());
   lengths_[slab] += count;
@@ -294,20 +377,58 @@ absl::Status KvCache::Keep(int layer, int head, std::span<const int32_t> slots) 
   }
   std::vector<int32_t>& pos = positions_[slab];
   const size_t row_bytes = head_dim_ * pool_->element_bytes();
-  for (size_t i = 0; i < slots.size(); ++i) {
-    const int src = slots[i];
-    if (src == static_cast<int>(i)) continue;
-    // src > i: moving forward never overwrites a slot still to be read.
-    const int dst = static_cast<int>(i);
-    unchanged_[slab] = std::min(unchanged_[slab], dst);
-    std::memmove(SlotAddress(slab, dst, false), SlotAddress(slab, src, false), row_bytes);
-    std::memmove(SlotAddress(slab, dst, true), SlotAddress(slab, src, true), row_bytes);
-    pos[i] = pos[src];
+  if (pool_->context_arena()) {
+    DAPQ_RETURN_IF_ERROR(MoveKept(slab, slots));
+    for (size_t i = 0; i < slots.size(); ++i) {
+      if (slots[i] == static_cast<int>(i)) continue;
+      unchanged_[slab] = std::min(unchanged_[slab], static_cast<int>(i));
+      pos[i] = pos[slots[i]];
+    }
+  } else {
+    for (size_t i = 0; i < slots.size(); ++i) {
+      const int src = slots[i];
+      if (src == static_cast<int>(i)) continue;
+      // src > i: moving forward never overwrites a slot still to be read.
+      const int dst = static_cast<int>(i);
+      unchanged_[slab] = std::min(unchanged_[slab], dst);
+      std::memmove(SlotAddress(slab, dst, false), SlotAddress(slab, src, false), row_bytes);
+      std::memmove(SlotAddress(slab, dst, true), SlotAddress(slab, src, true), row_bytes);
+      pos[i] = pos[src];
+    }
   }
   pos.resize(slots.size());
   lengths_[slab] = static_cast<int32_t>(slots.size());
   unchanged_[slab] = std::min(unchanged_[slab], lengths_[slab]);
   Shrink(slab, lengths_[slab]);
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::MoveKept(long slab, std::span<const int32_t> slots) {
+  const int tpb = tokens_per_block_;
+  const size_t row_bytes = head_dim_ * pool_->element_bytes();
+  for (size_t i = 0; i < slots.size();) {
+    const int dst = static_cast<int>(i);
+    const int src = slots[i];
+    if (src == dst) {
+      ++i;
+      continue;
+    }
+    // src > dst, and every later kept slot lies past its destination, so moving in slot order
+    // never overwrites a slot still to be read. A run: consecutive kept slots, inside one source
+    // and one destination block, no longer than the gap when both are in the same block (the
+    // copy must not overlap itself).
+    const int gap = src - dst;
+    int n = std::min(tpb - dst % tpb, tpb - src % tpb);
+    if (dst / tpb == src / tpb) n = std::min(n, gap);
+    int run = 1;
+    while (run < n && i + run < slots.size() && slots[i + run] == src + run) ++run;
+    for (const bool values : {false, true}) {
+      const auto [to, to_offset] = SlotOffset(slab, dst, values);
+      const auto [from, from_offset] = SlotOffset(slab, src, values);
+      DAPQ_RETURN_IF_ERROR(pool_->Move(to, to_offset, from, from_offset, run * row_bytes));
+    }
+    i += run;
+  }
   return absl::OkStatus();
 }
 

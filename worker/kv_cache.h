@@ -20,6 +20,13 @@
 // may be capped (max_blocks); running out is ResourceExhausted (expected traffic), with the
 // cache's contents unchanged.
 //
+// Pools with a context arena (kvstore/block_pool.h: block memory on a device, e.g. GPU HBM) are
+// reached only through the pool's copies: writes convert fp32 rows in a host buffer and copy
+// one contiguous run of slots per block, Gather copies runs back and widens them, copy-on-write
+// and compaction copy on the device. A host-arena pool is read and written in place. A failed
+// device copy in a function returning void (WriteSlot, Gather, GatherLayer) is a device fault
+// and aborts with a message; the others return it.
+//
 // Thread-safety: the pool is thread-safe. A KvCache is owned by one thread at a time (its rank
 // thread); it is move-only in spirit (copies share blocks) and returns its references to the
 // pool when destroyed or cleared.
@@ -29,6 +36,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -87,11 +95,15 @@ class KvCache {
   void WriteSlot(int layer, int head, int slot, const float* k, const float* v);
   // Stores a forward pass's `rows` new keys and values of every head of `layer` in slots
   // [length, length + rows) of each head (reserved by ReserveAppend), through kernels::KvAppend on
-  // `stream`: k and v are [rows, kv_heads, head_dim] with row stride `stride`; `table` is the
+  // `stream` (the pool's stream() when `stream` is the default and the pool has a context
+  // arena): k and v are [rows, kv_heads, head_dim] with row stride `stride`; `table` is the
   // layer's block table as the attention kernels take it ([kv_heads, blocks_per_head], each
-  // row block_ids(layer, head) then padding) and must live where the stream's kernels read it.
+  // row block_ids(layer, head) then padding) and must live where the stream's kernels read it;
+  // so must `first_slots` ([kv_heads]: the layer's lengths(), copied there) when the kernels do
+  // not read host memory (null: lengths(layer) itself).
   absl::Status AppendRows(int layer, int rows, const float* k, const float* v, int stride,
-                          const int32_t* table, int blocks_per_head, kernels::Stream stream = {});
+                          const int32_t* table, int blocks_per_head, kernels::Stream stream = {},
+                          const int32_t* first_slots = nullptr);
   // Copies slots [begin, begin + count) of (layer, head) contiguously into k and v
   // ([count, head_dim] each, widened to fp32; either may be null). Slots past length are the ones
   // written but not yet committed (a forward pass's observer). REQUIRES: begin + count <=
@@ -137,7 +149,8 @@ class KvCache {
 
  private:
   long Slab(int layer, int head) const { return static_cast<long>(layer) * kv_heads_ + head; }
-  // Where slot `slot` of `slab`'s keys (values when `values`) lives in the pool.
+  // Where slot `slot` of `slab`'s keys (values when `values`) lives in the pool. A host address
+  // only for a host arena; see SlotOffset otherwise.
   std::byte* SlotAddress(long slab, int slot, bool values) {
     const kvstore::BlockId id = block_ids_[slab][slot / tokens_per_block_];
     return (values ? pool_->values(id) : pool_->keys(id)) +
@@ -146,6 +159,23 @@ class KvCache {
   const std::byte* SlotAddress(long slab, int slot, bool values) const {
     return const_cast<KvCache*>(this)->SlotAddress(slab, slot, values);
   }
+  // Slot `slot` of `slab` on any arena: its block and the byte offset of its keys (values when
+  // `values`) inside that block, for the pool's Read/Write/Move.
+  std::pair<kvstore::BlockId, size_t> SlotOffset(long slab, int slot, bool values) const {
+    const kvstore::BlockId id = block_ids_[slab][slot / tokens_per_block_];
+    return {id,
+            (values ? pool_->values_offset() : 0) +
+                static_cast<size_t>(slot % tokens_per_block_) * head_dim_ * pool_->element_bytes()};
+  }
+  // Context arenas: rounds `count` fp32 rows (row stride head_dim; k or v may be null) into slots
+  // [first, first + count) of `slab`, one Write per run of slots inside one block.
+  absl::Status WriteRows(long slab, int first, int count, const float* k, const float* v);
+  // Context arenas: Gather's copies and widening, one Read per run of slots inside one block.
+  absl::Status GatherRows(long slab, int begin, int count, float* k, float* v) const;
+  // Context arenas: Keep's compaction (slots already validated, destination blocks private):
+  // moves on the device, one per run of consecutive kept slots that stays inside one source and
+  // one destination block and does not overlap itself.
+  absl::Status MoveKept(long slab, std::span<const int32_t> slots);
   // Returns the blocks of `slab` past those covering `slots` slots to the pool.
   void Shrink(long slab, int slots);
   // Copy-on-write: block `index` of `slab` becomes this cache's own (a copy when shared).
@@ -155,12 +185,14 @@ class KvCache {
   // of each shared block in that range (a partly filled last one, reserved ones a clone shares).
   int BlocksToAppend(long slab, int count) const;
   // Makes room for those `count` slots with BlocksToAppend(slab, count) blocks taken from
-  // `blocks` at `next` (advanced): copies of the shared blocks first, then new blocks.
-  void ExtendForAppend(long slab, int count, std::span<const kvstore::BlockId> blocks,
-                       size_t& next);
+  // `blocks` at `next` (advanced): copies of the shared blocks first, then new blocks. On a
+  // failed device copy, the blocks from `next` on are still the caller's.
+  absl::Status ExtendForAppend(long slab, int count, std::span<const kvstore::BlockId> blocks,
+                               size_t& next);
   // Points `id` at `copy` (a block of refcount 1) holding the shared block's contents, and drops
-  // this cache's reference to the shared one.
-  void ReplaceWithCopy(kvstore::BlockId& id, kvstore::BlockId copy);
+  // this cache's reference to the shared one. On a failed device copy, releases `copy` and
+  // leaves `id` as it was.
+  absl::Status ReplaceWithCopy(kvstore::BlockId& id, kvstore::BlockId copy);
   void ReleaseAll();
 
   int n_layers_, kv_heads_, head_dim_, tokens_per_block_;

@@ -17,47 +17,6 @@
 #include "kernels/rope.h"
 
 namespace dapq::worker {
-namespace {
-
-// y[m, n] = x[m, k] . W^T where W's rows are a slice with row stride ldw; plus bias when given.
-// One weight matrix as the linear layers multiply with it: fp32, or bf16 when the model's
-// weights were converted (ModelWeights::weights_dtype).
-struct Weight {
-  const float* f32 = nullptr;
-  const uint16_t* bf16 = nullptr;
-  // The matrix from element `offset` on (a rank's slice: rows, or a column block with ldw).
-  Weight At(long offset) const {
-    return {f32 != nullptr ? f32 + offset : nullptr, bf16 != nullptr ? bf16 + offset : nullptr};
-  }
-};
-
-absl::Status Linear(int m, int n, int k, const float* x, int ldx, Weight w, int ldw, float* y,
-                    const float* bias = nullptr) {
-  kernels::GemmParams g;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.a = x;
-  g.lda = ldx;
-  g.b = w.f32;
-  if (w.bf16 != nullptr) {
-    g.b_dtype = kernels::DType::kBF16;
-    g.b_bf16 = w.bf16;
-  }
-  g.ldb = ldw;
-  g.trans_b = true;
-  g.c = y;
-  g.ldc = n;
-  DAPQ_RETURN_IF_ERROR(kernels::Gemm(g));
-  if (bias != nullptr) {
-    for (int r = 0; r < m; ++r) {
-      for (int i = 0; i < n; ++i) y[static_cast<long>(r) * n + i] += bias[i];
-    }
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::StatusOr<RankShard> MakeRankShard(const ModelConfig& c, int rank, int tp) {
   if (tp < 1) return absl::InvalidArgumentError(absl::StrCat("tp=", tp, " must be >= 1"));
@@ -86,10 +45,24 @@ absl::StatusOr<RankShard> MakeRankShard(const ModelConfig& c, int rank, int tp) 
 
 RankModel::RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm,
                      std::shared_ptr<kvstore::BlockPool> kv_pool)
-    : w_(weights), c_(weights.config), shard_(shard), comm_(comm), kv_pool_(std::move(kv_pool)) {
+    : RankModel(weights, shard, comm, std::move(kv_pool), kernels::CreateCpuContext(),
+                RankWeights::InPlace(weights, shard)) {}
+
+RankModel::RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm,
+                     std::shared_ptr<kvstore::BlockPool> kv_pool,
+                     std::shared_ptr<kernels::ExecutionContext> context, RankWeights rank_weights)
+    : w_(weights),
+      c_(weights.config),
+      shard_(shard),
+      comm_(comm),
+      context_(std::move(context)),
+      host_memory_(context_->device().backend == kernels::Backend::kCpu),  // Create refines it
+      rw_(std::move(rank_weights)),
+      kv_pool_(std::move(kv_pool)) {
   auto inv = kernels::ComputeRopeInvFreq(c_.rope);
   DAPQ_CHECK(inv.ok()) << inv.status();  // the config was validated when loaded
   inv_freq_ = *std::move(inv);
+  inv_freq_dev_ = inv_freq_.data();  // Create stages it for the device path
   if (kv_pool_ == nullptr) {
     auto pool = kvstore::BlockPool::Create(c_.head_dim, 16);
     DAPQ_CHECK(pool.ok()) << pool.status();  // head_dim validated with the config
@@ -97,6 +70,126 @@ RankModel::RankModel(const ModelWeights& weights, const RankShard& shard, Commun
   }
   DAPQ_CHECK(kv_pool_->head_dim() == c_.head_dim)
       << "kv pool head_dim " << kv_pool_->head_dim() << " != model head_dim " << c_.head_dim;
+}
+
+RankModel::~RankModel() {
+  // Stream-ordered frees of the scratch below must not race work still queued on the stream.
+  if (!host_memory_) (void)context_->Synchronize();
+}
+
+absl::StatusOr<std::unique_ptr<RankModel>> RankModel::Create(
+    const ModelWeights& weights, const RankShard& shard, Communicator* comm,
+    std::shared_ptr<kvstore::BlockPool> kv_pool, std::shared_ptr<kernels::ExecutionContext> context,
+    WeightPlacement placement) {
+  if (context == nullptr) return absl::InvalidArgumentError("rank model: no execution context");
+  const kernels::Device device = context->device();
+  const bool cpu = device.backend == kernels::Backend::kCpu;
+  if (kv_pool == nullptr && !cpu) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank model: a rank on ", kernels::DeviceName(device), " needs a KV pool on it"));
+  }
+  if (kv_pool != nullptr) {
+    if (!(kv_pool->device() == device)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rank model: the KV pool lives on ", kernels::DeviceName(kv_pool->device()),
+                       ", the rank runs on ", kernels::DeviceName(device)));
+    }
+    if (kv_pool->head_dim() != weights.config.head_dim) {
+      return absl::InvalidArgumentError(absl::StrCat("rank model: KV pool head_dim ",
+                                                     kv_pool->head_dim(), " != model head_dim ",
+                                                     weights.config.head_dim));
+    }
+  }
+  RankWeights rank_weights;
+  if (cpu && placement == WeightPlacement::kAuto) {
+    rank_weights = RankWeights::InPlace(weights, shard);
+  } else {
+    DAPQ_ASSIGN_OR_RETURN(rank_weights, RankWeights::Upload(weights, shard, *context));
+  }
+  std::unique_ptr<RankModel> model(new RankModel(weights, shard, comm, std::move(kv_pool),
+                                                 std::move(context), std::move(rank_weights)));
+  model->host_memory_ = cpu && placement == WeightPlacement::kAuto;
+  // The RoPE frequencies, where the kernel reads them.
+  DAPQ_ASSIGN_OR_RETURN(
+      model->inv_freq_dev_,
+      model->Stage(model->inv_freq_d_, model->inv_freq_.data(), model->inv_freq_.size()));
+  DAPQ_RETURN_IF_ERROR(model->context_->Synchronize());
+  return model;
+}
+
+template <typename T>
+absl::StatusOr<T*> RankModel::Scratch(kernels::DeviceMemory& memory, size_t count) {
+  const size_t bytes = std::max<size_t>(count, 1) * sizeof(T);
+  if (memory.bytes() < bytes) {
+    // Grows by half again, so a pass a little larger than the last does not reallocate.
+    DAPQ_ASSIGN_OR_RETURN(memory, context_->Allocate(std::max(bytes, memory.bytes() * 3 / 2)));
+  }
+  return static_cast<T*>(memory.data());
+}
+
+template <typename T>
+absl::StatusOr<const T*> RankModel::Stage(kernels::DeviceMemory& memory, const T* host,
+                                          size_t count) {
+  if (host_memory_) return host;  // the kernels read host memory
+  DAPQ_ASSIGN_OR_RETURN(T * device, Scratch<T>(memory, count));
+  DAPQ_RETURN_IF_ERROR(
+      context_->CopyAsync(device, host, count * sizeof(T), kernels::CopyKind::kHostToDevice));
+  return device;
+}
+
+absl::Status RankModel::Linear(int m, int n, int k, const float* x, int ldx, const WeightMatrix& w,
+                               float* y, const float* bias) {
+  kernels::GemmParams g;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.a = x;
+  g.lda = ldx;
+  if (w.dtype == kernels::DType::kBF16) {
+    g.b_dtype = kernels::DType::kBF16;
+    g.b_bf16 = static_cast<const uint16_t*>(w.data);
+  } else {
+    g.b = static_cast<const float*>(w.data);
+  }
+  g.ldb = w.ld;
+  g.trans_b = true;
+  g.c = y;
+  g.ldc = n;
+  const kernels::Stream stream = context_->stream();
+  DAPQ_RETURN_IF_ERROR(kernels::Gemm(g, stream));
+  if (bias == nullptr) return absl::OkStatus();
+  // y += ones[m, 1] . bias[1, n]: a rank-1 update, exact (each element gains bias once), and
+  // the same op on every backend.
+  if (ones_.size() < static_cast<size_t>(m)) {
+    ones_.assign(static_cast<size_t>(m) * 3 / 2 + 1, 1.0f);
+    DAPQ_ASSIGN_OR_RETURN(ones_dev_, Stage(ones_d_, ones_.data(), ones_.size()));
+  }
+  kernels::GemmParams b;
+  b.m = m;
+  b.n = n;
+  b.k = 1;
+  b.a = ones_dev_;
+  b.lda = 1;
+  b.b = bias;
+  b.ldb = n;
+  b.trans_b = false;
+  b.c = y;
+  b.ldc = n;
+  b.beta = 1.0f;
+  return kernels::Gemm(b, stream);
+}
+
+absl::Status RankModel::AllReduce(float* data, size_t count) {
+  if (shard_.tp == 1) return absl::OkStatus();
+  if (host_memory_) return comm_->AllReduceSum(data, count);
+  // Through host memory: today's communicators take host buffers.
+  reduce_host_.resize(count);
+  DAPQ_RETURN_IF_ERROR(context_->CopyAsync(reduce_host_.data(), data, count * sizeof(float),
+                                           kernels::CopyKind::kDeviceToHost));
+  DAPQ_RETURN_IF_ERROR(context_->Synchronize());
+  DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(reduce_host_.data(), count));
+  return context_->CopyAsync(data, reduce_host_.data(), count * sizeof(float),
+                             kernels::CopyKind::kHostToDevice);
 }
 
 KvCache RankModel::NewCache() const {
@@ -160,6 +253,10 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
     return absl::InvalidArgumentError(
         absl::StrCat("forward: logits buffer holds ", logits.size(), " values, need ", want));
   }
+  if (!logits.empty() && rw_.classifier.data == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "forward: rank ", shard_.rank, " holds no classifier (only rank 0 computes logits)"));
+  }
   absl::Status reserved = absl::OkStatus();
   for (const BatchSlice& slice : slices) {
     reserved = slice.cache->ReserveAppend(static_cast<int>(slice.tokens.size()));
@@ -182,23 +279,25 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
   DAPQ_RETURN_IF_ERROR(reserved);
 
   const int dim = c_.dim;
-  x_.resize(static_cast<size_t>(m) * dim);
-  xb_.resize(static_cast<size_t>(m) * dim);
+  const size_t md = static_cast<size_t>(m);
+  const kernels::Stream stream = context_->stream();
   positions_.clear();
   tokens_.clear();
   for (const BatchSlice& slice : slices) {
     tokens_.insert(tokens_.end(), slice.tokens.begin(), slice.tokens.end());
     positions_.insert(positions_.end(), slice.positions.begin(), slice.positions.end());
   }
+  DAPQ_ASSIGN_OR_RETURN(float* x, Scratch<float>(x_, md * dim));
+  DAPQ_ASSIGN_OR_RETURN(float* xb, Scratch<float>(xb_, md * dim));
+  DAPQ_ASSIGN_OR_RETURN(const int32_t* tokens, Stage(tokens_d_, tokens_.data(), md));
+  DAPQ_ASSIGN_OR_RETURN(positions_dev_, Stage(positions_d_, positions_.data(), md));
   kernels::EmbeddingParams embed{
-      m,         dim, c_.vocab_size, tokens_.data(), kernels::DType::kF32, w_.token_embedding,
-      x_.data(), dim};
-  DAPQ_RETURN_IF_ERROR(kernels::Embedding(embed));
+      m, dim, c_.vocab_size, tokens, kernels::DType::kF32, rw_.token_embedding, x, dim};
+  DAPQ_RETURN_IF_ERROR(kernels::Embedding(embed, stream));
   // Each layer starts from its attention norm of x: the first here, the others fused with the
   // residual add that ends the layer before.
-  kernels::RmsNormParams norm0{m,          dim, x_.data(),  dim, w_.layers[0].attn_norm,
-                               xb_.data(), dim, c_.norm_eps};
-  DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm0));
+  kernels::RmsNormParams norm0{m, dim, x, dim, rw_.layers[0].attn_norm, xb, dim, c_.norm_eps};
+  DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm0, stream));
   for (int l = 0; l < c_.n_layers; ++l) {
     DAPQ_RETURN_IF_ERROR(Layer(l, slices, observer));
   }
@@ -206,57 +305,91 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
     slice.cache->Commit(slice.positions.data(), static_cast<int>(slice.tokens.size()));
   }
 
-  if (logits.empty()) return absl::OkStatus();
+  if (logits.empty()) return host_memory_ ? absl::OkStatus() : context_->Synchronize();
   // The rows whose logits are wanted: every token, or each slice's last.
   const int rows = static_cast<int>(rows_out);
-  xb_.resize(static_cast<size_t>(rows) * dim);
+  DAPQ_ASSIGN_OR_RETURN(xb, Scratch<float>(xb_, rows_out * dim));
   if (all_logits) {
-    kernels::RmsNormParams norm{rows,          dim,        x_.data(), dim,
-                                w_.final_norm, xb_.data(), dim,       c_.norm_eps};
-    DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm));
+    kernels::RmsNormParams norm{rows, dim, x, dim, rw_.final_norm, xb, dim, c_.norm_eps};
+    DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm, stream));
   } else {
     int end = 0;
     for (size_t s = 0; s < slices.size(); ++s) {
       end += static_cast<int>(slices[s].tokens.size());
-      kernels::RmsNormParams norm{1,   dim,           &x_[static_cast<size_t>(end - 1) * dim],
-                                  dim, w_.final_norm, &xb_[s * dim],
-                                  dim, c_.norm_eps};
-      DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm));
+      kernels::RmsNormParams norm{1,
+                                  dim,
+                                  x + static_cast<size_t>(end - 1) * dim,
+                                  dim,
+                                  rw_.final_norm,
+                                  xb + s * dim,
+                                  dim,
+                                  c_.norm_eps};
+      DAPQ_RETURN_IF_ERROR(kernels::RmsNorm(norm, stream));
     }
   }
-  return Linear(rows, c_.vocab_size, dim, xb_.data(), dim,
-                Weight{w_.classifier, w_.classifier_bf16}, dim, logits.data());
+  float* out = logits.data();
+  if (!host_memory_) {
+    DAPQ_ASSIGN_OR_RETURN(out, Scratch<float>(logits_, want));
+  }
+  DAPQ_RETURN_IF_ERROR(Linear(rows, c_.vocab_size, dim, xb, dim, rw_.classifier, out));
+  if (host_memory_) return absl::OkStatus();
+  DAPQ_RETURN_IF_ERROR(context_->CopyAsync(logits.data(), out, want * sizeof(float),
+                                           kernels::CopyKind::kDeviceToHost));
+  return context_->Synchronize();
 }
 
-absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cache) {
+absl::Status RankModel::StageTables(int layer, std::span<const BatchSlice> slices) {
+  const int heads = shard_.kv_heads;
+  tables_host_.clear();
+  slice_tables_.clear();
+  for (const BatchSlice& slice : slices) {
+    const KvCache& cache = *slice.cache;
+    const int ms = static_cast<int>(slice.tokens.size());
+    SliceTable t;
+    for (int h = 0; h < heads; ++h) {
+      t.blocks_per_head = std::max(t.blocks_per_head, cache.num_blocks(layer, h));
+    }
+    t.table = tables_host_.size();
+    tables_host_.resize(t.table + static_cast<size_t>(heads) * t.blocks_per_head, -1);
+    for (int h = 0; h < heads; ++h) {
+      const std::span<const kvstore::BlockId> ids = cache.block_ids(layer, h);
+      std::copy(ids.begin(), ids.end(),
+                tables_host_.begin() + static_cast<long>(t.table) +
+                    static_cast<long>(h) * t.blocks_per_head);
+    }
+    // The lengths before this pass's slots (where KvAppend writes), then after them.
+    t.first = tables_host_.size();
+    for (int h = 0; h < heads; ++h) tables_host_.push_back(cache.length(layer, h));
+    t.lens = tables_host_.size();
+    for (int h = 0; h < heads; ++h) tables_host_.push_back(cache.length(layer, h) + ms);
+    slice_tables_.push_back(t);
+  }
+  DAPQ_ASSIGN_OR_RETURN(tables_dev_, Stage(tables_d_, tables_host_.data(), tables_host_.size()));
+  return absl::OkStatus();
+}
+
+absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cache,
+                                       const int32_t* table, int blocks_per_head,
+                                       const int32_t* first, const int32_t* lens) {
   const int hd = c_.head_dim;
   const int q_dim = shard_.heads * hd, kv_dim = shard_.kv_heads * hd;
-  kv_lens_.resize(shard_.kv_heads);
-  int blocks_per_head = 0;
-  for (int h = 0; h < shard_.kv_heads; ++h) {
-    kv_lens_[h] = cache.length(layer, h) + ms;
-    blocks_per_head = std::max(blocks_per_head, cache.num_blocks(layer, h));
-  }
-  block_table_.assign(static_cast<size_t>(shard_.kv_heads) * blocks_per_head, -1);
-  for (int h = 0; h < shard_.kv_heads; ++h) {
-    const std::span<const kvstore::BlockId> ids = cache.block_ids(layer, h);
-    std::copy(ids.begin(), ids.end(),
-              block_table_.begin() + static_cast<long>(h) * blocks_per_head);
-  }
+  const kernels::Stream stream = context_->stream();
+  const auto* k = static_cast<const float*>(k_.data());
+  const auto* v = static_cast<const float*>(v_.data());
   // The new keys and values go to slots [length, length + ms) of every head (reserved in
   // ForwardSlices), then the kernels read every head through the same block table.
-  DAPQ_RETURN_IF_ERROR(cache.AppendRows(layer, ms, &k_[static_cast<size_t>(row0) * kv_dim],
-                                        &v_[static_cast<size_t>(row0) * kv_dim], kv_dim,
-                                        block_table_.data(), blocks_per_head));
+  DAPQ_RETURN_IF_ERROR(cache.AppendRows(layer, ms, k + static_cast<size_t>(row0) * kv_dim,
+                                        v + static_cast<size_t>(row0) * kv_dim, kv_dim, table,
+                                        blocks_per_head, stream, first));
   const kvstore::BlockPool& pool = cache.pool();
   kernels::AttentionParams ap;
   ap.q_tokens = ms;
   ap.q_heads = shard_.heads;
   ap.kv_heads = shard_.kv_heads;
   ap.head_dim = hd;
-  ap.q = &q_[static_cast<size_t>(row0) * q_dim];
+  ap.q = static_cast<const float*>(q_.data()) + static_cast<size_t>(row0) * q_dim;
   ap.q_stride = q_dim;
-  ap.block_table = block_table_.data();
+  ap.block_table = table;
   ap.kv_dtype = pool.dtype();
   ap.k_pool = pool.keys_base();
   ap.v_pool = pool.values_base();
@@ -264,96 +397,106 @@ absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cac
   ap.pool_blocks = pool.capacity();
   ap.tokens_per_block = cache.tokens_per_block();
   ap.blocks_per_head = blocks_per_head;
-  ap.kv_len = kv_lens_[0];
-  ap.kv_lens = kv_lens_.data();
-  ap.out = &att_[static_cast<size_t>(row0) * q_dim];
+  // The longest head bounds the device kernels; per-head lengths come from `lens`.
+  int max_len = 0;
+  for (int h = 0; h < shard_.kv_heads; ++h)
+    max_len = std::max(max_len, cache.length(layer, h) + ms);
+  ap.kv_len = max_len;
+  ap.kv_lens = lens;
+  ap.out = static_cast<float*>(att_.data()) + static_cast<size_t>(row0) * q_dim;
   ap.out_stride = q_dim;
-  return ms == 1 ? kernels::AttentionDecode(ap) : kernels::AttentionPrefill(ap);
+  return ms == 1 ? kernels::AttentionDecode(ap, stream) : kernels::AttentionPrefill(ap, stream);
 }
 
 absl::Status RankModel::Layer(int layer, std::span<const BatchSlice> slices,
                               QueryObserver* observer) {
-  const LayerWeights& lw = w_.layers[layer];
+  const RankLayerWeights& lw = rw_.layers[layer];
   const int m = static_cast<int>(positions_.size());
-  const int32_t* positions = positions_.data();
   const int dim = c_.dim, hd = c_.head_dim;
   const int q_dim = shard_.heads * hd, kv_dim = shard_.kv_heads * hd;
-  const long q_row0 = static_cast<long>(shard_.head_begin) * hd;
-  const long kv_row0 = static_cast<long>(shard_.kv_head_begin) * hd;
   const size_t md = static_cast<size_t>(m);
-  q_.resize(md * q_dim);
-  k_.resize(md * kv_dim);
-  v_.resize(md * kv_dim);
-  att_.resize(md * q_dim);
-  out_.resize(md * dim);
+  const kernels::Stream stream = context_->stream();
+  const int32_t* positions = positions_dev_;
+  const float* inv_freq = inv_freq_dev_;
+  auto* x = static_cast<float*>(x_.data());
+  auto* xb = static_cast<float*>(xb_.data());
+  DAPQ_ASSIGN_OR_RETURN(float* q, Scratch<float>(q_, md * q_dim));
+  DAPQ_ASSIGN_OR_RETURN(float* k, Scratch<float>(k_, md * kv_dim));
+  DAPQ_ASSIGN_OR_RETURN(float* v, Scratch<float>(v_, md * kv_dim));
+  DAPQ_ASSIGN_OR_RETURN(float* att, Scratch<float>(att_, md * q_dim));
+  DAPQ_ASSIGN_OR_RETURN(float* out, Scratch<float>(out_, md * dim));
 
-  // Attention block (xb_ holds the attention norm of x: ForwardSlices or the layer before).
-  DAPQ_RETURN_IF_ERROR(Linear(m, q_dim, dim, xb_.data(), dim,
-                              Weight{lw.wq, lw.bf16.wq}.At(q_row0 * dim), dim, q_.data(),
-                              lw.bq ? lw.bq + q_row0 : nullptr));
-  DAPQ_RETURN_IF_ERROR(Linear(m, kv_dim, dim, xb_.data(), dim,
-                              Weight{lw.wk, lw.bf16.wk}.At(kv_row0 * dim), dim, k_.data(),
-                              lw.bk ? lw.bk + kv_row0 : nullptr));
-  DAPQ_RETURN_IF_ERROR(Linear(m, kv_dim, dim, xb_.data(), dim,
-                              Weight{lw.wv, lw.bf16.wv}.At(kv_row0 * dim), dim, v_.data(),
-                              lw.bv ? lw.bv + kv_row0 : nullptr));
-  if (observer != nullptr) q_pre_.assign(q_.begin(), q_.end());
-  kernels::RopeParams rq{
-      m, shard_.heads, hd, q_.data(), q_dim, positions, inv_freq_.data(), c_.rope.layout};
-  DAPQ_RETURN_IF_ERROR(kernels::Rope(rq));
-  kernels::RopeParams rk{
-      m, shard_.kv_heads, hd, k_.data(), kv_dim, positions, inv_freq_.data(), c_.rope.layout};
-  DAPQ_RETURN_IF_ERROR(kernels::Rope(rk));
+  // Attention block (xb holds the attention norm of x: ForwardSlices or the layer before).
+  DAPQ_RETURN_IF_ERROR(Linear(m, q_dim, dim, xb, dim, lw.wq, q, lw.bq));
+  DAPQ_RETURN_IF_ERROR(Linear(m, kv_dim, dim, xb, dim, lw.wk, k, lw.bk));
+  DAPQ_RETURN_IF_ERROR(Linear(m, kv_dim, dim, xb, dim, lw.wv, v, lw.bv));
+  if (observer != nullptr) {
+    q_pre_.resize(md * q_dim);
+    DAPQ_RETURN_IF_ERROR(context_->CopyAsync(q_pre_.data(), q, q_pre_.size() * sizeof(float),
+                                             kernels::CopyKind::kDeviceToHost));
+  }
+  kernels::RopeParams rq{m, shard_.heads, hd, q, q_dim, positions, inv_freq, c_.rope.layout};
+  DAPQ_RETURN_IF_ERROR(kernels::Rope(rq, stream));
+  kernels::RopeParams rk{m, shard_.kv_heads, hd, k, kv_dim, positions, inv_freq, c_.rope.layout};
+  DAPQ_RETURN_IF_ERROR(kernels::Rope(rk, stream));
 
   // Attention, per sequence: its new K/V go to slots [length, length + ms) of each head's
   // blocks (reserved in ForwardSlices), and the kernels read every head through its block table.
+  DAPQ_RETURN_IF_ERROR(StageTables(layer, slices));
+  const int32_t* tables = tables_dev_;
   int row0 = 0;
-  for (const BatchSlice& slice : slices) {
+  for (size_t s = 0; s < slices.size(); ++s) {
+    const BatchSlice& slice = slices[s];
+    const SliceTable& t = slice_tables_[s];
     const int ms = static_cast<int>(slice.tokens.size());
-    DAPQ_RETURN_IF_ERROR(SliceAttention(layer, row0, ms, *slice.cache));
+    DAPQ_RETURN_IF_ERROR(SliceAttention(layer, row0, ms, *slice.cache, tables + t.table,
+                                        t.blocks_per_head, tables + t.first, tables + t.lens));
     if (observer != nullptr) {
-      DAPQ_RETURN_IF_ERROR(observer->OnQueries(layer, ms, positions + row0, q_pre_.data(),
-                                               q_.data(), kv_lens_, *slice.cache));
+      const float* q_post = q;
+      if (!host_memory_) {
+        q_host_.resize(md * q_dim);
+        DAPQ_RETURN_IF_ERROR(context_->CopyAsync(q_host_.data(), q, q_host_.size() * sizeof(float),
+                                                 kernels::CopyKind::kDeviceToHost));
+        DAPQ_RETURN_IF_ERROR(context_->Synchronize());
+        q_post = q_host_.data();
+      }
+      const std::span<const int32_t> lens(tables_host_.data() + t.lens, shard_.kv_heads);
+      DAPQ_RETURN_IF_ERROR(observer->OnQueries(layer, ms, positions_.data() + row0, q_pre_.data(),
+                                               q_post, lens, *slice.cache));
     }
     row0 += ms;
   }
 
   // wo is [dim, n_heads * hd]: this rank multiplies by its column block (row split).
-  DAPQ_RETURN_IF_ERROR(Linear(m, dim, q_dim, att_.data(), q_dim,
-                              Weight{lw.wo, lw.bf16.wo}.At(q_row0), c_.q_dim(), out_.data()));
-  DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(out_.data(), out_.size()));
+  DAPQ_RETURN_IF_ERROR(Linear(m, dim, q_dim, att, q_dim, lw.wo, out));
+  DAPQ_RETURN_IF_ERROR(AllReduce(out, md * dim));
 
   // FFN block: x += attention output, then its norm; w1/w3 row slices, w2 column slice.
   const int f = shard_.ffn_size;
-  const long f0 = shard_.ffn_begin;
-  gate_.resize(md * f);
-  up_.resize(md * f);
-  kernels::AddRmsNormParams fnorm{m,   dim,         x_.data(),  dim, out_.data(),
-                                  dim, lw.ffn_norm, xb_.data(), dim, c_.norm_eps};
-  DAPQ_RETURN_IF_ERROR(kernels::AddRmsNorm(fnorm));
-  DAPQ_RETURN_IF_ERROR(Linear(m, f, dim, xb_.data(), dim, Weight{lw.w1, lw.bf16.w1}.At(f0 * dim),
-                              dim, gate_.data()));
-  DAPQ_RETURN_IF_ERROR(
-      Linear(m, f, dim, xb_.data(), dim, Weight{lw.w3, lw.bf16.w3}.At(f0 * dim), dim, up_.data()));
-  kernels::SwiGluParams act{m, f, gate_.data(), f, up_.data(), f, gate_.data(), f};
-  DAPQ_RETURN_IF_ERROR(kernels::SwiGlu(act));
-  DAPQ_RETURN_IF_ERROR(Linear(m, dim, f, gate_.data(), f, Weight{lw.w2, lw.bf16.w2}.At(f0),
-                              c_.hidden_dim, out_.data()));
-  DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(out_.data(), out_.size()));
+  DAPQ_ASSIGN_OR_RETURN(float* gate, Scratch<float>(gate_, md * f));
+  DAPQ_ASSIGN_OR_RETURN(float* up, Scratch<float>(up_, md * f));
+  kernels::AddRmsNormParams fnorm{m, dim, x, dim, out, dim, lw.ffn_norm, xb, dim, c_.norm_eps};
+  DAPQ_RETURN_IF_ERROR(kernels::AddRmsNorm(fnorm, stream));
+  DAPQ_RETURN_IF_ERROR(Linear(m, f, dim, xb, dim, lw.w1, gate));
+  DAPQ_RETURN_IF_ERROR(Linear(m, f, dim, xb, dim, lw.w3, up));
+  kernels::SwiGluParams act{m, f, gate, f, up, f, gate, f};
+  DAPQ_RETURN_IF_ERROR(kernels::SwiGlu(act, stream));
+  DAPQ_RETURN_IF_ERROR(Linear(m, dim, f, gate, f, lw.w2, out));
+  DAPQ_RETURN_IF_ERROR(AllReduce(out, md * dim));
   // x += FFN output, then the next layer's attention norm (the last layer's final norm runs on
   // the rows whose logits are wanted only: ForwardSlices).
   const bool last = layer + 1 == c_.n_layers;
   kernels::AddRmsNormParams next{m,
                                  dim,
-                                 x_.data(),
+                                 x,
                                  dim,
-                                 out_.data(),
+                                 out,
                                  dim,
-                                 last ? nullptr : w_.layers[layer + 1].attn_norm,
-                                 last ? nullptr : xb_.data(),
+                                 last ? nullptr : rw_.layers[layer + 1].attn_norm,
+                                 last ? nullptr : xb,
                                  dim,
                                  c_.norm_eps};
-  return kernels::AddRmsNorm(next);
+  return kernels::AddRmsNorm(next, stream);
 }
 
 }  // namespace dapq::worker

@@ -4,7 +4,13 @@
 // w1/w3 (column split) and the matching columns of w2 and wo (row split). The partial outputs of
 // wo and w2 are summed with the group's Communicator (two all-reduces per layer). Every rank
 // keeps the full residual stream; rank 0 computes the logits.
-// The weights are read in place from the shared ModelWeights through strides.
+// Backends (kernels/device.h): the rank runs on one ExecutionContext. On the CPU the weights are
+// read in place from the shared ModelWeights through strides (worker/rank_weights.h) and every
+// buffer is host memory. On a device the rank's shard is uploaded once, activations, block
+// tables and the KV pool (a context arena) live on the device, the kernels run on the context's
+// stream, and the host only stages what it must see: tokens and positions in, block tables per
+// layer, the all-reduces (through host memory until the communicator takes device buffers),
+// an observer's queries, and the logits out. A pass ends with the stream drained.
 // Thread-safety: one RankModel per rank thread; Forward is not reentrant (scratch buffers).
 #ifndef DAPQ_WORKER_MODEL_RUNNER_H_
 #define DAPQ_WORKER_MODEL_RUNNER_H_
@@ -15,9 +21,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/device.h"
 #include "worker/comm/communicator.h"
 #include "worker/kv_cache.h"
 #include "worker/model_weights.h"
+#include "worker/rank_weights.h"
 
 namespace dapq::worker {
 
@@ -53,15 +61,37 @@ struct RankShard {
 // InvalidArgument when tp does not divide the head counts or exceeds the FFN size.
 absl::StatusOr<RankShard> MakeRankShard(const ModelConfig& config, int rank, int tp);
 
+// How a rank reaches its memory (RankModel::Create).
+enum class WeightPlacement {
+  kAuto = 0,  // the CPU reads weights in place and host buffers directly; a device uploads
+  // The device path on any context: the weight shard uploaded (packed), and every host/device
+  // boundary crossed by explicit copies. On the CPU context this runs the GPU's code path, less
+  // the CUDA calls, where tests can check it.
+  kUpload = 1,
+};
+
 class RankModel {
  public:
-  // `weights` and `comm` must outlive the RankModel. Every cache from NewCache() draws its
-  // blocks from `kv_pool` (shared by the rank's sequences; its head_dim must be the model's); null:
-  // an uncapped pool of 16-slot blocks.
+  // The CPU rank. `weights` and `comm` must outlive the RankModel. Every cache from NewCache()
+  // draws its blocks from `kv_pool` (shared by the rank's sequences; its head_dim must be the
+  // model's); null: an uncapped pool of 16-slot blocks.
   RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm,
             std::shared_ptr<kvstore::BlockPool> kv_pool = nullptr);
+  // A rank on `context`'s device (the CPU context gives the constructor's rank). `kv_pool` must
+  // live on the same device (a device pool: kvstore::BlockPool::Create with the context).
+  // InvalidArgument for a pool on another device or of another head_dim, ResourceExhausted
+  // when the shard does not fit on the device.
+  static absl::StatusOr<std::unique_ptr<RankModel>> Create(
+      const ModelWeights& weights, const RankShard& shard, Communicator* comm,
+      std::shared_ptr<kvstore::BlockPool> kv_pool,
+      std::shared_ptr<kernels::ExecutionContext> context,
+      WeightPlacement placement = WeightPlacement::kAuto);
+  ~RankModel();
 
   const RankShard& shard() const { return shard_; }
+  kernels::Device device() const { return context_->device(); }
+  // Bytes of weights this rank holds on its device (0 when read in place).
+  size_t weight_device_bytes() const { return rw_.device_bytes(); }
   KvCache NewCache() const;
   const kvstore::BlockPool& kv_pool() const { return *kv_pool_; }
   kvstore::BlockPool& kv_pool() { return *kv_pool_; }
@@ -90,18 +120,58 @@ class RankModel {
   absl::Status Layer(int layer, std::span<const BatchSlice> slices, QueryObserver* observer);
   // Appends one slice's K/V (rows [row0, row0 + ms) of k_/v_) to its cache and runs its
   // attention into att_'s rows; leaves kv_lens_ at the slice's new lengths.
-  absl::Status SliceAttention(int layer, int row0, int ms, KvCache& cache);
+  // `table` and `lens`: the slice's block table and per-head lengths where the kernels read them.
+  absl::Status SliceAttention(int layer, int row0, int ms, KvCache& cache, const int32_t* table,
+                              int blocks_per_head, const int32_t* first, const int32_t* lens);
+  // Builds every slice's block table and KV lengths for `layer` on the host and stages them to
+  // the device in one copy (tables_dev_ then points at them, slice_tables_ says where).
+  absl::Status StageTables(int layer, std::span<const BatchSlice> slices);
+  // y[m, n] = x[m, k] . W^T (+ bias[n]), on the rank's stream.
+  absl::Status Linear(int m, int n, int k, const float* x, int ldx, const WeightMatrix& w, float* y,
+                      const float* bias = nullptr);
+  // Sums `count` floats of device memory over the group (none for tp 1).
+  absl::Status AllReduce(float* data, size_t count);
+  // Scratch of `count` elements of T on the rank's device, grown (never shrunk) as needed.
+  template <typename T>
+  absl::StatusOr<T*> Scratch(kernels::DeviceMemory& memory, size_t count);
+  // Where the kernels read `count` elements of T at `host`: `host` itself when the rank reads
+  // host memory, else a copy in `memory` (grown as needed; the copy is stream-ordered and the
+  // host buffer may be reused once it returns: pageable copies are staged by the driver).
+  template <typename T>
+  absl::StatusOr<const T*> Stage(kernels::DeviceMemory& memory, const T* host, size_t count);
+
+  RankModel(const ModelWeights& weights, const RankShard& shard, Communicator* comm,
+            std::shared_ptr<kvstore::BlockPool> kv_pool,
+            std::shared_ptr<kernels::ExecutionContext> context, RankWeights rank_weights);
 
   const ModelWeights& w_;
   const ModelConfig& c_;
   RankShard shard_;
   Communicator* comm_;
-  std::vector<float> inv_freq_;
+  std::shared_ptr<kernels::ExecutionContext> context_;
+  bool host_memory_ = true;  // the context's device memory is host memory (the CPU)
+  RankWeights rw_;
   std::shared_ptr<kvstore::BlockPool> kv_pool_;
-  // Scratch, sized for the largest chunk seen.
-  std::vector<float> x_, xb_, q_, q_pre_, k_, v_, att_, out_, gate_, up_;
-  std::vector<int32_t> kv_lens_, positions_, tokens_;
-  std::vector<int32_t> block_table_;  // [kv_heads, blocks_per_head] block ids of one layer
+  // On the device: the RoPE frequencies, and scratch sized for the largest pass seen.
+  kernels::DeviceMemory inv_freq_d_, ones_d_;
+  kernels::DeviceMemory x_, xb_, q_, k_, v_, att_, out_, gate_, up_, logits_;
+  kernels::DeviceMemory tokens_d_, positions_d_, tables_d_;
+  // What the kernels read (Stage): the device copies, or the host buffers themselves.
+  const float *inv_freq_dev_ = nullptr, *ones_dev_ = nullptr;
+  const int32_t *positions_dev_ = nullptr, *tables_dev_ = nullptr;
+  // On the host.
+  std::vector<float> inv_freq_, ones_, q_host_, reduce_host_;
+  std::vector<int32_t> positions_, tokens_;
+  // Per layer, every slice's [kv_heads, blocks_per_head] block table, then its [kv_heads]
+  // lengths before and after the pass, back to back (slice_tables_ holds each slice's offsets and
+  // blocks_per_head).
+  std::vector<int32_t> tables_host_;
+  struct SliceTable {
+    size_t table = 0, first = 0, lens = 0;
+    int blocks_per_head = 0;
+  };
+  std::vector<SliceTable> slice_tables_;
+  std::vector<float> q_pre_;  // the observer's pre-RoPE queries (host-memory contexts)
 };
 
 }  // namespace dapq::worker

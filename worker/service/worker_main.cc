@@ -26,12 +26,14 @@
 #include "common/tls.h"
 #include "common/tls_flags.h"
 #include "kernels/cpu_threads.h"
+#include "kernels/device.h"
 #include "kvstore/kv_store.h"
 #include "kvstore/memory_tier.h"
 #include "kvstore/peer_service.h"
 #include "kvstore/remote_tier.h"
 #include "nlohmann/json.hpp"
 #include "worker/comm/gloo_communicator.h"
+#include "worker/comm/nccl_communicator.h"
 #include "worker/model_loader.h"
 #include "worker/prompt_codec.h"
 #include "worker/service/group_driver.h"
@@ -44,6 +46,7 @@ struct WorkerFlags {
   std::string model, served_model_name, tokenizer, chat_template, group_id = "g0", rendezvous_dir,
                                                                   listen = "127.0.0.1:0";
   std::string weights_dtype = "fp32", kv_dtype = "fp32";
+  std::string device = "cpu", comm = "gloo";
   std::string coordinator, advertise_host = "127.0.0.1", gloo_host = "127.0.0.1";
   std::string rendezvous;  // a directory or an etcd:// URL (--rendezvous_dir is the former)
   std::string etcd;        // etcd://...: group membership and coordinator discovery
@@ -178,7 +181,16 @@ absl::Status RunWorker(const WorkerFlags& f) {
   engine_options.prefix_cache = !f.no_prefix_cache;
   DAPQ_ASSIGN_OR_RETURN(engine_options.kv_dtype, ParseKvDtype(f.kv_dtype));
   engine_options.cpu_threads = f.threads;
-  std::unique_ptr<Communicator> comm;
+  DAPQ_ASSIGN_OR_RETURN(engine_options.device, kernels::ParseDevice(f.device));
+  const bool on_cuda = engine_options.device.backend == kernels::Backend::kCuda;
+  if (f.comm != "gloo" && f.comm != "nccl") {
+    return absl::InvalidArgumentError(absl::StrCat("--comm='", f.comm, "': gloo or nccl"));
+  }
+  if (f.comm == "nccl" && !on_cuda) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--comm=nccl needs a CUDA device (--device cuda:N), not ", f.device));
+  }
+  std::unique_ptr<Communicator> comm, nccl_comm;
   std::unique_ptr<Engine> engine;
   if (f.tp == 1) {
     DAPQ_ASSIGN_OR_RETURN(engine, Engine::Create(model, engine_options));
@@ -192,10 +204,16 @@ absl::Status RunWorker(const WorkerFlags& f) {
     g.hostname = f.gloo_host;
     g.timeout = absl::Seconds(f.gloo_timeout_s);
     DAPQ_ASSIGN_OR_RETURN(comm, ConnectGlooGroup(g));
-    // The engine's all-reduces are timed; the driver's command broadcasts are not.
-    DAPQ_ASSIGN_OR_RETURN(
-        engine, Engine::CreateRank(model, engine_options,
-                                   std::make_unique<TimedCommunicator>(comm.get(), &metrics)));
+    // The engine's all-reduces are timed; the driver's command broadcasts are not (they stay on
+    // Gloo, which also bootstraps NCCL).
+    std::unique_ptr<Communicator> engine_comm =
+        std::make_unique<TimedCommunicator>(comm.get(), &metrics);
+    if (f.comm == "nccl") {
+      DAPQ_ASSIGN_OR_RETURN(nccl_comm, ConnectNcclGroup(*comm, engine_options.device.ordinal));
+      engine_comm = std::make_unique<TimedCommunicator>(nccl_comm.get(), &metrics);
+    }
+    DAPQ_ASSIGN_OR_RETURN(engine,
+                          Engine::CreateRank(model, engine_options, std::move(engine_comm)));
   }
 
   std::unique_ptr<kvstore::KvStore> store;
@@ -273,7 +291,9 @@ absl::Status RunWorker(const WorkerFlags& f) {
   GroupDriver driver(engine.get(), comm.get(), codec.tokenizer.get(), driver_options);
   DAPQ_LOG(INFO) << "worker " << f.group_id << " rank " << f.rank << ": " << model->config.name
                  << ", weights " << kernels::DTypeName(model->weights_dtype) << ", KV cache "
-                 << kernels::DTypeName(engine_options.kv_dtype) << ", "
+                 << kernels::DTypeName(engine_options.kv_dtype) << ", device "
+                 << kernels::DeviceName(engine_options.device)
+                 << (f.tp > 1 ? absl::StrCat(", all-reduce over ", f.comm) : std::string()) << ", "
                  << kernels::CpuKernelsSummary();
 
   if (f.rank != 0) {
@@ -359,6 +379,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--kv_dtype", f.kv_dtype,
                  "fp32 | bf16 | fp16: element type of the KV cache (2-byte types halve it)")
+      ->capture_default_str();
+  app.add_option("--device", f.device,
+                 "where this rank runs: cpu, or cuda:N (the weight shard is uploaded, the KV pool "
+                 "is allocated on the device up front: give --kv_pool_blocks)")
+      ->capture_default_str();
+  app.add_option("--comm", f.comm,
+                 "all-reduce transport of a tp > 1 group: gloo (TCP; the CPU default) or nccl "
+                 "(--device cuda:N, one device per rank; bootstrapped over Gloo)")
       ->capture_default_str();
   app.add_option("--threads", f.threads,
                  "CPU threads for this rank's kernels (OpenBLAS, oneDNN, our loops); 0 = every "
