@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
+#include "common/status_macros.h"
 
 namespace dapq::eval {
 namespace {
@@ -90,7 +91,7 @@ absl::Status AttentionRecorder::OnQueries(int layer, int m, const int32_t* /*pos
       }
     }
     std::vector<float> key_rows(static_cast<size_t>(n) * d);
-    cache.Gather(layer, hk, 0, n, key_rows.data(), nullptr);
+    DAPQ_RETURN_IF_ERROR(cache.Gather(layer, hk, 0, n, key_rows.data(), nullptr));
     const float* keys = key_rows.data();
     for (int g = 0; g < group_; ++g) {
       const int h = hk * group_ + g;

@@ -142,6 +142,10 @@ class ExecutionContext {
   virtual absl::Status StreamWait(const Event& event) = 0;
   // Whether the work before `event` has finished; never blocks.
   virtual absl::StatusOr<bool> EventDone(const Event& event) = 0;
+  // Makes the context's device the calling thread's current one, so that kernels this thread
+  // launches on stream() run there (a CUDA stream belongs to one device). The context's own
+  // calls do not need it. No-op on the CPU.
+  virtual absl::Status MakeCurrent() { return absl::OkStatus(); }
   // Blocks the host until everything enqueued so far has run.
   virtual absl::Status Synchronize() = 0;
 

@@ -186,7 +186,7 @@ TEST(DeviceOptionsTest, CudaNeedsAKvPoolCap) {
   EngineOptions o;
   o.device = kernels::Device{kernels::Backend::kCuda, 0};
   EXPECT_THAT(Engine::Create(model, o).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--kv_max_blocks")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--kv_pool_blocks")));
 }
 
 TEST(DeviceOptionsTest, CudaWithoutADeviceSaysSo) {

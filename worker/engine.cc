@@ -37,7 +37,8 @@ absl::Status EngineOptions::Validate(const ModelConfig& config) const {
   if (device.backend != kernels::Backend::kCpu && kv_max_blocks <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "kv_max_blocks=", kv_max_blocks, ": the KV pool on ", kernels::DeviceName(device),
-        " is allocated up front and needs a cap (--kv_max_blocks > 0)"));
+        " is allocated up front and needs a cap (kv_max_blocks > 0: dapq-worker "
+        "--kv_pool_blocks)"));
   }
   return MakeRankShard(config, 0, tp).status();
 }

@@ -192,19 +192,21 @@ absl::Status KvCache::ReserveAppend(int count) {
   return absl::OkStatus();
 }
 
-void KvCache::WriteSlot(int layer, int head, int slot, const float* k, const float* v) {
+absl::Status KvCache::WriteSlot(int layer, int head, int slot, const float* k, const float* v) {
   const long slab = Slab(layer, head);
   DAPQ_DCHECK(slot >= 0 && slot < static_cast<long>(block_ids_[slab].size()) * tokens_per_block_);
   const kernels::DType dtype = pool_->dtype();
   unchanged_[slab] = std::min(unchanged_[slab], slot);
   if (pool_->context_arena()) {
-    const absl::Status s = WriteRows(slab, slot, 1, k, v);
-    DAPQ_CHECK(s.ok()) << "kv cache: device fault writing slot " << slot << " of layer " << layer
-                       << " head " << head << ": " << s;
-    return;
+    if (absl::Status s = WriteRows(slab, slot, 1, k, v); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("kv cache: writing slot ", slot, " of layer ",
+                                                 layer, " head ", head, ": ", s.message()));
+    }
+    return absl::OkStatus();
   }
   if (k != nullptr) kernels::ConvertFromFloat(k, dtype, SlotAddress(slab, slot, false), head_dim_);
   if (v != nullptr) kernels::ConvertFromFloat(v, dtype, SlotAddress(slab, slot, true), head_dim_);
+  return absl::OkStatus();
 }
 
 absl::Status KvCache::WriteRows(long slab, int first, int count, const float* k, const float* v) {
@@ -256,15 +258,17 @@ absl::Status KvCache::AppendRows(int layer, int rows, const float* k, const floa
   return kernels::KvAppend(p, stream);
 }
 
-void KvCache::Gather(int layer, int head, int begin, int count, float* k, float* v) const {
+absl::Status KvCache::Gather(int layer, int head, int begin, int count, float* k, float* v) const {
   const long slab = Slab(layer, head);
   DAPQ_DCHECK(begin >= 0 &&
               begin + count <= static_cast<long>(block_ids_[slab].size()) * tokens_per_block_);
   if (pool_->context_arena()) {
-    const absl::Status s = GatherRows(slab, begin, count, k, v);
-    DAPQ_CHECK(s.ok()) << "kv cache: device fault reading slots [" << begin << ", " << begin + count
-                       << ") of layer " << layer << " head " << head << ": " << s;
-    return;
+    if (absl::Status s = GatherRows(slab, begin, count, k, v); !s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat("kv cache: reading slots [", begin, ", ", begin + count,
+                                       ") of layer ", layer, " head ", head, ": ", s.message()));
+    }
+    return absl::OkStatus();
   }
   const int tpb = tokens_per_block_;
   const long d = head_dim_;
@@ -277,6 +281,7 @@ void KvCache::Gather(int layer, int head, int begin, int count, float* k, float*
     if (v != nullptr) kernels::ConvertToFloat(dtype, SlotAddress(slab, s, true), v + off, n * d);
     s += n;
   }
+  return absl::OkStatus();
 }
 
 absl::Status KvCache::GatherRows(long slab, int begin, int count, float* k, float* v) const {
@@ -306,14 +311,16 @@ absl::Status KvCache::GatherRows(long slab, int begin, int count, float* k, floa
   return absl::OkStatus();
 }
 
-void KvCache::GatherLayer(int layer, int n, std::vector<float>* k, std::vector<float>* v) const {
+absl::Status KvCache::GatherLayer(int layer, int n, std::vector<float>* k,
+                                  std::vector<float>* v) const {
   const size_t stride = static_cast<size_t>(n) * head_dim_;
   if (k != nullptr) k->resize(stride * kv_heads_);
   if (v != nullptr) v->resize(stride * kv_heads_);
   for (int h = 0; h < kv_heads_; ++h) {
-    Gather(layer, h, 0, n, k != nullptr ? k->data() + h * stride : nullptr,
-           v != nullptr ? v->data() + h * stride : nullptr);
+    DAPQ_RETURN_IF_ERROR(Gather(layer, h, 0, n, k != nullptr ? k->data() + h * stride : nullptr,
+                                v != nullptr ? v->data() + h * stride : nullptr));
   }
+  return absl::OkStatus();
 }
 
 void KvCache::Commit(const int32_t* positions, int count) {
@@ -349,8 +356,8 @@ absl::Status KvCache::AppendSlots(int layer, int head, std::span<const int32_t> 
     DAPQ_RETURN_IF_ERROR(WriteRows(slab, start, count, k, v));
   } else {
     for (int i = 0; i < count; ++i) {
-      WriteSlot(layer, head, start + i, k + static_cast<long>(i) * head_dim_,
-                v + static_cast<long>(i) * head_dim_);
+      DAPQ_RETURN_IF_ERROR(WriteSlot(layer, head, start + i, k + static_cast<long>(i) * head_dim_,
+                                     v + static_cast<long>(i) * head_dim_));
     }
   }
   positions_[slab].insert(positions_[slab].end(), positions.begin(), positions.end());

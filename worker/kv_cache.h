@@ -24,8 +24,8 @@
 // reached only through the pool's copies: writes convert fp32 rows in a host buffer and copy
 // one contiguous run of slots per block, Gather copies runs back and widens them, copy-on-write
 // and compaction copy on the device. A host-arena pool is read and written in place. A failed
-// device copy in a function returning void (WriteSlot, Gather, GatherLayer) is a device fault
-// and aborts with a message; the others return it.
+// device copy is returned as the pool reports it (Internal on a device fault), with the layer,
+// head and slots in the message; host-arena reads and writes cannot fail.
 //
 // Thread-safety: the pool is thread-safe. A KvCache is owned by one thread at a time (its rank
 // thread); it is move-only in spirit (copies share blocks) and returns its references to the
@@ -91,8 +91,9 @@ class KvCache {
   }
   // Stores fp32 keys k and values v ([head_dim] each; either may be null) in slot `slot`
   // (< num_blocks * tokens_per_block) of (layer, head), rounded to the pool's element type.
-  // For slots this cache reserved (ReserveAppend made their blocks private).
-  void WriteSlot(int layer, int head, int slot, const float* k, const float* v);
+  // For slots this cache reserved (ReserveAppend made their blocks private). Errors: a failed
+  // device copy (context arenas only; the slot's contents are then unspecified).
+  absl::Status WriteSlot(int layer, int head, int slot, const float* k, const float* v);
   // Stores a forward pass's `rows` new keys and values of every head of `layer` in slots
   // [length, length + rows) of each head (reserved by ReserveAppend), through kernels::KvAppend on
   // `stream` (the pool's stream() when `stream` is the default and the pool has a context
@@ -107,11 +108,13 @@ class KvCache {
   // Copies slots [begin, begin + count) of (layer, head) contiguously into k and v
   // ([count, head_dim] each, widened to fp32; either may be null). Slots past length are the ones
   // written but not yet committed (a forward pass's observer). REQUIRES: begin + count <=
-  // num_blocks * tokens_per_block.
-  void Gather(int layer, int head, int begin, int count, float* k, float* v) const;
+  // num_blocks * tokens_per_block. Errors: a failed device copy (context arenas only; k and v
+  // are then partly written).
+  absl::Status Gather(int layer, int head, int begin, int count, float* k, float* v) const;
   // The first n slots of every head of a layer, contiguous: k and v (either may be null) are
-  // resized to [kv_heads, n, head_dim] (head stride n * head_dim). REQUIRES: as Gather's.
-  void GatherLayer(int layer, int n, std::vector<float>* k, std::vector<float>* v) const;
+  // resized to [kv_heads, n, head_dim] (head stride n * head_dim). REQUIRES and errors: as
+  // Gather's.
+  absl::Status GatherLayer(int layer, int n, std::vector<float>* k, std::vector<float>* v) const;
 
   // Marks `count` more slots (already written after each (layer, head)'s length) valid, at
   // `positions`.

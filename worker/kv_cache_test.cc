@@ -5,16 +5,19 @@
 // blocks (clones and attached prefixes) that never changes what the other holder reads. Every
 // case runs on both arenas: the host (mmap) one read in place, and a context arena on the CPU
 // context, reached only through the pool's copies exactly as a GPU arena is; a seeded random
-// sequence of operations then checks the two give identical results.
+// sequence of operations then checks the two give identical results, and a context whose copies
+// fail shows device faults of slot reads and writes returned as statuses.
 #include "worker/kv_cache.h"
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/device.h"
 #include "kernels/types.h"
@@ -23,6 +26,7 @@
 
 namespace dapq::worker {
 namespace {
+using ::dapq::testing::IsOk;
 using ::dapq::testing::StatusIs;
 
 constexpr int kDim = 3;
@@ -43,7 +47,7 @@ void Append(KvCache& cache, int layer, int head, int first, int count) {
 
 std::vector<float> Keys(const KvCache& cache, int layer, int head) {
   std::vector<float> k(static_cast<size_t>(cache.length(layer, head)) * kDim);
-  cache.Gather(layer, head, 0, cache.length(layer, head), k.data(), nullptr);
+  EXPECT_TRUE(cache.Gather(layer, head, 0, cache.length(layer, head), k.data(), nullptr).ok());
   std::vector<float> first;
   for (size_t i = 0; i < k.size(); i += kDim) first.push_back(k[i]);
   return first;
@@ -114,7 +118,7 @@ TEST_P(KvCacheTest, SlotsCrossBlocksAndRaggedKeepReturnsBlocks) {
     EXPECT_EQ(std::vector<int32_t>(cache.positions(1, 1).begin(), cache.positions(1, 1).end()),
               keep1);
     std::vector<float> v(3 * kDim);
-    cache.Gather(1, 0, 1, 2, nullptr, v.data());
+    ASSERT_TRUE(cache.Gather(1, 0, 1, 2, nullptr, v.data()).ok());
     EXPECT_EQ(v[0], 1005.5f);
     EXPECT_EQ(v[kDim], 1009.5f);
     EXPECT_EQ(cache.num_blocks(1, 0), 1);
@@ -136,7 +140,7 @@ TEST_P(KvCacheTest, SlotsCrossBlocksAndRaggedKeepReturnsBlocks) {
       for (int h = 0; h < 2; ++h) {
         for (int i = 0; i < 3; ++i) {
           const std::vector<float> row(kDim, -1.0f - i);
-          cache.WriteSlot(l, h, cache.length(l, h) + i, row.data(), row.data());
+          ASSERT_TRUE(cache.WriteSlot(l, h, cache.length(l, h) + i, row.data(), row.data()).ok());
         }
       }
     }
@@ -221,7 +225,7 @@ TEST_P(KvCacheTest, CopyOnWriteKeepsTheOtherHolderUnchanged) {
   KvCache c = a.Clone();
   ASSERT_TRUE(c.ReserveAppend(1).ok());
   const std::vector<float> row(kDim, -9.0f);
-  c.WriteSlot(0, 0, 6, row.data(), nullptr);
+  ASSERT_TRUE(c.WriteSlot(0, 0, 6, row.data(), nullptr).ok());
   const int32_t p6 = 6;
   c.Commit(&p6, 1);
   EXPECT_EQ(Keys(a, 0, 0), (std::vector<float>{0, 1, 2, 3, 4, 5}));
@@ -283,7 +287,7 @@ TEST_P(KvCacheTest, TwoByteElementsRoundOnWriteAndMoveIntact) {
     EXPECT_EQ(Keys(cache, 0, 1), (std::vector<float>{expected[3], expected[7], expected[9]}));
     EXPECT_EQ(Keys(clone, 0, 1), expected);  // the copy-on-write left the clone's blocks alone
     std::vector<float> v(3 * kDim);
-    cache.Gather(0, 1, 0, 3, nullptr, v.data());
+    ASSERT_TRUE(cache.Gather(0, 1, 0, 3, nullptr, v.data()).ok());
     EXPECT_EQ(v[kDim], round(107.5f));
     EXPECT_EQ(v[2 * kDim + kDim - 1], round(109.5f));
   }
@@ -332,7 +336,7 @@ TEST_P(KvCacheTest, AppendRowsWritesAfterRaggedLengthsAndCopiesSharedBlocks) {
     }
     ASSERT_TRUE(cache.Keep(1, 0, std::vector<int32_t>{1, 4}).ok());
     std::vector<float> before(6 * kDim);
-    cache.Gather(0, 1, 0, 6, before.data(), nullptr);
+    ASSERT_TRUE(cache.Gather(0, 1, 0, 6, before.data(), nullptr).ok());
     KvCache clone = cache.Clone();
     AppendForward(cache, 3, 77, 100);
     EXPECT_EQ(cache.length(1, 0), 5);
@@ -340,12 +344,12 @@ TEST_P(KvCacheTest, AppendRowsWritesAfterRaggedLengthsAndCopiesSharedBlocks) {
     EXPECT_NE(cache.block_ids(0, 1)[1], clone.block_ids(0, 1)[1]);  // copied before the write
     EXPECT_EQ(cache.block_ids(0, 1)[0], clone.block_ids(0, 1)[0]);  // untouched: still shared
     std::vector<float> after(6 * kDim);
-    clone.Gather(0, 1, 0, 6, after.data(), nullptr);
+    ASSERT_TRUE(clone.Gather(0, 1, 0, 6, after.data(), nullptr).ok());
     EXPECT_EQ(after, before);
     // Head 1 of layer 0 is row 1 of each token in layer 0's input.
     const auto k0 = dapq::testing::UniformFloats(3 * 2 * kDim, 77);
     std::vector<float> got(3 * kDim);
-    cache.Gather(0, 1, 6, 3, got.data(), nullptr);
+    ASSERT_TRUE(cache.Gather(0, 1, 6, 3, got.data(), nullptr).ok());
     for (int t = 0; t < 3; ++t) {
       for (int j = 0; j < kDim; ++j) {
         const float x = k0[(t * 2 + 1) * kDim + j];
@@ -388,8 +392,8 @@ class TwoArenas {
                                  b.block_ids(l, h).begin(), b.block_ids(l, h).end()));
           const int n = a.length(l, h);
           std::vector<float> ka(n * kDim), va(ka.size()), kb(ka.size()), vb(ka.size());
-          a.Gather(l, h, 0, n, ka.data(), va.data());
-          b.Gather(l, h, 0, n, kb.data(), vb.data());
+          ASSERT_TRUE(a.Gather(l, h, 0, n, ka.data(), va.data()).ok());
+          ASSERT_TRUE(b.Gather(l, h, 0, n, kb.data(), vb.data()).ok());
           EXPECT_EQ(std::memcmp(ka.data(), kb.data(), ka.size() * sizeof(float)), 0);
           EXPECT_EQ(std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)), 0);
         }
@@ -441,8 +445,10 @@ TEST(KvCacheArenaTest, RandomOperationsGiveIdenticalResultsOnBothArenas) {
             for (int h = 0; h < kHeads; ++h) {
               const auto kv = dapq::testing::UniformFloats(2 * rows * kDim, seed + l * kHeads + h);
               for (int r = 0; r < rows; ++r) {
-                cache.WriteSlot(l, h, cache.length(l, h) + r, kv.data() + r * kDim,
-                                kv.data() + (rows + r) * kDim);
+                const absl::Status written =
+                    cache.WriteSlot(l, h, cache.length(l, h) + r, kv.data() + r * kDim,
+                                    kv.data() + (rows + r) * kDim);
+                ASSERT_TRUE(written.ok()) << written;
               }
             }
           }
@@ -500,6 +506,72 @@ TEST(KvCacheArenaTest, RandomOperationsGiveIdenticalResultsOnBothArenas) {
       EXPECT_EQ(t.pools_[a]->blocks_in_use(), 0);
     }
   }
+}
+
+// The CPU context with switchable copy failures: a device fault, as a CUDA context reports it.
+class FaultyContext : public kernels::ExecutionContext {
+ public:
+  FaultyContext() : inner_(kernels::CreateCpuContext()) {}
+  ~FaultyContext() override { ReleaseWorkspace(); }
+  void set_fail(bool fail) { fail_ = fail; }
+
+  kernels::Device device() const override { return inner_->device(); }
+  kernels::Stream stream() const override { return inner_->stream(); }
+  absl::StatusOr<kernels::DeviceMemory> Allocate(size_t bytes, kernels::MemoryKind kind) override {
+    return inner_->Allocate(bytes, kind);
+  }
+  absl::Status CopyAsync(void* dst, const void* src, size_t bytes,
+                         kernels::CopyKind kind) override {
+    if (fail_) return absl::InternalError("injected device fault");
+    return inner_->CopyAsync(dst, src, bytes, kind);
+  }
+  absl::StatusOr<kernels::Event> RecordEvent() override { return inner_->RecordEvent(); }
+  absl::Status StreamWait(const kernels::Event& event) override {
+    return inner_->StreamWait(event);
+  }
+  absl::StatusOr<bool> EventDone(const kernels::Event& event) override {
+    return inner_->EventDone(event);
+  }
+  absl::Status Synchronize() override { return inner_->Synchronize(); }
+
+ private:
+  std::unique_ptr<kernels::ExecutionContext> inner_;
+  bool fail_ = false;
+};
+
+// A failed device copy under WriteSlot, Gather and GatherLayer is returned (naming the layer,
+// head and slots), not fatal; the cache works again once the device does.
+TEST(KvCacheArenaTest, DeviceFaultsOfSlotReadsAndWritesAreReturned) {
+  auto context = std::make_shared<FaultyContext>();
+  auto pool = kvstore::BlockPool::Create(kDim, 4, 16, kernels::DType::kF32, context);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  KvCache cache(2, 2, kDim, *pool);
+  for (int l = 0; l < 2; ++l) {
+    for (int h = 0; h < 2; ++h) Append(cache, l, h, 0, 3);
+  }
+  ASSERT_TRUE(cache.ReserveAppend(1).ok());
+  const std::vector<float> row(kDim, -1.0f);
+  std::vector<float> k(3 * kDim);
+  std::vector<float> layer_k;
+
+  context->set_fail(true);
+  EXPECT_THAT(cache.WriteSlot(1, 0, 3, row.data(), row.data()),
+              StatusIs(absl::StatusCode::kInternal,
+                       ::testing::AllOf(::testing::HasSubstr("slot 3 of layer 1 head 0"),
+                                        ::testing::HasSubstr("injected device fault"))));
+  EXPECT_THAT(cache.Gather(1, 1, 0, 3, k.data(), nullptr),
+              StatusIs(absl::StatusCode::kInternal,
+                       ::testing::HasSubstr("slots [0, 3) of layer 1 head 1")));
+  EXPECT_THAT(cache.GatherLayer(0, 3, &layer_k, nullptr),
+              StatusIs(absl::StatusCode::kInternal, ::testing::HasSubstr("of layer 0 head 0")));
+
+  context->set_fail(false);
+  ASSERT_THAT(cache.WriteSlot(1, 0, 3, row.data(), row.data()), IsOk());
+  ASSERT_THAT(cache.Gather(1, 1, 0, 3, k.data(), nullptr), IsOk());
+  EXPECT_EQ(k[2 * kDim], 1102.0f);
+  ASSERT_THAT(cache.GatherLayer(0, 3, &layer_k, nullptr), IsOk());
+  EXPECT_EQ(layer_k.size(), 2u * 3 * kDim);
+  EXPECT_EQ(layer_k[3 * kDim], 100.0f);  // head 1, slot 0
 }
 
 }  // namespace

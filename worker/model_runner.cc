@@ -182,7 +182,10 @@ absl::Status RankModel::Linear(int m, int n, int k, const float* x, int ldx, con
 absl::Status RankModel::AllReduce(float* data, size_t count) {
   if (shard_.tp == 1) return absl::OkStatus();
   if (host_memory_) return comm_->AllReduceSum(data, count);
-  // Through host memory: today's communicators take host buffers.
+  if (comm_->TakesDeviceBuffers() && context_->device().backend == kernels::Backend::kCuda) {
+    return comm_->AllReduceSumOnStream(data, count, context_->stream());  // NCCL: in stream order
+  }
+  // Through host memory: the communicator takes host buffers (Gloo, in-process).
   reduce_host_.resize(count);
   DAPQ_RETURN_IF_ERROR(context_->CopyAsync(reduce_host_.data(), data, count * sizeof(float),
                                            kernels::CopyKind::kDeviceToHost));
@@ -281,6 +284,8 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
   const int dim = c_.dim;
   const size_t md = static_cast<size_t>(m);
   const kernels::Stream stream = context_->stream();
+  // The kernels below launch from this thread onto the context's device.
+  if (!host_memory_) DAPQ_RETURN_IF_ERROR(context_->MakeCurrent());
   positions_.clear();
   tokens_.clear();
   for (const BatchSlice& slice : slices) {

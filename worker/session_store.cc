@@ -486,8 +486,8 @@ absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string&
           const size_t count = std::min<size_t>(tokens_per_block, pos.size() - b0);
           const size_t elems = count * c.head_dim;
           payload.resize(2 * elems);
-          cache.Gather(l, h, static_cast<int>(b0), static_cast<int>(count), payload.data(),
-                       payload.data() + elems);
+          DAPQ_RETURN_IF_ERROR(cache.Gather(l, h, static_cast<int>(b0), static_cast<int>(count),
+                                            payload.data(), payload.data() + elems));
           const kvstore::BlockMeta meta{
               model_fp, 0, l, rank * kv_heads + h, 1, c.head_dim, cache.pool().dtype()};
           DAPQ_ASSIGN_OR_RETURN(std::string block,

@@ -93,8 +93,8 @@ class SessionStoreTest : public ::testing::TestWithParam<kernels::DType> {
           const int slots = static_cast<int>(x.positions(l, h).size());
           const size_t n = static_cast<size_t>(slots) * x.head_dim();
           std::vector<float> xk(n), xv(n), yk(n), yv(n);
-          x.Gather(l, h, 0, slots, xk.data(), xv.data());
-          y.Gather(l, h, 0, slots, yk.data(), yv.data());
+          ASSERT_THAT(x.Gather(l, h, 0, slots, xk.data(), xv.data()), IsOk());
+          ASSERT_THAT(y.Gather(l, h, 0, slots, yk.data(), yv.data()), IsOk());
           ASSERT_EQ(std::memcmp(xk.data(), yk.data(), n * sizeof(float)), 0);
           ASSERT_EQ(std::memcmp(xv.data(), yv.data(), n * sizeof(float)), 0);
         }

@@ -113,6 +113,11 @@ class CudaContext final : public ExecutionContext {
     return true;
   }
 
+  absl::Status MakeCurrent() override {
+    DAPQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(ordinal_));
+    return absl::OkStatus();
+  }
+
   absl::Status Synchronize() override {
     ScopedDevice on(ordinal_);
     DAPQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));

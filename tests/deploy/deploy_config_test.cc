@@ -1163,6 +1163,11 @@ TEST(DeployKubernetesTest, WorkerGroupsAreStatefulSetsOfOneGpuPerRank) {
     EXPECT_EQ(Str(spec["podManagementPolicy"]), "Parallel") << o.name();
     EXPECT_EQ(Str(c["resources"]["requests"]["nvidia.com/gpu"]), "1") << o.name();
     EXPECT_EQ(Str(c["resources"]["limits"]["nvidia.com/gpu"]), "1") << o.name();
+    // The CUDA path: the pod's one GPU, NCCL all-reduces, a device KV pool needs its cap.
+    EXPECT_EQ(FlagValue(args, "--device"), "cuda:0") << o.name();
+    EXPECT_EQ(FlagValue(args, "--comm"), "nccl") << o.name();
+    EXPECT_GT(std::atol(Resolve(FlagValue(args, "--kv_pool_blocks"), config).c_str()), 0)
+        << o.name() << ": a device KV pool needs --kv_pool_blocks";
     // The ranks of a group meet through etcd: they may land on different nodes, so no shared
     // rendezvous volume.
     EXPECT_TRUE(ParseEtcdUrl(Resolve(FlagValue(args, "--rendezvous"), config)).ok)

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/types.h"
 
 namespace dapq::worker {
 
@@ -24,6 +25,21 @@ class Communicator {
   virtual absl::Status AllReduceSum(float* data, size_t count) = 0;
   // Exact integer sum (fixed-point importance scores for consistent eviction).
   virtual absl::Status AllReduceSum(int64_t* data, size_t count) = 0;
+  // Whether AllReduceSumOnStream works: the collective reads device memory itself (NCCL). The
+  // others take host buffers; a device rank copies through the host for them.
+  virtual bool TakesDeviceBuffers() const { return false; }
+  // Stream-ordered sum of `count` floats of device memory: the collective runs on `stream`
+  // after the work enqueued there before the call, work enqueued after it sees the sum, and the
+  // host waits only until the collective is on the stream, not for it to run. A failure of a
+  // peer shows up in a later call (or as an error when the stream is synchronised).
+  // Unimplemented unless TakesDeviceBuffers().
+  virtual absl::Status AllReduceSumOnStream(float* device_data, size_t count,
+                                            kernels::Stream stream) {
+    (void)device_data;
+    (void)count;
+    (void)stream;
+    return absl::UnimplementedError("this communicator takes host buffers only");
+  }
   // Copies `bytes` bytes from `root`'s buffer into every other rank's buffer.
   virtual absl::Status Broadcast(void* data, size_t bytes, int root) = 0;
   virtual absl::Status Barrier() = 0;

@@ -1,6 +1,8 @@
 // File: worker/comm/nccl_communicator.cc
-// NCCL collectives on host buffers: copy in, reduce on the device, poll for completion (peer
-// failures and timeouts become errors), copy out. Compiled only when DAPQ_HAVE_NCCL.
+// NCCL collectives on host buffers (copy in, reduce on the device, poll for completion: peer
+// failures and timeouts become errors, copy out) and on device buffers in stream order (poll
+// only until NCCL has put the collective on the caller's stream). Compiled only when
+// DAPQ_HAVE_NCCL.
 #include "worker/comm/nccl_communicator.h"
 
 #include <cuda_runtime.h>
@@ -105,6 +107,42 @@ class NcclCommunicator final : public Communicator {
     return Run("allreduce", data, count * sizeof(float), [&](void* buf) {
       return ncclAllReduce(buf, buf, count, ncclFloat32, ncclSum, comm_, stream_);
     });
+  }
+
+  bool TakesDeviceBuffers() const override { return true; }
+
+  // On the caller's stream, in place: no copy, no wait for the collective to run. The wait is
+  // for NCCL to have enqueued it (a non-blocking communicator may still be doing that after
+  // ncclAllReduce returned ncclInProgress), bounded by the collective timeout, so an error or
+  // Abort() during the enqueue is seen here.
+  absl::Status AllReduceSumOnStream(float* device_data, size_t count,
+                                    kernels::Stream stream) override {
+    const char* op = "allreduce on stream";
+    DAPQ_RETURN_IF_ERROR(internal::CheckGroupUsable(aborted_.load(), broken_, Context(op)));
+    if (stream.backend != kernels::Backend::kCuda) {
+      return absl::InvalidArgumentError(absl::StrCat(Context(op), "needs a CUDA stream, not ",
+                                                     kernels::BackendName(stream.backend)));
+    }
+    if (count == 0) return absl::OkStatus();
+    absl::Status s = [&]() -> absl::Status {
+      DAPQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+      absl::MutexLock lock(&mu_);
+      if (comm_aborted_) {
+        return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
+      }
+      const ncclResult_t r = ncclAllReduce(device_data, device_data, count, ncclFloat32, ncclSum,
+                                           comm_, static_cast<cudaStream_t>(stream.handle));
+      if (r != ncclSuccess && r != ncclInProgress) {
+        return NcclStatus(r, Context(op).c_str(), comm_, rank_, device_);
+      }
+      return absl::OkStatus();
+    }();
+    if (s.ok()) {
+      s = AwaitComm(op, std::chrono::steady_clock::now() + kCollectiveTimeout,
+                    /*stream=*/nullptr);
+    }
+    if (!s.ok()) return absl::IsAborted(s) ? s : Break(s);
+    return absl::OkStatus();
   }
 
   absl::Status AllReduceSum(int64_t* data, size_t count) override {

@@ -4,9 +4,12 @@
 // the ncclUniqueId and broadcasts it.
 //
 // Semantics (see communicator.h for the contract):
-//  - The collectives take host pointers (activations are CPU-resident today): each copies the
-//    buffer to a device buffer, runs ncclAllReduce / ncclBroadcast on the communicator's stream
-//    and copies the result back. int64 sums use ncclInt64 and are exact.
+//  - The Communicator collectives take host pointers: each copies the buffer to a device
+//    buffer, runs ncclAllReduce / ncclBroadcast on the communicator's stream and copies the
+//    result back. int64 sums use ncclInt64 and are exact.
+//  - AllReduceSumOnStream (TakesDeviceBuffers) sums device memory in place on the caller's
+//    stream (a device rank's compute stream): no copy, and the call returns once NCCL has put
+//    the collective on the stream, without waiting for it to run.
 //  - Float sums: NCCL's reduction order depends on its algorithm (ring, tree, NVLS) and is not
 //    rank order 0..size-1. Results are identical on every rank, but bit-identical to the
 //    in-process / Gloo communicators only for a group of 2 (a + b == b + a in IEEE arithmetic);

@@ -28,7 +28,7 @@ absl::Status ScoreOneHead(const Scorer& scorer, const ScoringInputs& all, const 
   in.q_head_begin = all.q_head_begin + h * group;
   in.kv_head_begin = all.kv_head_begin + h;
   std::vector<float> keys(static_cast<size_t>(len) * d), values(keys.size());
-  cache.Gather(all.layer, h, 0, len, keys.data(), values.data());
+  DAPQ_RETURN_IF_ERROR(cache.Gather(all.layer, h, 0, len, keys.data(), values.data()));
   in.keys = keys.data();
   in.values = values.data();
   in.kv_head_stride = static_cast<long>(len) * d;
@@ -87,7 +87,7 @@ absl::Status CompressRank(const CompressionConfig& config, const Scorer& scorer,
     collector.Fill(layer, in);
     scores.assign(static_cast<size_t>(kv_heads) * n, 0.0f);
     if (!ragged) {
-      cache.GatherLayer(layer, n, &keys, &values);
+      DAPQ_RETURN_IF_ERROR(cache.GatherLayer(layer, n, &keys, &values));
       in.keys = keys.data();
       in.values = values.data();
       in.kv_head_stride = static_cast<long>(n) * m.head_dim;

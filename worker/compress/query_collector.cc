@@ -97,7 +97,7 @@ absl::Status QueryCollector::AccumulateAttention(Layer& l, int layer, int m, con
   const bool ragged = std::any_of(kv_lens.begin(), kv_lens.end(), [&](int x) { return x != n; });
   std::vector<float> keys;  // keys gathered from the block tables
   if (!ragged) {
-    cache.GatherLayer(layer, n, &keys, nullptr);
+    DAPQ_RETURN_IF_ERROR(cache.GatherLayer(layer, n, &keys, nullptr));
     return internal::AccumulateCausalAttention(q_post, m, q_heads_, kv_heads_, head_dim_,
                                                keys.data(), static_cast<long>(n) * head_dim_, n,
                                                l.attention.data());
@@ -109,7 +109,7 @@ absl::Status QueryCollector::AccumulateAttention(Layer& l, int layer, int m, con
     const std::vector<float> q =
         internal::SliceQueryHeads(q_post, m, q_heads_, head_dim_, h * group, group);
     keys.resize(static_cast<size_t>(len) * head_dim_);
-    cache.Gather(layer, h, 0, len, keys.data(), nullptr);
+    DAPQ_RETURN_IF_ERROR(cache.Gather(layer, h, 0, len, keys.data(), nullptr));
     DAPQ_RETURN_IF_ERROR(internal::AccumulateCausalAttention(
         q.data(), m, group, 1, head_dim_, keys.data(), static_cast<long>(len) * head_dim_, len,
         l.attention.data() + static_cast<long>(h) * n));

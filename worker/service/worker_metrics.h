@@ -126,7 +126,8 @@ class LeaseLossCollector final : public prometheus::Collectable {
   const std::string group_, rank_;
 };
 
-// A Communicator that times its all-reduces into WorkerMetrics.
+// A Communicator that times its all-reduces into WorkerMetrics. Stream-ordered all-reduces pass
+// through untimed: the call returns once the collective is enqueued, so its time says nothing.
 class TimedCommunicator final : public Communicator {
  public:
   TimedCommunicator(Communicator* target, WorkerMetrics* metrics) : t_(target), m_(metrics) {}
@@ -139,6 +140,11 @@ class TimedCommunicator final : public Communicator {
   }
   absl::Status Barrier() override { return t_->Barrier(); }
   void Abort() override { t_->Abort(); }
+  bool TakesDeviceBuffers() const override { return t_->TakesDeviceBuffers(); }
+  absl::Status AllReduceSumOnStream(float* device_data, size_t count,
+                                    kernels::Stream stream) override {
+    return t_->AllReduceSumOnStream(device_data, count, stream);
+  }
 
  private:
   Communicator* const t_;
