@@ -41,6 +41,12 @@ absl::Status ValidateForDevice(const EmbeddingParams& p, absl::Status (*)(const 
 absl::Status ValidateForDevice(const KvAppendParams& p, absl::Status (*)(const KvAppendParams&)) {
   return ValidateKvAppendDevice(p);
 }
+absl::Status ValidateForDevice(const KvCompactParams& p, absl::Status (*)(const KvCompactParams&)) {
+  if (p.scratch == nullptr && p.keep_stride > 0) {
+    return absl::InvalidArgumentError("KvCompact: the CUDA backend needs scratch");
+  }
+  return ValidateKvCompactDevice(p);
+}
 
 }  // namespace
 

@@ -3,17 +3,20 @@
 // RmsNorm; Embedding copies fp32 rows and widens bf16 ones exactly, and names a token outside
 // the vocabulary; KvAppend puts every row in the slot the attention kernels read through the
 // block table, rounded as the scalar conversions round, and names a slot or block id outside
-// its table or pool. Their GPU twins: tests/parity/layer_ops_parity_test.cc.
+// its table or pool; KvCompact moves each head's kept rows to the front of its table, bytes
+// unchanged, and leaves the rest. Their GPU twins: tests/parity/layer_ops_parity_test.cc.
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/embedding.h"
 #include "kernels/fixed_point.h"
 #include "kernels/kv_append.h"
+#include "kernels/kv_compact.h"
 #include "kernels/paged_index.h"
 #include "kernels/rms_norm.h"
 #include "tests/util/random.h"
@@ -209,6 +212,90 @@ TEST(ScoresToFixedPointTest, RoundsHalvesAwayClampsAndZeroesTheRest) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, KvAppendTest,
+                         ::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(DTypeName(info.param));
+                         });
+
+// Two heads over shuffled tables in a pool of distinct bytes: each kept row lands in its new slot
+// exactly, rows past the count keep their bytes, and bad keep-sets are named.
+class KvCompactTest : public ::testing::TestWithParam<DType> {
+ protected:
+  static constexpr int kHeads = 2, kDim = 8, kTpb = 4, kBlocksPerHead = 4, kPoolBlocks = 9;
+  static constexpr long kBlockStride = 2L * kTpb * kDim;
+
+  KvCompactParams Params(uint8_t* pool) {
+    KvCompactParams p;
+    p.heads = kHeads;
+    p.head_dim = kDim;
+    p.keep = keep_.data();
+    p.keep_stride = kKeepStride;
+    p.counts = counts_.data();
+    p.block_table = table_.data();
+    p.blocks_per_head = kBlocksPerHead;
+    p.tokens_per_block = kTpb;
+    p.kv_dtype = GetParam();
+    p.k_pool = pool;
+    p.v_pool = pool + kTpb * kDim * DTypeSize(GetParam());
+    p.block_stride = kBlockStride;
+    p.pool_blocks = kPoolBlocks;
+    return p;
+  }
+  // Bytes of slot `slot` of head h's keys (values when `values`) in `pool`.
+  std::vector<uint8_t> Row(const std::vector<uint8_t>& pool, int h, int slot, bool values) const {
+    const size_t elem = DTypeSize(GetParam());
+    const long at = PagedSlot(&table_[h * kBlocksPerHead], slot, kTpb, kBlockStride, kDim) +
+                    (values ? kTpb * kDim : 0);
+    return {pool.begin() + at * elem, pool.begin() + (at + kDim) * elem};
+  }
+
+  static constexpr int kKeepStride = 6;
+  // Head 0 keeps a run inside one block and rows across blocks; head 1 keeps its first slot.
+  std::vector<int32_t> keep_ = {1, 2, 3, 6, 9, 15, 0, 4, 5, 13, -1, -1};
+  std::vector<int32_t> counts_ = {6, 4};
+  std::vector<int32_t> table_ = {7, 2, 5, 0, 1, 8, 3, 6};
+};
+
+TEST_P(KvCompactTest, MovesKeptRowsToTheFrontAndLeavesTheRest) {
+  std::vector<uint8_t> before(kPoolBlocks * kBlockStride * DTypeSize(GetParam()));
+  std::mt19937 rng(17);  // distinct rows: a misplaced one shows
+  for (uint8_t& b : before) b = static_cast<uint8_t>(rng());
+  std::vector<uint8_t> pool = before;
+  ASSERT_THAT(KvCompact(Params(pool.data())), IsOk());
+  for (int h = 0; h < kHeads; ++h) {
+    for (int i = 0; i < kBlocksPerHead * kTpb; ++i) {
+      const int from = i < counts_[h] ? keep_[h * kKeepStride + i] : i;
+      for (const bool values : {false, true}) {
+        ASSERT_EQ(Row(pool, h, i, values), Row(before, h, from, values))
+            << "head " << h << " slot " << i << (values ? " values" : " keys");
+      }
+    }
+  }
+  // Block 4 is in no table: untouched.
+  const size_t elem = DTypeSize(GetParam());
+  EXPECT_TRUE(std::equal(pool.begin() + 4 * kBlockStride * elem,
+                         pool.begin() + 5 * kBlockStride * elem,
+                         before.begin() + 4 * kBlockStride * elem));
+}
+
+TEST_P(KvCompactTest, NamesKeepSetsThatAreNotAscendingOrLeaveThePool) {
+  std::vector<uint8_t> pool(kPoolBlocks * kBlockStride * DTypeSize(GetParam()));
+  keep_[2] = 2;  // head 0: 1, 2, 2
+  EXPECT_THAT(
+      KvCompact(Params(pool.data())),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("head 0 keep[2]=2: not ascending")));
+  keep_[2] = 3;
+  counts_[1] = 7;
+  EXPECT_THAT(KvCompact(Params(pool.data())),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("head 1 count=7")));
+  counts_[1] = 4;
+  table_[7] = kPoolBlocks;  // head 1's block 3 (slot 13)
+  EXPECT_THAT(KvCompact(Params(pool.data())),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("head 1 block 3 has id 9 outside the pool")));
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, KvCompactTest,
                          ::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(DTypeName(info.param));

@@ -9,6 +9,7 @@
 #include "kernels/fixed_point.h"
 #include "kernels/gemm.h"
 #include "kernels/kv_append.h"
+#include "kernels/kv_compact.h"
 #include "kernels/pooling.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
@@ -121,6 +122,59 @@ absl::Status ValidateKvAppend(const KvAppendParams& p) {
       if (table[b] < 0 || table[b] >= p.pool_blocks) {
         return Bad("KvAppend", absl::StrCat("KV head ", h, " block ", b, " has id ", table[b],
                                             " outside the pool [0, ", p.pool_blocks, ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateKvCompactDevice(const KvCompactParams& p) {
+  if (p.heads <= 0 || p.head_dim <= 0 || p.keep_stride < 0) {
+    return Bad("KvCompact", absl::StrCat("heads=", p.heads, " head_dim=", p.head_dim,
+                                         " keep_stride=", p.keep_stride));
+  }
+  if (!p.keep || !p.counts || !p.block_table || !p.k_pool || !p.v_pool) {
+    return Bad("KvCompact", "null pointer");
+  }
+  if (p.tokens_per_block <= 0 || (p.tokens_per_block & (p.tokens_per_block - 1)) != 0) {
+    return Bad("KvCompact",
+               absl::StrCat("tokens_per_block=", p.tokens_per_block, " not a power of two"));
+  }
+  if (p.block_stride < static_cast<long>(p.tokens_per_block) * p.head_dim) {
+    return Bad("KvCompact",
+               absl::StrCat("block_stride=", p.block_stride, " < tokens_per_block x head_dim"));
+  }
+  if (p.blocks_per_head <= 0 || p.pool_blocks <= 0) {
+    return Bad("KvCompact",
+               absl::StrCat("blocks_per_head=", p.blocks_per_head, " pool_blocks=", p.pool_blocks));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateKvCompact(const KvCompactParams& p) {
+  DAPQ_RETURN_IF_ERROR(ValidateKvCompactDevice(p));
+  const long slots = static_cast<long>(p.blocks_per_head) * p.tokens_per_block;
+  for (int h = 0; h < p.heads; ++h) {
+    const int count = p.counts[h];
+    if (count < 0 || count > p.keep_stride) {
+      return Bad("KvCompact",
+                 absl::StrCat("head ", h, " count=", count, " outside [0, ", p.keep_stride, "]"));
+    }
+    const int32_t* keep = p.keep + static_cast<long>(h) * p.keep_stride;
+    const int32_t* table = p.block_table + static_cast<long>(h) * p.blocks_per_head;
+    for (int i = 0; i < count; ++i) {
+      if (keep[i] < i || keep[i] >= slots || (i > 0 && keep[i] <= keep[i - 1])) {
+        return Bad("KvCompact",
+                   absl::StrCat("head ", h, " keep[", i, "]=", keep[i],
+                                ": not ascending inside the table's ", slots, " slots"));
+      }
+      for (const long slot : {static_cast<long>(i), static_cast<long>(keep[i])}) {
+        const int32_t id = table[slot / p.tokens_per_block];
+        if (id < 0 || id >= p.pool_blocks) {
+          return Bad("KvCompact",
+                     absl::StrCat("head ", h, " block ", slot / p.tokens_per_block, " has id ", id,
+                                  " outside the pool [0, ", p.pool_blocks, ")"));
+        }
       }
     }
   }

@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "kernels/convert.h"
 #include "kernels/kv_append.h"
+#include "kernels/kv_compact.h"
 
 namespace dapq::worker {
 
@@ -385,7 +386,7 @@ absl::Status KvCache::Keep(int layer, int head, std::span<const int32_t> slots) 
   std::vector<int32_t>& pos = positions_[slab];
   const size_t row_bytes = head_dim_ * pool_->element_bytes();
   if (pool_->context_arena()) {
-    DAPQ_RETURN_IF_ERROR(MoveKept(slab, slots));
+    DAPQ_RETURN_IF_ERROR(CompactOnDevice(slab, slots));
     for (size_t i = 0; i < slots.size(); ++i) {
       if (slots[i] == static_cast<int>(i)) continue;
       unchanged_[slab] = std::min(unchanged_[slab], static_cast<int>(i));
@@ -410,33 +411,39 @@ absl::Status KvCache::Keep(int layer, int head, std::span<const int32_t> slots) 
   return absl::OkStatus();
 }
 
-absl::Status KvCache::MoveKept(long slab, std::span<const int32_t> slots) {
-  const int tpb = tokens_per_block_;
-  const size_t row_bytes = head_dim_ * pool_->element_bytes();
-  for (size_t i = 0; i < slots.size();) {
-    const int dst = static_cast<int>(i);
-    const int src = slots[i];
-    if (src == dst) {
-      ++i;
-      continue;
-    }
-    // src > dst, and every later kept slot lies past its destination, so moving in slot order
-    // never overwrites a slot still to be read. A run: consecutive kept slots, inside one source
-    // and one destination block, no longer than the gap when both are in the same block (the
-    // copy must not overlap itself).
-    const int gap = src - dst;
-    int n = std::min(tpb - dst % tpb, tpb - src % tpb);
-    if (dst / tpb == src / tpb) n = std::min(n, gap);
-    int run = 1;
-    while (run < n && i + run < slots.size() && slots[i + run] == src + run) ++run;
-    for (const bool values : {false, true}) {
-      const auto [to, to_offset] = SlotOffset(slab, dst, values);
-      const auto [from, from_offset] = SlotOffset(slab, src, values);
-      DAPQ_RETURN_IF_ERROR(pool_->Move(to, to_offset, from, from_offset, run * row_bytes));
-    }
-    i += run;
-  }
-  return absl::OkStatus();
+absl::Status KvCache::CompactOnDevice(long slab, std::span<const int32_t> slots) {
+  if (slots.empty()) return absl::OkStatus();
+  kernels::ExecutionContext& context = *pool_->context();
+  // One upload: the keep-set, the slab's block table and the count, then the op's scratch.
+  const std::vector<kvstore::BlockId>& ids = block_ids_[slab];
+  std::vector<int32_t> ints(slots.begin(), slots.end());
+  ints.insert(ints.end(), ids.begin(), ids.end());
+  ints.push_back(static_cast<int32_t>(slots.size()));
+  const size_t ints_bytes = (ints.size() * sizeof(int32_t) + 255) / 256 * 256;
+  const size_t scratch_bytes = slots.size() * 2 * head_dim_ * pool_->element_bytes();
+  DAPQ_ASSIGN_OR_RETURN(void* workspace, context.Workspace(ints_bytes + scratch_bytes));
+  auto* device_ints = static_cast<int32_t*>(workspace);
+  DAPQ_RETURN_IF_ERROR(context.CopyAsync(device_ints, ints.data(), ints.size() * sizeof(int32_t),
+                                         kernels::CopyKind::kHostToDevice));
+  kernels::KvCompactParams p;
+  p.heads = 1;
+  p.head_dim = head_dim_;
+  p.keep = device_ints;
+  p.keep_stride = static_cast<int>(slots.size());
+  p.counts = device_ints + slots.size() + ids.size();
+  p.block_table = device_ints + slots.size();
+  p.blocks_per_head = static_cast<int>(ids.size());
+  p.tokens_per_block = tokens_per_block_;
+  p.kv_dtype = pool_->dtype();
+  p.k_pool = pool_->keys(0);
+  p.v_pool = pool_->values(0);
+  p.block_stride = pool_->block_stride();
+  p.pool_blocks = pool_->capacity();
+  p.scratch = static_cast<char*>(workspace) + ints_bytes;
+  DAPQ_RETURN_IF_ERROR(kernels::KvCompact(p, pool_->stream()));
+  // `ints` is freed on return: wait for the copy (compaction runs once per request, not per
+  // token).
+  return context.Synchronize();
 }
 
 absl::Status KvCache::DropLast(int count) {

@@ -175,10 +175,11 @@ class KvCache {
   absl::Status WriteRows(long slab, int first, int count, const float* k, const float* v);
   // Context arenas: Gather's copies and widening, one Read per run of slots inside one block.
   absl::Status GatherRows(long slab, int begin, int count, float* k, float* v) const;
-  // Context arenas: Keep's compaction (slots already validated, destination blocks private):
-  // moves on the device, one per run of consecutive kept slots that stays inside one source and
-  // one destination block and does not overlap itself.
-  absl::Status MoveKept(long slab, std::span<const int32_t> slots);
+  // Context arenas: Keep's compaction (slots already validated, destination blocks private)
+  // through kernels::KvCompact on the pool's stream: the keep-set and the slab's table uploaded
+  // into the context's workspace, every row moved by the device at once. Waits for the stream
+  // (the upload's host buffer is local).
+  absl::Status CompactOnDevice(long slab, std::span<const int32_t> slots);
   // Returns the blocks of `slab` past those covering `slots` slots to the pool.
   void Shrink(long slab, int slots);
   // Copy-on-write: block `index` of `slab` becomes this cache's own (a copy when shared).

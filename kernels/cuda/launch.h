@@ -13,6 +13,7 @@
 #include "kernels/fixed_point.h"
 #include "kernels/gemm.h"
 #include "kernels/kv_append.h"
+#include "kernels/kv_compact.h"
 #include "kernels/pooling.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
@@ -31,6 +32,7 @@ absl::Status LaunchAttentionDecode(const AttentionParams& p, void* stream);
 absl::Status LaunchAttentionScores(const AttentionScoresParams& p, void* stream);
 absl::Status LaunchEmbedding(const EmbeddingParams& p, void* stream);
 absl::Status LaunchKvAppend(const KvAppendParams& p, void* stream);
+absl::Status LaunchKvCompact(const KvCompactParams& p, void* stream);
 absl::Status LaunchScoresToFixedPoint(const FixedPointParams& p, void* stream);
 absl::Status LaunchPool1d(const Pool1dParams& p, void* stream);
 

@@ -13,6 +13,7 @@
 #include "kernels/fixed_point.h"
 #include "kernels/gemm.h"
 #include "kernels/kv_append.h"
+#include "kernels/kv_compact.h"
 #include "kernels/pooling.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"

@@ -235,6 +235,7 @@ TEST(KernelsParityTest, EveryCudaOpHasACase) {
                                             "AttentionScores",
                                             "Embedding",
                                             "KvAppend",
+                                            "KvCompact",
                                             "ScoresToFixedPoint",
                                             "Pool1d"};
   std::vector<std::string> cuda_ops;

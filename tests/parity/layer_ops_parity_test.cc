@@ -17,6 +17,7 @@
 #include "kernels/embedding.h"
 #include "kernels/fixed_point.h"
 #include "kernels/kv_append.h"
+#include "kernels/kv_compact.h"
 #include "kernels/rms_norm.h"
 #include "tests/parity/parity_util.h"
 #include "tests/util/cuda_test_util.h"
@@ -138,6 +139,67 @@ TEST(KernelsParityTest, KvAppend) {
                 cudaSuccess);
       EXPECT_TRUE(back == pool) << "the GPU pool differs from the CPU pool";
     }
+  }
+}
+
+// Compaction after a keep-set: the GPU's gather + scatter leaves the pool byte for byte as the
+// CPU's in-place moves, for dense runs, scattered rows and a head that keeps nothing.
+TEST(KernelsParityTest, KvCompact) {
+  DAPQ_SKIP_IF_NO_CUDA();
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    const int heads = 3, d = 128, tpb = 16, blocks_per_head = 8, keep_stride = 100;
+    const int pool_blocks = heads * blocks_per_head + 2;
+    const long block_stride = 2L * tpb * d;
+    std::mt19937_64 rng(static_cast<int>(dtype) + 5);
+    std::vector<int32_t> table(static_cast<size_t>(heads) * blocks_per_head);
+    std::iota(table.begin(), table.end(), 1);
+    std::shuffle(table.begin(), table.end(), rng);
+    // Head 0 keeps every other slot, head 1 a random ascending set, head 2 nothing.
+    std::vector<int32_t> keep(static_cast<size_t>(heads) * keep_stride, 0);
+    std::vector<int32_t> counts = {0, 0, 0};
+    for (int s = 0; s < tpb * blocks_per_head && counts[0] < keep_stride; s += 2) {
+      keep[counts[0]++] = s;
+    }
+    for (int s = 0; s < tpb * blocks_per_head && counts[1] < keep_stride; ++s) {
+      if (rng() % 3 == 0) keep[keep_stride + counts[1]++] = s;
+    }
+    const size_t pool_bytes = static_cast<size_t>(pool_blocks) * block_stride * DTypeSize(dtype);
+    std::vector<uint8_t> pool(pool_bytes);
+    for (uint8_t& b : pool) b = static_cast<uint8_t>(rng());
+    const long v_offset = static_cast<long>(tpb) * d;
+    KvCompactParams p;
+    p.heads = heads;
+    p.head_dim = d;
+    p.keep = keep.data();
+    p.keep_stride = keep_stride;
+    p.counts = counts.data();
+    p.block_table = table.data();
+    p.blocks_per_head = blocks_per_head;
+    p.tokens_per_block = tpb;
+    p.kv_dtype = dtype;
+    p.k_pool = pool.data();
+    p.v_pool = pool.data() + v_offset * DTypeSize(dtype);
+    p.block_stride = block_stride;
+    p.pool_blocks = pool_blocks;
+    DeviceBuffer dkeep(keep, 0), dcounts(counts, 0), dtable(table, 0), dpool(pool, 0),
+        dscratch(std::vector<uint8_t>(static_cast<size_t>(heads) * keep_stride * 2 * d *
+                                      DTypeSize(dtype)),
+                 0);
+    ASSERT_TRUE(KvCompact(p).ok());
+    KvCompactParams g = p;
+    g.keep = dkeep.as<int32_t>();
+    g.counts = dcounts.as<int32_t>();
+    g.block_table = dtable.as<int32_t>();
+    g.k_pool = dpool.as<uint8_t>();
+    g.v_pool = dpool.as<uint8_t>() + v_offset * DTypeSize(dtype);
+    g.scratch = dscratch.as<uint8_t>();
+    ASSERT_TRUE(KvCompact(g, kGpu).ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<uint8_t> back(pool_bytes);
+    ASSERT_EQ(cudaMemcpy(back.data(), dpool.as<uint8_t>(), pool_bytes, cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    EXPECT_TRUE(back == pool) << "the GPU pool differs from the CPU pool";
   }
 }
 
