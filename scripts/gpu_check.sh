@@ -9,15 +9,20 @@
 #      failure), each under `timeout 120`;
 #   4. runs the kernel parity tests under compute-sanitizer (memcheck), when it is installed;
 #   5. runs every GPU bench named in BUNDLE/benches.txt (dapq_gpu_kernels_bench: decode and
-#      prefill attention, DapQ scoring, GEMM against the device-to-device copy, issue #13) under
-#      `timeout 150`, its Markdown to OUT/<bench>.md and its log to OUT/<bench>.log; PASS means
-#      it ran to the end (exit 0), whatever its figures; the issue #13 figures go to summary.txt;
+#      prefill attention, DapQ scoring, GEMM against the device-to-device copy, issue #13;
+#      dapq_device_engine_bench: the engine's prefill and decode tokens/s on a 32-layer bf16
+#      Llama-3-8B at batch 1 and 32) under `timeout 150` (the engine bench 200), its Markdown
+#      to OUT/<bench>.md and its log to OUT/<bench>.log; PASS means it ran to the end (exit 0),
+#      whatever its figures; the issue #13 figures go to summary.txt;
+#   6. runs the PyTorch peer (BUNDLE/torch_bench.py) on the same shapes when the machine's
+#      python3 has torch with CUDA (informational: never fails the check);
 # writing logs, gtest XML and summary.txt to OUT. Exit 0 only when every step passed.
 # Tests and benches share BUNDLE/bin (and its lib/); the two list files written by
 # scripts/gpu_bundle.sh tell them apart, so a bench never runs as a gtest binary or vice versa.
 # Usage: scripts/gpu_check.sh [BUNDLE | BUNDLE.tar.xz] (default: gpu-bundle, or the directory
 # holding this script when it runs from a bundle); OUT defaults to ./gpu-check-out. Each step has
-# a timeout; the whole check stays under ~6 minutes (the bench takes ~90 s of it).
+# a timeout; the whole check is meant to stay under ~8 minutes (the kernel bench ~90 s of it,
+# the engine bench, never run yet, at most 200 s).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 if [[ $# -ge 1 ]]; then
@@ -117,7 +122,11 @@ for name in "${benches[@]}"; do
     failed=1
     continue
   fi
-  timeout 150 "$b" --gpu_name "$gpu_name" --out "$out/$name.md" >"$out/$name.log" 2>&1
+  # The engine bench builds and uploads a 32-layer Llama-3-8B first: one run per figure.
+  limit=150 extra=()
+  if [[ "$name" == dapq_device_engine_bench ]]; then limit=200 extra=(--repeats 1); fi
+  timeout "$limit" "$b" --gpu_name "$gpu_name" --out "$out/$name.md" "${extra[@]}" \
+    >"$out/$name.log" 2>&1
   rc=$?
   last="$(grep -v '^$' "$out/$name.log" | tail -n 1)"
   case $rc in
@@ -132,7 +141,7 @@ for name in "${benches[@]}"; do
       failed=1
       ;;
     124)
-      note "FAIL bench $name: killed after 150 s (tables done so far: $out/$name.md)"
+      note "FAIL bench $name: killed after $limit s (tables done so far: $out/$name.md)"
       failed=1
       ;;
     *)
@@ -141,6 +150,22 @@ for name in "${benches[@]}"; do
       ;;
   esac
 done
+
+# 6. The PyTorch peer on the same shapes (the GPU image's torch; not a dependency): its prefill
+# and decode tokens/s beside dapq_device_engine_bench's. Informational: a missing torch is a
+# SKIP, not a failure.
+if [[ -f "$bundle/torch_bench.py" ]] && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  if timeout 240 python3 "$bundle/torch_bench.py" --device cuda --dtype bf16 --layers 32 \
+      --batches 1,32 --prompt_lengths 512,2048 --decode_prompt 512 --decode_steps 16 \
+      >"$out/torch_bench.md" 2>"$out/torch_bench.log"; then
+    note "PASS peer torch_bench (results: $out/torch_bench.md)"
+    grep -E '^\| (prefill|batch)' "$out/torch_bench.md" | sed 's/^/gpu_check:   torch /' | tee -a "$summary"
+  else
+    note "FAIL peer torch_bench (log: $out/torch_bench.log): $(tail -n 1 "$out/torch_bench.log")"
+  fi
+else
+  note "SKIP peer torch_bench: no python3 torch with CUDA here"
+fi
 
 if [[ $failed -eq 0 ]]; then
   note "all GPU checks passed"
