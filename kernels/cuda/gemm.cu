@@ -49,6 +49,7 @@
 #include "common/cuda_status.h"
 #include "common/mutex.h"
 #include "common/status_macros.h"
+#include "kernels/cuda/cublaslt_api.h"
 #include "kernels/cuda/launch.h"
 
 namespace dapq::kernels::cuda {
@@ -68,8 +69,8 @@ absl::Status CublasError(cublasStatus_t status, const char* call, const char* fi
   int device = -1;
   cudaGetDevice(&device);
   return absl::InternalError(absl::StrCat(
-      call, " at ", file, ":", line, ": ", cublasLtGetStatusName(status), " (",
-      static_cast<int>(status), "): ", cublasLtGetStatusString(status), " (device ", device, ")"));
+      call, " at ", file, ":", line, ": ", Lt().cublasLtGetStatusName(status), " (",
+      static_cast<int>(status), "): ", Lt().cublasLtGetStatusString(status), " (device ", device, ")"));
 }
 
 #define DAPQ_CUBLASLT_RETURN_IF_ERROR(expr)                                                      \
@@ -148,9 +149,9 @@ struct Plan {
 };
 
 struct LtDeleter {
-  void operator()(cublasLtMatmulDescOpaque_t* d) const { cublasLtMatmulDescDestroy(d); }
-  void operator()(cublasLtMatrixLayoutOpaque_t* l) const { cublasLtMatrixLayoutDestroy(l); }
-  void operator()(cublasLtMatmulPreferenceOpaque_t* p) const { cublasLtMatmulPreferenceDestroy(p); }
+  void operator()(cublasLtMatmulDescOpaque_t* d) const { Lt().cublasLtMatmulDescDestroy(d); }
+  void operator()(cublasLtMatrixLayoutOpaque_t* l) const { Lt().cublasLtMatrixLayoutDestroy(l); }
+  void operator()(cublasLtMatmulPreferenceOpaque_t* p) const { Lt().cublasLtMatmulPreferenceDestroy(p); }
 };
 using MatmulDesc = std::unique_ptr<cublasLtMatmulDescOpaque_t, LtDeleter>;
 using Layout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t, LtDeleter>;
@@ -165,7 +166,7 @@ struct Descriptors {
 
 absl::StatusOr<Layout> MakeLayout(cudaDataType_t type, int rows, int cols, int ld) {
   cublasLtMatrixLayout_t layout = nullptr;
-  DAPQ_CUBLASLT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(
+  DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtMatrixLayoutCreate(
       &layout, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld));
   return Layout(layout);
 }
@@ -177,14 +178,14 @@ absl::StatusOr<Descriptors> MakeDescriptors(const GemmParams& p, int ld_activati
   const cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   Descriptors d;
   cublasLtMatmulDesc_t op = nullptr;
-  DAPQ_CUBLASLT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   d.op.reset(op);
   const cublasOperation_t trans_a = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t trans_b = CUBLAS_OP_N;
   DAPQ_CUBLASLT_RETURN_IF_ERROR(
-      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
+      Lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
   DAPQ_CUBLASLT_RETURN_IF_ERROR(
-      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
+      Lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
   // Weights in memory: trans_b ? B^T [k, n] : B^T [n, k], column-major, leading dimension ldb.
   DAPQ_ASSIGN_OR_RETURN(d.weights,
                         MakeLayout(in_type, p.trans_b ? p.k : p.n, p.trans_b ? p.n : p.k, p.ldb));
@@ -212,10 +213,10 @@ class LtState {
     Plan plan;
     DAPQ_ASSIGN_OR_RETURN(plan.handle, Handle(key.device));
     cublasLtMatmulPreference_t raw_pref = nullptr;
-    DAPQ_CUBLASLT_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&raw_pref));
+    DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtMatmulPreferenceCreate(&raw_pref));
     const Preference pref(raw_pref);
     DAPQ_CUBLASLT_RETURN_IF_ERROR(
-        cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+        Lt().cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                              &kMaxMatmulWorkspace, sizeof(kMaxMatmulWorkspace)));
     // cuBLASLt assumes 256-byte aligned operands unless told otherwise.
     const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
@@ -225,11 +226,11 @@ class LtState {
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c}};
     for (const auto& [attribute, bytes] : alignments) {
       DAPQ_CUBLASLT_RETURN_IF_ERROR(
-          cublasLtMatmulPreferenceSetAttribute(pref.get(), attribute, &bytes, sizeof(bytes)));
+          Lt().cublasLtMatmulPreferenceSetAttribute(pref.get(), attribute, &bytes, sizeof(bytes)));
     }
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    DAPQ_CUBLASLT_RETURN_IF_ERROR(cublasLtMatmulAlgoGetHeuristic(
+    DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtMatmulAlgoGetHeuristic(
         plan.handle, d.op.get(), d.weights.get(), d.activations.get(), d.c.get(), d.c.get(),
         pref.get(), 1, &result, &found));
     if (found == 0 || result.state != CUBLAS_STATUS_SUCCESS) {
@@ -252,7 +253,7 @@ class LtState {
     auto it = handles_.find(device);
     if (it != handles_.end()) return it->second;
     cublasLtHandle_t handle = nullptr;
-    DAPQ_CUBLASLT_RETURN_IF_ERROR(cublasLtCreate(&handle));
+    DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtCreate(&handle));
     handles_.emplace(device, handle);
     return handle;
   }
@@ -283,7 +284,7 @@ absl::Status Run(const GemmParams& p, const Descriptors& d, const Plan& plan, in
   }
   const void* weights = bf16 ? static_cast<const void*>(p.b_bf16) : p.b;
   void* workspace = plan.workspace_bytes > 0 ? scratch + activation_bytes : nullptr;
-  DAPQ_CUBLASLT_RETURN_IF_ERROR(cublasLtMatmul(plan.handle, d.op.get(), &p.alpha, weights,
+  DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtMatmul(plan.handle, d.op.get(), &p.alpha, weights,
                                                d.weights.get(), activations, d.activations.get(),
                                                &p.beta, p.c, d.c.get(), p.c, d.c.get(), &plan.algo,
                                                workspace, plan.workspace_bytes, stream));
@@ -294,6 +295,7 @@ absl::Status Run(const GemmParams& p, const Descriptors& d, const Plan& plan, in
 
 absl::Status LaunchGemm(const GemmParams& p, void* stream) {
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  DAPQ_RETURN_IF_ERROR(LoadCublasLt());
   const auto s = static_cast<cudaStream_t>(stream);
   if (p.k == 0) return ScaleC(p, s);
   const bool bf16 = p.b_dtype == DType::kBF16;
