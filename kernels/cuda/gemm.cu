@@ -68,9 +68,10 @@ constexpr int kBf16RowMultiple = 8;
 absl::Status CublasError(cublasStatus_t status, const char* call, const char* file, int line) {
   int device = -1;
   cudaGetDevice(&device);
-  return absl::InternalError(absl::StrCat(
-      call, " at ", file, ":", line, ": ", Lt().cublasLtGetStatusName(status), " (",
-      static_cast<int>(status), "): ", Lt().cublasLtGetStatusString(status), " (device ", device, ")"));
+  return absl::InternalError(
+      absl::StrCat(call, " at ", file, ":", line, ": ", Lt().cublasLtGetStatusName(status), " (",
+                   static_cast<int>(status), "): ", Lt().cublasLtGetStatusString(status),
+                   " (device ", device, ")"));
 }
 
 #define DAPQ_CUBLASLT_RETURN_IF_ERROR(expr)                                                      \
@@ -151,7 +152,9 @@ struct Plan {
 struct LtDeleter {
   void operator()(cublasLtMatmulDescOpaque_t* d) const { Lt().cublasLtMatmulDescDestroy(d); }
   void operator()(cublasLtMatrixLayoutOpaque_t* l) const { Lt().cublasLtMatrixLayoutDestroy(l); }
-  void operator()(cublasLtMatmulPreferenceOpaque_t* p) const { Lt().cublasLtMatmulPreferenceDestroy(p); }
+  void operator()(cublasLtMatmulPreferenceOpaque_t* p) const {
+    Lt().cublasLtMatmulPreferenceDestroy(p);
+  }
 };
 using MatmulDesc = std::unique_ptr<cublasLtMatmulDescOpaque_t, LtDeleter>;
 using Layout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t, LtDeleter>;
@@ -182,10 +185,10 @@ absl::StatusOr<Descriptors> MakeDescriptors(const GemmParams& p, int ld_activati
   d.op.reset(op);
   const cublasOperation_t trans_a = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t trans_b = CUBLAS_OP_N;
-  DAPQ_CUBLASLT_RETURN_IF_ERROR(
-      Lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
-  DAPQ_CUBLASLT_RETURN_IF_ERROR(
-      Lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
+  DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA,
+                                                                    &trans_a, sizeof(trans_a)));
+  DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB,
+                                                                    &trans_b, sizeof(trans_b)));
   // Weights in memory: trans_b ? B^T [k, n] : B^T [n, k], column-major, leading dimension ldb.
   DAPQ_ASSIGN_OR_RETURN(d.weights,
                         MakeLayout(in_type, p.trans_b ? p.k : p.n, p.trans_b ? p.n : p.k, p.ldb));
@@ -215,9 +218,9 @@ class LtState {
     cublasLtMatmulPreference_t raw_pref = nullptr;
     DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtMatmulPreferenceCreate(&raw_pref));
     const Preference pref(raw_pref);
-    DAPQ_CUBLASLT_RETURN_IF_ERROR(
-        Lt().cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                             &kMaxMatmulWorkspace, sizeof(kMaxMatmulWorkspace)));
+    DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtMatmulPreferenceSetAttribute(
+        pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kMaxMatmulWorkspace,
+        sizeof(kMaxMatmulWorkspace)));
     // cuBLASLt assumes 256-byte aligned operands unless told otherwise.
     const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_weights},
@@ -284,10 +287,10 @@ absl::Status Run(const GemmParams& p, const Descriptors& d, const Plan& plan, in
   }
   const void* weights = bf16 ? static_cast<const void*>(p.b_bf16) : p.b;
   void* workspace = plan.workspace_bytes > 0 ? scratch + activation_bytes : nullptr;
-  DAPQ_CUBLASLT_RETURN_IF_ERROR(Lt().cublasLtMatmul(plan.handle, d.op.get(), &p.alpha, weights,
-                                               d.weights.get(), activations, d.activations.get(),
-                                               &p.beta, p.c, d.c.get(), p.c, d.c.get(), &plan.algo,
-                                               workspace, plan.workspace_bytes, stream));
+  DAPQ_CUBLASLT_RETURN_IF_ERROR(
+      Lt().cublasLtMatmul(plan.handle, d.op.get(), &p.alpha, weights, d.weights.get(), activations,
+                          d.activations.get(), &p.beta, p.c, d.c.get(), p.c, d.c.get(), &plan.algo,
+                          workspace, plan.workspace_bytes, stream));
   return absl::OkStatus();
 }
 
