@@ -71,6 +71,19 @@ absl::Status LocalClusterOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("--device='", device, "': cpu, cuda (rank r on cuda:r) or cuda:N"));
   }
+  if (device != "cpu") {
+    bool capped = false;
+    for (const std::string& a : worker_args) {
+      capped |= a == "--kv_pool_blocks" || absl::StartsWith(a, "--kv_pool_blocks=");
+    }
+    if (!capped) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--device=", device,
+                       ": a GPU worker allocates its KV pool up front; give its size with "
+                       "--worker_arg=--kv_pool_blocks --worker_arg=N (blocks of 16 slots per layer "
+                       "and KV head)"));
+    }
+  }
   return absl::OkStatus();
 }
 

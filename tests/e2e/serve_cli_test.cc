@@ -55,6 +55,17 @@ absl::StatusOr<launcher::ChildProcess> StartServe(const std::string& dir,
   return launcher::ChildProcess::Start(argv, dir + "/serve.log");
 }
 
+TEST(ServeCliTest, DeviceFlagsAreCheckedBeforeAnythingStarts) {
+  const std::string serve = std::string(DAPQ_BINARY) + " serve --model " +
+                            testing::Stories260KPath() + " --groups 1 --tp 1";
+  const testing::CommandResult bad = testing::RunCommand(serve + " --device gpu");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.out, ::testing::HasSubstr("--device='gpu': cpu, cuda"));
+  const testing::CommandResult uncapped = testing::RunCommand(serve + " --device cuda:0");
+  EXPECT_NE(uncapped.exit_code, 0);
+  EXPECT_THAT(uncapped.out, ::testing::HasSubstr("--worker_arg=--kv_pool_blocks"));
+}
+
 TEST(ServeCliTest, ServeGenerateBatchAndStopLeavesNoProcess) {
   const std::string dir = testing::MakeTempDir("serve_cli");
   const std::string dapq = DAPQ_BINARY;
