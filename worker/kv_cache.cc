@@ -440,6 +440,7 @@ absl::Status KvCache::CompactOnDevice(long slab, std::span<const int32_t> slots)
   p.block_stride = pool_->block_stride();
   p.pool_blocks = pool_->capacity();
   p.scratch = static_cast<char*>(workspace) + ints_bytes;
+  DAPQ_RETURN_IF_ERROR(context.MakeCurrent());  // the launch goes to the pool's device
   DAPQ_RETURN_IF_ERROR(kernels::KvCompact(p, pool_->stream()));
   // `ints` is freed on return: wait for the copy (compaction runs once per request, not per
   // token).
