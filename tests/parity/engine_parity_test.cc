@@ -108,7 +108,15 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaEngineParityTest,
                          ::testing::Values(Case{"stories260K", 1}, Case{"stories260K", 2},
                                            Case{"synthetic:tiny-gqa", 1},
                                            Case{"synthetic:tiny-gqa", 2},
-                                           Case{"synthetic:tiny-mha", 2}));
+                                           Case{"synthetic:tiny-mha", 2}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           std::string name = info.param.model;
+                           name = name.substr(name.find(':') + 1);
+                           for (char& ch : name) {
+                             if (ch == '-') ch = '_';
+                           }
+                           return name + "_tp" + std::to_string(info.param.tp);
+                         });
 
 TEST(CudaEngineCompressionTest, ABudgetCoveringThePromptKeepsTheTokens) {
   DAPQ_SKIP_IF_NO_CUDA();
