@@ -3,8 +3,10 @@
 #include "worker/model_runner.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
@@ -195,6 +197,28 @@ absl::Status RankModel::AllReduce(float* data, size_t count) {
                              kernels::CopyKind::kHostToDevice);
 }
 
+absl::Status RankModel::Drain() {
+  if (comm_ == nullptr || shard_.tp == 1 || !comm_->TakesDeviceBuffers()) {
+    return context_->Synchronize();
+  }
+  // The stream holds collectives: a dead peer would keep them waiting and a blocking
+  // synchronisation with them. Poll the stream and the group instead, for at most the
+  // collectives' own timeout.
+  DAPQ_ASSIGN_OR_RETURN(kernels::Event done, context_->RecordEvent());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (true) {
+    DAPQ_ASSIGN_OR_RETURN(const bool finished, context_->EventDone(done));
+    if (finished) return absl::OkStatus();
+    DAPQ_RETURN_IF_ERROR(comm_->AsyncError());
+    if (std::chrono::steady_clock::now() > deadline) {
+      comm_->Abort();
+      return absl::DeadlineExceededError(
+          "forward: the pass's stream did not finish within 120 s (the group was aborted)");
+    }
+    std::this_thread::yield();
+  }
+}
+
 KvCache RankModel::NewCache() const {
   return KvCache(c_.n_layers, shard_.kv_heads, c_.head_dim, kv_pool_);
 }
@@ -310,7 +334,7 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
     slice.cache->Commit(slice.positions.data(), static_cast<int>(slice.tokens.size()));
   }
 
-  if (logits.empty()) return host_memory_ ? absl::OkStatus() : context_->Synchronize();
+  if (logits.empty()) return host_memory_ ? absl::OkStatus() : Drain();
   // The rows whose logits are wanted: every token, or each slice's last.
   const int rows = static_cast<int>(rows_out);
   DAPQ_ASSIGN_OR_RETURN(xb, Scratch<float>(xb_, rows_out * dim));
@@ -340,7 +364,7 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
   if (host_memory_) return absl::OkStatus();
   DAPQ_RETURN_IF_ERROR(context_->CopyAsync(logits.data(), out, want * sizeof(float),
                                            kernels::CopyKind::kDeviceToHost));
-  return context_->Synchronize();
+  return Drain();
 }
 
 absl::Status RankModel::StageTables(int layer, std::span<const BatchSlice> slices) {

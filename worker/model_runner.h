@@ -129,6 +129,10 @@ class RankModel {
   // y[m, n] = x[m, k] . W^T (+ bias[n]), on the rank's stream.
   absl::Status Linear(int m, int n, int k, const float* x, int ldx, const WeightMatrix& w, float* y,
                       const float* bias = nullptr);
+  // Waits for the pass's work on the device: a plain synchronisation, or, when the stream holds
+  // stream-ordered collectives, polling that also sees a peer's failure (AsyncError) and gives
+  // up after 120 s (aborting the group) instead of blocking forever.
+  absl::Status Drain();
   // Sums `count` floats of device memory over the group (none for tp 1).
   absl::Status AllReduce(float* data, size_t count);
   // Scratch of `count` elements of T on the rank's device, grown (never shrunk) as needed.

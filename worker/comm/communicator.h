@@ -40,6 +40,10 @@ class Communicator {
     (void)stream;
     return absl::UnimplementedError("this communicator takes host buffers only");
   }
+  // An error of the group that happened off the calling thread (a stream-ordered collective
+  // whose peer died): OK while the group works. Never blocks; what waits for a stream that runs
+  // stream-ordered collectives polls it (see worker/model_runner.cc's pass end).
+  virtual absl::Status AsyncError() { return absl::OkStatus(); }
   // Copies `bytes` bytes from `root`'s buffer into every other rank's buffer.
   virtual absl::Status Broadcast(void* data, size_t bytes, int root) = 0;
   virtual absl::Status Barrier() = 0;

@@ -145,6 +145,29 @@ class NcclCommunicator final : public Communicator {
     return absl::OkStatus();
   }
 
+  absl::Status AsyncError() override {
+    const char* op = "async error check";
+    DAPQ_RETURN_IF_ERROR(internal::CheckGroupUsable(aborted_.load(), broken_, Context(op)));
+    absl::Status s = [&]() -> absl::Status {
+      absl::MutexLock lock(&mu_);
+      if (comm_aborted_) {
+        return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
+      }
+      ncclResult_t async = ncclSuccess;
+      const ncclResult_t r = ncclCommGetAsyncError(comm_, &async);
+      if (r != ncclSuccess) return NcclStatus(r, Context(op).c_str(), comm_, rank_, device_);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        return absl::UnavailableError(absl::StrCat(Context(op), "asynchronous error ",
+                                                   ncclGetErrorString(async), ": ",
+                                                   ncclGetLastError(comm_)));
+      }
+      return absl::OkStatus();
+    }();
+    // A peer failure aborts the NCCL communicator, which ends kernels waiting for that peer.
+    if (!s.ok()) return absl::IsAborted(s) ? s : Break(s);
+    return absl::OkStatus();
+  }
+
   absl::Status AllReduceSum(int64_t* data, size_t count) override {
     return Run("allreduce", data, count * sizeof(int64_t), [&](void* buf) {
       return ncclAllReduce(buf, buf, count, ncclInt64, ncclSum, comm_, stream_);

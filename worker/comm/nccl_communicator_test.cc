@@ -67,11 +67,13 @@ TEST(NcclCommunicatorTest, StreamOrderedAllReduceOnDeviceMemory) {
             cudaSuccess);
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   EXPECT_EQ(back, host);  // a group of one: the sum is the data
+  EXPECT_THAT(comm->AsyncError(), IsOk());
   EXPECT_THAT(comm->AllReduceSumOnStream(device, host.size(), kernels::Stream{}),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("CUDA stream")));
   comm->Abort();
   EXPECT_THAT(comm->AllReduceSumOnStream(device, host.size(), on),
               StatusIs(absl::StatusCode::kAborted));
+  EXPECT_THAT(comm->AsyncError(), StatusIs(absl::StatusCode::kAborted));
   cudaFree(device);
   cudaStreamDestroy(stream);
 }

@@ -141,6 +141,7 @@ class TimedCommunicator final : public Communicator {
   absl::Status Barrier() override { return t_->Barrier(); }
   void Abort() override { t_->Abort(); }
   bool TakesDeviceBuffers() const override { return t_->TakesDeviceBuffers(); }
+  absl::Status AsyncError() override { return t_->AsyncError(); }
   absl::Status AllReduceSumOnStream(float* device_data, size_t count,
                                     kernels::Stream stream) override {
     return t_->AllReduceSumOnStream(device_data, count, stream);
