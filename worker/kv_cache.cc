@@ -3,7 +3,6 @@
 #include "worker/kv_cache.h"
 
 #include <algorithm>
-#include <cstring>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -93,13 +92,10 @@ void KvCache::Shrink(long slab, int slots) {
 }
 
 absl::Status KvCache::ReplaceWithCopy(kvstore::BlockId& id, kvstore::BlockId copy) {
-  if (pool_->context_arena()) {
-    if (absl::Status s = pool_->CopyBlock(copy, id); !s.ok()) {
-      pool_->Release(std::span<const kvstore::BlockId>(&copy, 1));
-      return s;
-    }
-  } else {
-    std::memcpy(pool_->keys(copy), pool_->keys(id), pool_->block_bytes());
+  // CopyBlock serves both arenas (a memmove on the host one).
+  if (absl::Status s = pool_->CopyBlock(copy, id); !s.ok()) {
+    pool_->Release(std::span<const kvstore::BlockId>(&copy, 1));
+    return s;
   }
   const kvstore::BlockId shared = id;
   id = copy;
@@ -383,26 +379,12 @@ absl::Status KvCache::Keep(int layer, int head, std::span<const int32_t> slots) 
     DAPQ_RETURN_IF_ERROR(MakeWritable(slab, block));
     i = static_cast<size_t>(block + 1) * tokens_per_block_ - 1;  // the rest of this block
   }
+  DAPQ_RETURN_IF_ERROR(Compact(slab, slots));
   std::vector<int32_t>& pos = positions_[slab];
-  const size_t row_bytes = head_dim_ * pool_->element_bytes();
-  if (pool_->context_arena()) {
-    DAPQ_RETURN_IF_ERROR(CompactOnDevice(slab, slots));
-    for (size_t i = 0; i < slots.size(); ++i) {
-      if (slots[i] == static_cast<int>(i)) continue;
-      unchanged_[slab] = std::min(unchanged_[slab], static_cast<int>(i));
-      pos[i] = pos[slots[i]];
-    }
-  } else {
-    for (size_t i = 0; i < slots.size(); ++i) {
-      const int src = slots[i];
-      if (src == static_cast<int>(i)) continue;
-      // src > i: moving forward never overwrites a slot still to be read.
-      const int dst = static_cast<int>(i);
-      unchanged_[slab] = std::min(unchanged_[slab], dst);
-      std::memmove(SlotAddress(slab, dst, false), SlotAddress(slab, src, false), row_bytes);
-      std::memmove(SlotAddress(slab, dst, true), SlotAddress(slab, src, true), row_bytes);
-      pos[i] = pos[src];
-    }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i] == static_cast<int>(i)) continue;
+    unchanged_[slab] = std::min(unchanged_[slab], static_cast<int>(i));
+    pos[i] = pos[slots[i]];
   }
   pos.resize(slots.size());
   lengths_[slab] = static_cast<int32_t>(slots.size());
@@ -411,27 +393,17 @@ absl::Status KvCache::Keep(int layer, int head, std::span<const int32_t> slots) 
   return absl::OkStatus();
 }
 
-absl::Status KvCache::CompactOnDevice(long slab, std::span<const int32_t> slots) {
+absl::Status KvCache::Compact(long slab, std::span<const int32_t> slots) {
   if (slots.empty()) return absl::OkStatus();
-  kernels::ExecutionContext& context = *pool_->context();
-  // One upload: the keep-set, the slab's block table and the count, then the op's scratch.
   const std::vector<kvstore::BlockId>& ids = block_ids_[slab];
-  std::vector<int32_t> ints(slots.begin(), slots.end());
-  ints.insert(ints.end(), ids.begin(), ids.end());
-  ints.push_back(static_cast<int32_t>(slots.size()));
-  const size_t ints_bytes = (ints.size() * sizeof(int32_t) + 255) / 256 * 256;
-  const size_t scratch_bytes = slots.size() * 2 * head_dim_ * pool_->element_bytes();
-  DAPQ_ASSIGN_OR_RETURN(void* workspace, context.Workspace(ints_bytes + scratch_bytes));
-  auto* device_ints = static_cast<int32_t*>(workspace);
-  DAPQ_RETURN_IF_ERROR(context.CopyAsync(device_ints, ints.data(), ints.size() * sizeof(int32_t),
-                                         kernels::CopyKind::kHostToDevice));
+  const int32_t count = static_cast<int32_t>(slots.size());
   kernels::KvCompactParams p;
   p.heads = 1;
   p.head_dim = head_dim_;
-  p.keep = device_ints;
-  p.keep_stride = static_cast<int>(slots.size());
-  p.counts = device_ints + slots.size() + ids.size();
-  p.block_table = device_ints + slots.size();
+  p.keep = slots.data();
+  p.keep_stride = count;
+  p.counts = &count;
+  p.block_table = ids.data();
   p.blocks_per_head = static_cast<int>(ids.size());
   p.tokens_per_block = tokens_per_block_;
   p.kv_dtype = pool_->dtype();
@@ -439,6 +411,23 @@ absl::Status KvCache::CompactOnDevice(long slab, std::span<const int32_t> slots)
   p.v_pool = pool_->values(0);
   p.block_stride = pool_->block_stride();
   p.pool_blocks = pool_->capacity();
+  // A host arena: the CPU kernel moves the rows in place, reading the host arrays above.
+  if (!pool_->context_arena()) return kernels::KvCompact(p);
+  // A context arena: the keep-set, the table and the count uploaded together into the
+  // context's workspace, followed by the kernel's scratch.
+  kernels::ExecutionContext& context = *pool_->context();
+  std::vector<int32_t> ints(slots.begin(), slots.end());
+  ints.insert(ints.end(), ids.begin(), ids.end());
+  ints.push_back(count);
+  const size_t ints_bytes = (ints.size() * sizeof(int32_t) + 255) / 256 * 256;
+  const size_t scratch_bytes = slots.size() * 2 * head_dim_ * pool_->element_bytes();
+  DAPQ_ASSIGN_OR_RETURN(void* workspace, context.Workspace(ints_bytes + scratch_bytes));
+  auto* device_ints = static_cast<int32_t*>(workspace);
+  DAPQ_RETURN_IF_ERROR(context.CopyAsync(device_ints, ints.data(), ints.size() * sizeof(int32_t),
+                                         kernels::CopyKind::kHostToDevice));
+  p.keep = device_ints;
+  p.block_table = device_ints + slots.size();
+  p.counts = device_ints + slots.size() + ids.size();
   p.scratch = static_cast<char*>(workspace) + ints_bytes;
   DAPQ_RETURN_IF_ERROR(context.MakeCurrent());  // the launch goes to the pool's device
   DAPQ_RETURN_IF_ERROR(kernels::KvCompact(p, pool_->stream()));

@@ -175,11 +175,11 @@ class KvCache {
   absl::Status WriteRows(long slab, int first, int count, const float* k, const float* v);
   // Context arenas: Gather's copies and widening, one Read per run of slots inside one block.
   absl::Status GatherRows(long slab, int begin, int count, float* k, float* v) const;
-  // Context arenas: Keep's compaction (slots already validated, destination blocks private)
-  // through kernels::KvCompact on the pool's stream: the keep-set and the slab's table uploaded
-  // into the context's workspace, every row moved by the device at once. Waits for the stream
-  // (the upload's host buffer is local).
-  absl::Status CompactOnDevice(long slab, std::span<const int32_t> slots);
+  // Keep's row moves (slots already validated, destination blocks private) through
+  // kernels::KvCompact: in place on the CPU for a host arena; on the pool's stream for a context
+  // arena, the keep-set and the slab's table uploaded into the context's workspace and every row
+  // moved by the device at once (waits for the stream: the upload's host buffer is local).
+  absl::Status Compact(long slab, std::span<const int32_t> slots);
   // Returns the blocks of `slab` past those covering `slots` slots to the pool.
   void Shrink(long slab, int slots);
   // Copy-on-write: block `index` of `slab` becomes this cache's own (a copy when shared).

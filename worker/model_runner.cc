@@ -390,7 +390,10 @@ absl::Status RankModel::StageTables(int layer, std::span<const BatchSlice> slice
     t.first = tables_host_.size();
     for (int h = 0; h < heads; ++h) tables_host_.push_back(cache.length(layer, h));
     t.lens = tables_host_.size();
-    for (int h = 0; h < heads; ++h) tables_host_.push_back(cache.length(layer, h) + ms);
+    for (int h = 0; h < heads; ++h) {
+      tables_host_.push_back(cache.length(layer, h) + ms);
+      t.max_len = std::max(t.max_len, tables_host_.back());
+    }
     slice_tables_.push_back(t);
   }
   DAPQ_ASSIGN_OR_RETURN(tables_dev_, Stage(tables_d_, tables_host_.data(), tables_host_.size()));
@@ -398,8 +401,7 @@ absl::Status RankModel::StageTables(int layer, std::span<const BatchSlice> slice
 }
 
 absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cache,
-                                       const int32_t* table, int blocks_per_head,
-                                       const int32_t* first, const int32_t* lens) {
+                                       const SliceTable& t) {
   const int hd = c_.head_dim;
   const int q_dim = shard_.heads * hd, kv_dim = shard_.kv_heads * hd;
   const kernels::Stream stream = context_->stream();
@@ -407,9 +409,9 @@ absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cac
   const auto* v = static_cast<const float*>(v_.data());
   // The new keys and values go to slots [length, length + ms) of every head (reserved in
   // ForwardSlices), then the kernels read every head through the same block table.
-  DAPQ_RETURN_IF_ERROR(cache.AppendRows(layer, ms, k + static_cast<size_t>(row0) * kv_dim,
-                                        v + static_cast<size_t>(row0) * kv_dim, kv_dim, table,
-                                        blocks_per_head, stream, first));
+  DAPQ_RETURN_IF_ERROR(cache.AppendRows(
+      layer, ms, k + static_cast<size_t>(row0) * kv_dim, v + static_cast<size_t>(row0) * kv_dim,
+      kv_dim, tables_dev_ + t.table, t.blocks_per_head, stream, tables_dev_ + t.first));
   const kvstore::BlockPool& pool = cache.pool();
   kernels::AttentionParams ap;
   ap.q_tokens = ms;
@@ -418,20 +420,17 @@ absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cac
   ap.head_dim = hd;
   ap.q = static_cast<const float*>(q_.data()) + static_cast<size_t>(row0) * q_dim;
   ap.q_stride = q_dim;
-  ap.block_table = table;
+  ap.block_table = tables_dev_ + t.table;
   ap.kv_dtype = pool.dtype();
   ap.k_pool = pool.keys_base();
   ap.v_pool = pool.values_base();
   ap.block_stride = pool.block_stride();
   ap.pool_blocks = pool.capacity();
   ap.tokens_per_block = cache.tokens_per_block();
-  ap.blocks_per_head = blocks_per_head;
-  // The longest head bounds the device kernels; per-head lengths come from `lens`.
-  int max_len = 0;
-  for (int h = 0; h < shard_.kv_heads; ++h)
-    max_len = std::max(max_len, cache.length(layer, h) + ms);
-  ap.kv_len = max_len;
-  ap.kv_lens = lens;
+  ap.blocks_per_head = t.blocks_per_head;
+  // The longest head bounds the device kernels; per-head lengths come from the staged table.
+  ap.kv_len = t.max_len;
+  ap.kv_lens = tables_dev_ + t.lens;
   ap.out = static_cast<float*>(att_.data()) + static_cast<size_t>(row0) * q_dim;
   ap.out_stride = q_dim;
   return ms == 1 ? kernels::AttentionDecode(ap, stream) : kernels::AttentionPrefill(ap, stream);
@@ -472,14 +471,12 @@ absl::Status RankModel::Layer(int layer, std::span<const BatchSlice> slices,
   // Attention, per sequence: its new K/V go to slots [length, length + ms) of each head's
   // blocks (reserved in ForwardSlices), and the kernels read every head through its block table.
   DAPQ_RETURN_IF_ERROR(StageTables(layer, slices));
-  const int32_t* tables = tables_dev_;
   int row0 = 0;
   for (size_t s = 0; s < slices.size(); ++s) {
     const BatchSlice& slice = slices[s];
     const SliceTable& t = slice_tables_[s];
     const int ms = static_cast<int>(slice.tokens.size());
-    DAPQ_RETURN_IF_ERROR(SliceAttention(layer, row0, ms, *slice.cache, tables + t.table,
-                                        t.blocks_per_head, tables + t.first, tables + t.lens));
+    DAPQ_RETURN_IF_ERROR(SliceAttention(layer, row0, ms, *slice.cache, t));
     if (observer != nullptr) {
       const float* q_post = q;
       if (!host_memory_) {

@@ -121,8 +121,8 @@ class RankModel {
   // Appends one slice's K/V (rows [row0, row0 + ms) of k_/v_) to its cache and runs its
   // attention into att_'s rows; leaves kv_lens_ at the slice's new lengths.
   // `table` and `lens`: the slice's block table and per-head lengths where the kernels read them.
-  absl::Status SliceAttention(int layer, int row0, int ms, KvCache& cache, const int32_t* table,
-                              int blocks_per_head, const int32_t* first, const int32_t* lens);
+  struct SliceTable;
+  absl::Status SliceAttention(int layer, int row0, int ms, KvCache& cache, const SliceTable& t);
   // Builds every slice's block table and KV lengths for `layer` on the host and stages them to
   // the device in one copy (tables_dev_ then points at them, slice_tables_ says where).
   absl::Status StageTables(int layer, std::span<const BatchSlice> slices);
@@ -173,6 +173,7 @@ class RankModel {
   struct SliceTable {
     size_t table = 0, first = 0, lens = 0;
     int blocks_per_head = 0;
+    int max_len = 0;  // the longest head after the pass (bounds the device kernels)
   };
   std::vector<SliceTable> slice_tables_;
   std::vector<float> q_pre_;  // the observer's pre-RoPE queries (host-memory contexts)
