@@ -78,13 +78,26 @@ std::vector<double> Naive(const AttentionParams& p) {
   return out;
 }
 
-void Check(const Case& c, bool decode, uint64_t seed) {
-  SCOPED_TRACE(::testing::Message() << "q_tokens=" << c.q_tokens << " kv_len=" << c.kv_len
-                                    << " heads=" << c.q_heads << "/" << c.kv_heads << " d="
-                                    << c.head_dim << " decode=" << decode << " seed=" << seed);
+// With `ramp` != 0, key j of each KV head is its group's first (last-token) query scaled so
+// that their score is ramp * j / kv_len: the scores climb (or fall) by |ramp| over the cache.
+void Check(const Case& c, bool decode, uint64_t seed, float ramp = 0.0f) {
+  SCOPED_TRACE(::testing::Message()
+               << "q_tokens=" << c.q_tokens << " kv_len=" << c.kv_len << " heads=" << c.q_heads
+               << "/" << c.kv_heads << " d=" << c.head_dim << " decode=" << decode
+               << " seed=" << seed << " ramp=" << ramp);
   const int capacity = c.kv_len + 3;  // slabs longer than the valid part
   auto q = Random(static_cast<size_t>(c.q_tokens) * c.q_heads * c.head_dim, seed);
   auto k = Random(static_cast<size_t>(c.kv_heads) * capacity * c.head_dim, seed + 1);
+  for (int h = 0; ramp != 0.0f && h < c.kv_heads; ++h) {
+    const int d = c.head_dim, group = c.q_heads / c.kv_heads;
+    const float* qh = q.data() + static_cast<long>(c.q_tokens - 1) * c.q_heads * d + h * group * d;
+    double norm2 = 0;
+    for (int i = 0; i < d; ++i) norm2 += double(qh[i]) * qh[i];
+    for (int j = 0; j < c.kv_len; ++j) {
+      const double scale = ramp * j / c.kv_len * std::sqrt(double(d)) / norm2;
+      for (int i = 0; i < d; ++i) k[(static_cast<long>(h) * capacity + j) * d + i] = scale * qh[i];
+    }
+  }
   auto v = Random(static_cast<size_t>(c.kv_heads) * capacity * c.head_dim, seed + 2);
   std::vector<float> out(q.size(), -7.0f);
   AttentionParams p;
@@ -130,6 +143,19 @@ TEST(AttentionTest, DecodeMatchesNaive) {
   ForEachIsa([&] {
     uint64_t seed = 200;
     for (const Case& c : cases) Check(c, true, seed++);
+  });
+}
+
+TEST(AttentionTest, DecodeMergesChunksWhicheverLeads) {
+  // A long cache is decoded in chunks of a few hundred slots merged through their maxima. Scores
+  // climbing over the cache make every chunk the new leader (the output so far is scaled down);
+  // falling ones leave the first chunk in front and later chunks' weights underflow to zero.
+  const Case cases[] = {{1, 3000, 4, 4, 128}, {1, 2500, 8, 2, 64}, {1, 1100, 2, 2, 8}};
+  ForEachIsa([&] {
+    uint64_t seed = 250;
+    for (const Case& c : cases) {
+      for (float ramp : {30.0f, -30.0f, 200.0f, -200.0f}) Check(c, true, seed++, ramp);
+    }
   });
 }
 

@@ -3,8 +3,9 @@
 // (KV head, query tile) it stacks the GQA group's queries and walks key tiles, S = Q.K^T and
 // O += P.V through OpenBLAS, keeping only (kQueryTile x group) x kKeyTile scores; the
 // exponentials are vectorised (attention_simd.h). Decode processes one KV head's whole query
-// group at once in two streaming passes (scores over the keys, then the weighted sum over the
-// values), reading each K and V row once, in slot order (attention_simd.h's DecodeHead), the
+// group at once, chunk by chunk (scores over a chunk's keys, then the weighted sum over its
+// values, the chunks merged through their row maxima), reading each K and V row once, in slot
+// order (attention_simd.h's DecodeHead), the
 // (query token, KV head) pairs split over the kernel threads; when there are fewer pairs than
 // threads and the cache is long (a 1M-token sequence on one rank), each pair's cache is split
 // too (flash-decoding), the parts combined through their log-sum-exp.
@@ -190,7 +191,7 @@ absl::Status AttentionDecodeRef(const AttentionParams& p) {
     part_inv.resize(part_max.size());
   }
   const auto run = [&](int item0, int item1) {
-    thread_local std::vector<float> scores, acc, inv_sums;
+    thread_local std::vector<float> scores, acc, stats, inv_sums;
     for (int item = item0; item < item1; ++item) {
       const int task = item / parts, part = item % parts;
       const int t = task / p.kv_heads, kvh = task % p.kv_heads;
@@ -215,11 +216,13 @@ absl::Status AttentionDecodeRef(const AttentionParams& p) {
         a.k = p.k + kvh * p.kv_head_stride + static_cast<long>(begin) * d;
         a.v = p.v + kvh * p.kv_head_stride + static_cast<long>(begin) * d;
       }
-      scores.resize(static_cast<size_t>(group) * std::max(a.len, 1));
+      scores.resize(static_cast<size_t>(group) * std::clamp(a.len, 1, kDecodeChunkSlots));
       acc.resize(static_cast<size_t>(group) * d);
+      stats.resize(2 * static_cast<size_t>(group));
       inv_sums.resize(group);
       a.scores = scores.data();
       a.acc = acc.data();
+      a.stats = stats.data();
       a.inv_sums = inv_sums.data();
       if (parts == 1) {
         a.out = p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(kvh) * group * d;

@@ -14,6 +14,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -53,6 +54,30 @@ struct V {
   DAPQ_SIMD static Reg Max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
   DAPQ_SIMD static float ReduceAdd(Reg x) { return _mm512_reduce_add_ps(x); }
   DAPQ_SIMD static float ReduceMax(Reg x) { return _mm512_reduce_max_ps(x); }
+  // Element i of the result is the sum of x[i]'s 16 elements, for i < kTile: pairs of vectors
+  // interleaved and added, then quads, then the 128-bit lanes; every x[i] takes the same
+  // additions ((e0 + e2) + (e1 + e3) within a lane, then (l0 + l1) + (l2 + l3)).
+  static constexpr int kTile = 16;
+  // (Written out without loops or arrays: GCC then keeps the tile's sums in registers.)
+  DAPQ_SIMD static Reg AddPair(Reg a, Reg b) {
+    return _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  }
+  DAPQ_SIMD static Reg AddQuad(Reg a, Reg b) {
+    const __m512d lo = _mm512_castps_pd(a), hi = _mm512_castps_pd(b);
+    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(lo, hi)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi)));
+  }
+  DAPQ_SIMD static Reg AddLanes(Reg a, Reg b) {
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
+  }
+  DAPQ_SIMD __attribute__((always_inline)) static Reg TransposeSum(const Reg* x) {
+    const Reg q0 = AddQuad(AddPair(x[0], x[1]), AddPair(x[2], x[3]));
+    const Reg q1 = AddQuad(AddPair(x[4], x[5]), AddPair(x[6], x[7]));
+    const Reg q2 = AddQuad(AddPair(x[8], x[9]), AddPair(x[10], x[11]));
+    const Reg q3 = AddQuad(AddPair(x[12], x[13]), AddPair(x[14], x[15]));
+    // q_i's lane l holds lane l's partial sums of x[4i..4i+4); add the lanes pairwise.
+    return AddLanes(AddLanes(q0, q1), AddLanes(q2, q3));
+  }
   DAPQ_SIMD static Reg Exp(Reg x) {
     const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpLo), _CMP_GE_OQ);
     x = _mm512_min_ps(x, _mm512_set1_ps(kExpHi));
@@ -109,6 +134,23 @@ struct V {
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  // Element i of the result is the sum of x[i]'s 8 elements, for i < kTile, every x[i] through
+  // the same additions ((e0 + e2) + (e1 + e3) within a 128-bit lane, then the two lanes).
+  static constexpr int kTile = 8;
+  DAPQ_SIMD __attribute__((always_inline)) static Reg TransposeSum(const Reg* x) {
+    Reg pairs[4], quads[2];
+    for (int i = 0; i < 4; ++i) {
+      pairs[i] = _mm256_add_ps(_mm256_unpacklo_ps(x[2 * i], x[2 * i + 1]),
+                               _mm256_unpackhi_ps(x[2 * i], x[2 * i + 1]));
+    }
+    for (int i = 0; i < 2; ++i) {
+      const __m256d lo = _mm256_castps_pd(pairs[2 * i]), hi = _mm256_castps_pd(pairs[2 * i + 1]);
+      quads[i] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(lo, hi)),
+                               _mm256_castpd_ps(_mm256_unpackhi_pd(lo, hi)));
+    }
+    return _mm256_add_ps(_mm256_permute2f128_ps(quads[0], quads[1], 0x20),
+                         _mm256_permute2f128_ps(quads[0], quads[1], 0x31));
+  }
   DAPQ_SIMD static Reg Exp(Reg x) {
     const Reg live = _mm256_cmp_ps(x, _mm256_set1_ps(kExpLo), _CMP_GE_OQ);
     x = _mm256_min_ps(x, _mm256_set1_ps(kExpHi));
@@ -154,10 +196,11 @@ long RowOffset(const DecodeHeadArgs& a, int s) {
   return PagedSlot(a.table, s, a.tokens_per_block, a.block_stride, a.head_dim);
 }
 
+// Scores of slots c0..c1 for every query into a.scores[g * (c1 - c0) + j - c0].
 template <DType kType>
-void DecodeHeadT(const DecodeHeadArgs& a) {
+void Scores(const DecodeHeadArgs& a, int c0, int c1) {
   const int d = a.head_dim;
-  for (int j = 0; j < a.len; ++j) {
+  for (int j = c0; j < c1; ++j) {
     const long row = RowOffset(a, j);
     for (int g = 0; g < a.group; ++g) {
       const float* q = a.q + static_cast<long>(g) * d;
@@ -168,28 +211,58 @@ void DecodeHeadT(const DecodeHeadArgs& a) {
       }
       float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
       for (; i < d; ++i) s += q[i] * At<kType>(a.k, row + i);
-      a.scores[static_cast<long>(g) * a.len + j] = a.scale * s;
+      a.scores[static_cast<long>(g) * (c1 - c0) + (j - c0)] = a.scale * s;
     }
   }
-  for (int g = 0; g < a.group; ++g) {
-    float* row = a.scores + static_cast<long>(g) * a.len;
-    const float max = RowMax(row, a.len);
-    if (a.row_max != nullptr) a.row_max[g] = max;
-    a.inv_sums[g] = 1.0f / ExpShiftedSum(row, a.len, max);
-    for (int i = 0; i < d; ++i) a.acc[static_cast<long>(g) * d + i] = 0.0f;
-  }
-  for (int j = 0; j < a.len; ++j) {
-    const long row = RowOffset(a, j);
+}
+
+// attention_simd.inc's DecodeHeadT on scalars: chunks of kDecodeChunkSlots slots merged alike.
+template <DType kType>
+void DecodeHeadT(const DecodeHeadArgs& a) {
+  const int d = a.head_dim;
+  float* run_max = a.stats;
+  float* weight = a.stats + a.group;
+  for (int c0 = 0; c0 < a.len; c0 += kDecodeChunkSlots) {
+    const int c1 = std::min(a.len, c0 + kDecodeChunkSlots), n = c1 - c0;
+    Scores<kType>(a, c0, c1);
     for (int g = 0; g < a.group; ++g) {
-      const float w = a.scores[static_cast<long>(g) * a.len + j];
-      float* acc = a.acc + static_cast<long>(g) * d;
-      for (int i = 0; i < d; ++i) acc[i] += w * At<kType>(a.v, row + i);
+      float* row = a.scores + static_cast<long>(g) * n;
+      const float max = RowMax(row, n);
+      const float sum = ExpShiftedSum(row, n, max);
+      if (c0 == 0) {
+        run_max[g] = max;
+        a.inv_sums[g] = sum;
+        weight[g] = 1.0f;
+      } else if (max > run_max[g]) {
+        const float r = std::exp(run_max[g] - max);
+        for (int i = 0; i < d; ++i) a.out[static_cast<long>(g) * d + i] *= r;
+        a.inv_sums[g] = std::fma(a.inv_sums[g], r, sum);
+        run_max[g] = max;
+        weight[g] = 1.0f;
+      } else {
+        weight[g] = std::exp(max - run_max[g]);
+        a.inv_sums[g] = std::fma(sum, weight[g], a.inv_sums[g]);
+      }
+      std::fill(a.acc + static_cast<long>(g) * d, a.acc + static_cast<long>(g + 1) * d, 0.0f);
+    }
+    for (int j = c0; j < c1; ++j) {
+      const long row = RowOffset(a, j);
+      for (int g = 0; g < a.group; ++g) {
+        const float w = a.scores[static_cast<long>(g) * n + (j - c0)];
+        float* acc = a.acc + static_cast<long>(g) * d;
+        for (int i = 0; i < d; ++i) acc[i] += w * At<kType>(a.v, row + i);
+      }
+    }
+    for (int g = 0; g < a.group; ++g) {
+      const float* acc = a.acc + static_cast<long>(g) * d;
+      float* out = a.out + static_cast<long>(g) * d;
+      for (int i = 0; i < d; ++i) out[i] = c0 == 0 ? acc[i] : std::fma(acc[i], weight[g], out[i]);
     }
   }
   for (int g = 0; g < a.group; ++g) {
-    for (int i = 0; i < d; ++i) {
-      a.out[static_cast<long>(g) * d + i] = a.acc[static_cast<long>(g) * d + i] * a.inv_sums[g];
-    }
+    a.inv_sums[g] = 1.0f / a.inv_sums[g];
+    if (a.row_max != nullptr) a.row_max[g] = run_max[g];
+    for (int i = 0; i < d; ++i) a.out[static_cast<long>(g) * d + i] *= a.inv_sums[g];
   }
 }
 

@@ -3,9 +3,12 @@
 // softmax and the weighted value sum for one query token's GQA group over one KV head, reading
 // fp32, bf16 or fp16 K/V rows and widening them in registers), and the softmax's
 // exponentials. AVX-512F or AVX2+FMA+F16C as cpu_isa.h picks, portable C++ otherwise.
-// The results do not depend on how the slots are split into blocks: every score is one dot
-// product, the exponentials' sum runs over the whole row, and the values are summed in slot
-// order. They may differ in the last bits between instruction sets.
+// A head is decoded in chunks of slots (a few hundred; the chunk's keys, then its values, while
+// the hardware still holds them), merged through their row maxima as flash-decoding merges
+// split parts. The results do not depend on how the slots are split into blocks or on the
+// cache's dtype once widened: the chunks are fixed slot ranges, every score is one dot product
+// through the same additions, and the values are summed in slot order within a chunk. They may
+// differ in the last bits between instruction sets.
 // Thread-safety: reentrant (scratch is the caller's).
 #ifndef DAPQ_KERNELS_REF_ATTENTION_SIMD_H_
 #define DAPQ_KERNELS_REF_ATTENTION_SIMD_H_
@@ -32,14 +35,19 @@ struct DecodeHeadArgs {
   const int32_t* table = nullptr;
   long block_stride = 0;
   int tokens_per_block = 0;
-  float* scores = nullptr;    // scratch [group, len]
+  float* scores = nullptr;    // scratch [group, min(len, kDecodeChunkSlots)]
   float* acc = nullptr;       // scratch [group, head_dim]
-  float* inv_sums = nullptr;  // scratch [group]; 1 / each query's sum of exponentials
+  float* stats = nullptr;     // scratch [2 * group]
+  float* inv_sums = nullptr;  // [group]: receives 1 / each query's sum of exponentials
   // Optional [group]: receives each query's largest score (split-KV decode combines partial
   // results through it and inv_sums).
   float* row_max = nullptr;
 };
 void DecodeHead(const DecodeHeadArgs& a);
+
+// The most slots DecodeHead scores at once (the scratch `scores` needs group rows of
+// min(len, this)): 1024, a bound on every instruction set's chunk.
+inline constexpr int kDecodeChunkSlots = 1024;
 
 // x[i] = exp(x[i] - shift) for i < n; returns their sum (x[i] - shift <= 0 expected: a row max).
 float ExpShiftedSum(float* x, int n, float shift);
