@@ -320,6 +320,7 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
   DAPQ_ASSIGN_OR_RETURN(float* xb, Scratch<float>(xb_, md * dim));
   DAPQ_ASSIGN_OR_RETURN(const int32_t* tokens, Stage(tokens_d_, tokens_.data(), md));
   DAPQ_ASSIGN_OR_RETURN(positions_dev_, Stage(positions_d_, positions_.data(), md));
+  DAPQ_RETURN_IF_ERROR(StageTables(slices));
   kernels::EmbeddingParams embed{
       m, dim, c_.vocab_size, tokens, kernels::DType::kF32, rw_.token_embedding, x, dim};
   DAPQ_RETURN_IF_ERROR(kernels::Embedding(embed, stream));
@@ -367,36 +368,59 @@ absl::Status RankModel::ForwardSlices(std::span<const BatchSlice> slices, std::s
   return Drain();
 }
 
-absl::Status RankModel::StageTables(int layer, std::span<const BatchSlice> slices) {
+absl::Status RankModel::StageTables(std::span<const BatchSlice> slices) {
   const int heads = shard_.kv_heads;
   tables_host_.clear();
   slice_tables_.clear();
-  for (const BatchSlice& slice : slices) {
-    const KvCache& cache = *slice.cache;
-    const int ms = static_cast<int>(slice.tokens.size());
-    SliceTable t;
-    for (int h = 0; h < heads; ++h) {
-      t.blocks_per_head = std::max(t.blocks_per_head, cache.num_blocks(layer, h));
+  for (int layer = 0; layer < c_.n_layers; ++layer) {
+    for (const BatchSlice& slice : slices) {
+      const KvCache& cache = *slice.cache;
+      const int ms = static_cast<int>(slice.tokens.size());
+      SliceTable t;
+      for (int h = 0; h < heads; ++h) {
+        t.blocks_per_head = std::max(t.blocks_per_head, cache.num_blocks(layer, h));
+      }
+      t.table = tables_host_.size();
+      tables_host_.resize(t.table + static_cast<size_t>(heads) * t.blocks_per_head, -1);
+      for (int h = 0; h < heads; ++h) {
+        const std::span<const kvstore::BlockId> ids = cache.block_ids(layer, h);
+        std::copy(ids.begin(), ids.end(),
+                  tables_host_.begin() + static_cast<long>(t.table) +
+                      static_cast<long>(h) * t.blocks_per_head);
+      }
+      // The lengths before this pass's slots (where KvAppend writes), then after them.
+      t.first = tables_host_.size();
+      for (int h = 0; h < heads; ++h) tables_host_.push_back(cache.length(layer, h));
+      t.lens = tables_host_.size();
+      for (int h = 0; h < heads; ++h) {
+        tables_host_.push_back(cache.length(layer, h) + ms);
+        t.max_len = std::max(t.max_len, tables_host_.back());
+      }
+      slice_tables_.push_back(t);
     }
-    t.table = tables_host_.size();
-    tables_host_.resize(t.table + static_cast<size_t>(heads) * t.blocks_per_head, -1);
-    for (int h = 0; h < heads; ++h) {
-      const std::span<const kvstore::BlockId> ids = cache.block_ids(layer, h);
-      std::copy(ids.begin(), ids.end(),
-                tables_host_.begin() + static_cast<long>(t.table) +
-                    static_cast<long>(h) * t.blocks_per_head);
-    }
-    // The lengths before this pass's slots (where KvAppend writes), then after them.
-    t.first = tables_host_.size();
-    for (int h = 0; h < heads; ++h) tables_host_.push_back(cache.length(layer, h));
-    t.lens = tables_host_.size();
-    for (int h = 0; h < heads; ++h) {
-      tables_host_.push_back(cache.length(layer, h) + ms);
-      t.max_len = std::max(t.max_len, tables_host_.back());
-    }
-    slice_tables_.push_back(t);
   }
-  DAPQ_ASSIGN_OR_RETURN(tables_dev_, Stage(tables_d_, tables_host_.data(), tables_host_.size()));
+  if (host_memory_) {  // the kernels read the host buffer itself
+    tables_dev_ = tables_host_.data();
+    return absl::OkStatus();
+  }
+  const size_t bytes = tables_host_.size() * sizeof(int32_t);
+  if (tables_copy_pending_) {  // a pass that failed before draining may still be copying
+    DAPQ_ASSIGN_OR_RETURN(const bool done, context_->EventDone(tables_copied_));
+    if (!done) DAPQ_RETURN_IF_ERROR(context_->Synchronize());
+    tables_copy_pending_ = false;
+  }
+  if (tables_pinned_.bytes() < bytes) {
+    DAPQ_ASSIGN_OR_RETURN(tables_pinned_,
+                          context_->Allocate(std::max(bytes, tables_pinned_.bytes() * 3 / 2),
+                                             kernels::MemoryKind::kPinnedHost));
+  }
+  std::memcpy(tables_pinned_.data(), tables_host_.data(), bytes);
+  DAPQ_ASSIGN_OR_RETURN(int32_t * device, Scratch<int32_t>(tables_d_, tables_host_.size()));
+  DAPQ_RETURN_IF_ERROR(
+      context_->CopyAsync(device, tables_pinned_.data(), bytes, kernels::CopyKind::kHostToDevice));
+  DAPQ_ASSIGN_OR_RETURN(tables_copied_, context_->RecordEvent());
+  tables_copy_pending_ = true;
+  tables_dev_ = device;
   return absl::OkStatus();
 }
 
@@ -469,12 +493,12 @@ absl::Status RankModel::Layer(int layer, std::span<const BatchSlice> slices,
   DAPQ_RETURN_IF_ERROR(kernels::Rope(rk, stream));
 
   // Attention, per sequence: its new K/V go to slots [length, length + ms) of each head's
-  // blocks (reserved in ForwardSlices), and the kernels read every head through its block table.
-  DAPQ_RETURN_IF_ERROR(StageTables(layer, slices));
+  // blocks (reserved in ForwardSlices), and the kernels read every head through its block table
+  // (staged there for every layer).
   int row0 = 0;
   for (size_t s = 0; s < slices.size(); ++s) {
     const BatchSlice& slice = slices[s];
-    const SliceTable& t = slice_tables_[s];
+    const SliceTable& t = slice_tables_[static_cast<size_t>(layer) * slices.size() + s];
     const int ms = static_cast<int>(slice.tokens.size());
     DAPQ_RETURN_IF_ERROR(SliceAttention(layer, row0, ms, *slice.cache, t));
     if (observer != nullptr) {

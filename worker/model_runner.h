@@ -123,9 +123,12 @@ class RankModel {
   // `table` and `lens`: the slice's block table and per-head lengths where the kernels read them.
   struct SliceTable;
   absl::Status SliceAttention(int layer, int row0, int ms, KvCache& cache, const SliceTable& t);
-  // Builds every slice's block table and KV lengths for `layer` on the host and stages them to
-  // the device in one copy (tables_dev_ then points at them, slice_tables_ says where).
-  absl::Status StageTables(int layer, std::span<const BatchSlice> slices);
+  // Builds every layer's and slice's block table and KV lengths for the pass on the host (final
+  // once ReserveAppend has run: no block or length changes until Commit) and stages them to the
+  // device in one copy at the start of the pass, from pinned memory (tables_dev_ then points at
+  // them, slice_tables_ says where). One transfer per pass, not per layer: a copy from pageable
+  // memory would wait for the stream at every layer.
+  absl::Status StageTables(std::span<const BatchSlice> slices);
   // y[m, n] = x[m, k] . W^T (+ bias[n]), on the rank's stream.
   absl::Status Linear(int m, int n, int k, const float* x, int ldx, const WeightMatrix& w, float* y,
                       const float* bias = nullptr);
@@ -167,9 +170,14 @@ class RankModel {
   std::vector<float> inv_freq_, ones_, q_host_, reduce_host_;
   std::vector<int32_t> positions_, tokens_;
   // Per layer, every slice's [kv_heads, blocks_per_head] block table, then its [kv_heads]
-  // lengths before and after the pass, back to back (slice_tables_ holds each slice's offsets and
-  // blocks_per_head).
+  // lengths before and after the pass, back to back (slice_tables_[layer * slices + s] holds each
+  // one's offsets and blocks_per_head).
   std::vector<int32_t> tables_host_;
+  // Device contexts: the pinned copy of tables_host_ the transfer reads, and an event after it
+  // (the next pass's tables wait for it before overwriting the buffer).
+  kernels::DeviceMemory tables_pinned_;
+  kernels::Event tables_copied_;
+  bool tables_copy_pending_ = false;
   struct SliceTable {
     size_t table = 0, first = 0, lens = 0;
     int blocks_per_head = 0;
