@@ -148,21 +148,8 @@ class NcclCommunicator final : public Communicator {
   absl::Status AsyncError() override {
     const char* op = "async error check";
     DAPQ_RETURN_IF_ERROR(internal::CheckGroupUsable(aborted_.load(), broken_, Context(op)));
-    absl::Status s = [&]() -> absl::Status {
-      absl::MutexLock lock(&mu_);
-      if (comm_aborted_) {
-        return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
-      }
-      ncclResult_t async = ncclSuccess;
-      const ncclResult_t r = ncclCommGetAsyncError(comm_, &async);
-      if (r != ncclSuccess) return NcclStatus(r, Context(op).c_str(), comm_, rank_, device_);
-      if (async != ncclSuccess && async != ncclInProgress) {
-        return absl::UnavailableError(absl::StrCat(Context(op), "asynchronous error ",
-                                                   ncclGetErrorString(async), ": ",
-                                                   ncclGetLastError(comm_)));
-      }
-      return absl::OkStatus();
-    }();
+    ncclResult_t async = ncclSuccess;
+    const absl::Status s = PollComm(op, &async);
     // A peer failure aborts the NCCL communicator, which ends kernels waiting for that peer.
     if (!s.ok()) return absl::IsAborted(s) ? s : Break(s);
     return absl::OkStatus();
@@ -278,6 +265,24 @@ class NcclCommunicator final : public Communicator {
     return AwaitComm(op, std::chrono::steady_clock::now() + kCollectiveTimeout, stream_);
   }
 
+  // The communicator's state, under the lock Abort() takes: Aborted after an abort, Unavailable
+  // for an asynchronous NCCL error; otherwise *async is ncclSuccess or ncclInProgress (an
+  // operation still being put on the stream).
+  absl::Status PollComm(const char* op, ncclResult_t* async) {
+    absl::MutexLock lock(&mu_);
+    if (comm_aborted_) {
+      return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
+    }
+    const ncclResult_t r = ncclCommGetAsyncError(comm_, async);
+    if (r != ncclSuccess) return NcclStatus(r, Context(op).c_str(), comm_, rank_, device_);
+    if (*async != ncclSuccess && *async != ncclInProgress) {
+      return absl::UnavailableError(absl::StrCat(Context(op), "asynchronous error ",
+                                                 ncclGetErrorString(*async), ": ",
+                                                 ncclGetLastError(comm_)));
+    }
+    return absl::OkStatus();
+  }
+
   // Polls until the communicator's last operation has left ncclInProgress and, with `stream`,
   // the stream has finished everything on it. Aborted after Abort(), Unavailable for an
   // asynchronous NCCL error, DeadlineExceeded past `deadline`.
@@ -288,19 +293,7 @@ class NcclCommunicator final : public Communicator {
         return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
       }
       ncclResult_t async = ncclSuccess;
-      {
-        absl::MutexLock lock(&mu_);
-        if (comm_aborted_) {
-          return absl::AbortedError(absl::StrCat(Context(op), "group aborted by a failed rank"));
-        }
-        const ncclResult_t r = ncclCommGetAsyncError(comm_, &async);
-        if (r != ncclSuccess) return NcclStatus(r, Context(op).c_str(), comm_, rank_, device_);
-        if (async != ncclSuccess && async != ncclInProgress) {
-          return absl::UnavailableError(absl::StrCat(Context(op), "asynchronous error ",
-                                                     ncclGetErrorString(async), ": ",
-                                                     ncclGetLastError(comm_)));
-        }
-      }
+      DAPQ_RETURN_IF_ERROR(PollComm(op, &async));
       if (async == ncclSuccess) {  // the operation is on the stream (or done, for init)
         if (stream == nullptr) return absl::OkStatus();
         const cudaError_t q = cudaStreamQuery(stream);
