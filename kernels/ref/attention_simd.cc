@@ -32,6 +32,30 @@ constexpr float kLn2Lo = -2.12194440e-4f;
 constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f,
                 kP3 = 4.1665795894e-2f, kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
 
+// Folds one decode chunk's row max and sum of exponentials (against that max) into the running
+// ones of its query (first: the first chunk, which starts them). Returns the factor the output
+// so far must be scaled by (1: unchanged; smaller when this chunk's max leads) and sets
+// *weight, the factor for this chunk's own weighted values: the side with the smaller max is
+// scaled down, as flash-decoding merges split parts. Every instruction set's decode uses it.
+float MergeChunk(float max, float sum, bool first, float* run_max, float* run_sum, float* weight) {
+  if (first) {
+    *run_max = max;
+    *run_sum = sum;
+    *weight = 1.0f;
+    return 1.0f;
+  }
+  if (max > *run_max) {
+    const float r = std::exp(*run_max - max);
+    *run_sum = std::fma(*run_sum, r, sum);
+    *run_max = max;
+    *weight = 1.0f;
+    return r;
+  }
+  *weight = std::exp(max - *run_max);
+  *run_sum = std::fma(sum, *weight, *run_sum);
+  return 1.0f;
+}
+
 namespace avx512 {
 #define DAPQ_SIMD __attribute__((target("avx512f,fma")))
 struct V {
@@ -229,19 +253,9 @@ void DecodeHeadT(const DecodeHeadArgs& a) {
       float* row = a.scores + static_cast<long>(g) * n;
       const float max = RowMax(row, n);
       const float sum = ExpShiftedSum(row, n, max);
-      if (c0 == 0) {
-        run_max[g] = max;
-        a.inv_sums[g] = sum;
-        weight[g] = 1.0f;
-      } else if (max > run_max[g]) {
-        const float r = std::exp(run_max[g] - max);
+      const float r = MergeChunk(max, sum, c0 == 0, &run_max[g], &a.inv_sums[g], &weight[g]);
+      if (r != 1.0f) {
         for (int i = 0; i < d; ++i) a.out[static_cast<long>(g) * d + i] *= r;
-        a.inv_sums[g] = std::fma(a.inv_sums[g], r, sum);
-        run_max[g] = max;
-        weight[g] = 1.0f;
-      } else {
-        weight[g] = std::exp(max - run_max[g]);
-        a.inv_sums[g] = std::fma(sum, weight[g], a.inv_sums[g]);
       }
       std::fill(a.acc + static_cast<long>(g) * d, a.acc + static_cast<long>(g + 1) * d, 0.0f);
     }
