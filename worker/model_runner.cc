@@ -204,8 +204,9 @@ absl::Status RankModel::Drain() {
   // The stream holds collectives: a dead peer would keep them waiting and a blocking
   // synchronisation with them. Poll the stream and the group instead, for at most the
   // collectives' own timeout.
+  constexpr std::chrono::seconds kTimeout(120);
   DAPQ_ASSIGN_OR_RETURN(kernels::Event done, context_->RecordEvent());
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  const auto deadline = std::chrono::steady_clock::now() + kTimeout;
   while (true) {
     DAPQ_ASSIGN_OR_RETURN(const bool finished, context_->EventDone(done));
     if (finished) return absl::OkStatus();
@@ -213,7 +214,8 @@ absl::Status RankModel::Drain() {
     if (std::chrono::steady_clock::now() > deadline) {
       comm_->Abort();
       return absl::DeadlineExceededError(
-          "forward: the pass's stream did not finish within 120 s (the group was aborted)");
+          absl::StrCat("forward: the pass's stream did not finish within ", kTimeout.count(),
+                       " s (the group was aborted)"));
     }
     std::this_thread::yield();
   }

@@ -119,8 +119,8 @@ class RankModel {
                              bool all_logits, QueryObserver* observer);
   absl::Status Layer(int layer, std::span<const BatchSlice> slices, QueryObserver* observer);
   // Appends one slice's K/V (rows [row0, row0 + ms) of k_/v_) to its cache and runs its
-  // attention into att_'s rows; leaves kv_lens_ at the slice's new lengths.
-  // `table` and `lens`: the slice's block table and per-head lengths where the kernels read them.
+  // attention into att_'s rows, reading the slice's block table and lengths for `layer` where
+  // StageTables put them (`t` says where).
   struct SliceTable;
   absl::Status SliceAttention(int layer, int row0, int ms, KvCache& cache, const SliceTable& t);
   // Builds every layer's and slice's block table and KV lengths for the pass on the host (final
