@@ -16,6 +16,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/convert.h"
+#include "kernels/cpu_threads.h"
 #include "kernels/ref/attention_simd.h"
 #include "kernels/ref/cpu_isa.h"
 #include "tests/util/status_matchers.h"
@@ -130,6 +131,35 @@ TEST(AttentionTest, PrefillMatchesNaive) {
     uint64_t seed = 100;
     for (const Case& c : cases) Check(c, false, seed++);
   });
+}
+
+// Prefill runs its (KV head, query tile) items on the kernel threads, each item on one thread
+// with single-threaded GEMMs: one thread and every thread give the same bits.
+TEST(AttentionTest, PrefillBitsDoNotDependOnThreadCount) {
+  const int q_tokens = 300, kv_len = 333, q_heads = 8, kv_heads = 2, d = 128;
+  auto q = Random(static_cast<size_t>(q_tokens) * q_heads * d, 77);
+  auto k = Random(static_cast<size_t>(kv_heads) * kv_len * d, 78);
+  auto v = Random(static_cast<size_t>(kv_heads) * kv_len * d, 79);
+  AttentionParams p;
+  p.q_tokens = q_tokens;
+  p.q_heads = q_heads;
+  p.kv_heads = kv_heads;
+  p.head_dim = d;
+  p.q = q.data();
+  p.q_stride = q_heads * d;
+  p.k = k.data();
+  p.v = v.data();
+  p.kv_head_stride = static_cast<long>(kv_len) * d;
+  p.kv_len = kv_len;
+  p.out_stride = q_heads * d;
+  std::vector<float> one(q.size()), all(q.size());
+  SetCpuThreads(1);
+  p.out = one.data();
+  ASSERT_TRUE(AttentionPrefill(p).ok());
+  SetCpuThreads(0);
+  p.out = all.data();
+  ASSERT_TRUE(AttentionPrefill(p).ok());
+  EXPECT_EQ(std::memcmp(one.data(), all.data(), one.size() * sizeof(float)), 0);
 }
 
 TEST(AttentionTest, DecodeMatchesNaive) {

@@ -1,8 +1,11 @@
 // File: kernels/ref/attention_ref.cc
 // CPU attention. Prefill is tiled with an online softmax (flash-attention form): for each
 // (KV head, query tile) it stacks the GQA group's queries and walks key tiles, S = Q.K^T and
-// O += P.V through OpenBLAS, keeping only (kQueryTile x group) x kKeyTile scores; the
-// exponentials are vectorised (attention_simd.h). Decode processes one KV head's whole query
+// O += P.V through single-threaded GEMMs (tile_sgemm.h), keeping only (kQueryTile x group) x
+// kKeyTile scores; the exponentials are vectorised (attention_simd.h). The (KV head, query tile)
+// items run on the kernel threads, longest first, each on one thread from start to end, so
+// the softmax between a tile's two GEMMs runs in parallel too and the result does not depend on
+// the thread count. Decode processes one KV head's whole query
 // group at once, chunk by chunk (scores over a chunk's keys, then the weighted sum over its
 // values, the chunks merged through their row maxima), reading each K and V row once, in slot
 // order (attention_simd.h's DecodeHead), the
@@ -14,12 +17,12 @@
 // widened into the tile), so its GEMMs and results are bit-identical to the contiguous layout;
 // decode walks the blocks in slot order with the same arithmetic as over a slab. Either way the
 // result does not depend on the block size.
-#include <cblas.h>
-
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -28,6 +31,7 @@
 #include "kernels/ref/attention_simd.h"
 #include "kernels/ref/parallel_for.h"
 #include "kernels/ref/ref_ops.h"
+#include "kernels/ref/tile_sgemm.h"
 
 namespace dapq::kernels::ref {
 namespace {
@@ -35,6 +39,8 @@ namespace {
 constexpr int kQueryTile = 64;
 constexpr int kKeyTile = 512;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Below this many multiply-adds one thread runs every prefill item.
+constexpr long kParallelPrefillFmas = 1L << 22;
 // Below this many multiply-adds one thread decodes every head (waking the pool costs more).
 constexpr long kParallelDecodeFmas = 1L << 18;
 // Split-KV decode cuts a cache into parts of at least this many slots.
@@ -84,10 +90,21 @@ struct PrefillScratch {
   std::vector<float> row_max, row_sum;
 };
 
+// The calling thread's scratch, sized for tiles of up to `max_rows` stacked query rows.
+PrefillScratch& ThreadPrefillScratch(size_t max_rows, int head_dim) {
+  thread_local PrefillScratch s;
+  s.q.resize(max_rows * head_dim);
+  s.scores.resize(max_rows * kKeyTile);
+  s.acc.resize(max_rows * head_dim);
+  s.row_max.resize(max_rows);
+  s.row_sum.resize(max_rows);
+  return s;
+}
+
 // One KV head and query tokens [t0, t1): the group's g query heads are stacked into
 // rows = (t1 - t0) * g rows (row r = token t0 + r / g, head kv_head * g + r % g), so every key
 // tile is multiplied once for the whole group in one larger GEMM.
-void PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, PrefillScratch& s) {
+absl::Status PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, PrefillScratch& s) {
   const int d = p.head_dim;
   const int group = p.q_heads / p.kv_heads;
   const int past = KvLength(p, kv_head) - p.q_tokens;
@@ -109,8 +126,9 @@ void PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, PrefillS
     const int cols = j1 - j0;
     const float* k = KvRows(p, kv_head, false, j0, cols, s.k_tile);
     const float* v = KvRows(p, kv_head, true, j0, cols, s.v_tile);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, d, scale, s.q.data(), d, k, d,
-                0.0f, s.scores.data(), kKeyTile);
+    absl::Status status =
+        TileSgemm(true, rows, cols, d, scale, s.q.data(), d, k, d, 0.0f, s.scores.data(), kKeyTile);
+    if (!status.ok()) return status;
     for (int r = 0; r < rows; ++r) {
       float* srow = s.scores.data() + static_cast<long>(r) * kKeyTile;
       const int t = t0 + r / group;
@@ -130,8 +148,9 @@ void PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, PrefillS
         for (int i = 0; i < d; ++i) arow[i] *= correction;
       }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, cols, 1.0f, s.scores.data(),
-                kKeyTile, v, d, 1.0f, s.acc.data(), d);
+    status = TileSgemm(false, rows, d, cols, 1.0f, s.scores.data(), kKeyTile, v, d, 1.0f,
+                       s.acc.data(), d);
+    if (!status.ok()) return status;
   }
   for (int r = 0; r < rows; ++r) {
     const int t = t0 + r / group, head = kv_head * group + r % group;
@@ -140,25 +159,48 @@ void PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, PrefillS
     const float* arow = s.acc.data() + static_cast<long>(r) * d;
     for (int i = 0; i < d; ++i) out[i] = arow[i] * inv;
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::Status AttentionPrefillRef(const AttentionParams& p) {
-  thread_local PrefillScratch s;
   const int group = p.q_heads / p.kv_heads;
   const size_t max_rows = static_cast<size_t>(kQueryTile) * group;
-  s.q.resize(max_rows * p.head_dim);
-  s.scores.resize(max_rows * kKeyTile);
-  s.acc.resize(max_rows * p.head_dim);
-  s.row_max.resize(max_rows);
-  s.row_sum.resize(max_rows);
+  const int tiles = (p.q_tokens + kQueryTile - 1) / kQueryTile;
+  const int items = tiles * p.kv_heads;
+  // Item i: query tiles from the last (it sees the most keys) to the first, KV heads within.
+  const auto run_item = [&](int i, PrefillScratch& s) {
+    const int t0 = (tiles - 1 - i / p.kv_heads) * kQueryTile;
+    return PrefillTile(p, i % p.kv_heads, t0, std::min(t0 + kQueryTile, p.q_tokens), s);
+  };
+  long fmas = 0;  // Q.K^T and P.V over every visible key, roughly
   for (int h = 0; h < p.kv_heads; ++h) {
-    for (int t0 = 0; t0 < p.q_tokens; t0 += kQueryTile) {
-      PrefillTile(p, h, t0, std::min(t0 + kQueryTile, p.q_tokens), s);
-    }
+    fmas += 2L * group * p.q_tokens * KvLength(p, h) * p.head_dim;
   }
-  return absl::OkStatus();
+  if (!TileSgemmRunsOnCaller() || items == 1 || KernelThreads() == 1 ||
+      fmas < kParallelPrefillFmas) {
+    PrefillScratch& s = ThreadPrefillScratch(max_rows, p.head_dim);
+    for (int i = 0; i < items; ++i) {
+      if (absl::Status status = run_item(i, s); !status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
+  // Each thread takes the next item until none is left (items differ in length).
+  std::atomic<int> next{0};
+  std::mutex mu;
+  absl::Status first_error;
+  ParallelFor(KernelThreads(), [&](int, int) {
+    PrefillScratch& s = ThreadPrefillScratch(max_rows, p.head_dim);
+    for (int i = next.fetch_add(1); i < items; i = next.fetch_add(1)) {
+      if (absl::Status status = run_item(i, s); !status.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (first_error.ok()) first_error = std::move(status);
+        next.store(items);
+      }
+    }
+  });
+  return first_error;
 }
 
 absl::Status AttentionDecodeRef(const AttentionParams& p) {
