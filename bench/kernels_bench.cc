@@ -30,6 +30,7 @@
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/softmax.h"
+#include "kernels/types.h"
 
 namespace dapq::bench {
 namespace {
@@ -104,6 +105,39 @@ BENCHMARK(BM_Gemm)
     ->ArgsProduct({{1, 4, 16, 128, 512}, {kKvHeads * kHeadDim}, {kDim}})
     ->ArgsProduct({{1, 4, 16, 32, 64, 128, 512}, {kFfn}, {kDim}})
     ->ArgsProduct({{1, 4, 16, 128, 512}, {kDim}, {kFfn}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// bf16 weights through the kernel API: the small-m kernel (rows widened in registers) at the
+// decode sizes, m <= 64. weight_B/s counts the bf16 bytes.
+void BM_GemmBf16(benchmark::State& state) {
+  LinearInputs in(state);
+  std::vector<uint16_t> w16(in.w.size());
+  for (size_t i = 0; i < w16.size(); ++i) w16[i] = k::FloatToBf16(in.w[i]);
+  k::GemmParams p;
+  p.m = in.m;
+  p.n = in.n;
+  p.k = in.k;
+  p.a = in.x.data();
+  p.lda = in.k;
+  p.b_dtype = k::DType::kBF16;
+  p.b_bf16 = w16.data();
+  p.ldb = in.k;
+  p.trans_b = true;
+  p.c = in.y.data();
+  p.ldc = in.n;
+  for (auto _ : state) {
+    if (!Ok(state, k::Gemm(p))) break;
+    benchmark::DoNotOptimize(in.y.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "FLOP/s", 2.0 * in.m * in.n * in.k);
+  SetRate(state, "weight_B/s", 2.0 * in.n * in.k);
+}
+BENCHMARK(BM_GemmBf16)
+    ->ArgNames({"m", "n", "k"})
+    ->ArgsProduct({{1, 4, 16, 64}, {kFfn}, {kDim}})
+    ->ArgsProduct({{1, 4, 16, 64}, {kDim}, {kFfn}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -50,6 +50,24 @@ std::vector<float> Random(size_t n, uint64_t seed) {
   return v;
 }
 
+// Params over contiguous K/V slabs of `capacity` slots per KV head; the caller sets `out`.
+AttentionParams SlabParams(const Case& c, int capacity, const std::vector<float>& q,
+                           const std::vector<float>& k, const std::vector<float>& v) {
+  AttentionParams p;
+  p.q_tokens = c.q_tokens;
+  p.q_heads = c.q_heads;
+  p.kv_heads = c.kv_heads;
+  p.head_dim = c.head_dim;
+  p.q = q.data();
+  p.q_stride = c.q_heads * c.head_dim;
+  p.k = k.data();
+  p.v = v.data();
+  p.kv_head_stride = static_cast<long>(capacity) * c.head_dim;
+  p.kv_len = c.kv_len;
+  p.out_stride = c.q_heads * c.head_dim;
+  return p;
+}
+
 std::vector<double> Naive(const AttentionParams& p) {
   const int g = p.q_heads / p.kv_heads, d = p.head_dim, past = p.kv_len - p.q_tokens;
   std::vector<double> out(static_cast<size_t>(p.q_tokens) * p.q_heads * d);
@@ -101,19 +119,8 @@ void Check(const Case& c, bool decode, uint64_t seed, float ramp = 0.0f) {
   }
   auto v = Random(static_cast<size_t>(c.kv_heads) * capacity * c.head_dim, seed + 2);
   std::vector<float> out(q.size(), -7.0f);
-  AttentionParams p;
-  p.q_tokens = c.q_tokens;
-  p.q_heads = c.q_heads;
-  p.kv_heads = c.kv_heads;
-  p.head_dim = c.head_dim;
-  p.q = q.data();
-  p.q_stride = c.q_heads * c.head_dim;
-  p.k = k.data();
-  p.v = v.data();
-  p.kv_head_stride = static_cast<long>(capacity) * c.head_dim;
-  p.kv_len = c.kv_len;
+  AttentionParams p = SlabParams(c, capacity, q, k, v);
   p.out = out.data();
-  p.out_stride = c.q_heads * c.head_dim;
   ASSERT_TRUE((decode ? AttentionDecode(p) : AttentionPrefill(p)).ok());
   const auto expected = Naive(p);
   // Each output is a convex combination of V rows, so max|v| bounds its scale; behind it are the
@@ -136,22 +143,11 @@ TEST(AttentionTest, PrefillMatchesNaive) {
 // Prefill runs its (KV head, query tile) items on the kernel threads, each item on one thread
 // with single-threaded GEMMs: one thread and every thread give the same bits.
 TEST(AttentionTest, PrefillBitsDoNotDependOnThreadCount) {
-  const int q_tokens = 300, kv_len = 333, q_heads = 8, kv_heads = 2, d = 128;
-  auto q = Random(static_cast<size_t>(q_tokens) * q_heads * d, 77);
-  auto k = Random(static_cast<size_t>(kv_heads) * kv_len * d, 78);
-  auto v = Random(static_cast<size_t>(kv_heads) * kv_len * d, 79);
-  AttentionParams p;
-  p.q_tokens = q_tokens;
-  p.q_heads = q_heads;
-  p.kv_heads = kv_heads;
-  p.head_dim = d;
-  p.q = q.data();
-  p.q_stride = q_heads * d;
-  p.k = k.data();
-  p.v = v.data();
-  p.kv_head_stride = static_cast<long>(kv_len) * d;
-  p.kv_len = kv_len;
-  p.out_stride = q_heads * d;
+  const Case c{300, 333, 8, 2, 128};
+  auto q = Random(static_cast<size_t>(c.q_tokens) * c.q_heads * c.head_dim, 77);
+  auto k = Random(static_cast<size_t>(c.kv_heads) * c.kv_len * c.head_dim, 78);
+  auto v = Random(static_cast<size_t>(c.kv_heads) * c.kv_len * c.head_dim, 79);
+  AttentionParams p = SlabParams(c, c.kv_len, q, k, v);
   std::vector<float> one(q.size()), all(q.size());
   SetCpuThreads(1);
   p.out = one.data();
@@ -284,19 +280,9 @@ TEST(AttentionTest, PagedMatchesContiguousBitForBit) {
     auto q = Random(static_cast<size_t>(c.q_tokens) * c.q_heads * c.head_dim, seed);
     auto k = Random(static_cast<size_t>(c.kv_heads) * capacity * c.head_dim, seed + 1);
     auto v = Random(static_cast<size_t>(c.kv_heads) * capacity * c.head_dim, seed + 2);
-    AttentionParams p;
-    p.q_tokens = c.q_tokens;
-    p.q_heads = c.q_heads;
-    p.kv_heads = c.kv_heads;
-    p.head_dim = c.head_dim;
-    p.q = q.data();
-    p.q_stride = c.q_heads * c.head_dim;
-    p.k = k.data();
-    p.v = v.data();
-    p.kv_head_stride = static_cast<long>(capacity) * c.head_dim;
-    p.kv_len = c.kv_lens[0];
+    AttentionParams p = SlabParams({c.q_tokens, c.kv_lens[0], c.q_heads, c.kv_heads, c.head_dim},
+                                   capacity, q, k, v);
     p.kv_lens = c.kv_lens.data();
-    p.out_stride = c.q_heads * c.head_dim;
     ForEachIsa([&] {
       for (int tpb : {1, 2, 16, 64, 256, 1024}) {
         for (bool decode : {false, true}) {

@@ -2,9 +2,9 @@
 // SmallGemm against a double-precision product for every m it serves, k with vector tails,
 // n not a multiple of the tile, and row strides (fp32 tolerance from the operands' scale); each
 // row of A gives bit-identical outputs alone and in a batch, and on one or several threads;
-// products it does not serve are left to OpenBLAS. bf16 weights (rounding, small m in our kernel,
-// large m in oneDNN or widened panels) against a double product. ParallelFor covers every index
-// once.
+// products it does not serve are left to OpenBLAS. bf16 weights (rounding, small m in our kernel
+// on every instruction-set level, alone and in a batch, large m in oneDNN or widened panels)
+// against a double product. ParallelFor covers every index once.
 #include "kernels/ref/small_gemm.h"
 
 #include <cblas.h>
@@ -22,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu_threads.h"
 #include "kernels/ref/bf16_matmul.h"
+#include "kernels/ref/cpu_isa.h"
 #include "kernels/ref/parallel_for.h"
 #include "tests/util/random.h"
 #include "tests/util/tolerance.h"
@@ -134,6 +135,52 @@ TEST(Bf16GemmTest, MatchesADoubleProductOverTheRoundedWeights) {
       }
     }
   }
+}
+
+// bf16 weights at small m, on every instruction-set level this CPU has (AVX-512, AVX2): a row of
+// A gives the same bits alone and in a batch, and matches a double product over the rounded
+// weights.
+TEST(SmallGemmTest, Bf16WeightsGiveTheSameBitsAloneAndInABatch) {
+  if (!Served()) GTEST_SKIP() << "this CPU has neither AVX2+FMA nor AVX-512F";
+  const int n = 1030, k = 1029, m = kSmallGemmMaxM;
+  const std::vector<float> a = Random(static_cast<size_t>(m) * k, 17);
+  const std::vector<float> wf = Random(static_cast<size_t>(n) * k, 18);
+  std::vector<uint16_t> w(wf.size());
+  for (size_t i = 0; i < w.size(); ++i) w[i] = FloatToBf16(wf[i]);
+  const auto product = [&](int row0, int rows, float* c) {
+    GemmParams p{rows, n,    k,   a.data() + static_cast<size_t>(row0) * k, k, nullptr, k, true, c,
+                 n,    1.0f, 0.0f};
+    p.b_dtype = DType::kBF16;
+    p.b_bf16 = w.data();
+    return SmallGemm(p);
+  };
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(DetectedIsa())) break;
+    ForceIsaForTesting(isa);
+    SCOPED_TRACE(IsaName(isa));
+    std::vector<float> batch(static_cast<size_t>(m) * n);
+    ASSERT_TRUE(product(0, m, batch.data()));
+    for (int i : {0, 1, 5, 37, m - 1}) {
+      double want = 0, scale = 0;
+      for (int t = 0; t < k; ++t) {
+        const float x = a[static_cast<size_t>(i) * k + t];
+        const double term = static_cast<double>(x) * Bf16ToFloat(w[t]);
+        want += term;
+        scale += std::abs(term);
+      }
+      EXPECT_NEAR(batch[static_cast<size_t>(i) * n], want, testing::Fp32Tolerance(scale, k));
+      for (int rows : {1, 2}) {
+        if (i + rows > m) continue;
+        std::vector<float> alone(static_cast<size_t>(rows) * n);
+        ASSERT_TRUE(product(i, rows, alone.data()));
+        ASSERT_EQ(std::memcmp(alone.data(), batch.data() + static_cast<size_t>(i) * n,
+                              alone.size() * sizeof(float)),
+                  0)
+            << "rows " << i << ".." << i + rows - 1;
+      }
+    }
+  }
+  ForceIsaForTesting(DetectedIsa());
 }
 
 // In-process TP ranks run the same large-m bf16 product at once (one oneDNN primitive per shape):
