@@ -5,10 +5,10 @@
 // kKeyTile scores; the exponentials are vectorised (attention_simd.h). The (KV head, query tile)
 // items run on the kernel threads, longest first, each on one thread from start to end, so
 // the softmax between a tile's two GEMMs runs in parallel too and the result does not depend on
-// the thread count. Decode processes one KV head's whole query
-// group at once, chunk by chunk (scores over a chunk's keys, then the weighted sum over its
-// values, the chunks merged through their row maxima), reading each K and V row once, in slot
-// order (attention_simd.h's DecodeHead), the
+// the thread count.
+// Decode processes one KV head's whole query group at once, chunk by chunk (scores over a
+// chunk's keys, then the weighted sum over its values, the chunks merged through their row
+// maxima), reading each K and V row once, in slot order (attention_simd.h's DecodeHead), the
 // (query token, KV head) pairs split over the kernel threads; when there are fewer pairs than
 // threads and the cache is long (a 1M-token sequence on one rank), each pair's cache is split
 // too (flash-decoding), the parts combined through their log-sum-exp.
