@@ -74,10 +74,19 @@ struct LinearInputs {
   }
 };
 
-// Gemm through the kernel API. m == 1 is the decode GEMV (memory bound: compare weight B/s with
-// memcpy); m >= 128 is prefill.
-void BM_Gemm(benchmark::State& state) {
-  LinearInputs in(state);
+// Times p (A = in.x, C = in.y) through the kernel API; rates from the weights' element size.
+void RunGemm(benchmark::State& state, const LinearInputs& in, const k::GemmParams& p) {
+  for (auto _ : state) {
+    if (!Ok(state, k::Gemm(p))) break;
+    benchmark::DoNotOptimize(in.y.data());
+    benchmark::ClobberMemory();
+  }
+  SetRate(state, "FLOP/s", 2.0 * in.m * in.n * in.k);
+  SetRate(state, "weight_B/s", static_cast<double>(k::DTypeSize(p.b_dtype)) * in.n * in.k);
+}
+
+// C = A . W^T over in's operands, W fp32 (in.w) unless the caller points p at bf16 weights.
+k::GemmParams LinearParams(LinearInputs& in) {
   k::GemmParams p;
   p.m = in.m;
   p.n = in.n;
@@ -89,12 +98,14 @@ void BM_Gemm(benchmark::State& state) {
   p.trans_b = true;
   p.c = in.y.data();
   p.ldc = in.n;
-  for (auto _ : state) {
-    if (!Ok(state, k::Gemm(p))) break;
-    benchmark::DoNotOptimize(in.y.data());
-    benchmark::ClobberMemory();
-  }
-  in.SetRates(state);
+  return p;
+}
+
+// Gemm through the kernel API. m == 1 is the decode GEMV (memory bound: compare weight B/s with
+// memcpy); m >= 128 is prefill.
+void BM_Gemm(benchmark::State& state) {
+  LinearInputs in(state);
+  RunGemm(state, in, LinearParams(in));
 }
 // The linear layers of one Llama-3-8B block: wq/wo (4096x4096), wk/wv (1024x4096),
 // w1/w3 (14336x4096), w2 (4096x14336).
@@ -114,25 +125,11 @@ void BM_GemmBf16(benchmark::State& state) {
   LinearInputs in(state);
   std::vector<uint16_t> w16(in.w.size());
   for (size_t i = 0; i < w16.size(); ++i) w16[i] = k::FloatToBf16(in.w[i]);
-  k::GemmParams p;
-  p.m = in.m;
-  p.n = in.n;
-  p.k = in.k;
-  p.a = in.x.data();
-  p.lda = in.k;
+  k::GemmParams p = LinearParams(in);
+  p.b = nullptr;
   p.b_dtype = k::DType::kBF16;
   p.b_bf16 = w16.data();
-  p.ldb = in.k;
-  p.trans_b = true;
-  p.c = in.y.data();
-  p.ldc = in.n;
-  for (auto _ : state) {
-    if (!Ok(state, k::Gemm(p))) break;
-    benchmark::DoNotOptimize(in.y.data());
-    benchmark::ClobberMemory();
-  }
-  SetRate(state, "FLOP/s", 2.0 * in.m * in.n * in.k);
-  SetRate(state, "weight_B/s", 2.0 * in.n * in.k);
+  RunGemm(state, in, p);
 }
 BENCHMARK(BM_GemmBf16)
     ->ArgNames({"m", "n", "k"})
