@@ -13,7 +13,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <initializer_list>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -63,26 +66,41 @@ TEST(SmallGemmTest, MatchesADoubleProductForEveryM) {
   }
 }
 
-TEST(SmallGemmTest, ARowGivesTheSameBitsAloneAndInABatch) {
-  if (!Served()) GTEST_SKIP() << "this CPU has neither AVX2+FMA nor AVX-512F";
-  // Large enough to run on the kernel threads.
-  const int n = 1030, k = 1029, m = kSmallGemmMaxM;
-  const std::vector<float> a = Random(static_cast<size_t>(m) * k, 7);
-  const std::vector<float> b = Random(static_cast<size_t>(n) * k, 8);
+// product(row0, rows, c) multiplies rows [row0, row0 + rows) of A into c ([rows, n]). Runs A
+// alone, `rows` rows at a time from every start in `starts`, against the whole batch of m rows:
+// the bits must be the same.
+void ExpectRowsAloneMatchBatch(const std::function<bool(int, int, float*)>& product, int m, int n,
+                               const std::vector<int>& starts,
+                               std::initializer_list<int> row_counts) {
   std::vector<float> batch(static_cast<size_t>(m) * n);
-  ASSERT_TRUE(SmallGemm({m, n, k, a.data(), k, b.data(), k, true, batch.data(), n, 1.0f, 0.0f}));
-  for (int i = 0; i < m; ++i) {
-    for (int rows : {1, 3}) {
+  ASSERT_TRUE(product(0, m, batch.data()));
+  for (int i : starts) {
+    for (int rows : row_counts) {
       if (i + rows > m) continue;
       std::vector<float> alone(static_cast<size_t>(rows) * n);
-      ASSERT_TRUE(SmallGemm({rows, n, k, a.data() + static_cast<size_t>(i) * k, k, b.data(), k,
-                             true, alone.data(), n, 1.0f, 0.0f}));
+      ASSERT_TRUE(product(i, rows, alone.data()));
       ASSERT_EQ(std::memcmp(alone.data(), batch.data() + static_cast<size_t>(i) * n,
                             alone.size() * sizeof(float)),
                 0)
           << "rows " << i << ".." << i + rows - 1;
     }
   }
+}
+
+TEST(SmallGemmTest, ARowGivesTheSameBitsAloneAndInABatch) {
+  if (!Served()) GTEST_SKIP() << "this CPU has neither AVX2+FMA nor AVX-512F";
+  // Large enough to run on the kernel threads.
+  const int n = 1030, k = 1029, m = kSmallGemmMaxM;
+  const std::vector<float> a = Random(static_cast<size_t>(m) * k, 7);
+  const std::vector<float> b = Random(static_cast<size_t>(n) * k, 8);
+  std::vector<int> every_row(m);
+  std::iota(every_row.begin(), every_row.end(), 0);
+  ExpectRowsAloneMatchBatch(
+      [&](int row0, int rows, float* c) {
+        return SmallGemm({rows, n, k, a.data() + static_cast<size_t>(row0) * k, k, b.data(), k,
+                          true, c, n, 1.0f, 0.0f});
+      },
+      m, n, every_row, {1, 3});
 }
 
 TEST(Bf16Test, RoundsToNearestEvenAndKeepsSpecials) {
@@ -163,22 +181,14 @@ TEST(SmallGemmTest, Bf16WeightsGiveTheSameBitsAloneAndInABatch) {
     for (int i : {0, 1, 5, 37, m - 1}) {
       double want = 0, scale = 0;
       for (int t = 0; t < k; ++t) {
-        const float x = a[static_cast<size_t>(i) * k + t];
-        const double term = static_cast<double>(x) * Bf16ToFloat(w[t]);
+        const double term =
+            static_cast<double>(a[static_cast<size_t>(i) * k + t]) * Bf16ToFloat(w[t]);
         want += term;
         scale += std::abs(term);
       }
       EXPECT_NEAR(batch[static_cast<size_t>(i) * n], want, testing::Fp32Tolerance(scale, k));
-      for (int rows : {1, 2}) {
-        if (i + rows > m) continue;
-        std::vector<float> alone(static_cast<size_t>(rows) * n);
-        ASSERT_TRUE(product(i, rows, alone.data()));
-        ASSERT_EQ(std::memcmp(alone.data(), batch.data() + static_cast<size_t>(i) * n,
-                              alone.size() * sizeof(float)),
-                  0)
-            << "rows " << i << ".." << i + rows - 1;
-      }
     }
+    ExpectRowsAloneMatchBatch(product, m, n, {0, 1, 5, 37, m - 1}, {1, 2});
   }
   ForceIsaForTesting(DetectedIsa());
 }
