@@ -223,6 +223,10 @@ void AddServeCommand(CLI::App& app, CommandRunner& runner) {
   cmd->add_option("--kv_disk_mib", c.kv_disk_mib,
                   "per-rank KV store disk tier (0 = none, -1 = 4096 MiB)")
       ->capture_default_str();
+  cmd->add_option("--kv_resident_kib", c.kv_resident_kib,
+                  "per-rank idle sessions' KV kept in the engine's block pool, whose next turn "
+                  "then reads nothing from the store (0 = none, -1 = 64 MiB)")
+      ->capture_default_str();
   cmd->add_option("--kv_remote", c.kv_remote,
                   "the KV store's last tier on every rank: rediss://HOST:PORT (Redis over TLS "
                   "with the --tls_* files), redis://HOST:PORT (plaintext, loopback only unless "

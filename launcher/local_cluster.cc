@@ -233,6 +233,9 @@ absl::Status LocalCluster::StartWorker(int group, int rank) {
     if (o.kv_disk_mib >= 0) {
       argv.insert(argv.end(), {"--kv_disk_mib", std::to_string(o.kv_disk_mib)});
     }
+    if (o.kv_resident_kib >= 0) {
+      argv.insert(argv.end(), {"--kv_resident_kib", std::to_string(o.kv_resident_kib)});
+    }
     if (!o.kv_remote.empty()) argv.insert(argv.end(), {"--kv_remote", o.kv_remote});
     if (o.kv_remote_mib > 0) {
       argv.insert(argv.end(), {"--kv_remote_mib", std::to_string(o.kv_remote_mib)});

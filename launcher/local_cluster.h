@@ -50,6 +50,9 @@ struct LocalClusterOptions {
   int kv_device_kib = 0, kv_host_kib = 0;
   // Disk tier capacity in MiB (-1 = the worker's default, 0 = no disk tier).
   int kv_disk_mib = -1;
+  // Idle sessions' KV each rank keeps in its block pool, in KiB (-1 = the worker's default,
+  // 0 = none: every turn restores its session from the store).
+  int kv_resident_kib = -1;
   // The store's last tier on every rank: "redis://host:port" or "grpc://host:port" (a KvPeer,
   // e.g. another worker's --kv_peer_listen); "" = none. kv_remote_mib: per-rank capacity there
   // (0 = the worker's default).

@@ -477,6 +477,8 @@ TEST(ClusterSessionTest, SessionsSpillThroughTheTiersAndContinueIdentically) {
                                 // A session of ~100 tokens holds ~60 KiB per rank: tiers overflow.
                                 o.kv_device_kib = 96;
                                 o.kv_host_kib = 128;
+                                // Every turn restores its session from the store.
+                                o.kv_resident_kib = 0;
                               });
   const std::vector<std::string> turns = {kStory, " Then the dog came.", " They went home."};
   const std::vector<std::vector<int>> expected = ReferenceSession(turns, 24);
@@ -529,6 +531,7 @@ std::unique_ptr<launcher::LocalCluster> RunSessionsThroughARemoteTier(const std:
                                 o.kv_host_kib = 4;
                                 o.kv_disk_mib = 0;
                                 o.kv_remote = url;
+                                o.kv_resident_kib = 0;  // every turn from the store
                               });
   const std::vector<std::string> turns = {kStory, " Then the dog came.", " They went home."};
   const std::vector<std::vector<int>> expected = ReferenceSession(turns, 24);

@@ -105,6 +105,7 @@ TEST(PrometheusTest, DashboardsAndAlertsQueryARealPrometheusScrapingACluster) {
   o.heartbeat_ms = 100;
   o.kv_device_kib = 96;
   o.kv_host_kib = 128;
+  o.kv_resident_kib = 0;  // sessions come back from the store: restores to chart
   auto cluster = *launcher::LocalCluster::Start(o);
   ASSERT_TRUE(cluster->WaitReady(std::chrono::seconds(60)).ok());
 

@@ -257,7 +257,7 @@ TEST(ServeCliTest, SessionsThroughARedisRemoteTierContinueIdentically) {
   const std::string dapq = DAPQ_BINARY;
   const std::string cluster_file = ClusterFile(dir);
   auto serve = StartServe(dir, {"--kv_device_kib", "4", "--kv_host_kib", "4", "--kv_disk_mib", "0",
-                                "--kv_remote", url});
+                                "--kv_remote", url, "--kv_resident_kib", "0"});
   ASSERT_TRUE(serve.ok()) << serve.status();
   const std::string address = ServeAddress(*serve, cluster_file);
   ASSERT_FALSE(address.empty()) << "dapq serve exited; see " << dir << "/serve.log";

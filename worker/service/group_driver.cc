@@ -158,7 +158,10 @@ absl::Status GroupDriver::RunDriver() {
     }
     const bool sent = Serve(*channel);
     if (!broken_.load() && sent) {
-      if (absl::Status s = GatherKvUsage(); !s.ok()) {
+      // After the gather the other ranks run after each request: they then wait for commands.
+      absl::Status s = GatherKvUsage();
+      if (s.ok()) s = EvictIdleSessions([] { return 0L; });
+      if (!s.ok()) {
         broken_.store(true);
         if (options_.metrics) options_.metrics->SetHealthy(false);
       }
@@ -282,6 +285,7 @@ absl::StatusOr<bool> GroupDriver::BeginBatchedSession(uint64_t id, const std::st
   batched_sessions_[id] = {sid, session != nullptr ? session->compression : requested};
   if (session == nullptr) return false;  // its first turn: a fresh sequence
   std::unique_ptr<Sequence> seq = std::move(session->seq);
+  if (seq != nullptr && options_.metrics) options_.metrics->OnSessionTurn("pool");
   if (seq == nullptr) {
     absl::StatusOr<std::unique_ptr<Sequence>> restored = RestoreSession(sid, *session);
     if (!restored.ok()) {
@@ -414,6 +418,11 @@ absl::Status GroupDriver::RunBatched() {
       continue;
     }
     active_.store(scheduler.running());
+    // Idle sessions holding blocks the next admission needs leave the pool first.
+    if (!EvictIdleSessions([&] { return scheduler.AdmissionShortfall(); }).ok()) {
+      broken_.store(true);
+      break;
+    }
     const int64_t preempted_before = scheduler.preemptions(), swapped_before = scheduler.swaps();
     std::vector<FinishedRequest> finished = scheduler.RunStep();
     if (options_.metrics) {
@@ -427,6 +436,13 @@ absl::Status GroupDriver::RunBatched() {
       wm.OnPreemptions("recompute", scheduler.preemptions() - preempted_before - swapped);
     }
     for (const FinishedRequest& f : finished) Deliver(f, batch);
+    // The sessions the turns just ended keep in the pool, within its budget; after a step that
+    // had to preempt, every idle session leaves.
+    const bool preempted = scheduler.preemptions() > preempted_before;
+    if (!EvictIdleSessions([&] { return preempted ? 1L : 0L; }).ok()) {
+      broken_.store(true);
+      break;
+    }
     active_.store(scheduler.running());
     waiting_.store(scheduler.waiting());
     // KV usage for Status(): when the batch drains, and at least every idle_ping under load.
@@ -455,6 +471,10 @@ absl::Status GroupDriver::PingAndGather() {
 absl::Status GroupDriver::RunBatchOp(const dapq::v1::BatchOp& op) {
   if (follower_ops_ == nullptr) {
     follower_ops_ = std::make_unique<LocalBatchOps>(engine_, options_.store);
+  }
+  if (op.kind() == dapq::v1::BatchOp::SESSION_EVICT) {
+    EvictSession(op.session_id());
+    return absl::OkStatus();
   }
   const bool session_op =
       op.kind() == dapq::v1::BatchOp::SESSION_BEGIN || op.kind() == dapq::v1::BatchOp::SESSION_END;
@@ -571,6 +591,7 @@ absl::StatusOr<GenerateResult> GroupDriver::Execute(const dapq::v1::GenerateRequ
     compression = session->compression;  // the session's first turn decided it
     if (session->seq != nullptr) {
       seq = session->seq.get();
+      if (options_.metrics) options_.metrics->OnSessionTurn("pool");
     } else {
       absl::StatusOr<std::unique_ptr<Sequence>> restored = RestoreSession(id, *session);
       if (!restored.ok()) {
@@ -610,7 +631,10 @@ absl::StatusOr<std::unique_ptr<Sequence>> GroupDriver::RestoreSession(const std:
   // Every rank must take the same path (a replay runs collectives): agree on any failure.
   int64_t failed = loaded.ok() ? 0 : 1;
   if (comm_ != nullptr) DAPQ_RETURN_IF_ERROR(comm_->AllReduceSum(&failed, 1));
-  if (failed == 0) return std::move(loaded->sequence);
+  if (failed == 0) {
+    if (options_.metrics) options_.metrics->OnSessionTurn("store");
+    return std::move(loaded->sequence);
+  }
   const std::string why = loaded.ok() ? "a block failed to load on another rank"
                                       : std::string(loaded.status().message());
   if (options_.fail_on_bad_block) {
@@ -618,6 +642,7 @@ absl::StatusOr<std::unique_ptr<Sequence>> GroupDriver::RestoreSession(const std:
                                             ") and --fail_on_bad_block is set"));
   }
   DAPQ_LOG(WARNING) << "session " << id << ": recomputing (" << why << ")";
+  if (options_.metrics) options_.metrics->OnSessionTurn("replay");
   std::unique_ptr<Sequence> seq = engine_->NewSequence();
   DAPQ_RETURN_IF_ERROR(
       engine_->Replay(*seq, session.tokens, session.segments, session.compression));
@@ -639,9 +664,9 @@ absl::Status GroupDriver::KeepSession(const std::string& id, std::unique_ptr<Seq
   s.tokens = std::move(history.tokens);
   s.segments = std::move(history.segments);
   s.compression = compression;
-  if (options_.store != nullptr) {
-    s.seq = nullptr;  // saved by EndSessionTurn
-  } else if (owned != nullptr) {
+  if (options_.store != nullptr && options_.resident_session_bytes == 0) {
+    s.seq = nullptr;              // saved by EndSessionTurn; the next turn restores it
+  } else if (owned != nullptr) {  // kept in the pool (and, with a store, saved there too)
     s.seq = std::move(owned);
   }
   while (static_cast<int>(sessions_.size()) > options_.max_sessions) DropSession(lru_.back());

@@ -12,6 +12,9 @@
 // runs in the batch like any request: its sequence moves from the table into the batch
 // (SESSION_BEGIN, restored from the KV store if need be) and back when the turn ends
 // (SESSION_END: the last token fed, saved); a later turn of the same session waits for it.
+// With a store, an idle session's sequence stays in the table (the engine's pool) within
+// resident_session_bytes; rank 0 takes sessions out (SESSION_EVICT to every rank), so the ranks'
+// tables stay the same.
 // A communicator failure breaks the group for good: the request gets UNAVAILABLE, later
 // requests too, and RunDriver returns (the process then exits and the coordinator reroutes).
 // Thread-safety: Submit/Status/Shutdown from any thread; RunDriver/RunFollower on one thread.
@@ -56,6 +59,15 @@ struct GroupDriverOptions {
   // on any rank makes every rank recompute the session (replay), or, with fail_on_bad_block,
   // fails the request with DATA_LOSS. Without a store, sessions stay in memory.
   kvstore::KvStore* store = nullptr;  // not owned
+  // With a store, the engine's block pool is the sessions' device tier: an idle session's
+  // sequence stays in the pool after its turn (saved through to the store, incrementally, so it
+  // can leave at any time without a copy) and its next turn continues from there, reading
+  // nothing from the store. Idle sessions leave the pool, least recently used first, while their
+  // KV (rank 0's count, over its local ranks) exceeds this many bytes, when the batch waits for
+  // pool blocks they hold, and when a step had to preempt; rank 0 decides and every rank follows
+  // (BatchOp SESSION_EVICT), so the ranks hold the same sessions. 0: every session leaves the
+  // pool after its turn.
+  size_t resident_session_bytes = 64ull << 20;
   bool fail_on_bad_block = false;
   WorkerMetrics* metrics = nullptr;  // optional; not owned
   // Reported in Status() (dapq status): the store's remote tier URL and this rank's KvPeer
@@ -98,7 +110,7 @@ class GroupDriver {
 
  private:
   struct Session {
-    std::unique_ptr<Sequence> seq;  // null when the session lives in the KV store
+    std::unique_ptr<Sequence> seq;  // null when the session lives in the KV store only
     std::list<std::string>::iterator lru;
     // What a replay needs (identical on every rank).
     std::vector<int> tokens;
@@ -176,6 +188,16 @@ class GroupDriver {
                            const compress::CompressionConfig& compression);
   void DropSession(const std::string& id);
   size_t SessionsKvBytes() const;
+  // Rank 0, with a store (group_driver_sessions.cc): takes idle sessions' sequences out of the
+  // pool, least recently used first, while their KV exceeds resident_session_bytes or
+  // `blocks_short()` (asked again after each) is positive; each eviction goes to the other ranks
+  // first (BatchOp SESSION_EVICT). Fails only when sending it fails (the group broke).
+  absl::Status EvictIdleSessions(const std::function<long()>& blocks_short);
+  // Every rank: session `id`'s sequence leaves the pool (its KV is in the store); a no-op when
+  // it is not there.
+  void EvictSession(const std::string& id);
+  // The KV bytes (over the local ranks) of the sessions whose sequences are in the pool.
+  size_t ResidentSessionBytes() const;
   // Every rank's store usage per tier, gathered with one int64 all-reduce (each rank fills its
   // own slots); kept on rank 0 for Status(). Called by every rank at the same points.
   absl::Status GatherKvUsage();

@@ -3,7 +3,10 @@
 // turns submitted all at once run one after another inside the batch (a later turn waits for the
 // one before it) beside plain requests, and give the tokens of the same turns run sequentially
 // on the engine; an unknown compression method fails only its request; a session compressed on
-// every turn (CompressionConfig::every_turn) is compressed again inside the batch.
+// every turn (CompressionConfig::every_turn) is compressed again inside the batch. With a KV
+// store, idle sessions stay in the engine's block pool within their budget (their turns never
+// read the store), leave it beyond the budget or when a request needs their blocks, and come back
+// from the store with the same tokens.
 #include "worker/service/group_driver.h"
 
 #include <memory>
@@ -12,8 +15,11 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "prometheus/registry.h"
+#include "tests/util/metric_values.h"
 #include "tests/util/stories_model.h"
 #include "tests/util/test_paths.h"
+#include "worker/service/worker_metrics.h"
 #include "worker/session_store.h"
 #include "worker/tokenizer.h"
 
@@ -163,6 +169,131 @@ TEST(GroupDriverTest, SessionCompressedEveryTurnGivesTheEnginesTokens) {
   }
   driver.Shutdown();
   runner.join();
+}
+
+// A driver with a KV store (memory tiers) and metrics over its own engine, serving on a thread.
+class StoredSessionsRig {
+ public:
+  StoredSessionsRig(std::shared_ptr<const ModelWeights> model, const Tokenizer* tok,
+                    const EngineOptions& engine_options, size_t resident_session_bytes)
+      : engine_(*Engine::Create(std::move(model), engine_options)),
+        store_(OpenStore()),
+        metrics_(registry_, "g0", 0) {
+    GroupDriverOptions options;
+    options.idle_ping = std::chrono::milliseconds(50);
+    options.store = store_.get();
+    options.metrics = &metrics_;
+    options.resident_session_bytes = resident_session_bytes;
+    driver_ = std::make_unique<GroupDriver>(engine_.get(), nullptr, tok, options);
+    runner_ = std::thread([this] { EXPECT_TRUE(driver_->RunDriver().ok()); });
+  }
+  ~StoredSessionsRig() {
+    driver_->Shutdown();
+    runner_.join();
+  }
+
+  Outcome Run(const dapq::v1::GenerateRequest& request) {
+    return Drain(**driver_->Submit(request));
+  }
+  // Session turns whose sequence came from `source` (pool, store, replay), and evictions.
+  double Turns(const std::string& source) {
+    return dapq::testing::MetricValue(registry_.Collect(), "dapq_worker_session_turns_total",
+                                      {{"source", source}});
+  }
+  double Evicted() {
+    return dapq::testing::MetricValue(registry_.Collect(), "dapq_worker_sessions_evicted_total");
+  }
+  const kvstore::BlockPool& pool() const { return engine_->kv_pool(0); }
+  kvstore::KvStore& store() { return *store_; }
+
+ private:
+  static std::unique_ptr<kvstore::KvStore> OpenStore() {
+    kvstore::KvStoreOptions so;
+    so.background = false;
+    return *kvstore::KvStore::Open(so);
+  }
+
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<kvstore::KvStore> store_;
+  prometheus::Registry registry_;
+  WorkerMetrics metrics_;
+  std::unique_ptr<GroupDriver> driver_;
+  std::thread runner_;
+};
+
+// With a store, an idle session stays in the engine's block pool (its KV saved through to the
+// store): every later turn continues from the pool, never from the store, with the engine's
+// tokens.
+TEST(ResidentSessionsTest, AnIdleSessionStaysInThePoolAndItsTurnsNeverReadTheStore) {
+  auto model = dapq::testing::SharedStories260K();
+  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), model->config.vocab_size);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::vector<std::vector<int>> expected = RunReference(model, *tok, {}).tokens;
+  ASSERT_EQ(expected.size(), 3u);
+  StoredSessionsRig rig(model, &*tok, EngineOptions(), 64ull << 20);
+  for (int t = 0; t < 3; ++t) {
+    const Outcome o = rig.Run(Turn(t, "a"));
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(o.tokens, expected[t]) << "turn " << t;
+    EXPECT_GT(rig.pool().blocks_in_use(), 0) << "the idle session left the pool after turn " << t;
+    EXPECT_TRUE(rig.store().HasSession("a")) << "turn " << t << " was not saved to the store";
+  }
+  EXPECT_EQ(rig.Turns("pool"), 2);
+  EXPECT_EQ(rig.Turns("store"), 0);
+  EXPECT_EQ(rig.Turns("replay"), 0);
+  EXPECT_EQ(rig.Evicted(), 0);
+}
+
+// A session over the pool's budget for idle sessions leaves the pool after every turn, holding
+// no blocks there, and every later turn restores it from the store with the same tokens.
+TEST(ResidentSessionsTest, ASessionOverTheBudgetLeavesThePoolAndComesBackFromTheStore) {
+  auto model = dapq::testing::SharedStories260K();
+  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), model->config.vocab_size);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::vector<std::vector<int>> expected = RunReference(model, *tok, {}).tokens;
+  ASSERT_EQ(expected.size(), 3u);
+  StoredSessionsRig rig(model, &*tok, EngineOptions(), /*resident_session_bytes=*/1);
+  for (int t = 0; t < 3; ++t) {
+    const Outcome o = rig.Run(Turn(t, "a"));
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(o.tokens, expected[t]) << "turn " << t;
+    EXPECT_EQ(rig.pool().blocks_in_use(), 0) << "the idle session stayed in the pool, turn " << t;
+  }
+  EXPECT_EQ(rig.Turns("pool"), 0);
+  EXPECT_EQ(rig.Turns("store"), 2);
+  EXPECT_EQ(rig.Evicted(), 3);
+}
+
+// A capped pool: a request that needs the blocks an idle session holds is admitted once the
+// session leaves the pool (it would otherwise wait for good), and the session's next turn comes
+// back from the store with the engine's tokens.
+TEST(ResidentSessionsTest, ARequestNeedingTheBlocksOfAnIdleSessionTakesThem) {
+  auto model = dapq::testing::SharedStories260K();
+  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), model->config.vocab_size);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::vector<std::vector<int>> expected = RunReference(model, *tok, {}).tokens;
+  ASSERT_EQ(expected.size(), 3u);
+  const ModelConfig& c = model->config;
+  const long per_block = static_cast<long>(c.n_layers) * c.n_kv_heads;  // blocks per 16 tokens
+  EngineOptions eo;
+  eo.kv_max_blocks = 12 * per_block;  // 192 tokens
+  StoredSessionsRig rig(model, &*tok, eo, 64ull << 20);
+  const Outcome first = rig.Run(Turn(0, "a"));
+  ASSERT_TRUE(first.status.ok()) << first.status;
+  EXPECT_EQ(first.tokens, expected[0]);
+  const long held = rig.pool().blocks_in_use();
+  ASSERT_GE(held, 2 * per_block);  // ~27 tokens: two blocks per layer and KV head
+  // Its prompt and max_new_tokens take 11 of the 12 blocks per layer and KV head.
+  dapq::v1::GenerateRequest big = Turn(1, "");
+  big.set_max_new_tokens(160);
+  const Outcome o = rig.Run(big);
+  ASSERT_TRUE(o.status.ok()) << o.status;
+  EXPECT_EQ(o.tokens.size(), 160u);
+  EXPECT_EQ(rig.Evicted(), 1);
+  const Outcome second = rig.Run(Turn(1, "a"));
+  ASSERT_TRUE(second.status.ok()) << second.status;
+  EXPECT_EQ(second.tokens, expected[1]);
+  EXPECT_EQ(rig.Turns("store"), 1);
 }
 
 }  // namespace

@@ -135,6 +135,13 @@ long Scheduler::FreeBlocks() const {
   return UsableBlocks() - pool.blocks_in_use() - outstanding;
 }
 
+long Scheduler::AdmissionShortfall() const {
+  if (waiting_.empty() || static_cast<int>(running_.size()) >= options_.max_running) return 0;
+  const long free = FreeBlocks();
+  if (free == std::numeric_limits<long>::max()) return 0;  // uncapped
+  return std::max(0L, AdmissionBlocks(*waiting_.front()) - free);
+}
+
 absl::Status Scheduler::Add(ScheduledRequest request) {
   DAPQ_RETURN_IF_ERROR(options_.Validate());
   DAPQ_RETURN_IF_ERROR(request.options.Validate());

@@ -114,6 +114,10 @@ class Scheduler {
   int running() const { return static_cast<int>(running_.size()); }
   int64_t preemptions() const { return preemptions_; }
   int64_t swaps() const { return swaps_; }  // preemptions by swap (the rest are recomputes)
+  // The blocks the KV pool lacks to admit the request at the head of the queue: 0 when none
+  // waits, the batch is full, the pool is uncapped or the request fits. Blocks held outside the
+  // scheduler (idle sessions kept in the pool) can be given back to cover it.
+  long AdmissionShortfall() const;
   // The last RunStep's engine step: sequences and tokens in it (0 when it ran none).
   int last_step_sequences() const { return last_step_sequences_; }
   int last_step_tokens() const { return last_step_tokens_; }

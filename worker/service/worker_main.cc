@@ -56,7 +56,8 @@ struct WorkerFlags {
   std::string metrics_listen = "127.0.0.1:0";
   std::string kv_dir;  // sessions in the tiered KV store, disk tier under kv_dir/<group>-r<rank>
   int kv_device_kib = 64 << 10, kv_host_kib = 256 << 10, kv_disk_mib = 4096;
-  std::string kv_remote;  // the store's last tier: rediss://, redis:// or grpc://host:port
+  int kv_resident_kib = 64 << 10;  // idle sessions kept in the block pool (with a store)
+  std::string kv_remote;           // the store's last tier: rediss://, redis:// or grpc://host:port
   int kv_remote_mib = 1024;
   std::string kv_peer_listen;  // serve KvPeer (a memory tier other workers use as remote)
   int kv_peer_mib = 1024;
@@ -278,6 +279,7 @@ absl::Status RunWorker(const WorkerFlags& f) {
   driver_options.group_id = f.group_id;
   driver_options.max_queue = f.max_queue;
   driver_options.max_sessions = f.max_sessions;
+  driver_options.resident_session_bytes = static_cast<size_t>(f.kv_resident_kib) << 10;
   driver_options.kv_remote = f.kv_remote;
   driver_options.continuous_batching = !f.no_batching;
   driver_options.scheduler.max_running = f.max_batch;
@@ -433,6 +435,12 @@ int main(int argc, char** argv) {
   app.add_option("--kv_dir", f.kv_dir,
                  "keep sessions in the tiered KV store; its disk tier under DIR/<group>-r<rank>");
   app.add_option("--kv_device_kib", f.kv_device_kib, "KV store device tier capacity");
+  app.add_option("--kv_resident_kib", f.kv_resident_kib,
+                 "with a KV store: idle sessions' KV kept in the engine's block pool (their next "
+                 "turn reads nothing from the store; saved through to it, so they leave the pool "
+                 "without a copy, least recently used first, beyond this, or when requests need "
+                 "the blocks); 0 = every session leaves the pool after its turn")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--kv_host_kib", f.kv_host_kib, "KV store host tier capacity");
   app.add_option("--kv_disk_mib", f.kv_disk_mib, "KV store disk tier capacity (0 = no disk tier)");
   app.add_option("--kv_remote", f.kv_remote,

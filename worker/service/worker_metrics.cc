@@ -104,6 +104,17 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& group, 
                        .Name("dapq_worker_preemptions_total")
                        .Help("Sequences preempted when the KV pool ran out, by kind")
                        .Register(r)),
+      session_turns_(BuildCounter()
+                         .Name("dapq_worker_session_turns_total")
+                         .Help("Session turns by where their KV came from: pool (kept there "
+                               "since the last turn), store (restored), replay (recomputed)")
+                         .Register(r)),
+      sessions_evicted_(BuildCounter()
+                            .Name("dapq_worker_sessions_evicted_total")
+                            .Help("Idle sessions taken out of the KV pool (their KV stays in "
+                                  "the store)")
+                            .Register(r)
+                            .Add(With({}))),
       kept_(BuildCounter()
                 .Name("dapq_compression_tokens_kept_total")
                 .Help("KV token slots (tokens x layers x KV heads) kept by compression")
@@ -156,6 +167,8 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& group, 
   }
   preemptions_.Add(With({{"kind", "recompute"}}));
   preemptions_.Add(With({{"kind", "swap"}}));
+  for (const char* source : {"pool", "store", "replay"})
+    session_turns_.Add(With({{"source", source}}));
   // Every method's series exist from the start, so rate() sees a request's first increment.
   for (const compress::Method m :
        {compress::Method::kDapq, compress::Method::kSnapKv, compress::Method::kH2o,
@@ -205,6 +218,12 @@ void WorkerMetrics::SetBatchState(int running, int waiting) {
 void WorkerMetrics::OnPreemptions(const std::string& kind, int64_t count) {
   if (count > 0) preemptions_.Add(With({{"kind", kind}})).Increment(static_cast<double>(count));
 }
+
+void WorkerMetrics::OnSessionTurn(const std::string& source) {
+  session_turns_.Add(With({{"source", source}})).Increment();
+}
+
+void WorkerMetrics::OnSessionEvicted() { sessions_evicted_.Increment(); }
 
 void WorkerMetrics::OnCompression(const compress::CompressionStats& stats,
                                   const std::string& method) {

@@ -2,7 +2,8 @@
 // The Prometheus metrics of one worker rank (ARCHITECTURE.md §6): requests, prefill/decode
 // tokens, TTFT and time per output token, queue depth and rejections, group health, all-reduce
 // time, compression (tokens kept/evicted and the kept ratio per request and per layer, by
-// method) and the KV store (bytes/blocks/capacity per tier read from the store at scrape time,
+// method), session turns by where their KV came from and idle sessions taken out of the pool,
+// and the KV store (bytes/blocks/capacity per tier read from the store at scrape time,
 // spill/restore bytes, blocks and latency per tier pair, failed loads by cause). Every series
 // carries group and rank labels.
 // Thread-safety: thread-safe (prometheus-cpp metrics; the store collector locks the store).
@@ -43,6 +44,11 @@ class WorkerMetrics final : public kvstore::KvStoreObserver {
   void ObserveStep(int sequences, int tokens);
   void SetBatchState(int running, int waiting);
   void OnPreemptions(const std::string& kind, int64_t count);
+  // A session turn found its sequence: "pool" (kept there since its last turn), "store"
+  // (restored), "replay" (recomputed: the stored KV failed to load); and idle sessions taken
+  // out of the pool (GroupDriverOptions::resident_session_bytes).
+  void OnSessionTurn(const std::string& source);
+  void OnSessionEvicted();
   // A request's compression (nothing when the prompt was not compressed).
   void OnCompression(const compress::CompressionStats& stats, const std::string& method);
   // Names of the store's tiers, for the transfer labels (call before traffic).
@@ -74,6 +80,8 @@ class WorkerMetrics final : public kvstore::KvStoreObserver {
   prometheus::Gauge& running_;
   prometheus::Gauge& waiting_;
   prometheus::Family<prometheus::Counter>& preemptions_;
+  prometheus::Family<prometheus::Counter>& session_turns_;
+  prometheus::Counter& sessions_evicted_;
   prometheus::Family<prometheus::Counter>& kept_;
   prometheus::Family<prometheus::Counter>& evicted_;
   prometheus::Family<prometheus::Histogram>& kept_ratio_;

@@ -10,29 +10,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/util/kv_blocks.h"
+#include "tests/util/metric_values.h"
 #include "tests/util/test_paths.h"
 
 namespace dapq::worker::service {
 namespace {
 
-// The value of `name`'s series with these labels in the collected families (-1 when absent).
-double Value(const std::vector<prometheus::MetricFamily>& families, const std::string& name,
-             const std::map<std::string, std::string>& labels) {
-  for (const auto& f : families) {
-    if (f.name != name) continue;
-    for (const auto& m : f.metric) {
-      bool match = true;
-      for (const auto& [k, v] : labels) {
-        bool found = false;
-        for (const auto& l : m.label) found = found || (l.name == k && l.value == v);
-        match = match && found;
-      }
-      if (!match) continue;
-      return f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
-    }
-  }
-  return -1;
-}
+using ::dapq::testing::MetricValue;
 
 TEST(WorkerMetricsTest, KvGaugesEqualTheStoreAndTransfersBalanceEveryTier) {
   prometheus::Registry registry;
@@ -76,24 +60,26 @@ TEST(WorkerMetricsTest, KvGaugesEqualTheStoreAndTransfersBalanceEveryTier) {
   size_t moved_total = 0;
   for (size_t t = 0; t < stats.size(); ++t) {
     const std::map<std::string, std::string> tier = {{"tier", stats[t].name}, {"rank", "1"}};
-    EXPECT_EQ(Value(gauges, "dapq_kv_used_bytes", tier), stats[t].used_bytes);
-    EXPECT_EQ(Value(gauges, "dapq_kv_capacity_bytes", tier), stats[t].capacity_bytes);
-    EXPECT_EQ(Value(gauges, "dapq_kv_used_blocks", tier), stats[t].blocks);
+    EXPECT_EQ(MetricValue(gauges, "dapq_kv_used_bytes", tier), stats[t].used_bytes);
+    EXPECT_EQ(MetricValue(gauges, "dapq_kv_capacity_bytes", tier), stats[t].capacity_bytes);
+    EXPECT_EQ(MetricValue(gauges, "dapq_kv_used_blocks", tier), stats[t].blocks);
     // Bytes on a tier = bytes put there + bytes moved in - bytes moved out.
     double in = 0, out = 0;
     for (size_t u = 0; u < stats.size(); ++u) {
       if (u == t) continue;
       const auto& name = t < u ? "dapq_kv_spill_bytes_total" : "dapq_kv_restore_bytes_total";
       const auto& back = t < u ? "dapq_kv_restore_bytes_total" : "dapq_kv_spill_bytes_total";
-      out += std::max(0.0, Value(counters, name, {{"from", stats[t].name}, {"to", stats[u].name}}));
-      in += std::max(0.0, Value(counters, back, {{"from", stats[u].name}, {"to", stats[t].name}}));
+      out += std::max(
+          0.0, MetricValue(counters, name, {{"from", stats[t].name}, {"to", stats[u].name}}));
+      in += std::max(0.0,
+                     MetricValue(counters, back, {{"from", stats[u].name}, {"to", stats[t].name}}));
     }
     moved_total += static_cast<size_t>(in);
     const double put_here = t == 0 ? static_cast<double>(put_bytes) : 0.0;
     EXPECT_EQ(put_here + in - out, static_cast<double>(stats[t].used_bytes)) << stats[t].name;
   }
   EXPECT_GT(moved_total, 0u) << "the sequence should have spilled and restored";
-  EXPECT_EQ(Value(counters, "dapq_kv_failed_loads_total", {{"cause", "checksum"}}), 0);
+  EXPECT_EQ(MetricValue(counters, "dapq_kv_failed_loads_total", {{"cause", "checksum"}}), 0);
 }
 
 }  // namespace
