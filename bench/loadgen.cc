@@ -10,6 +10,10 @@
 //          [--groups G] [--tp T]) [--streams 4] [--requests 64] [--max_new_tokens 64]
 //          [--prompt text | --prompt_tokens K [--shared_prefix_tokens P]]
 //          [--method dapq --budget 16] [--direct]
+//          [--sessions [--turn_tokens 16]] [--kv_resident_kib K]
+// With --sessions each stream is one session (its prompt, then turns of --turn_tokens) and the
+// figures count the later turns only; --kv_resident_kib sets how much of them the workers keep in
+// their block pools between turns (0: every turn restores its session from the KV store).
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -57,6 +61,11 @@ struct Options {
   int budget = 0;
   bool direct = false;
   int timeout_s = 120;
+  // Each stream is one session: its first request sends the prompt, every later one the next
+  // turn of turn_tokens new token ids; TTFT and TPOT count the later turns only (what a turn of
+  // a session that already holds its context costs).
+  bool sessions = false;
+  int turn_tokens = 16;
 };
 
 struct Result {
@@ -70,9 +79,15 @@ struct Result {
 
 // Request `index`'s prompt: seeded, so every run sends the same prompts; past the shared prefix
 // each request's tokens are its own (the workers' prefix cache reuses only what is shared).
-dapq::v1::GenerateRequest MakeRequest(const Options& o, uint64_t index) {
+dapq::v1::GenerateRequest MakeRequest(const Options& o, uint64_t index, bool next_turn = false) {
   dapq::v1::GenerateRequest r;
-  if (!o.prompt.empty()) {
+  if (next_turn) {  // a session's later turn: turn_tokens of its own
+    uint64_t x = (index + 1) * 0xD1B54A32D192ED03ull;
+    for (int i = 0; i < o.turn_tokens; ++i) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      r.mutable_token_ids()->add_ids(3 + static_cast<int>((x >> 33) % (o.vocab - 3)));
+    }
+  } else if (!o.prompt.empty()) {
     r.set_text(o.prompt);
   } else {
     uint64_t x = 0x9E3779B97F4A7C15ull;
@@ -91,8 +106,10 @@ dapq::v1::GenerateRequest MakeRequest(const Options& o, uint64_t index) {
   return r;
 }
 
-// Requests made by this process so far (the next request's prompt index).
+// Requests made by this process so far (the next request's prompt index), and streams started
+// (the next stream's session id).
 std::atomic<uint64_t> prompts_sent{0};
+std::atomic<uint64_t> streams_started{0};
 
 // Runs the load through `stub` (Inference or WorkerGroup: the same Generate signature).
 template <typename Stub>
@@ -116,9 +133,14 @@ Result RunLoad(const std::string& label, Stub& stub, const Options& o) {
   for (int t = 0; t < o.streams; ++t) {
     threads.emplace_back([&] {
       Result local;
-      for (int index = next.fetch_add(1); index < o.requests; index = next.fetch_add(1)) {
+      const std::string session = "loadgen-" + std::to_string(streams_started.fetch_add(1));
+      int turn = 0;
+      for (int index = next.fetch_add(1); index < o.requests; index = next.fetch_add(1), ++turn) {
         // Prompts differ across the runs of a sweep too.
-        const dapq::v1::GenerateRequest request = MakeRequest(o, prompts_sent.fetch_add(1));
+        dapq::v1::GenerateRequest request =
+            MakeRequest(o, prompts_sent.fetch_add(1), o.sessions && turn > 0);
+        if (o.sessions) request.set_session_id(session);
+        const bool timed = !o.sessions || turn > 0;
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o.timeout_s));
         const auto sent = Clock::now();
@@ -152,6 +174,7 @@ Result RunLoad(const std::string& label, Stub& stub, const Options& o) {
         }
         ++local.ok;
         local.output_tokens += tokens;
+        if (!timed) continue;
         if (!first) local.ttft_ms.push_back(ttft);
         local.tpot_ms.insert(local.tpot_ms.end(), gaps.begin(), gaps.end());
       }
@@ -328,7 +351,20 @@ int main(int argc, char** argv) {
   app.add_flag("--direct", o.direct,
                "also load one group's rank 0 directly (coordinator overhead)");
   app.add_option("--timeout_s", o.timeout_s, "per-request deadline")->capture_default_str();
+  app.add_flag("--sessions", o.sessions,
+               "each stream is one session: the prompt first, then turns of --turn_tokens; "
+               "TTFT/TPOT count the later turns only");
+  app.add_option("--turn_tokens", o.turn_tokens, "new token ids per later session turn")
+      ->capture_default_str();
+  app.add_option("--kv_resident_kib", o.cluster.kv_resident_kib,
+                 "--start_cluster: idle sessions' KV each rank keeps in its block pool (-1 = the "
+                 "worker's default, 0 = every turn restores from the store)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (o.sessions && o.turn_tokens < 1) {
+    std::fprintf(stderr, "dapq_loadgen: --turn_tokens must be >= 1\n");
+    return 2;
+  }
   if (o.streams < 1 || o.requests < 1) {
     std::fprintf(stderr, "dapq_loadgen: --streams and --requests must be >= 1\n");
     return 2;
