@@ -131,6 +131,10 @@ BlockPool::BlockPool(int head_dim, int tokens_per_block, long max_blocks, long c
 }
 
 BlockPool::~BlockPool() {
+  {
+    MutexLock lock(&copy_mu_);  // copies still reading the arena finish before it goes
+    if (copy_context_ != nullptr) copy_context_->Synchronize().IgnoreError();
+  }
   if (context_ == nullptr) munmap(base_, reserved_bytes_);
 }
 
@@ -163,6 +167,38 @@ absl::Status BlockPool::Read(BlockId id, size_t offset, void* host_dst, size_t b
     return absl::OkStatus();
   }
   return ContextCopy(host_dst, src, bytes, kernels::CopyKind::kDeviceToHost, /*wait=*/true);
+}
+
+absl::StatusOr<kernels::Event> BlockPool::ReadAsync(std::span<const HostCopy> copies) const {
+  for (const HostCopy& c : copies) DAPQ_RETURN_IF_ERROR(CheckRange(c.id, c.offset, c.bytes));
+  if (context_ == nullptr) {
+    for (const HostCopy& c : copies) std::memcpy(c.host_dst, keys(c.id) + c.offset, c.bytes);
+    return kernels::Event();  // complete
+  }
+  MutexLock lock(&copy_mu_);
+  if (copy_context_ == nullptr) {
+    DAPQ_ASSIGN_OR_RETURN(copy_context_, kernels::ExecutionContext::Create(context_->device()));
+  }
+  // The copy stream starts after what the compute stream holds so far (the blocks' last writes).
+  DAPQ_ASSIGN_OR_RETURN(const kernels::Event written, context_->RecordEvent());
+  DAPQ_RETURN_IF_ERROR(copy_context_->StreamWait(written));
+  for (const HostCopy& c : copies) {
+    if (c.bytes == 0) continue;
+    DAPQ_RETURN_IF_ERROR(copy_context_->CopyAsync(c.host_dst, keys(c.id) + c.offset, c.bytes,
+                                                  kernels::CopyKind::kDeviceToHost));
+  }
+  return copy_context_->RecordEvent();
+}
+
+absl::StatusOr<bool> BlockPool::CopiesDone(const kernels::Event& event) const {
+  MutexLock lock(&copy_mu_);
+  if (copy_context_ == nullptr || event.handle() == nullptr) return true;  // copied at once
+  return copy_context_->EventDone(event);
+}
+
+absl::Status BlockPool::WaitCopies() const {
+  MutexLock lock(&copy_mu_);
+  return copy_context_ != nullptr ? copy_context_->Synchronize() : absl::OkStatus();
 }
 
 absl::Status BlockPool::Write(BlockId id, size_t offset, const void* host_src, size_t bytes) {

@@ -118,8 +118,30 @@ class BlockPool {
   absl::Status CopyBlock(BlockId dst, BlockId src);
   // Copies `bytes` of block `id` at `offset` into host memory. On a context arena a
   // device-to-host copy followed by Synchronize(): the host buffer is complete on return. Simple
-  // and correct, not overlapped (TODO(#13): spills overlap on a copy stream).
+  // and correct, not overlapped: many blocks go out through ReadAsync instead.
   absl::Status Read(BlockId id, size_t offset, void* host_dst, size_t bytes) const;
+  // One range ReadAsync copies out: `bytes` of block `id` at `offset` into `host_dst`.
+  struct HostCopy {
+    BlockId id = 0;
+    size_t offset = 0;
+    void* host_dst = nullptr;
+    size_t bytes = 0;
+  };
+  // Copies every range into host memory without synchronising stream(). On a context arena the
+  // copies run on the pool's copy stream (a second stream of the same device, made on first
+  // use), after the work enqueued on stream() so far; the returned event completes once all of
+  // them have, and kernels enqueued on stream() meanwhile run beside them. The host buffers must
+  // stay valid until then (and be pinned, kernels::MemoryKind::kPinnedHost, for the copies to be
+  // asynchronous). A host arena copies at once and returns a completed event. Every range is
+  // checked as for Read first (OutOfRange: nothing copied). Copying from a block nobody holds
+  // any more is the caller's error (its memory may be reused).
+  absl::StatusOr<kernels::Event> ReadAsync(std::span<const HostCopy> copies) const
+      ABSL_LOCKS_EXCLUDED(copy_mu_);
+  // Whether the copies before `event` (ReadAsync's) have completed; never blocks.
+  absl::StatusOr<bool> CopiesDone(const kernels::Event& event) const ABSL_LOCKS_EXCLUDED(copy_mu_);
+  // Blocks the host until the copies ReadAsync enqueued so far have completed: it waits for the
+  // copy stream only, never for stream().
+  absl::Status WaitCopies() const ABSL_LOCKS_EXCLUDED(copy_mu_);
   // Copies `bytes` from host memory into block `id` at `offset`. On a context arena a
   // host-to-device copy followed by Synchronize(), so host_src need only stay valid for the
   // call (and need not be pinned); not overlapped either.
@@ -198,6 +220,9 @@ class BlockPool {
   std::byte* const base_;
   const size_t reserved_bytes_;  // a host arena's mmapped bytes; 0 for a context arena
   mutable Mutex copy_mu_;        // serialises the pool's use of context_
+  // ReadAsync's stream (a context arena's; made on first use). Declared after arena_, so it is
+  // destroyed first (the destructor waits for its copies before).
+  mutable std::unique_ptr<kernels::ExecutionContext> copy_context_ ABSL_GUARDED_BY(copy_mu_);
   mutable Mutex mu_;
   long committed_ ABSL_GUARDED_BY(mu_) = 0;  // blocks [0, committed_) are backed
   std::vector<BlockId> free_ ABSL_GUARDED_BY(mu_);

@@ -339,6 +339,48 @@ TEST_P(BlockPoolArenaTest, ByteAccessRoundTripsForEveryElementType) {
   }
 }
 
+// ReadAsync copies many ranges out at once: the same bytes as Read, one wait for all of them on
+// the copy stream; a bad range anywhere rejects the whole batch before anything is copied.
+TEST_P(BlockPoolArenaTest, ReadAsyncCopiesManyRangesWithOneWait) {
+  constexpr int kDim = 8, kTpb = 4, kBlocks = 5;
+  auto pool = Make(kDim, kTpb, kBlocks, GetParam(), kernels::DType::kBF16);
+  std::vector<BlockId> ids;
+  ASSERT_THAT(pool->Allocate(kBlocks, ids), IsOk());
+  const size_t bb = pool->block_bytes();
+  std::mt19937_64 rng(77);
+  std::vector<std::byte> bytes(bb);
+  for (BlockId b : ids) {
+    for (std::byte& x : bytes) x = static_cast<std::byte>(rng() & 0xff);
+    ASSERT_THAT(pool->Write(b, 0, bytes.data(), bb), IsOk());
+  }
+  // Keys of block 3, a value row of block 0, all of block 4, and an empty range.
+  const size_t row = kDim * pool->element_bytes();
+  const std::vector<BlockPool::HostCopy> ranges = {{3, 0, nullptr, bb / 2},
+                                                   {0, pool->values_offset() + row, nullptr, row},
+                                                   {4, 0, nullptr, bb},
+                                                   {1, 5, nullptr, 0}};
+  std::vector<std::vector<std::byte>> got(ranges.size()), want(ranges.size());
+  std::vector<BlockPool::HostCopy> copies = ranges;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    got[i].assign(ranges[i].bytes, std::byte{0});
+    want[i].resize(ranges[i].bytes);
+    copies[i].host_dst = got[i].data();
+    ASSERT_THAT(pool->Read(ranges[i].id, ranges[i].offset, want[i].data(), ranges[i].bytes),
+                IsOk());
+  }
+  ASSERT_OK_AND_ASSIGN(kernels::Event done, pool->ReadAsync(copies));
+  ASSERT_THAT(pool->WaitCopies(), IsOk());
+  ASSERT_OK_AND_ASSIGN(const bool complete, pool->CopiesDone(done));
+  EXPECT_TRUE(complete);
+  for (size_t i = 0; i < ranges.size(); ++i) EXPECT_EQ(got[i], want[i]) << "range " << i;
+  std::vector<std::byte> untouched(row, std::byte{0x5a});
+  const std::vector<BlockPool::HostCopy> bad = {{2, 0, untouched.data(), row},
+                                                {kBlocks, 0, untouched.data(), row}};
+  EXPECT_THAT(pool->ReadAsync(bad).status(), StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_EQ(untouched, std::vector<std::byte>(row, std::byte{0x5a}));
+  pool->Release(ids);
+}
+
 // The same allocations, releases and prefix entries on both arenas: the same ids, the same
 // ResourceExhausted (message included) at the cap, the same evictions.
 TEST(BlockPoolContextTest, CapacityExhaustionMatchesTheHostArena) {

@@ -281,6 +281,21 @@ absl::Status KvCache::Gather(int layer, int head, int begin, int count, float* k
   return absl::OkStatus();
 }
 
+void KvCache::SlotCopies(int layer, int head, int begin, int count, std::byte* k_dst,
+                         std::byte* v_dst, std::vector<kvstore::BlockPool::HostCopy>& out) const {
+  const long slab = Slab(layer, head);
+  const size_t row_bytes = head_dim_ * pool_->element_bytes();
+  for (int s = begin; s < begin + count;) {
+    const int n = std::min(tokens_per_block_ - s % tokens_per_block_, begin + count - s);
+    const size_t off = static_cast<size_t>(s - begin) * row_bytes;
+    for (const bool values : {false, true}) {
+      const auto [id, offset] = SlotOffset(slab, s, values);
+      out.push_back({id, offset, (values ? v_dst : k_dst) + off, n * row_bytes});
+    }
+    s += n;
+  }
+}
+
 absl::Status KvCache::GatherRows(long slab, int begin, int count, float* k, float* v) const {
   const int tpb = tokens_per_block_;
   const long d = head_dim_;

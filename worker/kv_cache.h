@@ -111,6 +111,12 @@ class KvCache {
   // num_blocks * tokens_per_block. Errors: a failed device copy (context arenas only; k and v
   // are then partly written).
   absl::Status Gather(int layer, int head, int begin, int count, float* k, float* v) const;
+  // The pool copies (BlockPool::ReadAsync) that bring slots [begin, begin + count) of (layer,
+  // head) to host memory as stored (the pool's element type, slot_bytes() / 2 per row): keys to
+  // k_dst, values to v_dst, appended to `out`, one per run of slots inside one block.
+  // REQUIRES: as for Gather.
+  void SlotCopies(int layer, int head, int begin, int count, std::byte* k_dst, std::byte* v_dst,
+                  std::vector<kvstore::BlockPool::HostCopy>& out) const;
   // The first n slots of every head of a layer, contiguous: k and v (either may be null) are
   // resized to [kv_heads, n, head_dim] (head stride n * head_dim). REQUIRES and errors: as
   // Gather's.

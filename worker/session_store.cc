@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "api/request_rules.h"
 #include "common/status_macros.h"
+#include "kernels/convert.h"
 #include "kvstore/block_codec.h"
 
 namespace dapq::worker {
@@ -59,6 +60,44 @@ struct SharedBlock {
 
 // Per slab: block index -> content id of each shared block.
 using SharedIds = std::vector<std::map<int32_t, kvstore::ContentId>>;
+
+// A block a save writes, planned before its rows are copied out of the pool: slots [b0, b0 +
+// count) of (layer, head), block `index` of its slab, whose turn goes to (*turns)[index].
+struct PendingBlock {
+  int layer = 0, head = 0;
+  int32_t record_slab = 0, index = 0;
+  int b0 = 0, count = 0;
+  std::vector<int32_t>* turns = nullptr;
+};
+
+// Host memory for a save's rows in flight: pinned through the pool's context on a context arena
+// (the copy stream's transfers are then asynchronous), plain memory on a host arena.
+class CopyStaging {
+ public:
+  absl::Status Reserve(const kvstore::BlockPool& pool, size_t bytes) {
+    if (bytes <= capacity_) return absl::OkStatus();
+    if (pool.context() != nullptr) {
+      DAPQ_ASSIGN_OR_RETURN(pinned_,
+                            pool.context()->Allocate(bytes, kernels::MemoryKind::kPinnedHost));
+      data_ = static_cast<std::byte*>(pinned_.data());
+    } else {
+      plain_.resize(bytes);
+      data_ = plain_.data();
+    }
+    capacity_ = bytes;
+    return absl::OkStatus();
+  }
+  std::byte* data() const { return data_; }
+
+ private:
+  kernels::DeviceMemory pinned_;
+  std::vector<std::byte> plain_;
+  std::byte* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// Rows copied out of the pool at once, at most (a save copies in batches of this size).
+constexpr size_t kMaxStagingBytes = size_t{16} << 20;
 
 // "<session>.m": the shape, where the next token goes, and which turn records [first_turn,
 // turns) describe the session; written last by every save (the commit point).
@@ -452,7 +491,75 @@ absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string&
   // block) pairs, released after it.
   std::map<int, std::vector<std::pair<int32_t, int32_t>>> superseded_shared;
   std::set<std::string> shared_written;  // the shared blocks this save holds
+  // The blocks of one rank are planned first, then copied out of its pool in batches (one wait
+  // per batch, on the pool's copy stream: the compute stream is never synchronised), encoded and
+  // stored.
+  std::vector<PendingBlock> pending;
+  std::vector<kvstore::BlockPool::HostCopy> copies;
   std::vector<float> payload;
+  CopyStaging staging;
+  const auto write_block = [&](const KvCache& cache, int rank, const PendingBlock& p,
+                               const std::byte* rows) -> absl::Status {
+    const kvstore::BlockPool& pool = cache.pool();
+    const size_t elems = static_cast<size_t>(p.count) * c.head_dim;
+    payload.resize(2 * elems);
+    kernels::ConvertToFloat(pool.dtype(), rows, payload.data(), static_cast<long>(elems));
+    kernels::ConvertToFloat(pool.dtype(), rows + elems * pool.element_bytes(),
+                            payload.data() + elems, static_cast<long>(elems));
+    const kvstore::BlockMeta meta{model_fp, 0,          p.layer,     rank * kv_heads + p.head,
+                                  1,        c.head_dim, pool.dtype()};
+    const std::span<const int32_t> pos = cache.positions(p.layer, p.head).subspan(p.b0, p.count);
+    DAPQ_ASSIGN_OR_RETURN(std::string block, kvstore::EncodeBlock(meta, pos, payload));
+    // A full block shared in the pool (or already shared in the store: another sequence saved
+    // the same prefix) is stored once for every session, by content.
+    if (p.count == tokens_per_block) {
+      const kvstore::ContentId id = kvstore::KvStore::ContentIdOf(block);
+      std::string key = kvstore::KvStore::SharedKey(id);
+      if (PoolShared(cache, p.layer, p.head, p.b0, p.count) || store.SharedHolders(key) > 0) {
+        DAPQ_RETURN_IF_ERROR(store.PutShared(session, key, std::move(block)));
+        shared_written.insert(std::move(key));
+        record.shared.push_back({p.record_slab, p.index, id});
+        (*p.turns)[p.index] = SharedTurn(turn);
+        return absl::OkStatus();
+      }
+    }
+    DAPQ_RETURN_IF_ERROR(store.Put(session, BlockKey(session, rank, p.layer, p.head, p.index, turn),
+                                   std::move(block)));
+    (*p.turns)[p.index] = turn;
+    return absl::OkStatus();
+  };
+  const auto write_pending = [&](const KvCache& cache, int rank) -> absl::Status {
+    const kvstore::BlockPool& pool = cache.pool();
+    const size_t row_bytes = cache.slot_bytes() / 2;
+    size_t total = 0;
+    for (const PendingBlock& p : pending) total += 2 * p.count * row_bytes;
+    DAPQ_RETURN_IF_ERROR(staging.Reserve(
+        pool, std::min(total, std::max(kMaxStagingBytes, 2 * tokens_per_block * row_bytes))));
+    for (size_t first = 0; first < pending.size();) {
+      // One batch: the blocks that fit the staging memory, copied out with one wait.
+      copies.clear();
+      std::vector<size_t> offsets;
+      size_t used = 0, end = first;
+      for (; end < pending.size(); ++end) {
+        const PendingBlock& p = pending[end];
+        const size_t bytes = 2 * p.count * row_bytes;
+        if (end > first && used + bytes > kMaxStagingBytes) break;
+        std::byte* k = staging.data() + used;
+        cache.SlotCopies(p.layer, p.head, p.b0, p.count, k, k + bytes / 2, copies);
+        offsets.push_back(used);
+        used += bytes;
+      }
+      DAPQ_RETURN_IF_ERROR(pool.ReadAsync(copies).status());
+      DAPQ_RETURN_IF_ERROR(pool.WaitCopies());
+      for (size_t i = first; i < end; ++i) {
+        DAPQ_RETURN_IF_ERROR(
+            write_block(cache, rank, pending[i], staging.data() + offsets[i - first]));
+      }
+      first = end;
+    }
+    pending.clear();
+    return absl::OkStatus();
+  };
   for (int r = 0; r < seq.local_ranks(); ++r) {
     const int rank = engine.first_rank() + r;
     const KvCache& cache = seq.cache(r);
@@ -482,36 +589,13 @@ absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string&
         record.lengths.push_back(static_cast<int32_t>(pos.size()));
         record.first_block.push_back(first);
         for (int64_t b = first; b < blocks; ++b) {
-          const size_t b0 = static_cast<size_t>(b) * tokens_per_block;
-          const size_t count = std::min<size_t>(tokens_per_block, pos.size() - b0);
-          const size_t elems = count * c.head_dim;
-          payload.resize(2 * elems);
-          DAPQ_RETURN_IF_ERROR(cache.Gather(l, h, static_cast<int>(b0), static_cast<int>(count),
-                                            payload.data(), payload.data() + elems));
-          const kvstore::BlockMeta meta{
-              model_fp, 0, l, rank * kv_heads + h, 1, c.head_dim, cache.pool().dtype()};
-          DAPQ_ASSIGN_OR_RETURN(std::string block,
-                                kvstore::EncodeBlock(meta, pos.subspan(b0, count), payload));
-          // A full block shared in the pool (or already shared in the store: another sequence
-          // saved the same prefix) is stored once for every session, by content.
-          if (count == static_cast<size_t>(tokens_per_block)) {
-            const kvstore::ContentId id = kvstore::KvStore::ContentIdOf(block);
-            std::string key = kvstore::KvStore::SharedKey(id);
-            if (PoolShared(cache, l, h, static_cast<int>(b0), static_cast<int>(count)) ||
-                store.SharedHolders(key) > 0) {
-              DAPQ_RETURN_IF_ERROR(store.PutShared(session, key, std::move(block)));
-              shared_written.insert(std::move(key));
-              record.shared.push_back({record_slab, static_cast<int32_t>(b), id});
-              turns[b] = SharedTurn(turn);
-              continue;
-            }
-          }
-          DAPQ_RETURN_IF_ERROR(store.Put(
-              session, BlockKey(session, rank, l, h, static_cast<int>(b), turn), std::move(block)));
-          turns[b] = turn;
+          const int b0 = static_cast<int>(b) * tokens_per_block;
+          const int count = std::min<int>(tokens_per_block, static_cast<int>(pos.size()) - b0);
+          pending.push_back({l, h, record_slab, static_cast<int32_t>(b), b0, count, &turns});
         }
       }
     }
+    DAPQ_RETURN_IF_ERROR(write_pending(cache, rank));
   }
   DAPQ_ASSIGN_OR_RETURN(std::string record_block, EncodeRecord(record, model_fp));
   DAPQ_RETURN_IF_ERROR(store.Put(session, RecordKey(session, turn), std::move(record_block)));

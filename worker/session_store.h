@@ -60,7 +60,10 @@ absl::StatusOr<SessionHistory> EndSessionTurn(Engine& engine, Sequence& seq,
                                               const GenerateResult& result,
                                               const std::string& session, kvstore::KvStore* store);
 
-// Saves `seq` under `session` (replacing an earlier save) and marks the session idle. When the
+// Saves `seq` under `session` (replacing an earlier save) and marks the session idle. The blocks
+// leave the pool through its copy stream (BlockPool::ReadAsync into pinned memory on a context
+// arena, in batches of up to 16 MiB, one wait each: the compute stream is never synchronised),
+// then are encoded and stored. When the
 // store holds what `seq` last saved or loaded there (Sequence::stored()), the save is
 // incremental: it writes only the blocks holding slots that changed since (KvCache::unchanged:
 // after appends, the last partial block and the new ones) and a turn record of the history fed

@@ -2,7 +2,9 @@
 // Sessions through the tiered store on the real model (TP=2, DapQ-compressed): saved KV spilled
 // to the host or the disk tier comes back byte-identical and the session continues with exactly
 // the tokens of a session that never left the device; a restart recovers disk-resident sessions;
-// corrupted and missing blocks are detected and handled by the failed-load policy. Sequences
+// corrupted and missing blocks are detected and handled by the failed-load policy; all of it
+// with the pool in a host arena and in a context arena (blocks saved through the pool's copy
+// stream, restored through its copies). Sequences
 // sharing a prompt prefix in the pool share its blocks in the store too (held once, refcounted
 // by their sessions); version 2 manifests still load.
 #include "worker/session_store.h"
@@ -22,19 +24,36 @@ namespace {
 using ::dapq::testing::IsOk;
 using ::dapq::testing::StatusIs;
 
-// Every test runs with the KV cache in fp32, bf16 and fp16: 2-byte caches are stored as they
-// are (half the bytes) and restore bit for bit.
-class SessionStoreTest : public ::testing::TestWithParam<kernels::DType> {
+// The KV cache's element type, and whether its pool is a context arena (the device path's: the
+// host reaches blocks only through the pool's copies, and saves copy blocks out on its copy
+// stream) or a host arena.
+struct KvLayout {
+  kernels::DType dtype = kernels::DType::kF32;
+  bool context_arena = false;
+};
+std::string KvLayoutName(const ::testing::TestParamInfo<KvLayout>& info) {
+  return std::string(kernels::DTypeName(info.param.dtype)) +
+         (info.param.context_arena ? "_context" : "");
+}
+
+// Every test runs with the KV cache in fp32, bf16 and fp16 (2-byte caches are stored as they are,
+// half the bytes, and restore bit for bit), in a host arena and in a context arena.
+class SessionStoreTest : public ::testing::TestWithParam<KvLayout> {
  protected:
   void SetUp() override {
     auto w = LoadLlama2cModel(dapq::testing::Stories260KPath());
     ASSERT_TRUE(w.ok());
     EngineOptions o;
     o.tp = 2;
-    o.kv_dtype = GetParam();
+    o.kv_dtype = GetParam().dtype;
+    if (GetParam().context_arena) {
+      o.placement = WeightPlacement::kUpload;
+      o.kv_max_blocks = 4096;
+    }
     auto e = Engine::Create(std::make_shared<const ModelWeights>(*std::move(w)), o);
     ASSERT_TRUE(e.ok());
     engine_ = *std::move(e);
+    ASSERT_EQ(engine_->kv_pool(0).context_arena(), GetParam().context_arena);
     auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), 512);
     ASSERT_TRUE(tok.ok());
     turn1_ = tok->Encode(
@@ -628,16 +647,17 @@ TEST_P(SessionStoreTest, Version2ManifestStillLoads) {
 }
 
 INSTANTIATE_TEST_SUITE_P(KvDtypes, SessionStoreTest,
-                         ::testing::Values(kernels::DType::kF32, kernels::DType::kBF16,
-                                           kernels::DType::kF16),
-                         [](const ::testing::TestParamInfo<kernels::DType>& info) {
-                           return std::string(kernels::DTypeName(info.param));
-                         });
+                         ::testing::Values(KvLayout{kernels::DType::kF32, false},
+                                           KvLayout{kernels::DType::kBF16, false},
+                                           KvLayout{kernels::DType::kF16, false},
+                                           KvLayout{kernels::DType::kF32, true},
+                                           KvLayout{kernels::DType::kBF16, true}),
+                         KvLayoutName);
 INSTANTIATE_TEST_SUITE_P(KvDtypes, SharedPrefixTest,
-                         ::testing::Values(kernels::DType::kF32, kernels::DType::kBF16),
-                         [](const ::testing::TestParamInfo<kernels::DType>& info) {
-                           return std::string(kernels::DTypeName(info.param));
-                         });
+                         ::testing::Values(KvLayout{kernels::DType::kF32, false},
+                                           KvLayout{kernels::DType::kBF16, false},
+                                           KvLayout{kernels::DType::kF32, true}),
+                         KvLayoutName);
 
 }  // namespace
 }  // namespace dapq::worker

@@ -126,6 +126,8 @@ const std::vector<MetricSpec>& MetricContract() {
       {"dapq_worker_running_sequences", K::kGauge, Worker({})},
       {"dapq_worker_waiting_sequences", K::kGauge, Worker({})},
       {"dapq_worker_preemptions_total", K::kCounter, Worker({"kind"})},
+      {"dapq_worker_session_turns_total", K::kCounter, Worker({"source"})},
+      {"dapq_worker_sessions_evicted_total", K::kCounter, Worker({})},
       {"dapq_worker_prefix_reused_tokens_total", K::kCounter, Worker({})},
       {"dapq_compression_tokens_kept_total", K::kCounter, Worker({"method"})},
       {"dapq_compression_tokens_evicted_total", K::kCounter, Worker({"method"})},
@@ -177,6 +179,7 @@ std::set<std::string> AllowedLabelValues(const std::string& metric, const std::s
   if (label == "cause") return {"checksum", "missing", "unavailable"};
   if (label == "direction") return {"spill", "restore"};
   if (label == "kind" && metric == "dapq_worker_preemptions_total") return {"recompute", "swap"};
+  if (label == "source") return {"pool", "store", "replay"};
   if (label == "kind" && metric == "dapq_coordinator_batch_store_errors_total") {
     return {"claim", "commit"};
   }

@@ -39,7 +39,7 @@ TEST(DeployMetricContractTest, NamesFollowTheConventions) {
       EXPECT_NE(label, "instance") << m.name;
     }
   }
-  EXPECT_EQ(names.size(), 50u);
+  EXPECT_EQ(names.size(), 52u);
 }
 
 TEST(DeployMetricContractTest, AcceptsQueriesOverTheContract) {
