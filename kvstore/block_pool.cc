@@ -172,7 +172,7 @@ absl::Status BlockPool::Read(BlockId id, size_t offset, void* host_dst, size_t b
 absl::StatusOr<kernels::Event> BlockPool::ReadAsync(std::span<const HostCopy> copies) const {
   for (const HostCopy& c : copies) DAPQ_RETURN_IF_ERROR(CheckRange(c.id, c.offset, c.bytes));
   if (context_ == nullptr) {
-    for (const HostCopy& c : copies) std::memcpy(c.host_dst, keys(c.id) + c.offset, c.bytes);
+    for (const HostCopy& c : copies) std::memcpy(c.host, keys(c.id) + c.offset, c.bytes);
     return kernels::Event();  // complete
   }
   MutexLock lock(&copy_mu_);
@@ -184,10 +184,34 @@ absl::StatusOr<kernels::Event> BlockPool::ReadAsync(std::span<const HostCopy> co
   DAPQ_RETURN_IF_ERROR(copy_context_->StreamWait(written));
   for (const HostCopy& c : copies) {
     if (c.bytes == 0) continue;
-    DAPQ_RETURN_IF_ERROR(copy_context_->CopyAsync(c.host_dst, keys(c.id) + c.offset, c.bytes,
+    DAPQ_RETURN_IF_ERROR(copy_context_->CopyAsync(c.host, keys(c.id) + c.offset, c.bytes,
                                                   kernels::CopyKind::kDeviceToHost));
   }
   return copy_context_->RecordEvent();
+}
+
+absl::StatusOr<kernels::Event> BlockPool::WriteAsync(std::span<const HostCopy> copies) {
+  for (const HostCopy& c : copies) DAPQ_RETURN_IF_ERROR(CheckRange(c.id, c.offset, c.bytes));
+  if (context_ == nullptr) {
+    for (const HostCopy& c : copies) std::memcpy(keys(c.id) + c.offset, c.host, c.bytes);
+    return kernels::Event();  // complete
+  }
+  MutexLock lock(&copy_mu_);
+  if (copy_context_ == nullptr) {
+    DAPQ_ASSIGN_OR_RETURN(copy_context_, kernels::ExecutionContext::Create(context_->device()));
+  }
+  // After the compute stream's work so far (a block's previous holder may still be read there),
+  // and before its later work (which reads what is written here).
+  DAPQ_ASSIGN_OR_RETURN(const kernels::Event before, context_->RecordEvent());
+  DAPQ_RETURN_IF_ERROR(copy_context_->StreamWait(before));
+  for (const HostCopy& c : copies) {
+    if (c.bytes == 0) continue;
+    DAPQ_RETURN_IF_ERROR(copy_context_->CopyAsync(keys(c.id) + c.offset, c.host, c.bytes,
+                                                  kernels::CopyKind::kHostToDevice));
+  }
+  DAPQ_ASSIGN_OR_RETURN(kernels::Event written, copy_context_->RecordEvent());
+  DAPQ_RETURN_IF_ERROR(context_->StreamWait(written));
+  return written;
 }
 
 absl::StatusOr<bool> BlockPool::CopiesDone(const kernels::Event& event) const {

@@ -24,7 +24,9 @@
 //  - context (Create with a kernels::ExecutionContext): the whole capped arena is allocated once
 //    through the context (GPU HBM for a CUDA context) and every block counts as committed from
 //    the start. The host never dereferences it: it reaches block memory only through Read,
-//    Write, Move and CopyBlock, which are copies on the context's stream. A CPU context gives a
+//    Write, Move and CopyBlock, which are copies on the context's stream, and ReadAsync /
+//    WriteAsync, many ranges at once on the pool's copy stream (a second stream of the same
+//    device, ordered against the first by events). A CPU context gives a
 //    host-memory context arena that takes exactly the GPU's copy path (tests).
 // Both behave the same otherwise (ids, reference counts, prefix index, the cap). Running out
 // (the cap, or memory) is ResourceExhausted with nothing allocated: expected traffic.
@@ -120,11 +122,12 @@ class BlockPool {
   // device-to-host copy followed by Synchronize(): the host buffer is complete on return. Simple
   // and correct, not overlapped: many blocks go out through ReadAsync instead.
   absl::Status Read(BlockId id, size_t offset, void* host_dst, size_t bytes) const;
-  // One range ReadAsync copies out: `bytes` of block `id` at `offset` into `host_dst`.
+  // One range ReadAsync copies out (or WriteAsync in): `bytes` of block `id` at `offset`, and
+  // the host memory they go to (come from).
   struct HostCopy {
     BlockId id = 0;
     size_t offset = 0;
-    void* host_dst = nullptr;
+    void* host = nullptr;
     size_t bytes = 0;
   };
   // Copies every range into host memory without synchronising stream(). On a context arena the
@@ -137,9 +140,15 @@ class BlockPool {
   // any more is the caller's error (its memory may be reused).
   absl::StatusOr<kernels::Event> ReadAsync(std::span<const HostCopy> copies) const
       ABSL_LOCKS_EXCLUDED(copy_mu_);
-  // Whether the copies before `event` (ReadAsync's) have completed; never blocks.
+  // The other way: copies every range from host memory into the blocks on the copy stream, after
+  // the work enqueued on stream() so far; work enqueued on stream() afterwards waits for them
+  // (on the device: the host does not wait). The host buffers must stay valid until the returned
+  // event completes (WaitCopies). A host arena copies at once. Ranges checked as for Write.
+  absl::StatusOr<kernels::Event> WriteAsync(std::span<const HostCopy> copies)
+      ABSL_LOCKS_EXCLUDED(copy_mu_);
+  // Whether the copies before `event` (ReadAsync's or WriteAsync's) have completed; never blocks.
   absl::StatusOr<bool> CopiesDone(const kernels::Event& event) const ABSL_LOCKS_EXCLUDED(copy_mu_);
-  // Blocks the host until the copies ReadAsync enqueued so far have completed: it waits for the
+  // Blocks the host until the copies enqueued so far have completed: it waits for the
   // copy stream only, never for stream().
   absl::Status WaitCopies() const ABSL_LOCKS_EXCLUDED(copy_mu_);
   // Copies `bytes` from host memory into block `id` at `offset`. On a context arena a

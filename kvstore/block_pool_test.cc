@@ -339,9 +339,10 @@ TEST_P(BlockPoolArenaTest, ByteAccessRoundTripsForEveryElementType) {
   }
 }
 
-// ReadAsync copies many ranges out at once: the same bytes as Read, one wait for all of them on
-// the copy stream; a bad range anywhere rejects the whole batch before anything is copied.
-TEST_P(BlockPoolArenaTest, ReadAsyncCopiesManyRangesWithOneWait) {
+// ReadAsync copies many ranges out at once and WriteAsync back in: the same bytes as Read and
+// Write, one wait for all of them on the copy stream; a bad range anywhere rejects the whole
+// batch before anything is copied.
+TEST_P(BlockPoolArenaTest, AsyncCopiesMoveManyRangesWithOneWait) {
   constexpr int kDim = 8, kTpb = 4, kBlocks = 5;
   auto pool = Make(kDim, kTpb, kBlocks, GetParam(), kernels::DType::kBF16);
   std::vector<BlockId> ids;
@@ -364,7 +365,7 @@ TEST_P(BlockPoolArenaTest, ReadAsyncCopiesManyRangesWithOneWait) {
   for (size_t i = 0; i < ranges.size(); ++i) {
     got[i].assign(ranges[i].bytes, std::byte{0});
     want[i].resize(ranges[i].bytes);
-    copies[i].host_dst = got[i].data();
+    copies[i].host = got[i].data();
     ASSERT_THAT(pool->Read(ranges[i].id, ranges[i].offset, want[i].data(), ranges[i].bytes),
                 IsOk());
   }
@@ -378,6 +379,25 @@ TEST_P(BlockPoolArenaTest, ReadAsyncCopiesManyRangesWithOneWait) {
                                                 {kBlocks, 0, untouched.data(), row}};
   EXPECT_THAT(pool->ReadAsync(bad).status(), StatusIs(absl::StatusCode::kOutOfRange));
   EXPECT_EQ(untouched, std::vector<std::byte>(row, std::byte{0x5a}));
+  // And in: WriteAsync puts the same ranges back from other bytes; a bad batch writes nothing.
+  std::vector<std::vector<std::byte>> fresh(ranges.size());
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    fresh[i].resize(ranges[i].bytes);
+    for (std::byte& x : fresh[i]) x = static_cast<std::byte>(rng() & 0xff);
+    copies[i].host = fresh[i].data();
+  }
+  ASSERT_THAT(pool->WriteAsync(copies).status(), IsOk());
+  ASSERT_THAT(pool->WaitCopies(), IsOk());
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    std::vector<std::byte> back(ranges[i].bytes);
+    ASSERT_THAT(pool->Read(ranges[i].id, ranges[i].offset, back.data(), back.size()), IsOk());
+    EXPECT_EQ(back, fresh[i]) << "range " << i;
+  }
+  std::vector<std::byte> before(row), after(row);
+  ASSERT_THAT(pool->Read(2, 0, before.data(), row), IsOk());
+  EXPECT_THAT(pool->WriteAsync(bad).status(), StatusIs(absl::StatusCode::kOutOfRange));
+  ASSERT_THAT(pool->Read(2, 0, after.data(), row), IsOk());
+  EXPECT_EQ(after, before);
   pool->Release(ids);
 }
 

@@ -346,6 +346,26 @@ void KvCache::Commit(const int32_t* positions, int count) {
 
 absl::Status KvCache::AppendSlots(int layer, int head, std::span<const int32_t> positions,
                                   const float* k, const float* v) {
+  return AppendSlotsTo(layer, head, positions, k, v, nullptr, nullptr);
+}
+
+absl::Status KvCache::AppendSlotsDeferred(int layer, int head, std::span<const int32_t> positions,
+                                          const float* k, const float* v, std::byte* staging,
+                                          std::vector<kvstore::BlockPool::HostCopy>& out) {
+  return AppendSlotsTo(layer, head, positions, k, v, staging, &out);
+}
+
+absl::Status KvCache::WriteDeferred(std::vector<kvstore::BlockPool::HostCopy>& copies) {
+  if (copies.empty()) return absl::OkStatus();
+  DAPQ_RETURN_IF_ERROR(pool_->WriteAsync(copies).status());
+  DAPQ_RETURN_IF_ERROR(pool_->WaitCopies());
+  copies.clear();
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::AppendSlotsTo(int layer, int head, std::span<const int32_t> positions,
+                                    const float* k, const float* v, std::byte* staging,
+                                    std::vector<kvstore::BlockPool::HostCopy>* out) {
   if (layer < 0 || layer >= n_layers_ || head < 0 || head >= kv_heads_) {
     return absl::OutOfRangeError(absl::StrCat("kv cache: slab (", layer, ", ", head, ") outside ",
                                               n_layers_, " x ", kv_heads_));
@@ -363,7 +383,22 @@ absl::Status KvCache::AppendSlots(int layer, int head, std::span<const int32_t> 
     return s;
   }
   const int start = lengths_[slab];
-  if (pool_->context_arena()) {
+  if (pool_->context_arena() && out != nullptr) {
+    unchanged_[slab] = std::min(unchanged_[slab], start);
+    const long d = head_dim_;
+    const size_t row_bytes = d * pool_->element_bytes();
+    for (int s = start; s < start + count;) {
+      const int n = std::min(tokens_per_block_ - s % tokens_per_block_, start + count - s);
+      for (const bool values : {false, true}) {
+        const long row = s - start;
+        std::byte* host = staging + ((values ? count : 0) + row) * row_bytes;
+        kernels::ConvertFromFloat((values ? v : k) + row * d, pool_->dtype(), host, n * d);
+        const auto [id, offset] = SlotOffset(slab, s, values);
+        out->push_back({id, offset, host, n * row_bytes});
+      }
+      s += n;
+    }
+  } else if (pool_->context_arena()) {
     unchanged_[slab] = std::min(unchanged_[slab], start);
     DAPQ_RETURN_IF_ERROR(WriteRows(slab, start, count, k, v));
   } else {

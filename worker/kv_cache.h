@@ -129,6 +129,17 @@ class KvCache {
   // a session from the KV store). ResourceExhausted (nothing changed) when the pool is full.
   absl::Status AppendSlots(int layer, int head, std::span<const int32_t> positions, const float* k,
                            const float* v);
+  // AppendSlots whose rows are written later, many slabs at once: on a context arena the rows
+  // are converted to the pool's type into `staging` (count * slot_bytes(): the keys, then the
+  // values) and the copies that write them are appended to `out`, for BlockPool::WriteAsync; the
+  // slots count as appended at once. A host arena writes them here (staging and out unused).
+  // REQUIRES: staging outlives the copies; the slots are read only after the copies ran.
+  absl::Status AppendSlotsDeferred(int layer, int head, std::span<const int32_t> positions,
+                                   const float* k, const float* v, std::byte* staging,
+                                   std::vector<kvstore::BlockPool::HostCopy>& out);
+  // Runs the deferred copies (BlockPool::WriteAsync, then a wait for the copy stream only: the
+  // staging memory may be reused after it) and clears them.
+  absl::Status WriteDeferred(std::vector<kvstore::BlockPool::HostCopy>& copies);
   // Keeps only the given slots (ascending, unique, < length) of one (layer, head), moving them
   // to the front in order and returning the blocks past the new end. InvalidArgument for bad
   // indices.
@@ -179,6 +190,10 @@ class KvCache {
   // Context arenas: rounds `count` fp32 rows (row stride head_dim; k or v may be null) into slots
   // [first, first + count) of `slab`, one Write per run of slots inside one block.
   absl::Status WriteRows(long slab, int first, int count, const float* k, const float* v);
+  // AppendSlots' body: writes the rows at once (out null), or stages them (AppendSlotsDeferred).
+  absl::Status AppendSlotsTo(int layer, int head, std::span<const int32_t> positions,
+                             const float* k, const float* v, std::byte* staging,
+                             std::vector<kvstore::BlockPool::HostCopy>* out);
   // Context arenas: Gather's copies and widening, one Read per run of slots inside one block.
   absl::Status GatherRows(long slab, int begin, int count, float* k, float* v) const;
   // Keep's row moves (slots already validated, destination blocks private) through

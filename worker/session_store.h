@@ -74,7 +74,10 @@ absl::StatusOr<SessionHistory> EndSessionTurn(Engine& engine, Sequence& seq,
 absl::Status SaveSession(const Engine& engine, Sequence& seq, const std::string& session,
                          kvstore::KvStore& store, int tokens_per_block = 16);
 
-// Restores `session` into a new Sequence of `engine` (same model and TP degree). `compression`
+// Restores `session` into a new Sequence of `engine` (same model and TP degree); on a context
+// arena the rows go into the pool through its copy stream (KvCache::AppendSlotsDeferred,
+// BlockPool::WriteAsync: batches of up to 16 MiB of pinned memory, the compute stream ordered
+// after them by an event, the host waiting for the copy stream only). `compression`
 // is the session's config, used only when recomputing. NotFound for an unknown session.
 absl::StatusOr<LoadResult> LoadSession(Engine& engine, const std::string& session,
                                        kvstore::KvStore& store, FailedLoadPolicy policy,
