@@ -170,48 +170,43 @@ absl::Status BlockPool::Read(BlockId id, size_t offset, void* host_dst, size_t b
 }
 
 absl::StatusOr<kernels::Event> BlockPool::ReadAsync(std::span<const HostCopy> copies) const {
-  for (const HostCopy& c : copies) DAPQ_RETURN_IF_ERROR(CheckRange(c.id, c.offset, c.bytes));
-  if (context_ == nullptr) {
-    for (const HostCopy& c : copies) std::memcpy(c.host, keys(c.id) + c.offset, c.bytes);
-    return kernels::Event();  // complete
-  }
-  MutexLock lock(&copy_mu_);
-  if (copy_context_ == nullptr) {
-    DAPQ_ASSIGN_OR_RETURN(copy_context_, kernels::ExecutionContext::Create(context_->device()));
-  }
-  // The copy stream starts after what the compute stream holds so far (the blocks' last writes).
-  DAPQ_ASSIGN_OR_RETURN(const kernels::Event written, context_->RecordEvent());
-  DAPQ_RETURN_IF_ERROR(copy_context_->StreamWait(written));
-  for (const HostCopy& c : copies) {
-    if (c.bytes == 0) continue;
-    DAPQ_RETURN_IF_ERROR(copy_context_->CopyAsync(c.host, keys(c.id) + c.offset, c.bytes,
-                                                  kernels::CopyKind::kDeviceToHost));
-  }
-  return copy_context_->RecordEvent();
+  return CopyRanges(copies, kernels::CopyKind::kDeviceToHost);
 }
 
 absl::StatusOr<kernels::Event> BlockPool::WriteAsync(std::span<const HostCopy> copies) {
+  return CopyRanges(copies, kernels::CopyKind::kHostToDevice);
+}
+
+absl::StatusOr<kernels::Event> BlockPool::CopyRanges(std::span<const HostCopy> copies,
+                                                     kernels::CopyKind kind) const {
   for (const HostCopy& c : copies) DAPQ_RETURN_IF_ERROR(CheckRange(c.id, c.offset, c.bytes));
+  const bool to_host = kind == kernels::CopyKind::kDeviceToHost;
+  const auto in_block = [this](const HostCopy& c) {
+    return base_ + c.id * block_bytes() + c.offset;
+  };
   if (context_ == nullptr) {
-    for (const HostCopy& c : copies) std::memcpy(keys(c.id) + c.offset, c.host, c.bytes);
+    for (const HostCopy& c : copies) {
+      std::memcpy(to_host ? c.host : in_block(c), to_host ? in_block(c) : c.host, c.bytes);
+    }
     return kernels::Event();  // complete
   }
   MutexLock lock(&copy_mu_);
   if (copy_context_ == nullptr) {
     DAPQ_ASSIGN_OR_RETURN(copy_context_, kernels::ExecutionContext::Create(context_->device()));
   }
-  // After the compute stream's work so far (a block's previous holder may still be read there),
-  // and before its later work (which reads what is written here).
+  // The copies start after the compute stream's work so far: the blocks' last writes (reads
+  // out), or the last reads of their previous holders (writes in).
   DAPQ_ASSIGN_OR_RETURN(const kernels::Event before, context_->RecordEvent());
   DAPQ_RETURN_IF_ERROR(copy_context_->StreamWait(before));
   for (const HostCopy& c : copies) {
     if (c.bytes == 0) continue;
-    DAPQ_RETURN_IF_ERROR(copy_context_->CopyAsync(keys(c.id) + c.offset, c.host, c.bytes,
-                                                  kernels::CopyKind::kHostToDevice));
+    DAPQ_RETURN_IF_ERROR(copy_context_->CopyAsync(to_host ? c.host : in_block(c),
+                                                  to_host ? in_block(c) : c.host, c.bytes, kind));
   }
-  DAPQ_ASSIGN_OR_RETURN(kernels::Event written, copy_context_->RecordEvent());
-  DAPQ_RETURN_IF_ERROR(context_->StreamWait(written));
-  return written;
+  DAPQ_ASSIGN_OR_RETURN(kernels::Event done, copy_context_->RecordEvent());
+  // Blocks written in: the compute stream's later work reads them after the copies.
+  if (!to_host) DAPQ_RETURN_IF_ERROR(context_->StreamWait(done));
+  return done;
 }
 
 absl::StatusOr<bool> BlockPool::CopiesDone(const kernels::Event& event) const {

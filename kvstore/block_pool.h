@@ -208,6 +208,10 @@ class BlockPool {
             kernels::DeviceMemory arena);
   // OutOfRange unless the ids are in [0, capacity) and [offset, offset + bytes) inside a block.
   absl::Status CheckRange(BlockId id, size_t offset, size_t bytes) const;
+  // ReadAsync (kDeviceToHost) and WriteAsync (kHostToDevice).
+  absl::StatusOr<kernels::Event> CopyRanges(std::span<const HostCopy> copies,
+                                            kernels::CopyKind kind) const
+      ABSL_LOCKS_EXCLUDED(copy_mu_);
   // The context's CopyAsync, followed by Synchronize() when `wait`. REQUIRES: a context arena.
   absl::Status ContextCopy(void* dst, const void* src, size_t bytes, kernels::CopyKind kind,
                            bool wait) const ABSL_LOCKS_EXCLUDED(copy_mu_);

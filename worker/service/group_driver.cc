@@ -354,6 +354,8 @@ void GroupDriver::Deliver(const FinishedRequest& f, BatchState& batch) {
     if (keep && ended.ok()) next = *ended;
     if (keep && !ended.ok()) result = ended.status();
     batch.active_sessions.erase(sid);
+    // Within its budget before the turn's final event: the client then sees the pool settled.
+    if (!EvictIdleSessions([] { return 0L; }).ok()) broken_.store(true);
   }
   Complete(*channel, f.start, result, next);
   if (sid.empty()) return;
@@ -436,10 +438,9 @@ absl::Status GroupDriver::RunBatched() {
       wm.OnPreemptions("recompute", scheduler.preemptions() - preempted_before - swapped);
     }
     for (const FinishedRequest& f : finished) Deliver(f, batch);
-    // The sessions the turns just ended keep in the pool, within its budget; after a step that
-    // had to preempt, every idle session leaves.
+    // After a step that had to preempt, every idle session leaves the pool.
     const bool preempted = scheduler.preemptions() > preempted_before;
-    if (!EvictIdleSessions([&] { return preempted ? 1L : 0L; }).ok()) {
+    if (preempted && !EvictIdleSessions([] { return 1L; }).ok()) {
       broken_.store(true);
       break;
     }

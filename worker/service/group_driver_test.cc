@@ -221,20 +221,32 @@ class StoredSessionsRig {
   std::thread runner_;
 };
 
+// The model, its tokenizer and the reference turns (RunReference, uncompressed).
+class ResidentSessionsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<Tokenizer> tok =
+        Tokenizer::Load(dapq::testing::Tok512Path(), model_->config.vocab_size);
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    tok_ = std::make_unique<Tokenizer>(*std::move(tok));
+    expected_ = RunReference(model_, *tok_, {}).tokens;
+    ASSERT_EQ(expected_.size(), 3u);
+  }
+
+  std::shared_ptr<const ModelWeights> model_ = dapq::testing::SharedStories260K();
+  std::unique_ptr<Tokenizer> tok_;
+  std::vector<std::vector<int>> expected_;
+};
+
 // With a store, an idle session stays in the engine's block pool (its KV saved through to the
 // store): every later turn continues from the pool, never from the store, with the engine's
 // tokens.
-TEST(ResidentSessionsTest, AnIdleSessionStaysInThePoolAndItsTurnsNeverReadTheStore) {
-  auto model = dapq::testing::SharedStories260K();
-  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), model->config.vocab_size);
-  ASSERT_TRUE(tok.ok()) << tok.status();
-  const std::vector<std::vector<int>> expected = RunReference(model, *tok, {}).tokens;
-  ASSERT_EQ(expected.size(), 3u);
-  StoredSessionsRig rig(model, &*tok, EngineOptions(), 64ull << 20);
+TEST_F(ResidentSessionsTest, AnIdleSessionStaysInThePoolAndItsTurnsNeverReadTheStore) {
+  StoredSessionsRig rig(model_, tok_.get(), EngineOptions(), 64ull << 20);
   for (int t = 0; t < 3; ++t) {
     const Outcome o = rig.Run(Turn(t, "a"));
     ASSERT_TRUE(o.status.ok()) << o.status;
-    EXPECT_EQ(o.tokens, expected[t]) << "turn " << t;
+    EXPECT_EQ(o.tokens, expected_[t]) << "turn " << t;
     EXPECT_GT(rig.pool().blocks_in_use(), 0) << "the idle session left the pool after turn " << t;
     EXPECT_TRUE(rig.store().HasSession("a")) << "turn " << t << " was not saved to the store";
   }
@@ -246,17 +258,12 @@ TEST(ResidentSessionsTest, AnIdleSessionStaysInThePoolAndItsTurnsNeverReadTheSto
 
 // A session over the pool's budget for idle sessions leaves the pool after every turn, holding
 // no blocks there, and every later turn restores it from the store with the same tokens.
-TEST(ResidentSessionsTest, ASessionOverTheBudgetLeavesThePoolAndComesBackFromTheStore) {
-  auto model = dapq::testing::SharedStories260K();
-  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), model->config.vocab_size);
-  ASSERT_TRUE(tok.ok()) << tok.status();
-  const std::vector<std::vector<int>> expected = RunReference(model, *tok, {}).tokens;
-  ASSERT_EQ(expected.size(), 3u);
-  StoredSessionsRig rig(model, &*tok, EngineOptions(), /*resident_session_bytes=*/1);
+TEST_F(ResidentSessionsTest, ASessionOverTheBudgetLeavesThePoolAndComesBackFromTheStore) {
+  StoredSessionsRig rig(model_, tok_.get(), EngineOptions(), /*resident_session_bytes=*/1);
   for (int t = 0; t < 3; ++t) {
     const Outcome o = rig.Run(Turn(t, "a"));
     ASSERT_TRUE(o.status.ok()) << o.status;
-    EXPECT_EQ(o.tokens, expected[t]) << "turn " << t;
+    EXPECT_EQ(o.tokens, expected_[t]) << "turn " << t;
     EXPECT_EQ(rig.pool().blocks_in_use(), 0) << "the idle session stayed in the pool, turn " << t;
   }
   EXPECT_EQ(rig.Turns("pool"), 0);
@@ -267,20 +274,15 @@ TEST(ResidentSessionsTest, ASessionOverTheBudgetLeavesThePoolAndComesBackFromThe
 // A capped pool: a request that needs the blocks an idle session holds is admitted once the
 // session leaves the pool (it would otherwise wait for good), and the session's next turn comes
 // back from the store with the engine's tokens.
-TEST(ResidentSessionsTest, ARequestNeedingTheBlocksOfAnIdleSessionTakesThem) {
-  auto model = dapq::testing::SharedStories260K();
-  auto tok = Tokenizer::Load(dapq::testing::Tok512Path(), model->config.vocab_size);
-  ASSERT_TRUE(tok.ok()) << tok.status();
-  const std::vector<std::vector<int>> expected = RunReference(model, *tok, {}).tokens;
-  ASSERT_EQ(expected.size(), 3u);
-  const ModelConfig& c = model->config;
+TEST_F(ResidentSessionsTest, ARequestNeedingTheBlocksOfAnIdleSessionTakesThem) {
+  const ModelConfig& c = model_->config;
   const long per_block = static_cast<long>(c.n_layers) * c.n_kv_heads;  // blocks per 16 tokens
   EngineOptions eo;
   eo.kv_max_blocks = 12 * per_block;  // 192 tokens
-  StoredSessionsRig rig(model, &*tok, eo, 64ull << 20);
+  StoredSessionsRig rig(model_, tok_.get(), eo, 64ull << 20);
   const Outcome first = rig.Run(Turn(0, "a"));
   ASSERT_TRUE(first.status.ok()) << first.status;
-  EXPECT_EQ(first.tokens, expected[0]);
+  EXPECT_EQ(first.tokens, expected_[0]);
   const long held = rig.pool().blocks_in_use();
   ASSERT_GE(held, 2 * per_block);  // ~27 tokens: two blocks per layer and KV head
   // Its prompt and max_new_tokens take 11 of the 12 blocks per layer and KV head.
@@ -292,7 +294,7 @@ TEST(ResidentSessionsTest, ARequestNeedingTheBlocksOfAnIdleSessionTakesThem) {
   EXPECT_EQ(rig.Evicted(), 1);
   const Outcome second = rig.Run(Turn(1, "a"));
   ASSERT_TRUE(second.status.ok()) << second.status;
-  EXPECT_EQ(second.tokens, expected[1]);
+  EXPECT_EQ(second.tokens, expected_[1]);
   EXPECT_EQ(rig.Turns("store"), 1);
 }
 

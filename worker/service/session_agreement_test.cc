@@ -63,22 +63,37 @@ dapq::v1::GenerateRequest Turn(const std::string& session, const std::string& te
   return r;
 }
 
+// One rank of a TP=2 group over Gloo (rendezvous under `dir`) and its engine on stories260K.
+struct RankParts {
+  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<Engine> engine;
+};
+absl::StatusOr<RankParts> ConnectRank(const std::string& dir, const std::string& group, int rank,
+                                      std::shared_ptr<const ModelWeights> model) {
+  GlooGroupOptions g;
+  g.rank = rank;
+  g.size = 2;
+  g.rendezvous_dir = dir + "/rendezvous";
+  g.group_id = group;
+  g.timeout = absl::Seconds(60);
+  RankParts parts;
+  DAPQ_ASSIGN_OR_RETURN(parts.comm, ConnectGlooGroup(g));
+  EngineOptions o;
+  o.tp = 2;
+  DAPQ_ASSIGN_OR_RETURN(
+      parts.engine,
+      Engine::CreateRank(std::move(model), o, std::make_unique<Borrowed>(parts.comm.get())));
+  return parts;
+}
+
 TEST(SessionAgreementTest, ASaveThatFailsOnOneRankDropsTheSessionOnEveryRank) {
   const std::string dir = dapq::testing::MakeTempDir("session_agreement");
   auto model = dapq::testing::SharedStories260K();
   const std::vector<dapq::testing::RankOutcome> outcomes =
       dapq::testing::ForkRanks(dir, 2, [&](int rank) -> absl::Status {
-        GlooGroupOptions g;
-        g.rank = rank;
-        g.size = 2;
-        g.rendezvous_dir = dir + "/rendezvous";
-        g.group_id = "agreement";
-        g.timeout = absl::Seconds(60);
-        DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm, ConnectGlooGroup(g));
-        EngineOptions o;
-        o.tp = 2;
-        DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
-                              Engine::CreateRank(model, o, std::make_unique<Borrowed>(comm.get())));
+        DAPQ_ASSIGN_OR_RETURN(RankParts parts, ConnectRank(dir, "agreement", rank, model));
+        std::unique_ptr<Communicator>& comm = parts.comm;
+        std::unique_ptr<Engine>& engine = parts.engine;
         kvstore::KvStoreOptions so;
         so.background = false;
         if (rank == 1) {  // far too small for a session's blocks, and no tier below
@@ -129,17 +144,9 @@ std::string RunResidentSessionGroup(const std::string& name, size_t resident_ses
   auto model = dapq::testing::SharedStories260K();
   const std::vector<dapq::testing::RankOutcome> outcomes =
       dapq::testing::ForkRanks(dir, 2, [&](int rank) -> absl::Status {
-        GlooGroupOptions g;
-        g.rank = rank;
-        g.size = 2;
-        g.rendezvous_dir = dir + "/rendezvous";
-        g.group_id = name;
-        g.timeout = absl::Seconds(60);
-        DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm, ConnectGlooGroup(g));
-        EngineOptions o;
-        o.tp = 2;
-        DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
-                              Engine::CreateRank(model, o, std::make_unique<Borrowed>(comm.get())));
+        DAPQ_ASSIGN_OR_RETURN(RankParts parts, ConnectRank(dir, name, rank, model));
+        std::unique_ptr<Communicator>& comm = parts.comm;
+        std::unique_ptr<Engine>& engine = parts.engine;
         kvstore::KvStoreOptions so;
         so.background = false;
         DAPQ_ASSIGN_OR_RETURN(std::unique_ptr<kvstore::KvStore> store, kvstore::KvStore::Open(so));
