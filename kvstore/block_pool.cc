@@ -186,6 +186,7 @@ absl::StatusOr<kernels::Event> BlockPool::CopyRanges(std::span<const HostCopy> c
   };
   if (context_ == nullptr) {
     for (const HostCopy& c : copies) {
+      if (c.bytes == 0) continue;  // its host pointer may be null
       std::memcpy(to_host ? c.host : in_block(c), to_host ? in_block(c) : c.host, c.bytes);
     }
     return kernels::Event();  // complete
