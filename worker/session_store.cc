@@ -351,13 +351,14 @@ absl::Status ReadBlocks(Engine& engine, const std::string& session, const Header
                         const SharedIds& shared_ids, kvstore::KvStore& store, uint64_t model_fp,
                         Sequence& seq) {
   size_t slab = 0;
-  // The rows go into the pool in batches through its copy stream (KvCache::AppendSlotsDeferred,
-  // one wait per batch); a host arena takes them at once.
+  // On a context arena the rows go into the pool in batches through its copy stream
+  // (KvCache::AppendSlotsDeferred, one wait per batch); a host arena takes them at once.
   CopyStaging staging;
   std::vector<kvstore::BlockPool::HostCopy> copies;
   for (int r = 0; r < seq.local_ranks(); ++r) {
     const int rank = engine.first_rank() + r;  // keys carry the global rank
     KvCache& cache = seq.cache(r);
+    const bool staged = cache.pool().context_arena();
     const size_t slot_bytes = cache.slot_bytes();
     size_t rank_bytes = 0;  // lengths were checked against the context (ReadRecords)
     for (size_t s = slab; s < slab + static_cast<size_t>(m.n_layers) * m.kv_heads; ++s) {
@@ -366,7 +367,7 @@ absl::Status ReadBlocks(Engine& engine, const std::string& session, const Header
     const size_t capacity =
         std::min(rank_bytes,
                  std::max(kMaxStagingBytes, static_cast<size_t>(m.tokens_per_block) * slot_bytes));
-    DAPQ_RETURN_IF_ERROR(staging.Reserve(cache.pool(), capacity));
+    if (staged) DAPQ_RETURN_IF_ERROR(staging.Reserve(cache.pool(), capacity));
     size_t used = 0;
     for (int l = 0; l < m.n_layers; ++l) {
       for (int h = 0; h < m.kv_heads; ++h, ++slab) {
@@ -392,7 +393,7 @@ absl::Status ReadBlocks(Engine& engine, const std::string& session, const Header
               block.meta.head_dim != m.head_dim || count > m.tokens_per_block) {
             return absl::DataLossError(absl::StrCat("block ", key, " does not belong here"));
           }
-          const size_t bytes = static_cast<size_t>(count) * slot_bytes;
+          const size_t bytes = staged ? static_cast<size_t>(count) * slot_bytes : 0;
           if (used + bytes > capacity) {
             DAPQ_RETURN_IF_ERROR(cache.WriteDeferred(copies));
             used = 0;
@@ -403,8 +404,8 @@ absl::Status ReadBlocks(Engine& engine, const std::string& session, const Header
           }
           const float* k = block.payload.data();
           const float* v = k + static_cast<size_t>(count) * m.head_dim;
-          DAPQ_RETURN_IF_ERROR(cache.AppendSlotsDeferred(l, h, block.positions, k, v,
-                                                         staging.data() + used, copies));
+          DAPQ_RETURN_IF_ERROR(cache.AppendSlotsDeferred(
+              l, h, block.positions, k, v, staged ? staging.data() + used : nullptr, copies));
           used += bytes;
         }
         if (cache.length(l, h) != m.lengths[slab]) {
