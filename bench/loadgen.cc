@@ -77,24 +77,26 @@ struct Result {
   std::map<std::string, int> errors;  // gRPC code name -> count
 };
 
+// The next token id of the seeded generator with state `x`, in [3, vocab).
+int NextId(uint64_t& x, int vocab) {
+  x = x * 6364136223846793005ull + 1442695040888963407ull;
+  return 3 + static_cast<int>((x >> 33) % (vocab - 3));
+}
+
 // Request `index`'s prompt: seeded, so every run sends the same prompts; past the shared prefix
 // each request's tokens are its own (the workers' prefix cache reuses only what is shared).
 dapq::v1::GenerateRequest MakeRequest(const Options& o, uint64_t index, bool next_turn = false) {
   dapq::v1::GenerateRequest r;
   if (next_turn) {  // a session's later turn: turn_tokens of its own
     uint64_t x = (index + 1) * 0xD1B54A32D192ED03ull;
-    for (int i = 0; i < o.turn_tokens; ++i) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      r.mutable_token_ids()->add_ids(3 + static_cast<int>((x >> 33) % (o.vocab - 3)));
-    }
+    for (int i = 0; i < o.turn_tokens; ++i) r.mutable_token_ids()->add_ids(NextId(x, o.vocab));
   } else if (!o.prompt.empty()) {
     r.set_text(o.prompt);
   } else {
     uint64_t x = 0x9E3779B97F4A7C15ull;
     for (int i = 0; i < o.prompt_tokens; ++i) {
       if (i == o.shared_prefix_tokens) x ^= (index + 1) * 0xD1B54A32D192ED03ull;
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      r.mutable_token_ids()->add_ids(3 + static_cast<int>((x >> 33) % (o.vocab - 3)));
+      r.mutable_token_ids()->add_ids(NextId(x, o.vocab));
     }
   }
   r.set_max_new_tokens(o.max_new_tokens);

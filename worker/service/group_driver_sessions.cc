@@ -22,10 +22,14 @@ void GroupDriver::EvictSession(const std::string& id) {
 
 absl::Status GroupDriver::EvictIdleSessions(const std::function<long()>& blocks_short) {
   if (options_.store == nullptr) return absl::OkStatus();  // the pool is their only home
-  // Sessions in a turn are in the batch, not in the table: every sequence here is idle.
-  for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
-    if (ResidentSessionBytes() <= options_.resident_session_bytes && blocks_short() <= 0) break;
-    if (sessions_.at(*it).seq == nullptr) continue;
+  // Sessions in a turn are in the batch, not in the table: every sequence here is idle. With
+  // none in the pool there is nothing to do (and the batch's shortfall is not even asked).
+  size_t resident = ResidentSessionBytes();
+  for (auto it = lru_.rbegin(); it != lru_.rend() && resident > 0; ++it) {
+    if (resident <= options_.resident_session_bytes && blocks_short() <= 0) break;
+    const Sequence* seq = sessions_.at(*it).seq.get();
+    if (seq == nullptr) continue;
+    resident -= seq->kv_allocated_bytes();
     dapq::v1::GroupCommand command;
     command.set_kind(dapq::v1::GroupCommand::BATCH);
     command.mutable_batch_op()->set_kind(dapq::v1::BatchOp::SESSION_EVICT);
