@@ -42,7 +42,7 @@ for b in "${binaries[@]}"; do
     cp -nL "$path" "$bundle/bin/lib/$name"
   done < <(ldd "$b" | awk '/=> \// {print $1, $3}')
 done
-cp scripts/gpu_check.sh bench/peers/torch_bench.py "$bundle/"
+cp scripts/gpu_check.sh bench/peers/torch_bench.py bench/peers/torch_attention_bench.py "$bundle/"
 # The models the engine parity test reads as ../shared/models from bin/ (gpu_check.sh runs the
 # tests there).
 mkdir -p "$bundle/shared/models"

@@ -14,7 +14,8 @@
 #      Llama-3-8B at batch 1 and 32) under `timeout 150` (the engine bench 200), its Markdown
 #      to OUT/<bench>.md and its log to OUT/<bench>.log; PASS means it ran to the end (exit 0),
 #      whatever its figures; the issue #13 figures go to summary.txt;
-#   6. runs the PyTorch peer (BUNDLE/torch_bench.py) on the same shapes when the machine's
+#   6. runs the PyTorch peers (BUNDLE/torch_bench.py: the model; BUNDLE/torch_attention_bench.py:
+#      SDPA on the prefill-attention shapes, with our kernel's ratio to it) when the machine's
 #      python3 has torch with CUDA (informational: never fails the check);
 # writing logs, gtest XML and summary.txt to OUT. Exit 0 only when every step passed.
 # Tests and benches share BUNDLE/bin (and its lib/); the two list files written by
@@ -162,6 +163,22 @@ if [[ -f "$bundle/torch_bench.py" ]] && python3 -c 'import torch, sys; sys.exit(
     grep -E '^\| (prefill|batch)' "$out/torch_bench.md" | sed 's/^/gpu_check:   torch /' | tee -a "$summary"
   else
     note "FAIL peer torch_bench (log: $out/torch_bench.log): $(tail -n 1 "$out/torch_bench.log")"
+  fi
+  # Prefill attention alone: SDPA on the kernel bench's shapes, and our tensor-core kernel's
+  # TFLOP/s over it (the issue's target is >= 0.8).
+  if timeout 120 python3 "$bundle/torch_attention_bench.py" --device cuda --dtype bf16 \
+      --tokens 8192,32768 >"$out/torch_attention.md" 2>"$out/torch_attention.log"; then
+    note "PASS peer torch_attention_bench (results: $out/torch_attention.md)"
+    for n in 8192 32768; do
+      theirs="$(awk -F'|' -v n="$n" '$3 + 0 == n { gsub(/ /, "", $7); print $7 }' "$out/torch_attention.md")"
+      ours="$(awk -F'|' -v n="$n" '$2 + 0 == n && $3 ~ /tensor cores/ { gsub(/ /, "", $8); print $8 }' \
+        "$out/dapq_gpu_kernels_bench.md" 2>/dev/null)"
+      if [[ -n "$theirs" && -n "$ours" ]]; then
+        note "  prefill attention n=$n: ours $ours TFLOP/s, torch SDPA $theirs TFLOP/s, ratio $(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2f", a / b }')"
+      fi
+    done
+  else
+    note "FAIL peer torch_attention_bench (log: $out/torch_attention.log): $(tail -n 1 "$out/torch_attention.log")"
   fi
 else
   note "SKIP peer torch_bench: no python3 torch with CUDA here"

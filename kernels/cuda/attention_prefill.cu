@@ -20,7 +20,9 @@
 //   Q [kBr][bucket + 1] + K, V [kBc][bucket + 1] + P [kBr][kBc + 1] floats + kBc row offsets:
 //   bucket 64: 67,072 B; 128: 74,752 B; 256: 140,288 B per block.
 // Never an n x n matrix: scratch is O(tile x head_dim). All arithmetic is fp32 on CUDA cores
-// (tensor cores are later work); scores are scaled after the dot product, like the CPU kernel.
+// (attention_prefill_tc.cu runs 16-bit pools on tensor cores when the caller allows rounding:
+// AttentionParams::round_to_kv_dtype); scores are scaled after the dot product, like the CPU
+// kernel.
 // Limit: head_dim <= 256 (larger is Unimplemented, checked before any CUDA call).
 // Parity with kernels/ref/attention_ref.cc: tests/parity/attention_prefill_parity_test.cc. This
 // kernel has been compiled but, at the time of writing, never run on a GPU (no GPU was available).
@@ -33,9 +35,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cuda_status.h"
+#include "kernels/cuda/attention_prefill_tc.h"
 #include "kernels/cuda/kv_pool_access.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/paged_index.h"
+#include "kernels/prefill_tc_layout.h"
 
 namespace dapq::kernels::cuda {
 namespace {
@@ -289,6 +293,7 @@ absl::Status LaunchAttentionPrefill(const AttentionParams& p, void* stream) {
   }
   if (p.q_tokens <= 0) return absl::OkStatus();
   const auto s = static_cast<cudaStream_t>(stream);
+  if (PrefillUsesTensorCores(p)) return LaunchAttentionPrefillTensorCores(p, s);
   if (p.head_dim <= 64) return LaunchHeadDim<64>(p, s);
   if (p.head_dim <= 128) return LaunchHeadDim<128>(p, s);
   return LaunchHeadDim<256>(p, s);

@@ -7,8 +7,9 @@
 // q_tokens) and chunks after a cached prefix, GQA groups 1 to 4, head_dim 64, 80, 128 and 256,
 // blocks of 16 and 64 slots, padded token strides; plus the contiguous fp32 layout. The GPU
 // output buffer starts at a sentinel like the CPU one, so the padding between rows is compared
-// too (a stray write fails). Skips without a CUDA device, except the head_dim limit, which the
-// launcher checks before any CUDA call.
+// too (a stray write fails). The same paged cases again with AttentionParams::round_to_kv_dtype:
+// 16-bit pools then run the tensor-core kernel, within its rounding bound. Skips without a CUDA
+// device, except the head_dim limit, which the launcher checks before any CUDA call.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -20,6 +21,8 @@
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
 #include "kernels/attention.h"
+#include "kernels/convert.h"
+#include "kernels/prefill_tc_layout.h"
 #include "kernels/types.h"
 #include "tests/parity/parity_util.h"
 #include "tests/util/cuda_test_util.h"
@@ -68,82 +71,125 @@ std::vector<int32_t> Lengths(const Shape& shape, std::mt19937_64& rng) {
   return lens;
 }
 
+// Rounding bound of the tensor-core kernel (AttentionParams::round_to_kv_dtype) on top of the
+// exact tolerance, for outputs of value rows in [-1, 1] whose queries both sides round alike:
+// each softmax weight rounded to the pool's type moves by at most u (its unit roundoff: 2^-8
+// bf16, 2^-11 fp16), and the output, a mean of value rows under weights renormalised by their
+// rounded sum, by at most 2u / (1 - u); fp16 weights below its normal range lose up to 2^-25
+// each, relative to a row sum of at least 1.
+double TensorCoreBound(DType dtype, int longest) {
+  const double u = dtype == DType::kBF16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+  const double subnormal = dtype == DType::kF16 ? longest * std::ldexp(1.0, -25) : 0.0;
+  return 2 * u / (1 - u) + subnormal;
+}
+
+const Shape kPagedShapes[] = {
+    {1, 0, 2, 1, 64, 16, 0},    {1, 200, 2, 4, 128, 64, 0},   {17, 0, 3, 4, 64, 64, 5},
+    {17, 45, 2, 1, 128, 16, 0}, {128, 0, 2, 4, 128, 16, 0},   {128, 333, 3, 1, 64, 64, 3},
+    {300, 0, 2, 1, 128, 64, 0}, {300, 1000, 2, 4, 64, 16, 8}, {33, 7, 1, 2, 256, 16, 0},
+    {19, 50, 2, 3, 80, 16, 1},
+};
+
+// One paged prefill of `shape` in `dtype` on both backends. With round_to_kv_dtype the queries
+// are rounded to the pool's type first (both sides read the same ones: the CPU kernel is exact
+// either way) and the GPU may run the tensor-core kernel, so TensorCoreBound is added where it
+// does.
+void CheckPagedPrefill(const Shape& shape, DType dtype, bool round_to_kv_dtype) {
+  const uint64_t seed = shape.q_tokens * 7919ull + shape.prefix * 31ull + shape.head_dim +
+                        static_cast<uint64_t>(dtype);
+  SCOPED_TRACE(::testing::Message()
+               << "q_tokens=" << shape.q_tokens << " prefix=" << shape.prefix << " kv_heads="
+               << shape.kv_heads << " group=" << shape.group << " head_dim=" << shape.head_dim
+               << " tokens_per_block=" << shape.tokens_per_block << " dtype=" << DTypeName(dtype)
+               << " round_to_kv_dtype=" << round_to_kv_dtype << " seed=" << seed);
+  std::mt19937_64 rng(seed);
+  const int d = shape.head_dim, tpb = shape.tokens_per_block;
+  const int q_heads = shape.kv_heads * shape.group;
+  const int longest = shape.prefix + shape.q_tokens;
+  const std::vector<int32_t> lens = Lengths(shape, rng);
+  const int blocks_per_head = (longest + tpb - 1) / tpb;
+  const int pool_blocks = blocks_per_head * shape.kv_heads + 3;
+  std::vector<int32_t> ids(pool_blocks);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  std::vector<int32_t> table(static_cast<size_t>(blocks_per_head) * shape.kv_heads, -1);
+  for (int h = 0; h < shape.kv_heads; ++h) {
+    const int needed = (lens[h] + tpb - 1) / tpb;
+    for (int b = 0; b < needed; ++b) {
+      table[static_cast<size_t>(h) * blocks_per_head + b] = ids[h * blocks_per_head + b];
+    }
+  }
+  const long block_stride = 2L * tpb * d;  // keys, then values, as BlockPool lays them out
+  const std::vector<uint8_t> pool =
+      Encode(Random(static_cast<size_t>(pool_blocks) * block_stride, rng()), dtype);
+  const size_t v_offset = static_cast<size_t>(tpb) * d * DTypeSize(dtype);
+  const int stride = q_heads * d + shape.q_pad;
+  std::vector<float> q = Random(static_cast<size_t>(shape.q_tokens) * stride, rng(), 2.0f);
+  if (round_to_kv_dtype) {
+    const std::vector<uint8_t> rounded = Encode(q, dtype);
+    ConvertToFloat(dtype, rounded.data(), q.data(), static_cast<long>(q.size()));
+  }
+  std::vector<float> out(q.size(), kSentinel);
+
+  AttentionParams p;
+  p.q_tokens = shape.q_tokens;
+  p.q_heads = q_heads;
+  p.kv_heads = shape.kv_heads;
+  p.head_dim = d;
+  p.q = q.data();
+  p.q_stride = stride;
+  p.kv_len = longest;
+  p.kv_lens = lens.data();
+  p.block_table = table.data();
+  p.kv_dtype = dtype;
+  p.k_pool = pool.data();
+  p.v_pool = pool.data() + v_offset;
+  p.block_stride = block_stride;
+  p.pool_blocks = pool_blocks;
+  p.tokens_per_block = tpb;
+  p.blocks_per_head = blocks_per_head;
+  p.out = out.data();
+  p.out_stride = stride;
+  p.round_to_kv_dtype = round_to_kv_dtype;
+  const absl::Status cpu = AttentionPrefill(p);
+  ASSERT_TRUE(cpu.ok()) << cpu;
+
+  DeviceBuffer dq(q), dout(std::vector<float>(out.size(), kSentinel)), dlens(lens, 0),
+      dtable(table, 0), dpool(pool, 0);
+  AttentionParams g = p;
+  g.q = dq.get();
+  g.kv_lens = dlens.as<int32_t>();
+  g.block_table = dtable.as<int32_t>();
+  g.k_pool = dpool.as<uint8_t>();
+  g.v_pool = dpool.as<uint8_t>() + v_offset;
+  g.out = dout.get();
+  const absl::Status gpu = AttentionPrefill(g, kGpu);
+  ASSERT_TRUE(gpu.ok()) << gpu;
+  const double tolerance =
+      Tolerance(longest) + (PrefillUsesTensorCores(g) ? TensorCoreBound(dtype, longest) : 0.0);
+  ASSERT_TRUE(::dapq::testing::AllClose(dout.Download(), out, tolerance));
+}
+
 TEST(KernelsParityTest, AttentionPrefill) {
   DAPQ_SKIP_IF_NO_CUDA();
-  const Shape shapes[] = {
-      {1, 0, 2, 1, 64, 16, 0},    {1, 200, 2, 4, 128, 64, 0},   {17, 0, 3, 4, 64, 64, 5},
-      {17, 45, 2, 1, 128, 16, 0}, {128, 0, 2, 4, 128, 16, 0},   {128, 333, 3, 1, 64, 64, 3},
-      {300, 0, 2, 1, 128, 64, 0}, {300, 1000, 2, 4, 64, 16, 8}, {33, 7, 1, 2, 256, 16, 0},
-      {19, 50, 2, 3, 80, 16, 1},
-  };
-  for (const Shape& shape : shapes) {
+  for (const Shape& shape : kPagedShapes) {
     for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
-      const uint64_t seed = shape.q_tokens * 7919ull + shape.prefix * 31ull + shape.head_dim +
-                            static_cast<uint64_t>(dtype);
-      SCOPED_TRACE(::testing::Message()
-                   << "q_tokens=" << shape.q_tokens << " prefix=" << shape.prefix << " kv_heads="
-                   << shape.kv_heads << " group=" << shape.group << " head_dim=" << shape.head_dim
-                   << " tokens_per_block=" << shape.tokens_per_block
-                   << " dtype=" << DTypeName(dtype) << " seed=" << seed);
-      std::mt19937_64 rng(seed);
-      const int d = shape.head_dim, tpb = shape.tokens_per_block;
-      const int q_heads = shape.kv_heads * shape.group;
-      const int longest = shape.prefix + shape.q_tokens;
-      const std::vector<int32_t> lens = Lengths(shape, rng);
-      const int blocks_per_head = (longest + tpb - 1) / tpb;
-      const int pool_blocks = blocks_per_head * shape.kv_heads + 3;
-      std::vector<int32_t> ids(pool_blocks);
-      std::iota(ids.begin(), ids.end(), 0);
-      std::shuffle(ids.begin(), ids.end(), rng);
-      std::vector<int32_t> table(static_cast<size_t>(blocks_per_head) * shape.kv_heads, -1);
-      for (int h = 0; h < shape.kv_heads; ++h) {
-        const int needed = (lens[h] + tpb - 1) / tpb;
-        for (int b = 0; b < needed; ++b) {
-          table[static_cast<size_t>(h) * blocks_per_head + b] = ids[h * blocks_per_head + b];
-        }
-      }
-      const long block_stride = 2L * tpb * d;  // keys, then values, as BlockPool lays them out
-      const std::vector<uint8_t> pool =
-          Encode(Random(static_cast<size_t>(pool_blocks) * block_stride, rng()), dtype);
-      const size_t v_offset = static_cast<size_t>(tpb) * d * DTypeSize(dtype);
-      const int stride = q_heads * d + shape.q_pad;
-      const auto q = Random(static_cast<size_t>(shape.q_tokens) * stride, rng(), 2.0f);
-      std::vector<float> out(q.size(), kSentinel);
+      CheckPagedPrefill(shape, dtype, /*round_to_kv_dtype=*/false);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+}
 
-      AttentionParams p;
-      p.q_tokens = shape.q_tokens;
-      p.q_heads = q_heads;
-      p.kv_heads = shape.kv_heads;
-      p.head_dim = d;
-      p.q = q.data();
-      p.q_stride = stride;
-      p.kv_len = longest;
-      p.kv_lens = lens.data();
-      p.block_table = table.data();
-      p.kv_dtype = dtype;
-      p.k_pool = pool.data();
-      p.v_pool = pool.data() + v_offset;
-      p.block_stride = block_stride;
-      p.pool_blocks = pool_blocks;
-      p.tokens_per_block = tpb;
-      p.blocks_per_head = blocks_per_head;
-      p.out = out.data();
-      p.out_stride = stride;
-      const absl::Status cpu = AttentionPrefill(p);
-      ASSERT_TRUE(cpu.ok()) << cpu;
-
-      DeviceBuffer dq(q), dout(std::vector<float>(out.size(), kSentinel)), dlens(lens, 0),
-          dtable(table, 0), dpool(pool, 0);
-      AttentionParams g = p;
-      g.q = dq.get();
-      g.kv_lens = dlens.as<int32_t>();
-      g.block_table = dtable.as<int32_t>();
-      g.k_pool = dpool.as<uint8_t>();
-      g.v_pool = dpool.as<uint8_t>() + v_offset;
-      g.out = dout.get();
-      const absl::Status gpu = AttentionPrefill(g, kGpu);
-      ASSERT_TRUE(gpu.ok()) << gpu;
-      ASSERT_TRUE(::dapq::testing::AllClose(dout.Download(), out, Tolerance(longest)));
+// The tensor-core kernel (bf16 and fp16 pools, head_dim <= 128; the 256 shape and fp32 pools
+// take the exact kernel, which must ignore the flag) against the exact CPU kernel within
+// TensorCoreBound. The short pure prefills (17 tokens) make an off-by-one mask move outputs by
+// about 1/17, far past the bound.
+TEST(KernelsParityTest, AttentionPrefillTensorCores) {
+  DAPQ_SKIP_IF_NO_CUDA();
+  for (const Shape& shape : kPagedShapes) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      CheckPagedPrefill(shape, dtype, /*round_to_kv_dtype=*/true);
+      if (::testing::Test::HasFatalFailure()) return;
     }
   }
 }
