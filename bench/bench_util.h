@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/host_buffer.h"
+
 namespace dapq::bench {
 
 // splitmix64 finaliser: any element can be produced from (seed, index) alone.
@@ -38,6 +40,15 @@ inline void FillUniform(float* dst, size_t n, uint64_t seed, float lo = -1.0f, f
 inline std::vector<float> RandomVector(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::vector<float> v(n);
   FillUniform(v.data(), n, seed, lo, hi);
+  return v;
+}
+
+// n floats uniform in [lo, hi) in a HostArray (common/host_buffer.h: huge pages when large, like
+// the engine's weights), so benchmarks stream the same kind of memory the engine does.
+inline HostArray<float> RandomHostArray(size_t n, uint64_t seed, float lo = -1.0f,
+                                        float hi = 1.0f) {
+  HostArray<float> v = MakeZeroedHostArray<float>(n);
+  FillUniform(v.get(), n, seed, lo, hi);
   return v;
 }
 
@@ -66,12 +77,14 @@ inline void ParallelMemcpy(char* dst, const char* src, size_t bytes, int threads
 // Best-of-`repeats` copy bandwidth in bytes/s (2 * bytes per copy) over `bytes`-sized buffers,
 // which the caller sizes well past the last-level cache. One untimed copy first faults the pages.
 inline double MemcpyBandwidth(size_t bytes, int threads, int repeats) {
-  std::vector<char> src(bytes, 1), dst(bytes, 0);
-  ParallelMemcpy(dst.data(), src.data(), bytes, threads);
+  // Host arrays: the memory kind of the engine's weights (huge pages where the kernel allows).
+  HostArray<char> src = MakeZeroedHostArray<char>(bytes), dst = MakeZeroedHostArray<char>(bytes);
+  std::memset(src.get(), 1, bytes);
+  ParallelMemcpy(dst.get(), src.get(), bytes, threads);
   double best = 0.0;
   for (int r = 0; r < repeats; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    ParallelMemcpy(dst.data(), src.data(), bytes, threads);
+    ParallelMemcpy(dst.get(), src.get(), bytes, threads);
     best = std::max(best, 2.0 * static_cast<double>(bytes) / SecondsSince(t0));
   }
   return best;
@@ -113,13 +126,15 @@ inline float ParallelSum(const float* p, size_t count, int threads) {
 // Best-of-`repeats` read-only bandwidth in bytes/s over a `bytes`-sized buffer (sized by the
 // caller well past the last-level cache).
 inline double ReadBandwidth(size_t bytes, int threads, int repeats) {
-  const std::vector<float> data(bytes / sizeof(float), 1.0f);
-  volatile float sink = ParallelSum(data.data(), data.size(), threads);
+  const size_t count = bytes / sizeof(float);
+  HostArray<float> data = MakeZeroedHostArray<float>(count);  // as MemcpyBandwidth
+  std::fill(data.get(), data.get() + count, 1.0f);
+  volatile float sink = ParallelSum(data.get(), count, threads);
   double best = 0.0;
   for (int r = 0; r < repeats; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    sink = ParallelSum(data.data(), data.size(), threads);
-    best = std::max(best, static_cast<double>(data.size() * sizeof(float)) / SecondsSince(t0));
+    sink = ParallelSum(data.get(), count, threads);
+    best = std::max(best, static_cast<double>(count * sizeof(float)) / SecondsSince(t0));
   }
   static_cast<void>(sink);
   return best;

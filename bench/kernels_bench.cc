@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -60,13 +61,14 @@ void SetRate(benchmark::State& state, const char* name, double per_iteration) {
 // benchmark's (m, n, k) arguments, and the rates it reports.
 struct LinearInputs {
   int m, n, k;
-  std::vector<float> x, w, y;
+  std::vector<float> x, y;
+  HostArray<float> w;  // [n, k], in the engine's kind of memory (bench_util.h)
   explicit LinearInputs(const benchmark::State& state)
       : m(static_cast<int>(state.range(0))),
         n(static_cast<int>(state.range(1))),
         k(static_cast<int>(state.range(2))),
         x(RandomVector(static_cast<size_t>(m) * k, 1)),
-        w(RandomVector(static_cast<size_t>(n) * k, 2, -0.02f, 0.02f)),
+        w(RandomHostArray(static_cast<size_t>(n) * k, 2, -0.02f, 0.02f)),
         y(static_cast<size_t>(m) * n) {}
   void SetRates(benchmark::State& state) const {
     SetRate(state, "FLOP/s", 2.0 * m * n * k);
@@ -93,7 +95,7 @@ k::GemmParams LinearParams(LinearInputs& in) {
   p.k = in.k;
   p.a = in.x.data();
   p.lda = in.k;
-  p.b = in.w.data();
+  p.b = in.w.get();
   p.ldb = in.k;
   p.trans_b = true;
   p.c = in.y.data();
@@ -123,12 +125,13 @@ BENCHMARK(BM_Gemm)
 // decode sizes, m <= 64. weight_B/s counts the bf16 bytes.
 void BM_GemmBf16(benchmark::State& state) {
   LinearInputs in(state);
-  std::vector<uint16_t> w16(in.w.size());
-  for (size_t i = 0; i < w16.size(); ++i) w16[i] = k::FloatToBf16(in.w[i]);
+  const size_t count = static_cast<size_t>(in.n) * in.k;
+  HostArray<uint16_t> w16 = MakeZeroedHostArray<uint16_t>(count);
+  for (size_t i = 0; i < count; ++i) w16[i] = k::FloatToBf16(in.w[i]);
   k::GemmParams p = LinearParams(in);
   p.b = nullptr;
   p.b_dtype = k::DType::kBF16;
-  p.b_bf16 = w16.data();
+  p.b_bf16 = w16.get();
   RunGemm(state, in, p);
 }
 BENCHMARK(BM_GemmBf16)
@@ -144,11 +147,11 @@ void BM_BlasSmallM(benchmark::State& state) {
   LinearInputs in(state);
   for (auto _ : state) {
     if (in.m == 1) {
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, in.n, in.k, 1.0f, in.w.data(), in.k, in.x.data(), 1,
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, in.n, in.k, 1.0f, in.w.get(), in.k, in.x.data(), 1,
                   0.0f, in.y.data(), 1);
     } else {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, in.m, in.n, in.k, 1.0f, in.x.data(),
-                  in.k, in.w.data(), in.k, 0.0f, in.y.data(), in.n);
+                  in.k, in.w.get(), in.k, 0.0f, in.y.data(), in.n);
     }
     benchmark::DoNotOptimize(in.y.data());
     benchmark::ClobberMemory();
@@ -188,10 +191,12 @@ BENCHMARK(BM_BlasSgemmRaw)
 // The bandwidth limit: memcpy of 256 MiB split over `threads` threads; B/s counts read + write.
 void BM_Memcpy(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
-  std::vector<char> src(kMemcpyBytes, 1), dst(kMemcpyBytes, 0);
+  HostArray<char> src = MakeZeroedHostArray<char>(kMemcpyBytes);
+  HostArray<char> dst = MakeZeroedHostArray<char>(kMemcpyBytes);
+  std::memset(src.get(), 1, kMemcpyBytes);
   for (auto _ : state) {
-    ParallelMemcpy(dst.data(), src.data(), kMemcpyBytes, threads);
-    benchmark::DoNotOptimize(dst.data());
+    ParallelMemcpy(dst.get(), src.get(), kMemcpyBytes, threads);
+    benchmark::DoNotOptimize(dst.get());
     benchmark::ClobberMemory();
   }
   SetRate(state, "B/s", 2.0 * static_cast<double>(kMemcpyBytes));
@@ -200,9 +205,11 @@ void BM_Memcpy(benchmark::State& state) {
 // of GEMV and decode attention, which only read their big operands). B/s counts bytes read.
 void BM_MemRead(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
-  const std::vector<float> data(kMemcpyBytes / sizeof(float), 1.0f);
+  const size_t count = kMemcpyBytes / sizeof(float);
+  HostArray<float> data = MakeZeroedHostArray<float>(count);  // as BM_Memcpy's buffers
+  std::fill(data.get(), data.get() + count, 1.0f);
   for (auto _ : state) {
-    benchmark::DoNotOptimize(ParallelSum(data.data(), data.size(), threads));
+    benchmark::DoNotOptimize(ParallelSum(data.get(), count, threads));
   }
   SetRate(state, "B/s", static_cast<double>(kMemcpyBytes));
 }

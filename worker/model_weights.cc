@@ -12,13 +12,13 @@
 namespace dapq::worker {
 
 float* ModelWeights::AllocateOwned(size_t count) {
-  owned_.push_back(std::make_unique<float[]>(count));
+  owned_.push_back(MakeZeroedHostArray<float>(count));
   owned_bytes_ += count * sizeof(float);
   return owned_.back().get();
 }
 
 uint16_t* ModelWeights::AllocateOwnedBf16(size_t count) {
-  owned_bf16_.push_back(std::make_unique<uint16_t[]>(count));
+  owned_bf16_.push_back(MakeZeroedHostArray<uint16_t>(count));
   owned_bytes_ += count * sizeof(uint16_t);
   return owned_bf16_.back().get();
 }
@@ -33,7 +33,7 @@ void ModelWeights::KeepMapping(MappedFile file) { mappings_.push_back(std::move(
 
 void ModelWeights::ReleaseFloats(const float* p, size_t count) {
   if (p == nullptr || count == 0) return;
-  for (std::unique_ptr<float[]>& buffer : owned_) {
+  for (HostArray<float>& buffer : owned_) {
     if (buffer.get() == p) {
       buffer.reset();
       owned_bytes_ -= count * sizeof(float);

@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/host_buffer.h"
 #include "common/mapped_file.h"
 #include "kernels/types.h"
 #include "worker/model_config.h"
@@ -66,7 +67,7 @@ class ModelWeights {
   const uint16_t* classifier_bf16 = nullptr;
 
   // Storage helpers for loaders.
-  float* AllocateOwned(size_t count);  // zero-initialised heap buffer owned by this
+  float* AllocateOwned(size_t count);  // zero-initialised buffer owned by this (HostArray)
   uint16_t* AllocateOwnedBf16(size_t count);
   // A bf16 copy (rounded to nearest even) of `count` floats at `src`, owned by this.
   const uint16_t* OwnedBf16Copy(const float* src, size_t count);
@@ -80,8 +81,8 @@ class ModelWeights {
   absl::Status CheckComplete() const;
 
  private:
-  std::vector<std::unique_ptr<float[]>> owned_;
-  std::vector<std::unique_ptr<uint16_t[]>> owned_bf16_;
+  std::vector<HostArray<float>> owned_;  // common/host_buffer.h: huge pages where large
+  std::vector<HostArray<uint16_t>> owned_bf16_;
   std::vector<MappedFile> mappings_;
   size_t owned_bytes_ = 0;
 };
