@@ -61,8 +61,9 @@ void SetRate(benchmark::State& state, const char* name, double per_iteration) {
 // benchmark's (m, n, k) arguments, and the rates it reports.
 struct LinearInputs {
   int m, n, k;
-  std::vector<float> x, y;
+  std::vector<float> x;
   HostArray<float> w;  // [n, k], in the engine's kind of memory (bench_util.h)
+  std::vector<float> y;
   explicit LinearInputs(const benchmark::State& state)
       : m(static_cast<int>(state.range(0))),
         n(static_cast<int>(state.range(1))),

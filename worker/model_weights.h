@@ -1,10 +1,11 @@
 // File: worker/model_weights.h
 // A loaded model: its config plus pointers to every fp32 weight in (out, in) row-major layout,
-// as llama2.c and Hugging Face store them. The memory is owned by the object (heap buffers for
-// converted/synthetic weights, read-only mappings for fp32 files), so pointers stay valid for the
-// object's lifetime, across moves. Tensor-parallel ranks read slices of these full matrices
-// through strides; nothing is copied per rank.
-// Weights dtype: fp32 as loaded, or bf16 for every linear layer's matrix and the classifier,
+// as llama2.c and Hugging Face store them. The memory is owned by the object (host arrays for
+// converted/synthetic weights, in huge pages where the kernel allows: common/host_buffer.h;
+// read-only mappings for fp32 files and bf16 tensors read in place, in the page cache, shared
+// between processes), so pointers stay valid for the object's lifetime, across moves.
+// Tensor-parallel ranks read slices of these full matrices through strides; nothing is copied per
+// rank. Weights dtype: fp32 as loaded, or bf16 for every linear layer's matrix and the classifier,
 // which the engine then multiplies with (kernels/gemm.h): decode reads half the bytes. Norms and
 // embeddings stay fp32. A bf16 model holds no fp32 copy of those matrices: ConvertLinearWeights
 // frees them (heap buffers) or drops their pages (mapped files), and the HF loader asked for

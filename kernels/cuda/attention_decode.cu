@@ -177,14 +177,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Whether the last kernel launch was accepted (errors of the kernel itself show later, in
-// stream order).
-absl::Status Launched(const char* kernel) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return absl::OkStatus();
-  return ::dapq::internal::CudaErrorStatus(err, kernel, __FILE__, __LINE__);
-}
-
 size_t SharedBytes(int group, int d) {
   return sizeof(float) * (static_cast<size_t>(group) * d + 2 * kWarps * group +
                           static_cast<size_t>(kWarps) * group * d);
@@ -231,11 +223,11 @@ absl::Status Launch(const AttentionParams& p, cudaStream_t stream) {
     ws.sum = ws.max + rows;
   }
   DecodePartKernel<kType><<<dim3(tasks, parts), kThreads, shared, stream>>>(p, parts, unit, ws);
-  const absl::Status decoded = Launched("DecodePartKernel");
+  const absl::Status decoded = DAPQ_CUDA_LAUNCH_STATUS("DecodePartKernel");
   const absl::Status combined = [&] {
     if (!decoded.ok() || parts == 1) return absl::OkStatus();
     CombinePartsKernel<<<tasks, kThreads, 0, stream>>>(p, parts, ws);
-    return Launched("CombinePartsKernel");
+    return DAPQ_CUDA_LAUNCH_STATUS("CombinePartsKernel");
   }();
   // The workspace goes back in stream order, after the kernels that use it.
   if (buffer != nullptr) DAPQ_CUDA_RETURN_IF_ERROR(cudaFreeAsync(buffer, stream));

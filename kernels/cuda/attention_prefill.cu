@@ -242,14 +242,6 @@ __global__ void __launch_bounds__(kThreads) PrefillKernel(AttentionParams p) {
   }
 }
 
-// Whether the last kernel launch was accepted (errors of the kernel itself show later, in
-// stream order).
-absl::Status Launched(const char* kernel) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return absl::OkStatus();
-  return ::dapq::internal::CudaErrorStatus(err, kernel, __FILE__, __LINE__);
-}
-
 template <int kHeadDim, DType kType>
 absl::Status Launch(const AttentionParams& p, unsigned tiles, cudaStream_t stream) {
   constexpr size_t kShared = PrefillTile<kHeadDim>::kSharedBytes;
@@ -259,19 +251,11 @@ absl::Status Launch(const AttentionParams& p, unsigned tiles, cudaStream_t strea
                                                  static_cast<int>(kShared)));
   PrefillKernel<kHeadDim, kType>
       <<<dim3(tiles, static_cast<unsigned>(p.kv_heads)), kThreads, kShared, stream>>>(p);
-  return Launched("PrefillKernel");
+  return DAPQ_CUDA_LAUNCH_STATUS("PrefillKernel");
 }
 
 template <int kHeadDim>
-absl::Status LaunchHeadDim(const AttentionParams& p, cudaStream_t stream) {
-  const long rows = static_cast<long>(p.q_tokens) * (p.q_heads / p.kv_heads);
-  const long tiles = (rows + PrefillTile<kHeadDim>::kBr - 1) / PrefillTile<kHeadDim>::kBr;
-  if (tiles > INT_MAX || p.kv_heads > 65535) {
-    return absl::UnimplementedError(absl::StrCat("AttentionPrefill on CUDA: q_tokens=", p.q_tokens,
-                                                 " q_heads=", p.q_heads, " kv_heads=", p.kv_heads,
-                                                 " exceed the grid"));
-  }
-  const auto t = static_cast<unsigned>(tiles);
+absl::Status LaunchHeadDim(const AttentionParams& p, unsigned t, cudaStream_t stream) {
   switch (p.block_table != nullptr ? p.kv_dtype : DType::kF32) {
     case DType::kF32:
       return Launch<kHeadDim, DType::kF32>(p, t, stream);
@@ -292,11 +276,23 @@ absl::Status LaunchAttentionPrefill(const AttentionParams& p, void* stream) {
                                                  " (at most ", kMaxHeadDim, ")"));
   }
   if (p.q_tokens <= 0) return absl::OkStatus();
+  // Both kernels give a block 64 query rows (a token's GQA group stacked): one grid for either.
+  static_assert(PrefillTile<64>::kBr == PrefillTcLayout::kBr &&
+                PrefillTile<128>::kBr == PrefillTcLayout::kBr &&
+                PrefillTile<256>::kBr == PrefillTcLayout::kBr);
+  const long rows = static_cast<long>(p.q_tokens) * (p.q_heads / p.kv_heads);
+  const long tiles = (rows + PrefillTcLayout::kBr - 1) / PrefillTcLayout::kBr;
+  if (tiles > INT_MAX || p.kv_heads > 65535) {
+    return absl::UnimplementedError(absl::StrCat("AttentionPrefill on CUDA: q_tokens=", p.q_tokens,
+                                                 " q_heads=", p.q_heads, " kv_heads=", p.kv_heads,
+                                                 " exceed the grid"));
+  }
+  const auto t = static_cast<unsigned>(tiles);
   const auto s = static_cast<cudaStream_t>(stream);
-  if (PrefillUsesTensorCores(p)) return LaunchAttentionPrefillTensorCores(p, s);
-  if (p.head_dim <= 64) return LaunchHeadDim<64>(p, s);
-  if (p.head_dim <= 128) return LaunchHeadDim<128>(p, s);
-  return LaunchHeadDim<256>(p, s);
+  if (PrefillUsesTensorCores(p)) return LaunchAttentionPrefillTensorCores(p, t, s);
+  if (p.head_dim <= 64) return LaunchHeadDim<64>(p, t, s);
+  if (p.head_dim <= 128) return LaunchHeadDim<128>(p, t, s);
+  return LaunchHeadDim<256>(p, t, s);
 }
 
 }  // namespace dapq::kernels::cuda

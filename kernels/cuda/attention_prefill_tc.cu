@@ -25,7 +25,6 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
-#include <climits>
 #include <cmath>
 #include <cstdint>
 
@@ -240,12 +239,6 @@ __global__ void __launch_bounds__(L::kThreads)
   for (int e = my_dim; e < my_dim + kHeadDim / 2 && e < d; ++e) out[e] = orow[e] * inv;
 }
 
-absl::Status Launched(const char* kernel) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return absl::OkStatus();
-  return ::dapq::internal::CudaErrorStatus(err, kernel, __FILE__, __LINE__);
-}
-
 template <int kHeadDim, DType kType>
 absl::Status Launch(const AttentionParams& p, unsigned tiles, cudaStream_t stream) {
   constexpr size_t kShared = MakePrefillTcLayout(kHeadDim).bytes;
@@ -258,29 +251,20 @@ absl::Status Launch(const AttentionParams& p, unsigned tiles, cudaStream_t strea
   PrefillTcKernel<kHeadDim, kType>
       <<<dim3(tiles, static_cast<unsigned>(p.kv_heads)), L::kThreads, kShared, stream>>>(
           p, vector_loads);
-  return Launched("PrefillTcKernel");
-}
-
-template <int kHeadDim>
-absl::Status LaunchHeadDim(const AttentionParams& p, cudaStream_t stream) {
-  const long rows = static_cast<long>(p.q_tokens) * (p.q_heads / p.kv_heads);
-  const long tiles = (rows + L::kBr - 1) / L::kBr;
-  if (tiles > INT_MAX || p.kv_heads > 65535) {
-    return absl::UnimplementedError(absl::StrCat("AttentionPrefill on CUDA: q_tokens=", p.q_tokens,
-                                                 " q_heads=", p.q_heads, " kv_heads=", p.kv_heads,
-                                                 " exceed the grid"));
-  }
-  const auto t = static_cast<unsigned>(tiles);
-  return p.kv_dtype == DType::kBF16 ? Launch<kHeadDim, DType::kBF16>(p, t, stream)
-                                    : Launch<kHeadDim, DType::kF16>(p, t, stream);
+  return DAPQ_CUDA_LAUNCH_STATUS("PrefillTcKernel");
 }
 
 }  // namespace
 
-absl::Status LaunchAttentionPrefillTensorCores(const AttentionParams& p, cudaStream_t stream) {
-  if (p.q_tokens <= 0) return absl::OkStatus();
-  if (p.head_dim <= 64) return LaunchHeadDim<64>(p, stream);
-  return LaunchHeadDim<128>(p, stream);
+absl::Status LaunchAttentionPrefillTensorCores(const AttentionParams& p, unsigned tiles,
+                                               cudaStream_t stream) {
+  const bool bf16 = p.kv_dtype == DType::kBF16;
+  if (p.head_dim <= 64) {
+    return bf16 ? Launch<64, DType::kBF16>(p, tiles, stream)
+                : Launch<64, DType::kF16>(p, tiles, stream);
+  }
+  return bf16 ? Launch<128, DType::kBF16>(p, tiles, stream)
+              : Launch<128, DType::kF16>(p, tiles, stream);
 }
 
 }  // namespace dapq::kernels::cuda

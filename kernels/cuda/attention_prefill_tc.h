@@ -12,8 +12,10 @@
 
 namespace dapq::kernels::cuda {
 
-// p as LaunchAttentionPrefill takes it, with PrefillUsesTensorCores(p) true.
-absl::Status LaunchAttentionPrefillTensorCores(const AttentionParams& p, cudaStream_t stream);
+// p as LaunchAttentionPrefill takes it, with PrefillUsesTensorCores(p) true and q_tokens > 0;
+// `tiles` blocks of PrefillTcLayout::kBr query rows (LaunchAttentionPrefill checked the grid).
+absl::Status LaunchAttentionPrefillTensorCores(const AttentionParams& p, unsigned tiles,
+                                               cudaStream_t stream);
 
 }  // namespace dapq::kernels::cuda
 

@@ -94,12 +94,6 @@ __global__ void __launch_bounds__(kThreads)
   if (lane == 0) p.scores[j] += score;
 }
 
-absl::Status Launched(const char* kernel) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return absl::OkStatus();
-  return ::dapq::internal::CudaErrorStatus(err, kernel, __FILE__, __LINE__);
-}
-
 }  // namespace
 
 absl::Status LaunchAttentionScores(const AttentionScoresParams& p, void* stream) {
@@ -115,12 +109,12 @@ absl::Status LaunchAttentionScores(const AttentionScoresParams& p, void* stream)
   float* row_max = stats;
   float* row_weight = stats + p.queries;
   RowStatsKernel<<<p.queries, kThreads, 0, s>>>(p, row_max, row_weight);
-  const absl::Status rows = Launched("RowStatsKernel");
+  const absl::Status rows = DAPQ_CUDA_LAUNCH_STATUS("RowStatsKernel");
   const absl::Status accumulated = [&] {
     if (!rows.ok()) return absl::OkStatus();
     const int blocks = (p.keys + kKeysPerBlock - 1) / kKeysPerBlock;
     AccumulateKernel<<<blocks, kThreads, 0, s>>>(p, row_max, row_weight);
-    return Launched("AccumulateKernel");
+    return DAPQ_CUDA_LAUNCH_STATUS("AccumulateKernel");
   }();
   DAPQ_CUDA_RETURN_IF_ERROR(cudaFreeAsync(stats, s));
   return rows.ok() ? accumulated : rows;

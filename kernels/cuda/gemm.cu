@@ -81,14 +81,6 @@ absl::Status CublasError(cublasStatus_t status, const char* call, const char* fi
       return ::dapq::kernels::cuda::CublasError(dapq_cublas_status_, #expr, __FILE__, __LINE__); \
   } while (0)
 
-// Whether the last kernel launch was accepted (errors of the kernel itself show later, in
-// stream order).
-absl::Status Launched(const char* kernel) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return absl::OkStatus();
-  return ::dapq::internal::CudaErrorStatus(err, kernel, __FILE__, __LINE__);
-}
-
 int GridFor(long elements) {
   return static_cast<int>(std::clamp((elements + kBlockSize - 1) / kBlockSize, 1L, kMaxBlocks));
 }
@@ -269,7 +261,7 @@ class LtState {
 absl::Status ScaleC(const GemmParams& p, cudaStream_t stream) {
   ScaleKernel<<<GridFor(static_cast<long>(p.m) * p.n), kBlockSize, 0, stream>>>(p.c, p.ldc, p.m,
                                                                                 p.n, p.beta);
-  return Launched("ScaleKernel");
+  return DAPQ_CUDA_LAUNCH_STATUS("ScaleKernel");
 }
 
 // Runs the matmul; `scratch` (256-byte aligned) starts with the bf16 copy of A
@@ -282,7 +274,7 @@ absl::Status Run(const GemmParams& p, const Descriptors& d, const Plan& plan, in
     auto* a16 = reinterpret_cast<__nv_bfloat16*>(scratch);
     ConvertToBf16Kernel<<<GridFor(static_cast<long>(p.m) * p.k), kBlockSize, 0, stream>>>(
         p.a, p.lda, p.m, p.k, a16, ld_activations);
-    DAPQ_RETURN_IF_ERROR(Launched("ConvertToBf16Kernel"));
+    DAPQ_RETURN_IF_ERROR(DAPQ_CUDA_LAUNCH_STATUS("ConvertToBf16Kernel"));
     activations = a16;
   }
   const void* weights = bf16 ? static_cast<const void*>(p.b_bf16) : p.b;
