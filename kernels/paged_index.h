@@ -41,6 +41,16 @@ DAPQ_HOST_DEVICE inline int CausalVisible(int kv_len, int q_tokens, int t) {
   return kv_len - q_tokens + t + 1;
 }
 
+// Prefill kernels stack a KV head's GQA group into rows: row r is query token r / group and query
+// head kv_head * group + r % group, so each key tile serves the whole group. The element offset
+// of that (token, head) in a [token][query head][head_dim] array whose tokens lie token_stride
+// elements apart (AttentionParams::q / out with q_stride / out_stride).
+DAPQ_HOST_DEVICE inline long StackedRowOffset(long row, int group, int kv_head, int token_stride,
+                                              int head_dim) {
+  return (row / group) * token_stride +
+         (static_cast<long>(kv_head) * group + row % group) * head_dim;
+}
+
 struct SlotRange {
   int begin = 0, end = 0;
 };

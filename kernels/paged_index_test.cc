@@ -102,5 +102,18 @@ TEST(PagedIndexTest, CausalVisibleCountsTheQueryTokensOwnSlot) {
   EXPECT_EQ(CausalVisible(10, 4, 3), 10);
 }
 
+TEST(PagedIndexTest, StackedRowsWalkTheGroupsHeadsTokenByToken) {
+  // KV head 1 of a GQA group of 4 (query heads 4..7), head_dim 8, tokens 100 elements apart.
+  const int group = 4, kv_head = 1, stride = 100, d = 8;
+  for (long row = 0; row < 12; ++row) {
+    const long token = row / group, head = kv_head * group + row % group;
+    EXPECT_EQ(StackedRowOffset(row, group, kv_head, stride, d), token * stride + head * d) << row;
+  }
+  EXPECT_EQ(StackedRowOffset(0, group, kv_head, stride, d), 32);   // token 0, query head 4
+  EXPECT_EQ(StackedRowOffset(7, group, kv_head, stride, d), 156);  // token 1, query head 7
+  // Without GQA a row is a token.
+  EXPECT_EQ(StackedRowOffset(5, 1, 3, stride, d), 5 * stride + 3 * d);
+}
+
 }  // namespace
 }  // namespace dapq::kernels

@@ -115,10 +115,7 @@ __global__ void __launch_bounds__(kThreads) PrefillKernel(AttentionParams p) {
     const int r = idx / kHeadDim, e = idx % kHeadDim;
     const long row = row0 + r;
     float x = 0.0f;
-    if (row < row_end && e < d) {
-      const long t = row / group, head = static_cast<long>(kv_head) * group + row % group;
-      x = p.q[t * p.q_stride + head * d + e];
-    }
+    if (row < row_end && e < d) x = p.q[StackedRowOffset(row, group, kv_head, p.q_stride, d) + e];
     qs[r * kRowStride + e] = x;
   }
 
@@ -231,8 +228,7 @@ __global__ void __launch_bounds__(kThreads) PrefillKernel(AttentionParams p) {
   for (int i = 0; i < kRows; ++i) {
     const long row = row0 + ty + kRowGroups * i;
     if (row >= row_end) continue;
-    const long t = row / group, head = static_cast<long>(kv_head) * group + row % group;
-    float* out = p.out + t * p.out_stride + head * d;
+    float* out = p.out + StackedRowOffset(row, group, kv_head, p.out_stride, d);
     const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;  // no visible slot: 0, as decode
 #pragma unroll
     for (int k = 0; k < kDims; ++k) {

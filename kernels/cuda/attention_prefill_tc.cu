@@ -124,10 +124,7 @@ __global__ void __launch_bounds__(L::kThreads)
     const int r = idx / kHeadDim, e = idx % kHeadDim;
     const long row = row0 + r;
     float x = 0.0f;
-    if (row < row_end && e < d) {
-      const long t = row / group, head = static_cast<long>(kv_head) * group + row % group;
-      x = p.q[t * p.q_stride + head * d + e];
-    }
+    if (row < row_end && e < d) x = p.q[StackedRowOffset(row, group, kv_head, p.q_stride, d) + e];
     qs[r * kL.qkv_stride + e] = E::Round(x);
     os[r * kL.o_stride + e] = 0.0f;
   }
@@ -231,8 +228,7 @@ __global__ void __launch_bounds__(L::kThreads)
   __syncwarp();
 
   if (row >= row_end) return;
-  const long t = row / group, head = static_cast<long>(kv_head) * group + row % group;
-  float* out = p.out + t * p.out_stride + head * d;
+  float* out = p.out + StackedRowOffset(row, group, kv_head, p.out_stride, d);
   const float l = row_sum[my_row];
   const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // no visible slot: 0, as decode
   const float* orow = os + my_row * kL.o_stride;

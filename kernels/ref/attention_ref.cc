@@ -153,8 +153,8 @@ absl::Status PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, 
     if (!status.ok()) return status;
   }
   for (int r = 0; r < rows; ++r) {
-    const int t = t0 + r / group, head = kv_head * group + r % group;
-    float* out = p.out + static_cast<long>(t) * p.out_stride + static_cast<long>(head) * d;
+    float* out = p.out + static_cast<long>(t0) * p.out_stride +
+                 StackedRowOffset(r, group, kv_head, p.out_stride, d);
     const float inv = 1.0f / s.row_sum[r];
     const float* arow = s.acc.data() + static_cast<long>(r) * d;
     for (int i = 0; i < d; ++i) out[i] = arow[i] * inv;
