@@ -1,5 +1,6 @@
-import re, glob, statistics, sys
-out = "/work/peers-tmp/out"
+import os, re, glob, statistics, sys
+# The pass outputs: the directory given, else the one holding this script (its own run).
+out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 def cells(line): return [c.strip() for c in line.strip().strip('|').split('|')]
 res = {}
 for f in sorted(glob.glob(out + "/*_pass*.md")):
