@@ -123,7 +123,8 @@ BENCHMARK(BM_Gemm)
     ->UseRealTime();
 
 // bf16 weights through the kernel API: the small-m kernel (rows widened in registers) at the
-// decode sizes, m <= 64. weight_B/s counts the bf16 bytes.
+// decode sizes, m <= 64 (weight_B/s counts the bf16 bytes); m = 512 and 2048 are oneDNN's bf16
+// matmul (in pieces of 256 rows: kernels/ref/bf16_matmul.cc), the bf16 GEMM limit.
 void BM_GemmBf16(benchmark::State& state) {
   LinearInputs in(state);
   const size_t count = static_cast<size_t>(in.n) * in.k;
@@ -137,8 +138,8 @@ void BM_GemmBf16(benchmark::State& state) {
 }
 BENCHMARK(BM_GemmBf16)
     ->ArgNames({"m", "n", "k"})
-    ->ArgsProduct({{1, 4, 16, 64}, {kFfn}, {kDim}})
-    ->ArgsProduct({{1, 4, 16, 64}, {kDim}, {kFfn}})
+    ->ArgsProduct({{1, 4, 16, 64, 512, 2048}, {kFfn}, {kDim}})
+    ->ArgsProduct({{1, 4, 16, 64, 512, 2048}, {kDim}, {kFfn}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
@@ -408,6 +409,21 @@ BENCHMARK(BM_AttentionPrefill)
 BENCHMARK(BM_AttentionPrefillPaged)
     ->ArgNames({"tokens", "shuffled"})
     ->ArgsProduct({{512, 2048}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+// The engine's prefill over a bf16 cache: queries and softmax weights rounded to bf16
+// (AttentionParams::round_to_kv_dtype), oneDNN bf16 GEMMs; compare with BM_GemmBf16/m:512.
+void BM_AttentionPrefillPagedBf16(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  PagedAttentionInputs in(n, n, false, k::DType::kBF16);
+  in.params.round_to_kv_dtype = true;
+  RunAttentionPrefill(state, in);
+}
+BENCHMARK(BM_AttentionPrefillPagedBf16)
+    ->ArgName("tokens")
+    ->Arg(512)
+    ->Arg(2048)
+    ->Arg(8192)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -18,6 +18,7 @@
 #include "kernels/convert.h"
 #include "kernels/cpu_threads.h"
 #include "kernels/ref/attention_simd.h"
+#include "kernels/ref/bf16_matmul.h"
 #include "kernels/ref/cpu_isa.h"
 #include "tests/util/status_matchers.h"
 #include "tests/util/tolerance.h"
@@ -195,6 +196,58 @@ std::vector<float> Rounded(const float* values, size_t n, DType dtype) {
   return out;
 }
 
+// p's K/V slabs copied into shuffled blocks of tokens_per_block slots of `dtype`, laid out as
+// the KV block pool lays them (block b's keys, then its values, at b * stride; junk past the
+// heads' ends), and p made to read them through block tables.
+struct PagedCopy {
+  std::vector<int32_t> table;  // table entry -> block id
+  std::vector<std::byte> pool;
+  AttentionParams params;
+};
+PagedCopy MakePaged(const AttentionParams& p, int tokens_per_block, uint64_t seed, DType dtype) {
+  const int d = p.head_dim;
+  PagedCopy c;
+  int blocks_per_head = 0;
+  for (int h = 0; h < p.kv_heads; ++h) {
+    blocks_per_head =
+        std::max(blocks_per_head, (KvLength(p, h) + tokens_per_block - 1) / tokens_per_block);
+  }
+  const int num_blocks = p.kv_heads * blocks_per_head;
+  c.table.resize(num_blocks);
+  std::iota(c.table.begin(), c.table.end(), 0);
+  std::shuffle(c.table.begin(), c.table.end(), std::mt19937_64(seed));
+  const size_t block_elems = static_cast<size_t>(tokens_per_block) * d;
+  const long stride = static_cast<long>(2 * block_elems);
+  const size_t elem = DTypeSize(dtype);
+  const std::vector<float> junk = Random(num_blocks * 2 * block_elems, seed + 7);
+  c.pool.resize(junk.size() * elem);
+  ConvertFromFloat(junk.data(), dtype, c.pool.data(), static_cast<long>(junk.size()));
+  for (int h = 0; h < p.kv_heads; ++h) {
+    for (int b = 0; b < blocks_per_head; ++b) {
+      const int entry = h * blocks_per_head + b;
+      std::byte* kb = c.pool.data() + c.table[entry] * stride * elem;
+      std::byte* vb = kb + block_elems * elem;
+      const int begin = b * tokens_per_block;
+      const int n = std::min(tokens_per_block, KvLength(p, h) - begin);
+      if (n <= 0) continue;
+      ConvertFromFloat(p.k + h * p.kv_head_stride + static_cast<long>(begin) * d, dtype, kb, n * d);
+      ConvertFromFloat(p.v + h * p.kv_head_stride + static_cast<long>(begin) * d, dtype, vb, n * d);
+    }
+  }
+  c.params = p;
+  c.params.k = c.params.v = nullptr;
+  c.params.kv_head_stride = 0;
+  c.params.block_table = c.table.data();
+  c.params.kv_dtype = dtype;
+  c.params.k_pool = c.pool.data();
+  c.params.v_pool = c.pool.data() + block_elems * elem;
+  c.params.block_stride = stride;
+  c.params.pool_blocks = num_blocks;
+  c.params.tokens_per_block = tokens_per_block;
+  c.params.blocks_per_head = blocks_per_head;
+  return c;
+}
+
 // Runs `p` contiguously and again with its K/V copied into shuffled blocks of tokens_per_block
 // slots of `dtype` read through block tables; the outputs must be identical bit for bit (the
 // contiguous run reads the K/V rounded to dtype).
@@ -204,7 +257,6 @@ void CheckPaged(AttentionParams p, int tokens_per_block, bool decode, uint64_t s
                << "q_tokens=" << p.q_tokens << " heads=" << p.q_heads << "/" << p.kv_heads
                << " d=" << p.head_dim << " tokens_per_block=" << tokens_per_block
                << " decode=" << decode << " seed=" << seed << " kv_dtype=" << DTypeName(dtype));
-  const int d = p.head_dim;
   const size_t slab_elems = static_cast<size_t>(p.kv_heads) * p.kv_head_stride;
   const std::vector<float> k = Rounded(p.k, slab_elems, dtype);
   const std::vector<float> v = Rounded(p.v, slab_elems, dtype);
@@ -214,48 +266,10 @@ void CheckPaged(AttentionParams p, int tokens_per_block, bool decode, uint64_t s
   p.out = expected.data();
   ASSERT_TRUE((decode ? AttentionDecode(p) : AttentionPrefill(p)).ok());
 
-  int blocks_per_head = 0;
-  for (int h = 0; h < p.kv_heads; ++h) {
-    blocks_per_head =
-        std::max(blocks_per_head, (KvLength(p, h) + tokens_per_block - 1) / tokens_per_block);
-  }
-  const int num_blocks = p.kv_heads * blocks_per_head;
-  std::vector<int32_t> table(num_blocks);  // table entry -> block id
-  std::iota(table.begin(), table.end(), 0);
-  std::shuffle(table.begin(), table.end(), std::mt19937_64(seed));
-  // The pool as the KV block pool lays it out: block b's keys, then its values, at b * stride.
-  const size_t block_elems = static_cast<size_t>(tokens_per_block) * d;
-  const long stride = static_cast<long>(2 * block_elems);
-  const size_t elem = DTypeSize(dtype);
-  const std::vector<float> junk = Random(num_blocks * 2 * block_elems, seed + 7);  // past the ends
-  std::vector<std::byte> pool(junk.size() * elem);
-  ConvertFromFloat(junk.data(), dtype, pool.data(), static_cast<long>(junk.size()));
-  for (int h = 0; h < p.kv_heads; ++h) {
-    for (int b = 0; b < blocks_per_head; ++b) {
-      const int entry = h * blocks_per_head + b;
-      std::byte* kb = pool.data() + table[entry] * stride * elem;
-      std::byte* vb = kb + block_elems * elem;
-      const int begin = b * tokens_per_block;
-      const int n = std::min(tokens_per_block, KvLength(p, h) - begin);
-      if (n <= 0) continue;
-      ConvertFromFloat(p.k + h * p.kv_head_stride + static_cast<long>(begin) * d, dtype, kb, n * d);
-      ConvertFromFloat(p.v + h * p.kv_head_stride + static_cast<long>(begin) * d, dtype, vb, n * d);
-    }
-  }
-  AttentionParams paged = p;
-  paged.k = paged.v = nullptr;
-  paged.kv_head_stride = 0;
-  paged.block_table = table.data();
-  paged.kv_dtype = dtype;
-  paged.k_pool = pool.data();
-  paged.v_pool = pool.data() + block_elems * elem;
-  paged.block_stride = stride;
-  paged.pool_blocks = num_blocks;
-  paged.tokens_per_block = tokens_per_block;
-  paged.blocks_per_head = blocks_per_head;
+  PagedCopy paged = MakePaged(p, tokens_per_block, seed, dtype);
   std::vector<float> out(expected.size(), -7.0f);
-  paged.out = out.data();
-  ASSERT_TRUE((decode ? AttentionDecode(paged) : AttentionPrefill(paged)).ok());
+  paged.params.out = out.data();
+  ASSERT_TRUE((decode ? AttentionDecode(paged.params) : AttentionPrefill(paged.params)).ok());
   ASSERT_EQ(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)), 0);
 }
 
@@ -295,6 +309,90 @@ TEST(AttentionTest, PagedMatchesContiguousBitForBit) {
       }
     });
     ++seed;
+  }
+}
+
+// With round_to_kv_dtype a paged bf16 prefill rounds its queries and softmax weights to bf16 and
+// multiplies in oneDNN's bf16 GEMMs: within attention.h's bound of the exact kernel on the same
+// (rounded) queries, and the same bits for any block size and thread count. Key tiles end
+// inside blocks and past 512 slots, query tiles are partial, groups 1 to 4. fp16 and fp32 pools
+// ignore the flag on the CPU.
+TEST(AttentionTest, RoundedBf16PrefillStaysWithinItsBound) {
+  if (!ref::HaveTileGemmBf16()) GTEST_SKIP() << "built without oneDNN: the flag is ignored";
+  struct RoundedCase {
+    int q_tokens, q_heads, kv_heads, head_dim;
+    std::vector<int32_t> kv_lens;
+  };
+  const RoundedCase cases[] = {{300, 8, 2, 128, {1100, 333}},
+                               {70, 4, 2, 64, {600, 70}},
+                               {17, 2, 1, 80, {17}},
+                               {129, 4, 4, 16, {700, 129, 200, 300}}};
+  constexpr double kU = 1.0 / 256;  // bf16's unit roundoff
+  uint64_t seed = 500;
+  for (const RoundedCase& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "q_tokens=" << c.q_tokens << " heads=" << c.q_heads << "/"
+                                      << c.kv_heads << " d=" << c.head_dim << " seed=" << seed);
+    const int max_len = *std::max_element(c.kv_lens.begin(), c.kv_lens.end());
+    const size_t q_size = static_cast<size_t>(c.q_tokens) * c.q_heads * c.head_dim;
+    const auto q_raw = Random(q_size, seed);
+    const std::vector<float> q = Rounded(q_raw.data(), q_size, DType::kBF16);
+    const size_t slab = static_cast<size_t>(c.kv_heads) * max_len * c.head_dim;
+    const auto k_raw = Random(slab, seed + 1), v_raw = Random(slab, seed + 2);
+    const std::vector<float> k = Rounded(k_raw.data(), slab, DType::kBF16);
+    const std::vector<float> v = Rounded(v_raw.data(), slab, DType::kBF16);
+    AttentionParams p =
+        SlabParams({c.q_tokens, max_len, c.q_heads, c.kv_heads, c.head_dim}, max_len, q, k, v);
+    p.kv_lens = c.kv_lens.data();
+    const auto run = [&](int tokens_per_block, DType dtype, bool round) {
+      PagedCopy paged = MakePaged(p, tokens_per_block, seed, dtype);
+      paged.params.round_to_kv_dtype = round;
+      std::vector<float> out(q_size, -7.0f);
+      paged.params.out = out.data();
+      EXPECT_TRUE(AttentionPrefill(paged.params).ok());
+      return out;
+    };
+    const std::vector<float> exact = run(16, DType::kBF16, false);
+    const std::vector<float> rounded = run(16, DType::kBF16, true);
+    EXPECT_NE(std::memcmp(rounded.data(), exact.data(), q_size * sizeof(float)), 0)
+        << "the flag changed nothing";
+    const double max_v = ::dapq::testing::MaxAbs(v);
+    const double bound =
+        2 * kU / (1 - kU) * max_v + ::dapq::testing::Fp32Tolerance(max_v, c.head_dim + 2 * max_len);
+    EXPECT_TRUE(::dapq::testing::AllClose(rounded, exact, bound));
+    const std::vector<float> other_blocks = run(64, DType::kBF16, true);
+    EXPECT_EQ(std::memcmp(other_blocks.data(), rounded.data(), q_size * sizeof(float)), 0);
+    SetCpuThreads(1);
+    const std::vector<float> one_thread = run(16, DType::kBF16, true);
+    SetCpuThreads(0);
+    EXPECT_EQ(std::memcmp(one_thread.data(), rounded.data(), q_size * sizeof(float)), 0);
+    for (DType dtype : {DType::kF16, DType::kF32}) {
+      const std::vector<float> plain = run(16, dtype, false), flagged = run(16, dtype, true);
+      EXPECT_EQ(std::memcmp(plain.data(), flagged.data(), q_size * sizeof(float)), 0)
+          << DTypeName(dtype);
+    }
+    ++seed;
+  }
+}
+
+// The softmax weights of the rounded prefill: the same vector exponential as ExpShiftedSum,
+// rounded to nearest even, and a sum of exactly the rounded values; every instruction set.
+TEST(AttentionTest, ExpShiftedSumBf16RoundsTheExponentials) {
+  for (int n : {1, 15, 16, 17, 100, 512}) {
+    const std::vector<float> x = Random(n, 600 + n);
+    const float shift = *std::max_element(x.begin(), x.end());
+    ForEachIsa([&] {
+      std::vector<float> e = x;
+      ref::ExpShiftedSum(e.data(), n, shift);
+      std::vector<uint16_t> half(n + 1, 0xabcd);
+      const float sum = ref::ExpShiftedSumBf16(x.data(), n, shift, half.data());
+      double want = 0;
+      for (int i = 0; i < n; ++i) {
+        ASSERT_EQ(half[i], FloatToBf16(e[i])) << "n=" << n << " i=" << i;
+        want += Bf16ToFloat(half[i]);
+      }
+      EXPECT_EQ(half[n], 0xabcd) << "wrote past n";
+      EXPECT_NEAR(sum, want, ::dapq::testing::Fp32Tolerance(want, n));
+    });
   }
 }
 

@@ -59,7 +59,8 @@ TEST(ConvertTest, Bf16RoundsToNearestEven) {
 }
 
 // Rows of every length around the vector widths, with values across fp16's whole range
-// (normals, subnormals, overflow, exact halfway cases, signed zeros, infinities, NaN).
+// (normals, subnormals, overflow, exact halfway cases, signed zeros, infinities, NaN) and values
+// halfway between two bf16 ones.
 std::vector<float> RandomRow(std::mt19937& rng, int n) {
   std::uniform_int_distribution<int> kind(0, 9), exp2(-30, 18);
   std::uniform_real_distribution<float> unit(-2.0f, 2.0f);
@@ -78,6 +79,11 @@ std::vector<float> RandomRow(std::mt19937& rng, int n) {
       case 3:
         x = std::numeric_limits<float>::quiet_NaN();
         break;
+      case 4: {  // halfway between two bf16 values (ties to even); NaNs with any payload
+        const uint32_t bits = (static_cast<uint32_t>(rng()) & 0xffff0000u) | 0x8000u;
+        std::memcpy(&x, &bits, sizeof(x));
+        break;
+      }
       default:
         x = std::ldexp(unit(rng), exp2(rng));
         break;

@@ -12,6 +12,10 @@
 // (query token, KV head) pairs split over the kernel threads; when there are fewer pairs than
 // threads and the cache is long (a 1M-token sequence on one rank), each pair's cache is split
 // too (flash-decoding), the parts combined through their log-sum-exp.
+// With AttentionParams::round_to_kv_dtype over a paged bf16 pool (the engine's bf16 cache),
+// prefill rounds the queries and softmax weights to bf16 and multiplies in oneDNN bf16 GEMMs
+// (PrefillTileBf16), the CUDA tensor-core kernel's arithmetic and error bound; every other
+// case is exact fp32.
 // Paged K/V (AttentionParams::block_table): prefill gathers block by block into the same
 // contiguous key tiles (a range inside one fp32 block is read in place; bf16 and fp16 rows are
 // widened into the tile), so its GEMMs and results are bit-identical to the contiguous layout;
@@ -29,6 +33,7 @@
 #include "kernels/convert.h"
 #include "kernels/paged_index.h"
 #include "kernels/ref/attention_simd.h"
+#include "kernels/ref/bf16_matmul.h"
 #include "kernels/ref/parallel_for.h"
 #include "kernels/ref/ref_ops.h"
 #include "kernels/ref/tile_sgemm.h"
@@ -82,23 +87,66 @@ const float* KvRows(const AttentionParams& p, int kv_head, bool values, int begi
   return scratch.data();
 }
 
+// Slots [begin, begin + count) of KV head kv_head's bf16 keys (values when `values`) copied
+// into dst [padded, head_dim], rows past count zero (a padded tile's keys score 0 and its values
+// add 0).
+void GatherBf16Rows(const AttentionParams& p, int kv_head, bool values, int begin, int count,
+                    int padded, uint16_t* dst) {
+  const long d = p.head_dim;
+  const int32_t* table = p.block_table + static_cast<long>(kv_head) * p.blocks_per_head;
+  const auto* pool = static_cast<const uint16_t*>(values ? p.v_pool : p.k_pool);
+  const int tpb = p.tokens_per_block;
+  uint16_t* out = dst;
+  for (int s = begin; s < begin + count;) {
+    const int in_block = s % tpb;
+    const int n = std::min(tpb - in_block, begin + count - s);
+    const uint16_t* src = pool + PagedBlockRow(table[s / tpb], in_block, p.block_stride, d);
+    out = std::copy(src, src + n * d, out);
+    s += n;
+  }
+  std::fill(out, dst + static_cast<long>(padded) * d, uint16_t{0});
+}
+
 struct PrefillScratch {
   std::vector<float> k_tile, v_tile;  // paged K/V gathered for one key tile
   std::vector<float> q;               // [rows, head_dim]: the tile's queries of one KV head's group
   std::vector<float> scores;          // [rows, kKeyTile]
   std::vector<float> acc;             // [rows, head_dim]
   std::vector<float> row_max, row_sum;
+  // Bf16Tiles: the queries [max rows, head_dim], K and V tiles [kKeyTile, head_dim] and the
+  // softmax weights [max rows, kKeyTile] in bf16.
+  std::vector<uint16_t> q16, k16, v16, p16;
 };
 
 // The calling thread's scratch, sized for tiles of up to `max_rows` stacked query rows.
-PrefillScratch& ThreadPrefillScratch(size_t max_rows, int head_dim) {
+PrefillScratch& ThreadPrefillScratch(size_t max_rows, int head_dim, bool bf16) {
   thread_local PrefillScratch s;
+  if (bf16) {
+    s.q16.resize(max_rows * head_dim);
+    s.k16.resize(static_cast<size_t>(kKeyTile) * head_dim);
+    s.v16.resize(static_cast<size_t>(kKeyTile) * head_dim);
+    s.p16.resize(max_rows * kKeyTile);
+  }
   s.q.resize(max_rows * head_dim);
   s.scores.resize(max_rows * kKeyTile);
   s.acc.resize(max_rows * head_dim);
   s.row_max.resize(max_rows);
   s.row_sum.resize(max_rows);
   return s;
+}
+
+// The tile's stacked rows, normalised, to their tokens' and heads' places in p.out.
+void WriteStackedRows(const AttentionParams& p, int kv_head, int t0, int rows,
+                      const PrefillScratch& s) {
+  const int d = p.head_dim;
+  const int group = p.q_heads / p.kv_heads;
+  for (int r = 0; r < rows; ++r) {
+    float* out = p.out + static_cast<long>(t0) * p.out_stride +
+                 StackedRowOffset(r, group, kv_head, p.out_stride, d);
+    const float inv = 1.0f / s.row_sum[r];
+    const float* arow = s.acc.data() + static_cast<long>(r) * d;
+    for (int i = 0; i < d; ++i) out[i] = arow[i] * inv;
+  }
 }
 
 // One KV head and query tokens [t0, t1): the group's g query heads are stacked into
@@ -152,14 +200,79 @@ absl::Status PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, 
                        s.acc.data(), d);
     if (!status.ok()) return status;
   }
-  for (int r = 0; r < rows; ++r) {
-    float* out = p.out + static_cast<long>(t0) * p.out_stride +
-                 StackedRowOffset(r, group, kv_head, p.out_stride, d);
-    const float inv = 1.0f / s.row_sum[r];
-    const float* arow = s.acc.data() + static_cast<long>(r) * d;
-    for (int i = 0; i < d; ++i) out[i] = arow[i] * inv;
-  }
+  WriteStackedRows(p, kv_head, t0, rows, s);
   return absl::OkStatus();
+}
+
+// PrefillTile over a paged bf16 pool with AttentionParams::round_to_kv_dtype: the queries and
+// the softmax weights are rounded to bf16 and both products are oneDNN bf16 GEMMs with fp32
+// accumulation (TileGemmBf16), the row sums adding the rounded weights. The GEMMs always have
+// kQueryTile * group rows (zero queries past the tile's) and a multiple of kBf16Cols key
+// columns (zero keys and values past the visible ones), so a few primitives serve every
+// prompt; the results depend on neither the block size nor the thread count.
+constexpr int kBf16Cols = 64;
+
+absl::Status PrefillTileBf16(const AttentionParams& p, int kv_head, int t0, int t1,
+                             PrefillScratch& s) {
+  const int d = p.head_dim;
+  const int group = p.q_heads / p.kv_heads;
+  const int past = KvLength(p, kv_head) - p.q_tokens;
+  const int rows = (t1 - t0) * group;
+  const int gemm_rows = kQueryTile * group;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  for (int t = t0; t < t1; ++t) {
+    ConvertFromFloat(
+        p.q + static_cast<long>(t) * p.q_stride + static_cast<long>(kv_head) * group * d,
+        DType::kBF16, s.q16.data() + static_cast<long>(t - t0) * group * d,
+        static_cast<long>(group) * d);
+  }
+  std::fill(s.q16.begin() + static_cast<long>(rows) * d,
+            s.q16.begin() + static_cast<long>(gemm_rows) * d, uint16_t{0});
+  std::fill(s.p16.begin() + static_cast<long>(rows) * kKeyTile,
+            s.p16.begin() + static_cast<long>(gemm_rows) * kKeyTile, uint16_t{0});
+  std::fill(s.acc.begin(), s.acc.begin() + static_cast<long>(gemm_rows) * d, 0.0f);
+  std::fill(s.row_max.begin(), s.row_max.begin() + rows, kNegInf);
+  std::fill(s.row_sum.begin(), s.row_sum.begin() + rows, 0.0f);
+
+  const int key_end = past + t1;
+  for (int j0 = 0; j0 < key_end; j0 += kKeyTile) {
+    const int j1 = std::min(j0 + kKeyTile, key_end);
+    const int cols = j1 - j0;
+    const int gemm_cols = (cols + kBf16Cols - 1) / kBf16Cols * kBf16Cols;
+    GatherBf16Rows(p, kv_head, false, j0, cols, gemm_cols, s.k16.data());
+    GatherBf16Rows(p, kv_head, true, j0, cols, gemm_cols, s.v16.data());
+    absl::Status status = TileGemmBf16(true, gemm_rows, gemm_cols, d, scale, s.q16.data(), d,
+                                       s.k16.data(), d, false, s.scores.data(), kKeyTile);
+    if (!status.ok()) return status;
+    for (int r = 0; r < rows; ++r) {
+      const float* srow = s.scores.data() + static_cast<long>(r) * kKeyTile;
+      uint16_t* prow = s.p16.data() + static_cast<long>(r) * kKeyTile;
+      const int t = t0 + r / group;
+      const int visible = std::clamp(past + t + 1 - j0, 0, cols);
+      std::fill(prow + visible, prow + gemm_cols, uint16_t{0});
+      if (visible == 0) continue;
+      const float new_max = std::max(s.row_max[r], RowMax(srow, visible));
+      const float correction = std::exp(s.row_max[r] - new_max);
+      const float sum = ExpShiftedSumBf16(srow, visible, new_max, prow);
+      s.row_sum[r] = s.row_sum[r] * correction + sum;
+      s.row_max[r] = new_max;
+      if (correction != 1.0f) {
+        float* arow = s.acc.data() + static_cast<long>(r) * d;
+        for (int i = 0; i < d; ++i) arow[i] *= correction;
+      }
+    }
+    status = TileGemmBf16(false, gemm_rows, d, gemm_cols, 1.0f, s.p16.data(), kKeyTile,
+                          s.v16.data(), d, true, s.acc.data(), d);
+    if (!status.ok()) return status;
+  }
+  WriteStackedRows(p, kv_head, t0, rows, s);
+  return absl::OkStatus();
+}
+
+// Whether prefill over p runs PrefillTileBf16.
+bool UsesBf16Tiles(const AttentionParams& p) {
+  return p.round_to_kv_dtype && p.block_table != nullptr && p.kv_dtype == DType::kBF16 &&
+         HaveTileGemmBf16();
 }
 
 }  // namespace
@@ -170,9 +283,12 @@ absl::Status AttentionPrefillRef(const AttentionParams& p) {
   const int tiles = (p.q_tokens + kQueryTile - 1) / kQueryTile;
   const int items = tiles * p.kv_heads;
   // Item i: query tiles from the last (it sees the most keys) to the first, KV heads within.
+  const bool bf16 = UsesBf16Tiles(p);
   const auto run_item = [&](int i, PrefillScratch& s) {
     const int t0 = (tiles - 1 - i / p.kv_heads) * kQueryTile;
-    return PrefillTile(p, i % p.kv_heads, t0, std::min(t0 + kQueryTile, p.q_tokens), s);
+    const int t1 = std::min(t0 + kQueryTile, p.q_tokens);
+    return bf16 ? PrefillTileBf16(p, i % p.kv_heads, t0, t1, s)
+                : PrefillTile(p, i % p.kv_heads, t0, t1, s);
   };
   long fmas = 0;  // Q.K^T and P.V over every visible key, roughly
   for (int h = 0; h < p.kv_heads; ++h) {
@@ -180,7 +296,7 @@ absl::Status AttentionPrefillRef(const AttentionParams& p) {
   }
   if (!TileSgemmRunsOnCaller() || items == 1 || KernelThreads() == 1 ||
       fmas < kParallelPrefillFmas) {
-    PrefillScratch& s = ThreadPrefillScratch(max_rows, p.head_dim);
+    PrefillScratch& s = ThreadPrefillScratch(max_rows, p.head_dim, bf16);
     for (int i = 0; i < items; ++i) {
       if (absl::Status status = run_item(i, s); !status.ok()) return status;
     }
@@ -191,7 +307,7 @@ absl::Status AttentionPrefillRef(const AttentionParams& p) {
   std::mutex mu;
   absl::Status first_error;
   ParallelFor(KernelThreads(), [&](int, int) {
-    PrefillScratch& s = ThreadPrefillScratch(max_rows, p.head_dim);
+    PrefillScratch& s = ThreadPrefillScratch(max_rows, p.head_dim, bf16);
     for (int i = next.fetch_add(1); i < items; i = next.fetch_add(1)) {
       if (absl::Status status = run_item(i, s); !status.ok()) {
         std::lock_guard<std::mutex> lock(mu);

@@ -72,6 +72,18 @@ struct V {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
   DAPQ_SIMD static void Store(float* p, Reg x) { _mm512_storeu_ps(p, x); }
+  // x (finite) rounded to bf16, to nearest even, still in fp32 lanes.
+  DAPQ_SIMD static Reg RoundBf16(Reg x) {
+    const __m512i b = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(~0xffff)));
+  }
+  // The bf16 halves of x's lanes (x bf16-exact, as RoundBf16 gives) to p[0..kWidth).
+  DAPQ_SIMD static void StoreBf16(uint16_t* p, Reg x) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(x), 16)));
+  }
   DAPQ_SIMD static Reg Fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   DAPQ_SIMD static Reg Add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
   DAPQ_SIMD static Reg Mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
@@ -142,6 +154,18 @@ struct V {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
   DAPQ_SIMD static void Store(float* p, Reg x) { _mm256_storeu_ps(p, x); }
+  // See the AVX-512 V.
+  DAPQ_SIMD static Reg RoundBf16(Reg x) {
+    const __m256i b = _mm256_castps_si256(x);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(~0xffff)));
+  }
+  DAPQ_SIMD static void StoreBf16(uint16_t* p, Reg x) {
+    const __m256i h = _mm256_srli_epi32(_mm256_castps_si256(x), 16);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm_packus_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+  }
   DAPQ_SIMD static Reg Fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
   DAPQ_SIMD static Reg Add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
   DAPQ_SIMD static Reg Mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
@@ -315,6 +339,23 @@ float ExpShiftedSum(float* x, int n, float shift) {
   for (int i = 0; i < n; ++i) {
     x[i] = std::exp(x[i] - shift);
     sum += x[i];
+  }
+  return sum;
+}
+
+float ExpShiftedSumBf16(const float* x, int n, float shift, uint16_t* out) {
+  switch (CpuIsa()) {
+    case Isa::kAvx512:
+      return avx512::ExpShiftedSumBf16V(x, n, shift, out);
+    case Isa::kAvx2:
+      return avx2::ExpShiftedSumBf16V(x, n, shift, out);
+    default:
+      break;
+  }
+  float sum = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    out[i] = FloatToBf16(std::exp(x[i] - shift));
+    sum += Bf16ToFloat(out[i]);
   }
   return sum;
 }

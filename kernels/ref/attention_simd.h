@@ -51,6 +51,9 @@ inline constexpr int kDecodeChunkSlots = 1024;
 
 // x[i] = exp(x[i] - shift) for i < n; returns their sum (x[i] - shift <= 0 expected: a row max).
 float ExpShiftedSum(float* x, int n, float shift);
+// ExpShiftedSum for a bf16 P: out[i] = bf16(exp(x[i] - shift)) for i < n (to nearest even);
+// returns the sum of the rounded values, so that weights and their sum agree. x is unchanged.
+float ExpShiftedSumBf16(const float* x, int n, float shift, uint16_t* out);
 // The largest of x[0..n) (n >= 1).
 float RowMax(const float* x, int n);
 

@@ -12,6 +12,9 @@
 #ifndef DAPQ_KERNELS_REF_BF16_MATMUL_H_
 #define DAPQ_KERNELS_REF_BF16_MATMUL_H_
 
+#include <cstdint>
+
+#include "absl/status/status.h"
 #include "kernels/gemm.h"
 
 namespace dapq::kernels::ref {
@@ -19,6 +22,16 @@ namespace dapq::kernels::ref {
 // Runs p (b_dtype kBF16, trans_b, alpha 1, beta 0) when oneDNN is built in; false otherwise
 // (nothing written).
 bool Bf16Matmul(const GemmParams& p);
+
+// Tiles of work its caller has already split over the kernel threads (prefill attention over a
+// bf16 cache, AttentionParams::round_to_kv_dtype): C[m, n] = alpha * A[m, k] . op(B), plus C
+// when `accumulate`; A and B bf16 row-major, op(B) = B[n, k]^T when trans_b, else B[k, n]; C
+// fp32. Runs on the calling thread alone (a one-thread OpenMP team), so a product's bits do not
+// depend on the thread count. One primitive per distinct shape: callers keep their shapes few
+// (padding). UnimplementedError without oneDNN (HaveTileGemmBf16() says which).
+absl::Status TileGemmBf16(bool trans_b, int m, int n, int k, float alpha, const uint16_t* a,
+                          int lda, const uint16_t* b, int ldb, bool accumulate, float* c, int ldc);
+bool HaveTileGemmBf16();
 
 // "onednn <version>" or "none": what Bf16Matmul runs on.
 const char* Bf16MatmulBackend();

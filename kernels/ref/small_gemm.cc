@@ -2,7 +2,9 @@
 // SmallGemm: register tiles of R weight rows x M activation rows (AVX-512: 4 x 6 accumulators;
 // AVX2: 4 x 2), k streamed in vector steps with a zero-padded tail, one horizontal sum per
 // output; weight-row tiles split over the kernel threads. Weights are fp32 or bf16 (widened in
-// registers: a shift into the upper half of each lane).
+// registers). AVX-512 widens bf16 without a shuffle: one 64-byte load of 32 weights gives the
+// even-indexed ones (a shift into the upper half of each lane) and the odd-indexed ones (a mask),
+// against activations split the same way once per call (DeinterleavedActivations).
 #include "kernels/ref/small_gemm.h"
 
 #include <immintrin.h>
@@ -13,6 +15,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/ref/cpu_isa.h"
 #include "kernels/ref/parallel_for.h"
@@ -45,6 +49,40 @@ __attribute__((target("avx512f"))) inline __m512 LoadTail512(const T* p, int n) 
   return Load512(buf);
 }
 
+// bf16 steps of 32 weights: the even-indexed weights of a 64-byte load against the first 16
+// activations of the step's de-interleaved block, then the odd-indexed ones against the rest.
+template <int R, int M>
+__attribute__((target("avx512f"))) inline int PairSteps512(const float* a, long lda,
+                                                           const uint16_t* b, long ldb, int k,
+                                                           __m512 (&acc)[R][M]) {
+  const __m512i odd_mask = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  int kk = 0;
+  for (; kk + 32 <= k; kk += 32) {
+    __m512i raw[R];
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(b + r * ldb + kk) + kPrefetchBytes, _MM_HINT_T0);
+      raw[r] = _mm512_loadu_si512(b + r * ldb + kk);
+    }
+    for (int i = 0; i < M; ++i) {
+      const __m512 x = _mm512_loadu_ps(a + i * lda + kk);
+      for (int r = 0; r < R; ++r) {
+        const __m512 w = _mm512_castsi512_ps(_mm512_slli_epi32(raw[r], 16));
+        acc[r][i] = _mm512_fmadd_ps(w, x, acc[r][i]);
+      }
+    }
+    for (int i = 0; i < M; ++i) {
+      const __m512 x = _mm512_loadu_ps(a + i * lda + kk + 16);
+      for (int r = 0; r < R; ++r) {
+        const __m512 w = _mm512_castsi512_ps(_mm512_and_si512(raw[r], odd_mask));
+        acc[r][i] = _mm512_fmadd_ps(w, x, acc[r][i]);
+      }
+    }
+  }
+  return kk;
+}
+
+// `a` holds the activations as Tile512 reads them: for bf16 weights, de-interleaved in blocks of
+// 32 (DeinterleavedActivations), the k % 32 tail as it is.
 template <int R, int M, typename T>
 __attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const T* b, long ldb,
                                                 int k, float* c, long ldc) {
@@ -53,6 +91,7 @@ __attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const 
     for (int i = 0; i < M; ++i) acc[r][i] = _mm512_setzero_ps();
   }
   int kk = 0;
+  if constexpr (std::is_same_v<T, uint16_t>) kk = PairSteps512<R, M>(a, lda, b, ldb, k, acc);
   for (; kk + 16 <= k; kk += 16) {
     __m512 w[R];
     // One prefetch per 64-byte line: every step for fp32, every other one for bf16.
@@ -179,6 +218,27 @@ __attribute__((target("avx2,fma"))) void Rows256(const GemmParams& p, const T* w
   }
 }
 
+// The rows of A as the AVX-512 bf16 tiles read them: each block of 32 activations as its 16
+// even-indexed then its 16 odd-indexed elements, the k % 32 tail unchanged; row stride k. In the
+// calling thread's buffer, valid until its next call.
+const float* DeinterleavedActivations(const GemmParams& p) {
+  thread_local std::vector<float> out;
+  out.resize(static_cast<size_t>(p.m) * p.k);
+  for (int i = 0; i < p.m; ++i) {
+    const float* row = p.a + static_cast<long>(i) * p.lda;
+    float* dst = out.data() + static_cast<size_t>(i) * p.k;
+    int kk = 0;
+    for (; kk + 32 <= p.k; kk += 32) {
+      for (int j = 0; j < 16; ++j) {
+        dst[kk + j] = row[kk + 2 * j];
+        dst[kk + 16 + j] = row[kk + 2 * j + 1];
+      }
+    }
+    std::copy(row + kk, row + p.k, dst + kk);
+  }
+  return out.data();
+}
+
 // Weight rows [n0, n1): tiles of eight (AVX-512, m <= 2: more weight rows streaming at once,
 // which a decode step needs to reach the memory bandwidth), of four, then single rows.
 template <typename T>
@@ -204,10 +264,15 @@ bool SmallGemm(const GemmParams& p) {
     return false;
   }
   const int tiles = (p.n + 3) / 4;
+  GemmParams bf16_params = p;
+  if (p.b_dtype == DType::kBF16 && isa == Isa::kAvx512) {
+    bf16_params.a = DeinterleavedActivations(p);
+    bf16_params.lda = p.k;
+  }
   const auto run = [&](int t0, int t1) {
     const int n0 = t0 * 4, n1 = std::min(p.n, t1 * 4);
     if (p.b_dtype == DType::kBF16) {
-      RunRows(isa, p, p.b_bf16, n0, n1);
+      RunRows(isa, bf16_params, p.b_bf16, n0, n1);
     } else {
       RunRows(isa, p, p.b, n0, n1);
     }

@@ -91,9 +91,9 @@ const Shape kPagedShapes[] = {
 };
 
 // One paged prefill of `shape` in `dtype` on both backends. With round_to_kv_dtype the queries
-// are rounded to the pool's type first (both sides read the same ones: the CPU kernel is exact
-// either way) and the GPU may run the tensor-core kernel, so TensorCoreBound is added where it
-// does.
+// are rounded to the pool's type first (both sides read the same ones; the CPU runs without
+// the flag, exactly) and the GPU may run the tensor-core kernel, so TensorCoreBound is added where
+// it does.
 void CheckPagedPrefill(const Shape& shape, DType dtype, bool round_to_kv_dtype) {
   const uint64_t seed = shape.q_tokens * 7919ull + shape.prefix * 31ull + shape.head_dim +
                         static_cast<uint64_t>(dtype);
@@ -150,13 +150,13 @@ void CheckPagedPrefill(const Shape& shape, DType dtype, bool round_to_kv_dtype) 
   p.blocks_per_head = blocks_per_head;
   p.out = out.data();
   p.out_stride = stride;
-  p.round_to_kv_dtype = round_to_kv_dtype;
-  const absl::Status cpu = AttentionPrefill(p);
+  const absl::Status cpu = AttentionPrefill(p);  // exact: the reference for both cases
   ASSERT_TRUE(cpu.ok()) << cpu;
 
   DeviceBuffer dq(q), dout(std::vector<float>(out.size(), kSentinel)), dlens(lens, 0),
       dtable(table, 0), dpool(pool, 0);
   AttentionParams g = p;
+  g.round_to_kv_dtype = round_to_kv_dtype;
   g.q = dq.get();
   g.kv_lens = dlens.as<int32_t>();
   g.block_table = dtable.as<int32_t>();
@@ -229,6 +229,7 @@ TEST(KernelsParityTest, AttentionPrefillContiguous) {
 
   DeviceBuffer dq(q), dk(k), dv(v), dout(std::vector<float>(out.size(), kSentinel)), dlens(lens, 0);
   AttentionParams g = p;
+  g.round_to_kv_dtype = round_to_kv_dtype;
   g.q = dq.get();
   g.k = dk.get();
   g.v = dv.get();
