@@ -58,8 +58,8 @@ struct AttentionParams {
   // Prefill may round the queries and the softmax weights to the pool's 16-bit type and
   // multiply them with fp32 accumulation: on the CUDA backend on tensor cores (paged bf16 or
   // fp16 pools, head_dim <= 128; kernels/cuda/attention_prefill_tc.cu), on the CPU in oneDNN's
-  // bf16 GEMMs (paged bf16 pools, oneDNN built in; kernels/ref/attention_ref.cc). Each output
-  // then moves by at most 2 units of that type's rounding (2^-8 bf16, 2^-11 fp16; fp16 adds
+  // bf16 GEMMs (paged bf16 pools, oneDNN and AVX512-BF16; kernels/ref/attention_ref.cc). Each
+  // output then moves by at most 2 units of that type's rounding (2^-8 bf16, 2^-11 fp16; fp16 adds
   // 2^-25 per visible slot, for weights below its normal range) of max |v| beyond the exact
   // kernels' result for the rounded queries. Otherwise arithmetic is exact fp32; decode ignores
   // the flag.

@@ -460,7 +460,8 @@ absl::Status RankModel::SliceAttention(int layer, int row0, int ms, KvCache& cac
   ap.out = static_cast<float*>(att_.data()) + static_cast<size_t>(row0) * q_dim;
   ap.out_stride = q_dim;
   // A 16-bit cache's precision is the one chosen: prefill may round the queries and the softmax
-  // weights to it (tensor cores on the CUDA backend; the CPU kernels stay exact).
+  // weights to it (tensor cores on the CUDA backend, oneDNN bf16 GEMMs for a bf16 cache on the
+  // CPU); decode stays exact.
   ap.round_to_kv_dtype = true;
   return ms == 1 ? kernels::AttentionDecode(ap, stream) : kernels::AttentionPrefill(ap, stream);
 }

@@ -12,10 +12,10 @@
 // (query token, KV head) pairs split over the kernel threads; when there are fewer pairs than
 // threads and the cache is long (a 1M-token sequence on one rank), each pair's cache is split
 // too (flash-decoding), the parts combined through their log-sum-exp.
-// With AttentionParams::round_to_kv_dtype over a paged bf16 pool (the engine's bf16 cache),
-// prefill rounds the queries and softmax weights to bf16 and multiplies in oneDNN bf16 GEMMs
-// (PrefillTileBf16), the CUDA tensor-core kernel's arithmetic and error bound; every other
-// case is exact fp32.
+// With AttentionParams::round_to_kv_dtype over a paged bf16 pool (the engine's bf16 cache), on
+// a CPU with AVX512-BF16 and oneDNN built in, prefill rounds the queries and softmax weights to
+// bf16 and multiplies in oneDNN bf16 GEMMs (PrefillTileBf16), the CUDA tensor-core kernel's
+// arithmetic and error bound; every other case is exact fp32.
 // Paged K/V (AttentionParams::block_table): prefill gathers block by block into the same
 // contiguous key tiles (a range inside one fp32 block is read in place; bf16 and fp16 rows are
 // widened into the tile), so its GEMMs and results are bit-identical to the contiguous layout;

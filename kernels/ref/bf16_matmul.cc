@@ -40,6 +40,13 @@ constexpr int kRowBucket = 64;
 // BF16 machine (bench/README.md); each piece reads the weights again, a few ms per 100 GFLOP.
 constexpr int kMaxRowsPerCall = 256;
 
+// oneDNN multiplies bf16 natively only with AVX512-BF16 (or AMX); on other CPUs its bf16 matmul
+// falls back to emulated or reference code, slower than the callers' fp32 paths.
+bool NativeBf16() {
+  static const bool has = __builtin_cpu_supports("avx512bf16");
+  return has;
+}
+
 dnnl::engine& Engine() {
   static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
   return *engine;
@@ -113,7 +120,10 @@ void Execute(const MatmulShape& shape, const uint16_t* a, const uint16_t* b, flo
 }  // namespace
 
 bool Bf16Matmul(const GemmParams& p) {
-  if (p.b_dtype != DType::kBF16 || !p.trans_b || p.alpha != 1.0f || p.beta != 0.0f) return false;
+  if (!NativeBf16() || p.b_dtype != DType::kBF16 || !p.trans_b || p.alpha != 1.0f ||
+      p.beta != 0.0f) {
+    return false;
+  }
   thread_local std::vector<uint16_t> a16;
   thread_local std::vector<float> c_rows;  // C of a rounded-up m
   // oneDNN's OpenMP team for this thread: its share of the kernel threads (cpu_threads.h).
@@ -160,9 +170,10 @@ absl::Status TileGemmBf16(bool trans_b, int m, int n, int k, float alpha, const 
   return absl::OkStatus();
 }
 
-bool HaveTileGemmBf16() { return true; }
+bool HaveTileGemmBf16() { return NativeBf16(); }
 
 const char* Bf16MatmulBackend() {
+  if (!NativeBf16()) return "none";
   static const std::string name = [] {
     const dnnl_version_t* v = dnnl_version();
     return "onednn " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +

@@ -229,7 +229,6 @@ TEST(KernelsParityTest, AttentionPrefillContiguous) {
 
   DeviceBuffer dq(q), dk(k), dv(v), dout(std::vector<float>(out.size(), kSentinel)), dlens(lens, 0);
   AttentionParams g = p;
-  g.round_to_kv_dtype = round_to_kv_dtype;
   g.q = dq.get();
   g.k = dk.get();
   g.v = dv.get();
