@@ -399,13 +399,11 @@ void BM_AttentionPrefillPaged(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   RunAttentionPrefill(state, PagedAttentionInputs(n, n, state.range(1) != 0));
 }
-BENCHMARK(BM_AttentionPrefill)
-    ->ArgName("tokens")
-    ->Arg(512)
-    ->Arg(2048)
-    ->Arg(8192)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+// Prompt lengths of the contiguous and the bf16 prefill attention benchmarks.
+void PrefillTokens(benchmark::internal::Benchmark* b) {
+  b->ArgName("tokens")->Arg(512)->Arg(2048)->Arg(8192);
+}
+BENCHMARK(BM_AttentionPrefill)->Apply(PrefillTokens)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AttentionPrefillPaged)
     ->ArgNames({"tokens", "shuffled"})
     ->ArgsProduct({{512, 2048}, {0, 1}})
@@ -420,10 +418,7 @@ void BM_AttentionPrefillPagedBf16(benchmark::State& state) {
   RunAttentionPrefill(state, in);
 }
 BENCHMARK(BM_AttentionPrefillPagedBf16)
-    ->ArgName("tokens")
-    ->Arg(512)
-    ->Arg(2048)
-    ->Arg(8192)
+    ->Apply(PrefillTokens)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

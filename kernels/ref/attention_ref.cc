@@ -52,6 +52,21 @@ constexpr long kParallelDecodeFmas = 1L << 18;
 constexpr int kMinSplitSlots = 4096;
 constexpr int kSplitUnit = 1024;
 
+// Calls f(element offset in the pool, n) for each run of n slots of [begin, begin + count) that
+// lies in one block of KV head kv_head's table, in slot order: the run's keys (or values) are
+// n * head_dim contiguous elements there.
+template <typename F>
+void ForEachBlockRun(const AttentionParams& p, int kv_head, int begin, int count, F&& f) {
+  const int32_t* table = p.block_table + static_cast<long>(kv_head) * p.blocks_per_head;
+  const int tpb = p.tokens_per_block;
+  for (int s = begin; s < begin + count;) {
+    const int in_block = s % tpb;
+    const int n = std::min(tpb - in_block, begin + count - s);
+    f(PagedBlockRow(table[s / tpb], in_block, p.block_stride, p.head_dim), n);
+    s += n;
+  }
+}
+
 // Slots [begin, begin + count) of KV head kv_head's keys (values when `values`) as a contiguous
 // [count, head_dim] array: in the slab, in the one block holding them all, or gathered from the
 // head's block table into `scratch`.
@@ -77,13 +92,10 @@ const float* KvRows(const AttentionParams& p, int kv_head, bool values, int begi
   if (scratch.size() < static_cast<size_t>(count) * d)
     scratch.resize(static_cast<size_t>(count) * d);
   float* dst = scratch.data();
-  for (int s = begin; s < begin + count;) {
-    const int in_block = s % tpb;
-    const int n = std::min(tpb - in_block, begin + count - s);
-    ConvertToFloat(p.kv_dtype, at(s / tpb, in_block), dst, n * d);
+  ForEachBlockRun(p, kv_head, begin, count, [&](long offset, int n) {
+    ConvertToFloat(p.kv_dtype, pool + offset * elem, dst, n * d);
     dst += n * d;
-    s += n;
-  }
+  });
   return scratch.data();
 }
 
@@ -93,18 +105,12 @@ const float* KvRows(const AttentionParams& p, int kv_head, bool values, int begi
 void GatherBf16Rows(const AttentionParams& p, int kv_head, bool values, int begin, int count,
                     int padded, uint16_t* dst) {
   const long d = p.head_dim;
-  const int32_t* table = p.block_table + static_cast<long>(kv_head) * p.blocks_per_head;
   const auto* pool = static_cast<const uint16_t*>(values ? p.v_pool : p.k_pool);
-  const int tpb = p.tokens_per_block;
   uint16_t* out = dst;
-  for (int s = begin; s < begin + count;) {
-    const int in_block = s % tpb;
-    const int n = std::min(tpb - in_block, begin + count - s);
-    const uint16_t* src = pool + PagedBlockRow(table[s / tpb], in_block, p.block_stride, d);
-    out = std::copy(src, src + n * d, out);
-    s += n;
-  }
-  std::fill(out, dst + static_cast<long>(padded) * d, uint16_t{0});
+  ForEachBlockRun(p, kv_head, begin, count, [&](long offset, int n) {
+    out = std::copy(pool + offset, pool + offset + n * d, out);
+  });
+  std::fill(out, dst + padded * d, uint16_t{0});
 }
 
 struct PrefillScratch {
@@ -133,6 +139,19 @@ PrefillScratch& ThreadPrefillScratch(size_t max_rows, int head_dim, bool bf16) {
   s.row_max.resize(max_rows);
   s.row_sum.resize(max_rows);
   return s;
+}
+
+// Folds a key tile into stacked row r's running statistics (online softmax): new_max is the
+// row's maximum over the tiles so far and tile_sum the tile's exponentials against it; the sum
+// and the output so far are scaled down when the maximum rose.
+void FoldRow(PrefillScratch& s, int r, int d, float new_max, float tile_sum) {
+  const float correction = std::exp(s.row_max[r] - new_max);  // exp(-inf) = 0 on the first tile
+  s.row_sum[r] = s.row_sum[r] * correction + tile_sum;
+  s.row_max[r] = new_max;
+  if (correction != 1.0f) {
+    float* arow = s.acc.data() + static_cast<long>(r) * d;
+    for (int i = 0; i < d; ++i) arow[i] *= correction;
+  }
 }
 
 // The tile's stacked rows, normalised, to their tokens' and heads' places in p.out.
@@ -186,15 +205,9 @@ absl::Status PrefillTile(const AttentionParams& p, int kv_head, int t0, int t1, 
         continue;
       }
       const float new_max = std::max(s.row_max[r], RowMax(srow, visible));
-      const float correction = std::exp(s.row_max[r] - new_max);  // exp(-inf) = 0 on first tile
       const float sum = ExpShiftedSum(srow, visible, new_max);
       std::fill(srow + visible, srow + cols, 0.0f);
-      s.row_sum[r] = s.row_sum[r] * correction + sum;
-      s.row_max[r] = new_max;
-      if (correction != 1.0f) {
-        float* arow = s.acc.data() + static_cast<long>(r) * d;
-        for (int i = 0; i < d; ++i) arow[i] *= correction;
-      }
+      FoldRow(s, r, d, new_max, sum);
     }
     status = TileSgemm(false, rows, d, cols, 1.0f, s.scores.data(), kKeyTile, v, d, 1.0f,
                        s.acc.data(), d);
@@ -252,14 +265,7 @@ absl::Status PrefillTileBf16(const AttentionParams& p, int kv_head, int t0, int 
       std::fill(prow + visible, prow + gemm_cols, uint16_t{0});
       if (visible == 0) continue;
       const float new_max = std::max(s.row_max[r], RowMax(srow, visible));
-      const float correction = std::exp(s.row_max[r] - new_max);
-      const float sum = ExpShiftedSumBf16(srow, visible, new_max, prow);
-      s.row_sum[r] = s.row_sum[r] * correction + sum;
-      s.row_max[r] = new_max;
-      if (correction != 1.0f) {
-        float* arow = s.acc.data() + static_cast<long>(r) * d;
-        for (int i = 0; i < d; ++i) arow[i] *= correction;
-      }
+      FoldRow(s, r, d, new_max, ExpShiftedSumBf16(srow, visible, new_max, prow));
     }
     status = TileGemmBf16(false, gemm_rows, d, gemm_cols, 1.0f, s.p16.data(), kKeyTile,
                           s.v16.data(), d, true, s.acc.data(), d);

@@ -5,10 +5,16 @@
 // fall back to types.h's scalar conversions, which define the results.
 #include <immintrin.h>
 
+// GCC 12's AVX-512 intrinsics headers warn about their own _mm512_undefined_* placeholders
+// wherever they inline (GCC bug 105593); nothing in this file is uninitialised.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 #include <cstdint>
 #include <cstring>
 
 #include "kernels/convert.h"
+#include "kernels/ref/cpu_isa.h"
 
 namespace dapq::kernels {
 namespace {
@@ -40,11 +46,6 @@ void Bf16ToFloatRow(const uint16_t* src, float* dst, long n) {
   for (long i = 0; i < n; ++i) dst[i] = Bf16ToFloat(src[i]);
 }
 
-bool HasAvx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
-
 // types.h's FloatToBf16 on 16 lanes: round to nearest even, NaN kept quiet.
 __attribute__((target("avx512f"))) void FloatToBf16Avx512(const float* src, uint16_t* dst, long n) {
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
@@ -64,7 +65,7 @@ __attribute__((target("avx512f"))) void FloatToBf16Avx512(const float* src, uint
 }
 
 void FloatToBf16Row(const float* src, uint16_t* dst, long n) {
-  if (HasAvx512()) return FloatToBf16Avx512(src, dst, n);
+  if (ref::CpuIsa() == ref::Isa::kAvx512) return FloatToBf16Avx512(src, dst, n);
   for (long i = 0; i < n; ++i) dst[i] = FloatToBf16(src[i]);
 }
 
