@@ -43,6 +43,7 @@ constexpr int kQHeads = 32;
 constexpr int kKvHeads = 8;
 constexpr int kHeadDim = 128;
 constexpr int kFfn = 14336;
+constexpr int kVocab = 128256;  // the classifier: half the weight bytes a decode step reads
 constexpr size_t kMemcpyBytes = size_t{256} << 20;
 
 // Stops the benchmark with the status message; returns false when `s` is not OK.
@@ -123,8 +124,9 @@ BENCHMARK(BM_Gemm)
     ->UseRealTime();
 
 // bf16 weights through the kernel API: the small-m kernel (rows widened in registers) at the
-// decode sizes, m <= 64 (weight_B/s counts the bf16 bytes); m = 512 and 2048 are oneDNN's bf16
-// matmul (in pieces of 256 rows: kernels/ref/bf16_matmul.cc), the bf16 GEMM limit.
+// decode sizes, m <= 64 (weight_B/s counts the bf16 bytes; m = 1 also at the classifier's shape);
+// m = 512 and 2048 are oneDNN's bf16 matmul (in pieces of 256 rows: kernels/ref/bf16_matmul.cc),
+// the bf16 GEMM limit.
 void BM_GemmBf16(benchmark::State& state) {
   LinearInputs in(state);
   const size_t count = static_cast<size_t>(in.n) * in.k;
@@ -140,6 +142,7 @@ BENCHMARK(BM_GemmBf16)
     ->ArgNames({"m", "n", "k"})
     ->ArgsProduct({{1, 4, 16, 64, 512, 2048}, {kFfn}, {kDim}})
     ->ArgsProduct({{1, 4, 16, 64, 512, 2048}, {kDim}, {kFfn}})
+    ->ArgsProduct({{1}, {kVocab}, {kDim}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
