@@ -1,10 +1,11 @@
 // File: kernels/ref/small_gemm.cc
 // SmallGemm: register tiles of R weight rows x M activation rows (AVX-512: 4 x 6 accumulators;
 // AVX2: 4 x 2), k streamed in vector steps with a zero-padded tail, one horizontal sum per
-// output; weight-row tiles split over the kernel threads. Weights are fp32 or bf16 (widened in
-// registers). AVX-512 widens bf16 without a shuffle: one 64-byte load of 32 weights gives the
-// even-indexed ones (a shift into the upper half of each lane) and the odd-indexed ones (a mask),
-// against activations split the same way once per call (DeinterleavedActivations).
+// output; weight-row tiles split over the kernel threads (at m <= 2, four long sequential
+// streams per thread: RunRows). Weights are fp32 or bf16 (widened in registers). AVX-512 widens
+// bf16 without a shuffle: one 64-byte load of 32 weights gives the even-indexed ones (a shift into
+// the upper half of each lane) and the odd-indexed ones (a mask), against activations split the
+// same way once per call (DeinterleavedActivations).
 #include "kernels/ref/small_gemm.h"
 
 #include <immintrin.h>
@@ -33,15 +34,15 @@ constexpr long kParallelFmas = 1L << 20;
 // end, or past the matrix, is harmless).
 constexpr int kPrefetchBytes = 2048;
 
-// The line a tile of R bf16 weight rows requests while it reads element kk of row r:
-// kPrefetchBytes further along the row or, within the row's last kPrefetchBytes, as far into the
-// same row of the next tile, so that a tile starts with its first lines on their way (a decode's
+// The line a bf16 weight row requests while its tile reads element kk: kPrefetchBytes further
+// along the row or, within the row's last kPrefetchBytes, as far into the same row of the next
+// tile (`next` elements on), so that a tile starts with its first lines on their way (a decode's
 // rows of 4096 bf16 weights are 8 KiB: a quarter of each would otherwise start cold). fp32 rows
-// prefetch within the row only: chaining their tiles measured 12-17% slower (bench/README.md).
-template <int R>
-inline const char* PrefetchLine(const uint16_t* b, long ldb, int k, int r, int kk) {
+// prefetch kPrefetchBytes ahead in memory, which in a decode's tiles (RunRows) is the next row of
+// the same stream; in tiles of consecutive rows, chaining them measured 12-17% slower.
+inline const char* PrefetchLine(const uint16_t* b, long ldb, long next, int k, int r, int kk) {
   const int at = kk + kPrefetchBytes / static_cast<int>(sizeof(uint16_t));
-  return reinterpret_cast<const char*>(at < k ? b + r * ldb + at : b + (r + R) * ldb + (at - k));
+  return reinterpret_cast<const char*>(at < k ? b + r * ldb + at : b + r * ldb + next + (at - k));
 }
 
 // 16 weights widened to fp32: loaded as they are (fp32) or shifted into the upper half (bf16).
@@ -64,14 +65,14 @@ __attribute__((target("avx512f"))) inline __m512 LoadTail512(const T* p, int n) 
 // activations of the step's de-interleaved block, then the odd-indexed ones against the rest.
 template <int R, int M>
 __attribute__((target("avx512f"))) inline int PairSteps512(const float* a, long lda,
-                                                           const uint16_t* b, long ldb, int k,
-                                                           __m512 (&acc)[R][M]) {
+                                                           const uint16_t* b, long ldb, long next,
+                                                           int k, __m512 (&acc)[R][M]) {
   const __m512i odd_mask = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   int kk = 0;
   for (; kk + 32 <= k; kk += 32) {
     __m512i raw[R];
     for (int r = 0; r < R; ++r) {
-      _mm_prefetch(PrefetchLine<R>(b, ldb, k, r, kk), _MM_HINT_T0);
+      _mm_prefetch(PrefetchLine(b, ldb, next, k, r, kk), _MM_HINT_T0);
       raw[r] = _mm512_loadu_si512(b + r * ldb + kk);
     }
     for (int i = 0; i < M; ++i) {
@@ -96,13 +97,13 @@ __attribute__((target("avx512f"))) inline int PairSteps512(const float* a, long 
 // 32 (DeinterleavedActivations), the k % 32 tail as it is.
 template <int R, int M, typename T>
 __attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const T* b, long ldb,
-                                                int k, float* c, long ldc) {
+                                                long next, int k, float* c, long ldc, int c_step) {
   __m512 acc[R][M];
   for (int r = 0; r < R; ++r) {
     for (int i = 0; i < M; ++i) acc[r][i] = _mm512_setzero_ps();
   }
   int kk = 0;
-  if constexpr (std::is_same_v<T, uint16_t>) kk = PairSteps512<R, M>(a, lda, b, ldb, k, acc);
+  if constexpr (std::is_same_v<T, uint16_t>) kk = PairSteps512<R, M>(a, lda, b, ldb, next, k, acc);
   for (; kk + 16 <= k; kk += 16) {
     __m512 w[R];
     // One prefetch per 64-byte line: every step for fp32, every other one for bf16.
@@ -127,35 +128,40 @@ __attribute__((target("avx512f"))) void Tile512(const float* a, long lda, const 
     }
   }
   for (int r = 0; r < R; ++r) {
-    for (int i = 0; i < M; ++i) c[i * ldc + r] = _mm512_reduce_add_ps(acc[r][i]);
+    for (int i = 0; i < M; ++i) c[i * ldc + r * c_step] = _mm512_reduce_add_ps(acc[r][i]);
   }
 }
 
+// Tiles of R weight rows starting at row n, row_step rows apart (outputs likewise), against all m
+// activation rows, kM at a time.
 template <int R, typename T>
-__attribute__((target("avx512f"))) void Rows512(const GemmParams& p, const T* weights, int n) {
+__attribute__((target("avx512f"))) void Rows512(const GemmParams& p, const T* weights, int n,
+                                                int row_step = 1) {
   constexpr int kM = 6;
   const T* b = weights + static_cast<long>(n) * p.ldb;
+  const long ldb = p.ldb * row_step;                    // between the tile's rows
+  const long next = row_step == 1 ? R * p.ldb : p.ldb;  // to the same row of the next tile
   for (int i0 = 0; i0 < p.m; i0 += kM) {
     const float* a = p.a + static_cast<long>(i0) * p.lda;
     float* c = p.c + static_cast<long>(i0) * p.ldc + n;
     switch (std::min(kM, p.m - i0)) {
       case 1:
-        Tile512<R, 1, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 1, T>(a, p.lda, b, ldb, next, p.k, c, p.ldc, row_step);
         break;
       case 2:
-        Tile512<R, 2, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 2, T>(a, p.lda, b, ldb, next, p.k, c, p.ldc, row_step);
         break;
       case 3:
-        Tile512<R, 3, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 3, T>(a, p.lda, b, ldb, next, p.k, c, p.ldc, row_step);
         break;
       case 4:
-        Tile512<R, 4, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 4, T>(a, p.lda, b, ldb, next, p.k, c, p.ldc, row_step);
         break;
       case 5:
-        Tile512<R, 5, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 5, T>(a, p.lda, b, ldb, next, p.k, c, p.ldc, row_step);
         break;
       default:
-        Tile512<R, 6, T>(a, p.lda, b, p.ldb, p.k, c, p.ldc);
+        Tile512<R, 6, T>(a, p.lda, b, ldb, next, p.k, c, p.ldc, row_step);
         break;
     }
   }
@@ -250,16 +256,20 @@ const float* DeinterleavedActivations(const GemmParams& p) {
   return out.data();
 }
 
-// Weight rows [n0, n1): tiles of eight (AVX-512 fp32, m <= 2: more weight rows streaming at
-// once, which an fp32 decode step needs to reach the memory bandwidth), of four, then single
-// rows. bf16 rows, half as long and chained by their prefetches, read faster four at a time:
-// fewer streams interleaved, and an engine bf16 decode step +7% median in 11 pairs against tiles
-// of eight (fp32 tiles of four lost 3 of 4 pairs; bench/README.md).
+// Weight rows [n0, n1). AVX-512 at m <= 2 (decode): four streams, each a contiguous quarter of
+// the range; tile t holds rows n0 + t, n0 + q + t, n0 + 2q + t and n0 + 3q + t (q a quarter), so
+// each of its rows starts where the previous tile's row ended, and a row's prefetches run on into
+// the next one: four long sequential reads per thread. A standalone read test read 71-78 GB/s
+// that way against 54-61 for one address-order stream and 52-58 for tiles of consecutive rows;
+// an engine decode step ran +15% (bf16, 5 of 5 pairs) and +15-25% (fp32, 4 of 4) against tiles
+// of consecutive rows (bench/README.md). Then (and otherwise) tiles of four, then single rows.
 template <typename T>
 void RunRows(Isa isa, const GemmParams& p, const T* weights, int n0, int n1) {
   int n = n0;
-  if (isa == Isa::kAvx512 && p.m <= 2 && std::is_same_v<T, float>) {
-    for (; n + 8 <= n1; n += 8) Rows512<8>(p, weights, n);
+  if (isa == Isa::kAvx512 && p.m <= 2) {
+    const int quarter = (n1 - n0) / 4;
+    for (int t = 0; t < quarter; ++t) Rows512<4>(p, weights, n0 + t, quarter);
+    n = n0 + 4 * quarter;
   }
   for (; n + 4 <= n1; n += 4) {
     isa == Isa::kAvx512 ? Rows512<4>(p, weights, n) : Rows256<4>(p, weights, n);
