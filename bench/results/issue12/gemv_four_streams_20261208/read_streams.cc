@@ -1,9 +1,10 @@
-// File: bench/results/issue12/gemv_four_streams_20261207/read_streams.cc
-// A standalone read-pattern experiment (not part of the build), ../gemv_bf16_four_rows_20261207/
-// read_pattern.cc with two more arguments: "seq" >= 2 reads S contiguous parts of each thread's
-// half interleaved line by line (S long sequential streams), B the bytes read from one row of a
-// tile before the next (bursts). Build: g++ -O2 -march=x86-64-v4 -pthread read_streams.cc.
-// Args: seq R L D chain hint B.
+// File: bench/results/issue12/gemv_four_streams_20261208/read_streams.cc
+// A standalone read-pattern experiment (not part of the build): 2 threads each read half of a
+// 1 GiB buffer (2 MiB pages): seq = 1 in address order; seq = S >= 2 as S contiguous parts of the
+// half read line by line in turn; seq = 0 as a decode GEMV does, tiles of R rows of L bytes with a
+// software prefetch D bytes ahead (chained into the next tile or not; hint 0-3 = T0, T1, T2, NTA),
+// B bytes of one row before the next (B = 64: line by line).
+// Build: g++ -O2 -march=x86-64-v4 -pthread read_streams.cc. Args: seq R L D chain hint B.
 #include <immintrin.h>
 #include <sys/mman.h>
 
