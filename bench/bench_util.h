@@ -90,17 +90,24 @@ inline double MemcpyBandwidth(size_t bytes, int threads, int repeats) {
   return best;
 }
 
-// Sum of p[0, n) with 16 independent accumulators, so the loop vectorises without -ffast-math
-// and is limited by the loads, not by the add latency.
+// Sum of p[0, n), read as four contiguous quarters at once (four sequential streams, which this
+// kind of machine serves faster than one: 71-78 against 54-61 GB/s here, bench/README.md), with
+// 16 independent accumulators per stream, so the loop vectorises without -ffast-math and is
+// limited by the loads, not by the add latency.
 inline float SumFloats(const float* p, size_t n) {
-  float acc[16] = {};
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) acc[j] += p[i + j];
+  constexpr int kStreams = 4;
+  const size_t part = n / kStreams / 16 * 16;
+  float acc[kStreams][16] = {};
+  for (size_t i = 0; i < part; i += 16) {
+    for (int s = 0; s < kStreams; ++s) {
+      for (int j = 0; j < 16; ++j) acc[s][j] += p[s * part + i + j];
+    }
   }
   float sum = 0.0f;
-  for (; i < n; ++i) sum += p[i];
-  for (float a : acc) sum += a;
+  for (size_t i = kStreams * part; i < n; ++i) sum += p[i];
+  for (const auto& stream : acc) {
+    for (float a : stream) sum += a;
+  }
   return sum;
 }
 

@@ -6,7 +6,7 @@
 //    attention);
 //  - BM_Memcpy: a 256 MiB memcpy on 1 and 2 threads (the memory-bandwidth limit for GEMV,
 //    RmsNorm, Rope, Softmax, SwiGlu and decode attention); BM_MemRead, a read-only sum over
-//    256 MiB, for comparison only (OpenBLAS sgemv can read faster than it).
+//    256 MiB in four sequential streams per thread (bench_util.h's SumFloats).
 // Counters (rates over real time; OpenBLAS runs its own threads, so CPU time would mislead):
 //  FLOP/s for compute-bound ops, B/s for memory-bound ones (minimum DRAM traffic: every input
 //  read once, every output written once). bench/kernels_table.py turns the JSON output into
